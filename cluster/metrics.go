@@ -1,0 +1,140 @@
+package cluster
+
+import (
+	"errors"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are a server's raft and serf metrics. Raft's own go-metrics are
+// process-global, so the gauges here are read from the server at scrape
+// time instead: several in-process servers each keep their own registry.
+type metrics struct {
+	reg        prometheus.Registerer
+	applyTotal *prometheus.CounterVec
+	applyTime  prometheus.Histogram
+	collector  *collector
+}
+
+func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		reg: reg,
+		applyTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atomfed_raft_apply_total",
+			Help: "Commands submitted to raft on this server, by outcome (ok, not_leader, busy, unknown).",
+		}, []string{"outcome"}),
+		applyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "atomfed_raft_apply_duration_seconds",
+			Help:    "Time from raft.Apply to the FSM result on the leader (includes fsync and quorum round trip).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		collector: &collector{s: s},
+	}
+	if reg != nil {
+		reg.MustRegister(m.applyTotal, m.applyTime, m.collector)
+	}
+	return m
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	m.reg.Unregister(m.applyTotal)
+	m.reg.Unregister(m.applyTime)
+	m.reg.Unregister(m.collector)
+}
+
+func (m *metrics) observeApply(start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	switch {
+	case err == nil:
+		m.applyTime.Observe(time.Since(start).Seconds())
+	case errors.Is(classifyApplyError(err), ErrNotLeader):
+		outcome = "not_leader"
+	case errors.Is(classifyApplyError(err), ErrBusy):
+		outcome = "busy"
+	default:
+		outcome = "unknown"
+	}
+	m.applyTotal.WithLabelValues(outcome).Inc()
+}
+
+var (
+	descState       = prometheus.NewDesc("atomfed_raft_state", "Raft state of this server: 1 for the current state label.", []string{"state"}, nil)
+	descTerm        = prometheus.NewDesc("atomfed_raft_term", "Current raft term.", nil, nil)
+	descLastIndex   = prometheus.NewDesc("atomfed_raft_last_index", "Last raft log index.", nil, nil)
+	descCommitIndex = prometheus.NewDesc("atomfed_raft_commit_index", "Raft commit index.", nil, nil)
+	descApplied     = prometheus.NewDesc("atomfed_raft_applied_index", "Last raft index applied to the FSM.", nil, nil)
+	descLastContact = prometheus.NewDesc("atomfed_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil)
+	descPeers       = prometheus.NewDesc("atomfed_raft_peers", "Servers in the raft configuration, by suffrage.", []string{"suffrage"}, nil)
+	descLeaderChg   = prometheus.NewDesc("atomfed_raft_leader_changes_total", "Leader changes observed by this server.", nil, nil)
+	descIsLeader    = prometheus.NewDesc("atomfed_raft_is_leader", "1 if this server is the leader and has established leadership.", nil, nil)
+	descFSMIndex    = prometheus.NewDesc("atomfed_fsm_index", "Raft index of the last command that changed the state.", nil, nil)
+	descMembers     = prometheus.NewDesc("atomfed_serf_members", "Serf members known to this node, by status.", []string{"status"}, nil)
+	descHealth      = prometheus.NewDesc("atomfed_serf_health_score", "Memberlist health (awareness) score; 0 is healthy, higher means this node is slow to answer probes.", nil, nil)
+)
+
+type collector struct{ s *Server }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLastIndex, descCommitIndex, descApplied,
+		descLastContact, descPeers, descLeaderChg, descIsLeader, descFSMIndex, descMembers, descHealth} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.s.raft
+	state := r.State()
+	for _, st := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if st == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, st.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(r.CurrentTerm()))
+	ch <- prometheus.MustNewConstMetric(descLastIndex, prometheus.GaugeValue, float64(r.LastIndex()))
+	ch <- prometheus.MustNewConstMetric(descCommitIndex, prometheus.GaugeValue, float64(r.CommitIndex()))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(r.AppliedIndex()))
+	contact := 0.0
+	if state != raft.Leader {
+		if lc := r.LastContact(); !lc.IsZero() {
+			contact = time.Since(lc).Seconds()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descLastContact, prometheus.GaugeValue, contact)
+	voters, nonvoters := 0.0, 0.0
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				voters++
+			} else {
+				nonvoters++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, voters, "voter")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, nonvoters, "nonvoter")
+	ch <- prometheus.MustNewConstMetric(descLeaderChg, prometheus.CounterValue, float64(c.s.leaderChanges.Load()))
+	isLeader := 0.0
+	if c.s.IsLeader() {
+		isLeader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, isLeader)
+	ch <- prometheus.MustNewConstMetric(descFSMIndex, prometheus.GaugeValue, float64(c.s.fsm.Index()))
+	counts := map[string]float64{"alive": 0, "leaving": 0, "left": 0, "failed": 0}
+	for _, m := range c.s.serf.Members() {
+		counts[m.Status.String()]++
+	}
+	for st, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, n, st)
+	}
+	ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, float64(c.s.serf.Memberlist().GetHealthScore()))
+}

@@ -1,0 +1,313 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// Serf tags every atomfed node gossips. Keep them short: memberlist caps the
+// whole tag set at 512 bytes.
+const (
+	TagRole            = "role"   // "server" or "agent"
+	TagRegion          = "region" // region name
+	TagRaftAddr        = "raft"   // advertised raft address (servers)
+	TagHTTP            = "http"   // base URL of the HTTP API
+	TagExpect          = "expect" // bootstrap-expect (servers)
+	TagNonVoter        = "nv"     // "1" for a non-voter
+	TagBootstrapped    = "bs"     // "1" once the server belongs to a raft cluster
+	TagProtocolVersion = "vsn"    // atomfed protocol version
+
+	RoleServer = "server"
+	RoleAgent  = "agent"
+
+	protocolVersion = "1"
+)
+
+// serverMember is what a Serf member says about an atomfed server.
+type serverMember struct {
+	ID       string
+	Region   string
+	RaftAddr string
+	HTTP     string
+	Expect   int
+	NonVoter bool
+	Status   serf.MemberStatus
+	Boot     bool
+}
+
+// parseServer reads the server tags of m; ok is false for non-servers.
+func parseServer(m serf.Member) (serverMember, bool) {
+	if m.Tags[TagRole] != RoleServer {
+		return serverMember{}, false
+	}
+	expect, _ := strconv.Atoi(m.Tags[TagExpect])
+	return serverMember{
+		ID:       m.Name,
+		Region:   m.Tags[TagRegion],
+		RaftAddr: m.Tags[TagRaftAddr],
+		HTTP:     m.Tags[TagHTTP],
+		Expect:   expect,
+		NonVoter: m.Tags[TagNonVoter] == "1",
+		Status:   m.Status,
+		Boot:     m.Tags[TagBootstrapped] == "1",
+	}, true
+}
+
+func (s *Server) tags() map[string]string {
+	t := map[string]string{
+		TagRole:            RoleServer,
+		TagRegion:          s.cfg.Region,
+		TagRaftAddr:        s.stream.Addr().String(),
+		TagHTTP:            s.cfg.HTTPAdvertiseURL,
+		TagExpect:          strconv.Itoa(s.cfg.BootstrapExpect),
+		TagProtocolVersion: protocolVersion,
+	}
+	if s.cfg.NonVoter {
+		t[TagNonVoter] = "1"
+	}
+	if s.bootstrapped.Load() {
+		t[TagBootstrapped] = "1"
+	}
+	return t
+}
+
+// setupSerf creates the Serf member with this server's tags.
+func (s *Server) setupSerf() error {
+	conf, err := serfConfig(s.cfg, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
+	if err != nil {
+		return err
+	}
+	conf.Tags = s.tags()
+	conf.EventCh = s.serfEventCh
+	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "serf"), 0o700); err != nil {
+		return fmt.Errorf("create serf dir: %w", err)
+	}
+	conf.SnapshotPath = filepath.Join(s.cfg.DataDir, "serf", "local.snapshot")
+	sf, err := serf.Create(conf)
+	if err != nil {
+		return fmt.Errorf("start serf on %s: %w", s.cfg.SerfBindAddr, err)
+	}
+	s.serf = sf
+	return nil
+}
+
+// serfConfig builds a Serf configuration shared by servers and agents.
+func serfConfig(_ *Config, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
+	conf := serf.DefaultConfig()
+	conf.NodeName = node
+	if ml != nil {
+		c := *ml
+		conf.MemberlistConfig = &c
+	}
+	mc := conf.MemberlistConfig
+	mc.Name = node
+	host, port, err := splitHostPort(bind)
+	if err != nil {
+		return nil, fmt.Errorf("serf bind address %q: %w", bind, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if advertise != "" {
+		ah, ap, err := splitHostPort(advertise)
+		if err != nil {
+			return nil, fmt.Errorf("serf advertise address %q: %w", advertise, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	std := logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	conf.Logger = std
+	mc.Logger = std
+	conf.LogOutput = nil
+	mc.LogOutput = nil
+	conf.EnableNameConflictResolution = true
+	return conf, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q is not a number", p)
+	}
+	return h, port, nil
+}
+
+// SerfAddr returns the address Serf gossips on.
+func (s *Server) SerfAddr() string {
+	m := s.serf.LocalMember()
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}
+
+// Serf exposes the Serf member for status endpoints.
+func (s *Server) Serf() *serf.Serf { return s.serf }
+
+// retryJoin joins the configured Serf addresses, retrying with backoff until
+// at least one answers.
+func (s *Server) retryJoin(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := s.serf.Join(s.cfg.Join, true)
+		if n > 0 {
+			s.logger.Info("joined the cluster", "contacted", n)
+			return
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			s.logger.Warn("join failed; retrying", "addresses", s.cfg.Join, "attempt", attempt, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// serfEventLoop is the single consumer of Serf events. It keeps the
+// id -> HTTP map current, bootstraps when enough servers are visible, and
+// hands membership changes to the leader without blocking.
+func (s *Server) serfEventLoop(ctx context.Context) {
+	s.refreshServerMap()
+	s.maybeBootstrap()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-s.serfEventCh:
+			me, ok := ev.(serf.MemberEvent)
+			if !ok {
+				continue
+			}
+			s.refreshServerMap()
+			for _, m := range me.Members {
+				s.logger.Debug("member event", "event", me.EventType().String(), "member", m.Name, "status", m.Status.String())
+				if s.readyForReads.Load() {
+					select {
+					case s.reconcileCh <- m:
+					default: // the periodic full reconcile catches up
+					}
+				}
+			}
+			s.maybeBootstrap()
+		case <-tick.C:
+			s.maybeBootstrap()
+		}
+	}
+}
+
+// refreshServerMap rebuilds the server id -> HTTP URL map used for
+// forwarding.
+func (s *Server) refreshServerMap() {
+	m := map[string]string{}
+	for _, mem := range s.serf.Members() {
+		if sm, ok := parseServer(mem); ok && sm.HTTP != "" {
+			m[sm.ID] = sm.HTTP
+		}
+	}
+	s.leaderHTTP.Store(&m)
+}
+
+// ServerHTTP returns the HTTP base URL gossiped by server id.
+func (s *Server) ServerHTTP(id string) (string, bool) {
+	u, ok := (*s.leaderHTTP.Load())[id]
+	return u, ok
+}
+
+// maybeBootstrap forms a new cluster once BootstrapExpect servers with the
+// same expectation are alive and none of them already belongs to a cluster.
+// Every server computes the same configuration, so all of them bootstrapping
+// concurrently is safe.
+func (s *Server) maybeBootstrap() {
+	if s.cfg.BootstrapExpect == 0 || s.bootstrapped.Load() {
+		return
+	}
+	var servers []raft.Server
+	for _, mem := range s.serf.Members() {
+		sm, ok := parseServer(mem)
+		if !ok || sm.Status != serf.StatusAlive || sm.NonVoter {
+			continue
+		}
+		if sm.Boot {
+			// Someone already has a cluster; it will add us.
+			s.markBootstrapped()
+			return
+		}
+		if sm.Expect != s.cfg.BootstrapExpect {
+			s.logger.Error("peer has a different bootstrap-expect; not bootstrapping", "peer", sm.ID, "theirs", sm.Expect, "ours", s.cfg.BootstrapExpect)
+			return
+		}
+		servers = append(servers, raft.Server{ID: raft.ServerID(sm.ID), Address: raft.ServerAddress(sm.RaftAddr), Suffrage: raft.Voter})
+	}
+	if len(servers) < s.cfg.BootstrapExpect {
+		return
+	}
+	if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && err != raft.ErrCantBootstrap {
+		s.logger.Error("bootstrap failed", "error", err)
+		return
+	}
+	s.logger.Info("bootstrapped a new cluster", "servers", len(servers))
+	s.markBootstrapped()
+}
+
+// markBootstrapped records (and gossips) that this server belongs to a
+// cluster, so servers started later never bootstrap a second one.
+func (s *Server) markBootstrapped() {
+	if s.bootstrapped.Swap(true) {
+		return
+	}
+	if err := s.serf.SetTags(s.tags()); err != nil {
+		s.logger.Warn("could not update serf tags", "error", err)
+	}
+}
+
+// ServerMembers returns every server Serf knows about.
+func (s *Server) serverMembers() []serverMember {
+	var out []serverMember
+	for _, mem := range s.serf.Members() {
+		if sm, ok := parseServer(mem); ok {
+			out = append(out, sm)
+		}
+	}
+	return out
+}
+
+// Members returns every Serf member, servers and agents, ordered by name.
+func (s *Server) Members() []structs.Member {
+	mems := s.serf.Members()
+	out := make([]structs.Member, 0, len(mems))
+	for _, m := range mems {
+		tags := make(map[string]string, len(m.Tags))
+		for k, v := range m.Tags {
+			tags[k] = v
+		}
+		out = append(out, structs.Member{
+			Name:   m.Name,
+			Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			Role:   m.Tags[TagRole],
+			Region: m.Tags[TagRegion],
+			Status: m.Status.String(),
+			Tags:   tags,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

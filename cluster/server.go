@@ -1,0 +1,359 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// Sentinel errors, re-exported from structs so callers of this package need
+// not import it.
+var (
+	ErrNotLeader      = structs.ErrNotLeader
+	ErrNoLeader       = structs.ErrNoLeader
+	ErrOutcomeUnknown = structs.ErrOutcomeUnknown
+	ErrBusy           = structs.ErrBusy
+	ErrShuttingDown   = structs.ErrShuttingDown
+)
+
+// Server is one atomfed server: a Raft voter or non-voter plus its Serf
+// member.
+type Server struct {
+	cfg    *Config
+	logger hclog.Logger
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	stream    *streamLayer
+	store     *raftboltdb.BoltStore
+	snapshots raft.SnapshotStore
+
+	serf        *serf.Serf
+	serfEventCh chan serf.Event
+
+	raftNotifyCh chan bool
+	reconcileCh  chan serf.Member
+	leaderCh     *broadcast // closed and renewed on every leader change
+
+	leaderMu       sync.Mutex
+	routines       []leaderRoutine
+	routinesCancel context.CancelFunc
+	routinesWG     sync.WaitGroup
+	readyForReads  atomic.Bool
+	leaderHTTP     atomic.Pointer[map[string]string] // server id -> http URL
+	failedSince    map[string]time.Time              // leader-only, guarded by leaderMu
+	readBarrier    *readBarrier
+	bootstrapped   atomic.Bool
+	shutdownCtx    context.Context
+	shutdownCancel context.CancelFunc
+	shutdownOnce   sync.Once
+	wg             sync.WaitGroup
+	metrics        *metrics
+	leaderChanges  atomic.Uint64
+	observer       *raft.Observer
+	observationCh  chan raft.Observation
+	established    atomic.Uint64 // term in which leadership was established
+}
+
+// New starts a server: it opens the stores, starts Raft and Serf, joins the
+// given Serf addresses in the background and bootstraps when
+// BootstrapExpect servers are visible.
+func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	f := cfg.FSM
+	if f == nil {
+		f = fsm.New(logger, cfg.Registerer)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:            cfg,
+		logger:         logger.Named("server"),
+		fsm:            f,
+		raftNotifyCh:   make(chan bool, 16),
+		reconcileCh:    make(chan serf.Member, 256),
+		serfEventCh:    make(chan serf.Event, 1024),
+		leaderCh:       newBroadcast(),
+		failedSince:    map[string]time.Time{},
+		shutdownCtx:    ctx,
+		shutdownCancel: cancel,
+		observationCh:  make(chan raft.Observation, 64),
+	}
+	empty := map[string]string{}
+	s.leaderHTTP.Store(&empty)
+	s.readBarrier = newReadBarrier(s.verifyLeader)
+	s.routines = append(s.routines,
+		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
+		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
+	)
+	for _, r := range routines {
+		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})
+	}
+	if err := s.setupRaft(); err != nil {
+		s.closeStores()
+		cancel()
+		return nil, err
+	}
+	if err := s.setupSerf(); err != nil {
+		s.raft.Shutdown().Error()
+		s.closeStores()
+		cancel()
+		return nil, err
+	}
+	s.metrics = newMetrics(s, cfg.Registerer)
+	s.observer = raft.NewObserver(s.observationCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(s.observer)
+
+	s.goFn(s.monitorLeadership)
+	s.goFn(s.serfEventLoop)
+	s.goFn(s.observeLeaders)
+	if len(cfg.Join) > 0 {
+		s.goFn(s.retryJoin)
+	}
+	s.logger.Info("server started", "region", cfg.Region, "raft", s.stream.Addr().String(),
+		"serf", s.SerfAddr(), "bootstrap_expect", cfg.BootstrapExpect, "non_voter", cfg.NonVoter)
+	return s, nil
+}
+
+// claimDataDir records which node owns a data dir and refuses to start a
+// different node on it, which would corrupt both nodes' Raft identity.
+func claimDataDir(dir, node string) error {
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	switch {
+	case err == nil:
+		if got := strings.TrimSpace(string(b)); got != node {
+			return fmt.Errorf("data dir %s belongs to node %q, not %q: use another --data-dir or the same --node", dir, got, node)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return os.WriteFile(p, []byte(node+"\n"), 0o600)
+	default:
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+}
+
+func (s *Server) goFn(fn func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(s.shutdownCtx)
+	}()
+}
+
+// setupRaft opens the bolt store, snapshot store and transport and starts
+// Raft.
+func (s *Server) setupRaft() error {
+	dir := filepath.Join(s.cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create raft dir: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("open raft store: %w", err)
+	}
+	s.store = store
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	rlog := s.cfg.Logger
+	if rlog == nil {
+		rlog = hclog.NewNullLogger()
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, rlog.Named("snapshot"))
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	s.snapshots = snaps
+	stream, err := newStreamLayer(s.cfg.RaftBindAddr, s.cfg.RaftAdvertiseAddr, s.cfg.Dial)
+	if err != nil {
+		return err
+	}
+	s.stream = stream
+	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 8,
+		Timeout: 10 * time.Second,
+		Logger:  rlog.Named("transport"),
+	})
+
+	t := s.cfg.timings()
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.Logger = rlog.Named("raft")
+	rc.HeartbeatTimeout = t.HeartbeatTimeout
+	rc.ElectionTimeout = t.ElectionTimeout
+	rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	rc.CommitTimeout = t.CommitTimeout
+	rc.MaxAppendEntries = s.cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	rc.SnapshotInterval = s.cfg.SnapshotInterval
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.NotifyCh = s.raftNotifyCh
+	rc.NoLegacyTelemetry = true
+	rc.ShutdownOnRemove = false
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raft config: %w", err)
+	}
+	has, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	s.bootstrapped.Store(has)
+	r, err := raft.NewRaft(rc, s.fsm, logs, store, snaps, s.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+func (s *Server) closeStores() {
+	if s.transport != nil {
+		s.transport.Close()
+	} else if s.stream != nil {
+		s.stream.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// FSM returns the server's state machine.
+func (s *Server) FSM() *fsm.FSM { return s.fsm }
+
+// NodeID returns the server's node name.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Region returns the server's region.
+func (s *Server) Region() string { return s.cfg.Region }
+
+// RaftAddr returns the advertised Raft address.
+func (s *Server) RaftAddr() string { return s.stream.Addr().String() }
+
+// Raft exposes the underlying Raft instance for operator endpoints and tests.
+func (s *Server) Raft() *raft.Raft { return s.raft }
+
+// Leave gracefully leaves the cluster: a leader first hands leadership to
+// another voter, then the server leaves Serf so the leader removes it from
+// the Raft configuration, and finally shuts down.
+func (s *Server) Leave(ctx context.Context) error {
+	s.logger.Info("leaving the cluster")
+	if s.raft.State() == raft.Leader && s.otherVoters() > 0 {
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.logger.Warn("leadership transfer failed; leaving anyway", "error", err)
+		} else {
+			s.logger.Info("leadership transferred")
+		}
+	}
+	if err := s.serf.Leave(); err != nil {
+		s.logger.Warn("serf leave failed", "error", err)
+	}
+	s.waitRemoved(ctx)
+	return s.Shutdown()
+}
+
+// waitRemoved waits, bounded by ctx, until the leader has removed this server
+// from the Raft configuration, so that leaving never costs the others their
+// quorum by surprise.
+func (s *Server) waitRemoved(ctx context.Context) {
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !s.inConfiguration() || s.otherVoters() == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			s.logger.Warn("leader did not remove this server within 5s; shutting down anyway")
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) inConfiguration() bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == raft.ServerID(s.cfg.NodeID) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) otherVoters() int {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	n := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID != raft.ServerID(s.cfg.NodeID) && srv.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+// Shutdown stops the server without leaving: peers see it as failed.
+func (s *Server) Shutdown() error {
+	var err error
+	s.shutdownOnce.Do(func() {
+		s.logger.Info("shutting down")
+		s.shutdownCancel()
+		if s.serf != nil {
+			if e := s.serf.Shutdown(); e != nil {
+				err = errors.Join(err, fmt.Errorf("serf shutdown: %w", e))
+			}
+		}
+		if e := s.raft.Shutdown().Error(); e != nil {
+			err = errors.Join(err, fmt.Errorf("raft shutdown: %w", e))
+		}
+		s.raft.DeregisterObserver(s.observer)
+		s.wg.Wait()
+		s.closeStores()
+		if s.metrics != nil {
+			s.metrics.unregister()
+		}
+	})
+	return err
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
+)
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	addr        string
+	token       string
+	output      string
+	consistency string
+	timeout     time.Duration
+}
+
+func defaultAddr() string {
+	for _, k := range []string{"ATOMFED_ADDR", "GLOBAL_REGISTRY_URL"} {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return "http://127.0.0.1:8401"
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	p := cmd.PersistentFlags()
+	p.StringVar(&f.addr, "addr", defaultAddr(), "server address (env ATOMFED_ADDR, else GLOBAL_REGISTRY_URL)")
+	p.StringVar(&f.token, "token", os.Getenv("FEDERATION_TOKEN"), "API token (env FEDERATION_TOKEN)")
+	p.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	p.StringVar(&f.consistency, "consistency", "", "read consistency: linearizable (default), default or stale")
+	p.DurationVar(&f.timeout, "timeout", 30*time.Second, "request timeout")
+}
+
+func (f *clientFlags) client() (*client.Client, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, fmt.Errorf("--output %q must be table or json", f.output)
+	}
+	return client.New(f.addr, client.WithToken(f.token))
+}
+
+func (f *clientFlags) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), f.timeout)
+}
+
+func (f *clientFlags) query() *client.QueryOptions {
+	return &client.QueryOptions{Consistency: f.consistency}
+}
+
+// print writes v as indented JSON, or calls table when the output is a table.
+func (f *clientFlags) print(v any, table func(w *tabwriter.Writer)) error {
+	if f.output == "json" || table == nil {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	table(w)
+	return w.Flush()
+}
+
+// parseLabels turns k=v flags into a map.
+func parseLabels(in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q must be key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func optCAS(cmd *cobra.Command, cas uint64) *uint64 {
+	if cmd.Flags().Changed("cas") {
+		return client.CAS(cas)
+	}
+	return nil
+}
+
+func joinOrDash(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}

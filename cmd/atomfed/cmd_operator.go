@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newMembersCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the servers and agents Serf knows, with region, role and status",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			ms, err := c.Members(ctx)
+			if err != nil {
+				return err
+			}
+			return cf.print(ms, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tADDRESS\tROLE\tREGION\tSTATUS")
+				for _, m := range ms {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Role, m.Region, m.Status)
+				}
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this server's health and the cluster leader",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			h, err := c.Health(ctx)
+			if err != nil {
+				return err
+			}
+			return cf.print(h, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "Node\t%s\nRegion\t%s\nRaft state\t%s\nLeader\t%s\nIndex\t%d\nAudit head\t%s (index %d)\nVersion\t%s\n",
+					h.Node, h.Region, h.RaftState, orDash(h.Leader), h.Index, h.AuditHead, h.AuditIndex, h.Version)
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newOperatorCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "operator", Short: "Cluster operator commands"}
+	cf.register(cmd)
+	rc := &cobra.Command{Use: "raft", Short: "Inspect and change the Raft configuration"}
+	list := &cobra.Command{
+		Use:   "list-peers",
+		Short: "List the Raft servers, their suffrage and the leader",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			peers, err := c.RaftConfiguration(ctx, cf.query())
+			if err != nil {
+				return err
+			}
+			return cf.print(peers, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NODE\tADDRESS\tREGION\tSTATE\tVOTER\tSERF")
+				for _, p := range peers {
+					state := "follower"
+					if p.Leader {
+						state = "leader"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", p.ID, p.Address, orDash(p.Region), state, p.Voter, orDash(p.Status))
+				}
+			})
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove-peer NODE",
+		Short: "Remove a server from the Raft configuration (for a server that is gone for good)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			if err := c.RemovePeer(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("removed %s from the raft configuration\n", args[0])
+			return nil
+		},
+	}
+	rc.AddCommand(list, remove)
+	cmd.AddCommand(rc)
+	return cmd
+}
+
+func newSnapshotCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save and restore the federation state"}
+	cf.register(cmd)
+	save := &cobra.Command{
+		Use:   "save FILE",
+		Short: "Save a snapshot of the state (taken on the leader) to FILE",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			tmp := args[0] + ".part"
+			f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			meta, err := c.SnapshotSave(ctx, f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(tmp)
+				return err
+			}
+			if err := os.Rename(tmp, args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("saved snapshot at index %d to %s\n", meta.Index, args[0])
+			return nil
+		},
+	}
+	restore := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Restore the state from a snapshot FILE (replaces the whole state on every server)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			meta, err := c.SnapshotRestore(ctx, f)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("restored snapshot taken by %s at state index %d (audit head %s)\n", meta.Node, meta.Index, meta.AuditHead)
+			return nil
+		},
+	}
+	cmd.AddCommand(save, restore)
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/atomcloud/atomfed/fsm"
+)
+
+func newRegionCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "region", Short: "Register, list, show and delete regions"}
+	cf.register(cmd)
+
+	var r fsm.Region
+	var labels []string
+	var cas uint64
+	reg := &cobra.Command{
+		Use:   "register",
+		Short: "Register a region, or update it",
+		Example: `  atomfed region register --name eu-west --url https://eu-west.example.com:8401 \
+    --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if r.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			out, err := c.RegisterRegion(ctx, &r, optCAS(cmd, cas))
+			if err != nil {
+				return err
+			}
+			return cf.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "region %s registered (modify_index %d)\n", out.Name, out.ModifyIndex)
+			})
+		},
+	}
+	rf := reg.Flags()
+	rf.StringVar(&r.Name, "name", "", "region name (a DNS label)")
+	rf.StringVar(&r.URL, "url", "", "the region's API endpoint URL")
+	rf.StringVar(&r.Tier, "tier", "staging", "staging or production")
+	rf.StringVar(&r.Status, "status", "active", "active, maintenance or draining")
+	rf.Float64Var(&r.Location.Lat, "lat", 0, "latitude")
+	rf.Float64Var(&r.Location.Lon, "lon", 0, "longitude")
+	rf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	rf.Uint64Var(&cas, "cas", 0, "only write if the region's modify_index is this (0: create only)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List regions",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			regions, _, err := c.Regions(ctx, cf.query())
+			if err != nil {
+				return err
+			}
+			return cf.print(map[string]any{"regions": regions}, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tTIER\tSTATUS\tURL\tLOCATION\tMODIFY_INDEX")
+				for _, r := range regions {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f,%.2f\t%d\n", r.Name, r.Tier, r.Status, r.URL, r.Location.Lat, r.Location.Lon, r.ModifyIndex)
+				}
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one region",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			r, _, err := c.Region(ctx, args[0], cf.query())
+			if err != nil {
+				return err
+			}
+			return cf.print(r, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "Name\t%s\nURL\t%s\nTier\t%s\nStatus\t%s\nLocation\t%.4f, %.4f\nLabels\t%s\nCreated\t%s (index %d)\nModified\t%s (index %d)\n",
+					r.Name, r.URL, r.Tier, r.Status, r.Location.Lat, r.Location.Lon, fmtLabels(r.Labels),
+					fmtTime(r.CreatedAt), r.CreateIndex, fmtTime(r.UpdatedAt), r.ModifyIndex)
+			})
+		},
+	}
+	var delCAS uint64
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Deregister a region no tenant uses",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			if err := c.DeleteRegion(ctx, args[0], optCAS(cmd, delCAS)); err != nil {
+				return err
+			}
+			fmt.Printf("region %s deleted\n", args[0])
+			return nil
+		},
+	}
+	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the region's modify_index is this")
+	cmd.AddCommand(reg, list, show, del)
+	return cmd
+}
+
+func newTenantCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "tenant", Short: "Create, read, list and delete tenants"}
+	cf.register(cmd)
+
+	var t fsm.Tenant
+	var tables, labels []string
+	var cas uint64
+	put := &cobra.Command{
+		Use:   "put ID",
+		Short: "Create or replace a tenant's placement",
+		Example: `  atomfed tenant put acme --home us-east --mirror eu-west --mirror ap-south \
+    --table orders:email,phone --table invoices`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			t.ID = args[0]
+			if t.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			t.Tables = nil
+			for _, spec := range tables {
+				name, cols, _ := strings.Cut(spec, ":")
+				tb := fsm.TenantTable{Name: name}
+				if cols != "" {
+					tb.PIIColumns = strings.Split(cols, ",")
+				}
+				t.Tables = append(t.Tables, tb)
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			out, err := c.PutTenant(ctx, &t, optCAS(cmd, cas))
+			if err != nil {
+				return err
+			}
+			return cf.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "tenant %s stored (modify_index %d)\n", out.ID, out.ModifyIndex)
+			})
+		},
+	}
+	pf := put.Flags()
+	pf.StringVar(&t.HomeRegion, "home", "", "home region (where the data and its PII live)")
+	pf.StringSliceVar(&t.Mirrors, "mirror", nil, "mirror region (repeatable)")
+	pf.StringArrayVar(&tables, "table", nil, "table[:pii_col,pii_col] (repeatable)")
+	pf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	pf.Uint64Var(&cas, "cas", 0, "only write if the tenant's modify_index is this (0: create only)")
+
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a tenant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			t, _, err := c.Tenant(ctx, args[0], cf.query())
+			if err != nil {
+				return err
+			}
+			return cf.print(t, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "ID\t%s\nHome\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
+					joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
+				for _, tb := range t.Tables {
+					fmt.Fprintf(w, "Table\t%s (PII: %s)\n", tb.Name, joinOrDash(tb.PIIColumns))
+				}
+			})
+		},
+	}
+	var region string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tenants",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			ts, _, err := c.Tenants(ctx, region, cf.query())
+			if err != nil {
+				return err
+			}
+			return cf.print(map[string]any{"tenants": ts}, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tHOME\tMIRRORS\tTABLES\tMODIFY_INDEX")
+				for _, t := range ts {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", t.ID, t.HomeRegion, joinOrDash(t.Mirrors), len(t.Tables), t.ModifyIndex)
+				}
+			})
+		},
+	}
+	list.Flags().StringVar(&region, "region", "", "only tenants placed in this region")
+	var delCAS uint64
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a tenant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			if err := c.DeleteTenant(ctx, args[0], optCAS(cmd, delCAS)); err != nil {
+				return err
+			}
+			fmt.Printf("tenant %s deleted\n", args[0])
+			return nil
+		},
+	}
+	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
+	cmd.AddCommand(put, get, list, del)
+	return cmd
+}
+
+func fmtLabels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func fmtTime(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).UTC().Format(time.RFC3339)
+}

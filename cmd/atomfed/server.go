@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+func newServerCmd() *cobra.Command {
+	var o serverOptions
+	var logLevel string
+	var logJSON bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run an atomfed server (a Raft voter or non-voter of the federation)",
+		Long: `Run an atomfed server.
+
+Three servers started with --bootstrap-expect 3 and --join pointing at each
+other's Serf addresses form a cluster. SIGTERM or SIGINT leaves gracefully:
+a leader first hands leadership over, the server leaves Serf so that the
+leader removes it from the Raft configuration, and the process exits 0.`,
+		Example: `  atomfed server --node s1 --region us-east --data-dir /var/lib/atomfed \
+    --http-addr 10.0.0.1:8401 --raft-addr 10.0.0.1:8300 --serf-addr 10.0.0.1:8301 \
+    --bootstrap-expect 3 --join 10.0.0.2:8301,10.0.0.3:8301`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Region == "" {
+				o.Region = os.Getenv("PRIMARY_REGION")
+			}
+			o.Join = splitList(o.Join)
+			o.Logger = newLogger(o.Node, logLevel, logJSON)
+			return runServer(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Node, "node", "", "unique node name (a DNS label); also the Raft server id")
+	f.StringVar(&o.Region, "region", "", "region this server runs in (default $PRIMARY_REGION)")
+	f.StringVar(&o.DataDir, "data-dir", "", "directory for the Raft log, snapshots and Serf state")
+	f.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8401", "HTTP API listen address")
+	f.StringVar(&o.HTTPAdvertise, "http-advertise", "", "HTTP base URL other servers use to reach this one (default http://<http-addr>)")
+	f.StringVar(&o.RaftAddr, "raft-addr", "127.0.0.1:8300", "Raft transport listen address")
+	f.StringVar(&o.RaftAdvertise, "raft-advertise", "", "Raft address other servers dial (default the listen address)")
+	f.StringVar(&o.SerfAddr, "serf-addr", "127.0.0.1:8301", "Serf gossip listen address")
+	f.StringVar(&o.SerfAdvertise, "serf-advertise", "", "Serf address other members use (default the listen address)")
+	f.IntVar(&o.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers are visible (0: join an existing one)")
+	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of existing members to join (comma-separated; retried until one answers)")
+	f.BoolVar(&o.NonVoter, "non-voter", false, "join as a Raft non-voter (replicates, serves stale reads, no vote)")
+	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings for slow links: 1 for a LAN, 2 for RTTs up to 80 ms, 5 up to 200 ms")
+	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
+	return cmd
+}
+
+func runServer(o serverOptions) error {
+	n, err := startServer(o)
+	if err != nil {
+		return err
+	}
+	n.log.Info("serving HTTP API", "url", n.url)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		n.log.Info("signal received; leaving gracefully", "signal", sig.String())
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		go func() {
+			<-sigs
+			n.log.Warn("second signal: stopping without leaving")
+			os.Exit(1)
+		}()
+		if err := n.leave(ctx); err != nil {
+			n.log.Warn("leave finished with errors", "error", err)
+		}
+		n.log.Info("left the cluster; bye")
+		return nil
+	case err := <-n.done:
+		_ = n.shutdown()
+		return fmt.Errorf("HTTP server stopped: %w", err)
+	}
+}
+
+func newLogger(node, level string, json bool) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "atomfed",
+		Level:      hclog.LevelFromString(level),
+		JSONFormat: json,
+		Output:     os.Stderr,
+	}).With("node", node)
+}
+
+// splitList flattens comma-separated values and drops empty ones.
+func splitList(in []string) []string {
+	var out []string
+	for _, v := range in {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,31 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+)
+
+// auditRingSize is how many recent audit entries the state keeps for
+// /v1/status/audit; the head alone proves the whole chain.
+const auditRingSize = 256
+
+// GenesisHash is the audit head of an empty state.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// chainHash returns sha256(prev || index || type || body), hex encoded.
+// prev is the previous head in hex; index is big-endian uint64.
+func chainHash(prevHex string, index uint64, t MessageType, body []byte) string {
+	prev, err := hex.DecodeString(prevHex)
+	if err != nil || len(prev) != sha256.Size {
+		prev = make([]byte, sha256.Size)
+	}
+	h := sha256.New()
+	h.Write(prev)
+	var ib [8]byte
+	binary.BigEndian.PutUint64(ib[:], index)
+	h.Write(ib[:])
+	h.Write([]byte{byte(t)})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}

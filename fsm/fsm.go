@@ -1,0 +1,236 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ApplyResult is what Apply returns for a command entry. Err is a business
+// rejection (an *Error); the state is unchanged when it is set.
+type ApplyResult struct {
+	Index uint64 // raft index of the entry
+	Value any    // the stored object, when the command stores one
+	Err   error
+}
+
+// applyFn applies one decoded command to s at index. A returned error must
+// be an *Error and means s was left unchanged.
+type applyFn func(s *State, index uint64, version byte, body []byte) (any, error)
+
+var commands = map[MessageType]applyFn{}
+
+// registerCommand adds a command to the dispatch table; it panics on a
+// duplicate so that two commands can never share a number.
+func registerCommand(t MessageType, fn applyFn) {
+	if _, dup := commands[t]; dup {
+		panic(fmt.Sprintf("fsm: command type %d registered twice", t))
+	}
+	commands[t] = fn
+}
+
+// RegisteredTypes returns every command type in the dispatch table.
+func RegisteredTypes() []MessageType {
+	out := make([]MessageType, 0, len(commands))
+	for t := range commands {
+		out = append(out, t)
+	}
+	return out
+}
+
+// FSM implements raft.FSM and raft.BatchingFSM over a State.
+type FSM struct {
+	logger  hclog.Logger
+	metrics *metrics
+
+	mu    sync.RWMutex
+	state *State
+
+	watchMu sync.Mutex
+	watchCh chan struct{}
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// New returns an empty FSM whose metrics are registered on reg (nil: none).
+func New(logger hclog.Logger, reg prometheus.Registerer) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &FSM{
+		logger:  logger.Named("fsm"),
+		metrics: newMetrics(reg),
+		state:   newState(),
+		watchCh: make(chan struct{}),
+	}
+}
+
+// Apply applies one committed log entry.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in order under one lock and wakes
+// blocked readers once for the whole batch.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	changed := false
+	f.mu.Lock()
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		res := f.applyOne(l.Index, l.Data)
+		if res != nil && res.Err == nil {
+			changed = true
+		}
+		out[i] = res
+	}
+	f.mu.Unlock()
+	if changed {
+		f.notify()
+	}
+	return out
+}
+
+// applyOne applies a command entry with f.mu held. It panics when the entry
+// cannot be decoded: skipping it would make this replica diverge.
+func (f *FSM) applyOne(index uint64, data []byte) *ApplyResult {
+	if len(data) < 2 {
+		panic(fmt.Sprintf("fsm: entry at index %d is %d bytes, too short for a command", index, len(data)))
+	}
+	t := MessageType(data[0])
+	fn, ok := commands[t]
+	if !ok {
+		if t&IgnoreUnknownTypeFlag != 0 {
+			f.logger.Warn("ignoring unknown command type", "type", uint8(t), "index", index)
+			return nil
+		}
+		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
+	}
+	start := time.Now()
+	val, err := fn(f.state, index, data[1], data[2:])
+	f.metrics.observe(t, err, start)
+	if err != nil {
+		var ferr *Error
+		if !errors.As(err, &ferr) {
+			panic(fmt.Sprintf("fsm: %s at index %d returned a non-business error: %v", t, index, err))
+		}
+		return &ApplyResult{Index: index, Err: err}
+	}
+	f.extendAudit(index, t, data[1:], atOf(val))
+	return &ApplyResult{Index: index, Value: val}
+}
+
+// extendAudit links the applied command into the hash chain.
+func (f *FSM) extendAudit(index uint64, t MessageType, body []byte, at int64) {
+	s := f.state
+	s.AuditHead = chainHash(s.AuditHead, index, t, body)
+	s.Index = index
+	e := AuditEntry{Index: index, Type: t.String(), Hash: s.AuditHead, At: at}
+	if len(s.Audit) >= auditRingSize {
+		copy(s.Audit, s.Audit[1:])
+		s.Audit[len(s.Audit)-1] = e
+	} else {
+		s.Audit = append(s.Audit, e)
+	}
+}
+
+// mustDecode parses a command body or panics with the entry's index.
+func mustDecode(index uint64, version byte, body []byte, out any) {
+	if err := decodeBody(version, body, out); err != nil {
+		panic(fmt.Sprintf("fsm: cannot decode %T at index %d: %v", out, index, err))
+	}
+}
+
+// Read calls fn with the current state under the read lock. fn must not
+// keep or modify anything it is given.
+func (f *FSM) Read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Index returns the raft index of the last command that changed the state.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Index
+}
+
+// AuditHead returns the audit chain head and the index it covers.
+func (f *FSM) AuditHead() (string, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.AuditHead, f.state.Index
+}
+
+// WatchCh returns a channel that is closed at the next state change or
+// restore. Take it before reading, so no change can be missed.
+func (f *FSM) WatchCh() <-chan struct{} {
+	f.watchMu.Lock()
+	defer f.watchMu.Unlock()
+	return f.watchCh
+}
+
+func (f *FSM) notify() {
+	f.watchMu.Lock()
+	close(f.watchCh)
+	f.watchCh = make(chan struct{})
+	f.watchMu.Unlock()
+}
+
+// Snapshot captures an immutable copy of the state. Persist writes it out
+// while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	s := f.state.clone()
+	f.mu.RUnlock()
+	return &fsmSnapshot{state: s, metrics: f.metrics}, nil
+}
+
+// Restore replaces the state with one read from r, then wakes every blocked
+// reader. The new state is decoded and checked before the swap, so a bad
+// snapshot leaves the old state in place.
+func (f *FSM) Restore(r io.ReadCloser) error {
+	defer r.Close()
+	start := time.Now()
+	s, err := ReadSnapshot(r)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	f.notify()
+	f.metrics.restore.Observe(time.Since(start).Seconds())
+	f.logger.Info("restored state from snapshot", "index", s.Index, "audit_head", s.AuditHead,
+		"regions", len(s.Regions), "tenants", len(s.Tenants))
+	return nil
+}
+
+// atOf returns the leader timestamp carried by a stored object, for audit.
+func atOf(v any) int64 {
+	switch o := v.(type) {
+	case *Region:
+		return o.UpdatedAt
+	case *Tenant:
+		return o.UpdatedAt
+	case stamped:
+		return o.at()
+	}
+	return 0
+}
+
+// stamped is implemented by apply results that carry a leader time but are
+// not stored objects (deletions).
+type stamped interface{ at() int64 }

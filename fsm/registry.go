@@ -1,0 +1,134 @@
+package fsm
+
+func init() {
+	registerCommand(RegionUpsertType, applyRegionUpsert)
+	registerCommand(RegionDeleteType, applyRegionDelete)
+	registerCommand(TenantUpsertType, applyTenantUpsert)
+	registerCommand(TenantDeleteType, applyTenantDelete)
+}
+
+// Deleted is the apply result of a deletion.
+type Deleted struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	At   int64  `json:"-"`
+}
+
+func (d *Deleted) at() int64 { return d.At }
+
+// checkCAS compares an expected modify index with the stored object's.
+// cur is 0 when the object does not exist, so cas=0 means "create only".
+func checkCAS(kind, name string, cas *uint64, cur uint64) error {
+	if cas == nil || *cas == cur {
+		return nil
+	}
+	if cur == 0 {
+		return conflictf("cas: %s %q does not exist (expected modify_index %d)", kind, name, *cas)
+	}
+	if *cas == 0 {
+		return conflictf("cas: %s %q already exists (modify_index %d); cas=0 only creates", kind, name, cur)
+	}
+	return conflictf("cas: %s %q has modify_index %d, not %d", kind, name, cur, *cas)
+}
+
+func applyRegionUpsert(s *State, index uint64, v byte, body []byte) (any, error) {
+	var cmd RegionUpsert
+	mustDecode(index, v, body, &cmd)
+	r := cmd.Region
+	NormalizeRegion(&r)
+	if err := ValidateRegion(&r); err != nil {
+		return nil, err
+	}
+	old := s.Regions[r.Name]
+	var cur uint64
+	if old != nil {
+		cur = old.ModifyIndex
+	}
+	if err := checkCAS("region", r.Name, cmd.CAS, cur); err != nil {
+		return nil, err
+	}
+	r.ModifyIndex, r.UpdatedAt = index, cmd.At
+	if old != nil {
+		r.CreateIndex, r.CreatedAt = old.CreateIndex, old.CreatedAt
+	} else {
+		r.CreateIndex, r.CreatedAt = index, cmd.At
+	}
+	s.Regions[r.Name] = &r
+	s.touch(TableRegions, index)
+	return &r, nil
+}
+
+func applyRegionDelete(s *State, index uint64, v byte, body []byte) (any, error) {
+	var cmd RegionDelete
+	mustDecode(index, v, body, &cmd)
+	old := s.Regions[cmd.Name]
+	if old == nil {
+		return nil, notFoundf("region_not_found", "region %q is not registered", cmd.Name)
+	}
+	if err := checkCAS("region", cmd.Name, cmd.CAS, old.ModifyIndex); err != nil {
+		return nil, err
+	}
+	for _, t := range s.SortedTenants() {
+		if t.HomeRegion == cmd.Name {
+			return nil, preconditionf("region_in_use", "region %q is the home region of tenant %q; move or delete the tenant first", cmd.Name, t.ID)
+		}
+		for _, m := range t.Mirrors {
+			if m == cmd.Name {
+				return nil, preconditionf("region_in_use", "region %q mirrors tenant %q; remove it from the tenant's mirrors first", cmd.Name, t.ID)
+			}
+		}
+	}
+	delete(s.Regions, cmd.Name)
+	s.touch(TableRegions, index)
+	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
+}
+
+func applyTenantUpsert(s *State, index uint64, v byte, body []byte) (any, error) {
+	var cmd TenantUpsert
+	mustDecode(index, v, body, &cmd)
+	t := cmd.Tenant
+	NormalizeTenant(&t)
+	if err := ValidateTenant(&t); err != nil {
+		return nil, err
+	}
+	if s.Regions[t.HomeRegion] == nil {
+		return nil, invalidf("unknown_region", "home_region %q is not a registered region", t.HomeRegion)
+	}
+	for _, m := range t.Mirrors {
+		if s.Regions[m] == nil {
+			return nil, invalidf("unknown_region", "mirror %q is not a registered region", m)
+		}
+	}
+	old := s.Tenants[t.ID]
+	var cur uint64
+	if old != nil {
+		cur = old.ModifyIndex
+	}
+	if err := checkCAS("tenant", t.ID, cmd.CAS, cur); err != nil {
+		return nil, err
+	}
+	t.ModifyIndex, t.UpdatedAt = index, cmd.At
+	if old != nil {
+		t.CreateIndex, t.CreatedAt = old.CreateIndex, old.CreatedAt
+	} else {
+		t.CreateIndex, t.CreatedAt = index, cmd.At
+	}
+	s.Tenants[t.ID] = &t
+	s.touch(TableTenants, index)
+	return &t, nil
+}
+
+func applyTenantDelete(s *State, index uint64, v byte, body []byte) (any, error) {
+	var cmd TenantDelete
+	mustDecode(index, v, body, &cmd)
+	old := s.Tenants[cmd.ID]
+	if old == nil {
+		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.ID)
+	}
+	if err := checkCAS("tenant", cmd.ID, cmd.CAS, old.ModifyIndex); err != nil {
+		return nil, err
+	}
+	delete(s.Tenants, cmd.ID)
+	s.touch(TableTenants, index)
+	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
+}

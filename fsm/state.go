@@ -1,0 +1,93 @@
+package fsm
+
+import "sort"
+
+// Table names used for per-table indexes. A blocking query on a table wakes
+// only when that table's index moves.
+const (
+	TableRegions = "regions"
+	TableTenants = "tenants"
+)
+
+// State is the replicated state. The FSM owns it; readers get it only
+// through FSM.Read, under the read lock, and must not modify it or anything
+// it points to. Stored objects are replaced, never mutated.
+type State struct {
+	// Index is the raft index of the last command that changed the state.
+	Index uint64
+	// Indexes holds the last changing index per table.
+	Indexes map[string]uint64
+	// AuditHead is the head of the audit hash chain.
+	AuditHead string
+	// Audit holds the most recent audit entries, oldest first.
+	Audit []AuditEntry
+
+	Regions map[string]*Region
+	Tenants map[string]*Tenant
+}
+
+func newState() *State {
+	return &State{
+		Indexes:   map[string]uint64{},
+		AuditHead: GenesisHash,
+		Regions:   map[string]*Region{},
+		Tenants:   map[string]*Tenant{},
+	}
+}
+
+// TableIndex returns the last index that changed table, or the state index
+// when the table has never changed (so that index 0 never blocks forever).
+func (s *State) TableIndex(table string) uint64 {
+	if i, ok := s.Indexes[table]; ok {
+		return i
+	}
+	return s.Index
+}
+
+// SortedRegions returns the regions ordered by name.
+func (s *State) SortedRegions() []*Region {
+	out := make([]*Region, 0, len(s.Regions))
+	for _, r := range s.Regions {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// SortedTenants returns the tenants ordered by id.
+func (s *State) SortedTenants() []*Tenant {
+	out := make([]*Tenant, 0, len(s.Tenants))
+	for _, t := range s.Tenants {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// clone returns a copy whose maps can be changed without affecting s. The
+// objects themselves are shared: they are immutable.
+func (s *State) clone() *State {
+	c := &State{
+		Index:     s.Index,
+		Indexes:   make(map[string]uint64, len(s.Indexes)),
+		AuditHead: s.AuditHead,
+		Audit:     append([]AuditEntry(nil), s.Audit...),
+		Regions:   make(map[string]*Region, len(s.Regions)),
+		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
+	}
+	for k, v := range s.Indexes {
+		c.Indexes[k] = v
+	}
+	for k, v := range s.Regions {
+		c.Regions[k] = v
+	}
+	for k, v := range s.Tenants {
+		c.Tenants[k] = v
+	}
+	return c
+}
+
+// touch records that index changed table.
+func (s *State) touch(table string, index uint64) {
+	s.Indexes[table] = index
+}

@@ -1,0 +1,66 @@
+package fsm
+
+// Region tiers.
+const (
+	TierStaging    = "staging"
+	TierProduction = "production"
+)
+
+// Region statuses an operator can set. Health (healthy, degraded, down) is
+// derived from agents and probes and is reported separately.
+const (
+	RegionActive      = "active"
+	RegionMaintenance = "maintenance"
+	RegionDraining    = "draining"
+)
+
+// Location is a region's position, used for placement and reports.
+type Location struct {
+	Lat float64 `json:"lat"`
+	Lon float64 `json:"lon"`
+}
+
+// Region is one registered region of the federation. Values stored in the
+// FSM are never mutated: an update stores a new *Region.
+type Region struct {
+	Name        string            `json:"name"`
+	URL         string            `json:"url"`
+	Tier        string            `json:"tier"`
+	Location    Location          `json:"location"`
+	Status      string            `json:"status"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CreatedAt   int64             `json:"created_at"`   // unix nanoseconds, stamped by the leader
+	UpdatedAt   int64             `json:"updated_at"`   // unix nanoseconds, stamped by the leader
+	CreateIndex uint64            `json:"create_index"` // raft index that created it
+	ModifyIndex uint64            `json:"modify_index"` // raft index that last changed it
+}
+
+// TenantTable is one table of a tenant and the columns that hold personal
+// data; those columns never leave the tenant's home region.
+type TenantTable struct {
+	Name       string   `json:"name"`
+	PIIColumns []string `json:"pii_columns,omitempty"`
+}
+
+// Tenant is a tenant's placement: where its data lives and where it is
+// mirrored. Values stored in the FSM are never mutated.
+type Tenant struct {
+	ID          string            `json:"id"`
+	HomeRegion  string            `json:"home_region"`
+	Mirrors     []string          `json:"mirrors,omitempty"`
+	Tables      []TenantTable     `json:"tables,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CreatedAt   int64             `json:"created_at"`
+	UpdatedAt   int64             `json:"updated_at"`
+	CreateIndex uint64            `json:"create_index"`
+	ModifyIndex uint64            `json:"modify_index"`
+}
+
+// AuditEntry is one link of the audit hash chain: the hash after applying
+// the command at Index.
+type AuditEntry struct {
+	Index uint64 `json:"index"`
+	Type  string `json:"type"`
+	Hash  string `json:"hash"` // hex sha256(prev || index || type || body)
+	At    int64  `json:"at,omitempty"`
+}

@@ -1,0 +1,180 @@
+package fsm
+
+import (
+	"math"
+	"net/url"
+	"regexp"
+	"sort"
+)
+
+// Limits on registry objects. They keep a single command well under the
+// HTTP body limit and keep snapshots small.
+const (
+	MaxLabels        = 64
+	MaxLabelKeyLen   = 63
+	MaxLabelValueLen = 1024
+	MaxMirrors       = 16
+	MaxTables        = 256
+	MaxPIIColumns    = 64
+	MaxURLLen        = 2048
+)
+
+var (
+	dnsLabelRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tenantIDRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+	identRe     = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	tableNameRe = regexp.MustCompile(`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`)
+	labelKeyRe  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
+	validStatus = map[string]bool{RegionActive: true, RegionMaintenance: true, RegionDraining: true}
+	validTier   = map[string]bool{TierStaging: true, TierProduction: true}
+)
+
+// ValidRegionName reports whether name is a DNS label (RFC 1123, lower case).
+func ValidRegionName(name string) bool { return dnsLabelRe.MatchString(name) }
+
+// ValidTenantID reports whether id is a valid tenant id: lower-case letters,
+// digits, '-' and '_', 1 to 63 characters, starting and ending alphanumeric.
+func ValidTenantID(id string) bool { return tenantIDRe.MatchString(id) }
+
+// NormalizeRegion fills defaults (tier staging, status active) into r.
+func NormalizeRegion(r *Region) {
+	if r.Tier == "" {
+		r.Tier = TierStaging
+	}
+	if r.Status == "" {
+		r.Status = RegionActive
+	}
+}
+
+// ValidateRegion checks a region's user-supplied fields. It does not look at
+// the state; Apply does that.
+func ValidateRegion(r *Region) error {
+	if !ValidRegionName(r.Name) {
+		return invalidf("invalid_region_name", "region name %q must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit", r.Name)
+	}
+	if err := validateURL(r.URL); err != nil {
+		return err
+	}
+	if !validTier[r.Tier] {
+		return invalidf("invalid_tier", "tier %q must be %q or %q", r.Tier, TierStaging, TierProduction)
+	}
+	if !validStatus[r.Status] {
+		return invalidf("invalid_status", "status %q must be one of active, maintenance, draining", r.Status)
+	}
+	if err := validateLocation(r.Location); err != nil {
+		return err
+	}
+	return validateLabels(r.Labels)
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return invalidf("invalid_url", "url is required (the region's API endpoint, e.g. https://eu-west.example.com:8401)")
+	}
+	if len(raw) > MaxURLLen {
+		return invalidf("invalid_url", "url is longer than %d bytes", MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalidf("invalid_url", "url %q must be an absolute http or https URL", raw)
+	}
+	return nil
+}
+
+func validateLocation(l Location) error {
+	if math.IsNaN(l.Lat) || l.Lat < -90 || l.Lat > 90 {
+		return invalidf("invalid_location", "location.lat %v must be within [-90, 90]", l.Lat)
+	}
+	if math.IsNaN(l.Lon) || l.Lon < -180 || l.Lon > 180 {
+		return invalidf("invalid_location", "location.lon %v must be within [-180, 180]", l.Lon)
+	}
+	return nil
+}
+
+func validateLabels(labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return invalidf("invalid_labels", "at most %d labels are allowed, got %d", MaxLabels, len(labels))
+	}
+	for k, v := range labels {
+		if !labelKeyRe.MatchString(k) || len(k) > MaxLabelKeyLen {
+			return invalidf("invalid_labels", "label key %q must be 1-%d characters of letters, digits, '.', '_', '-', '/'", k, MaxLabelKeyLen)
+		}
+		if len(v) > MaxLabelValueLen {
+			return invalidf("invalid_labels", "label %q: value is longer than %d bytes", k, MaxLabelValueLen)
+		}
+	}
+	return nil
+}
+
+// NormalizeTenant sorts a tenant's mirrors, tables and PII columns so that
+// equal specs have equal encodings.
+func NormalizeTenant(t *Tenant) {
+	sort.Strings(t.Mirrors)
+	sort.Slice(t.Tables, func(i, j int) bool { return t.Tables[i].Name < t.Tables[j].Name })
+	for i := range t.Tables {
+		sort.Strings(t.Tables[i].PIIColumns)
+	}
+}
+
+// ValidateTenant checks a tenant's user-supplied fields. Whether its regions
+// exist is checked by Apply against the state.
+func ValidateTenant(t *Tenant) error {
+	if !ValidTenantID(t.ID) {
+		return invalidf("invalid_tenant_id", "tenant id %q must be 1-63 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit", t.ID)
+	}
+	if !ValidRegionName(t.HomeRegion) {
+		return invalidf("invalid_home_region", "home_region %q must be a region name (a DNS label)", t.HomeRegion)
+	}
+	if len(t.Mirrors) > MaxMirrors {
+		return invalidf("invalid_mirrors", "at most %d mirrors are allowed, got %d", MaxMirrors, len(t.Mirrors))
+	}
+	seen := make(map[string]bool, len(t.Mirrors))
+	for _, m := range t.Mirrors {
+		switch {
+		case !ValidRegionName(m):
+			return invalidf("invalid_mirrors", "mirror %q must be a region name (a DNS label)", m)
+		case m == t.HomeRegion:
+			return invalidf("invalid_mirrors", "mirror %q is the tenant's home region; a region cannot mirror itself", m)
+		case seen[m]:
+			return invalidf("invalid_mirrors", "mirror %q is listed twice", m)
+		}
+		seen[m] = true
+	}
+	if err := validateTables(t.Tables); err != nil {
+		return err
+	}
+	return validateLabels(t.Labels)
+}
+
+func validateTables(tables []TenantTable) error {
+	if len(tables) > MaxTables {
+		return invalidf("invalid_tables", "at most %d tables are allowed, got %d", MaxTables, len(tables))
+	}
+	seen := make(map[string]bool, len(tables))
+	for _, tb := range tables {
+		if !tableNameRe.MatchString(tb.Name) {
+			return invalidf("invalid_tables", "table name %q must be a lower-case SQL identifier, optionally schema-qualified", tb.Name)
+		}
+		if seen[tb.Name] {
+			return invalidf("invalid_tables", "table %q is listed twice", tb.Name)
+		}
+		seen[tb.Name] = true
+		if len(tb.PIIColumns) > MaxPIIColumns {
+			return invalidf("invalid_tables", "table %q: at most %d PII columns are allowed", tb.Name, MaxPIIColumns)
+		}
+		cols := make(map[string]bool, len(tb.PIIColumns))
+		for _, c := range tb.PIIColumns {
+			if !identRe.MatchString(c) {
+				return invalidf("invalid_tables", "table %q: PII column %q must be a lower-case SQL identifier", tb.Name, c)
+			}
+			if c == "tenant_id" {
+				return invalidf("invalid_tables", "table %q: tenant_id is the tenant key and cannot be a PII column", tb.Name)
+			}
+			if cols[c] {
+				return invalidf("invalid_tables", "table %q: PII column %q is listed twice", tb.Name, c)
+			}
+			cols[c] = true
+		}
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// Consistency modes for reads.
+const (
+	Linearizable = "linearizable"
+	Default      = "default"
+	Stale        = "stale"
+)
+
+// Response headers.
+const (
+	HeaderIndex       = "X-Atomfed-Index"
+	HeaderKnownLeader = "X-Atomfed-Known-Leader"
+	HeaderLastContact = "X-Atomfed-Last-Contact"
+	HeaderForwarded   = "X-Atomfed-Forwarded-By"
+	HeaderServedBy    = "X-Atomfed-Served-By"
+)
+
+const (
+	defaultBlockingWait = 5 * time.Minute
+	maxBlockingWait     = 10 * time.Minute
+)
+
+// queryOptions are the read parameters every GET accepts.
+type queryOptions struct {
+	consistency string
+	minIndex    uint64
+	wait        time.Duration
+}
+
+func parseQuery(r *http.Request) (queryOptions, error) {
+	q := r.URL.Query()
+	o := queryOptions{consistency: Linearizable}
+	if c := q.Get("consistency"); c != "" {
+		if c != Linearizable && c != Default && c != Stale {
+			return o, badRequest("invalid_consistency", fmt.Sprintf("consistency %q must be linearizable, default or stale", c))
+		}
+		o.consistency = c
+	}
+	if _, ok := q["stale"]; ok { // Consul-style shorthand
+		o.consistency = Stale
+	}
+	if raw := q.Get("index"); raw != "" {
+		n, err := strconv.ParseUint(raw, 10, 64)
+		if err != nil {
+			return o, badRequest("invalid_index", fmt.Sprintf("index %q must be a non-negative integer", raw))
+		}
+		o.minIndex = n
+		o.wait = defaultBlockingWait
+	}
+	if raw := q.Get("wait"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		if err != nil || d < 0 {
+			return o, badRequest("invalid_wait", fmt.Sprintf("wait %q must be a duration such as 30s or 5m", raw))
+		}
+		if d > maxBlockingWait {
+			d = maxBlockingWait
+		}
+		o.wait = d
+	}
+	return o, nil
+}
+
+// readFn builds a response from the state. It runs under the FSM's read
+// lock, must not block, and returns the index the response reflects.
+type readFn func(s *fsm.State) (body any, index uint64, err error)
+
+// read answers a GET under the request's consistency mode, blocking when
+// ?index is given. Reads this server cannot answer go to the leader.
+func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
+	opts, err := parseQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	switch opts.consistency {
+	case Linearizable:
+		if !a.c.IsLeader() {
+			a.forward(w, r, nil, false)
+			return
+		}
+	case Default:
+		if a.c.State() != "Leader" {
+			a.forward(w, r, nil, false)
+			return
+		}
+	}
+	ctx := r.Context()
+	var timeout <-chan time.Time
+	if opts.minIndex > 0 && opts.wait > 0 {
+		// Jitter spreads the wake-ups of many watchers with the same wait.
+		d := opts.wait + time.Duration(rand.Int64N(int64(opts.wait/16)+1))
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	f := a.c.FSM()
+	timedOut := false
+	for {
+		if opts.consistency == Linearizable {
+			if err := a.c.ConsistentRead(ctx); err != nil {
+				if errors.Is(err, structs.ErrNotLeader) && r.Header.Get(HeaderForwarded) == "" {
+					a.forward(w, r, nil, false)
+					return
+				}
+				writeError(w, err)
+				return
+			}
+		}
+		watch := f.WatchCh()
+		var body any
+		var index uint64
+		var rerr error
+		f.Read(func(s *fsm.State) { body, index, rerr = fn(s) })
+		if opts.minIndex == 0 || index > opts.minIndex || timedOut {
+			a.setReadHeaders(w, index, opts.consistency)
+			if rerr != nil {
+				writeError(w, rerr)
+				return
+			}
+			writeJSON(w, http.StatusOK, body)
+			return
+		}
+		select {
+		case <-watch:
+		case <-timeout:
+			timedOut = true
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (a *API) setReadHeaders(w http.ResponseWriter, index uint64, consistency string) {
+	h := w.Header()
+	h.Set(HeaderIndex, strconv.FormatUint(index, 10))
+	leader, _ := a.c.Leader()
+	h.Set(HeaderKnownLeader, strconv.FormatBool(leader != ""))
+	h.Set(HeaderServedBy, a.c.NodeID())
+	if consistency == Stale {
+		ms := "0"
+		if a.c.State() != "Leader" {
+			if lc, ok := a.c.Stats()["last_contact"]; ok {
+				if d, err := time.ParseDuration(lc); err == nil {
+					ms = strconv.FormatInt(d.Milliseconds(), 10)
+				}
+			}
+		}
+		h.Set(HeaderLastContact, ms)
+	}
+}
+
+// write commits a command on the leader, forwarding it there from a
+// follower. body is the raw request body, needed to forward it.
+func (a *API) write(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any, ok func(*fsm.ApplyResult)) {
+	if a.c.State() != "Leader" {
+		a.forward(w, r, body, true)
+		return
+	}
+	res, err := a.c.Apply(r.Context(), t, cmd)
+	if errors.Is(err, structs.ErrNotLeader) {
+		// Not applied: raft refused it before logging. Safe to forward.
+		a.forward(w, r, body, true)
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
+	if res.Err != nil {
+		writeError(w, res.Err)
+		return
+	}
+	ok(res)
+}
+
+// stamp returns the leader clock for a command, in unix nanoseconds.
+func (a *API) stamp() int64 { return a.now().UnixNano() }
+
+// waitLeader returns the leader's HTTP URL, waiting up to LeaderWait (with
+// jitter) for one to be elected. self is true when this server is the
+// leader and has established leadership.
+func (a *API) waitLeader(ctx context.Context) (url string, self bool, err error) {
+	wait := a.cfg.LeaderWait + time.Duration(rand.Int64N(int64(a.cfg.LeaderWait/8)+1))
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		ch := a.c.LeaderChangeCh()
+		id, _ := a.c.Leader()
+		switch {
+		case id == a.c.NodeID() && a.c.IsLeader():
+			return "", true, nil
+		case id != "" && id != a.c.NodeID():
+			if u, err := a.c.LeaderHTTP(); err == nil {
+				return u, false, nil
+			}
+		}
+		// No leader, or we are leader but still establishing: poll briefly.
+		select {
+		case <-ch:
+		case <-time.After(25 * time.Millisecond):
+		case <-deadline.C:
+			return "", false, fmt.Errorf("%w: none elected within %s", structs.ErrNoLeader, wait.Round(time.Millisecond))
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,207 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"github.com/atomcloud/atomfed/fsm"
+)
+
+// RegionList answers GET /region/list and GET /v1/regions.
+type RegionList struct {
+	Regions []*fsm.Region `json:"regions"`
+}
+
+// TenantList answers GET /v1/tenants.
+type TenantList struct {
+	Tenants []*fsm.Tenant `json:"tenants"`
+}
+
+// DeleteResponse answers a successful DELETE.
+type DeleteResponse struct {
+	Deleted string `json:"deleted"`
+	Name    string `json:"name"`
+	Index   uint64 `json:"index"`
+}
+
+// decodeWrite reads and strictly decodes a write's body into v, and its
+// ?cas parameter.
+func decodeWrite(w http.ResponseWriter, r *http.Request, v any) ([]byte, *uint64, error) {
+	body, err := readBody(w, r, MaxBodyBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := decodeStrict(body, v); err != nil {
+		return nil, nil, err
+	}
+	cas, err := parseCAS(r)
+	return body, cas, err
+}
+
+// registerRegion is the seed path POST /region/register: create or update
+// a region from its body.
+func (a *API) registerRegion(w http.ResponseWriter, r *http.Request) {
+	a.upsertRegion(w, r, "")
+}
+
+// putRegion is PUT /v1/regions/{name}.
+func (a *API) putRegion(w http.ResponseWriter, r *http.Request) {
+	a.upsertRegion(w, r, mux.Vars(r)["name"])
+}
+
+func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName string) {
+	var reg fsm.Region
+	body, cas, err := decodeWrite(w, r, &reg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if pathName != "" {
+		if reg.Name == "" {
+			reg.Name = pathName
+		} else if reg.Name != pathName {
+			writeError(w, badRequest("name_mismatch", "the body names region "+quote(reg.Name)+" but the path names "+quote(pathName)))
+			return
+		}
+	}
+	fsm.NormalizeRegion(&reg)
+	if err := fsm.ValidateRegion(&reg); err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: a.stamp()}
+	a.write(w, r, body, fsm.RegionUpsertType, cmd, func(res *fsm.ApplyResult) {
+		out := res.Value.(*fsm.Region)
+		writeJSON(w, createdOrOK(out.CreateIndex, out.ModifyIndex), out)
+	})
+}
+
+func createdOrOK(create, modify uint64) int {
+	if create == modify {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return RegionList{Regions: s.SortedRegions()}, s.TableIndex(fsm.TableRegions), nil
+	})
+}
+
+func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["name"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		idx := s.TableIndex(fsm.TableRegions)
+		reg, ok := s.Regions[name]
+		if !ok {
+			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
+		}
+		return reg, idx, nil
+	})
+}
+
+func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["name"]
+	cas, err := parseCAS(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: a.stamp()}
+	a.write(w, r, nil, fsm.RegionDeleteType, cmd, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
+	})
+}
+
+func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
+	region := r.URL.Query().Get("region")
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		all := s.SortedTenants()
+		if region == "" {
+			return TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
+		}
+		out := make([]*fsm.Tenant, 0)
+		for _, t := range all {
+			if t.HomeRegion == region || contains(t.Mirrors, region) {
+				out = append(out, t)
+			}
+		}
+		return TenantList{Tenants: out}, s.TableIndex(fsm.TableTenants), nil
+	})
+}
+
+func (a *API) getTenant(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		idx := s.TableIndex(fsm.TableTenants)
+		t, ok := s.Tenants[id]
+		if !ok {
+			return nil, idx, notFound("tenant_not_found", "tenant "+quote(id)+" does not exist")
+		}
+		return t, idx, nil
+	})
+}
+
+func (a *API) putTenant(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	var t fsm.Tenant
+	body, cas, err := decodeWrite(w, r, &t)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if t.ID == "" {
+		t.ID = id
+	} else if t.ID != id {
+		writeError(w, badRequest("id_mismatch", "the body names tenant "+quote(t.ID)+" but the path names "+quote(id)))
+		return
+	}
+	fsm.NormalizeTenant(&t)
+	if err := fsm.ValidateTenant(&t); err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.TenantUpsert{Tenant: t, CAS: cas, At: a.stamp()}
+	a.write(w, r, body, fsm.TenantUpsertType, cmd, func(res *fsm.ApplyResult) {
+		out := res.Value.(*fsm.Tenant)
+		writeJSON(w, createdOrOK(out.CreateIndex, out.ModifyIndex), out)
+	})
+}
+
+func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	cas, err := parseCAS(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.TenantDelete{ID: id, CAS: cas, At: a.stamp()}
+	a.write(w, r, nil, fsm.TenantDeleteType, cmd, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
+	})
+}
+
+func notFound(code, msg string) error {
+	return &apiError{status: http.StatusNotFound, code: code, message: msg}
+}
+
+// quote quotes a user-supplied name for an error message, truncated so a
+// huge name cannot bloat the response.
+func quote(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return strconv.Quote(s)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,188 @@
+package httpapi
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// AuditStatus answers GET /v1/status/audit.
+type AuditStatus struct {
+	Head   string           `json:"head"`
+	Index  uint64           `json:"index"`
+	Recent []fsm.AuditEntry `json:"recent"`
+}
+
+// RaftConfiguration answers GET /v1/operator/raft/configuration.
+type RaftConfiguration struct {
+	Servers []structs.Peer `json:"servers"`
+	Index   uint64         `json:"index"`
+}
+
+// GlobalStatus answers GET /global-status: one node's view of the whole
+// federation.
+type GlobalStatus struct {
+	Node      string         `json:"node"`
+	Region    string         `json:"region"`
+	Leader    string         `json:"leader"`
+	Servers   []structs.Peer `json:"servers"`
+	Regions   []*fsm.Region  `json:"regions"`
+	Tenants   int            `json:"tenants"`
+	Index     uint64         `json:"index"`
+	AuditHead string         `json:"audit_head"`
+}
+
+// health answers GET /health from local state only: it must work with no
+// leader, so that operators can see why.
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	leader, _ := a.c.Leader()
+	head, auditIdx := a.c.FSM().AuditHead()
+	applied, _ := strconv.ParseUint(a.c.Stats()["applied_index"], 10, 64)
+	h := structs.Health{
+		Status:      "ok",
+		Node:        a.c.NodeID(),
+		Region:      a.c.Region(),
+		Role:        "server",
+		RaftState:   a.c.State(),
+		Leader:      leader,
+		KnownLeader: leader != "",
+		Index:       a.c.FSM().Index(),
+		AppliedIdx:  applied,
+		AuditHead:   head,
+		AuditIndex:  auditIdx,
+		Version:     a.cfg.Version,
+	}
+	if leader == "" {
+		h.Status = "no_leader"
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(h.Index, 10))
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (a *API) statusLeader(w http.ResponseWriter, r *http.Request) {
+	id, addr := a.c.Leader()
+	if id == "" {
+		writeError(w, structs.ErrNoLeader)
+		return
+	}
+	info := structs.LeaderInfo{ID: id, Address: addr}
+	info.HTTP, _ = a.c.LeaderHTTP()
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
+	peers, idx, err := a.c.Configuration()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	writeJSON(w, http.StatusOK, peers)
+}
+
+func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.Audit...)}, s.Index, nil
+	})
+}
+
+func (a *API) members(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.c.Members())
+}
+
+// raftConfiguration is answered by the leader unless ?consistency=stale.
+func (a *API) raftConfiguration(w http.ResponseWriter, r *http.Request) {
+	opts, err := parseQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if opts.consistency != Stale && !a.c.IsLeader() {
+		a.forward(w, r, nil, false)
+		return
+	}
+	peers, idx, err := a.c.Configuration()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	writeJSON(w, http.StatusOK, RaftConfiguration{Servers: peers, Index: idx})
+}
+
+func (a *API) removePeer(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	if id == "" {
+		writeError(w, badRequest("missing_id", "give the server to remove as ?id=<node>"))
+		return
+	}
+	if !a.c.IsLeader() {
+		a.forward(w, r, nil, true)
+		return
+	}
+	if err := a.c.RemovePeer(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "raft_peer", Name: id})
+}
+
+// snapshotSave streams a snapshot archive taken on the leader (or, with
+// ?consistency=stale, on this server).
+func (a *API) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	opts, err := parseQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if opts.consistency != Stale && !a.c.IsLeader() {
+		a.forward(w, r, nil, false)
+		return
+	}
+	var buf bytes.Buffer
+	meta, err := a.c.SaveSnapshot(&buf)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Disposition", `attachment; filename="atomfed-`+strconv.FormatUint(meta.Index, 10)+`.snap"`)
+	w.Header().Set(HeaderIndex, strconv.FormatUint(meta.Index, 10))
+	w.Header().Set("X-Atomfed-Audit-Head", meta.AuditHead)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// snapshotRestore verifies an uploaded archive and restores it on the
+// leader; every server ends up with its state.
+func (a *API) snapshotRestore(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r, structs.MaxSnapshotSize)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !a.c.IsLeader() {
+		a.forward(w, r, body, true)
+		return
+	}
+	meta, err := a.c.RestoreSnapshot(bytes.NewReader(body))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, meta)
+}
+
+func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
+	peers, _, _ := a.c.Configuration()
+	leader, _ := a.c.Leader()
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return GlobalStatus{
+			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
+			Regions: s.SortedRegions(), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+		}, s.Index, nil
+	})
+}

@@ -1,0 +1,103 @@
+// Package structs holds the wire types and sentinel errors that the cluster,
+// the HTTP API and its Go client share. It is a leaf: it imports nothing of
+// atomfed, so that httpapi need not import cluster (Nomad keeps its shared
+// types in a structs package for the same reason).
+package structs
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors for cluster-level conditions. httpapi maps each to one
+// status code.
+var (
+	// ErrNotLeader means this server is not the leader; nothing was applied
+	// and the request may be forwarded.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrNoLeader means no leader is known right now; retry shortly.
+	ErrNoLeader = errors.New("no cluster leader")
+	// ErrOutcomeUnknown means the command reached Raft but its commit could
+	// not be confirmed (leadership lost, shutdown): it may or may not have
+	// been applied.
+	ErrOutcomeUnknown = errors.New("outcome unknown: the write may or may not have been applied")
+	// ErrBusy means Raft did not accept the command; it was not applied.
+	ErrBusy = errors.New("raft is busy: the command was not applied")
+	// ErrShuttingDown means the server is stopping.
+	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
+	ErrBadSnapshot = errors.New("bad snapshot archive")
+)
+
+// MaxSnapshotSize bounds a snapshot archive and each of its members.
+const MaxSnapshotSize = 1 << 30
+
+// Peer is one server of the Raft configuration.
+type Peer struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Voter    bool   `json:"voter"`
+	Leader   bool   `json:"leader"`
+	Suffrage string `json:"suffrage"`
+	Region   string `json:"region,omitempty"`
+	HTTP     string `json:"http,omitempty"`
+	Status   string `json:"serf_status,omitempty"`
+}
+
+// Member is one Serf member: a server or a region agent.
+type Member struct {
+	Name   string            `json:"name"`
+	Addr   string            `json:"addr"`
+	Role   string            `json:"role"`
+	Region string            `json:"region"`
+	Status string            `json:"status"`
+	Tags   map[string]string `json:"tags"`
+}
+
+// ArchiveMeta describes a snapshot archive.
+type ArchiveMeta struct {
+	Version   int       `json:"version"`
+	Node      string    `json:"node"`
+	Region    string    `json:"region"`
+	CreatedAt time.Time `json:"created_at"`
+	AuditHead string    `json:"audit_head"`
+	Index     uint64    `json:"state_index"`
+	// RaftIndex, RaftTerm and Size come from the raft snapshot metadata.
+	RaftIndex uint64 `json:"raft_index"`
+	RaftTerm  uint64 `json:"raft_term"`
+	Size      int64  `json:"size"`
+}
+
+// LeaderInfo answers GET /v1/status/leader.
+type LeaderInfo struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	HTTP    string `json:"http,omitempty"`
+}
+
+// Health answers GET /health.
+type Health struct {
+	Status      string `json:"status"` // "ok", or "no_leader"
+	Node        string `json:"node"`
+	Region      string `json:"region"`
+	Role        string `json:"role"` // "server"
+	RaftState   string `json:"raft_state"`
+	Leader      string `json:"leader"`
+	KnownLeader bool   `json:"known_leader"`
+	Index       uint64 `json:"index"`
+	AppliedIdx  uint64 `json:"applied_index"`
+	AuditHead   string `json:"audit_head"`
+	AuditIndex  uint64 `json:"audit_index"`
+	Version     string `json:"version"`
+}
+
+// ErrorBody is the error envelope every endpoint uses.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the inside of ErrorBody.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
