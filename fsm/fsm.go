@@ -90,7 +90,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			continue
 		}
 		res := f.applyOne(l.Index, l.Data)
-		if res != nil && res.Err == nil {
+		if res == nil {
+			continue // an ignored command: no response, no change
+		}
+		if res.Err == nil {
 			changed = true
 		}
 		out[i] = res

@@ -36,8 +36,12 @@ func ValidRegionName(name string) bool { return dnsLabelRe.MatchString(name) }
 // digits, '-' and '_', 1 to 63 characters, starting and ending alphanumeric.
 func ValidTenantID(id string) bool { return tenantIDRe.MatchString(id) }
 
-// NormalizeRegion fills defaults (tier staging, status active) into r.
+// NormalizeRegion fills defaults (tier staging, status active) into r and
+// drops empty collections, so that what is stored equals what was sent.
 func NormalizeRegion(r *Region) {
+	if len(r.Labels) == 0 {
+		r.Labels = nil
+	}
 	if r.Tier == "" {
 		r.Tier = TierStaging
 	}
@@ -106,12 +110,25 @@ func validateLabels(labels map[string]string) error {
 	return nil
 }
 
-// NormalizeTenant sorts a tenant's mirrors, tables and PII columns so that
-// equal specs have equal encodings.
+// NormalizeTenant sorts a tenant's mirrors, tables and PII columns and drops
+// empty collections, so that equal specs have equal encodings and what is
+// stored equals what was sent.
 func NormalizeTenant(t *Tenant) {
+	if len(t.Mirrors) == 0 {
+		t.Mirrors = nil
+	}
+	if len(t.Tables) == 0 {
+		t.Tables = nil
+	}
+	if len(t.Labels) == 0 {
+		t.Labels = nil
+	}
 	sort.Strings(t.Mirrors)
 	sort.Slice(t.Tables, func(i, j int) bool { return t.Tables[i].Name < t.Tables[j].Name })
 	for i := range t.Tables {
+		if len(t.Tables[i].PIIColumns) == 0 {
+			t.Tables[i].PIIColumns = nil
+		}
 		sort.Strings(t.Tables[i].PIIColumns)
 	}
 }

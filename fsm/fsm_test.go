@@ -1,0 +1,474 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// harness applies commands at increasing indexes, as raft would.
+type harness struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, f: New(nil, prometheus.NewRegistry())}
+}
+
+func (h *harness) apply(typ MessageType, body any) *ApplyResult {
+	h.t.Helper()
+	data, err := Encode(typ, body)
+	if err != nil {
+		h.t.Fatalf("encode: %v", err)
+	}
+	h.index++
+	res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
+	if res == nil {
+		return nil
+	}
+	return res.(*ApplyResult)
+}
+
+func (h *harness) mustApply(typ MessageType, body any) *ApplyResult {
+	h.t.Helper()
+	res := h.apply(typ, body)
+	if res == nil || res.Err != nil {
+		h.t.Fatalf("apply %s: %+v", typ, res)
+	}
+	return res
+}
+
+func cas(n uint64) *uint64 { return &n }
+
+func testRegion(name string) Region {
+	return Region{Name: name, URL: "https://" + name + ".example.com:8401", Tier: TierStaging,
+		Location: Location{Lat: 10, Lon: 20}, Labels: map[string]string{"env": "test"}}
+}
+
+func seed(h *harness) {
+	h.mustApply(RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 100})
+	h.mustApply(RegionUpsertType, RegionUpsert{Region: testRegion("eu-west"), At: 101})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"eu-west"},
+		Tables: []TenantTable{{Name: "orders", PIIColumns: []string{"email", "phone"}}}}, At: 102})
+}
+
+func TestEveryCommandTypeIsRegisteredAndNamed(t *testing.T) {
+	for typ, name := range typeNames {
+		if _, ok := commands[typ]; !ok {
+			t.Errorf("%s (%d) has a name but no apply function", name, typ)
+		}
+		if typ&IgnoreUnknownTypeFlag != 0 && typ < IgnoreUnknownTypeFlag {
+			t.Errorf("%s: bad flag arithmetic", name)
+		}
+	}
+	for _, typ := range RegisteredTypes() {
+		if _, ok := typeNames[typ]; !ok {
+			t.Errorf("type %d is registered but has no name", typ)
+		}
+	}
+	if len(RegisteredTypes()) != len(typeNames) {
+		t.Fatalf("%d registered, %d named", len(RegisteredTypes()), len(typeNames))
+	}
+}
+
+func TestRegisterCommandPanicsOnDuplicate(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("registering a type twice did not panic")
+		}
+	}()
+	registerCommand(RegionUpsertType, applyRegionUpsert)
+}
+
+func TestEncodeLayout(t *testing.T) {
+	data, err := Encode(TenantDeleteType, TenantDelete{ID: "acme", At: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != byte(TenantDeleteType) || data[1] != codecJSON {
+		t.Fatalf("header = %v, want type then codec version", data[:2])
+	}
+	var back TenantDelete
+	if err := decodeBody(data[1], data[2:], &back); err != nil || back.ID != "acme" || back.At != 5 {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	if err := decodeBody(9, data[2:], &back); err == nil {
+		t.Fatal("an unknown codec version decoded")
+	}
+}
+
+// TestCommandRoundTrip applies one command of every type and checks its
+// effect on the state, so every registered command is exercised.
+func TestCommandRoundTrip(t *testing.T) {
+	h := newHarness(t)
+	seen := map[MessageType]bool{}
+	check := func(typ MessageType, body any, verify func(s *State, res *ApplyResult)) {
+		res := h.mustApply(typ, body)
+		seen[typ] = true
+		h.f.Read(func(s *State) { verify(s, res) })
+	}
+	check(RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 7}, func(s *State, res *ApplyResult) {
+		r := s.Regions["us-east"]
+		if r == nil || r.CreateIndex != res.Index || r.ModifyIndex != res.Index || r.CreatedAt != 7 || r.Status != RegionActive {
+			t.Fatalf("region after upsert: %+v", r)
+		}
+		if !reflect.DeepEqual(res.Value, r) {
+			t.Fatalf("apply result %+v differs from stored %+v", res.Value, r)
+		}
+	})
+	check(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "us-east",
+		Tables: []TenantTable{{Name: "b"}, {Name: "a", PIIColumns: []string{"z", "y"}}}}, At: 8}, func(s *State, res *ApplyResult) {
+		tn := s.Tenants["acme"]
+		if tn == nil || tn.ModifyIndex != res.Index || tn.Tables[0].Name != "a" || tn.Tables[0].PIIColumns[0] != "y" {
+			t.Fatalf("tenant after upsert (want sorted tables and columns): %+v", tn)
+		}
+	})
+	check(TenantDeleteType, TenantDelete{ID: "acme", At: 9}, func(s *State, res *ApplyResult) {
+		if s.Tenants["acme"] != nil || res.Value.(*Deleted).Name != "acme" {
+			t.Fatalf("tenant still there after delete")
+		}
+	})
+	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
+		if s.Regions["us-east"] != nil {
+			t.Fatalf("region still there after delete")
+		}
+		if s.TableIndex(TableRegions) != res.Index {
+			t.Fatalf("regions index %d, want %d", s.TableIndex(TableRegions), res.Index)
+		}
+	})
+	for _, typ := range RegisteredTypes() {
+		if !seen[typ] {
+			t.Errorf("command %s has no round-trip case", typ)
+		}
+	}
+}
+
+func TestApplyRejections(t *testing.T) {
+	cases := []struct {
+		name string
+		typ  MessageType
+		body any
+		kind error
+		code string
+	}{
+		{"region bad name", RegionUpsertType, RegionUpsert{Region: Region{Name: "Bad_Name", URL: "https://x"}}, ErrInvalid, "invalid_region_name"},
+		{"region bad url", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok", URL: "ftp://x"}}, ErrInvalid, "invalid_url"},
+		{"region no url", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok"}}, ErrInvalid, "invalid_url"},
+		{"region bad tier", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok", URL: "https://x", Tier: "gold"}}, ErrInvalid, "invalid_tier"},
+		{"region bad status", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok", URL: "https://x", Status: "on"}}, ErrInvalid, "invalid_status"},
+		{"region bad lat", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok", URL: "https://x", Location: Location{Lat: 91}}}, ErrInvalid, "invalid_location"},
+		{"region bad label", RegionUpsertType, RegionUpsert{Region: Region{Name: "ok", URL: "https://x", Labels: map[string]string{"": "v"}}}, ErrInvalid, "invalid_labels"},
+		{"region stale cas", RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), CAS: cas(99)}, ErrConflict, "cas_conflict"},
+		{"region cas 0 exists", RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), CAS: cas(0)}, ErrConflict, "cas_conflict"},
+		{"region cas on missing", RegionUpsertType, RegionUpsert{Region: testRegion("nowhere"), CAS: cas(5)}, ErrConflict, "cas_conflict"},
+		{"region delete missing", RegionDeleteType, RegionDelete{Name: "nowhere"}, ErrNotFound, "region_not_found"},
+		{"region delete home in use", RegionDeleteType, RegionDelete{Name: "us-east"}, ErrFailedPrecondition, "region_in_use"},
+		{"region delete mirror in use", RegionDeleteType, RegionDelete{Name: "eu-west"}, ErrFailedPrecondition, "region_in_use"},
+		{"region delete stale cas", RegionDeleteType, RegionDelete{Name: "us-east", CAS: cas(99)}, ErrConflict, "cas_conflict"},
+		{"tenant bad id", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "-x", HomeRegion: "us-east"}}, ErrInvalid, "invalid_tenant_id"},
+		{"tenant unknown home", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "mars"}}, ErrInvalid, "unknown_region"},
+		{"tenant unknown mirror", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Mirrors: []string{"mars"}}}, ErrInvalid, "unknown_region"},
+		{"tenant mirror is home", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Mirrors: []string{"us-east"}}}, ErrInvalid, "invalid_mirrors"},
+		{"tenant duplicate mirror", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Mirrors: []string{"eu-west", "eu-west"}}}, ErrInvalid, "invalid_mirrors"},
+		{"tenant pii is key", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Tables: []TenantTable{{Name: "o", PIIColumns: []string{"tenant_id"}}}}}, ErrInvalid, "invalid_tables"},
+		{"tenant bad table", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Tables: []TenantTable{{Name: "Drop Table"}}}}, ErrInvalid, "invalid_tables"},
+		{"tenant duplicate table", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t1", HomeRegion: "us-east", Tables: []TenantTable{{Name: "o"}, {Name: "o"}}}}, ErrInvalid, "invalid_tables"},
+		{"tenant stale cas", TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "us-east"}, CAS: cas(1)}, ErrConflict, "cas_conflict"},
+		{"tenant delete missing", TenantDeleteType, TenantDelete{ID: "nobody"}, ErrNotFound, "tenant_not_found"},
+		{"tenant delete stale cas", TenantDeleteType, TenantDelete{ID: "acme", CAS: cas(2)}, ErrConflict, "cas_conflict"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			seed(h)
+			before := snapshotBytes(t, h.f)
+			watch := h.f.WatchCh()
+			res := h.apply(tc.typ, tc.body)
+			if res == nil || res.Err == nil {
+				t.Fatalf("accepted: %+v", res)
+			}
+			var fe *Error
+			if !errors.As(res.Err, &fe) || !errors.Is(res.Err, tc.kind) || fe.Code != tc.code {
+				t.Fatalf("got %v (code %q), want kind %v code %q", res.Err, codeOf(res.Err), tc.kind, tc.code)
+			}
+			if fe.Message == "" {
+				t.Fatal("rejection without a message")
+			}
+			if after := snapshotBytes(t, h.f); !bytes.Equal(before, after) {
+				t.Fatalf("a rejected command changed the state:\nbefore %s\nafter  %s", before, after)
+			}
+			select {
+			case <-watch:
+				t.Fatal("a rejected command woke blocked readers")
+			default:
+			}
+		})
+	}
+}
+
+func codeOf(err error) string {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.Code
+	}
+	return ""
+}
+
+func TestCASSucceedsWithCurrentIndex(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	var cur uint64
+	h.f.Read(func(s *State) { cur = s.Tenants["acme"].ModifyIndex })
+	res := h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "eu-west"}, CAS: cas(cur), At: 200})
+	tn := res.Value.(*Tenant)
+	if tn.ModifyIndex != res.Index || tn.CreateIndex == tn.ModifyIndex || tn.CreatedAt != 102 || tn.UpdatedAt != 200 {
+		t.Fatalf("update kept the wrong indexes or times: %+v", tn)
+	}
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "new", HomeRegion: "eu-west"}, CAS: cas(0)})
+	h.mustApply(TenantDeleteType, TenantDelete{ID: "new", CAS: cas(h.index)})
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	f.Read(func(s *State) {
+		if err := WriteSnapshot(&buf, s); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return buf.Bytes()
+}
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { m.cancelled = true; return nil }
+func (m *memSink) Close() error  { return nil }
+
+func TestSnapshotRestoreEquality(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	for i := 0; i < 300; i++ { // more than the audit ring holds
+		h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t" + string(rune('a'+i%26)), HomeRegion: "us-east",
+			Labels: map[string]string{"n": strings.Repeat("x", i%7)}}, At: int64(i)})
+	}
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changes after Snapshot() must not leak into the captured view.
+	h.mustApply(RegionUpsertType, RegionUpsert{Region: testRegion("late")})
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	restored := New(nil, nil)
+	watch := restored.WatchCh()
+	if err := restored.Restore(ioNopCloser{bytes.NewReader(sink.Bytes())}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-watch:
+	default:
+		t.Fatal("restore did not wake blocked readers")
+	}
+	var late bool
+	restored.Read(func(s *State) { _, late = s.Regions["late"] })
+	if late {
+		t.Fatal("snapshot contains a change made after Snapshot()")
+	}
+	if again := snapshotBytes(t, restored); !bytes.Equal(again, sink.Bytes()) {
+		t.Fatal("restored state persists to different bytes")
+	}
+	var orig, got State
+	h.f.Read(func(s *State) { orig = *s.clone() })
+	restored.Read(func(s *State) { got = *s.clone() })
+	delete(orig.Regions, "late")
+	if !reflect.DeepEqual(orig.Tenants, got.Tenants) || !reflect.DeepEqual(orig.Regions, got.Regions) {
+		t.Fatal("restored objects differ")
+	}
+	if got.AuditHead == GenesisHash || len(got.Audit) != auditRingSize {
+		t.Fatalf("audit not restored: head %s, %d entries", got.AuditHead, len(got.Audit))
+	}
+}
+
+type ioNopCloser struct{ *bytes.Reader }
+
+func (ioNopCloser) Close() error { return nil }
+
+func TestRestoreRefusesBadSnapshotsAndKeepsState(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	before := snapshotBytes(t, h.f)
+	good := string(before)
+	bad := []string{
+		"",
+		"not json",
+		`{"version":2}`,
+		strings.Replace(good, `"version":1`, `"version":1,"extra":true`, 1),
+		strings.Replace(good, `"name":"us-east"`, `"name":"US EAST"`, 1),
+		strings.Replace(good, `"audit_head":"`, `"audit_head":"zz`, 1),
+		good[:len(good)/2],
+	}
+	for i, b := range bad {
+		if err := h.f.Restore(ioNopCloser{bytes.NewReader([]byte(b))}); err == nil {
+			t.Errorf("case %d: bad snapshot restored", i)
+		}
+		if after := snapshotBytes(t, h.f); !bytes.Equal(before, after) {
+			t.Fatalf("case %d: a refused restore changed the state", i)
+		}
+	}
+}
+
+func TestAuditChain(t *testing.T) {
+	a, b := newHarness(t), newHarness(t)
+	seed(a)
+	seed(b)
+	headA, idxA := a.f.AuditHead()
+	headB, _ := b.f.AuditHead()
+	if headA != headB || headA == GenesisHash {
+		t.Fatalf("same commands, different heads: %s vs %s", headA, headB)
+	}
+	if idxA != a.index {
+		t.Fatalf("audit index %d, want %d", idxA, a.index)
+	}
+	// Recompute the chain independently from the log.
+	want := GenesisHash
+	h := newHarness(t)
+	bodies := []struct {
+		typ  MessageType
+		body any
+	}{
+		{RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 100}},
+		{RegionUpsertType, RegionUpsert{Region: testRegion("eu-west"), At: 101}},
+	}
+	for i, c := range bodies {
+		data, _ := Encode(c.typ, c.body)
+		prev, _ := hex.DecodeString(want)
+		sum := sha256.New()
+		sum.Write(prev)
+		var ib [8]byte
+		binary.BigEndian.PutUint64(ib[:], uint64(i+1))
+		sum.Write(ib[:])
+		sum.Write([]byte{byte(c.typ)})
+		sum.Write(data[1:])
+		want = hex.EncodeToString(sum.Sum(nil))
+		h.mustApply(c.typ, c.body)
+	}
+	if got, _ := h.f.AuditHead(); got != want {
+		t.Fatalf("audit head %s, independent sha256(prev||index||type||body) gives %s", got, want)
+	}
+	// A rejection does not extend the chain.
+	h.apply(RegionDeleteType, RegionDelete{Name: "nowhere"})
+	if got, _ := h.f.AuditHead(); got != want {
+		t.Fatal("a rejected command extended the audit chain")
+	}
+	var recent []AuditEntry
+	h.f.Read(func(s *State) { recent = s.Audit })
+	if len(recent) != 2 || recent[1].Hash != want || recent[0].Type != "region_upsert" || recent[1].At != 101 {
+		t.Fatalf("recent audit entries: %+v", recent)
+	}
+}
+
+func TestApplyPanicsOnUndecodableEntries(t *testing.T) {
+	cases := map[string][]byte{
+		"too short":          {byte(RegionUpsertType)},
+		"unknown type":       {77, codecJSON, '{', '}'},
+		"bad json":           append([]byte{byte(TenantUpsertType), codecJSON}, []byte("{not json")...),
+		"unknown codec":      append([]byte{byte(TenantUpsertType), 9}, []byte("{}")...),
+		"wrong field type":   append([]byte{byte(RegionDeleteType), codecJSON}, []byte(`{"name":5}`)...),
+		"empty after header": {byte(TenantDeleteType), codecJSON},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := New(nil, nil)
+			defer func() {
+				v := recover()
+				if v == nil {
+					t.Fatal("undecodable entry did not panic")
+				}
+				if !strings.Contains(v.(string), "index 42") {
+					t.Fatalf("panic does not name the index: %v", v)
+				}
+			}()
+			f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: data})
+		})
+	}
+}
+
+func TestUnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	before := snapshotBytes(t, h.f)
+	res := h.f.Apply(&raft.Log{Index: 99, Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknownTypeFlag | 60), codecJSON, '{', '}'}})
+	if res != nil {
+		t.Fatalf("ignored command returned %v", res)
+	}
+	if !bytes.Equal(before, snapshotBytes(t, h.f)) {
+		t.Fatal("ignored command changed the state")
+	}
+}
+
+func TestApplyBatchMixedEntries(t *testing.T) {
+	f := New(nil, nil)
+	enc := func(typ MessageType, body any) []byte { d, _ := Encode(typ, body); return d }
+	logs := []*raft.Log{
+		{Index: 1, Type: raft.LogCommand, Data: enc(RegionUpsertType, RegionUpsert{Region: testRegion("a")})},
+		{Index: 2, Type: raft.LogConfiguration},
+		{Index: 3, Type: raft.LogCommand, Data: enc(RegionDeleteType, RegionDelete{Name: "zz"})},
+		{Index: 4, Type: raft.LogCommand, Data: enc(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t", HomeRegion: "a"}})},
+	}
+	watch := f.WatchCh()
+	out := f.ApplyBatch(logs)
+	if len(out) != len(logs) {
+		t.Fatalf("%d responses for %d entries", len(out), len(logs))
+	}
+	if out[1] != nil {
+		t.Fatalf("configuration entry got response %v", out[1])
+	}
+	if r := out[2].(*ApplyResult); r.Err == nil || r.Index != 3 {
+		t.Fatalf("entry 3: %+v", r)
+	}
+	if r := out[3].(*ApplyResult); r.Err != nil || r.Index != 4 {
+		t.Fatalf("entry 4: %+v", r)
+	}
+	select {
+	case <-watch:
+	default:
+		t.Fatal("batch with changes did not wake readers")
+	}
+	if f.Index() != 4 {
+		t.Fatalf("state index %d, want 4", f.Index())
+	}
+}
+
+func TestTableIndexes(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	var regions, tenants uint64
+	h.f.Read(func(s *State) { regions, tenants = s.TableIndex(TableRegions), s.TableIndex(TableTenants) })
+	if regions != 2 || tenants != 3 {
+		t.Fatalf("table indexes regions=%d tenants=%d, want 2 and 3", regions, tenants)
+	}
+	h.mustApply(RegionUpsertType, RegionUpsert{Region: testRegion("ap-south")})
+	h.f.Read(func(s *State) { regions, tenants = s.TableIndex(TableRegions), s.TableIndex(TableTenants) })
+	if regions != 4 || tenants != 3 {
+		t.Fatalf("after a region write: regions=%d tenants=%d, want 4 and 3", regions, tenants)
+	}
+}
