@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/atomcloud/atomfed/internal/e2e"
+)
+
+// Cluster is a benchmark cluster: `atomfed server` processes on loopback
+// with the binary's default flags (so Raft's log is fsynced, as in
+// production), their data and logs in a temporary directory.
+type Cluster struct {
+	*e2e.Cluster
+	// Dir holds the data directories; LogDir the server logs.
+	Dir, LogDir string
+}
+
+// StartCluster starts servers processes of bin and waits for an
+// established leader.
+func StartCluster(bin string, servers int) (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "atomfed-bench-")
+	if err != nil {
+		return nil, err
+	}
+	logDir := filepath.Join(dir, "logs")
+	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	bc := &Cluster{Cluster: c, Dir: dir, LogDir: logDir}
+	if err := c.WaitFormed(60 * time.Second); err != nil {
+		bc.Close(true)
+		return nil, fmt.Errorf("%w (logs kept in %s)", err, logDir)
+	}
+	return bc, nil
+}
+
+// Close kills the servers and removes the data, keeping the logs when
+// keepLogs is set.
+func (c *Cluster) Close(keepLogs bool) {
+	c.Cluster.Close()
+	if !keepLogs {
+		os.RemoveAll(c.Dir)
+		return
+	}
+	for _, s := range c.Servers {
+		os.RemoveAll(s.Config.DataDir)
+	}
+}
+
+// WaitCaughtUp waits until s runs, knows the leader, and has applied
+// everything the leader has (equal audit heads). Writes should be paused.
+func (c *Cluster) WaitCaughtUp(ctx context.Context, s *e2e.ServerProc) error {
+	var last error
+	for {
+		leader, err := c.Leader(ctx)
+		if err == nil {
+			last = sameHead(ctx, leader, s)
+			if last == nil {
+				return nil
+			}
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not catch up: %v", s.ID(), last)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func sameHead(ctx context.Context, leader, s *e2e.ServerProc) error {
+	hl, err := leader.Health(ctx)
+	if err != nil {
+		return err
+	}
+	hs, err := s.Health(ctx)
+	if err != nil {
+		return err
+	}
+	if !hs.KnownLeader {
+		return errors.New(s.ID() + " knows no leader")
+	}
+	if hs.AuditHead != hl.AuditHead {
+		return fmt.Errorf("%s is at audit index %d, the leader %s at %d", s.ID(), hs.AuditIndex, leader.ID(), hl.AuditIndex)
+	}
+	return nil
+}

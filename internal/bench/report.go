@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Machine describes where a benchmark ran.
+type Machine struct {
+	CPU     string
+	Cores   int
+	RAM     string
+	Kernel  string
+	Disk    string // see Disk
+	Go      string
+	LoadAvg string // /proc/loadavg when the run started
+}
+
+// DetectMachine reads the machine's description from /proc.
+func DetectMachine() Machine {
+	m := Machine{CPU: "unknown", RAM: "unknown", Kernel: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), LoadAvg: "unknown"}
+	if v := procField("/proc/cpuinfo", "model name"); v != "" {
+		m.CPU = v
+	}
+	if v := procField("/proc/meminfo", "MemTotal"); v != "" {
+		if kb, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64); err == nil {
+			m.RAM = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.LoadAvg = LoadAvg()
+	return m
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// procField returns the value of the first "key : value" line of a /proc
+// file.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// Disk describes the file system the servers' data directories are on,
+// and how long an fsync of a small append takes there (p50 of 50), which
+// bounds a single write's commit latency.
+func Disk(dir string) string {
+	fsType := "unknown file system"
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil {
+		fsType = fsName(int64(st.Type))
+	}
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		return fsType
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	var ds []time.Duration
+	for i := 0; i < 50; i++ {
+		if _, err := f.Write(buf); err != nil {
+			return fsType
+		}
+		t0 := time.Now()
+		if err := f.Sync(); err != nil {
+			return fsType
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	return fmt.Sprintf("%s, fsync of a 4 KiB append: p50 %s", fsType, fmtDur(Median(ds)))
+}
+
+func fsName(magic int64) string {
+	switch magic {
+	case 0xEF53:
+		return "ext4"
+	case 0x58465342:
+		return "xfs"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x01021994:
+		return "tmpfs (fsync is free: the figures overstate a disk)"
+	case 0x794C7630:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("file system 0x%x", magic)
+}
+
+// GitDescribe returns `git describe --tags --always --dirty` of the working
+// tree, or "unknown".
+func GitDescribe() string {
+	out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Row is a measured load step with what it measured.
+type Row struct {
+	Op          string // "upsert", "read"
+	Consistency string // reads: "linearizable (default)" or "stale"
+	Target      string // "leader" or "all 3 (round-robin)"
+	Result
+}
+
+// Report is a benchmark run.
+type Report struct {
+	Date          time.Time
+	Machine       Machine
+	Version       string // git describe of the source tree
+	BinaryVersion string // what the servers report in /health
+	Command       string
+	Settings      []string // one line each
+	Writes, Reads []Row
+	Failover      []FailoverRound
+	FailoverErr   error
+	// FailoverTarget is the median kill-to-ack time the issue asks for.
+	FailoverTarget time.Duration
+	LoadAvgEnd     string
+	Notes          []string
+}
+
+// Markdown renders the report.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	p("# atomfed benchmark\n\n")
+	p("- Date: %s\n", r.Date.UTC().Format("2006-01-02 15:04:05 MST"))
+	p("- Machine: %s, %d cores, %s RAM, Linux %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.RAM, r.Machine.Kernel)
+	if r.Machine.Disk != "" {
+		p("- Data directories: %s\n", r.Machine.Disk)
+	}
+	p("- Load average (1/5/15 min) at start: %s; at end: %s\n", r.Machine.LoadAvg, r.LoadAvgEnd)
+	p("- Go: %s\n", r.Machine.Go)
+	p("- atomfed: %s (git describe); the servers report version %s\n", r.Version, r.BinaryVersion)
+	p("- Command: `%s`\n", r.Command)
+	for _, s := range r.Settings {
+		p("- %s\n", s)
+	}
+	if len(r.Writes) > 0 {
+		p("\n## Tenant upserts (PUT /v1/tenants/{id})\n\n")
+		p("| target | concurrency | ops/s | p50 | p99 | max | ok | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, w := range r.Writes {
+			p("| %s | %d | %.0f | %s | %s | %s | %d | %d |\n", w.Target, w.Concurrency, w.Throughput, fmtDur(w.P50), fmtDur(w.P99), fmtDur(w.Max), w.OK, w.Errors)
+		}
+		r.errorNotes(&b, r.Writes)
+	}
+	if len(r.Reads) > 0 {
+		p("\n## Tenant reads (GET /v1/tenants/{id})\n\n")
+		p("| consistency | target | concurrency | ops/s | p50 | p99 | max | ok | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, w := range r.Reads {
+			p("| %s | %s | %d | %.0f | %s | %s | %s | %d | %d |\n", w.Consistency, w.Target, w.Concurrency, w.Throughput, fmtDur(w.P50), fmtDur(w.P99), fmtDur(w.Max), w.OK, w.Errors)
+		}
+		r.errorNotes(&b, r.Reads)
+	}
+	if len(r.Failover) > 0 || r.FailoverErr != nil {
+		r.failoverMarkdown(&b)
+	}
+	if len(r.Notes) > 0 {
+		p("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			p("- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+func (r *Report) errorNotes(b *strings.Builder, rows []Row) {
+	for _, w := range rows {
+		if w.FirstError != "" {
+			fmt.Fprintf(b, "\nFirst error of %s via %s at concurrency %d: `%s`\n", w.Op, w.Target, w.Concurrency, oneLine(w.FirstError))
+		}
+	}
+}
+
+func (r *Report) failoverMarkdown(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("\n## Failover: kill -9 of the leader under a steady writer\n\n")
+	p("| round | killed leader | new leader | kill → first acknowledged write | acked before / after kill | read back | writer attempts (failed) | restarted node caught up after |\n")
+	p("|---:|---|---|---:|---:|---:|---:|---:|\n")
+	var times []time.Duration
+	for _, f := range r.Failover {
+		times = append(times, f.KillToAck)
+		p("| %d | %s | %s | %s | %d / %d | %d | %d (%d) | %s |\n", f.Round, f.Killed, f.NewLeader, fmtDur(f.KillToAck),
+			f.Before, f.After, f.Verified, f.Attempts, f.Failures, fmtDur(f.Rejoin))
+	}
+	if len(times) > 0 {
+		max := times[0]
+		for _, t := range times {
+			if t > max {
+				max = t
+			}
+		}
+		med := Median(times)
+		verdict := "met"
+		if med >= r.FailoverTarget {
+			verdict = "NOT met"
+		}
+		p("\nMedian kill → first acknowledged write: **%s**, max %s over %d rounds (target: median < %s with default flags: %s).\n",
+			fmtDur(med), fmtDur(max), len(times), r.FailoverTarget, verdict)
+	}
+	if r.FailoverErr != nil {
+		p("\n**Failover run failed:** `%s`\n", oneLine(r.FailoverErr.Error()))
+	} else if len(r.Failover) > 0 {
+		p("No acknowledged write was lost: every write acknowledged before and after each kill read back linearizably from the new leader.\n")
+	}
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "`", "'")
+	if len(s) > 400 {
+		s = s[:400] + "..."
+	}
+	return s
+}
