@@ -203,8 +203,14 @@ func (s *Server) setupRaft() error {
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,
 		MaxPool: 8,
-		Timeout: 10 * time.Second,
-		Logger:  rlog.Named("transport"),
+		// 1 turns off pipelined replication. raft's pipeline deadlocks when
+		// a follower rejects an AppendEntries while another send is queued
+		// (hashicorp/raft#612): that follower never gets another entry and
+		// raft.Shutdown hangs for ever. Pipelining buys little with batching
+		// (hashicorp/raft#541).
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          rlog.Named("transport"),
 	})
 
 	t := s.cfg.timings()
@@ -244,6 +250,9 @@ func (s *Server) closeStores() {
 		s.transport.Close()
 	} else if s.stream != nil {
 		s.stream.Close()
+	}
+	if s.stream != nil && !s.stream.drain(5*time.Second) {
+		s.logger.Warn("raft transport handlers still running after 5s; closing the stores anyway")
 	}
 	if s.store != nil {
 		s.store.Close()

@@ -30,6 +30,9 @@ const (
 	// MaxSnapshotSize bounds an uploaded archive's decompressed members.
 	MaxSnapshotSize = structs.MaxSnapshotSize
 	restoreTimeout  = 2 * time.Minute
+	// archiveSlack is how much padding after the tar end-of-archive blocks
+	// an archive may carry (tar tools pad to 10 KiB records).
+	archiveSlack = 64 << 10
 )
 
 // ErrBadSnapshot marks an archive that cannot be restored; nothing changed.
@@ -161,6 +164,14 @@ func readArchive(r io.Reader) (*archiveMetaDoc, []byte, error) {
 			return nil, nil, fmt.Errorf("%w: read %q: %v", ErrBadSnapshot, h.Name, err)
 		}
 		files[h.Name] = b
+	}
+	// tar stops at its end-of-archive blocks, before gzip has checked its
+	// CRC and length: read the stream to its end (bounded, in case of a
+	// bomb) so that a damaged trailer or trailing garbage is refused.
+	if n, err := io.Copy(io.Discard, io.LimitReader(gz, archiveSlack+1)); err != nil {
+		return nil, nil, fmt.Errorf("%w: gzip: %v", ErrBadSnapshot, err)
+	} else if n > archiveSlack {
+		return nil, nil, fmt.Errorf("%w: more than %d bytes after the tar archive", ErrBadSnapshot, archiveSlack)
 	}
 	for _, n := range []string{archiveMeta, archiveState, archiveSums} {
 		if _, ok := files[n]; !ok {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,6 +16,13 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	dial      func(address string, timeout time.Duration) (net.Conn, error)
+
+	// Accepted connections, tracked until the transport's handler lets go
+	// of them (see drain).
+	mu       sync.Mutex
+	accepted map[*acceptedConn]struct{}
+	handlers sync.WaitGroup
+	draining bool
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -42,7 +50,69 @@ func newStreamLayer(bind, advertise string, dial func(string, time.Duration) (ne
 			return net.DialTimeout("tcp", address, timeout)
 		}
 	}
-	return &streamLayer{Listener: ln, advertise: adv, dial: dial}, nil
+	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{}}, nil
+}
+
+// Accept accepts a peer's connection and tracks it until it is closed.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	ac := &acceptedConn{Conn: c, s: s}
+	s.accepted[ac] = struct{}{}
+	s.handlers.Add(1)
+	return ac, nil
+}
+
+// drain closes every accepted connection and waits, up to timeout, until
+// the transport's handlers have closed theirs too. Raft answers heartbeats
+// on the handler goroutine, outside raft.Shutdown's reach, and panics if
+// the stable store is closed under it: the stores may close only after
+// this returns.
+func (s *streamLayer) drain(timeout time.Duration) bool {
+	s.mu.Lock()
+	s.draining = true
+	for c := range s.accepted {
+		c.Conn.Close() // the handler's read fails and it closes c
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// acceptedConn is an accepted connection whose Close tells the stream
+// layer that its handler is done.
+type acceptedConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (c *acceptedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.accepted, c)
+		c.s.mu.Unlock()
+		c.s.handlers.Done()
+	})
+	return err
 }
 
 // Addr returns the advertised address, which is what peers dial.

@@ -35,13 +35,15 @@ func newState() *State {
 	}
 }
 
-// TableIndex returns the last index that changed table, or the state index
-// when the table has never changed (so that index 0 never blocks forever).
+// TableIndex returns the last index that changed table, or 1 when the
+// table has never changed. Not the state index: a blocking query on a table
+// nobody has written yet must wait for that table's first write, not wake on
+// every other table's. Never 0, because index 0 does not block at all.
 func (s *State) TableIndex(table string) uint64 {
-	if i, ok := s.Indexes[table]; ok {
+	if i := s.Indexes[table]; i > 0 {
 		return i
 	}
-	return s.Index
+	return 1
 }
 
 // SortedRegions returns the regions ordered by name.

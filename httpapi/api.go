@@ -116,7 +116,10 @@ func (a *API) routes() *mux.Router {
 	r.HandleFunc("/global-status", a.globalStatus).Methods(http.MethodGet)
 	r.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 
-	v1 := r.PathPrefix("/v1").Subrouter()
+	// Not a mux subrouter: a subrouter's routes repeat its prefix matcher,
+	// which clears the method mismatch of earlier routes, so a wrong method
+	// under /v1 would answer 404 instead of 405.
+	v1 := prefixed{r: r, prefix: "/v1"}
 	v1.HandleFunc("/regions", a.listRegions).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.getRegion).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.putRegion).Methods(http.MethodPut)
@@ -135,6 +138,16 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/snapshot", a.snapshotSave).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.snapshotRestore).Methods(http.MethodPut)
 	return r
+}
+
+// prefixed registers routes on r under a path prefix.
+type prefixed struct {
+	r      *mux.Router
+	prefix string
+}
+
+func (p prefixed) HandleFunc(path string, f func(http.ResponseWriter, *http.Request)) *mux.Route {
+	return p.r.HandleFunc(p.prefix+path, f)
 }
 
 func (a *API) metricsHandler() http.Handler {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,8 +32,12 @@ type Options struct {
 	Servers int
 	// Configure, when set, adjusts each server's config before it starts.
 	Configure func(i int, c *cluster.Config)
-	// LogLevel for the servers' loggers (default: ATOMFED_TEST_LOG or off).
+	// LogLevel for the servers' loggers (default: ATOMFED_TEST_LOG or off;
+	// "info" when LogOutput is set).
 	LogLevel string
+	// LogOutput, when set, receives every server's log instead of stderr,
+	// so that a test can wait for a line (see LogBuffer).
+	LogOutput io.Writer
 }
 
 // Cluster is a running in-process cluster.
@@ -54,6 +59,7 @@ type Node struct {
 	Reg    *prometheus.Registry
 
 	cfg      *cluster.Config
+	inflight *inflight
 	http     *http.Server
 	httpAddr string
 	cancel   context.CancelFunc
@@ -88,6 +94,10 @@ func New(t testing.TB, opts Options) *Cluster {
 		opts.Servers = 3
 	}
 	c := &Cluster{t: t, opts: opts}
+	// The first TempDir call registers the removal of every temp dir; it
+	// must come before Shutdown's cleanup so that it runs after it (cleanups
+	// run last-in first-out) and never races a node still writing.
+	t.TempDir()
 	t.Cleanup(c.Shutdown)
 	var join []string
 	for i := 0; i < opts.Servers; i++ {
@@ -152,10 +162,17 @@ func (c *Cluster) logger(id string) hclog.Logger {
 	if level == "" {
 		level = os.Getenv("ATOMFED_TEST_LOG")
 	}
+	var out io.Writer = os.Stderr
+	if c.opts.LogOutput != nil {
+		out = c.opts.LogOutput
+		if level == "" {
+			level = "info"
+		}
+	}
 	if level == "" {
 		return hclog.NewNullLogger()
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.LevelFromString(level), Output: os.Stderr})
+	return hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.LevelFromString(level), Output: out})
 }
 
 // start (re)starts a node on its data dir. After the first start it reuses
@@ -182,7 +199,10 @@ func (c *Cluster) start(n *Node) error {
 	n.cfg.SerfBindAddr = srv.SerfAddr()
 	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test"})
 	base, cancel := context.WithCancel(context.Background())
-	n.http = &http.Server{Handler: api.Handler(), BaseContext: func(net.Listener) context.Context { return base }}
+	if n.inflight == nil {
+		n.inflight = newInflight()
+	}
+	n.http = &http.Server{Handler: n.inflight.wrap(api.Handler()), BaseContext: func(net.Listener) context.Context { return base }}
 	n.cancel = cancel
 	go n.http.Serve(ln)
 	n.Server = srv

@@ -1,0 +1,188 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testutil"
+)
+
+func regionJSON(name string) map[string]any {
+	return map[string]any{"name": name, "url": "https://" + name + ".example.com"}
+}
+
+func tenantJSON(id, home string, mirrors ...string) map[string]any {
+	m := map[string]any{"id": id, "home_region": home}
+	if len(mirrors) > 0 {
+		m["mirrors"] = mirrors
+	}
+	return m
+}
+
+// retryable reports whether r is a 503 that the API documents as safe to
+// retry: nothing was applied (no leader right now, or raft was busy).
+func retryable(r *testcluster.Response) bool {
+	if r.Status != http.StatusServiceUnavailable {
+		return false
+	}
+	d, _ := r.ErrorDetail()
+	return d.Code == "no_leader" || d.Code == "busy"
+}
+
+// do sends a request, retrying while the answer is a retryable 503 (a
+// leader election under CPU pressure), as a well-behaved client does.
+// body must be re-sendable (not an io.Reader).
+func do(t *testing.T, n *testcluster.Node, method, path string, body any, hdr http.Header) *testcluster.Response {
+	t.Helper()
+	var r *testcluster.Response
+	err := testutil.Poll(15*time.Second, func() error {
+		r = n.Do(t, method, path, body, hdr)
+		if retryable(r) {
+			return fmt.Errorf("%s %s on %s: %d %s", method, path, n.ID, r.Status, r.Body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// doLeader is do against whichever node is leader at each attempt.
+func doLeader(t *testing.T, c *testcluster.Cluster, method, path string, body any, hdr http.Header) *testcluster.Response {
+	t.Helper()
+	var r *testcluster.Response
+	err := testutil.Poll(15*time.Second, func() error {
+		n := c.WaitLeader()
+		r = n.Do(t, method, path, body, hdr)
+		if retryable(r) {
+			return fmt.Errorf("%s %s on %s: %d %s", method, path, n.ID, r.Status, r.Body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// mustWrite sends a write and fails the test unless it answers want.
+func mustWrite(t *testing.T, n *testcluster.Node, method, path string, body any, want int) *testcluster.Response {
+	t.Helper()
+	r := do(t, n, method, path, body, nil)
+	if r.Status != want {
+		t.Fatalf("%s %s on %s: status %d, want %d: %s", method, path, n.ID, r.Status, want, r.Body)
+	}
+	return r
+}
+
+// wantError checks the status and the exact error envelope.
+func wantError(t *testing.T, r *testcluster.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
+	}
+	d, ok := r.ErrorDetail()
+	if !ok {
+		t.Fatalf("body is not the error envelope {\"error\":{\"code\",\"message\"}}: %s", r.Body)
+	}
+	if code != "" && d.Code != code {
+		t.Fatalf("error code %q, want %q (message %q)", d.Code, code, d.Message)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error Content-Type %q, want application/json", ct)
+	}
+}
+
+// view is what a node answers about the whole state.
+type view struct {
+	Regions []byte
+	Tenants []byte
+	Head    string
+	Index   uint64
+}
+
+func (v view) String() string {
+	return fmt.Sprintf("head=%s index=%d regions=%s tenants=%s", v.Head, v.Index, v.Regions, v.Tenants)
+}
+
+func (v view) equal(o view) bool {
+	return bytes.Equal(v.Regions, o.Regions) && bytes.Equal(v.Tenants, o.Tenants) && v.Head == o.Head && v.Index == o.Index
+}
+
+// stateOf reads regions, tenants and the audit head from n with the given
+// consistency ("" = linearizable).
+func stateOf(t *testing.T, n *testcluster.Node, consistency string) view {
+	t.Helper()
+	q := ""
+	if consistency != "" {
+		q = "?consistency=" + consistency
+	}
+	var v view
+	for _, p := range []struct {
+		path string
+		dst  *[]byte
+	}{{"/v1/regions", &v.Regions}, {"/v1/tenants", &v.Tenants}} {
+		r := do(t, n, http.MethodGet, p.path+q, nil, nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s on %s: %d %s", p.path, n.ID, r.Status, r.Body)
+		}
+		*p.dst = r.Body
+	}
+	r := do(t, n, http.MethodGet, "/v1/status/audit"+q, nil, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /v1/status/audit on %s: %d %s", n.ID, r.Status, r.Body)
+	}
+	var a struct {
+		Head  string `json:"head"`
+		Index uint64 `json:"index"`
+	}
+	r.JSON(t, &a)
+	v.Head, v.Index = a.Head, a.Index
+	return v
+}
+
+// tenantIDs decodes a tenant list answer into its ids.
+func tenantIDs(t *testing.T, r *testcluster.Response) []string {
+	t.Helper()
+	var l struct {
+		Tenants []*fsm.Tenant `json:"tenants"`
+	}
+	r.JSON(t, &l)
+	var ids []string
+	for _, x := range l.Tenants {
+		ids = append(ids, x.ID)
+	}
+	return ids
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// keys returns the sorted top-level keys of a JSON object.
+func keys(t *testing.T, b []byte) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("not a JSON object (%v): %s", err, b)
+	}
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
