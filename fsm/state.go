@@ -24,6 +24,8 @@ type State struct {
 
 	Regions map[string]*Region
 	Tenants map[string]*Tenant
+	Agents  map[string]*Agent
+	Tasks   map[string]*Task
 }
 
 func newState() *State {
@@ -32,16 +34,19 @@ func newState() *State {
 		AuditHead: GenesisHash,
 		Regions:   map[string]*Region{},
 		Tenants:   map[string]*Tenant{},
+		Agents:    map[string]*Agent{},
+		Tasks:     map[string]*Task{},
 	}
 }
 
-// TableIndex returns the last index that changed table, or the state index
-// when the table has never changed (so that index 0 never blocks forever).
+// TableIndex returns the last index that changed table, or 1 when it has
+// never changed: a reader at index 0 gets an answer at once, and a reader
+// blocking at index 1 waits for the table's first change.
 func (s *State) TableIndex(table string) uint64 {
 	if i, ok := s.Indexes[table]; ok {
 		return i
 	}
-	return s.Index
+	return 1
 }
 
 // SortedRegions returns the regions ordered by name.
@@ -74,6 +79,8 @@ func (s *State) clone() *State {
 		Audit:     append([]AuditEntry(nil), s.Audit...),
 		Regions:   make(map[string]*Region, len(s.Regions)),
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
+		Agents:    make(map[string]*Agent, len(s.Agents)),
+		Tasks:     make(map[string]*Task, len(s.Tasks)),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -83,6 +90,12 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Tenants {
 		c.Tenants[k] = v
+	}
+	for k, v := range s.Agents {
+		c.Agents[k] = v
+	}
+	for k, v := range s.Tasks {
+		c.Tasks[k] = v
 	}
 	return c
 }
