@@ -39,8 +39,9 @@ type Options struct {
 type Cluster struct {
 	t     testing.TB
 	opts  Options
-	mu    sync.Mutex
-	Nodes []*Node
+	mu     sync.Mutex
+	Nodes  []*Node
+	Agents []*AgentNode
 }
 
 // Node is one server of a test cluster with its HTTP API.
@@ -310,8 +311,11 @@ func (c *Cluster) WaitVoters(want int) {
 	})
 }
 
-// Shutdown stops every node.
+// Shutdown stops every agent and node.
 func (c *Cluster) Shutdown() {
+	for _, a := range c.Agents {
+		c.StopAgent(a)
+	}
 	for _, n := range c.Nodes {
 		if n.running {
 			n.running = false
