@@ -37,8 +37,8 @@ type Options struct {
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	t     testing.TB
-	opts  Options
+	t      testing.TB
+	opts   Options
 	mu     sync.Mutex
 	Nodes  []*Node
 	Agents []*AgentNode
