@@ -32,9 +32,9 @@ func (s *Server) reconcileRoutine(ctx context.Context) error {
 			if err := s.reconcileAll(); err != nil {
 				s.logger.Warn("full reconcile failed", "error", err)
 			}
-		case m := <-s.reconcileCh:
-			if err := s.reconcileMember(m); err != nil {
-				s.logger.Warn("reconcile member failed", "member", m.Name, "error", err)
+		case ev := <-s.reconcileCh:
+			if err := s.reconcileMember(ev.Member, ev.reaped); err != nil {
+				s.logger.Warn("reconcile member failed", "member", ev.Name, "error", err)
 			}
 		}
 	}
@@ -42,19 +42,33 @@ func (s *Server) reconcileRoutine(ctx context.Context) error {
 
 func (s *Server) reconcileAll() error {
 	var firstErr error
-	for _, m := range s.serf.Members() {
-		if err := s.reconcileMember(m); err != nil && firstErr == nil {
+	members := s.serf.Members()
+	known := make(map[string]bool, len(members))
+	for _, m := range members {
+		known[m.Name] = true
+		if err := s.reconcileMember(m, false); err != nil && firstErr == nil {
 			firstErr = err
 		}
+	}
+	if err := s.forgetReapedAgents(known); err != nil && firstErr == nil {
+		firstErr = err
 	}
 	return firstErr
 }
 
-// reconcileMember applies one Serf member's state to the Raft configuration.
-func (s *Server) reconcileMember(m serf.Member) error {
+// reconcileMember applies one Serf member's state: a server's to the Raft
+// configuration, an agent's to the agent registry in the FSM.
+func (s *Server) reconcileMember(m serf.Member, reaped bool) error {
+	if m.Tags[TagRole] == RoleAgent {
+		return s.reconcileAgent(m, reaped)
+	}
 	sm, ok := parseServer(m)
 	if !ok || sm.ID == s.cfg.NodeID {
 		return nil
+	}
+	if reaped {
+		s.clearFailed(sm.ID)
+		return s.removeServer(sm.ID, "reaped by serf")
 	}
 	switch m.Status {
 	case serf.StatusAlive:

@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/fsm"
 )
 
 // metrics are a server's raft and serf metrics. Raft's own go-metrics are
@@ -15,6 +17,7 @@ type metrics struct {
 	reg        prometheus.Registerer
 	applyTotal *prometheus.CounterVec
 	applyTime  prometheus.Histogram
+	plans      *prometheus.CounterVec
 	collector  *collector
 }
 
@@ -30,10 +33,14 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Help:    "Time from raft.Apply to the FSM result on the leader (includes fsync and quorum round trip).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
+		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atomfed_scheduler_tasks_total",
+			Help: "Task changes in plans the scheduler applied, by kind (created, assigned, deleted).",
+		}, []string{"kind"}),
 		collector: &collector{s: s},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.collector)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.plans, m.collector)
 	}
 	return m
 }
@@ -44,7 +51,14 @@ func (m *metrics) unregister() {
 	}
 	m.reg.Unregister(m.applyTotal)
 	m.reg.Unregister(m.applyTime)
+	m.reg.Unregister(m.plans)
 	m.reg.Unregister(m.collector)
+}
+
+func (m *metrics) observePlan(p *fsm.TaskPlan) {
+	m.plans.WithLabelValues("created").Add(float64(len(p.Create)))
+	m.plans.WithLabelValues("assigned").Add(float64(len(p.Assign)))
+	m.plans.WithLabelValues("deleted").Add(float64(len(p.Delete)))
 }
 
 func (m *metrics) observeApply(start time.Time, err error) {

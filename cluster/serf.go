@@ -29,12 +29,21 @@ const (
 	TagNonVoter        = "nv"     // "1" for a non-voter
 	TagBootstrapped    = "bs"     // "1" once the server belongs to a raft cluster
 	TagProtocolVersion = "vsn"    // atomfed protocol version
+	TagCapabilities    = "caps"   // task types an agent runs, comma-separated
+	TagCapacity        = "cap"    // how many tasks an agent takes
+	TagVersion         = "ver"    // atomfed build version
 
 	RoleServer = "server"
 	RoleAgent  = "agent"
 
 	protocolVersion = "1"
 )
+
+// memberEvent is a Serf member change handed to the leader's reconciler.
+type memberEvent struct {
+	serf.Member
+	reaped bool
+}
 
 // serverMember is what a Serf member says about an atomfed server.
 type serverMember struct {
@@ -198,11 +207,12 @@ func (s *Server) serfEventLoop(ctx context.Context) {
 				continue
 			}
 			s.refreshServerMap()
+			reaped := me.EventType() == serf.EventMemberReap
 			for _, m := range me.Members {
 				s.logger.Debug("member event", "event", me.EventType().String(), "member", m.Name, "status", m.Status.String())
 				if s.readyForReads.Load() {
 					select {
-					case s.reconcileCh <- m:
+					case s.reconcileCh <- memberEvent{Member: m, reaped: reaped}:
 					default: // the periodic full reconcile catches up
 					}
 				}

@@ -47,7 +47,7 @@ type Server struct {
 	serfEventCh chan serf.Event
 
 	raftNotifyCh chan bool
-	reconcileCh  chan serf.Member
+	reconcileCh  chan memberEvent
 	leaderCh     *broadcast // closed and renewed on every leader change
 
 	leaderMu       sync.Mutex
@@ -97,7 +97,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		logger:         logger.Named("server"),
 		fsm:            f,
 		raftNotifyCh:   make(chan bool, 16),
-		reconcileCh:    make(chan serf.Member, 256),
+		reconcileCh:    make(chan memberEvent, 1024),
 		serfEventCh:    make(chan serf.Event, 1024),
 		leaderCh:       newBroadcast(),
 		failedSince:    map[string]time.Time{},
@@ -111,6 +111,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	s.routines = append(s.routines,
 		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
+		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
 	)
 	for _, r := range routines {
 		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})

@@ -20,6 +20,11 @@ const (
 	RegionDeleteType MessageType = 2
 	TenantUpsertType MessageType = 3
 	TenantDeleteType MessageType = 4
+	AgentUpsertType  MessageType = 5
+	AgentDeleteType  MessageType = 6
+	TaskPlanType     MessageType = 7
+	AgentReportType  MessageType = 8
+	AgentLeaveType   MessageType = 9
 )
 
 // codecJSON is the body codec version: version 1 is a JSON object.
@@ -38,6 +43,11 @@ var typeNames = map[MessageType]string{
 	RegionDeleteType: "region_delete",
 	TenantUpsertType: "tenant_upsert",
 	TenantDeleteType: "tenant_delete",
+	AgentUpsertType:  "agent_upsert",
+	AgentDeleteType:  "agent_delete",
+	TaskPlanType:     "task_plan",
+	AgentReportType:  "agent_report",
+	AgentLeaveType:   "agent_leave",
 }
 
 // RegionUpsert creates or replaces a region.
@@ -66,6 +76,69 @@ type TenantDelete struct {
 	ID  string  `json:"id"`
 	CAS *uint64 `json:"cas,omitempty"`
 	At  int64   `json:"at"`
+}
+
+// AgentUpsert records what Serf says about an agent. Only the leader issues
+// it, from Serf events.
+type AgentUpsert struct {
+	Agent Agent `json:"agent"`
+	At    int64 `json:"at"`
+}
+
+// AgentDelete forgets an agent Serf has reaped. Its tasks become pending.
+type AgentDelete struct {
+	Node string `json:"node"`
+	At   int64  `json:"at"`
+}
+
+// TaskPlan is one scheduling decision, applied atomically: tasks to create,
+// (re)assignments, and tasks to delete. Apply re-checks every placement
+// against the state and refuses the whole plan if any is stale.
+type TaskPlan struct {
+	Create  []TaskSpec   `json:"create,omitempty"`
+	Assign  []Assignment `json:"assign,omitempty"`
+	Delete  []string     `json:"delete,omitempty"`
+	At      int64        `json:"at"`
+	Message string       `json:"message,omitempty"` // why, for the audit trail
+}
+
+// TaskSpec is a task to create, optionally placed at once.
+type TaskSpec struct {
+	ID     string          `json:"id"`
+	Type   string          `json:"type"`
+	Region string          `json:"region"`
+	Spec   json.RawMessage `json:"spec,omitempty"`
+	Agent  string          `json:"agent,omitempty"`
+}
+
+// Assignment places a task on an agent ("" unassigns it). Generation is the
+// task's generation the scheduler saw; a mismatch means the plan is stale.
+type Assignment struct {
+	Task       string `json:"task"`
+	Agent      string `json:"agent"`
+	Generation uint64 `json:"generation"`
+}
+
+// AgentReport is an agent's heartbeat with the status of its tasks.
+type AgentReport struct {
+	Node  string       `json:"node"`
+	Tasks []TaskReport `json:"tasks,omitempty"`
+	At    int64        `json:"at"`
+}
+
+// TaskReport is one task's status as its agent sees it.
+type TaskReport struct {
+	ID         string          `json:"id"`
+	Generation uint64          `json:"generation"`
+	Status     string          `json:"status"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// AgentLeave is an agent's graceful leave: it hands back its tasks.
+type AgentLeave struct {
+	Node string `json:"node"`
+	At   int64  `json:"at"`
 }
 
 // Encode builds a log entry: the type byte, the codec version byte, then the

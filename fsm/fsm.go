@@ -20,9 +20,24 @@ type ApplyResult struct {
 	Err   error
 }
 
-// applyFn applies one decoded command to s at index. A returned error must
-// be an *Error and means s was left unchanged.
-type applyFn func(s *State, index uint64, version byte, body []byte) (any, error)
+// Entry is the log entry a command is applied from.
+type Entry struct {
+	Index   uint64 // raft index
+	Term    uint64 // raft term of the leader that appended it
+	Version byte   // body codec version
+	Body    []byte
+}
+
+// decode parses the entry's body into out or panics with its index.
+func (e *Entry) decode(out any) {
+	if err := decodeBody(e.Version, e.Body, out); err != nil {
+		panic(fmt.Sprintf("fsm: cannot decode %T at index %d: %v", out, e.Index, err))
+	}
+}
+
+// applyFn applies one command entry to s. A returned error must be an
+// *Error and means s was left unchanged.
+type applyFn func(s *State, e *Entry) (any, error)
 
 var commands = map[MessageType]applyFn{}
 
@@ -89,7 +104,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		res := f.applyOne(l.Index, l.Data)
+		res := f.applyOne(l.Index, l.Term, l.Data)
 		if res == nil {
 			continue // an ignored command: no response, no change
 		}
@@ -107,7 +122,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 
 // applyOne applies a command entry with f.mu held. It panics when the entry
 // cannot be decoded: skipping it would make this replica diverge.
-func (f *FSM) applyOne(index uint64, data []byte) *ApplyResult {
+func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 	if len(data) < 2 {
 		panic(fmt.Sprintf("fsm: entry at index %d is %d bytes, too short for a command", index, len(data)))
 	}
@@ -121,7 +136,7 @@ func (f *FSM) applyOne(index uint64, data []byte) *ApplyResult {
 		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
 	}
 	start := time.Now()
-	val, err := fn(f.state, index, data[1], data[2:])
+	val, err := fn(f.state, &Entry{Index: index, Term: term, Version: data[1], Body: data[2:]})
 	f.metrics.observe(t, err, start)
 	if err != nil {
 		var ferr *Error
@@ -145,13 +160,6 @@ func (f *FSM) extendAudit(index uint64, t MessageType, body []byte, at int64) {
 		s.Audit[len(s.Audit)-1] = e
 	} else {
 		s.Audit = append(s.Audit, e)
-	}
-}
-
-// mustDecode parses a command body or panics with the entry's index.
-func mustDecode(index uint64, version byte, body []byte, out any) {
-	if err := decodeBody(version, body, out); err != nil {
-		panic(fmt.Sprintf("fsm: cannot decode %T at index %d: %v", out, index, err))
 	}
 }
 
@@ -228,6 +236,8 @@ func atOf(v any) int64 {
 		return o.UpdatedAt
 	case *Tenant:
 		return o.UpdatedAt
+	case *Agent:
+		return o.LastContact
 	case stamped:
 		return o.at()
 	}

@@ -32,7 +32,7 @@ func (h *harness) apply(typ MessageType, body any) *ApplyResult {
 		h.t.Fatalf("encode: %v", err)
 	}
 	h.index++
-	res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
+	res := h.f.Apply(&raft.Log{Index: h.index, Term: 3, Type: raft.LogCommand, Data: data})
 	if res == nil {
 		return nil
 	}
@@ -138,6 +138,7 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("tenant still there after delete")
 		}
 	})
+	agentRoundTrips(t, check)
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {
 			t.Fatalf("region still there after delete")

@@ -57,6 +57,10 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TenantUpsertType), []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
 	f.Add(uint8(RegionDeleteType), []byte(`{"name":"eu-west"}`))
 	f.Add(uint8(TenantDeleteType), []byte(`{"id":"acme","cas":3}`))
+	f.Add(uint8(AgentUpsertType), []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
+	f.Add(uint8(TaskPlanType), []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
+	f.Add(uint8(AgentReportType), []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
+	f.Add(uint8(AgentLeaveType), []byte(`{"node":"a1"}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		mt := MessageType(typ)
 		if _, ok := commands[mt]; !ok {
@@ -93,6 +97,16 @@ func newCommand(t MessageType) any {
 		return &TenantUpsert{}
 	case TenantDeleteType:
 		return &TenantDelete{}
+	case AgentUpsertType:
+		return &AgentUpsert{}
+	case AgentDeleteType:
+		return &AgentDelete{}
+	case TaskPlanType:
+		return &TaskPlan{}
+	case AgentReportType:
+		return &AgentReport{}
+	case AgentLeaveType:
+		return &AgentLeave{}
 	}
 	return &struct{}{}
 }

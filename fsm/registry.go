@@ -31,9 +31,9 @@ func checkCAS(kind, name string, cas *uint64, cur uint64) error {
 	return conflictf("cas: %s %q has modify_index %d, not %d", kind, name, cur, *cas)
 }
 
-func applyRegionUpsert(s *State, index uint64, v byte, body []byte) (any, error) {
+func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	var cmd RegionUpsert
-	mustDecode(index, v, body, &cmd)
+	e.decode(&cmd)
 	r := cmd.Region
 	NormalizeRegion(&r)
 	if err := ValidateRegion(&r); err != nil {
@@ -47,20 +47,20 @@ func applyRegionUpsert(s *State, index uint64, v byte, body []byte) (any, error)
 	if err := checkCAS("region", r.Name, cmd.CAS, cur); err != nil {
 		return nil, err
 	}
-	r.ModifyIndex, r.UpdatedAt = index, cmd.At
+	r.ModifyIndex, r.UpdatedAt = e.Index, cmd.At
 	if old != nil {
 		r.CreateIndex, r.CreatedAt = old.CreateIndex, old.CreatedAt
 	} else {
-		r.CreateIndex, r.CreatedAt = index, cmd.At
+		r.CreateIndex, r.CreatedAt = e.Index, cmd.At
 	}
 	s.Regions[r.Name] = &r
-	s.touch(TableRegions, index)
+	s.touch(TableRegions, e.Index)
 	return &r, nil
 }
 
-func applyRegionDelete(s *State, index uint64, v byte, body []byte) (any, error) {
+func applyRegionDelete(s *State, e *Entry) (any, error) {
 	var cmd RegionDelete
-	mustDecode(index, v, body, &cmd)
+	e.decode(&cmd)
 	old := s.Regions[cmd.Name]
 	if old == nil {
 		return nil, notFoundf("region_not_found", "region %q is not registered", cmd.Name)
@@ -79,13 +79,13 @@ func applyRegionDelete(s *State, index uint64, v byte, body []byte) (any, error)
 		}
 	}
 	delete(s.Regions, cmd.Name)
-	s.touch(TableRegions, index)
+	s.touch(TableRegions, e.Index)
 	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
 }
 
-func applyTenantUpsert(s *State, index uint64, v byte, body []byte) (any, error) {
+func applyTenantUpsert(s *State, e *Entry) (any, error) {
 	var cmd TenantUpsert
-	mustDecode(index, v, body, &cmd)
+	e.decode(&cmd)
 	t := cmd.Tenant
 	NormalizeTenant(&t)
 	if err := ValidateTenant(&t); err != nil {
@@ -107,20 +107,20 @@ func applyTenantUpsert(s *State, index uint64, v byte, body []byte) (any, error)
 	if err := checkCAS("tenant", t.ID, cmd.CAS, cur); err != nil {
 		return nil, err
 	}
-	t.ModifyIndex, t.UpdatedAt = index, cmd.At
+	t.ModifyIndex, t.UpdatedAt = e.Index, cmd.At
 	if old != nil {
 		t.CreateIndex, t.CreatedAt = old.CreateIndex, old.CreatedAt
 	} else {
-		t.CreateIndex, t.CreatedAt = index, cmd.At
+		t.CreateIndex, t.CreatedAt = e.Index, cmd.At
 	}
 	s.Tenants[t.ID] = &t
-	s.touch(TableTenants, index)
+	s.touch(TableTenants, e.Index)
 	return &t, nil
 }
 
-func applyTenantDelete(s *State, index uint64, v byte, body []byte) (any, error) {
+func applyTenantDelete(s *State, e *Entry) (any, error) {
 	var cmd TenantDelete
-	mustDecode(index, v, body, &cmd)
+	e.decode(&cmd)
 	old := s.Tenants[cmd.ID]
 	if old == nil {
 		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.ID)
@@ -129,6 +129,6 @@ func applyTenantDelete(s *State, index uint64, v byte, body []byte) (any, error)
 		return nil, err
 	}
 	delete(s.Tenants, cmd.ID)
-	s.touch(TableTenants, index)
+	s.touch(TableTenants, e.Index)
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
 }

@@ -24,6 +24,8 @@ type snapshotDoc struct {
 	Audit     []AuditEntry      `json:"audit"`
 	Regions   []*Region         `json:"regions"`
 	Tenants   []*Tenant         `json:"tenants"`
+	Agents    []*Agent          `json:"agents,omitempty"`
+	Tasks     []*Task           `json:"tasks,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -55,6 +57,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Audit:     s.Audit,
 		Regions:   s.SortedRegions(),
 		Tenants:   s.SortedTenants(),
+		Agents:    s.SortedAgents(),
+		Tasks:     s.SortedTasks(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -94,6 +98,18 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("snapshot holds an invalid or duplicate tenant")
 		}
 		s.Tenants[t.ID] = t
+	}
+	for _, a := range doc.Agents {
+		if a == nil || ValidateAgent(a) != nil || s.Agents[a.Node] != nil {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate agent")
+		}
+		s.Agents[a.Node] = a
+	}
+	for _, t := range doc.Tasks {
+		if t == nil || t.ID == "" || s.Tasks[t.ID] != nil {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate task")
+		}
+		s.Tasks[t.ID] = t
 	}
 	return s, nil
 }

@@ -24,6 +24,8 @@ type State struct {
 
 	Regions map[string]*Region
 	Tenants map[string]*Tenant
+	Agents  map[string]*Agent
+	Tasks   map[string]*Task
 }
 
 func newState() *State {
@@ -32,6 +34,8 @@ func newState() *State {
 		AuditHead: GenesisHash,
 		Regions:   map[string]*Region{},
 		Tenants:   map[string]*Tenant{},
+		Agents:    map[string]*Agent{},
+		Tasks:     map[string]*Task{},
 	}
 }
 
@@ -76,6 +80,8 @@ func (s *State) clone() *State {
 		Audit:     append([]AuditEntry(nil), s.Audit...),
 		Regions:   make(map[string]*Region, len(s.Regions)),
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
+		Agents:    make(map[string]*Agent, len(s.Agents)),
+		Tasks:     make(map[string]*Task, len(s.Tasks)),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -85,6 +91,12 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Tenants {
 		c.Tenants[k] = v
+	}
+	for k, v := range s.Agents {
+		c.Agents[k] = v
+	}
+	for k, v := range s.Tasks {
+		c.Tasks[k] = v
 	}
 	return c
 }

@@ -27,6 +27,8 @@ var (
 	labelKeyRe  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
 	validStatus = map[string]bool{RegionActive: true, RegionMaintenance: true, RegionDraining: true}
 	validTier   = map[string]bool{TierStaging: true, TierProduction: true}
+	// reservedRegionNames are path words under /v1/regions/.
+	reservedRegionNames = map[string]bool{"nearest": true}
 )
 
 // ValidRegionName reports whether name is a DNS label (RFC 1123, lower case).
@@ -55,6 +57,9 @@ func NormalizeRegion(r *Region) {
 func ValidateRegion(r *Region) error {
 	if !ValidRegionName(r.Name) {
 		return invalidf("invalid_region_name", "region name %q must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit", r.Name)
+	}
+	if reservedRegionNames[r.Name] {
+		return invalidf("invalid_region_name", "region name %q is reserved by the API (/v1/regions/%s); pick another", r.Name, r.Name)
 	}
 	if err := validateURL(r.URL); err != nil {
 		return err

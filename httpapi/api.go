@@ -36,6 +36,8 @@ type Cluster interface {
 	SaveSnapshot(w io.Writer) (*structs.ArchiveMeta, error)
 	RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error)
 	Stats() map[string]string
+	Coordinates() []structs.Coordinate
+	NearestRegions(from string) ([]structs.RegionRTT, error)
 }
 
 // Config configures the API.
@@ -121,6 +123,7 @@ func (a *API) routes() *mux.Router {
 	// under /v1 would answer 404 instead of 405.
 	v1 := prefixed{r: r, prefix: "/v1"}
 	v1.HandleFunc("/regions", a.listRegions).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/nearest", a.nearestRegions).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.getRegion).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.putRegion).Methods(http.MethodPut)
 	v1.HandleFunc("/regions/{name}", a.deleteRegion).Methods(http.MethodDelete)
@@ -128,6 +131,14 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/tenants/{id}", a.getTenant).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants/{id}", a.putTenant).Methods(http.MethodPut)
 	v1.HandleFunc("/tenants/{id}", a.deleteTenant).Methods(http.MethodDelete)
+
+	v1.HandleFunc("/agents", a.listAgents).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}", a.getAgent).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}/tasks", a.agentTasks).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}/report", a.agentReport).Methods(http.MethodPost)
+	v1.HandleFunc("/agents/{node}/leave", a.agentLeave).Methods(http.MethodPost)
+	v1.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
+	v1.HandleFunc("/coordinates", a.coordinates).Methods(http.MethodGet)
 
 	v1.HandleFunc("/status/leader", a.statusLeader).Methods(http.MethodGet)
 	v1.HandleFunc("/status/peers", a.statusPeers).Methods(http.MethodGet)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -9,9 +10,32 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 )
 
+// RegionView is a region with its derived health.
+type RegionView struct {
+	*fsm.Region
+	Health fsm.RegionHealth `json:"health"`
+}
+
 // RegionList answers GET /region/list and GET /v1/regions.
 type RegionList struct {
-	Regions []*fsm.Region `json:"regions"`
+	Regions []RegionView `json:"regions"`
+}
+
+// regionInput is a region write's body: a region, plus the read-only fields
+// a GET returns, accepted and ignored so a read-modify-write round trip
+// works.
+type regionInput struct {
+	fsm.Region
+	Health json.RawMessage `json:"health,omitempty"`
+}
+
+func regionViews(s *fsm.State) []RegionView {
+	regs := s.SortedRegions()
+	out := make([]RegionView, len(regs))
+	for i, r := range regs {
+		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name)}
+	}
+	return out
 }
 
 // TenantList answers GET /v1/tenants.
@@ -52,12 +76,13 @@ func (a *API) putRegion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName string) {
-	var reg fsm.Region
-	body, cas, err := decodeWrite(w, r, &reg)
+	var in regionInput
+	body, cas, err := decodeWrite(w, r, &in)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	reg := in.Region
 	if pathName != "" {
 		if reg.Name == "" {
 			reg.Name = pathName
@@ -87,19 +112,19 @@ func createdOrOK(create, modify uint64) int {
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return RegionList{Regions: s.SortedRegions()}, s.TableIndex(fsm.TableRegions), nil
+		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks)), nil
 	})
 }
 
 func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		idx := s.TableIndex(fsm.TableRegions)
+		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks))
 		reg, ok := s.Regions[name]
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return reg, idx, nil
+		return RegionView{Region: reg, Health: s.RegionHealth(name)}, idx, nil
 	})
 }
 
@@ -182,6 +207,18 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) {
 	a.write(w, r, nil, fsm.TenantDeleteType, cmd, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
 	})
+}
+
+// maxIndex returns the largest index: a view built from several tables moves
+// when any of them does.
+func maxIndex(idx ...uint64) uint64 {
+	var m uint64
+	for _, i := range idx {
+		if i > m {
+			m = i
+		}
+	}
+	return m
 }
 
 func notFound(code, msg string) error {

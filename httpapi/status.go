@@ -29,7 +29,9 @@ type GlobalStatus struct {
 	Region    string         `json:"region"`
 	Leader    string         `json:"leader"`
 	Servers   []structs.Peer `json:"servers"`
-	Regions   []*fsm.Region  `json:"regions"`
+	Regions   []RegionView   `json:"regions"`
+	Agents    int            `json:"agents"`
+	Tasks     int            `json:"tasks"`
 	Tenants   int            `json:"tenants"`
 	Index     uint64         `json:"index"`
 	AuditHead string         `json:"audit_head"`
@@ -182,7 +184,7 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
 		return GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
-			Regions: s.SortedRegions(), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
 		}, s.Index, nil
 	})
 }

@@ -33,6 +33,8 @@ type options struct {
 	keys, readKeys   int
 	labelBytes       int
 	keepLogs         bool
+	scaleAgents      int
+	scaleRegions     int
 }
 
 func main() {
@@ -63,6 +65,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.readKeys, "read-keys", 1000, "tenants written before the run and read by the read steps")
 	fs.IntVar(&o.labelBytes, "label-bytes", 256, "size of the label value of each upserted tenant")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the server logs (their directory is printed)")
+	fs.IntVar(&o.scaleAgents, "scale-agents", 200, "agents in the in-process scale test (0 skips it)")
+	fs.IntVar(&o.scaleRegions, "scale-regions", 5, "regions the scale test's agents spread over")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -253,6 +257,22 @@ func run(ctx context.Context, o *options) error {
 			"retrying a write on the next server until it is acknowledged; the leader is killed with SIGKILL after 1 s of steady writes, "+
 			"writing continues 1 s after the first acknowledged write, then every acknowledged write is read back linearizably, "+
 			"and the killed server is restarted (same flags, data dir and ports) and waited for until its audit head equals the leader's.")
+	}
+	if o.scaleAgents > 0 && ctx.Err() == nil {
+		c.Close(keep) // the scale test wants the machine to itself
+		dir, err := os.MkdirTemp("", "atomfed-scale-")
+		if err != nil {
+			return err
+		}
+		logf("scale: 3 servers and %d agents in %d regions, in process", o.scaleAgents, o.scaleRegions)
+		rep.Scale, rep.ScaleErr = bench.RunScale(ctx, bench.ScaleOptions{Agents: o.scaleAgents, Regions: o.scaleRegions, Steady: 10 * time.Second, Dir: dir})
+		os.RemoveAll(dir)
+		if rep.ScaleErr != nil {
+			logf("scale: %v", rep.ScaleErr)
+		} else {
+			logf("scale: all alive after %s, failure detected in %s, %.2f cores, %.0f MiB RSS",
+				rep.Scale.AllAlive.Round(time.Millisecond), rep.Scale.DetectFailed.Round(time.Millisecond), rep.Scale.CPUCores, rep.Scale.RSSMiB)
+		}
 	}
 	rep.LoadAvgEnd = bench.LoadAvg()
 	if rep.Machine.Cores <= 4 {

@@ -6,6 +6,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 func newMembersCmd() *cobra.Command {
@@ -24,10 +26,47 @@ func newMembersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return cf.print(ms, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tADDRESS\tROLE\tREGION\tSTATUS")
-				for _, m := range ms {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Role, m.Region, m.Status)
+			coords, err := c.Coordinates(ctx)
+			if err != nil {
+				return err
+			}
+			h, err := c.Health(ctx)
+			if err != nil {
+				return err
+			}
+			rtt := rttFrom(coords, h.Node)
+			byNode := map[string]structs.Coordinate{}
+			for _, co := range coords {
+				byNode[co.Node] = co
+			}
+			type row struct {
+				structs.Member
+				Coordinate *structs.Coordinate `json:"coordinate,omitempty"`
+				RTTMillis  *float64            `json:"rtt_ms_from_queried_server,omitempty"`
+			}
+			rows := make([]row, len(ms))
+			for i, m := range ms {
+				rows[i].Member = m
+				if co, ok := byNode[m.Name]; ok {
+					co := co
+					rows[i].Coordinate = &co
+				}
+				if d, ok := rtt[m.Name]; ok {
+					ms := float64(d.Microseconds()) / 1000
+					rows[i].RTTMillis = &ms
+				}
+			}
+			return cf.print(rows, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "NAME\tADDRESS\tROLE\tREGION\tSTATUS\tCOORD_ERROR\tRTT_FROM_%s\n", h.Node)
+				for _, r := range rows {
+					coordErr, rttS := "-", "-"
+					if r.Coordinate != nil {
+						coordErr = fmt.Sprintf("%.3f", r.Coordinate.Error)
+					}
+					if r.RTTMillis != nil {
+						rttS = fmt.Sprintf("%.3fms", *r.RTTMillis)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Role, r.Region, r.Status, coordErr, rttS)
 				}
 			})
 		},

@@ -64,14 +64,22 @@ func newRegionCmd() *cobra.Command {
 			}
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			regions, _, err := c.Regions(ctx, cf.query())
+			regions, _, err := c.RegionViews(ctx, cf.query())
 			if err != nil {
 				return err
 			}
 			return cf.print(map[string]any{"regions": regions}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tTIER\tSTATUS\tURL\tLOCATION\tMODIFY_INDEX")
+				fmt.Fprintln(w, "NAME\tTIER\tSTATUS\tHEALTH\tAGENTS\tPROBE\tURL\tMODIFY_INDEX")
 				for _, r := range regions {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f,%.2f\t%d\n", r.Name, r.Tier, r.Status, r.URL, r.Location.Lat, r.Location.Lon, r.ModifyIndex)
+					probe := "-"
+					if p := r.Health.Probe; p != nil {
+						probe = fmt.Sprintf("%.1fms", p.LatencyMS)
+						if !p.OK {
+							probe = "failing"
+						}
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\n", r.Name, r.Tier, r.Status, r.Health.Status,
+						r.Health.AgentsAlive, r.Health.AgentsTotal, probe, r.URL, r.ModifyIndex)
 				}
 			})
 		},
@@ -118,7 +126,42 @@ func newRegionCmd() *cobra.Command {
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the region's modify_index is this")
-	cmd.AddCommand(reg, list, show, del)
+	var from string
+	nearest := &cobra.Command{
+		Use:   "nearest",
+		Short: "Rank regions by estimated round-trip time from a node or region (Serf coordinates)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			defer cancel()
+			if from == "" {
+				h, err := c.Health(ctx)
+				if err != nil {
+					return err
+				}
+				from = h.Node
+			}
+			out, err := c.NearestRegions(ctx, from)
+			if err != nil {
+				return err
+			}
+			return cf.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "REGION\tRTT_FROM_%s\tVIA\n", from)
+				for _, r := range out {
+					rtt := "unknown"
+					if r.RTTMillis >= 0 {
+						rtt = fmt.Sprintf("%.3fms", r.RTTMillis)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\n", r.Region, rtt, orDash(r.To))
+				}
+			})
+		},
+	}
+	nearest.Flags().StringVar(&from, "from", "", "node or region to measure from (default: the queried server)")
+	cmd.AddCommand(reg, list, show, del, nearest)
 	return cmd
 }
 

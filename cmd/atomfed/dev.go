@@ -30,7 +30,7 @@ var devRegions = []devRegion{
 
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
-	var httpPort, raftPort, serfPort int
+	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
 	var keep bool
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,7 +41,8 @@ The three regions are registered once a leader is elected. Data lives in a
 temporary directory that is removed on Ctrl-C unless --keep is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDev(devOptions{dataDir: dataDir, logLevel: logLevel, host: host,
-				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort, keep: keep})
+				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort,
+				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep})
 		},
 	}
 	f := cmd.Flags()
@@ -51,6 +52,8 @@ temporary directory that is removed on Ctrl-C unless --keep is given.`,
 	f.IntVar(&httpPort, "http-port", 8401, "HTTP port of the first server; the others use the next ports")
 	f.IntVar(&raftPort, "raft-port", 8501, "Raft port of the first server; the others use the next ports")
 	f.IntVar(&serfPort, "serf-port", 8601, "Serf port of the first server; the others use the next ports")
+	f.IntVar(&agentHTTPPort, "agent-http-port", 8411, "HTTP port of the first region agent; the others use the next ports")
+	f.IntVar(&agentSerfPort, "agent-serf-port", 8611, "Serf port of the first region agent; the others use the next ports")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the servers: trace, debug, info, warn, error")
 	return cmd
 }
@@ -58,6 +61,7 @@ temporary directory that is removed on Ctrl-C unless --keep is given.`,
 type devOptions struct {
 	dataDir, logLevel, host      string
 	httpPort, raftPort, serfPort int
+	agentHTTPPort, agentSerfPort int
 	keep                         bool
 }
 
@@ -78,7 +82,11 @@ func runDev(o devOptions) error {
 		join = append(join, addr(o.serfPort, i))
 	}
 	var nodes []*serverNode
+	var agents []*agentNode
 	stopAll := func() {
+		for _, a := range agents {
+			_ = a.shutdown()
+		}
 		for _, n := range nodes {
 			_ = n.shutdown()
 		}
@@ -100,6 +108,19 @@ func runDev(o devOptions) error {
 		}
 		nodes = append(nodes, n)
 	}
+	for i, r := range devRegions {
+		name := fmt.Sprintf("%s-a1", r.name)
+		a, err := startAgent(agentOptions{
+			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
+			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
+			Capacity: 64, Logger: newLogger(name, o.logLevel, false),
+		})
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("start agent %s: %w", name, err)
+		}
+		agents = append(agents, a)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	if err := registerDevRegions(ctx, nodes); err != nil {
@@ -111,7 +132,10 @@ func runDev(o devOptions) error {
 	for i, n := range nodes {
 		fmt.Printf("  %-10s region %-9s http %s  raft %s  serf %s\n", n.srv.NodeID(), devRegions[i].name, n.url, n.srv.RaftAddr(), n.srv.SerfAddr())
 	}
-	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url)
+	for i, a := range agents {
+		fmt.Printf("  %-10s region %-9s http %s  (agent)  serf %s\n", fmt.Sprintf("%s-a1", devRegions[i].name), devRegions[i].name, a.url, a.agent.SerfAddr())
+	}
+	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n       atomfed members --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url, nodes[0].url)
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()

@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newServerCmd(),
+		newAgentCmd(),
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"fmt"
+	"github.com/atomcloud/atomfed/cluster"
 	"os"
 	"os/exec"
 	"runtime"
@@ -150,6 +151,8 @@ type Report struct {
 	// FailoverTarget is the median kill-to-ack time the issue asks for.
 	FailoverTarget time.Duration
 	LoadAvgEnd     string
+	Scale          *ScaleResult
+	ScaleErr       error
 	Notes          []string
 }
 
@@ -188,6 +191,9 @@ func (r *Report) Markdown() string {
 	}
 	if len(r.Failover) > 0 || r.FailoverErr != nil {
 		r.failoverMarkdown(&b)
+	}
+	if r.Scale != nil || r.ScaleErr != nil {
+		r.scaleMarkdown(&b)
 	}
 	if len(r.Notes) > 0 {
 		p("\n## Notes\n\n")
@@ -237,6 +243,30 @@ func (r *Report) failoverMarkdown(b *strings.Builder) {
 	} else if len(r.Failover) > 0 {
 		p("No acknowledged write was lost: every write acknowledged before and after each kill read back linearizably from the new leader.\n")
 	}
+}
+
+func (r *Report) scaleMarkdown(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("\n## Agent scale: membership, failure detection and cost\n\n")
+	if r.ScaleErr != nil {
+		p("**Scale run failed:** `%s`\n", oneLine(r.ScaleErr.Error()))
+		return
+	}
+	s := r.Scale
+	p("%d servers and %d agents across %d regions, all in one process on loopback, with the production (LAN) gossip and Raft settings "+
+		"and agent heartbeats every %s.\n\n", s.Servers, s.Agents, s.Regions, cluster.DefaultHeartbeatInterval)
+	p("| measure | value |\n|---|---:|\n")
+	p("| first agent started → leader's registry shows all %d alive | %s |\n", s.Agents, fmtDur(s.AllAlive))
+	p("| first agent started → every region's probe running | %s |\n", fmtDur(s.ProbesRunning))
+	p("| agent crashed → committed as failed on the leader | %s |\n", fmtDur(s.DetectFailed))
+	if s.TaskMoved > 0 {
+		p("| agent crashed → its probe running on a peer | %s |\n", fmtDur(s.TaskMoved))
+	}
+	p("| process CPU in steady state (3 servers + %d agents) | %.2f cores |\n", s.Agents, s.CPUCores)
+	p("| process RSS / Go heap in use | %.0f MiB / %.0f MiB |\n", s.RSSMiB, s.HeapMiB)
+	p("| goroutines | %d |\n", s.Goroutines)
+	p("| raft commits per second in steady state (heartbeats and reports) | %.1f |\n", s.CommitsPerSec)
+	p("\nThe CPU and memory figures are for the whole process, so they bound the leader's own cost from above.\n")
 }
 
 func oneLine(s string) string {

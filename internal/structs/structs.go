@@ -101,3 +101,25 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// Coordinate is a node's Serf network coordinate (Vivaldi).
+type Coordinate struct {
+	Node       string    `json:"node"`
+	Role       string    `json:"role"`
+	Region     string    `json:"region"`
+	Vec        []float64 `json:"vec"`
+	Error      float64   `json:"error"`
+	Adjustment float64   `json:"adjustment"`
+	Height     float64   `json:"height"`
+}
+
+// RegionRTT is one region ranked by estimated round-trip time.
+type RegionRTT struct {
+	Region string `json:"region"`
+	// RTTMillis is the estimated RTT in milliseconds, or -1 when no node
+	// of the region has a coordinate yet.
+	RTTMillis float64 `json:"rtt_ms"`
+	// Via names the node pair the estimate comes from.
+	From string `json:"from_node,omitempty"`
+	To   string `json:"to_node,omitempty"`
+}

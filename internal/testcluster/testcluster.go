@@ -42,10 +42,11 @@ type Options struct {
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	t     testing.TB
-	opts  Options
-	mu    sync.Mutex
-	Nodes []*Node
+	t      testing.TB
+	opts   Options
+	mu     sync.Mutex
+	Nodes  []*Node
+	Agents []*AgentNode
 }
 
 // Node is one server of a test cluster with its HTTP API.
@@ -330,8 +331,11 @@ func (c *Cluster) WaitVoters(want int) {
 	})
 }
 
-// Shutdown stops every node.
+// Shutdown stops every agent and node.
 func (c *Cluster) Shutdown() {
+	for _, a := range c.Agents {
+		c.StopAgent(a)
+	}
 	for _, n := range c.Nodes {
 		if n.running {
 			n.running = false

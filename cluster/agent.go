@@ -1,0 +1,602 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// AgentAPI is what an agent needs from the servers. httpapi/client
+// implements it over HTTP.
+type AgentAPI interface {
+	// AgentTasks is a blocking query for the agent's assignments.
+	AgentTasks(ctx context.Context, node string, index uint64, wait time.Duration) ([]*fsm.Task, uint64, error)
+	// AgentReport commits a heartbeat with task statuses.
+	AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.ReportResult, error)
+	// AgentLeave hands the agent's tasks back.
+	AgentLeave(ctx context.Context, node string) error
+}
+
+// Executor runs the tasks of one type. Run blocks until ctx ends (the task
+// was moved, deleted, or the agent stops) or the task is done, and reports
+// progress through report, which never blocks.
+type Executor interface {
+	Type() string
+	Run(ctx context.Context, t *fsm.Task, report func(TaskStatus)) error
+}
+
+// TaskStatus is what an executor reports about its task.
+type TaskStatus struct {
+	Status string // fsm.TaskRunning, TaskFailing or TaskSucceeded
+	Result any    // marshalled to JSON
+	Error  string
+}
+
+// AgentConfig configures a region agent.
+type AgentConfig struct {
+	NodeID, Region, DataDir string
+	// Serf addresses and the HTTP URL gossiped to servers.
+	SerfBindAddr, SerfAdvertiseAddr string
+	HTTPAdvertiseURL                string
+	// Join lists Serf addresses to join (retried until one answers).
+	Join []string
+	// Capacity is how many tasks the agent takes (0: no limit).
+	Capacity int
+	Version  string
+	// Memberlist replaces the default LAN memberlist settings (tests).
+	Memberlist *memberlist.Config
+	// HeartbeatInterval is how often the agent reports even without news.
+	HeartbeatInterval time.Duration
+	// Executors are the task types this agent runs.
+	Executors []Executor
+	// NewAPI builds the server API client from a function that lists the
+	// servers' HTTP URLs (nearest first), as Serf currently knows them.
+	NewAPI     func(servers func() []string) AgentAPI
+	Logger     hclog.Logger
+	Registerer prometheus.Registerer
+}
+
+// DefaultHeartbeatInterval is how often an idle agent reports.
+const DefaultHeartbeatInterval = 5 * time.Second
+
+// Validate checks the config.
+func (c *AgentConfig) Validate() error {
+	switch {
+	case !fsm.ValidRegionName(c.NodeID):
+		return fmt.Errorf("node name %q must be a DNS label (--node)", c.NodeID)
+	case !fsm.ValidRegionName(c.Region):
+		return fmt.Errorf("region %q must be a DNS label (--region)", c.Region)
+	case c.DataDir == "":
+		return errors.New("data directory is required (--data-dir)")
+	case c.NewAPI == nil:
+		return errors.New("agent: no server API")
+	case len(c.Join) == 0:
+		return errors.New("an agent needs --join: the Serf address of a server or agent")
+	}
+	return nil
+}
+
+// Agent is a region agent: a Serf member that runs the tasks the leader
+// assigns to it.
+type Agent struct {
+	cfg     AgentConfig
+	log     hclog.Logger
+	serf    *serf.Serf
+	events  chan serf.Event
+	api     AgentAPI
+	execs   map[string]Executor
+	metrics *agentMetrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	running  map[string]*runningTask
+	gens     map[string]uint64 // highest generation seen per task (fencing)
+	pending  map[string]fsm.TaskReport
+	reportCh chan struct{}
+	leaving  bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+type runningTask struct {
+	task    *fsm.Task
+	cancel  context.CancelFunc
+	done    chan struct{}
+	since   time.Time
+	status  string
+	lastErr string
+}
+
+// NewAgent starts an agent: it joins Serf with its tags, then watches its
+// assignments and runs them.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("agent"),
+		events:   make(chan serf.Event, 256),
+		execs:    map[string]Executor{},
+		metrics:  newAgentMetrics(cfg.Registerer),
+		ctx:      ctx,
+		cancel:   cancel,
+		running:  map[string]*runningTask{},
+		gens:     map[string]uint64{},
+		pending:  map[string]fsm.TaskReport{},
+		reportCh: make(chan struct{}, 1),
+	}
+	for _, e := range cfg.Executors {
+		a.execs[e.Type()] = e
+	}
+	if err := a.loadState(); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := a.setupSerf(); err != nil {
+		cancel()
+		return nil, err
+	}
+	a.api = cfg.NewAPI(a.Servers)
+	a.goFn(a.drainEvents)
+	a.goFn(a.joinLoop)
+	a.goFn(a.watchLoop)
+	a.goFn(a.reportLoop)
+	a.log.Info("agent started", "region", cfg.Region, "serf", a.SerfAddr(), "capabilities", a.capabilities())
+	return a, nil
+}
+
+func (a *Agent) goFn(fn func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn()
+	}()
+}
+
+func (a *Agent) capabilities() []string {
+	out := make([]string, 0, len(a.execs))
+	for t := range a.execs {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (a *Agent) setupSerf() error {
+	conf, err := serfConfig(nil, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
+	if err != nil {
+		return err
+	}
+	conf.Tags = map[string]string{
+		TagRole:            RoleAgent,
+		TagRegion:          a.cfg.Region,
+		TagHTTP:            a.cfg.HTTPAdvertiseURL,
+		TagProtocolVersion: protocolVersion,
+		TagVersion:         a.cfg.Version,
+		TagCapabilities:    strings.Join(a.capabilities(), ","),
+		TagCapacity:        strconv.Itoa(a.cfg.Capacity),
+	}
+	conf.EventCh = a.events
+	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "serf"), 0o700); err != nil {
+		return err
+	}
+	conf.SnapshotPath = filepath.Join(a.cfg.DataDir, "serf", "local.snapshot")
+	sf, err := serf.Create(conf)
+	if err != nil {
+		return fmt.Errorf("start serf on %s: %w", a.cfg.SerfBindAddr, err)
+	}
+	a.serf = sf
+	return nil
+}
+
+// drainEvents consumes Serf events; the agent reads membership on demand.
+func (a *Agent) drainEvents() {
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.events:
+		}
+	}
+}
+
+func (a *Agent) joinLoop() {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := a.serf.Join(a.cfg.Join, true)
+		if n > 0 {
+			a.log.Info("joined the federation", "contacted", n)
+			return
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			a.log.Warn("join failed; retrying", "addresses", a.cfg.Join, "error", err)
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// SerfAddr returns the agent's Serf address.
+func (a *Agent) SerfAddr() string {
+	m := a.serf.LocalMember()
+	return fmt.Sprintf("%s:%d", m.Addr, m.Port)
+}
+
+// Serf exposes the agent's Serf member.
+func (a *Agent) Serf() *serf.Serf { return a.serf }
+
+// Servers returns the HTTP URLs of the alive servers, those of the agent's
+// region first.
+func (a *Agent) Servers() []string {
+	var local, remote []string
+	for _, m := range a.serf.Members() {
+		if m.Status != serf.StatusAlive || m.Tags[TagRole] != RoleServer || m.Tags[TagHTTP] == "" {
+			continue
+		}
+		if m.Tags[TagRegion] == a.cfg.Region {
+			local = append(local, m.Tags[TagHTTP])
+		} else {
+			remote = append(remote, m.Tags[TagHTTP])
+		}
+	}
+	sort.Strings(local)
+	sort.Strings(remote)
+	return append(local, remote...)
+}
+
+// watchLoop follows the agent's assignments with blocking queries.
+func (a *Agent) watchLoop() {
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for a.ctx.Err() == nil {
+		tasks, idx, err := a.api.AgentTasks(a.ctx, a.cfg.NodeID, index, 5*time.Minute)
+		if err != nil {
+			if a.ctx.Err() != nil {
+				return
+			}
+			a.log.Debug("watch tasks failed; retrying", "error", err, "backoff", backoff)
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			if backoff < 5*time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if idx < index {
+			index = 0 // the state was restored from a snapshot: start over
+		} else {
+			index = idx
+		}
+		a.reconcile(tasks)
+	}
+}
+
+// reconcile makes the running set match the assignments: it refuses an
+// assignment older than one already seen (the fencing token), stops tasks
+// that moved away or changed generation, and starts new ones.
+func (a *Agent) reconcile(tasks []*fsm.Task) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leaving {
+		return
+	}
+	want := map[string]*fsm.Task{}
+	for _, t := range tasks {
+		if t.Agent != a.cfg.NodeID {
+			continue
+		}
+		if seen := a.gens[t.ID]; t.Generation < seen {
+			a.log.Warn("refusing a stale assignment", "task", t.ID, "generation", t.Generation, "seen", seen)
+			a.metrics.refused.Inc()
+			continue
+		}
+		want[t.ID] = t
+	}
+	for id, r := range a.running {
+		if w, ok := want[id]; !ok || w.Generation != r.task.Generation {
+			a.stopLocked(id, r)
+		}
+	}
+	changed := false
+	for id, t := range want {
+		if _, ok := a.running[id]; ok {
+			continue
+		}
+		if a.gens[id] != t.Generation {
+			a.gens[id] = t.Generation
+			changed = true
+		}
+		a.startLocked(t)
+	}
+	if changed {
+		if err := a.saveStateLocked(); err != nil {
+			a.log.Error("could not persist assignment generations", "error", err)
+		}
+	}
+	a.metrics.running.Set(float64(len(a.running)))
+}
+
+func (a *Agent) startLocked(t *fsm.Task) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	r := &runningTask{task: t, cancel: cancel, done: make(chan struct{}), since: time.Now(), status: fsm.TaskAssigned}
+	a.running[t.ID] = r
+	exec := a.execs[t.Type]
+	a.log.Info("starting task", "task", t.ID, "generation", t.Generation)
+	go func() {
+		defer close(r.done)
+		if exec == nil {
+			a.record(t, TaskStatus{Status: fsm.TaskFailing, Error: "this agent has no executor for " + t.Type + " tasks"})
+			<-ctx.Done()
+			return
+		}
+		err := exec.Run(ctx, t, func(st TaskStatus) { a.record(t, st) })
+		if err != nil && ctx.Err() == nil {
+			a.record(t, TaskStatus{Status: fsm.TaskFailing, Error: err.Error()})
+		}
+	}()
+}
+
+// stopLocked cancels a running task and drops its unsent reports.
+func (a *Agent) stopLocked(id string, r *runningTask) {
+	a.log.Info("stopping task", "task", id, "generation", r.task.Generation)
+	r.cancel()
+	delete(a.running, id)
+	if p, ok := a.pending[id]; ok && p.Generation == r.task.Generation {
+		delete(a.pending, id)
+	}
+}
+
+// record queues an executor's status for the next report.
+func (a *Agent) record(t *fsm.Task, st TaskStatus) {
+	var raw json.RawMessage
+	if st.Result != nil {
+		b, err := json.Marshal(st.Result)
+		if err == nil && len(b) <= fsm.MaxTaskResultBytes {
+			raw = b
+		}
+	}
+	errMsg := st.Error
+	if len(errMsg) > fsm.MaxTaskErrorLen {
+		errMsg = errMsg[:fsm.MaxTaskErrorLen]
+	}
+	a.mu.Lock()
+	r := a.running[t.ID]
+	if r == nil || r.task.Generation != t.Generation {
+		a.mu.Unlock()
+		return // the task moved on; this report is stale
+	}
+	changed := r.status != st.Status || r.lastErr != errMsg
+	r.status, r.lastErr = st.Status, errMsg
+	a.pending[t.ID] = fsm.TaskReport{ID: t.ID, Generation: t.Generation, Status: st.Status, Result: raw, Error: errMsg}
+	a.mu.Unlock()
+	if changed {
+		select {
+		case a.reportCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reportLoop sends heartbeats with queued task reports: at once (batched
+// over 100 ms) when a status changes, else every HeartbeatInterval.
+func (a *Agent) reportLoop() {
+	tick := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.reportCh:
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		a.sendReport()
+	}
+}
+
+func (a *Agent) sendReport() {
+	a.mu.Lock()
+	rep := &fsm.AgentReport{Node: a.cfg.NodeID}
+	for _, p := range a.pending {
+		rep.Tasks = append(rep.Tasks, p)
+	}
+	a.mu.Unlock()
+	sort.Slice(rep.Tasks, func(i, j int) bool { return rep.Tasks[i].ID < rep.Tasks[j].ID })
+	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+	defer cancel()
+	res, err := a.api.AgentReport(ctx, rep)
+	if err != nil {
+		a.metrics.reports.WithLabelValues("error").Inc()
+		a.log.Debug("report failed; will retry", "error", err)
+		return
+	}
+	a.metrics.reports.WithLabelValues("ok").Inc()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, sent := range rep.Tasks {
+		if p, ok := a.pending[sent.ID]; ok && p.Generation == sent.Generation && p.Status == sent.Status && string(p.Result) == string(sent.Result) {
+			delete(a.pending, sent.ID)
+		}
+	}
+	for _, id := range res.Fenced {
+		// The leader moved this task away from us: stop it now rather than
+		// wait for the watch to say so.
+		if r := a.running[id]; r != nil {
+			a.log.Warn("report fenced: task no longer ours", "task", id, "generation", r.task.Generation)
+			a.stopLocked(id, r)
+		}
+	}
+	a.metrics.running.Set(float64(len(a.running)))
+}
+
+// RunningTask describes a task the agent runs, for its status endpoint.
+type RunningTask struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Generation uint64    `json:"generation"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error,omitempty"`
+	Since      time.Time `json:"since"`
+}
+
+// AgentStatus is the agent's own view, served on its /health and
+// /global-status.
+type AgentStatus struct {
+	Node     string           `json:"node"`
+	Region   string           `json:"region"`
+	Role     string           `json:"role"`
+	Version  string           `json:"version"`
+	Servers  []string         `json:"servers"`
+	Members  int              `json:"members"`
+	Tasks    []RunningTask    `json:"tasks"`
+	Peers    []structs.Member `json:"-"`
+	Capacity int              `json:"capacity"`
+}
+
+// Status returns the agent's view of itself.
+func (a *Agent) Status() AgentStatus {
+	st := AgentStatus{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: RoleAgent, Version: a.cfg.Version,
+		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{}}
+	a.mu.Lock()
+	for _, r := range a.running {
+		st.Tasks = append(st.Tasks, RunningTask{ID: r.task.ID, Type: r.task.Type, Generation: r.task.Generation,
+			Status: r.status, Error: r.lastErr, Since: r.since})
+	}
+	a.mu.Unlock()
+	sort.Slice(st.Tasks, func(i, j int) bool { return st.Tasks[i].ID < st.Tasks[j].ID })
+	return st
+}
+
+// Leave stops the agent gracefully: it stops its tasks, hands them back to
+// the leader so they move to a peer at once, leaves Serf and shuts down.
+func (a *Agent) Leave(ctx context.Context) error {
+	a.mu.Lock()
+	a.leaving = true
+	for id, r := range a.running {
+		a.stopLocked(id, r)
+	}
+	a.mu.Unlock()
+	var errs []error
+	if err := a.api.AgentLeave(ctx, a.cfg.NodeID); err != nil {
+		errs = append(errs, fmt.Errorf("hand back tasks: %w", err))
+	}
+	if err := a.serf.Leave(); err != nil {
+		errs = append(errs, fmt.Errorf("serf leave: %w", err))
+	}
+	errs = append(errs, a.Shutdown())
+	return errors.Join(errs...)
+}
+
+// Shutdown stops the agent without leaving; servers see it fail.
+func (a *Agent) Shutdown() error {
+	a.stopOnce.Do(func() {
+		a.cancel()
+		a.stopErr = a.serf.Shutdown()
+		a.wg.Wait()
+		a.mu.Lock()
+		for id, r := range a.running {
+			a.stopLocked(id, r)
+		}
+		a.mu.Unlock()
+		a.metrics.unregister()
+	})
+	return a.stopErr
+}
+
+// agentState is what an agent keeps on disk between runs.
+type agentState struct {
+	Generations map[string]uint64 `json:"generations"`
+}
+
+func (a *Agent) statePath() string { return filepath.Join(a.cfg.DataDir, "agent-state.json") }
+
+func (a *Agent) loadState() error {
+	b, err := os.ReadFile(a.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read agent state: %w", err)
+	}
+	var st agentState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("agent state %s is corrupt: %w", a.statePath(), err)
+	}
+	for k, v := range st.Generations {
+		a.gens[k] = v
+	}
+	return nil
+}
+
+// saveStateLocked writes the fencing generations atomically and durably, so
+// a restarted agent still refuses assignments older than it has run.
+func (a *Agent) saveStateLocked() error {
+	b, err := json.Marshal(agentState{Generations: a.gens})
+	if err != nil {
+		return err
+	}
+	tmp := a.statePath() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.statePath())
+}

@@ -1,0 +1,41 @@
+package cluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type agentMetrics struct {
+	reg     prometheus.Registerer
+	running prometheus.Gauge
+	refused prometheus.Counter
+	reports *prometheus.CounterVec
+}
+
+func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
+	m := &agentMetrics{
+		reg: reg,
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "atomfed_agent_tasks_running",
+			Help: "Tasks this agent runs.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atomfed_agent_stale_assignments_refused_total",
+			Help: "Assignments refused because their generation was older than one already run (fencing).",
+		}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atomfed_agent_reports_total",
+			Help: "Heartbeat reports sent to the servers, by outcome.",
+		}, []string{"outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.running, m.refused, m.reports)
+	}
+	return m
+}
+
+func (m *agentMetrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	m.reg.Unregister(m.running)
+	m.reg.Unregister(m.refused)
+	m.reg.Unregister(m.reports)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/httpapi/client"
+)
+
+// agentOptions are an agent's settings, from flags or from dev.
+type agentOptions struct {
+	Node, Region, DataDir   string
+	HTTPAddr, HTTPAdvertise string
+	SerfAddr, SerfAdvertise string
+	Join                    []string
+	Capacity                int
+	Token                   string
+	Logger                  hclog.Logger
+}
+
+// agentNode is a running agent with its small HTTP API.
+type agentNode struct {
+	agent *cluster.Agent
+	http  *http.Server
+	url   string
+	log   hclog.Logger
+	done  chan error
+}
+
+type agentStatus struct{ a *cluster.Agent }
+
+func (s agentStatus) AgentStatus() any { return s.a.Status() }
+
+func startAgent(o agentOptions) (*agentNode, error) {
+	ln, err := net.Listen("tcp", o.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
+	}
+	adv := o.HTTPAdvertise
+	if adv == "" {
+		a := ln.Addr().(*net.TCPAddr)
+		if a.IP.IsUnspecified() {
+			ln.Close()
+			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise")
+		}
+		adv = "http://" + a.String()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var opts []client.Option
+	if o.Token != "" {
+		opts = append(opts, client.WithToken(o.Token))
+	}
+	ag, err := cluster.NewAgent(cluster.AgentConfig{
+		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
+		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
+		Join: o.Join, Capacity: o.Capacity, Version: version,
+		Executors: []cluster.Executor{cluster.NewProbeExecutor(reg, nil)},
+		NewAPI: func(servers func() []string) cluster.AgentAPI {
+			return client.NewPool(servers, opts...)
+		},
+		Logger: o.Logger, Registerer: reg,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	n := &agentNode{
+		agent: ag,
+		http:  &http.Server{Handler: httpapi.NewAgentHandler(agentStatus{ag}, reg, o.Logger), ReadHeaderTimeout: 10 * time.Second},
+		url:   adv,
+		log:   o.Logger.Named("agent"),
+		done:  make(chan error, 1),
+	}
+	go func() {
+		err := n.http.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		n.done <- err
+	}()
+	return n, nil
+}
+
+func (n *agentNode) leave(ctx context.Context) error {
+	err := n.agent.Leave(ctx)
+	return errors.Join(err, n.stopHTTP())
+}
+
+func (n *agentNode) shutdown() error {
+	return errors.Join(n.agent.Shutdown(), n.stopHTTP())
+}
+
+func (n *agentNode) stopHTTP() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return n.http.Shutdown(ctx)
+}
+
+func newAgentCmd() *cobra.Command {
+	var o agentOptions
+	var logLevel string
+	var logJSON bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a region agent: it runs the tasks the leader places on it (probes, ...)",
+		Long: `Run a region agent. It joins the federation's Serf pool with its region and
+capabilities, watches its task assignments with blocking queries, runs them,
+and reports heartbeats and task status through the servers. SIGTERM or SIGINT
+hands its tasks back, leaves Serf and exits 0.`,
+		Example: `  atomfed agent --node us-east-a1 --region us-east --data-dir /var/lib/atomfed-agent \
+    --http-addr 10.0.0.5:8411 --serf-addr 10.0.0.5:8311 --join 10.0.0.1:8301`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Region == "" {
+				o.Region = os.Getenv("PRIMARY_REGION")
+			}
+			o.Join = splitList(o.Join)
+			if o.Token == "" {
+				o.Token = os.Getenv("FEDERATION_TOKEN")
+			}
+			o.Logger = newLogger(o.Node, logLevel, logJSON)
+			return runAgent(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Node, "node", "", "unique node name (a DNS label)")
+	f.StringVar(&o.Region, "region", "", "region this agent serves (default $PRIMARY_REGION)")
+	f.StringVar(&o.DataDir, "data-dir", "", "directory for the agent's identity and state")
+	f.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8411", "listen address of the agent's /health, /global-status and /metrics")
+	f.StringVar(&o.HTTPAdvertise, "http-advertise", "", "URL others use to reach the agent's HTTP endpoints")
+	f.StringVar(&o.SerfAddr, "serf-addr", "127.0.0.1:8311", "Serf gossip listen address")
+	f.StringVar(&o.SerfAdvertise, "serf-advertise", "", "Serf address other members use")
+	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of servers or agents to join (comma-separated)")
+	f.IntVar(&o.Capacity, "capacity", 64, "how many tasks this agent takes (0: no limit)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
+	cmd.AddCommand(newAgentTasksCmd())
+	return cmd
+}
+
+func runAgent(o agentOptions) error {
+	n, err := startAgent(o)
+	if err != nil {
+		return err
+	}
+	n.log.Info("agent HTTP endpoints", "url", n.url)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		n.log.Info("signal received; handing back tasks and leaving", "signal", sig.String())
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		go func() {
+			<-sigs
+			os.Exit(1)
+		}()
+		if err := n.leave(ctx); err != nil {
+			n.log.Warn("leave finished with errors", "error", err)
+		}
+		return nil
+	case err := <-n.done:
+		_ = n.shutdown()
+		return fmt.Errorf("HTTP server stopped: %w", err)
+	}
+}

@@ -1,0 +1,129 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
+)
+
+// AgentList answers GET /v1/agents.
+type AgentList struct {
+	Agents []*fsm.Agent `json:"agents"`
+}
+
+// TaskList answers GET /v1/tasks and GET /v1/agents/{node}/tasks.
+type TaskList struct {
+	Tasks []*fsm.Task `json:"tasks"`
+}
+
+// NearestRegions answers GET /v1/regions/nearest.
+type NearestRegions struct {
+	From    string              `json:"from"`
+	Regions []structs.RegionRTT `json:"regions"`
+}
+
+func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
+	region := r.URL.Query().Get("region")
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := make([]*fsm.Agent, 0, len(s.Agents))
+		for _, ag := range s.SortedAgents() {
+			if region == "" || ag.Region == region {
+				out = append(out, ag)
+			}
+		}
+		return AgentList{Agents: out}, s.TableIndex(fsm.TableAgents), nil
+	})
+}
+
+func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
+	node := mux.Vars(r)["node"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		idx := s.TableIndex(fsm.TableAgents)
+		ag, ok := s.Agents[node]
+		if !ok {
+			return nil, idx, notFound("agent_not_found", "agent "+quote(node)+" is not registered")
+		}
+		return ag, idx, nil
+	})
+}
+
+// agentTasks is the blocking query agents watch: it moves only when this
+// agent's assignments change.
+func (a *API) agentTasks(w http.ResponseWriter, r *http.Request) {
+	node := mux.Vars(r)["node"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return TaskList{Tasks: nonNilTasks(s.AgentTasks(node))}, s.TableIndex(fsm.AgentTasksTable(node)), nil
+	})
+}
+
+func (a *API) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	region, typ, agent := q.Get("region"), q.Get("type"), q.Get("agent")
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := []*fsm.Task{}
+		for _, t := range s.SortedTasks() {
+			if (region == "" || t.Region == region) && (typ == "" || t.Type == typ) && (agent == "" || t.Agent == agent) {
+				out = append(out, t)
+			}
+		}
+		return TaskList{Tasks: out}, s.TableIndex(fsm.TableTasks), nil
+	})
+}
+
+func nonNilTasks(t []*fsm.Task) []*fsm.Task {
+	if t == nil {
+		return []*fsm.Task{}
+	}
+	return t
+}
+
+// agentReport commits an agent's heartbeat and task statuses.
+func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
+	node := mux.Vars(r)["node"]
+	var rep fsm.AgentReport
+	body, _, err := decodeWrite(w, r, &rep)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if rep.Node == "" {
+		rep.Node = node
+	} else if rep.Node != node {
+		writeError(w, badRequest("node_mismatch", "the body names agent "+quote(rep.Node)+" but the path names "+quote(node)))
+		return
+	}
+	rep.At = a.stamp()
+	a.write(w, r, body, fsm.AgentReportType, rep, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, res.Value)
+	})
+}
+
+// agentLeave hands an agent's tasks back before it leaves.
+func (a *API) agentLeave(w http.ResponseWriter, r *http.Request) {
+	node := mux.Vars(r)["node"]
+	cmd := fsm.AgentLeave{Node: node, At: a.stamp()}
+	a.write(w, r, nil, fsm.AgentLeaveType, cmd, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, res.Value)
+	})
+}
+
+func (a *API) coordinates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.c.Coordinates())
+}
+
+func (a *API) nearestRegions(w http.ResponseWriter, r *http.Request) {
+	from := r.URL.Query().Get("from")
+	if from == "" {
+		writeError(w, badRequest("missing_from", "give ?from=<node or region> to rank regions from"))
+		return
+	}
+	out, err := a.c.NearestRegions(from)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NearestRegions{From: from, Regions: out})
+}

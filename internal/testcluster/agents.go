@@ -1,0 +1,116 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/testutil"
+)
+
+// AgentNode is a region agent of a test cluster.
+type AgentNode struct {
+	ID     string
+	Region string
+	Dir    string
+	Agent  *cluster.Agent
+	Reg    *prometheus.Registry
+
+	cfg     cluster.AgentConfig
+	running bool
+}
+
+// AgentMemberlist returns the gossip settings of test agents: fast enough
+// that a crashed agent is found within a second or two, slow enough that a
+// few dozen in-process agents do not starve two cores under -race.
+func AgentMemberlist() *memberlist.Config {
+	c := TestMemberlist()
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.SuspicionMult = 3
+	return c
+}
+
+// AgentHeartbeat is the heartbeat interval of test agents.
+const AgentHeartbeat = 500 * time.Millisecond
+
+// AddAgent starts a region agent that joins the cluster with the probe
+// executor.
+func (c *Cluster) AddAgent(id, region string) *AgentNode {
+	c.t.Helper()
+	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id)}
+	n.cfg = cluster.AgentConfig{
+		NodeID: id, Region: region, DataDir: n.Dir,
+		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
+		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
+		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat,
+		NewAPI: func(servers func() []string) cluster.AgentAPI { return client.NewPool(servers) },
+		Logger: c.logger(id),
+	}
+	if err := c.startAgent(n); err != nil {
+		c.t.Fatalf("start agent %s: %v", id, err)
+	}
+	c.mu.Lock()
+	c.Agents = append(c.Agents, n)
+	c.mu.Unlock()
+	return n
+}
+
+func (c *Cluster) startAgent(n *AgentNode) error {
+	n.Reg = prometheus.NewRegistry()
+	cfg := n.cfg
+	cfg.Registerer = n.Reg
+	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, nil)}
+	// Other live members to join through, in case the first server is down.
+	cfg.Join = nil
+	for _, s := range c.Running() {
+		cfg.Join = append(cfg.Join, s.Server.SerfAddr())
+	}
+	if len(cfg.Join) == 0 {
+		return fmt.Errorf("no running server to join")
+	}
+	a, err := cluster.NewAgent(cfg)
+	if err != nil {
+		return err
+	}
+	n.cfg.SerfBindAddr = a.SerfAddr()
+	n.Agent, n.running = a, true
+	return nil
+}
+
+// StopAgent crashes an agent: it stops without leaving.
+func (c *Cluster) StopAgent(n *AgentNode) {
+	if n.running {
+		n.running = false
+		_ = n.Agent.Shutdown()
+	}
+}
+
+// LeaveAgent stops an agent gracefully: it hands back its tasks and leaves.
+func (c *Cluster) LeaveAgent(n *AgentNode) {
+	c.t.Helper()
+	if !n.running {
+		return
+	}
+	n.running = false
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Agent.Leave(ctx); err != nil {
+		c.t.Logf("leave %s: %v", n.ID, err)
+	}
+}
+
+// RestartAgent starts a stopped agent again on its data dir and port.
+func (c *Cluster) RestartAgent(n *AgentNode) {
+	c.t.Helper()
+	if err := testutil.Poll(5*time.Second, func() error { return c.startAgent(n) }); err != nil {
+		c.t.Fatalf("restart agent %s: %v", n.ID, err)
+	}
+}
