@@ -18,6 +18,7 @@ func TestLeaderLeave(t *testing.T) {
 	old := c.WaitLeader()
 	putRegion(t, old, region("home"))
 	putTenant(t, old, tenant("before", "home"))
+	c.Settle() // the region's probe task is created asynchronously
 	want := mustView(t, old, "linearizable")
 
 	if l := c.WaitLeader(); l != old {

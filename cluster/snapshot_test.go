@@ -37,6 +37,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if err := la.Client.DeleteTenant(ctx, "globex", nil); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
+	a.Settle() // each region's probe task is created asynchronously
 	var archive bytes.Buffer
 	retry(t, "save snapshot", func() error {
 		archive.Reset()
@@ -48,6 +49,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 
 	b := testcluster.New(t, testcluster.Options{})
 	putRegion(t, b.WaitLeader(), region("b-only"))
+	b.Settle()
 	refuseCorrupt(t, b, archive.Bytes())
 
 	bf := b.Followers()[0]

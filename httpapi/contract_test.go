@@ -66,6 +66,7 @@ func TestErrorContract(t *testing.T) {
 	created.JSON(t, &first)
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/acme", tenantJSON("acme", "us-east"), http.StatusOK)
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/globex", tenantJSON("globex", "ap-south", "eu-west"), http.StatusCreated)
+	c.Settle() // each region's probe task is created asynchronously
 	staleCAS := strconv.FormatUint(first.ModifyIndex, 10)
 
 	big := `{"name":"big","url":"https://big.example.com","labels":{"k":"` + strings.Repeat("a", 2<<20) + `"}}`

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
@@ -113,4 +114,27 @@ func (c *Cluster) RestartAgent(n *AgentNode) {
 	if err := testutil.Poll(5*time.Second, func() error { return c.startAgent(n) }); err != nil {
 		c.t.Fatalf("restart agent %s: %v", n.ID, err)
 	}
+}
+
+// Settle waits until the leader's scheduler has nothing left to do (its
+// plan for the current state is empty) and every running server has applied
+// the leader's latest change. Tests that compare whole states call it after
+// registering regions, since each region gets a probe task asynchronously.
+func (c *Cluster) Settle() {
+	c.t.Helper()
+	testutil.Eventually(c.t, 15*time.Second, func() error {
+		l := c.WaitLeader()
+		var plan *fsm.TaskPlan
+		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })
+		if plan != nil {
+			return fmt.Errorf("scheduler has a pending plan: %+v", plan)
+		}
+		want := l.Server.FSM().Index()
+		for _, n := range c.Running() {
+			if got := n.Server.FSM().Index(); got != want {
+				return fmt.Errorf("%s is at index %d, the leader at %d", n.ID, got, want)
+			}
+		}
+		return nil
+	})
 }
