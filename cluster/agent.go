@@ -35,18 +35,16 @@ type AgentAPI interface {
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
 // was moved, deleted, or the agent stops) or the task is done, and reports
-// progress through report, which never blocks.
+// progress through report, which never blocks. Packages that provide
+// executors (replication, recovery) implement it without importing cluster:
+// TaskStatus lives in internal/structs.
 type Executor interface {
 	Type() string
 	Run(ctx context.Context, t *fsm.Task, report func(TaskStatus)) error
 }
 
 // TaskStatus is what an executor reports about its task.
-type TaskStatus struct {
-	Status string // fsm.TaskRunning, TaskFailing or TaskSucceeded
-	Result any    // marshalled to JSON
-	Error  string
-}
+type TaskStatus = structs.TaskStatus
 
 // AgentConfig configures a region agent.
 type AgentConfig struct {

@@ -14,7 +14,10 @@ type MessageType uint8
 // safe choice for anything that changes state others depend on.
 const IgnoreUnknownTypeFlag MessageType = 128
 
-// Command types.
+// Command types. Blocks of numbers are reserved per area so that work on
+// different areas never collides: 1-9 registry, agents and tasks; 10-29
+// trust, tokens and approvals; 30-39 replication and federation sync;
+// 40-49 disaster recovery and failover; 50-59 compliance and reports.
 const (
 	RegionUpsertType MessageType = 1
 	RegionDeleteType MessageType = 2

@@ -123,3 +123,10 @@ type RegionRTT struct {
 	From string `json:"from_node,omitempty"`
 	To   string `json:"to_node,omitempty"`
 }
+
+// TaskStatus is what a task executor on an agent reports about its task.
+type TaskStatus struct {
+	Status string // "running", "failing" or "succeeded"
+	Result any    // marshalled to JSON; at most 16 KiB
+	Error  string
+}
