@@ -280,18 +280,30 @@ func (s *Server) Raft() *raft.Raft { return s.raft }
 // the Raft configuration, and finally shuts down.
 func (s *Server) Leave(ctx context.Context) error {
 	s.logger.Info("leaving the cluster")
-	if s.raft.State() == raft.Leader && s.otherVoters() > 0 {
-		if err := s.raft.LeadershipTransfer().Error(); err != nil {
-			s.logger.Warn("leadership transfer failed; leaving anyway", "error", err)
-		} else {
-			s.logger.Info("leadership transferred")
-		}
-	}
+	s.handOffLeadership()
 	if err := s.serf.Leave(); err != nil {
 		s.logger.Warn("serf leave failed", "error", err)
 	}
 	s.waitRemoved(ctx)
 	return s.Shutdown()
+}
+
+// handOffLeadership makes a leader that is leaving give leadership away: by
+// a transfer, or, when that fails (no other voter caught up), by removing
+// itself from the configuration, after which raft steps it down.
+func (s *Server) handOffLeadership() {
+	if s.raft.State() != raft.Leader || s.otherVoters() == 0 {
+		return
+	}
+	err := s.raft.LeadershipTransfer().Error()
+	if err == nil {
+		s.logger.Info("leadership transferred")
+		return
+	}
+	s.logger.Warn("leadership transfer failed; removing this server from the configuration instead", "error", err)
+	if err := s.raft.RemoveServer(raft.ServerID(s.cfg.NodeID), 0, configChangeTimeout).Error(); err != nil {
+		s.logger.Warn("self-removal failed; leaving anyway", "error", err)
+	}
 }
 
 // waitRemoved waits, bounded by ctx, until the leader has removed this server
@@ -306,6 +318,9 @@ func (s *Server) waitRemoved(ctx context.Context) {
 		if !s.inConfiguration() || s.otherVoters() == 0 {
 			return
 		}
+		// A follower can win an election while it leaves: it must not stay
+		// leader, since a leader never removes itself on a Serf leave.
+		s.handOffLeadership()
 		select {
 		case <-ctx.Done():
 			return

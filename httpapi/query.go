@@ -93,7 +93,9 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 			return
 		}
 	case Default:
-		if a.c.State() != "Leader" {
+		// Only once leadership is established: before its Barrier a new
+		// leader may not have applied everything its predecessor committed.
+		if !a.c.IsLeader() {
 			a.forward(w, r, nil, false)
 			return
 		}
