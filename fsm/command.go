@@ -58,6 +58,11 @@ type RegionUpsert struct {
 	Region Region  `json:"region"`
 	CAS    *uint64 `json:"cas,omitempty"` // expected modify index; 0 = create only
 	At     int64   `json:"at"`            // leader's clock, unix nanoseconds
+	// Auth is the region's signature over the request (policy P2). A first
+	// registration is signed by the key in PublicKey, proving possession;
+	// later ones by a valid key of the region.
+	Auth      *SignedAuth `json:"auth,omitempty"`
+	PublicKey string      `json:"public_key,omitempty"`
 }
 
 // RegionDelete removes a region that no tenant uses.
@@ -127,6 +132,8 @@ type AgentReport struct {
 	Node  string       `json:"node"`
 	Tasks []TaskReport `json:"tasks,omitempty"`
 	At    int64        `json:"at"`
+	// Auth is the agent's signature (agent-to-server writes are signed).
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 // TaskReport is one task's status as its agent sees it.
@@ -140,8 +147,9 @@ type TaskReport struct {
 
 // AgentLeave is an agent's graceful leave: it hands back its tasks.
 type AgentLeave struct {
-	Node string `json:"node"`
-	At   int64  `json:"at"`
+	Node string      `json:"node"`
+	At   int64       `json:"at"`
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 // Encode builds a log entry: the type byte, the codec version byte, then the

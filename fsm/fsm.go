@@ -26,6 +26,9 @@ type Entry struct {
 	Term    uint64 // raft term of the leader that appended it
 	Version byte   // body codec version
 	Body    []byte
+	// Approved is set when the command is applied by the approval that
+	// gated it, in the entry that recorded the last approval.
+	Approved bool
 }
 
 // decode parses the entry's body into out or panics with its index.

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -61,6 +62,9 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TaskPlanType), []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
 	f.Add(uint8(AgentReportType), []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
 	f.Add(uint8(AgentLeaveType), []byte(`{"node":"a1"}`))
+	f.Add(uint8(PolicySetType), []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
+	f.Add(uint8(ApprovalVoteType), []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
+	f.Add(uint8(TokenCreateType), []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		mt := MessageType(typ)
 		if _, ok := commands[mt]; !ok {
@@ -107,6 +111,26 @@ func newCommand(t MessageType) any {
 		return &AgentReport{}
 	case AgentLeaveType:
 		return &AgentLeave{}
+	case MemberRegisterType:
+		return &MemberRegister{}
+	case KeyRotateType:
+		return &KeyRotate{}
+	case KeyRevokeType:
+		return &KeyRevoke{}
+	case MemberDeleteType:
+		return &MemberDelete{}
+	case TokenCreateType:
+		return &TokenCreate{}
+	case TokenDeleteType:
+		return &TokenDelete{}
+	case PolicySetType:
+		return &PolicySet{}
+	case ApprovalCreateType:
+		return &ApprovalCreate{}
+	case ApprovalVoteType:
+		return &ApprovalVote{}
+	case ApprovalExpireType:
+		return &ApprovalExpire{}
 	}
 	return &struct{}{}
 }

@@ -26,6 +26,26 @@ type State struct {
 	Tenants map[string]*Tenant
 	Agents  map[string]*Agent
 	Tasks   map[string]*Task
+
+	Members   map[string]*Member
+	Tokens    map[string]*Token // by accessor
+	Approvals map[string]*Approval
+	Policy    *Policy // nil: DefaultPolicy
+	// TrustSeq counts changes to the trusted keys; the trust bundle
+	// carries it so that a region can order the bundles it fetches.
+	TrustSeq uint64
+	// Nonces of signed requests, with the time (unix ns) after which they
+	// are forgotten; nonceQueue holds them in insertion order for pruning.
+	Nonces     map[string]int64
+	nonceQueue []nonceEntry
+
+	keyOwners   map[string]string // key id -> member id (derived)
+	tokenHashes map[string]*Token // secret hash -> token (derived)
+}
+
+type nonceEntry struct {
+	Nonce   string `json:"nonce"`
+	Expires int64  `json:"expires"`
 }
 
 func newState() *State {
@@ -36,6 +56,13 @@ func newState() *State {
 		Tenants:   map[string]*Tenant{},
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
+		Members:   map[string]*Member{},
+		Tokens:    map[string]*Token{},
+		Approvals: map[string]*Approval{},
+		Nonces:    map[string]int64{},
+		keyOwners: map[string]string{},
+
+		tokenHashes: map[string]*Token{},
 	}
 }
 
@@ -82,6 +109,14 @@ func (s *State) clone() *State {
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
 		Agents:    make(map[string]*Agent, len(s.Agents)),
 		Tasks:     make(map[string]*Task, len(s.Tasks)),
+		Members:   make(map[string]*Member, len(s.Members)),
+		Tokens:    make(map[string]*Token, len(s.Tokens)),
+		Approvals: make(map[string]*Approval, len(s.Approvals)),
+		Policy:    s.Policy,
+		TrustSeq:  s.TrustSeq,
+		Nonces:    make(map[string]int64, len(s.Nonces)),
+
+		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -98,6 +133,19 @@ func (s *State) clone() *State {
 	for k, v := range s.Tasks {
 		c.Tasks[k] = v
 	}
+	for k, v := range s.Members {
+		c.Members[k] = v
+	}
+	for k, v := range s.Tokens {
+		c.Tokens[k] = v
+	}
+	for k, v := range s.Approvals {
+		c.Approvals[k] = v
+	}
+	for k, v := range s.Nonces {
+		c.Nonces[k] = v
+	}
+	c.reindexTrust()
 	return c
 }
 
