@@ -112,6 +112,8 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
 		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
+		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
+		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 	)
 	for _, r := range routines {
 		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})
@@ -200,6 +202,7 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return err
 	}
+	stream.tls = s.cfg.TLS
 	s.stream = stream
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,

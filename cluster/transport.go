@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ type streamLayer struct {
 	accepted map[*acceptedConn]struct{}
 	handlers sync.WaitGroup
 	draining bool
+	tls      *TLSConfig
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -68,6 +70,11 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	ac := &acceptedConn{Conn: c, s: s}
 	s.accepted[ac] = struct{}{}
 	s.handlers.Add(1)
+	if s.tls != nil {
+		// The handshake runs on the handler's first read; a peer without
+		// a certificate of the federation CA never gets an RPC through.
+		return tls.Server(ac, s.tls.Server), nil
+	}
 	return ac, nil
 }
 
@@ -120,5 +127,24 @@ func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 // Dial opens a stream to a peer.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return s.dial(string(address), timeout)
+	c, err := s.dial(string(address), timeout)
+	if err != nil || s.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, s.tls.Client)
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft TLS handshake with %s: %w", address, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// TLSConfig secures the Raft transport: Server verifies every peer's
+// client certificate (mutual TLS), Client presents this server's
+// certificate and checks the peer's.
+type TLSConfig struct {
+	Server *tls.Config
+	Client *tls.Config
 }

@@ -131,6 +131,8 @@ func newCommand(t MessageType) any {
 		return &ApprovalVote{}
 	case ApprovalExpireType:
 		return &ApprovalExpire{}
+	case ServerKeySetType:
+		return &ServerKeySet{}
 	}
 	return &struct{}{}
 }

@@ -42,7 +42,7 @@ func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	if _, err := regionSigner(s, &cmd, cmd.At, !e.Approved); err != nil {
 		return nil, err
 	}
-	if action := regionUpsertAction(s, &r); action != "" {
+	if action := RegionUpsertAction(s, &r); action != "" {
 		if err := requireApproval(s, e, action); err != nil {
 			return nil, err
 		}
@@ -156,9 +156,9 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
 }
 
-// regionUpsertAction returns the approvable action a region write is: the
+// RegionUpsertAction returns the approvable action a region write is: the
 // registration of a production region (new, or moved to production), or "".
-func regionUpsertAction(s *State, r *Region) string {
+func RegionUpsertAction(s *State, r *Region) string {
 	if r.Tier != TierProduction {
 		return ""
 	}

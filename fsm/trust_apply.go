@@ -16,6 +16,42 @@ func init() {
 	registerCommand(ApprovalCreateType, applyApprovalCreate)
 	registerCommand(ApprovalVoteType, applyApprovalVote)
 	registerCommand(ApprovalExpireType, applyApprovalExpire)
+	registerCommand(ServerKeySetType, applyServerKeySet)
+}
+
+func applyServerKeySet(s *State, e *Entry) (any, error) {
+	var cmd ServerKeySet
+	e.decode(&cmd)
+	key, err := newKey(cmd.PublicKey, cmd.At)
+	if err != nil {
+		return nil, err
+	}
+	if !memberIDRe.MatchString(cmd.ID) {
+		return nil, invalidf("invalid_member", "server id %q is malformed", cmd.ID)
+	}
+	if owner := s.KeyOwner(key.KeyID); owner != nil && owner.ID != cmd.ID {
+		return nil, preconditionf("key_in_use", "key %s already belongs to %s %s", key.KeyID, owner.Kind, owner.ID)
+	}
+	old := s.Members[cmd.ID]
+	if old != nil && old.Kind != MemberServer {
+		return nil, preconditionf("member_exists", "%q is a %s member, not a server", cmd.ID, old.Kind)
+	}
+	if old != nil && len(old.Keys) == 1 && old.Keys[0].KeyID == key.KeyID {
+		return nil, preconditionf("unchanged", "server %s already has this key", cmd.ID)
+	}
+	if old != nil {
+		for _, k := range old.Keys {
+			delete(s.keyOwners, k.KeyID)
+		}
+	}
+	m := &Member{ID: cmd.ID, Kind: MemberServer, Keys: []MemberKey{*key}, CreateIndex: e.Index, ModifyIndex: e.Index}
+	if old != nil {
+		m.CreateIndex = old.CreateIndex
+	}
+	s.Members[m.ID] = m
+	s.keyOwners[key.KeyID] = m.ID
+	touchTrust(s, e)
+	return m, nil
 }
 
 var (
@@ -272,7 +308,7 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (acti
 			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
 		}
 		signer, err := regionSigner(s, &c, at, true)
-		return regionUpsertAction(s, &c.Region), signer, c.Auth, err
+		return RegionUpsertAction(s, &c.Region), signer, c.Auth, err
 	},
 	RegionDeleteType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
 		var c RegionDelete

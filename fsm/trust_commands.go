@@ -12,6 +12,7 @@ const (
 	ApprovalCreateType MessageType = 17
 	ApprovalVoteType   MessageType = 18
 	ApprovalExpireType MessageType = 19
+	ServerKeySetType   MessageType = 20
 )
 
 func init() {
@@ -19,7 +20,7 @@ func init() {
 		MemberRegisterType: "member_register", KeyRotateType: "key_rotate", KeyRevokeType: "key_revoke",
 		MemberDeleteType: "member_delete", TokenCreateType: "token_create", TokenDeleteType: "token_delete",
 		PolicySetType: "policy_set", ApprovalCreateType: "approval_create", ApprovalVoteType: "approval_vote",
-		ApprovalExpireType: "approval_expire",
+		ApprovalExpireType: "approval_expire", ServerKeySetType: "server_key_set",
 	} {
 		typeNames[t] = n
 	}
@@ -97,4 +98,13 @@ type ApprovalVote struct {
 type ApprovalExpire struct {
 	IDs []string `json:"ids"`
 	At  int64    `json:"at"`
+}
+
+// ServerKeySet records a server's public key (the key it signs trust
+// bundles with), as the server gossips it. Only the leader issues it, from
+// Serf membership, which is authenticated by the gossip encryption key.
+type ServerKeySet struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"`
+	At        int64  `json:"at"`
 }

@@ -90,6 +90,11 @@ func trustRoundTrips(t *testing.T, h *harness, check func(MessageType, any, func
 			t.Fatal("key not revoked")
 		}
 	})
+	check(ServerKeySetType, ServerKeySet{ID: "s1", PublicKey: string(h.key("s1").PublicPEM), At: 31}, func(s *State, res *ApplyResult) {
+		if m := s.Members["s1"]; m == nil || m.Kind != MemberServer || s.KeyOwner(h.key("s1").KeyID) != m {
+			t.Fatalf("server member: %+v", m)
+		}
+	})
 	check(MemberDeleteType, MemberDelete{ID: "bob", At: 32}, func(s *State, res *ApplyResult) {
 		if s.Members["bob"] != nil || s.KeyOwner(h.key("bob").KeyID) != nil {
 			t.Fatal("member still there after delete")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,7 +29,7 @@ type agentOptions struct {
 	SerfAddr, SerfAdvertise string
 	Join                    []string
 	Capacity                int
-	Token                   string
+	Security                securityOptions
 	Logger                  hclog.Logger
 }
 
@@ -46,6 +47,16 @@ type agentStatus struct{ a *cluster.Agent }
 func (s agentStatus) AgentStatus() any { return s.a.Status() }
 
 func startAgent(o agentOptions) (*agentNode, error) {
+	if o.Security.Token == "" {
+		return nil, errors.New("the agent needs a token with the agent role (--token or FEDERATION_TOKEN; make one with: atomfed token create --role agent)")
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
+		return nil, err
+	}
+	sec, err := o.Security.resolve(o.DataDir, "agent.key", false, o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -57,19 +68,26 @@ func startAgent(o agentOptions) (*agentNode, error) {
 			ln.Close()
 			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise")
 		}
-		adv = "http://" + a.String()
+		adv = sec.scheme + "://" + a.String()
+	}
+	if sec.httpServer != nil {
+		ln = tls.NewListener(ln, sec.httpServer)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []client.Option
-	if o.Token != "" {
-		opts = append(opts, client.WithToken(o.Token))
+	opts := []client.Option{client.WithToken(o.Security.Token), client.WithSigner(sec.signer)}
+	if sec.client != nil {
+		opts = append(opts, client.WithTLS(sec.client))
+	}
+	var probeTransport http.RoundTripper
+	if sec.roots != nil {
+		probeTransport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: sec.roots, MinVersion: tls.VersionTLS12}}
 	}
 	ag, err := cluster.NewAgent(cluster.AgentConfig{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
-		Join: o.Join, Capacity: o.Capacity, Version: version,
-		Executors: []cluster.Executor{cluster.NewProbeExecutor(reg, nil)},
+		Join: o.Join, Capacity: o.Capacity, Version: version, GossipKey: sec.gossipKey,
+		Executors: []cluster.Executor{cluster.NewProbeExecutor(reg, probeTransport)},
 		NewAPI: func(servers func() []string) cluster.AgentAPI {
 			return client.NewPool(servers, opts...)
 		},
@@ -130,9 +148,10 @@ hands its tasks back, leaves Serf and exits 0.`,
 				o.Region = os.Getenv("PRIMARY_REGION")
 			}
 			o.Join = splitList(o.Join)
-			if o.Token == "" {
-				o.Token = os.Getenv("FEDERATION_TOKEN")
+			if o.Security.Token == "" {
+				o.Security.Token = os.Getenv("FEDERATION_TOKEN")
 			}
+			o.Security.KeyPath = os.Getenv("COSIGN_KEY_PATH")
 			o.Logger = newLogger(o.Node, logLevel, logJSON)
 			return runAgent(o)
 		},
@@ -147,6 +166,8 @@ hands its tasks back, leaves Serf and exits 0.`,
 	f.StringVar(&o.SerfAdvertise, "serf-advertise", "", "Serf address other members use")
 	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of servers or agents to join (comma-separated)")
 	f.IntVar(&o.Capacity, "capacity", 64, "how many tasks this agent takes (0: no limit)")
+	f.StringVar(&o.Security.Token, "token", "", "token with the agent role (default $FEDERATION_TOKEN)")
+	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	cmd.AddCommand(newAgentTasksCmd())

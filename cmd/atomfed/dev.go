@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +20,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // devRegion is one region of the dev federation.
@@ -76,6 +83,13 @@ func runDev(o devOptions) error {
 			defer os.RemoveAll(d)
 		}
 	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return err
+	}
+	sec, err := devSecurity(o.dataDir, o.host)
+	if err != nil {
+		return fmt.Errorf("dev TLS and keys: %w", err)
+	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
 	var join []string
 	for i := range devRegions {
@@ -93,11 +107,13 @@ func runDev(o devOptions) error {
 	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-1", r.name)
+		opts := sec.server
+		opts.TLS = sec.files[name]
 		n, err := startServer(serverOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
-			DeadServerCleanup: 30 * time.Second, Logger: newLogger(name, o.logLevel, false),
+			DeadServerCleanup: 30 * time.Second, Security: opts, Logger: newLogger(name, o.logLevel, false),
 		})
 		if err != nil {
 			stopAll()
@@ -108,12 +124,22 @@ func runDev(o devOptions) error {
 		}
 		nodes = append(nodes, n)
 	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	setup, err := setupDevFederation(ctx, o.dataDir, nodes, sec)
+	if err != nil {
+		stopAll()
+		return err
+	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-a1", r.name)
+		opts := sec.server
+		opts.TLS = sec.files[name]
+		opts.Token = setup.agentToken
 		a, err := startAgent(agentOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
-			Capacity: 64, Logger: newLogger(name, o.logLevel, false),
+			Capacity: 64, Security: opts, Logger: newLogger(name, o.logLevel, false),
 		})
 		if err != nil {
 			stopAll()
@@ -121,55 +147,179 @@ func runDev(o devOptions) error {
 		}
 		agents = append(agents, a)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if err := registerDevRegions(ctx, nodes); err != nil {
-		stopAll()
-		return err
-	}
-	fmt.Println("atomfed dev federation is up")
-	fmt.Printf("  data dir: %s\n", o.dataDir)
-	for i, n := range nodes {
-		fmt.Printf("  %-10s region %-9s http %s  raft %s  serf %s\n", n.srv.NodeID(), devRegions[i].name, n.url, n.srv.RaftAddr(), n.srv.SerfAddr())
-	}
-	for i, a := range agents {
-		fmt.Printf("  %-10s region %-9s http %s  (agent)  serf %s\n", fmt.Sprintf("%s-a1", devRegions[i].name), devRegions[i].name, a.url, a.agent.SerfAddr())
-	}
-	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n       atomfed members --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url, nodes[0].url)
+	printDev(o.dataDir, nodes, agents, sec, setup)
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()
 	return nil
 }
 
-// registerDevRegions waits for a leader and registers the three regions
-// through the first server's API, like any client would.
-func registerDevRegions(ctx context.Context, nodes []*serverNode) error {
-	c, err := client.New(nodes[0].url)
-	if err != nil {
-		return err
+// devSec is the dev federation's throwaway security material.
+type devSec struct {
+	caPath string
+	files  map[string]tlsutil.Files // by node name
+	server securityOptions          // token and gossip key (TLS per node)
+	client *tls.Config
+}
+
+// devSecurity makes (or, in a kept data dir, reuses) a federation CA, a
+// certificate per node, a gossip key and the bootstrap token.
+func devSecurity(dir, host string) (*devSec, error) {
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for i, r := range devRegions {
-		reg := &fsm.Region{Name: r.name, URL: nodes[i].url, Tier: fsm.TierStaging, Location: r.loc,
-			Labels: map[string]string{"env": "dev"}}
+	sec := &devSec{caPath: filepath.Join(tlsDir, "ca.pem"), files: map[string]tlsutil.Files{}}
+	var ca *tlsutil.CA
+	if _, err := os.Stat(sec.caPath); err != nil {
+		if ca, err = tlsutil.NewCA("atomfed dev federation CA"); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(sec.caPath, ca.CertPEM, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	if ip := net.ParseIP(host); ip != nil {
+		ips = append(ips, ip)
+	}
+	for _, r := range devRegions {
+		for _, n := range []struct{ name, role string }{{r.name + "-1", tlsutil.ServerName}, {r.name + "-a1", tlsutil.AgentName}} {
+			f := tlsutil.Files{CA: sec.caPath, Cert: filepath.Join(tlsDir, n.name+".pem"), Key: filepath.Join(tlsDir, n.name+"-key.pem")}
+			if ca != nil {
+				var err error
+				if f, err = ca.WriteNode(tlsDir, n.name, sec.caPath, []string{n.name, n.role, "localhost"}, ips); err != nil {
+					return nil, err
+				}
+			}
+			sec.files[n.name] = f
+		}
+	}
+	gossip, err := readOrCreate(filepath.Join(dir, "gossip.key"), func() string {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	token := os.Getenv("FEDERATION_TOKEN")
+	if token == "" {
+		if token, err = readOrCreate(filepath.Join(dir, "token"), func() string {
+			b := make([]byte, 24)
+			_, _ = rand.Read(b)
+			return "atf_dev_" + hex.EncodeToString(b)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	sec.server = securityOptions{GossipKey: gossip, Token: token}
+	if sec.client, err = tlsutil.ClientConfig(tlsutil.Files{CA: sec.caPath}, ""); err != nil {
+		return nil, err
+	}
+	return sec, nil
+}
+
+// readOrCreate returns the trimmed content of path, writing make() there
+// first (0600) when it does not exist.
+func readOrCreate(path string, make func() string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	v := make()
+	return v, os.WriteFile(path, []byte(v+"\n"), 0o600)
+}
+
+// devSetup is what setupDevFederation made.
+type devSetup struct {
+	agentToken string
+	approvers  []string // key paths
+	regionKeys []string // key paths
+}
+
+// setupDevFederation waits for a leader, then, through the API like any
+// operator would: registers the three regions (each signed by its own key),
+// registers two approvers, and makes a token for the agents.
+func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, sec *devSec) (*devSetup, error) {
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return nil, err
+	}
+	setup := &devSetup{}
+	op, err := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client))
+	if err != nil {
+		return nil, err
+	}
+	retry := func(what string, fn func() error) error {
+		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, err := c.RegisterRegion(ctx, reg, nil)
+			err := fn()
 			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("register region %s: %w", r.name, err)
+				return nil
 			}
 			var ce *client.Error
-			if errors.As(err, &ce) && ce.Status != 503 {
-				return fmt.Errorf("register region %s: %w", r.name, err)
+			if ctx.Err() != nil || time.Now().After(deadline) || (errors.As(err, &ce) && ce.Status != 503) {
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return nil
+	for i, r := range devRegions {
+		path := filepath.Join(keys, r.name+".key")
+		signer, err := loadOrCreateSigner("", path)
+		if err != nil {
+			return nil, err
+		}
+		setup.regionKeys = append(setup.regionKeys, path)
+		c, _ := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client), client.WithSigner(signer))
+		reg := &fsm.Region{Name: r.name, URL: nodes[i].url, Tier: fsm.TierStaging, Location: r.loc, Labels: map[string]string{"env": "dev"}}
+		if err := retry("register region "+r.name, func() error { _, err := c.RegisterRegion(ctx, reg, nil); return err }); err != nil {
+			return nil, err
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("approver-%d", i)
+		path := filepath.Join(keys, name+".key")
+		signer, err := loadOrCreateSigner("", path)
+		if err != nil {
+			return nil, err
+		}
+		setup.approvers = append(setup.approvers, path)
+		c, _ := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client), client.WithSigner(signer))
+		if err := retry("register "+name, func() error { _, err := c.RegisterMember(ctx, name, fsm.MemberApprover); return err }); err != nil {
+			return nil, err
+		}
+	}
+	return setup, retry("create the agent token", func() error {
+		t, err := op.CreateToken(ctx, fsm.RoleAgent, "dev agents")
+		if err == nil {
+			setup.agentToken = t.Secret
+		}
+		return err
+	})
+}
+
+func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup) {
+	fmt.Println("atomfed dev federation is up (TLS, tokens, signed requests)")
+	fmt.Printf("  data dir: %s\n", dir)
+	for i, n := range nodes {
+		fmt.Printf("  %-11s region %-9s api %s  raft %s  serf %s\n", n.srv.NodeID(), devRegions[i].name, n.url, n.srv.RaftAddr(), n.srv.SerfAddr())
+	}
+	for i, a := range agents {
+		fmt.Printf("  %-11s region %-9s http %s  (agent)  serf %s\n", devRegions[i].name+"-a1", devRegions[i].name, a.url, a.agent.SerfAddr())
+	}
+	u := nodes[0].url
+	fmt.Printf(`
+  CA certificate:   %s
+  management token: %s
+  approver keys:    %s
+
+  export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s
+  curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN" $ATOMFED_ADDR/region/list
+  atomfed region list
+  atomfed members
+  COSIGN_KEY_PATH=%s atomfed approve <approval-id>
+
+Press Ctrl-C to stop.
+`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, setup.approvers[0])
 }

@@ -51,6 +51,12 @@ func newRootCmd() *cobra.Command {
 		newOperatorCmd(),
 		newSnapshotCmd(),
 		newStatusCmd(),
+		newApproveCmd(),
+		newApprovalsCmd(),
+		newTokenCmd(),
+		newTrustCmd(),
+		newPolicyCmd(),
+		newKeygenCmd(),
 	)
 	return root
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -27,6 +29,7 @@ type serverOptions struct {
 	NonVoter                bool
 	RaftMultiplier          int
 	DeadServerCleanup       time.Duration
+	Security                securityOptions
 	Logger                  hclog.Logger
 }
 
@@ -43,6 +46,16 @@ type serverNode struct {
 // startServer opens the HTTP listener first (so its real address can be
 // gossiped), then starts the cluster member and serves the API.
 func startServer(o serverOptions) (*serverNode, error) {
+	if o.Security.Token == "" {
+		return nil, errors.New("FEDERATION_TOKEN is not set: every server needs the same bootstrap management token (e.g. export FEDERATION_TOKEN=$(openssl rand -hex 32))")
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
+		return nil, err
+	}
+	sec, err := o.Security.resolve(o.DataDir, "server.key", true, o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -54,7 +67,10 @@ func startServer(o serverOptions) (*serverNode, error) {
 			ln.Close()
 			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise to the address other servers should use")
 		}
-		adv = "http://" + a.String()
+		adv = sec.scheme + "://" + a.String()
+	}
+	if sec.httpServer != nil {
+		ln = tls.NewListener(ln, sec.httpServer)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -72,13 +88,19 @@ func startServer(o serverOptions) (*serverNode, error) {
 		cfg.DeadServerCleanupAfter = o.DeadServerCleanup
 	}
 	cfg.Logger, cfg.Registerer = o.Logger, reg
+	cfg.Signer, cfg.GossipKey, cfg.TLS = sec.signer, sec.gossipKey, sec.raft
 	srv, err := cluster.New(cfg)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
+	var fwd http.RoundTripper
+	if sec.client != nil {
+		fwd = &http.Transport{TLSClientConfig: sec.client, MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
+	}
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
+		BootstrapToken: o.Security.Token, Signer: sec.signer, ForwardTransport: fwd,
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{
@@ -88,6 +110,9 @@ func startServer(o serverOptions) (*serverNode, error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			// Blocking queries end when the server stops.
 			BaseContext: func(net.Listener) context.Context { return baseCtx },
+			// Client TLS handshake failures are routine (scanners, closed
+			// connections): keep them out of the default log level.
+			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 		},
 		cancelBase: cancelBase,
 		url:        adv,

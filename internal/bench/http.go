@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +37,18 @@ func NewHTTP(conns int) *HTTP {
 		ForceAttemptHTTP2:   false,
 	}
 	return &HTTP{c: &http.Client{Transport: tr}, Header: http.Header{}}
+}
+
+// Secure makes the client trust cfg's CA (https URLs) and send token as a
+// bearer token; it returns h.
+func (h *HTTP) Secure(cfg *tls.Config, token string) *HTTP {
+	if tr, ok := h.c.Transport.(*http.Transport); ok && cfg != nil {
+		tr.TLSClientConfig = cfg
+	}
+	if token != "" {
+		h.Header.Set("Authorization", "Bearer "+token)
+	}
+	return h
 }
 
 // StatusError is a non-2xx answer.

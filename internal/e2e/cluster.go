@@ -54,13 +54,20 @@ type ServerProc struct {
 
 // NewServerProc prepares (but does not start) a server whose log is
 // logDir/<node>.log.
-func NewServerProc(bin, logDir string, cfg ServerConfig) (*ServerProc, error) {
-	url := "http://" + cfg.HTTPAddr
-	c, err := client.New(url)
+func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*ServerProc, error) {
+	url := "https://" + cfg.HTTPAddr
+	host, _, _ := net.SplitHostPort(cfg.HTTPAddr)
+	flags, err := sec.NodeFlags(cfg.Node, true, host)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Extra = append(append([]string(nil), cfg.Extra...), flags...)
+	c, err := sec.Client(url)
 	if err != nil {
 		return nil, err
 	}
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
+	p.Env = sec.Env()
 	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c}, nil
 }
 
@@ -97,7 +104,9 @@ var Regions = []string{"us-east", "eu-west", "ap-south", "us-west", "eu-north"}
 // Cluster is a set of server processes that bootstrap one Raft cluster.
 type Cluster struct {
 	Servers []*ServerProc
-	opts    ClusterOptions
+	// Sec is the cluster's TLS, token and key material.
+	Sec  *Security
+	opts ClusterOptions
 }
 
 // NewCluster prepares the servers (node names s1..sN, regions from Regions,
@@ -126,7 +135,11 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 		}
 		join = append(join, loopback(ps[i].serf))
 	}
-	c := &Cluster{opts: o}
+	sec, err := NewSecurity(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: o, Sec: sec}
 	for i, p := range ps {
 		node := fmt.Sprintf("s%d", i+1)
 		cfg := ServerConfig{
@@ -134,7 +147,7 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 			HTTPAddr: loopback(p.http), RaftAddr: loopback(p.raft), SerfAddr: loopback(p.serf),
 			BootstrapExpect: o.Servers, Join: join, Extra: o.Extra,
 		}
-		s, err := NewServerProc(o.Bin, o.LogDir, cfg)
+		s, err := NewServerProc(o.Bin, o.LogDir, cfg, sec)
 		if err != nil {
 			return nil, err
 		}

@@ -39,7 +39,7 @@ func TestThreeProcessesFormACluster(t *testing.T) {
 	}
 
 	follower := c.Others(leader)[0]
-	registerRegion(t, follower, "us-east")
+	registerRegion(t, c, follower, "us-east")
 	want := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Labels: map[string]string{"plan": "gold"}}
 	put, err := follower.Client.PutTenant(ctx(t, 10*time.Second), want, nil)
 	if err != nil {

@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -52,7 +53,10 @@ func (c *Cluster) AddAgent(id, region string) *AgentNode {
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
 		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat,
-		NewAPI: func(servers func() []string) cluster.AgentAPI { return client.NewPool(servers) },
+		GossipKey: c.sec.gossipKey,
+		NewAPI: func(servers func() []string) cluster.AgentAPI {
+			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
+		},
 		Logger: c.logger(id),
 	}
 	if err := c.startAgent(n); err != nil {
@@ -68,7 +72,7 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.Reg = prometheus.NewRegistry()
 	cfg := n.cfg
 	cfg.Registerer = n.Reg
-	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, nil)}
+	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
 	// Other live members to join through, in case the first server is down.
 	cfg.Join = nil
 	for _, s := range c.Running() {
@@ -128,6 +132,17 @@ func (c *Cluster) Settle() {
 		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })
 		if plan != nil {
 			return fmt.Errorf("scheduler has a pending plan: %+v", plan)
+		}
+		var missingKey string
+		l.Server.FSM().Read(func(s *fsm.State) {
+			for _, n := range c.Running() {
+				if s.Members[n.ID] == nil {
+					missingKey = n.ID
+				}
+			}
+		})
+		if missingKey != "" {
+			return fmt.Errorf("the leader has not recorded %s's server key yet", missingKey)
 		}
 		want := l.Server.FSM().Index()
 		for _, n := range c.Running() {
