@@ -185,3 +185,17 @@ func (n *Node) RegionClient(region string) *client.Client { return n.c.RegionCli
 
 // Cluster returns the node's cluster.
 func (n *Node) Cluster() *Cluster { return n.c }
+
+// ServerCertificate issues a server certificate of the cluster's CA, for
+// tests that play a peer.
+func (c *Cluster) ServerCertificate(name string) tls.Certificate {
+	certPEM, keyPEM, err := c.sec.ca.Issue(name, []string{name, tlsutil.ServerName}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cert
+}

@@ -44,6 +44,9 @@ type Options struct {
 	// default test clusters gate nothing, so that tests about other things
 	// can change regions directly.
 	GatedPolicy bool
+	// Now, when set, is the clock the servers stamp commands with (tests of
+	// expiry move it forward).
+	Now func() time.Time
 }
 
 // Cluster is a running in-process cluster.
@@ -223,7 +226,7 @@ func (c *Cluster) start(n *Node) error {
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
 	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test",
-		BootstrapToken: Token, Signer: cfg.Signer, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
+		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
