@@ -20,6 +20,7 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // agentOptions are an agent's settings, from flags or from dev.
@@ -70,8 +71,10 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		}
 		adv = sec.scheme + "://" + a.String()
 	}
+	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
 	if sec.httpServer != nil {
-		ln = tls.NewListener(ln, sec.httpServer)
+		ln = tlsutil.SniffListener(ln, sec.httpServer)
+		handlerWrap = httpapi.PlaintextGuard
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -99,10 +102,11 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	n := &agentNode{
 		agent: ag,
-		http:  &http.Server{Handler: httpapi.NewAgentHandler(agentStatus{ag}, reg, o.Logger), ReadHeaderTimeout: 10 * time.Second},
-		url:   adv,
-		log:   o.Logger.Named("agent"),
-		done:  make(chan error, 1),
+		http: &http.Server{Handler: handlerWrap(httpapi.NewAgentHandler(agentStatus{ag}, reg, o.Logger)), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})},
+		url:  adv,
+		log:  o.Logger.Named("agent"),
+		done: make(chan error, 1),
 	}
 	go func() {
 		err := n.http.Serve(ln)

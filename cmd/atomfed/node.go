@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -69,8 +69,12 @@ func startServer(o serverOptions) (*serverNode, error) {
 		}
 		adv = sec.scheme + "://" + a.String()
 	}
+	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
 	if sec.httpServer != nil {
-		ln = tls.NewListener(ln, sec.httpServer)
+		// One port for both: TLS for the API, plain HTTP for /health and
+		// /metrics only (load balancers, scrapers, the precheck).
+		ln = tlsutil.SniffListener(ln, sec.httpServer)
+		handlerWrap = httpapi.PlaintextGuard
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,7 +110,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	n := &serverNode{
 		srv: srv,
 		http: &http.Server{
-			Handler:           api.Handler(),
+			Handler:           handlerWrap(api.Handler()),
 			ReadHeaderTimeout: 10 * time.Second,
 			// Blocking queries end when the server stops.
 			BaseContext: func(net.Listener) context.Context { return baseCtx },

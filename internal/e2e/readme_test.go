@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,5 +58,32 @@ afcurl -o replay.json -w '%{http_code}\n' -XPOST -H "X-Atomfed-Signature: $(cat 
 	r, _, err := leader.Client.Region(ctx(t, 10*time.Second), "sa-east", nil)
 	if err != nil || r.URL != "https://sa-east.example.com:8401" {
 		t.Fatalf("registered region: %+v %v", r, err)
+	}
+}
+
+// TestPlainHTTPServesOnlyPublicEndpoints: the API port answers plain HTTP
+// for /health and /metrics (load balancers, scrapers, the precheck), and
+// for anything else says to use HTTPS, without serving it.
+func TestPlainHTTPServesOnlyPublicEndpoints(t *testing.T) {
+	c := startCluster(t)
+	s := waitLeader(t, c)
+	base := "http://" + s.Config.HTTPAddr
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/health"); code != 200 || !strings.Contains(body, `"status":"ok"`) {
+		t.Fatalf("plain /health: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "atomfed_raft_state") {
+		t.Fatalf("plain /metrics: %d", code)
+	}
+	if code, body := get("/region/list"); code != 400 || !strings.Contains(body, "tls_required") || strings.Contains(body, "regions") {
+		t.Fatalf("plain /region/list: %d %s", code, body)
 	}
 }
