@@ -81,12 +81,13 @@ type Node struct {
 }
 
 // TestTimings are the raft timings of test clusters: short enough that
-// elections take a fraction of a second, long enough that TLS handshakes
-// under -race on a loaded two-core machine do not depose leaders.
+// elections take well under a second, long enough that a loaded two-core
+// machine running several suites under -race (with TLS everywhere) does not
+// starve a leader past its lease.
 var TestTimings = cluster.RaftTimings{
-	HeartbeatTimeout:   150 * time.Millisecond,
-	ElectionTimeout:    150 * time.Millisecond,
-	LeaderLeaseTimeout: 100 * time.Millisecond,
+	HeartbeatTimeout:   300 * time.Millisecond,
+	ElectionTimeout:    300 * time.Millisecond,
+	LeaderLeaseTimeout: 300 * time.Millisecond,
 	CommitTimeout:      5 * time.Millisecond,
 }
 
