@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newOperatorCmd(),
 		newSnapshotCmd(),
 		newStatusCmd(),
+		newKeygenCmd(),
 	)
 	return root
 }
