@@ -52,6 +52,7 @@ func newRootCmd() *cobra.Command {
 		newSnapshotCmd(),
 		newStatusCmd(),
 		newKeygenCmd(),
+		newPrecheckCmd(),
 	)
 	return root
 }
