@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/policy"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -57,6 +58,15 @@ type Config struct {
 	ForwardTransport http.RoundTripper
 	// Now is the clock used to stamp commands; nil uses time.Now.
 	Now func() time.Time
+	// Simulation is the node's SIMULATION_MODE evaluation, shown in
+	// /health, /global-status and /v1/policy/status (nil: not evaluated).
+	Simulation *structs.Simulation
+	// Token is the bearer token this server sends when it calls other
+	// nodes' endpoints (policy evaluation).
+	Token string
+	// Policies replaces the policy evaluators of /v1/policy/status
+	// (nil: policy.Policies()).
+	Policies []policy.Policy
 }
 
 // API is the HTTP API of one server.
@@ -68,6 +78,7 @@ type API struct {
 	fwd     *http.Client
 	metrics *metrics
 	now     func() time.Time
+	policy  *policy.Engine
 }
 
 // New builds the API and its router.
@@ -98,6 +109,7 @@ func New(cfg Config) *API {
 		metrics: newMetrics(cfg.Registerer),
 		now:     cfg.Now,
 	}
+	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies})
 	a.router = a.routes()
 	return a
 }
@@ -148,6 +160,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/operator/raft/peer", a.removePeer).Methods(http.MethodDelete)
 	v1.HandleFunc("/snapshot", a.snapshotSave).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.snapshotRestore).Methods(http.MethodPut)
+	v1.HandleFunc("/policy/status", a.policyStatus).Methods(http.MethodGet)
 	return r
 }
 

@@ -48,6 +48,10 @@ type Simulation struct {
 	CheckedAt time.Time `json:"checked_at"`
 }
 
+// Active reports whether s says the node runs in simulation mode; a nil
+// Simulation (not evaluated) is not active.
+func (s *Simulation) Active() bool { return s != nil && s.Enabled }
+
 // Simulates reports whether part runs simulated on this node.
 func (s *Simulation) Simulates(part string) bool {
 	if s == nil || !s.Enabled {

@@ -23,6 +23,7 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
@@ -38,6 +39,9 @@ type Options struct {
 	// LogOutput, when set, receives every server's log instead of stderr,
 	// so that a test can wait for a line (see LogBuffer).
 	LogOutput io.Writer
+	// Simulation, when set, is every server's SIMULATION_MODE evaluation
+	// (shown in /health, /global-status and /v1/policy/status).
+	Simulation *structs.Simulation
 }
 
 // Cluster is a running in-process cluster.
@@ -198,7 +202,7 @@ func (c *Cluster) start(n *Node) error {
 	// Pin the ports for restarts.
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
-	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test"})
+	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test", Simulation: c.opts.Simulation})
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
