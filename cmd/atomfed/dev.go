@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/precheck"
 )
 
 // devRegion is one region of the dev federation.
@@ -76,6 +77,16 @@ func runDev(o devOptions) error {
 			defer os.RemoveAll(d)
 		}
 	}
+	// Every node of dev shares this environment: evaluate once per role,
+	// announce once, and hand the result to each node.
+	serverSim, err := evaluateSimulation(precheck.RoleServer)
+	if err != nil {
+		return err
+	}
+	agentSim, err := evaluateSimulation(precheck.RoleAgent)
+	if err != nil {
+		return err
+	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
 	var join []string
 	for i := range devRegions {
@@ -98,6 +109,7 @@ func runDev(o devOptions) error {
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
 			DeadServerCleanup: 30 * time.Second, Logger: newLogger(name, o.logLevel, false),
+			Simulation: serverSim,
 		})
 		if err != nil {
 			stopAll()
@@ -114,6 +126,7 @@ func runDev(o devOptions) error {
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
 			Capacity: 64, Logger: newLogger(name, o.logLevel, false),
+			Simulation: agentSim,
 		})
 		if err != nil {
 			stopAll()
@@ -135,7 +148,9 @@ func runDev(o devOptions) error {
 	for i, a := range agents {
 		fmt.Printf("  %-10s region %-9s http %s  (agent)  serf %s\n", fmt.Sprintf("%s-a1", devRegions[i].name), devRegions[i].name, a.url, a.agent.SerfAddr())
 	}
-	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n       atomfed members --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url, nodes[0].url)
+	fmt.Print("\n" + simulationBanner(serverSim, agentSim))
+	fmt.Printf("\n  try: curl -s %s/region/list\n       curl -s %s/v1/policy/status\n       atomfed region list --addr %s\n       atomfed members --addr %s\n       GLOBAL_REGISTRY_URL=%s atomfed precheck\n\nPress Ctrl-C to stop.\n",
+		nodes[0].url, nodes[0].url, nodes[0].url, nodes[0].url, nodes[0].url)
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()

@@ -14,6 +14,8 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -27,7 +29,13 @@ type serverOptions struct {
 	NonVoter                bool
 	RaftMultiplier          int
 	DeadServerCleanup       time.Duration
-	Logger                  hclog.Logger
+	// Token is the bearer token the server sends to other nodes
+	// (FEDERATION_TOKEN).
+	Token  string
+	Logger hclog.Logger
+	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
+	// startServer evaluate it from the environment and announce it.
+	Simulation *structs.Simulation
 }
 
 // serverNode is a running server with its HTTP API.
@@ -43,6 +51,15 @@ type serverNode struct {
 // startServer opens the HTTP listener first (so its real address can be
 // gossiped), then starts the cluster member and serves the API.
 func startServer(o serverOptions) (*serverNode, error) {
+	quiet := o.Simulation != nil
+	if o.Simulation == nil {
+		sim, err := evaluateSimulation(precheck.RoleServer)
+		if err != nil {
+			return nil, err
+		}
+		o.Simulation = sim
+	}
+	announceSimulation(o.Logger.Named("server"), o.Simulation, quiet)
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -79,6 +96,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	}
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
+		Simulation: o.Simulation, Token: o.Token,
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{

@@ -126,7 +126,7 @@ func Evaluate(ctx context.Context, cfg Config, role Role, setting string) (*stru
 	switch {
 	case mode == ModeOff && len(missing) > 0:
 		sim.Reason = "SIMULATION_MODE=" + setting + " but critical infrastructure is missing: " + strings.Join(missing, "; ")
-		return sim, fmt.Errorf("%w for a %s: %s. Provide it, or unset SIMULATION_MODE to run in simulation mode", ErrMissingInfrastructure, role, strings.Join(missing, "; "))
+		return sim, fmt.Errorf("SIMULATION_MODE=%s, but %w for a %s: %s. Provide it, or unset SIMULATION_MODE to run in simulation mode", setting, ErrMissingInfrastructure, role, strings.Join(missing, "; "))
 	case mode == ModeOn:
 		sim.Enabled = true
 		sim.Reason = "SIMULATION_MODE=" + setting + ": every part that needs infrastructure runs simulated"
