@@ -332,3 +332,19 @@ func TestEvaluateSimulationPerRole(t *testing.T) {
 		t.Errorf("SIMULATION_MODE=maybe: %v, want an error naming the variable", err)
 	}
 }
+
+// recordURL is a transport that records the URL asked for and fails.
+type recordURL struct{ got *string }
+
+func (r recordURL) RoundTrip(req *http.Request) (*http.Response, error) {
+	*r.got = req.URL.String()
+	return nil, errors.New("not sent")
+}
+
+func TestRegistryDefaultsToLocalhost8401(t *testing.T) {
+	var got string
+	c := Run(ctx(t), Config{Transport: recordURL{&got}}, Registry)[Registry]
+	if got != "http://localhost:8401/health" || c.Status != StatusNoRegistry {
+		t.Errorf("with GLOBAL_REGISTRY_URL unset the registry check asked %q (%s), want http://localhost:8401/health", got, c.Status)
+	}
+}
