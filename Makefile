@@ -55,7 +55,7 @@ bench: build
 ## a test failed, after writing the reports.
 REPORTS ?= reports
 REPORT_PORT ?= 18401
-REPORT_TESTFLAGS ?= -race -count=1 -timeout 25m
+REPORT_TESTFLAGS ?= -count=1 -timeout 25m
 reports: build
 	@mkdir -p $(REPORTS)/logs
 	@status=0; \
@@ -76,7 +76,8 @@ reports: build
 	echo "== atomfed precheck"; \
 	GLOBAL_REGISTRY_URL=http://127.0.0.1:$$p ./$(BIN) precheck --out $(REPORTS) || true; \
 	echo "== atomfed report"; \
-	./$(BIN) report --out $(REPORTS) --addr http://127.0.0.1:$$p --test-json $(REPORTS)/logs/go-test.json || exit 1; \
+	./$(BIN) report --out $(REPORTS) --addr http://127.0.0.1:$$p --test-json $(REPORTS)/logs/go-test.json \
+	  --test-command "go test -json $(REPORT_TESTFLAGS) $(PKGS)" || exit 1; \
 	exit $$status
 
 clean:

@@ -14,7 +14,7 @@ import (
 )
 
 func newReportCmd() *cobra.Command {
-	var out, addr, token, testJSON string
+	var out, addr, token, testJSON, testCommand string
 	var settle time.Duration
 	cmd := &cobra.Command{
 		Use:   "report [--out DIR]",
@@ -42,7 +42,7 @@ make reports runs the tests, starts a federation, runs this and stops it.`,
 			defer cancel()
 			c, dirty := strings.CutSuffix(commit, "-dirty")
 			snap, files, err := report.Generate(ctx, report.Config{
-				Addr: addr, Token: token, OutDir: out, TestJSON: testJSON,
+				Addr: addr, Token: token, OutDir: out, TestJSON: testJSON, TestCommand: testCommand,
 				Commit: c, Dirty: dirty, Version: version, Settle: settle,
 			})
 			if err != nil {
@@ -64,6 +64,7 @@ make reports runs the tests, starts a federation, runs this and stops it.`,
 	f.StringVar(&addr, "addr", defaultAddr(), "a server of the live federation (env ATOMFED_ADDR, else GLOBAL_REGISTRY_URL)")
 	f.StringVar(&token, "token", os.Getenv("FEDERATION_TOKEN"), "API token (env FEDERATION_TOKEN)")
 	f.StringVar(&testJSON, "test-json", "", "go test -json recording to summarise (default DIR/logs/go-test.json)")
+	f.StringVar(&testCommand, "test-command", "", "how the recording was made, shown in the reports")
 	f.DurationVar(&settle, "settle", 60*time.Second, "how long to wait for a leader and a probe result of every region")
 	return cmd
 }

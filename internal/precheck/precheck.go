@@ -297,7 +297,11 @@ func checkPostgres(ctx context.Context, cfg *Config, _ *http.Client) Check {
 		c.Status, c.Detail = ErrorStatus(pgReason(err)), err.Error()
 		return c
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
 	var version string
 	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil {
 		c.Status, c.Detail = ErrorStatus(pgReason(err)), "connected but the server does not answer: "+err.Error()

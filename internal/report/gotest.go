@@ -29,6 +29,8 @@ type TestRun struct {
 	// which run a report summarises.
 	File   string `json:"file"`
 	SHA256 string `json:"sha256"`
+	// Command is how the run was made, when the caller says.
+	Command string `json:"command,omitempty"`
 	// Start and End are the first and last event times.
 	Start    time.Time                `json:"start"`
 	End      time.Time                `json:"end"`

@@ -73,8 +73,15 @@ func renderTests(b *strings.Builder, snap *Snapshot, cr ComponentReport) {
 		w("No recorded test run: %s.\n", snap.Tests.Error)
 		return
 	}
-	w("From `%s` (sha256 `%s`), a `go test -json` run from %s to %s: %d passed, %d failed, %d skipped over the whole module.\n\n",
-		run.File, run.SHA256, run.Start.Format(time.RFC3339), run.End.Format(time.RFC3339), run.Total.Passed, run.Total.Failed, run.Total.Skipped)
+	how := "a `go test -json` run"
+	if run.Command != "" {
+		how = "`" + run.Command + "`"
+	}
+	w("From `%s` (sha256 `%s`), %s from %s to %s: %d passed, %d failed, %d skipped (top-level tests) over %d packages.\n\n",
+		run.File, run.SHA256, how, run.Start.Format(time.RFC3339), run.End.Format(time.RFC3339), run.Total.Passed, run.Total.Failed, run.Total.Skipped, len(run.PackageList))
+	if len(run.FailedPackages) > 0 {
+		w("Failed packages of the run: %s.\n\n", strings.Join(run.FailedPackages, ", "))
+	}
 	w("This component's packages: %d passed, %d failed, %d skipped (%d subtests).\n\n", cr.TestCounts.Passed, cr.TestCounts.Failed, cr.TestCounts.Skipped, cr.TestCounts.Subtests)
 	w("| package | result | passed | failed | skipped | time |\n|---|---|---|---|---|---|\n")
 	for _, p := range cr.Tests {

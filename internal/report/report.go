@@ -37,6 +37,8 @@ type Config struct {
 	// TestJSON is a `go test -json` recording; "" or a missing file is
 	// reported as "no recorded test run".
 	TestJSON string
+	// TestCommand says how the recording was made (shown in the reports).
+	TestCommand string
 	// Commit and Version identify the build; Dirty marks uncommitted
 	// changes.
 	Commit  string
@@ -168,6 +170,9 @@ func Generate(ctx context.Context, cfg Config) (*Snapshot, []string, error) {
 	}
 	snap.Federation = *fed
 	snap.Tests = readTests(cfg.TestJSON)
+	if snap.Tests.Run != nil {
+		snap.Tests.Run.Command = cfg.TestCommand
+	}
 	snap.Precheck = readPrecheck(cfg.OutDir)
 
 	env := &verifyEnv{c: c, token: cfg.Token, fed: &snap.Federation}
