@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -268,6 +269,17 @@ func TestSimulationModeOnNodes(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(full.LogPath); strings.Contains(string(b), "agent-db-pass-51d0") {
 		t.Error("the agent's log shows its database password")
+	}
+	for _, path := range []string{"/health", "/global-status"} {
+		resp, err := http.Get(full.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), "agent-db-pass-51d0") || !strings.Contains(string(b), precheck.Mask) {
+			t.Errorf("the agent's %s shows its database password, or no masked DSN:\n%s", path, b)
+		}
 	}
 	forced := newAgent("forced-agent", "SIMULATION_MODE=true", "POSTGRES_DSN="+pg.DSN("agent-db-pass-51d0"), "COSIGN_KEY_PATH="+key, "COSIGN_PASSWORD=agent-key-pass", "VAULT_ADDR="+vault)
 	on, sim = nodeHealth(t, forced.URL)
