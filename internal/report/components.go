@@ -36,6 +36,9 @@ type Component struct {
 	Missing []string `json:"missing"`
 	// Verify names the live verification (see verify.go); "" for none.
 	Verify string `json:"verify"`
+	// Related names tests elsewhere ("package.TestName") whose results
+	// are evidence about the component without being its own.
+	Related []string `json:"related,omitempty"`
 }
 
 // File is the component's report file name.
@@ -72,7 +75,10 @@ func Components() []Component {
 		{Task: "G.1.6", Short: "dr_coordinator", Name: "Disaster Recovery Coordinator", Built: NotBuilt,
 			Packages: []string{"recovery"},
 			Exists:   []string{"control-plane snapshots on demand (GET/PUT /v1/snapshot); failover of the Raft leader and of agents is tested (see P7)"},
-			Missing:  []string{"snapshot catalog, scheduled backups of region data, validation, restores, region failover"}},
+			Missing:  []string{"snapshot catalog, scheduled backups of region data, validation, restores, region failover"},
+			Related: []string{"cluster.TestSnapshotSaveRestore", "cluster.TestLeaderCrash", "cluster.TestLeaderLeave",
+				"cluster.TestFailedAgentTasksMoveToPeer", "internal/e2e.TestKillLeaderUnderWrites",
+				"internal/e2e.TestPausedLeaderIsReplaced", "internal/e2e.TestSIGTERMLeavesGracefully"}},
 		{Task: "G.1.7", Short: "policy_manager", Name: "Federation Policy Manager", Built: PartlyBuilt,
 			Packages: []string{"internal/signing", "httpapi/policy", "internal/precheck", "internal/report"},
 			Exists: []string{

@@ -183,3 +183,30 @@ func (r *TestRun) Summary(pkgs []string) []*PackageTests {
 	}
 	return out
 }
+
+// RelatedTest is the result of a test named as evidence for a component.
+type RelatedTest struct {
+	Name string `json:"name"` // package.TestName, package relative to Module
+	// Result is pass, fail, skip or not_run.
+	Result   string  `json:"result"`
+	ElapsedS float64 `json:"elapsed_s,omitempty"`
+}
+
+// related looks up "package.TestName" entries in the run.
+func (r *TestRun) related(names []string) []RelatedTest {
+	var out []RelatedTest
+	for _, n := range names {
+		rt := RelatedTest{Name: n, Result: "not_run"}
+		if i := strings.LastIndex(n, "."); i > 0 {
+			if p := r.Packages[Module+"/"+n[:i]]; p != nil {
+				for _, t := range p.Tests {
+					if t.Name == n[i+1:] {
+						rt.Result, rt.ElapsedS = t.Result, t.ElapsedS
+					}
+				}
+			}
+		}
+		out = append(out, rt)
+	}
+	return out
+}

@@ -100,6 +100,12 @@ func renderTests(b *strings.Builder, snap *Snapshot, cr ComponentReport) {
 		}
 	}
 	w("\n")
+	if len(cr.RelatedTests) > 0 {
+		w("\nRelated tests of other packages in the same run (evidence about what exists, not tests of this component):\n\n| test | result | time |\n|---|---|---|\n")
+		for _, t := range cr.RelatedTests {
+			w("| %s | %s | %.1fs |\n", t.Name, t.Result, t.ElapsedS)
+		}
+	}
 }
 
 func renderVerification(b *strings.Builder, cr ComponentReport) {

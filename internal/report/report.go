@@ -146,6 +146,7 @@ type ComponentReport struct {
 	VerdictWhy   string          `json:"verdict_why"`
 	Tests        []*PackageTests `json:"tests"`
 	TestCounts   TestCounts      `json:"test_counts"`
+	RelatedTests []RelatedTest   `json:"related_tests,omitempty"`
 	Verification *Verification   `json:"verification"`
 }
 
@@ -237,6 +238,7 @@ func componentReport(comp Component, run *TestRun, v *Verification) ComponentRep
 	}
 	var failed []string
 	if run != nil {
+		cr.RelatedTests = run.related(comp.Related)
 		cr.Tests = run.Summary(pkgs)
 		for _, p := range cr.Tests {
 			cr.TestCounts.Passed += p.Passed

@@ -127,3 +127,39 @@ func TestComponentsCoverThePhase(t *testing.T) {
 		t.Errorf("%d components, want G.1.1-G.1.7", len(comps))
 	}
 }
+
+func TestRelatedTests(t *testing.T) {
+	run, err := ReadTestRun(writeRecording(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := run.related([]string{"fsm.TestA", "cluster.TestC", "recovery.TestX", "fsm.TestNone"})
+	want := []string{"pass", "fail", "not_run", "not_run"}
+	for i, r := range got {
+		if r.Result != want[i] {
+			t.Errorf("%s: %s, want %s", r.Name, r.Result, want[i])
+		}
+	}
+}
+
+// TestRelatedTestsExist: every related test a component names is a test
+// function of the repository, so that a rename cannot turn it into a
+// silent not_run.
+func TestRelatedTestsExist(t *testing.T) {
+	for _, c := range Components() {
+		for _, r := range c.Related {
+			i := strings.LastIndex(r, ".")
+			files, _ := filepath.Glob(filepath.Join("..", "..", r[:i], "*_test.go"))
+			found := false
+			for _, f := range files {
+				b, _ := os.ReadFile(f)
+				if strings.Contains(string(b), "func "+r[i+1:]+"(t *testing.T)") {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s names %s, which is not a test of the repository", c.Task, r)
+			}
+		}
+	}
+}

@@ -271,12 +271,18 @@ func settle(ctx context.Context, c *client.Client, d time.Duration) (*Federation
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	if fed.Settled {
-		waitCoordinates(ctx, c, min(regions, 2), deadline)
-	}
 	members, err := c.Members(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read GET /v1/members: %w", err)
+	}
+	withNodes := map[string]bool{}
+	for _, m := range members {
+		if m.Status == "alive" {
+			withNodes[m.Region] = true
+		}
+	}
+	if fed.Settled {
+		waitCoordinates(ctx, c, min(regions, len(withNodes)), deadline)
 	}
 	for _, m := range members {
 		if m.Status != "alive" {
@@ -295,8 +301,9 @@ func settle(ctx context.Context, c *client.Client, d time.Duration) (*Federation
 }
 
 // waitCoordinates waits, until deadline, for Serf coordinates of nodes of
-// want regions (2 suffice for P6 to estimate inter-region latency). Serf
-// learns them from its probes within seconds of a start.
+// want regions (every region that has nodes), so that P6 estimates every
+// inter-region pair. Serf learns them from its probes within seconds of a
+// start.
 func waitCoordinates(ctx context.Context, c *client.Client, want int, deadline time.Time) {
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		coords, err := c.Coordinates(ctx)
