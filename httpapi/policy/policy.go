@@ -183,7 +183,8 @@ func (e *Engine) evaluate(ctx context.Context, p Policy) (res structs.PolicyResu
 			res.Reason = fmt.Sprintf("the evaluator answered an unknown status %q; %s", res.Status, res.Reason)
 			res.Status = structs.PolicyNotEvaluated
 		}
-		if p.CacheFor > 0 {
+		// An evaluation cut short by its caller is not kept for others.
+		if p.CacheFor > 0 && ctx.Err() == nil {
 			c.result, c.at = res, now
 		}
 	}()
