@@ -103,7 +103,6 @@ func (r precheckRun) expect(t *testing.T, what, decision string, code int, statu
 // a stand-in Vault it proceeds; and a DSN's password appears in none of
 // the outputs, whether the connection works or is refused.
 func TestPrecheckCLI(t *testing.T) {
-	t.Parallel()
 	const pw, wrongPW = "Ph4seG1-pg-pass-7f3a9c", "Wr0ng-pass-e81d44b2"
 	closed := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t))
 
@@ -183,7 +182,6 @@ func nodeHealth(t *testing.T, url string) (bool, *structs.Simulation) {
 // database, a key and Vault does not; SIMULATION_MODE=false with something
 // missing refuses to start and names it.
 func TestSimulationModeOnNodes(t *testing.T) {
-	t.Parallel()
 	logs, data := e2e.LogDir(t), t.TempDir()
 	port := func() (int, error) { return testutil.FreePort(t), nil }
 	newServer := func(node string, env ...string) *e2e.ServerProc {

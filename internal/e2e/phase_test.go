@@ -51,7 +51,6 @@ func regionKeys(t *testing.T, what string, raw []byte) []regionKey {
 // verification created are in the chain with the same hashes, the region
 // list is the live one, and the test summary is the recorded run's.
 func TestPhaseG1Reports(t *testing.T) {
-	t.Parallel()
 	c := startCluster(t)
 	f := &federation{Cluster: c, agents: map[string][]*e2e.AgentProc{}}
 	port := func() (int, error) { return testutil.FreePort(t), nil }

@@ -236,7 +236,7 @@ func componentReport(comp Component, run *TestRun, v *Verification) ComponentRep
 	for _, p := range comp.Packages {
 		pkgs = append(pkgs, Module+"/"+p)
 	}
-	var failed []string
+	var failed, missing []string
 	if run != nil {
 		cr.RelatedTests = run.related(comp.Related)
 		cr.Tests = run.Summary(pkgs)
@@ -245,8 +245,11 @@ func componentReport(comp Component, run *TestRun, v *Verification) ComponentRep
 			cr.TestCounts.Failed += p.Failed
 			cr.TestCounts.Skipped += p.Skipped
 			cr.TestCounts.Subtests += p.Subtests
-			if p.Result == "fail" {
+			switch p.Result {
+			case "fail":
 				failed = append(failed, p.Package)
+			case "not_run":
+				missing = append(missing, p.Package)
 			}
 		}
 	}
@@ -259,6 +262,8 @@ func componentReport(comp Component, run *TestRun, v *Verification) ComponentRep
 		cr.Verdict, cr.VerdictWhy = verdictNoRun, "no recorded test run"
 	case len(failed) > 0:
 		cr.Verdict, cr.VerdictWhy = verdictFail, "failing packages: "+strings.Join(failed, ", ")
+	case len(missing) > 0:
+		cr.Verdict, cr.VerdictWhy = verdictNoRun, "packages missing from the recorded run: "+strings.Join(missing, ", ")
 	case cr.TestCounts.Passed == 0:
 		cr.Verdict, cr.VerdictWhy = verdictNoRun, "no test of its packages ran in the recorded run"
 	case v == nil || !v.OK:

@@ -94,6 +94,7 @@ func TestVerdicts(t *testing.T) {
 		{"built, a package fails", Component{Built: Built, Packages: []string{"fsm", "cluster"}}, run, ok, "fail"},
 		{"built, no recorded run", built, nil, ok, "unverified"},
 		{"built, its packages did not run", Component{Built: Built, Packages: []string{"recovery"}}, run, ok, "unverified"},
+		{"built, one of its packages did not run", Component{Built: Built, Packages: []string{"fsm", "recovery"}}, run, ok, "unverified"},
 		{"partly built, all green", Component{Built: PartlyBuilt, Packages: []string{"fsm"}, Missing: []string{"approvals"}}, run, ok, VerdictPartial},
 		{"not built", Component{Built: NotBuilt, Packages: []string{"fsm"}, Missing: []string{"everything"}}, run, ok, VerdictNotImplemented},
 	}
