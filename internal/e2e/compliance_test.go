@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/internal/e2e"
 	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
@@ -48,6 +49,18 @@ func keygen(t *testing.T, password string) string {
 	}
 	if fi, err := os.Stat(prefix + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("private key %s: %v %v, want mode 0600", prefix+".key", fi, err)
+	}
+	pub, err := os.ReadFile(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := signing.ParsePublicKey(pub)
+	if err != nil {
+		t.Fatalf("the public key does not parse: %v", err)
+	}
+	s, err := signing.LoadSigner(prefix+".key", []byte(password))
+	if err != nil || s.KeyID != v.KeyID || !strings.Contains(r.stdout, v.KeyID) {
+		t.Fatalf("the private key (%v) does not match the public key %s, or keygen did not print its id: %s", err, v.KeyID, r.stdout)
 	}
 	if r := cli(t, []string{"COSIGN_PASSWORD=" + password}, "keygen", "--out", prefix); r.code == 0 || !strings.Contains(r.stderr, "refusing to overwrite") {
 		t.Errorf("a second keygen to the same prefix: exit %d %q, want a refusal", r.code, r.stderr)
