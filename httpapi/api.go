@@ -13,6 +13,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/signing"
+	"github.com/atomcloud/atomfed/httpapi/policy"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -63,6 +64,15 @@ type Config struct {
 	BootstrapToken string
 	// Signer is this server's key; it signs the trust bundle.
 	Signer *signing.Signer
+	// Simulation is the node's SIMULATION_MODE evaluation, shown in
+	// /health, /global-status and /v1/policy/status (nil: not evaluated).
+	Simulation *structs.Simulation
+	// Token is the bearer token this server sends when it calls other
+	// nodes' endpoints (policy evaluation).
+	Token string
+	// Policies replaces the policy evaluators of /v1/policy/status
+	// (nil: policy.Policies()).
+	Policies []policy.Policy
 }
 
 // API is the HTTP API of one server.
@@ -74,6 +84,7 @@ type API struct {
 	fwd     *http.Client
 	metrics *metrics
 	now     func() time.Time
+	policy  *policy.Engine
 }
 
 // New builds the API and its router.
@@ -104,6 +115,7 @@ func New(cfg Config) *API {
 		metrics: newMetrics(cfg.Registerer),
 		now:     cfg.Now,
 	}
+	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
 	a.router = a.routes()
 	return a
 }
@@ -171,6 +183,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/operator/raft/peer", a.auth(operators, a.removePeer)).Methods(http.MethodDelete)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotSave)).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotRestore)).Methods(http.MethodPut)
+	v1.HandleFunc("/policy/status", a.auth(anyRole, a.policyStatus)).Methods(http.MethodGet)
 	return r
 }
 

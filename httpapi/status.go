@@ -35,6 +35,9 @@ type GlobalStatus struct {
 	Tenants   int            `json:"tenants"`
 	Index     uint64         `json:"index"`
 	AuditHead string         `json:"audit_head"`
+	// SimulationMode and Simulation are this node's.
+	SimulationMode bool                `json:"simulation_mode"`
+	Simulation     *structs.Simulation `json:"simulation,omitempty"`
 }
 
 // health answers GET /health from local state only: it must work with no
@@ -56,7 +59,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		AuditHead:   head,
 		AuditIndex:  auditIdx,
 		Version:     a.cfg.Version,
+		Simulation:  a.cfg.Simulation,
 	}
+	h.SimulationMode = a.cfg.Simulation.Active()
 	if leader == "" {
 		h.Status = "no_leader"
 	}
@@ -185,6 +190,7 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 		return GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
 		}, s.Index, nil
 	})
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
@@ -32,6 +34,9 @@ type agentOptions struct {
 	Capacity                int
 	Security                securityOptions
 	Logger                  hclog.Logger
+	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
+	// startAgent evaluate it from the environment and announce it.
+	Simulation *structs.Simulation
 }
 
 // agentNode is a running agent with its small HTTP API.
@@ -43,9 +48,22 @@ type agentNode struct {
 	done  chan error
 }
 
-type agentStatus struct{ a *cluster.Agent }
+type agentStatus struct {
+	a   *cluster.Agent
+	sim *structs.Simulation
+}
 
-func (s agentStatus) AgentStatus() any { return s.a.Status() }
+// agentView is an agent's /health and /global-status: its own view plus
+// its simulation mode.
+type agentView struct {
+	cluster.AgentStatus
+	SimulationMode bool                `json:"simulation_mode"`
+	Simulation     *structs.Simulation `json:"simulation,omitempty"`
+}
+
+func (s agentStatus) AgentStatus() any {
+	return agentView{AgentStatus: s.a.Status(), SimulationMode: s.sim.Active(), Simulation: s.sim}
+}
 
 func startAgent(o agentOptions) (*agentNode, error) {
 	if o.Security.Token == "" {
@@ -58,6 +76,15 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	if err != nil {
 		return nil, err
 	}
+	quiet := o.Simulation != nil
+	if o.Simulation == nil {
+		sim, err := evaluateSimulation(precheck.RoleAgent)
+		if err != nil {
+			return nil, err
+		}
+		o.Simulation = sim
+	}
+	announceSimulation(o.Logger.Named("agent"), o.Simulation, quiet)
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -102,7 +129,7 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	n := &agentNode{
 		agent: ag,
-		http: &http.Server{Handler: handlerWrap(httpapi.NewAgentHandler(agentStatus{ag}, reg, o.Logger)), ReadHeaderTimeout: 10 * time.Second,
+		http: &http.Server{Handler: handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})},
 		url:  adv,
 		log:  o.Logger.Named("agent"),
@@ -143,7 +170,14 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run a region agent. It joins the federation's Serf pool with its region and
 capabilities, watches its task assignments with blocking queries, runs them,
 and reports heartbeats and task status through the servers. SIGTERM or SIGINT
-hands its tasks back, leaves Serf and exits 0.`,
+hands its tasks back, leaves Serf and exits 0.
+
+At start the agent checks its critical infrastructure: its region database
+(POSTGRES_DSN), its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD) and Vault
+(VAULT_ADDR). When one is missing it runs in SIMULATION_MODE (without a
+region database: replication, tenant row-level security and backups run
+simulated), says so in its log, /health and /global-status. With
+SIMULATION_MODE=false it refuses to start instead.`,
 		Example: `  atomfed agent --node us-east-a1 --region us-east --data-dir /var/lib/atomfed-agent \
     --http-addr 10.0.0.5:8411 --serf-addr 10.0.0.5:8311 --join 10.0.0.1:8301`,
 		Args: cobra.NoArgs,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/signing"
 )
 
 func printApproval(cf *clientFlags, a *fsm.Approval) error {
@@ -160,38 +158,6 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
-	return cmd
-}
-
-func newKeygenCmd() *cobra.Command {
-	var out string
-	cmd := &cobra.Command{
-		Use:   "keygen --out PREFIX",
-		Short: "Make an ECDSA P-256 key pair: PREFIX.key (cosign's encrypted format, password COSIGN_PASSWORD) and PREFIX.pub",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return errors.New("give --out PREFIX (writes PREFIX.key and PREFIX.pub)")
-			}
-			for _, p := range []string{out + ".key", out + ".pub"} {
-				if _, err := os.Stat(p); err == nil {
-					return fmt.Errorf("%s exists; refusing to overwrite a key", p)
-				}
-			}
-			kp, err := signing.GenerateKeyPair([]byte(os.Getenv(signing.PasswordEnv)))
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(out+".key", kp.PrivatePEM, 0o600); err != nil {
-				return err
-			}
-			if err := os.WriteFile(out+".pub", kp.PublicPEM, 0o644); err != nil {
-				return err
-			}
-			fmt.Printf("wrote %s.key and %s.pub (key id %s)\n", out, out, kp.KeyID)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&out, "out", "", "path prefix of the key files")
 	return cmd
 }
 

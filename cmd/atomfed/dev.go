@@ -20,6 +20,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
@@ -90,6 +91,16 @@ func runDev(o devOptions) error {
 	if err != nil {
 		return fmt.Errorf("dev TLS and keys: %w", err)
 	}
+	// Every node of dev shares this environment: evaluate once per role,
+	// announce once, and hand the result to each node.
+	serverSim, err := evaluateSimulation(precheck.RoleServer)
+	if err != nil {
+		return err
+	}
+	agentSim, err := evaluateSimulation(precheck.RoleAgent)
+	if err != nil {
+		return err
+	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
 	var join []string
 	for i := range devRegions {
@@ -114,6 +125,7 @@ func runDev(o devOptions) error {
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
 			DeadServerCleanup: 30 * time.Second, Security: opts, Logger: newLogger(name, o.logLevel, false),
+			Simulation: serverSim,
 		})
 		if err != nil {
 			stopAll()
@@ -140,6 +152,7 @@ func runDev(o devOptions) error {
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
 			Capacity: 64, Security: opts, Logger: newLogger(name, o.logLevel, false),
+			Simulation: agentSim,
 		})
 		if err != nil {
 			stopAll()
@@ -148,6 +161,7 @@ func runDev(o devOptions) error {
 		agents = append(agents, a)
 	}
 	printDev(o.dataDir, nodes, agents, sec, setup)
+	fmt.Print("\n" + simulationBanner(serverSim, agentSim))
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()

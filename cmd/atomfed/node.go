@@ -15,6 +15,8 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
@@ -31,6 +33,9 @@ type serverOptions struct {
 	DeadServerCleanup       time.Duration
 	Security                securityOptions
 	Logger                  hclog.Logger
+	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
+	// startServer evaluate it from the environment and announce it.
+	Simulation *structs.Simulation
 }
 
 // serverNode is a running server with its HTTP API.
@@ -56,6 +61,15 @@ func startServer(o serverOptions) (*serverNode, error) {
 	if err != nil {
 		return nil, err
 	}
+	quiet := o.Simulation != nil
+	if o.Simulation == nil {
+		sim, err := evaluateSimulation(precheck.RoleServer)
+		if err != nil {
+			return nil, err
+		}
+		o.Simulation = sim
+	}
+	announceSimulation(o.Logger.Named("server"), o.Simulation, quiet)
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -105,6 +119,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
 		BootstrapToken: o.Security.Token, Signer: sec.signer, ForwardTransport: fwd,
+		Simulation: o.Simulation, Token: o.Security.Token,
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{

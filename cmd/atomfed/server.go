@@ -29,7 +29,14 @@ other's Serf addresses form a cluster. Every server needs FEDERATION_TOKEN
 key is COSIGN_KEY_PATH (password COSIGN_PASSWORD) or one it makes in its
 data dir. SIGTERM or SIGINT leaves gracefully:
 a leader first hands leadership over, the server leaves Serf so that the
-leader removes it from the Raft configuration, and the process exits 0.`,
+leader removes it from the Raft configuration, and the process exits 0.
+
+At start the server checks its critical infrastructure: Vault (VAULT_ADDR)
+and its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD). When one is missing
+it runs in SIMULATION_MODE, says so in its log, /health, /global-status and
+/v1/policy/status, and lists the parts that are simulated. With
+SIMULATION_MODE=false it refuses to start instead; SIMULATION_MODE=true
+simulates even with everything present.`,
 		Example: `  atomfed server --node s1 --region us-east --data-dir /var/lib/atomfed \
     --http-addr 10.0.0.1:8401 --raft-addr 10.0.0.1:8300 --serf-addr 10.0.0.1:8301 \
     --bootstrap-expect 3 --join 10.0.0.2:8301,10.0.0.3:8301`,

@@ -406,12 +406,20 @@ func (c *Cluster) CleanupOnExit(t TB) {
 }
 
 // BuildBinary builds cmd/atomfed into dir with `go build` and returns its
-// path. It must run inside the module (tests and `go run` do).
+// path. It must run inside the module (tests and `go run` do). The binary
+// carries the git commit (GitCommit) as `make build` stamps it.
 func BuildBinary(dir, version string) (string, error) {
 	out := filepath.Join(dir, "atomfed")
-	args := []string{"build", "-o", out}
+	ldflags := ""
 	if version != "" {
-		args = append(args, "-ldflags", "-X main.version="+version)
+		ldflags = "-X main.version=" + version
+	}
+	if c := GitCommit(); c != "" {
+		ldflags += " -X main.commit=" + c
+	}
+	args := []string{"build", "-o", out}
+	if ldflags != "" {
+		args = append(args, "-ldflags", strings.TrimSpace(ldflags))
 	}
 	args = append(args, "github.com/atomcloud/atomfed/cmd/atomfed")
 	cmd := exec.Command("go", args...)
@@ -419,4 +427,19 @@ func BuildBinary(dir, version string) (string, error) {
 		return "", fmt.Errorf("go build atomfed: %v\n%s", err, b)
 	}
 	return out, nil
+}
+
+// GitCommit returns the commit of the working tree as `make build` stamps
+// it (HEAD, with "-dirty" when tracked files differ from it), or "" outside
+// a git checkout.
+func GitCommit() string {
+	b, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(b))
+	if exec.Command("git", "diff", "--quiet", "HEAD", "--").Run() != nil {
+		c += "-dirty"
+	}
+	return c
 }

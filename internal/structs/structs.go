@@ -89,6 +89,10 @@ type Health struct {
 	AuditHead   string `json:"audit_head"`
 	AuditIndex  uint64 `json:"audit_index"`
 	Version     string `json:"version"`
+	// SimulationMode is true when the node runs in SIMULATION_MODE;
+	// Simulation says why and which parts are simulated.
+	SimulationMode bool        `json:"simulation_mode"`
+	Simulation     *Simulation `json:"simulation,omitempty"`
 }
 
 // ErrorBody is the error envelope every endpoint uses.

@@ -24,6 +24,7 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	// Now, when set, is the clock the servers stamp commands with (tests of
 	// expiry move it forward).
 	Now func() time.Time
+	// Simulation, when set, is every server's SIMULATION_MODE evaluation
+	// (shown in /health, /global-status and /v1/policy/status).
+	Simulation *structs.Simulation
 }
 
 // Cluster is a running in-process cluster.
@@ -227,7 +231,7 @@ func (c *Cluster) start(n *Node) error {
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
 	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test",
-		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
+		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, Token: Token, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
