@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/httpapi/policy"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
