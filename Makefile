@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench fuzz reports clean
+.PHONY: all build run test test-short lint bench bench-compare fuzz reports clean
 
 all: build
 
@@ -46,6 +46,13 @@ fuzz:
 ## bench: 3 server processes on loopback with fsync on; writes reports/bench.md
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
+
+## bench-compare: atomfed and etcd 3.4 (Debian's etcd-server, installed when
+## missing) side by side on loopback, alternating runs; writes its section of
+## reports/bench.md
+bench-compare: build
+	@command -v etcd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; }
+	$(GO) run ./cmd/atomfed-bench -compare-etcd -bin $(BIN) -etcd-bin $$(command -v etcd) -out reports/bench.md
 
 ## reports: run every test recording `go test -json` in reports/logs/go-test.json,
 ## start a local federation (on REPORT_PORT and the ports after it), run

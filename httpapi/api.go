@@ -64,6 +64,9 @@ type Config struct {
 	BootstrapToken string
 	// Signer is this server's key; it signs the trust bundle.
 	Signer *signing.Signer
+	// EnableDebug serves Go's pprof profiles under /debug/pprof/ (operator
+	// token required).
+	EnableDebug bool
 	// Simulation is the node's SIMULATION_MODE evaluation, shown in
 	// /health, /global-status and /v1/policy/status (nil: not evaluated).
 	Simulation *structs.Simulation
@@ -184,6 +187,9 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotSave)).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotRestore)).Methods(http.MethodPut)
 	v1.HandleFunc("/policy/status", a.auth(anyRole, a.policyStatus)).Methods(http.MethodGet)
+	if a.cfg.EnableDebug {
+		r.PathPrefix("/debug/pprof/").Handler(a.auth(operators, pprofIndex))
+	}
 	return r
 }
 

@@ -35,6 +35,8 @@ type options struct {
 	keepLogs         bool
 	scaleAgents      int
 	scaleRegions     int
+	compareEtcd      bool
+	compare          compareOptions
 }
 
 func main() {
@@ -67,6 +69,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the server logs (their directory is printed)")
 	fs.IntVar(&o.scaleAgents, "scale-agents", 200, "agents in the in-process scale test (0 skips it)")
 	fs.IntVar(&o.scaleRegions, "scale-regions", 5, "regions the scale test's agents spread over")
+	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
+	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
+	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,6 +129,9 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	defer cleanup()
+	if o.compareEtcd {
+		return runCompare(ctx, o, bin)
+	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
 	c, err := bench.StartCluster(bin, 3)
@@ -295,7 +303,7 @@ func run(ctx context.Context, o *options) error {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+		if err := bench.SpliceSection(o.out, "bench", md); err != nil {
 			return err
 		}
 		logf("wrote %s", o.out)

@@ -32,6 +32,7 @@ type serverOptions struct {
 	RaftMultiplier          int
 	DeadServerCleanup       time.Duration
 	Security                securityOptions
+	EnableDebug             bool
 	Logger                  hclog.Logger
 	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
 	// startServer evaluate it from the environment and announce it.
@@ -119,7 +120,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
 		BootstrapToken: o.Security.Token, Signer: sec.signer, ForwardTransport: fwd,
-		Simulation: o.Simulation, Token: o.Security.Token,
+		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug,
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{

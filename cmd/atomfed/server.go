@@ -67,6 +67,7 @@ simulates even with everything present.`,
 	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings for slow links: 1 for a LAN, 2 for RTTs up to 80 ms, 5 up to 200 ms")
 	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
 	addSecurityFlags(f, &o.Security)
+	f.BoolVar(&o.EnableDebug, "enable-debug", false, "serve Go pprof profiles under /debug/pprof/ (operator token required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd
