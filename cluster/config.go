@@ -101,6 +101,10 @@ type Config struct {
 	// TLS, when set, secures the Raft transport with mutual TLS.
 	TLS *TLSConfig
 
+	// Now, when set, is the clock the leader checks forwarded commands'
+	// stamps against (tests that move the servers' clock); nil is time.Now.
+	Now func() time.Time
+
 	// FSM is the state machine; New creates one when nil.
 	FSM *fsm.FSM
 	// Logger is the root logger; Registerer receives this server's metrics.

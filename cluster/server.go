@@ -58,6 +58,8 @@ type Server struct {
 	leaderHTTP     atomic.Pointer[map[string]string] // server id -> http URL
 	failedSince    map[string]time.Time              // leader-only, guarded by leaderMu
 	readBarrier    *readBarrier
+	followerReads  *readBarrier // a follower's read-index requests, shared
+	fwd            *fwdClient   // a follower's connections to the leader
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
 	shutdownCancel context.CancelFunc
@@ -107,7 +109,13 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	}
 	empty := map[string]string{}
 	s.leaderHTTP.Store(&empty)
-	s.readBarrier = newReadBarrier(s.verifyLeader)
+	s.readBarrier = newReadBarrier(func() (uint64, error) { return 0, s.verifyLeader() })
+	s.fwd = &fwdClient{s: s}
+	s.followerReads = newReadBarrier(func() (uint64, error) {
+		ctx, cancel := context.WithTimeout(s.shutdownCtx, 10*time.Second)
+		defer cancel()
+		return s.fetchReadIndex(ctx)
+	})
 	s.routines = append(s.routines,
 		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
@@ -203,6 +211,7 @@ func (s *Server) setupRaft() error {
 		return err
 	}
 	stream.tls = s.cfg.TLS
+	stream.fwd = s.serveForward
 	s.stream = stream
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,
@@ -368,6 +377,7 @@ func (s *Server) Shutdown() error {
 	s.shutdownOnce.Do(func() {
 		s.logger.Info("shutting down")
 		s.shutdownCancel()
+		s.fwd.closeAll()
 		if s.serf != nil {
 			if e := s.serf.Shutdown(); e != nil {
 				err = errors.Join(err, fmt.Errorf("serf shutdown: %w", e))

@@ -171,3 +171,30 @@ func decodeBody(v byte, body []byte, out any) error {
 	}
 	return json.Unmarshal(body, out)
 }
+
+// ResultValue returns a pointer to a zero value of the type Apply returns
+// for a command of type t, for decoding a result that crossed the network
+// (a follower forwarding to the leader).
+func ResultValue(t MessageType) any {
+	switch t {
+	case RegionUpsertType:
+		return &Region{}
+	case TenantUpsertType:
+		return &Tenant{}
+	case RegionDeleteType, TenantDeleteType, AgentDeleteType, MemberDeleteType, TokenDeleteType:
+		return &Deleted{}
+	case AgentUpsertType:
+		return &Agent{}
+	case AgentReportType:
+		return &ReportResult{}
+	case MemberRegisterType, KeyRotateType, KeyRevokeType, ServerKeySetType:
+		return &Member{}
+	case TokenCreateType:
+		return &Token{}
+	case PolicySetType:
+		return &Policy{}
+	case ApprovalCreateType, ApprovalVoteType:
+		return &Approval{}
+	}
+	return &map[string]any{}
+}

@@ -32,6 +32,7 @@ type snapshotDoc struct {
 	Policy    *Policy           `json:"policy,omitempty"`
 	TrustSeq  uint64            `json:"trust_seq,omitempty"`
 	Nonces    []nonceEntry      `json:"nonces,omitempty"`
+	Applied   uint64            `json:"applied_index,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -71,6 +72,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Policy:    s.Policy,
 		TrustSeq:  s.TrustSeq,
 		Nonces:    s.liveNonces(),
+		Applied:   s.applied,
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -92,7 +94,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, fmt.Errorf("snapshot version %d is not supported (want %d)", doc.Version, snapshotVersion)
 	}
 	s := newState()
-	s.Index, s.AuditHead, s.Audit = doc.Index, doc.AuditHead, doc.Audit
+	s.Index, s.AuditHead, s.Audit, s.applied = doc.Index, doc.AuditHead, doc.Audit, doc.Applied
 	if len(s.AuditHead) != 64 {
 		return nil, fmt.Errorf("snapshot audit head %q is not a sha256", s.AuditHead)
 	}

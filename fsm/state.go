@@ -39,6 +39,10 @@ type State struct {
 	Nonces     map[string]int64
 	nonceQueue []nonceEntry
 
+	// applied is the FSM's applied index when the state was captured for a
+	// snapshot (and restored from one).
+	applied uint64
+
 	keyOwners   map[string]string // key id -> member id (derived)
 	tokenHashes map[string]*Token // secret hash -> token (derived)
 }

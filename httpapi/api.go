@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -24,9 +25,13 @@ type Cluster interface {
 	FSM() *fsm.FSM
 	// Apply commits a command on the leader (see cluster.Server.Apply).
 	Apply(ctx context.Context, t fsm.MessageType, body any) (*fsm.ApplyResult, error)
-	// ConsistentRead confirms leadership with a quorum (shared by
-	// concurrent callers).
+	// ConsistentRead makes a following read linearizable: on the leader a
+	// quorum confirms its leadership, on a follower a read index from the
+	// leader is applied locally (shared by concurrent callers).
 	ConsistentRead(ctx context.Context) error
+	// ForwardApply commits an encoded command through the leader from a
+	// follower (see cluster.Server.ForwardApply).
+	ForwardApply(ctx context.Context, data []byte, stamp int64) (*structs.ForwardResult, error)
 	IsLeader() bool
 	State() string
 	Leader() (id, addr string)
@@ -220,7 +225,7 @@ func recoverer(log hclog.Logger) mux.MiddlewareFunc {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					log.Error("handler panic", "path", r.URL.Path, "panic", v)
+					log.Error("handler panic", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 					writeJSON(w, http.StatusInternalServerError, structs.ErrorBody{Error: structs.ErrorDetail{Code: "internal", Message: "internal error"}})
 				}
 			}()

@@ -61,13 +61,9 @@ func codeOf(err error) string {
 	return code
 }
 
-// writeSigned is write for signed commands: on the leader it prechecks the
-// signature first.
+// writeSigned is write for signed commands: it prechecks the signature
+// against this server's state first (the leader's FSM checks it again).
 func (a *API) writeSigned(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any, auth *fsm.SignedAuth, at int64, ok func(*fsm.ApplyResult)) {
-	if a.c.State() != "Leader" {
-		a.forward(w, r, body, true)
-		return
-	}
 	if err := a.precheckAuth(auth, at); err != nil {
 		writeError(w, err)
 		return

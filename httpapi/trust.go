@@ -17,10 +17,6 @@ import (
 // approval. action derives the gated action from the state ("" = none).
 func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any,
 	action func(*fsm.State) string, summary string, auth *fsm.SignedAuth, at int64, ok func(*fsm.ApplyResult)) {
-	if a.c.State() != "Leader" {
-		a.forward(w, r, body, true)
-		return
-	}
 	if auth != nil {
 		if err := a.precheckAuth(auth, at); err != nil {
 			writeError(w, err)
@@ -236,10 +232,6 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if !fsm.ValidRole(in.Role) {
 		writeError(w, badRequest("invalid_role", "role "+quote(in.Role)+" must be operator, approver, agent or reader"))
-		return
-	}
-	if a.c.State() != "Leader" {
-		a.forward(w, r, body, true) // the secret is made where it is committed
 		return
 	}
 	secret := "atf_" + randomHex(32)

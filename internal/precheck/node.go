@@ -67,7 +67,7 @@ type dependency struct {
 var critical = map[Role][]dependency{
 	RoleServer: {
 		{Vault, []structs.SimulatedPart{{Part: "secrets", What: "federation secrets (bootstrap token, TLS and gossip keys) come from flags, the environment and local files, not from Vault"}}},
-		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "this server has no signing key: it cannot sign trust bundles or the writes it forwards, so signed requests (P2) cannot pass"}}},
+		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "this server has no signing key: it cannot sign trust bundles, so signed requests (P2) cannot pass"}}},
 	},
 	RoleAgent: {
 		{Postgres, []structs.SimulatedPart{

@@ -134,3 +134,12 @@ type TaskStatus struct {
 	Result any    // marshalled to JSON; at most 16 KiB
 	Error  string
 }
+
+// ForwardResult is the leader's answer to a command forwarded by a
+// follower: the raft index, a business rejection, or the stored value as
+// JSON.
+type ForwardResult struct {
+	Index uint64
+	Err   error
+	Value []byte
+}

@@ -172,6 +172,7 @@ func (c *Cluster) newNode(i, expect int, join []string) *Node {
 	cfg.ReconcileInterval = 2 * time.Second
 	cfg.GossipKey = c.sec.gossipKey
 	cfg.Signer = c.Signer(id)
+	cfg.Now = c.opts.Now
 	if c.opts.Configure != nil {
 		c.opts.Configure(i, cfg)
 	}
