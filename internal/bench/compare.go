@@ -27,7 +27,9 @@ type SystemRun struct {
 	Stop          func()
 	Failover      func(ctx context.Context, round int) (WindowRound, error)
 	ProfileLeader func(ctx context.Context, seconds int) ([]byte, error) // nil: no profile
-	Description   string
+	// PIDs returns the system's server processes, for CPU accounting.
+	PIDs        func() []int
+	Description string
 }
 
 // WindowRound is one kill -9 of a leader under a steady writer.
@@ -52,6 +54,24 @@ type CompareRow struct {
 	Step   CompareStep
 	Runs   map[string][]Result
 	Median map[string]Result
+	// CPU is, per system and run, the CPU its servers used per second of
+	// the measured window (in cores), and the load generator's.
+	CPU       map[string][]float64
+	ClientCPU map[string][]float64
+}
+
+// MedianCPU returns the median server and client CPU (cores) of a system.
+func (r *CompareRow) MedianCPU(system string) (servers, client float64) {
+	return medianFloat(r.CPU[system]), medianFloat(r.ClientCPU[system])
+}
+
+func medianFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
 
 // CompareOptions shape a comparison.
@@ -79,7 +99,8 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 	res := &CompareResult{Failover: map[string][]WindowRound{}, Errors: map[string]string{}}
 	rows := map[CompareStep]*CompareRow{}
 	for _, st := range o.Steps {
-		r := &CompareRow{Step: st, Runs: map[string][]Result{}, Median: map[string]Result{}}
+		r := &CompareRow{Step: st, Runs: map[string][]Result{}, Median: map[string]Result{},
+			CPU: map[string][]float64{}, ClientCPU: map[string][]float64{}}
 		rows[st] = r
 		res.Rows = append(res.Rows, r)
 	}
@@ -121,9 +142,26 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 						prof <- b
 					}()
 				}
+				cpu := make(chan [2]float64, 1)
+				go func() {
+					// Sample over the measured window only.
+					time.Sleep(o.Warmup)
+					var pids []int
+					if run.PIDs != nil {
+						pids = run.PIDs()
+					}
+					self := os.Getpid()
+					s0, c0, t0 := CPUOf(pids), ProcCPU(self), time.Now()
+					time.Sleep(o.Duration)
+					el := time.Since(t0).Seconds()
+					cpu <- [2]float64{(CPUOf(pids) - s0).Seconds() / el, (ProcCPU(self) - c0).Seconds() / el}
+				}()
 				r := Run(ctx, Step{Name: s.Name + " " + st.Name, Concurrency: st.Concurrency, Warmup: o.Warmup, Duration: o.Duration, Op: op})
-				o.Logf("%s", r)
+				used := <-cpu
+				o.Logf("%s; CPU: servers %.2f cores, load generator %.2f", r, used[0], used[1])
 				rows[st].Runs[s.Name] = append(rows[st].Runs[s.Name], r)
+				rows[st].CPU[s.Name] = append(rows[st].CPU[s.Name], used[0])
+				rows[st].ClientCPU[s.Name] = append(rows[st].ClientCPU[s.Name], used[1])
 				if prof != nil {
 					res.Profile = <-prof
 				}
