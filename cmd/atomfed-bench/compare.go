@@ -54,6 +54,7 @@ func atomfedSystem(bin string, o *options) bench.System {
 			Write: a.Upsert, Read: a.Read(""), StaleRead: a.Read("stale"),
 			Populate: func(ctx context.Context) error { return a.Populate(ctx, 16) },
 			Stop:     func() { c.Close(false) },
+			Term: c.Term,
 			PIDs: func() []int {
 				var out []int
 				for _, sp := range c.Servers {
@@ -128,6 +129,7 @@ func etcdSystem(bin string, o *options) bench.System {
 			Write: ops.Put, Read: ops.Range(false), StaleRead: ops.Range(true),
 			Populate: ops.Populate,
 			Stop:     e.Close,
+			Term: e.Term,
 			PIDs: func() []int {
 				var out []int
 				for _, m := range e.Members {
@@ -254,6 +256,7 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 		ap, ep := perOp(as, a.Throughput), perOp(es, e.Throughput)
 		p("| %s | %d | %.2f | %.2f | %.2f / %.2f | %.0fµs | %.0fµs | %.2f |\n", r.Step.Name, r.Step.Concurrency, as, es, ac, ec, ap, ep, ratio(ap, ep))
 	}
+	p("\nLeader elections during the load steps (raft terms that passed; 0 means the leader held under load): atomfed %d, etcd %d.\n", res.Elections["atomfed"], res.Elections["etcd"])
 	p("\n## Failover: kill -9 of the leader under a steady writer\n\n")
 	p("One client writes one key at a time to the members in turn, retrying on the next member until acknowledged; " +
 		"the leader is killed with SIGKILL after a second of steady writes. The window is the time from the last write acknowledged " +

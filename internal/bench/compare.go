@@ -28,7 +28,9 @@ type SystemRun struct {
 	Failover      func(ctx context.Context, round int) (WindowRound, error)
 	ProfileLeader func(ctx context.Context, seconds int) ([]byte, error) // nil: no profile
 	// PIDs returns the system's server processes, for CPU accounting.
-	PIDs        func() []int
+	PIDs func() []int
+	// Term returns the system's raft term, to count elections under load.
+	Term        func(ctx context.Context) (uint64, error)
 	Description string
 }
 
@@ -91,12 +93,15 @@ type CompareResult struct {
 	Errors   map[string]string
 	Profile  []byte
 	Notes    []string
+	// Elections counts, per system, the raft terms that passed during the
+	// load steps (a leader election each): 0 means no flapping.
+	Elections map[string]uint64
 }
 
 // Compare runs every step on each system in turn, Rounds times (A B A B
 // ...), never two systems at once, then the failover rounds of each.
 func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareResult, error) {
-	res := &CompareResult{Failover: map[string][]WindowRound{}, Errors: map[string]string{}}
+	res := &CompareResult{Failover: map[string][]WindowRound{}, Errors: map[string]string{}, Elections: map[string]uint64{}}
 	rows := map[CompareStep]*CompareRow{}
 	for _, st := range o.Steps {
 		r := &CompareRow{Step: st, Runs: map[string][]Result{}, Median: map[string]Result{},
@@ -117,6 +122,12 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 			if err := run.Populate(ctx); err != nil {
 				run.Stop()
 				return res, fmt.Errorf("%s: populate: %w", s.Name, err)
+			}
+			var term0 uint64
+			if run.Term != nil {
+				if term0, err = run.Term(ctx); err != nil {
+					o.Logf("%s: term: %v", s.Name, err)
+				}
 			}
 			for _, st := range o.Steps {
 				op := run.Write
@@ -168,6 +179,11 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 				if ctx.Err() != nil {
 					run.Stop()
 					return res, ctx.Err()
+				}
+			}
+			if run.Term != nil && term0 > 0 {
+				if t, err := run.Term(ctx); err == nil {
+					res.Elections[s.Name] += t - term0
 				}
 			}
 			run.Stop()
