@@ -296,11 +296,10 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 				v float64
 			}
 			var list []kv
-			for k, v := range areas {
-				list = append(list, kv{k, v})
+			for _, a := range bench.ProfileAreas {
+				list = append(list, kv{a.Name, areas[a.Name]})
 			}
-			sort.Slice(list, func(i, j int) bool { return list[i].v > list[j].v })
-			p("CPU profile of the leader during a measured run (flat time summed by area; fsync waits do not burn CPU and show up as latency, not here):\n\n| area | share of CPU samples |\n|---|---:|\n")
+			p("CPU profile of the leader during a measured run. Each sample counts for the first area that any frame of its stack belongs to, in the order of the table (so the shares add up to 100%); time blocked in fsync burns no CPU and shows up as latency, not here:\n\n| area | share of CPU samples |\n|---|---:|\n")
 			for _, e := range list {
 				p("| %s | %.1f%% |\n", e.k, e.v)
 			}

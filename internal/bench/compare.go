@@ -286,8 +286,27 @@ func FailoverRun(ctx context.Context, round int, w *Writer, kill func() (restart
 	return r, healthy(hctx)
 }
 
-// ProfileTop renders a CPU profile's top entries with `go tool pprof`, and
-// the share of CPU by area (what the time goes to).
+// ProfileAreas are where a server's CPU time goes, each a pprof focus
+// regexp over whole stacks. A sample counts for the first area whose regexp
+// matches any frame of its stack, so the shares are exclusive and add up:
+// an fdatasync under raft's log store counts as fsync, the write system call
+// under a TLS write under an HTTP handler as network.
+var ProfileAreas = []struct{ Name, Focus string }{
+	{"garbage collection (background marking and sweeping)", `^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`},
+	{"fsync of the raft log (fdatasync, in the kernel)", `fdatasync|\.Fsync$|Fdatasync`},
+	{"raft log store (bolt pages, msgpack of log entries)", `raft-boltdb|go\.etcd\.io/bbolt|raft\.\(\*LogCache\)`},
+	{"network system calls (socket reads and writes, poller)", `internal/poll|^syscall\.|netpoll|^net\.\(`},
+	{"TLS (encryption and records)", `^crypto/`},
+	{"JSON and MessagePack of API bodies and commands", `^encoding/json|go-msgpack`},
+	{"FSM apply (state, indexes, audit chain)", `atomfed/fsm\.`},
+	{"raft (leader loop, replication, transport)", `hashicorp/raft`},
+	{"HTTP server, routing and API handlers", `^net/http|gorilla/mux|atomfed/httpapi`},
+	{"forwarding RPC and the rest of atomfed", `atomfed/`},
+	{"Go runtime (scheduler, allocation, other)", `.`},
+}
+
+// ProfileTop renders a CPU profile: pprof's top entries, and the share of
+// samples in each of ProfileAreas.
 func ProfileTop(profile []byte, bin string) (top string, areas map[string]float64, err error) {
 	dir, err := os.MkdirTemp("", "atomfed-profile-")
 	if err != nil {
@@ -302,44 +321,61 @@ func ProfileTop(profile []byte, bin string) (top string, areas map[string]float6
 	if err != nil {
 		return "", nil, fmt.Errorf("go tool pprof: %v: %s", err, out)
 	}
-	all, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=100000", bin, p).CombinedOutput()
-	if err != nil {
-		return "", nil, err
+	total, err := focusedSamples(bin, p, "", "")
+	if err != nil || total == 0 {
+		return string(out), nil, err
 	}
 	areas = map[string]float64{}
-	for _, line := range strings.Split(string(all), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || !strings.HasSuffix(f[1], "%") {
-			continue
+	var seen []string
+	for _, a := range ProfileAreas {
+		n, err := focusedSamples(bin, p, a.Focus, strings.Join(seen, "|"))
+		if err != nil {
+			return string(out), nil, err
 		}
-		var pct float64
-		if _, err := fmt.Sscanf(strings.TrimSuffix(f[1], "%"), "%g", &pct); err != nil {
-			continue
-		}
-		areas[area(strings.Join(f[5:], " "))] += pct
+		areas[a.Name] = 100 * n / total
+		seen = append(seen, a.Focus)
 	}
 	return string(out), areas, nil
 }
 
-// area classifies a function into what the report names.
-func area(fn string) string {
-	switch {
-	case strings.Contains(fn, "syscall.") || strings.Contains(fn, "internal/runtime/syscall") || strings.Contains(fn, "runtime/internal/syscall"):
-		return "syscalls (network and disk I/O, fsync)"
-	case strings.HasPrefix(fn, "crypto/") || strings.Contains(fn, "vendor/golang.org/x/crypto"):
-		return "TLS and crypto"
-	case strings.HasPrefix(fn, "encoding/json") || strings.HasPrefix(fn, "reflect.") || strings.HasPrefix(fn, "strconv."):
-		return "JSON encoding and decoding"
-	case strings.Contains(fn, "hashicorp/raft") || strings.Contains(fn, "go-msgpack") || strings.Contains(fn, "bbolt"):
-		return "raft, its log store and msgpack"
-	case strings.HasPrefix(fn, "net/http") || strings.HasPrefix(fn, "net.") || strings.HasPrefix(fn, "bufio") || strings.Contains(fn, "gorilla/mux"):
-		return "HTTP and networking"
-	case strings.HasPrefix(fn, "runtime.") && (strings.Contains(fn, "gc") || strings.Contains(fn, "scan") || strings.Contains(fn, "mark") || strings.Contains(fn, "sweep")):
-		return "garbage collection"
-	case strings.HasPrefix(fn, "runtime."):
-		return "Go runtime (scheduler, memory)"
-	case strings.Contains(fn, "atomfed"):
-		return "atomfed (FSM, API handlers)"
+// focusedSamples returns the sample time (ms) of the stacks matching focus
+// and none of ignore: with no node dropped, pprof's "Showing nodes
+// accounting for X" is the focused total.
+func focusedSamples(bin, profile, focus, ignore string) (float64, error) {
+	args := []string{"tool", "pprof", "-top", "-nodecount=1000000", "-nodefraction=0", "-edgefraction=0"}
+	if focus != "" {
+		args = append(args, "-focus="+focus)
 	}
-	return "other"
+	if ignore != "" {
+		args = append(args, "-ignore="+ignore)
+	}
+	out, err := exec.Command("go", append(args, bin, profile)...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go tool pprof: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Showing nodes accounting for "); ok {
+			if i := strings.IndexByte(v, ','); i > 0 {
+				return parseMillis(v[:i])
+			}
+		}
+	}
+	return 0, nil // nothing matched
+}
+
+// parseMillis parses pprof's durations (850ms, 1.43s, 2mins) as ms.
+func parseMillis(s string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		ms     float64
+	}{{"ms", 1}, {"us", 0.001}, {"µs", 0.001}, {"ns", 1e-6}, {"mins", 60000}, {"hrs", 3600000}, {"s", 1000}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				return 0, fmt.Errorf("pprof duration %q: %v", s, err)
+			}
+			return f * u.ms, nil
+		}
+	}
+	return 0, fmt.Errorf("pprof duration %q", s)
 }
