@@ -54,7 +54,7 @@ func atomfedSystem(bin string, o *options) bench.System {
 			Write: a.Upsert, Read: a.Read(""), StaleRead: a.Read("stale"),
 			Populate: func(ctx context.Context) error { return a.Populate(ctx, 16) },
 			Stop:     func() { c.Close(false) },
-			Term: c.Term,
+			Term:     c.Term,
 			PIDs: func() []int {
 				var out []int
 				for _, sp := range c.Servers {
@@ -129,7 +129,7 @@ func etcdSystem(bin string, o *options) bench.System {
 			Write: ops.Put, Read: ops.Range(false), StaleRead: ops.Range(true),
 			Populate: ops.Populate,
 			Stop:     e.Close,
-			Term: e.Term,
+			Term:     e.Term,
 			PIDs: func() []int {
 				var out []int
 				for _, m := range e.Members {
