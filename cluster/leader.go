@@ -239,8 +239,27 @@ func (s *Server) ConsistentRead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.fsm.WaitApplied(ctx, idx)
+	if s.fsm.AppliedIndex() >= idx {
+		return nil
+	}
+	// Under write load the next replication round brings the commit within
+	// a millisecond or two. Idle, raft sends it only after its commit
+	// timeout (50-100 ms): rather than hold the read that long, let the
+	// leader answer it.
+	wctx, cancel := context.WithTimeout(ctx, followerReadWait)
+	defer cancel()
+	if err := s.fsm.WaitApplied(wctx, idx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return ErrFollowerBehind
+	}
+	return nil
 }
+
+// followerReadWait is how long a follower waits to apply the leader's read
+// index before it hands a linearizable read to the leader.
+const followerReadWait = 5 * time.Millisecond
 
 // broadcast is a channel that is closed and replaced on every notify.
 type broadcast struct {

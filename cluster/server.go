@@ -29,6 +29,7 @@ var (
 	ErrOutcomeUnknown = structs.ErrOutcomeUnknown
 	ErrBusy           = structs.ErrBusy
 	ErrShuttingDown   = structs.ErrShuttingDown
+	ErrFollowerBehind = structs.ErrFollowerBehind
 )
 
 // Server is one atomfed server: a Raft voter or non-voter plus its Serf

@@ -65,7 +65,7 @@ func statusFor(err error) (int, string) {
 		return http.StatusServiceUnavailable, "outcome_unknown"
 	case errors.Is(err, structs.ErrNotLeader), errors.Is(err, structs.ErrNoLeader):
 		return http.StatusServiceUnavailable, "no_leader"
-	case errors.Is(err, structs.ErrBusy):
+	case errors.Is(err, structs.ErrBusy), errors.Is(err, structs.ErrFollowerBehind):
 		return http.StatusServiceUnavailable, "busy"
 	case errors.Is(err, structs.ErrShuttingDown):
 		return http.StatusServiceUnavailable, "shutting_down"

@@ -113,7 +113,7 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	for {
 		if opts.consistency == Linearizable {
 			if err := a.c.ConsistentRead(ctx); err != nil {
-				if errors.Is(err, structs.ErrNotLeader) && r.Header.Get(HeaderForwarded) == "" {
+				if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
 					a.forward(w, r, nil, false)
 					return
 				}

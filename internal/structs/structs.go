@@ -25,6 +25,10 @@ var (
 	ErrBusy = errors.New("raft is busy: the command was not applied")
 	// ErrShuttingDown means the server is stopping.
 	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrFollowerBehind means a follower has not yet applied the leader's
+	// read index (it learns commits with the next replication round): the
+	// read should be answered by the leader instead. Nothing was read.
+	ErrFollowerBehind = errors.New("this follower has not applied the leader's commit index yet")
 	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
 	ErrBadSnapshot = errors.New("bad snapshot archive")
 )
