@@ -212,7 +212,7 @@ func (a *Agent) setupSerf() error {
 		TagRole:            RoleAgent,
 		TagRegion:          a.cfg.Region,
 		TagHTTP:            a.cfg.HTTPAdvertiseURL,
-		TagProtocolVersion: protocolVersion,
+		TagProtocolVersion: strconv.Itoa(ProtocolVersion),
 		TagVersion:         a.cfg.Version,
 		TagCapabilities:    strings.Join(a.capabilities(), ","),
 		TagCapacity:        strconv.Itoa(a.cfg.Capacity),

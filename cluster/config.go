@@ -101,6 +101,10 @@ type Config struct {
 	// TLS, when set, secures the Raft transport with mutual TLS.
 	TLS *TLSConfig
 
+	// Protocol, when set, is the protocol version this server advertises
+	// and speaks instead of ProtocolVersion (tests of rolling upgrades).
+	Protocol int
+
 	// Now, when set, is the clock the leader checks forwarded commands'
 	// stamps against (tests that move the servers' clock); nil is time.Now.
 	Now func() time.Time

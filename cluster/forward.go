@@ -435,11 +435,20 @@ func (s *Server) leaderAddr() (string, error) {
 	return string(addr), nil
 }
 
-// ForwardApply commits an encoded command through the leader from a
-// follower. stamp is the time stamped into the command (checked by the
-// leader against its clock). Errors mean what Apply's mean.
-func (s *Server) ForwardApply(ctx context.Context, data []byte, stamp int64) (*structs.ForwardResult, error) {
+// ForwardApply commits a command through the leader from a follower: it
+// encodes it here and sends the leader only the bytes. stamp is the time
+// stamped into the command (checked by the leader against its clock).
+// Errors mean what Apply's mean, plus ErrForwardUnsupported when the leader
+// is too old for the RPC (nothing was sent).
+func (s *Server) ForwardApply(ctx context.Context, t fsm.MessageType, body any, stamp int64) (*structs.ForwardResult, error) {
 	addr, err := s.leaderAddr()
+	if err != nil {
+		return nil, err
+	}
+	if s.protocol() < protocolForwardRPC || !s.leaderServesRPC() {
+		return nil, ErrForwardUnsupported
+	}
+	data, err := s.encode(t, body)
 	if err != nil {
 		return nil, err
 	}

@@ -32,11 +32,7 @@ func TestForwardApply(t *testing.T) {
 	}
 	mustForward := func(t *testing.T, typ fsm.MessageType, cmd any, stamp time.Time) (*structs.ForwardResult, error) {
 		t.Helper()
-		data, err := fsm.Encode(typ, cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f.Server.ForwardApply(ctx, data, stamp.UnixNano())
+		return f.Server.ForwardApply(ctx, typ, cmd, stamp.UnixNano())
 	}
 
 	t.Run("applied", func(t *testing.T) {

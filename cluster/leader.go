@@ -235,6 +235,9 @@ func (s *Server) ConsistentRead(ctx context.Context) error {
 	if s.raft.State() == raft.Leader {
 		return ErrNotLeader
 	}
+	if s.protocol() < protocolForwardRPC || !s.leaderServesRPC() {
+		return ErrFollowerBehind // an older leader: it answers the read itself
+	}
 	idx, err := s.followerReads.wait(ctx)
 	if err != nil {
 		return err

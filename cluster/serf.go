@@ -35,8 +35,6 @@ const (
 
 	RoleServer = "server"
 	RoleAgent  = "agent"
-
-	protocolVersion = "1"
 )
 
 // memberEvent is a Serf member change handed to the leader's reconciler.
@@ -55,6 +53,7 @@ type serverMember struct {
 	NonVoter bool
 	Status   serf.MemberStatus
 	Boot     bool
+	Protocol int // 1 when the tag is missing
 }
 
 // parseServer reads the server tags of m; ok is false for non-servers.
@@ -63,7 +62,12 @@ func parseServer(m serf.Member) (serverMember, bool) {
 		return serverMember{}, false
 	}
 	expect, _ := strconv.Atoi(m.Tags[TagExpect])
+	proto, err := strconv.Atoi(m.Tags[TagProtocolVersion])
+	if err != nil || proto < 1 {
+		proto = 1
+	}
 	return serverMember{
+		Protocol: proto,
 		ID:       m.Name,
 		Region:   m.Tags[TagRegion],
 		RaftAddr: m.Tags[TagRaftAddr],
@@ -82,7 +86,7 @@ func (s *Server) tags() map[string]string {
 		TagRaftAddr:        s.stream.Addr().String(),
 		TagHTTP:            s.cfg.HTTPAdvertiseURL,
 		TagExpect:          strconv.Itoa(s.cfg.BootstrapExpect),
-		TagProtocolVersion: protocolVersion,
+		TagProtocolVersion: strconv.Itoa(s.protocol()),
 	}
 	if s.cfg.NonVoter {
 		t[TagNonVoter] = "1"

@@ -30,6 +30,8 @@ var (
 	ErrBusy           = structs.ErrBusy
 	ErrShuttingDown   = structs.ErrShuttingDown
 	ErrFollowerBehind = structs.ErrFollowerBehind
+
+	ErrForwardUnsupported = structs.ErrForwardUnsupported
 )
 
 // Server is one atomfed server: a Raft voter or non-voter plus its Serf
@@ -62,6 +64,7 @@ type Server struct {
 	readBarrier    *readBarrier
 	followerReads  *readBarrier // a follower's read-index requests, shared
 	fwd            *fwdClient   // a follower's connections to the leader
+	proto          protocolCache
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
 	shutdownCancel context.CancelFunc
@@ -276,6 +279,9 @@ func (s *Server) closeStores() {
 		s.store.Close()
 	}
 }
+
+// LogStore returns the raft log store, for inspection (tests, debugging).
+func (s *Server) LogStore() raft.LogStore { return s.store }
 
 // FSM returns the server's state machine.
 func (s *Server) FSM() *fsm.FSM { return s.fsm }

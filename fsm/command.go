@@ -36,8 +36,11 @@ const (
 // every entry); JSON bodies from older logs still apply, and approvals
 // keep their embedded command as JSON so that the API can show it.
 const (
-	codecJSON    byte = 1
-	codecMsgpack byte = 2
+	CodecJSON    byte = 1
+	CodecMsgpack byte = 2
+
+	codecJSON    = CodecJSON
+	codecMsgpack = CodecMsgpack
 )
 
 // msgpackHandle encodes with the json field names, byte slices as binary,
@@ -171,12 +174,21 @@ type AgentLeave struct {
 // Encode builds a log entry: the type byte, the codec version byte, then
 // the MessagePack body.
 func Encode(t MessageType, body any) ([]byte, error) {
+	return EncodeWith(CodecMsgpack, t, body)
+}
+
+// EncodeWith builds a log entry with the given body codec: CodecJSON while
+// some server of the cluster is too old to read CodecMsgpack.
+func EncodeWith(codecVersion byte, t MessageType, body any) ([]byte, error) {
+	if codecVersion == CodecJSON {
+		return EncodeJSON(t, body)
+	}
 	var b []byte
 	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(body); err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
 	out := make([]byte, 0, len(b)+2)
-	out = append(out, byte(t), codecMsgpack)
+	out = append(out, byte(t), CodecMsgpack)
 	return append(out, b...), nil
 }
 

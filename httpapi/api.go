@@ -29,9 +29,9 @@ type Cluster interface {
 	// quorum confirms its leadership, on a follower a read index from the
 	// leader is applied locally (shared by concurrent callers).
 	ConsistentRead(ctx context.Context) error
-	// ForwardApply commits an encoded command through the leader from a
-	// follower (see cluster.Server.ForwardApply).
-	ForwardApply(ctx context.Context, data []byte, stamp int64) (*structs.ForwardResult, error)
+	// ForwardApply commits a command through the leader from a follower
+	// (see cluster.Server.ForwardApply).
+	ForwardApply(ctx context.Context, t fsm.MessageType, body any, stamp int64) (*structs.ForwardResult, error)
 	IsLeader() bool
 	State() string
 	Leader() (id, addr string)

@@ -181,6 +181,11 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, body []byte, t fsm.M
 			}
 			continue
 		}
+		if errors.Is(err, structs.ErrForwardUnsupported) {
+			// An older leader (rolling upgrade): proxy the request.
+			a.forward(w, r, body, true)
+			return
+		}
 		if err != nil {
 			writeError(w, err)
 			return
@@ -200,11 +205,7 @@ func (a *API) apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Apply
 	if a.c.State() == "Leader" {
 		return a.c.Apply(ctx, t, cmd)
 	}
-	data, err := fsm.Encode(t, cmd)
-	if err != nil {
-		return nil, err
-	}
-	fr, err := a.c.ForwardApply(ctx, data, a.now().UnixNano())
+	fr, err := a.c.ForwardApply(ctx, t, cmd, a.now().UnixNano())
 	if err != nil {
 		return nil, err
 	}

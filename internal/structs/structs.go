@@ -29,6 +29,10 @@ var (
 	// read index (it learns commits with the next replication round): the
 	// read should be answered by the leader instead. Nothing was read.
 	ErrFollowerBehind = errors.New("this follower has not applied the leader's commit index yet")
+	// ErrForwardUnsupported means the leader does not serve the forwarding
+	// RPC (an older server, during a rolling upgrade): proxy the request
+	// to it over HTTP instead. Nothing was sent.
+	ErrForwardUnsupported = errors.New("the leader does not serve the forwarding RPC")
 	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
 	ErrBadSnapshot = errors.New("bad snapshot archive")
 )
@@ -46,6 +50,8 @@ type Peer struct {
 	Region   string `json:"region,omitempty"`
 	HTTP     string `json:"http,omitempty"`
 	Status   string `json:"serf_status,omitempty"`
+	// Protocol is the protocol version the server gossips (0: unknown).
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // Member is one Serf member: a server or a region agent.

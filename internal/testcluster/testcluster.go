@@ -290,6 +290,16 @@ func (c *Cluster) Restart(n *Node) {
 	}
 }
 
+// Reconfigure changes a stopped node's config for its next Restart (an
+// upgrade to a new build, in tests of rolling upgrades).
+func (c *Cluster) Reconfigure(n *Node, fn func(*cluster.Config)) {
+	c.t.Helper()
+	if n.running {
+		c.t.Fatalf("reconfigure %s: still running", n.ID)
+	}
+	fn(n.cfg)
+}
+
 // Running returns the nodes that are up.
 func (c *Cluster) Running() []*Node {
 	c.mu.Lock()
