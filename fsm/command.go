@@ -28,6 +28,11 @@ const (
 	TaskPlanType     MessageType = 7
 	AgentReportType  MessageType = 8
 	AgentLeaveType   MessageType = 9
+
+	RegionDatabaseType    MessageType = 30
+	TenantSyncStateType   MessageType = 31
+	GlobalTableUpsertType MessageType = 32
+	GlobalTableDeleteType MessageType = 33
 )
 
 // codecJSON is the body codec version: version 1 is a JSON object.
@@ -51,6 +56,11 @@ var typeNames = map[MessageType]string{
 	TaskPlanType:     "task_plan",
 	AgentReportType:  "agent_report",
 	AgentLeaveType:   "agent_leave",
+
+	RegionDatabaseType:    "region_database",
+	TenantSyncStateType:   "tenant_sync_state",
+	GlobalTableUpsertType: "global_table_upsert",
+	GlobalTableDeleteType: "global_table_delete",
 }
 
 // RegionUpsert creates or replaces a region.

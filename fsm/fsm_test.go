@@ -139,6 +139,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		}
 	})
 	agentRoundTrips(t, check)
+	replicationRoundTrips(t, check)
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {
 			t.Fatalf("region still there after delete")

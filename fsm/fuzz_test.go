@@ -61,6 +61,10 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TaskPlanType), []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
 	f.Add(uint8(AgentReportType), []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
 	f.Add(uint8(AgentLeaveType), []byte(`{"node":"a1"}`))
+	f.Add(uint8(RegionDatabaseType), []byte(`{"region":"us-east","endpoint":{"host":"db","port":5432,"database":"atomfed"},"node":"a1"}`))
+	f.Add(uint8(TenantSyncStateType), []byte(`{"tenant":"acme","state":"degraded","since":1}`))
+	f.Add(uint8(GlobalTableUpsertType), []byte(`{"table":{"name":"public.fx","writer_region":"eu-west"},"cas":0}`))
+	f.Add(uint8(GlobalTableDeleteType), []byte(`{"name":"public.fx"}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		mt := MessageType(typ)
 		if _, ok := commands[mt]; !ok {
@@ -107,6 +111,14 @@ func newCommand(t MessageType) any {
 		return &AgentReport{}
 	case AgentLeaveType:
 		return &AgentLeave{}
+	case RegionDatabaseType:
+		return &RegionDatabaseReport{}
+	case TenantSyncStateType:
+		return &TenantSyncStateSet{}
+	case GlobalTableUpsertType:
+		return &GlobalTableUpsert{}
+	case GlobalTableDeleteType:
+		return &GlobalTableDelete{}
 	}
 	return &struct{}{}
 }

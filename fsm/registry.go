@@ -78,6 +78,11 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 			}
 		}
 	}
+	for _, g := range s.SortedGlobalTables() {
+		if g.WriterRegion == cmd.Name {
+			return nil, preconditionf("region_in_use", "region %q is the writer of global table %q; move or delete the table first", cmd.Name, g.Name)
+		}
+	}
 	delete(s.Regions, cmd.Name)
 	s.touch(TableRegions, e.Index)
 	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
@@ -115,6 +120,10 @@ func applyTenantUpsert(s *State, e *Entry) (any, error) {
 	}
 	s.Tenants[t.ID] = &t
 	s.touch(TableTenants, e.Index)
+	if !t.IsSync() && s.SyncStates[t.ID] != nil {
+		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &t, nil
 }
 
@@ -130,5 +139,9 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 	}
 	delete(s.Tenants, cmd.ID)
 	s.touch(TableTenants, e.Index)
+	if s.SyncStates[cmd.ID] != nil {
+		delete(s.SyncStates, cmd.ID)
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
 }

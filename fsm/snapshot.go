@@ -26,6 +26,10 @@ type snapshotDoc struct {
 	Tenants   []*Tenant         `json:"tenants"`
 	Agents    []*Agent          `json:"agents,omitempty"`
 	Tasks     []*Task           `json:"tasks,omitempty"`
+
+	Databases    []*RegionDatabase  `json:"databases,omitempty"`
+	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
+	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -59,6 +63,10 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Tenants:   s.SortedTenants(),
 		Agents:    s.SortedAgents(),
 		Tasks:     s.SortedTasks(),
+
+		Databases:    s.SortedDatabases(),
+		SyncStates:   s.SortedSyncStates(),
+		GlobalTables: s.SortedGlobalTables(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -111,5 +119,28 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		}
 		s.Tasks[t.ID] = t
 	}
-	return s, nil
+	return s, readReplicationSnapshot(&doc, s)
+}
+
+// readReplicationSnapshot checks and restores the replication objects.
+func readReplicationSnapshot(doc *snapshotDoc, s *State) error {
+	for _, d := range doc.Databases {
+		if d == nil || !ValidRegionName(d.Region) || ValidateEndpoint(&d.Endpoint) != nil || s.Databases[d.Region] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate region database")
+		}
+		s.Databases[d.Region] = d
+	}
+	for _, st := range doc.SyncStates {
+		if st == nil || !ValidTenantID(st.Tenant) || !syncStates[st.State] || s.SyncStates[st.Tenant] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate sync state")
+		}
+		s.SyncStates[st.Tenant] = st
+	}
+	for _, g := range doc.GlobalTables {
+		if g == nil || ValidateGlobalTable(g) != nil || s.GlobalTables[g.Name] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate global table")
+		}
+		s.GlobalTables[g.Name] = g
+	}
+	return nil
 }

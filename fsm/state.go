@@ -26,6 +26,13 @@ type State struct {
 	Tenants map[string]*Tenant
 	Agents  map[string]*Agent
 	Tasks   map[string]*Task
+
+	// Databases holds each region's database endpoint, by region.
+	Databases map[string]*RegionDatabase
+	// SyncStates holds the committed sync state of sync tenants.
+	SyncStates map[string]*TenantSyncState
+	// GlobalTables holds the federation's global tables, by name.
+	GlobalTables map[string]*GlobalTable
 }
 
 func newState() *State {
@@ -36,6 +43,10 @@ func newState() *State {
 		Tenants:   map[string]*Tenant{},
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
+
+		Databases:    map[string]*RegionDatabase{},
+		SyncStates:   map[string]*TenantSyncState{},
+		GlobalTables: map[string]*GlobalTable{},
 	}
 }
 
@@ -82,6 +93,10 @@ func (s *State) clone() *State {
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
 		Agents:    make(map[string]*Agent, len(s.Agents)),
 		Tasks:     make(map[string]*Task, len(s.Tasks)),
+
+		Databases:    make(map[string]*RegionDatabase, len(s.Databases)),
+		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
+		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -97,6 +112,15 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Tasks {
 		c.Tasks[k] = v
+	}
+	for k, v := range s.Databases {
+		c.Databases[k] = v
+	}
+	for k, v := range s.SyncStates {
+		c.SyncStates[k] = v
+	}
+	for k, v := range s.GlobalTables {
+		c.GlobalTables[k] = v
 	}
 	return c
 }
