@@ -31,6 +31,10 @@ type AgentAPI interface {
 	AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.ReportResult, error)
 	// AgentLeave hands the agent's tasks back.
 	AgentLeave(ctx context.Context, node string) error
+	// ReportDatabase records the endpoint of the region's database.
+	ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error
+	// RegionDatabase reads the recorded endpoint of a region's database.
+	RegionDatabase(ctx context.Context, region string) (*fsm.RegionDatabase, error)
 }
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
@@ -63,6 +67,11 @@ type AgentConfig struct {
 	HeartbeatInterval time.Duration
 	// Executors are the task types this agent runs.
 	Executors []Executor
+	// Database is the secret-free endpoint of the region's PostgreSQL,
+	// which the agent reports to the federation; nil when the agent has
+	// none (replication in its region is then simulated: it runs no
+	// replication tasks).
+	Database *fsm.DatabaseEndpoint
 	// NewAPI builds the server API client from a function that lists the
 	// servers' HTTP URLs (nearest first), as Serf currently knows them.
 	NewAPI     func(servers func() []string) AgentAPI
@@ -172,6 +181,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a.goFn(a.joinLoop)
 	a.goFn(a.watchLoop)
 	a.goFn(a.reportLoop)
+	if cfg.Database != nil {
+		a.goFn(a.databaseLoop)
+	}
 	a.log.Info("agent started", "region", cfg.Region, "serf", a.SerfAddr(), "capabilities", a.capabilities())
 	return a, nil
 }
@@ -496,12 +508,19 @@ type AgentStatus struct {
 	Tasks    []RunningTask    `json:"tasks"`
 	Peers    []structs.Member `json:"-"`
 	Capacity int              `json:"capacity"`
+	// Database is the region database the agent serves (host:port/db),
+	// or says that replication is simulated without one.
+	Database string `json:"database"`
 }
 
 // Status returns the agent's view of itself.
 func (a *Agent) Status() AgentStatus {
 	st := AgentStatus{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: RoleAgent, Version: a.cfg.Version,
-		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{}}
+		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{},
+		Database: "none: no POSTGRES_DSN, replication in this region is simulated"}
+	if d := a.cfg.Database; d != nil {
+		st.Database = fmt.Sprintf("%s:%d/%s", d.Host, d.Port, d.Database)
+	}
 	a.mu.Lock()
 	for _, r := range a.running {
 		st.Tasks = append(st.Tasks, RunningTask{ID: r.task.ID, Type: r.task.Type, Generation: r.task.Generation,

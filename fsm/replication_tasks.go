@@ -214,8 +214,10 @@ type SyncTenantStatus struct {
 	MirrorsUp []string `json:"mirrors_up,omitempty"`
 }
 
-// Task ids of replication tasks.
-func TenantPublisherTaskID(tenant string) string { return "tenant-pub/" + tenant }
+// TenantPublisherTaskID is the id of a tenant's publisher in its home. The
+// home is part of the id so that moving a tenant tears down the old home's
+// publication instead of abandoning it.
+func TenantPublisherTaskID(tenant, home string) string { return "tenant-pub/" + tenant + "/" + home }
 
 // TenantSubscriberTaskID is the id of a tenant's subscriber in mirror.
 func TenantSubscriberTaskID(tenant, mirror string) string {

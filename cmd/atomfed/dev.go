@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/pgtest"
 )
 
 // devRegion is one region of the dev federation.
@@ -31,18 +32,21 @@ var devRegions = []devRegion{
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
 	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
-	var keep bool
+	var keep, noPostgres bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole local federation: three servers in us-east, eu-west and ap-south",
 		Long: `Run a whole local federation in one process: three servers, one per region
 (us-east, eu-west, ap-south), with the API of the first on 127.0.0.1:8401.
-The three regions are registered once a leader is elected. Data lives in a
-temporary directory that is removed on Ctrl-C unless --keep is given.`,
+The three regions are registered once a leader is elected. When the
+PostgreSQL binaries are installed, every region gets its own throwaway
+PostgreSQL cluster and its agent drives real logical replication; without
+them replication is simulated, and dev says so. Data lives in a temporary
+directory that is removed on Ctrl-C unless --keep is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDev(devOptions{dataDir: dataDir, logLevel: logLevel, host: host,
 				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort,
-				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep})
+				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep, noPostgres: noPostgres})
 		},
 	}
 	f := cmd.Flags()
@@ -55,6 +59,7 @@ temporary directory that is removed on Ctrl-C unless --keep is given.`,
 	f.IntVar(&agentHTTPPort, "agent-http-port", 8411, "HTTP port of the first region agent; the others use the next ports")
 	f.IntVar(&agentSerfPort, "agent-serf-port", 8611, "Serf port of the first region agent; the others use the next ports")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the servers: trace, debug, info, warn, error")
+	f.BoolVar(&noPostgres, "no-postgres", false, "do not start PostgreSQL clusters (replication is then simulated)")
 	return cmd
 }
 
@@ -62,7 +67,7 @@ type devOptions struct {
 	dataDir, logLevel, host      string
 	httpPort, raftPort, serfPort int
 	agentHTTPPort, agentSerfPort int
-	keep                         bool
+	keep, noPostgres             bool
 }
 
 func runDev(o devOptions) error {
@@ -83,12 +88,20 @@ func runDev(o devOptions) error {
 	}
 	var nodes []*serverNode
 	var agents []*agentNode
+	pgs, pgNote := startDevPostgres(o)
 	stopAll := func() {
 		for _, a := range agents {
 			_ = a.shutdown()
 		}
 		for _, n := range nodes {
 			_ = n.shutdown()
+		}
+		for _, pg := range pgs {
+			if o.keep {
+				_ = pg.Stop()
+			} else {
+				_ = pg.Remove()
+			}
 		}
 	}
 	for i, r := range devRegions {
@@ -110,11 +123,15 @@ func runDev(o devOptions) error {
 	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-a1", r.name)
-		a, err := startAgent(agentOptions{
+		ao := agentOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
-			Capacity: 64, Logger: newLogger(name, o.logLevel, false),
-		})
+			Capacity: 64, Logger: newLogger(name, o.logLevel, false), ReplicationInterval: 2 * time.Second,
+		}
+		if pg := pgs[r.name]; pg != nil {
+			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pgtest.Database), pg.Passfile
+		}
+		a, err := startAgent(ao)
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("start agent %s: %w", name, err)
@@ -135,11 +152,47 @@ func runDev(o devOptions) error {
 	for i, a := range agents {
 		fmt.Printf("  %-10s region %-9s http %s  (agent)  serf %s\n", fmt.Sprintf("%s-a1", devRegions[i].name), devRegions[i].name, a.url, a.agent.SerfAddr())
 	}
+	fmt.Println()
+	fmt.Println(pgNote)
+	for _, r := range devRegions {
+		if pg := pgs[r.name]; pg != nil {
+			fmt.Printf("  postgres   region %-9s %s/%s   PGPASSFILE=%s psql -h %s -p %d -U %s %s\n",
+				r.name, pg.Addr(), pgtest.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pgtest.Superuser, pgtest.Database)
+		}
+	}
 	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n       atomfed members --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url, nodes[0].url)
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()
 	return nil
+}
+
+// startDevPostgres starts one throwaway PostgreSQL cluster per region when
+// the binaries are installed, and returns a line that says what dev runs.
+func startDevPostgres(o devOptions) (map[string]*pgtest.Cluster, string) {
+	if o.noPostgres {
+		return nil, "  SIMULATION: replication is simulated (--no-postgres): no region has a database, replication tasks stay pending."
+	}
+	if _, err := pgtest.Find(); err != nil {
+		return nil, "  SIMULATION: replication is simulated: " + err.Error() + ".\n" +
+			"  No region has a database and replication tasks stay pending (GET /v1/tenants/{id}/replication says why)."
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pw := ""
+	out := map[string]*pgtest.Cluster{}
+	for _, r := range devRegions {
+		pg, err := pgtest.Start(ctx, pgtest.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
+		if err != nil {
+			for _, p := range out {
+				_ = p.Remove()
+			}
+			return nil, "  SIMULATION: replication is simulated: PostgreSQL did not start (" + err.Error() + ")."
+		}
+		pw = pg.ReplicationPassword
+		out[r.name] = pg
+	}
+	return out, "  Every region has its own PostgreSQL; tenants with tables replicate for real (logical replication):"
 }
 
 // registerDevRegions waits for a leader and registers the three regions
