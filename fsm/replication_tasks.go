@@ -154,10 +154,13 @@ type TableState struct {
 	// Digest is the schema digest of the local table (the published
 	// columns on a publisher), SourceDigest that of what the source
 	// publishes: they differ when the schema drifted.
-	Digest          string `json:"digest,omitempty"`
-	SourceDigest    string `json:"source_digest,omitempty"`
-	State           string `json:"state,omitempty"`
-	Drift           string `json:"drift,omitempty"`
+	Digest       string `json:"digest,omitempty"`
+	SourceDigest string `json:"source_digest,omitempty"`
+	State        string `json:"state,omitempty"`
+	Drift        string `json:"drift,omitempty"`
+	// DriftSince is when the executor's probe first saw the current drift
+	// (agent clock, unix ns).
+	DriftSince      int64  `json:"drift_since,omitempty"`
 	ReplicaIdentity string `json:"replica_identity,omitempty"`
 }
 

@@ -65,6 +65,7 @@ type SyncView struct {
 	Fallback       string `json:"fallback"`
 	DegradeAfterMS int    `json:"degrade_after_ms"`
 	Recorded       string `json:"recorded,omitempty"`
+	RecordedReason string `json:"recorded_reason,omitempty"`
 	RecordedAt     int64  `json:"recorded_at,omitempty"`
 	RecordedIndex  uint64 `json:"recorded_index,omitempty"`
 	Current        string `json:"current,omitempty"`
@@ -156,7 +157,7 @@ func mirrorView(task *Task) MirrorView {
 func (s *State) syncView(t *Tenant) *SyncView {
 	sv := &SyncView{Fallback: t.Fallback(), DegradeAfterMS: t.DegradeAfterMS()}
 	if r := s.SyncStates[t.ID]; r != nil {
-		sv.Recorded, sv.RecordedAt, sv.RecordedIndex = r.State, r.At, r.ModifyIndex
+		sv.Recorded, sv.RecordedReason, sv.RecordedAt, sv.RecordedIndex = r.State, r.Reason, r.At, r.ModifyIndex
 	}
 	if task := s.Tasks[SyncStandbyTaskID(t.HomeRegion)]; task != nil && len(task.Result) > 0 {
 		var r SyncStandbyResult
@@ -247,6 +248,7 @@ type DriftView struct {
 	Digest       string `json:"digest"`
 	SourceDigest string `json:"source_digest"`
 	Reason       string `json:"reason"`
+	Since        int64  `json:"since,omitempty"`
 }
 
 // TenantSummary is one tenant's replication in the federation summary.
@@ -358,7 +360,7 @@ func (s *State) Drift() []DriftView {
 		for _, ts := range res.Tables {
 			if ts.Drift != "" {
 				out = append(out, DriftView{Kind: spec.Kind, Name: name, Table: ts.Name, Region: spec.Region, Source: spec.Source,
-					Digest: ts.Digest, SourceDigest: ts.SourceDigest, Reason: ts.Drift})
+					Digest: ts.Digest, SourceDigest: ts.SourceDigest, Reason: ts.Drift, Since: ts.DriftSince})
 			}
 		}
 	}

@@ -41,6 +41,8 @@ type fed struct {
 type fedOptions struct {
 	// dsn overrides the DSN an agent uses (default: the superuser's).
 	dsn map[string]string
+	// setup runs once the databases are up, before the agents start.
+	setup func(f *fed)
 }
 
 func newFed(t *testing.T, regions ...string) *fed {
@@ -50,6 +52,9 @@ func newFed(t *testing.T, regions ...string) *fed {
 func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 	t.Helper()
 	f := &fed{t: t, pg: pgtest.NewFederation(t, regions...), agents: map[string]*testcluster.AgentNode{}}
+	if o.setup != nil {
+		o.setup(f)
+	}
 	f.c = testcluster.New(t, testcluster.Options{})
 	f.api = f.c.Nodes[0].Client
 	ctx := f.ctx(30 * time.Second)

@@ -41,7 +41,8 @@ func (e *subscriberExec) Run(ctx context.Context, t *fsm.Task, report func(struc
 		return fmt.Errorf("task %s: spec of kind %q does not fit a %s executor", t.ID, spec.Kind, e.Type())
 	}
 	s := &subscriber{spec: spec, cfg: e.cfg, db: &localConn{dsn: e.cfg.DSN}, tail: newLogTail(spec.Subscription),
-		log: e.cfg.Logger.Named("subscriber").With("task", t.ID), pendingPII: map[string]uint64{}, started: time.Now()}
+		log: e.cfg.Logger.Named("subscriber").With("task", t.ID), pendingPII: map[string]uint64{}, started: time.Now(),
+		driftSince: map[string]int64{}}
 	defer s.close()
 	defer e.m.forget(t.ID)
 	every(ctx, e.cfg.Interval, func(ctx context.Context) bool {
@@ -70,6 +71,7 @@ type subscriber struct {
 	seenCounts  bool
 	lastHeard   time.Time
 	started     time.Time
+	driftSince  map[string]int64 // table -> when its current drift was first seen
 	lagBytes    int64
 }
 
@@ -125,8 +127,27 @@ func (s *subscriber) step(ctx context.Context) (*fsm.SubscriberResult, bool) {
 		issues = append(issues, s.converge(ctx, conn, src)...)
 	}
 	probeIssues := s.probe(ctx, conn, src, res)
-	res.Issues = append(issues, probeIssues...)
+	res.Issues = dedupe(append(issues, probeIssues...))
+	for i := range res.Issues {
+		if res.Issues[i].Code == fsm.IssuePermissionDenied {
+			res.Issues[i].Message += " (a mirror's agent needs a superuser role: PostgreSQL 15 lets only superusers own subscriptions)"
+		}
+	}
 	return res, false
+}
+
+// dedupe drops repeated issues (same code and message).
+func dedupe(issues []fsm.ReplicationIssue) []fsm.ReplicationIssue {
+	seen := map[string]bool{}
+	out := issues[:0]
+	for _, is := range issues {
+		k := is.Code + "\x00" + is.Message
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, is)
+		}
+	}
+	return out
 }
 
 func (s *subscriber) heard() time.Time {
@@ -784,6 +805,14 @@ func (s *subscriber) tables(ctx context.Context, conn *pgx.Conn, sub *subscripti
 		}
 		if st, ok := rels[ref.String()]; ok {
 			ts.State = relState(st)
+		}
+		if ts.Drift == "" {
+			delete(s.driftSince, ts.Name)
+		} else {
+			if s.driftSince[ts.Name] == 0 {
+				s.driftSince[ts.Name] = time.Now().UnixNano()
+			}
+			ts.DriftSince = s.driftSince[ts.Name]
 		}
 		out = append(out, ts)
 	}

@@ -55,7 +55,7 @@ func (e *syncExec) Run(ctx context.Context, t *fsm.Task, report func(structs.Tas
 	for _, st := range spec.Tenants {
 		s := &fsm.SyncTenantStatus{Tenant: st.Tenant, State: "pending", Since: now}
 		if st.Recorded != "" {
-			s.State = st.Recorded
+			s.State, s.Reason = st.Recorded, "as the federation recorded it"
 		}
 		c.states[st.Tenant] = s
 	}
