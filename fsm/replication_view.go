@@ -316,11 +316,14 @@ func (s *State) GlobalTableViews() []GlobalTableView {
 					reason = "digest " + rv.Digest + " differs from the writer's " + v.WriterDigest
 				}
 				v.Reasons = append(v.Reasons, "schema drift in "+r.Name+": "+reason)
+			case rv.State == ReplStatusPending:
+				v.Status = worst(v.Status, ReplStatusPending)
+				if len(rv.Issues) > 0 {
+					v.Reasons = append(v.Reasons, r.Name+": "+rv.Issues[0].Message)
+				}
 			case len(rv.Issues) > 0:
 				v.Status = worst(v.Status, ReplStatusDegraded)
 				v.Reasons = append(v.Reasons, r.Name+": "+rv.Issues[0].Message)
-			case rv.State == ReplStatusPending:
-				v.Status = worst(v.Status, ReplStatusPending)
 			}
 			v.Regions = append(v.Regions, rv)
 		}
