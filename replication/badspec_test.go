@@ -46,7 +46,7 @@ func TestBadSpecsLeaveDatabasesUntouched(t *testing.T) {
 	untouched := func(t *testing.T) {
 		t.Helper()
 		for r, want := range before {
-			if got := f.mustValue(r, fingerprint); got != want {
+			if got := f.with(t).mustValue(r, fingerprint); got != want {
 				t.Fatalf("the database of region %s changed", r)
 			}
 		}
@@ -69,6 +69,7 @@ func TestBadSpecsLeaveDatabasesUntouched(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			f := f.with(t)
 			f.putTenant(&fsm.Tenant{ID: tc.tenant, HomeRegion: "a", Mirrors: []string{"b"}, Tables: tc.tables})
 			f.waitRefused(tc.tenant, tc.code, tc.says)
 			// The mirror has looked at the spec too, and waits.
@@ -92,6 +93,7 @@ func TestBadSpecsLeaveDatabasesUntouched(t *testing.T) {
 	}
 
 	t.Run("unreachable region database", func(t *testing.T) {
+		f := f.with(t)
 		if err := f.pg["a"].Stop(); err != nil {
 			t.Fatal(err)
 		}

@@ -75,6 +75,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	f.waitStreaming("acme", "b")
 
 	t.Run("lag per tenant and mirror", func(t *testing.T) {
+		f := f.with(t)
 		testutil.Eventually(t, 30*time.Second, func() error {
 			for _, name := range []string{structs.MetricReplicationLagSeconds, structs.MetricReplicationLagBytes} {
 				if _, err := agentMetric(f.agents["b"], name, map[string]string{"tenant": "acme", "mirror": "b"}); err != nil {
@@ -89,6 +90,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	})
 
 	t.Run("permission error", func(t *testing.T) {
+		f := f.with(t)
 		v := f.waitIssue("acme", "c", fsm.IssuePermissionDenied, "permission denied")
 		t.Logf("the permission error in the API: %s", js(mirror(v, "c").Issues))
 		if m := mirror(v, "c"); m.LastError == nil || m.LastError.Code != fsm.IssuePermissionDenied {
@@ -101,6 +103,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	})
 
 	t.Run("conflict", func(t *testing.T) {
+		f := f.with(t)
 		f.exec("b", `INSERT INTO orders (tenant_id, id, amount, note) VALUES ('acme', 5000, 1, 'written on the mirror')`)
 		f.exec("a", `INSERT INTO orders (tenant_id, id, amount, note) VALUES ('acme', 5000, 2, 'written at home')`)
 		v := f.waitIssue("acme", "b", fsm.IssueConflict, "duplicate key")
@@ -116,6 +119,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	})
 
 	t.Run("missing table", func(t *testing.T) {
+		f := f.with(t)
 		tn := acme("b", "c")
 		tn.Tables = append(tn.Tables, fsm.TenantTable{Name: "refunds"})
 		f.putTenant(tn)
@@ -128,6 +132,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	})
 
 	t.Run("subscription down", func(t *testing.T) {
+		f := f.with(t)
 		if err := f.pg["a"].Stop(); err != nil {
 			t.Fatal(err)
 		}

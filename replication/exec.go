@@ -12,17 +12,28 @@ import (
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
+// settleInterval bounds the wait between steps while a task has not
+// settled (waiting for its publisher, copying, failing), so that setting up
+// or recovering takes seconds, not intervals.
+const settleInterval = time.Second
+
 // every runs step until ctx ends or step reports done, waiting interval
-// between steps.
-func every(ctx context.Context, interval time.Duration, step func(ctx context.Context) bool) {
+// between steps, or at most settleInterval when step says it is not
+// settled.
+func every(ctx context.Context, interval time.Duration, step func(ctx context.Context) (done, settled bool)) {
 	for {
-		if step(ctx) || ctx.Err() != nil {
+		done, settled := step(ctx)
+		if done || ctx.Err() != nil {
 			return
+		}
+		wait := interval
+		if !settled && wait > settleInterval {
+			wait = settleInterval
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
 	}
 }

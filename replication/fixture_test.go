@@ -93,6 +93,14 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 	return f
 }
 
+// with returns the fixture bound to a subtest, so that its helpers fail
+// the subtest and not its parent from the subtest's goroutine.
+func (f *fed) with(t *testing.T) *fed {
+	c := *f
+	c.t = t
+	return &c
+}
+
 func testLogger(name string) hclog.Logger {
 	level := os.Getenv("ATOMFED_TEST_LOG")
 	if level == "" {

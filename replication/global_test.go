@@ -123,4 +123,25 @@ func TestGlobalTableReplicatesFromWriterAndDriftIsDetectedWithinOneInterval(t *t
 		}
 		return nil
 	})
+
+	// No longer global: publication, subscriptions and slots go, the
+	// regions keep their copies.
+	copyB := f.mustValue("b", `SELECT count(*)::text FROM currencies`)
+	if err := f.api.DeleteGlobalTable(f.ctx(30*time.Second), "currencies", nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, c := range []struct{ region, sql, want string }{
+			{"a", `SELECT count(*)::text FROM pg_publication`, "0"},
+			{"a", `SELECT count(*)::text FROM pg_replication_slots`, "0"},
+			{"b", `SELECT count(*)::text FROM pg_subscription`, "0"},
+			{"c", `SELECT count(*)::text FROM pg_subscription`, "0"},
+			{"b", `SELECT count(*)::text FROM currencies`, copyB},
+		} {
+			if got := f.mustValue(c.region, c.sql); got != c.want {
+				return fmt.Errorf("%s: %s = %s, want %s", c.region, c.sql, got, c.want)
+			}
+		}
+		return nil
+	})
 }

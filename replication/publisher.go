@@ -46,14 +46,14 @@ func (p *publisherExec) Run(ctx context.Context, t *fsm.Task, report func(struct
 	if p.kind == fsm.KindGlobal {
 		name = spec.Region
 	}
-	every(ctx, p.cfg.Interval, func(ctx context.Context) bool {
+	every(ctx, p.cfg.Interval, func(ctx context.Context) (bool, bool) {
 		res, done := pub.step(ctx)
 		if ctx.Err() != nil {
-			return true
+			return true, true
 		}
 		p.m.observeIssues(t.ID, p.kind, name, spec.Region, res.Issues)
 		report(status(res.Issues, done, res))
-		return done
+		return done, res.State == fsm.ReplReady && len(res.Issues) == 0
 	})
 	return nil
 }

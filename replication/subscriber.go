@@ -45,14 +45,14 @@ func (e *subscriberExec) Run(ctx context.Context, t *fsm.Task, report func(struc
 		driftSince: map[string]int64{}}
 	defer s.close()
 	defer e.m.forget(t.ID)
-	every(ctx, e.cfg.Interval, func(ctx context.Context) bool {
+	every(ctx, e.cfg.Interval, func(ctx context.Context) (bool, bool) {
 		res, done := s.step(ctx)
 		if ctx.Err() != nil {
-			return true
+			return true, true
 		}
 		e.m.observeSubscriber(t.ID, &spec, res)
 		report(status(res.Issues, done, res))
-		return done
+		return done, res.State == fsm.ReplStreaming && len(res.Issues) == 0
 	})
 	return nil
 }
@@ -505,8 +505,8 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 }
 
 // refresh makes the subscription's tables those of the publication:
-// tables added get the tenant's stale rows cleared before their copy,
-// tables removed lose the tenant's rows after.
+// tables added get the tenant's stale rows (a global table's whole copy)
+// cleared before their copy, tables removed lose the tenant's rows after.
 func (s *subscriber) refresh(ctx context.Context, conn *pgx.Conn, sub *subscriptionRow) *fsm.ReplicationIssue {
 	rels, err := subscriptionRels(ctx, conn, sub.OID)
 	if err != nil {
@@ -541,6 +541,9 @@ func (s *subscriber) refresh(ctx context.Context, conn *pgx.Conn, sub *subscript
 	var gone []plannedTable
 	for _, r := range removed {
 		gone = append(gone, plannedTable{ref: r})
+	}
+	if s.spec.Kind != fsm.KindTenant {
+		gone = nil // a global table that is no longer replicated keeps its copy
 	}
 	if err := s.purge(ctx, conn, gone); err != nil {
 		is := issueFromErr("", "clear the tenant's rows of a removed table", err)

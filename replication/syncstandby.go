@@ -60,10 +60,10 @@ func (e *syncExec) Run(ctx context.Context, t *fsm.Task, report func(structs.Tas
 		c.states[st.Tenant] = s
 	}
 	last := ""
-	every(ctx, syncInterval, func(ctx context.Context) bool {
+	every(ctx, syncInterval, func(ctx context.Context) (bool, bool) {
 		res, done := c.step(ctx)
 		if ctx.Err() != nil {
-			return true
+			return true, true
 		}
 		e.m.observeIssues(t.ID, fsm.KindTenant, "", spec.Region, res.Issues)
 		// Report at once on a change; otherwise every interval of the
@@ -76,7 +76,7 @@ func (e *syncExec) Run(ctx context.Context, t *fsm.Task, report func(structs.Tas
 			report(status(res.Issues, done, res))
 			last, c.lastReport = key, time.Now()
 		}
-		return done
+		return done, true
 	})
 	return nil
 }

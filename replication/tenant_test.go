@@ -234,7 +234,7 @@ func TestDeletingTenantLeavesNoPublicationSubscriptionOrSlot(t *testing.T) {
 		}
 		for _, tk := range tasks {
 			if strings.Contains(tk.ID, "/acme") {
-				return fmt.Errorf("task %s (%s) is still there", tk.ID, tk.Status)
+				return fmt.Errorf("task %s is still there: %s", tk.ID, js(tk))
 			}
 		}
 		return nil

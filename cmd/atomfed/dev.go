@@ -80,6 +80,10 @@ func runDev(o devOptions) error {
 		if !o.keep {
 			defer os.RemoveAll(d)
 		}
+		// Each region's PostgreSQL may run as the postgres user.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
 	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
 	var join []string

@@ -157,6 +157,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if c.cred, err = runAs(); err != nil {
 		return nil, err
 	}
+	if err := reachable(dir, c.cred); err != nil {
+		return nil, err
+	}
 	if err := c.initdb(ctx); err != nil {
 		return nil, err
 	}
@@ -191,6 +194,35 @@ func runAs() (*syscall.Credential, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// reachable checks that the server's user can get to dir: every ancestor
+// must be searchable by it, which a root-owned 0700 temporary directory
+// is not.
+func reachable(dir string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if ok {
+			mode := st.Mode().Perm()
+			switch {
+			case sys.Uid == cred.Uid && mode&0o100 != 0:
+			case sys.Gid == cred.Gid && mode&0o010 != 0:
+			case mode&0o001 != 0:
+			default:
+				return fmt.Errorf("the postgres user cannot reach %s: %s is mode %o; make it searchable (chmod o+x) or start PostgreSQL elsewhere", dir, d, mode)
+			}
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // own hands a path to the user the server runs as.
