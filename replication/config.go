@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,6 +27,8 @@ const (
 	// a config reload.
 	syncInterval = 250 * time.Millisecond
 )
+
+var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Config configures the replication executors of one agent. cmd builds it
 // from flags and the environment.
@@ -56,6 +60,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := pgx.ParseConfig(c.DSN); err != nil {
 		return fmt.Errorf("POSTGRES_DSN does not parse (%s)", redact(err))
+	}
+	if c.ReplicationUser != "" && !identRe.MatchString(c.ReplicationUser) {
+		return fmt.Errorf("--replication-user %q must be a plain role name (lower-case letters, digits, '_')", c.ReplicationUser)
+	}
+	if strings.ContainsAny(c.ReplicationPassfile, "'\\") {
+		return fmt.Errorf("--replication-passfile must not contain quotes or backslashes")
 	}
 	if c.ReplicationPassfile == "" {
 		return errors.New("replication needs a passfile with the replication role's password (--replication-passfile)")

@@ -447,6 +447,19 @@ func (s *subscriber) connInfo() string {
 	return sourceConnString(s.spec.SourceDB, s.cfg.ReplicationUser, s.cfg.ReplicationPassfile)
 }
 
+// sameSource reports whether two of our connection strings reach the same
+// database (host, port and dbname come first in them).
+func sameSource(a, b string) bool {
+	key := func(c string) string {
+		f := strings.Fields(c)
+		if len(f) < 3 {
+			return c
+		}
+		return strings.Join(f[:3], " ")
+	}
+	return key(a) == key(b)
+}
+
 func (s *subscriber) syncCommit() string {
 	if s.spec.Sync {
 		return "on"
@@ -464,12 +477,17 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 	}
 	name := ident(s.spec.Subscription)
 	if sub != nil && sub.ConnInfo != s.connInfo() {
-		// The source moved: a slot there would not know this subscription.
-		s.log.Warn("the source's endpoint changed; re-creating the subscription")
-		if err := dropSubscription(ctx, conn, s.spec.Subscription); err != nil {
-			return fail("drop the subscription to re-create it", err)
+		if !sameSource(sub.ConnInfo, s.connInfo()) {
+			// The source moved: a slot there would not know this
+			// subscription, so it starts over with a fresh copy.
+			s.log.Warn("the source's endpoint changed; re-creating the subscription")
+			if err := dropSubscription(ctx, conn, s.spec.Subscription); err != nil {
+				return fail("drop the subscription to re-create it", err)
+			}
+			sub = nil
+		} else if _, err := conn.Exec(ctx, "ALTER SUBSCRIPTION "+name+" CONNECTION "+quoteLiteral(s.connInfo())); err != nil {
+			return fail("change the subscription's connection (role or passfile)", err)
 		}
-		sub = nil
 	}
 	if sub == nil {
 		if err := s.purge(ctx, conn, s.plan); err != nil {
