@@ -475,10 +475,17 @@ func (a *Agent) sendReport() {
 			delete(a.pending, sent.ID)
 		}
 	}
+	sentGen := make(map[string]uint64, len(rep.Tasks))
+	for _, sent := range rep.Tasks {
+		sentGen[sent.ID] = sent.Generation
+	}
 	for _, id := range res.Fenced {
 		// The leader moved this task away from us: stop it now rather than
-		// wait for the watch to say so.
-		if r := a.running[id]; r != nil {
+		// wait for the watch to say so. Only the generation the report was
+		// about: a newer one may already run here (the watch delivered it
+		// while the report was in flight), and stopping that one would
+		// leave the task assigned to us and never run.
+		if r := a.running[id]; r != nil && r.task.Generation == sentGen[id] {
 			a.log.Warn("report fenced: task no longer ours", "task", id, "generation", r.task.Generation)
 			a.stopLocked(id, r)
 		}
