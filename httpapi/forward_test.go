@@ -83,6 +83,7 @@ func TestForwardLoopRefused(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{})
 	l := c.WaitLeader()
 	mustWrite(t, l, http.MethodPut, "/v1/regions/home", regionJSON("home"), http.StatusCreated)
+	c.Settle() // the region's probe task is created asynchronously
 	marked := http.Header{"X-Atomfed-Forwarded-By": {"s9"}}
 	for _, f := range c.Followers() {
 		before := stateOf(t, l, "")

@@ -53,7 +53,7 @@ func TestBadSpecsLeaveDatabasesUntouched(t *testing.T) {
 	}
 
 	t.Run("PII column that is the tenant key is refused at once", func(t *testing.T) {
-		resp := f.c.Nodes[0].Do(t, http.MethodPut, "/v1/tenants/t0", []byte(`{"home_region":"a","mirrors":["b"],"tables":[{"name":"orders","pii_columns":["tenant_id"]}]}`), nil)
+		resp := f.with(t).do(f.c.Nodes[0], http.MethodPut, "/v1/tenants/t0", []byte(`{"home_region":"a","mirrors":["b"],"tables":[{"name":"orders","pii_columns":["tenant_id"]}]}`))
 		if d, ok := resp.ErrorDetail(); resp.Status != http.StatusBadRequest || !ok || d.Code != "invalid_tables" {
 			t.Fatalf("got %d %s", resp.Status, resp.Body)
 		}
@@ -84,9 +84,7 @@ func TestBadSpecsLeaveDatabasesUntouched(t *testing.T) {
 				return nil
 			})
 			untouched(t)
-			if err := f.api.DeleteTenant(f.ctx(30*time.Second), tc.tenant, nil); err != nil {
-				t.Fatal(err)
-			}
+			f.deleteTenant(tc.tenant)
 			f.waitGone(tc.tenant)
 			untouched(t)
 		})

@@ -60,7 +60,7 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 	ctx := f.ctx(30 * time.Second)
 	for i, r := range regions {
 		reg := &fsm.Region{Name: r, URL: f.c.Nodes[i%len(f.c.Nodes)].URL}
-		testutil.Eventually(t, 15*time.Second, func() error { _, err := f.api.RegisterRegion(ctx, reg, nil); return err })
+		f.write("register region "+r, func(ctx context.Context) error { _, err := f.api.RegisterRegion(ctx, reg, nil); return err })
 	}
 	for _, r := range regions {
 		pg := f.pg[r]
@@ -167,11 +167,43 @@ func (f *fed) mustValue(region, sql string, args ...any) string {
 	return v
 }
 
+// write runs a write through the API, again while it meets a leader
+// election (a 503 that says nothing was applied), and fails the test on
+// any other error.
+func (f *fed) write(what string, op func(ctx context.Context) error) {
+	f.t.Helper()
+	testutil.Eventually(f.t, 30*time.Second, func() error {
+		err := op(f.ctx(30 * time.Second))
+		if err != nil && !client.IsCode(err, "no_leader") && !client.IsCode(err, "busy") {
+			f.t.Fatalf("%s: %v", what, err)
+		}
+		return err
+	})
+}
+
 func (f *fed) putTenant(tn *fsm.Tenant) {
 	f.t.Helper()
-	if _, err := f.api.PutTenant(f.ctx(30*time.Second), tn, nil); err != nil {
-		f.t.Fatalf("put tenant %s: %v", tn.ID, err)
-	}
+	f.write("put tenant "+tn.ID, func(ctx context.Context) error { _, err := f.api.PutTenant(ctx, tn, nil); return err })
+}
+
+func (f *fed) deleteTenant(id string) {
+	f.t.Helper()
+	f.write("delete tenant "+id, func(ctx context.Context) error { return f.api.DeleteTenant(ctx, id, nil) })
+}
+
+// do sends a raw request to a server until the answer is not a retryable
+// 503.
+func (f *fed) do(n *testcluster.Node, method, path string, body any) *testcluster.Response {
+	f.t.Helper()
+	var r *testcluster.Response
+	testutil.Eventually(f.t, 30*time.Second, func() error {
+		r = n.Do(f.t, method, path, body, nil)
+		if d, ok := r.ErrorDetail(); ok && r.Status == http.StatusServiceUnavailable && d.Code != "outcome_unknown" {
+			return fmt.Errorf("%d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	return r
 }
 
 func (f *fed) replication(id string) (*fsm.TenantReplication, error) {
@@ -261,7 +293,7 @@ func hasColumn(f *fed, region, table, col string) bool {
 // serverMetrics returns a server's /metrics text.
 func (f *fed) serverMetrics(n *testcluster.Node) string {
 	f.t.Helper()
-	resp := n.Do(f.t, http.MethodGet, "/metrics", nil, nil)
+	resp := f.do(n, http.MethodGet, "/metrics", nil)
 	return string(resp.Body)
 }
 

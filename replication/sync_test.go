@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
@@ -27,22 +28,23 @@ func (f *fed) waitSync(id, recorded, current string) *fsm.TenantReplication {
 	return v
 }
 
-func (f *fed) auditIndex() uint64 {
+func (f *fed) audit() *client.AuditStatus {
 	f.t.Helper()
-	a, err := f.api.Audit(f.ctx(10*time.Second), nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return a.Index
+	var a *client.AuditStatus
+	testutil.Eventually(f.t, 30*time.Second, func() error {
+		var err error
+		a, err = f.api.Audit(f.ctx(10*time.Second), nil)
+		return err
+	})
+	return a
 }
+
+func (f *fed) auditIndex() uint64 { return f.audit().Index }
 
 // auditSince returns the recent audit entries after index.
 func (f *fed) auditSince(index uint64) []fsm.AuditEntry {
 	f.t.Helper()
-	a, err := f.api.Audit(f.ctx(10*time.Second), nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	a := f.audit()
 	var out []fsm.AuditEntry
 	for _, e := range a.Recent {
 		if e.Index > index {

@@ -209,9 +209,7 @@ func TestDeletingTenantLeavesNoPublicationSubscriptionOrSlot(t *testing.T) {
 	f.waitStreaming("globex", "b")
 	f.waitSame("orders", "acme", orderCols, "a", "b", "c")
 
-	if err := f.api.DeleteTenant(f.ctx(30*time.Second), "acme", nil); err != nil {
-		t.Fatal(err)
-	}
+	f.deleteTenant("acme")
 	testutil.Eventually(t, 60*time.Second, func() error {
 		checks := []struct{ region, sql, want string }{
 			{"a", `SELECT count(*)::text FROM pg_publication WHERE pubname = '` + fsm.TenantPublication("acme") + `'`, "0"},
@@ -245,7 +243,7 @@ func TestDeletingTenantLeavesNoPublicationSubscriptionOrSlot(t *testing.T) {
 	f.exec("a", `INSERT INTO orders VALUES ('globex', 101, 1, 'after', 'e@x')`)
 	f.waitStreaming("globex", "b")
 	f.waitSame("orders", "globex", orderCols, "a", "b")
-	resp := f.c.Nodes[0].Do(t, http.MethodGet, "/v1/tenants/acme/replication", nil, nil)
+	resp := f.do(f.c.Nodes[0], http.MethodGet, "/v1/tenants/acme/replication", nil)
 	if d, ok := resp.ErrorDetail(); resp.Status != http.StatusNotFound || !ok || d.Code != "tenant_not_found" {
 		t.Fatalf("GET replication of a deleted tenant: %d %s", resp.Status, resp.Body)
 	}

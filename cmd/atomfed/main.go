@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),
+		newGlobalTableCmd(),
 		newMembersCmd(),
 		newOperatorCmd(),
 		newSnapshotCmd(),
