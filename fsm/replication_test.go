@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"regexp"
 	"strings"
@@ -189,5 +190,36 @@ func TestReplicationNamesAreIdentifiersAndDistinct(t *testing.T) {
 				t.Fatalf("slot prefix of %q contains that of %q: teardown of one would drop the other's slots", a, b)
 			}
 		}
+	}
+}
+
+func TestTenantReplicationViewFromReports(t *testing.T) {
+	s := newState()
+	s.Tenants["acme"] = &Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b", "c"}, Tables: []TenantTable{{Name: "orders"}}}
+	s.Tenants["bare"] = &Tenant{ID: "bare", HomeRegion: "a"}
+	task := func(id, typ, region, ensure string, result any) {
+		spec, _ := json.Marshal(map[string]string{"ensure": ensure})
+		res, _ := json.Marshal(result)
+		s.Tasks[id] = &Task{ID: id, Type: typ, Region: region, Agent: region + "-a1", Status: TaskRunning, Spec: spec, Result: res}
+	}
+	task(TenantPublisherTaskID("acme", "a"), TaskTypeTenantPublisher, "a", EnsurePresent, PublisherResult{State: ReplReady, Publication: "p"})
+	task(TenantSubscriberTaskID("acme", "b"), TaskTypeTenantSubscriber, "b", EnsurePresent, SubscriberResult{State: ReplStreaming, LagSeconds: 0.5, LagBytes: 10})
+	task(TenantSubscriberTaskID("acme", "c"), TaskTypeTenantSubscriber, "c", EnsurePresent, SubscriberResult{State: ReplStreaming})
+	task(TenantSubscriberTaskID("acme", "d"), TaskTypeTenantSubscriber, "d", EnsureAbsent, SubscriberResult{State: ReplWaiting})
+	v, ok := s.TenantReplicationView("acme")
+	if !ok || v.Status != ReplStatusOK || len(v.Mirrors) != 3 || v.Mirrors[0].LagSeconds != 0.5 || v.Mirrors[2].Ensure != EnsureAbsent {
+		t.Fatalf("view: %+v", v)
+	}
+	task(TenantSubscriberTaskID("acme", "c"), TaskTypeTenantSubscriber, "c", EnsurePresent, SubscriberResult{State: ReplStreaming,
+		Issues: []ReplicationIssue{{Code: IssueSchemaDrift, Message: "schema drift in orders"}}})
+	v, _ = s.TenantReplicationView("acme")
+	if v.Status != ReplStatusDegraded || v.Mirrors[1].LastError == nil || v.Mirrors[1].LastError.Code != IssueSchemaDrift {
+		t.Fatalf("a mirror with an issue must degrade the tenant and show as its last error: %+v", v)
+	}
+	if v, ok := s.TenantReplicationView("bare"); !ok || v.Status != ReplStatusOK {
+		t.Fatalf("a tenant without tables: %+v", v)
+	}
+	if _, ok := s.TenantReplicationView("nobody"); ok {
+		t.Fatal("a view for a tenant that never existed")
 	}
 }

@@ -185,6 +185,9 @@ func tenantStatus(t *Tenant, v *TenantReplication) (string, []string) {
 	if t == nil {
 		return ReplStatusPending, []string{"the tenant is deleted; its replication is being torn down"}
 	}
+	if len(t.Tables) == 0 && v.Publisher == nil && len(v.Mirrors) == 0 {
+		return ReplStatusOK, []string{"the tenant lists no tables: nothing to replicate"}
+	}
 	if p := v.Publisher; p == nil || p.State == ReplStatusPending {
 		worse(ReplStatusPending)
 		reasons = append(reasons, "the home's publisher has not reported yet")
