@@ -35,6 +35,9 @@ type AgentAPI interface {
 	ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error
 	// RegionDatabase reads the recorded endpoint of a region's database.
 	RegionDatabase(ctx context.Context, region string) (*fsm.RegionDatabase, error)
+	// AgentRegister registers the agent's signing key as a trust member
+	// (idempotent); its reports are signed with that key.
+	AgentRegister(ctx context.Context, node string) error
 }
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
@@ -65,6 +68,8 @@ type AgentConfig struct {
 	Memberlist *memberlist.Config
 	// HeartbeatInterval is how often the agent reports even without news.
 	HeartbeatInterval time.Duration
+	// GossipKey, when set, encrypts Serf gossip; it must be the servers'.
+	GossipKey []byte
 	// Executors are the task types this agent runs.
 	Executors []Executor
 	// Database is the secret-free endpoint of the region's PostgreSQL,
@@ -119,9 +124,11 @@ type Agent struct {
 	gens     map[string]uint64 // highest generation seen per task (fencing)
 	pending  map[string]fsm.TaskReport
 	reportCh chan struct{}
-	leaving  bool
-	stopOnce sync.Once
-	stopErr  error
+	// registered is closed once the agent's key is a trust member.
+	registered chan struct{}
+	leaving    bool
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 type runningTask struct {
@@ -164,6 +171,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		gens:     map[string]uint64{},
 		pending:  map[string]fsm.TaskReport{},
 		reportCh: make(chan struct{}, 1),
+
+		registered: make(chan struct{}),
 	}
 	for _, e := range cfg.Executors {
 		a.execs[e.Type()] = e
@@ -179,6 +188,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a.api = cfg.NewAPI(a.Servers)
 	a.goFn(a.drainEvents)
 	a.goFn(a.joinLoop)
+	a.goFn(a.registerKey)
 	a.goFn(a.watchLoop)
 	a.goFn(a.reportLoop)
 	if cfg.Database != nil {
@@ -206,7 +216,7 @@ func (a *Agent) capabilities() []string {
 }
 
 func (a *Agent) setupSerf() error {
-	conf, err := serfConfig(nil, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
+	conf, err := serfConfig(a.cfg.GossipKey, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
 	if err != nil {
 		return err
 	}
@@ -293,8 +303,41 @@ func (a *Agent) Servers() []string {
 	return append(local, remote...)
 }
 
+// registerKey registers the agent's key as a trust member, retrying until a
+// server accepts it, then opens the registered channel: nothing is watched
+// or reported before, since reports are signed with that key.
+func (a *Agent) registerKey() {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		err := a.api.AgentRegister(ctx, a.cfg.NodeID)
+		cancel()
+		if err == nil {
+			a.log.Info("agent key registered")
+			close(a.registered)
+			return
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			a.log.Warn("registering the agent key failed; retrying", "error", err)
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
 // watchLoop follows the agent's assignments with blocking queries.
 func (a *Agent) watchLoop() {
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-a.registered:
+	}
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for a.ctx.Err() == nil {
@@ -433,6 +476,11 @@ func (a *Agent) record(t *fsm.Task, st TaskStatus) {
 // reportLoop sends heartbeats with queued task reports: at once (batched
 // over 100 ms) when a status changes, else every HeartbeatInterval.
 func (a *Agent) reportLoop() {
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-a.registered:
+	}
 	tick := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	for {

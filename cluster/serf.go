@@ -87,6 +87,9 @@ func (s *Server) tags() map[string]string {
 	if s.cfg.NonVoter {
 		t[TagNonVoter] = "1"
 	}
+	if s.cfg.Signer != nil {
+		t[TagPublicKey] = publicKeyTag(s.cfg.Signer.PublicPEM)
+	}
 	if s.bootstrapped.Load() {
 		t[TagBootstrapped] = "1"
 	}
@@ -95,7 +98,7 @@ func (s *Server) tags() map[string]string {
 
 // setupSerf creates the Serf member with this server's tags.
 func (s *Server) setupSerf() error {
-	conf, err := serfConfig(s.cfg, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
+	conf, err := serfConfig(s.cfg.GossipKey, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
 	if err != nil {
 		return err
 	}
@@ -114,7 +117,7 @@ func (s *Server) setupSerf() error {
 }
 
 // serfConfig builds a Serf configuration shared by servers and agents.
-func serfConfig(_ *Config, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
+func serfConfig(gossipKey []byte, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
 	conf := serf.DefaultConfig()
 	conf.NodeName = node
 	if ml != nil {
@@ -138,6 +141,10 @@ func serfConfig(_ *Config, node, bind, advertise string, ml *memberlist.Config, 
 	std := logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	conf.Logger = std
 	mc.Logger = std
+	if len(gossipKey) > 0 {
+		mc.SecretKey = gossipKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	conf.LogOutput = nil
 	mc.LogOutput = nil
 	conf.EnableNameConflictResolution = true

@@ -58,6 +58,8 @@ type Server struct {
 	leaderHTTP     atomic.Pointer[map[string]string] // server id -> http URL
 	failedSince    map[string]time.Time              // leader-only, guarded by leaderMu
 	readBarrier    *readBarrier
+	followerReads  *readBarrier // a follower's read-index requests, shared
+	fwd            *fwdClient   // a follower's connections to the leader
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
 	shutdownCancel context.CancelFunc
@@ -107,12 +109,20 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	}
 	empty := map[string]string{}
 	s.leaderHTTP.Store(&empty)
-	s.readBarrier = newReadBarrier(s.verifyLeader)
+	s.readBarrier = newReadBarrier(func() (uint64, error) { return 0, s.verifyLeader() })
+	s.fwd = &fwdClient{s: s}
+	s.followerReads = newReadBarrier(func() (uint64, error) {
+		ctx, cancel := context.WithTimeout(s.shutdownCtx, 10*time.Second)
+		defer cancel()
+		return s.fetchReadIndex(ctx)
+	})
 	s.routines = append(s.routines,
 		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
 		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
 		leaderRoutine{name: "sync-audit", fn: s.syncAuditRoutine},
+		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
+		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 	)
 	for _, r := range routines {
 		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})
@@ -201,6 +211,8 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return err
 	}
+	stream.tls = s.cfg.TLS
+	stream.fwd = s.serveForward
 	s.stream = stream
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,
@@ -366,6 +378,7 @@ func (s *Server) Shutdown() error {
 	s.shutdownOnce.Do(func() {
 		s.logger.Info("shutting down")
 		s.shutdownCancel()
+		s.fwd.closeAll()
 		if s.serf != nil {
 			if e := s.serf.Shutdown(); e != nil {
 				err = errors.Join(err, fmt.Errorf("serf shutdown: %w", e))

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +25,15 @@ type streamLayer struct {
 	accepted map[*acceptedConn]struct{}
 	handlers sync.WaitGroup
 	draining bool
+	tls      *TLSConfig
+
+	// Connections whose first byte is fwdMagic carry the forwarding RPC
+	// (fwd handles them); every other one is raft's.
+	fwd      func(net.Conn)
+	raftCh   chan net.Conn
+	closed   chan struct{}
+	once     sync.Once
+	startOne sync.Once
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -50,26 +61,95 @@ func newStreamLayer(bind, advertise string, dial func(string, time.Duration) (ne
 			return net.DialTimeout("tcp", address, timeout)
 		}
 	}
-	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{}}, nil
+	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{},
+		raftCh: make(chan net.Conn), closed: make(chan struct{})}, nil
 }
 
-// Accept accepts a peer's connection and tracks it until it is closed.
+// fwdMagic opens a forwarding-RPC connection on the raft port; raft's own
+// RPC types are small numbers.
+const fwdMagic byte = 0xA7
+
+// routeTimeout bounds how long a new connection may take to complete its
+// TLS handshake and send its first byte.
+const routeTimeout = 10 * time.Second
+
+// Accept returns the next raft connection. Connections are accepted and
+// routed in the background, so a slow peer never holds up the others.
 func (s *streamLayer) Accept() (net.Conn, error) {
-	c, err := s.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
-		c.Close()
+	s.startOne.Do(func() { go s.acceptLoop() })
+	select {
+	case c := <-s.raftCh:
+		return c, nil
+	case <-s.closed:
 		return nil, net.ErrClosed
 	}
-	ac := &acceptedConn{Conn: c, s: s}
-	s.accepted[ac] = struct{}{}
-	s.handlers.Add(1)
-	return ac, nil
 }
+
+func (s *streamLayer) acceptLoop() {
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			s.stop()
+			return
+		}
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		ac := &acceptedConn{Conn: c, s: s}
+		s.accepted[ac] = struct{}{}
+		s.handlers.Add(1)
+		s.mu.Unlock()
+		go s.route(ac)
+	}
+}
+
+// route completes the TLS handshake (a peer without a certificate of the
+// federation CA gets no further), reads the first byte and hands the
+// connection to raft or to the forwarding RPC.
+func (s *streamLayer) route(ac *acceptedConn) {
+	var c net.Conn = ac
+	if s.tls != nil {
+		c = tls.Server(ac, s.tls.Server)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(routeTimeout))
+	br := bufio.NewReader(c)
+	first, err := br.Peek(1)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	pc := &peekedConn{Conn: c, r: br}
+	if first[0] == fwdMagic && s.fwd != nil {
+		_, _ = br.ReadByte()
+		s.fwd(pc)
+		return
+	}
+	select {
+	case s.raftCh <- pc:
+	case <-s.closed:
+		c.Close()
+	}
+}
+
+func (s *streamLayer) stop() { s.once.Do(func() { close(s.closed) }) }
+
+// Close stops accepting.
+func (s *streamLayer) Close() error {
+	s.stop()
+	return s.Listener.Close()
+}
+
+// peekedConn replays the byte read while routing.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // drain closes every accepted connection and waits, up to timeout, until
 // the transport's handlers have closed theirs too. Raft answers heartbeats
@@ -120,5 +200,24 @@ func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 // Dial opens a stream to a peer.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return s.dial(string(address), timeout)
+	c, err := s.dial(string(address), timeout)
+	if err != nil || s.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, s.tls.Client)
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft TLS handshake with %s: %w", address, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// TLSConfig secures the Raft transport: Server verifies every peer's
+// client certificate (mutual TLS), Client presents this server's
+// certificate and checks the peer's.
+type TLSConfig struct {
+	Server *tls.Config
+	Client *tls.Config
 }

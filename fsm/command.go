@@ -68,6 +68,11 @@ type RegionUpsert struct {
 	Region Region  `json:"region"`
 	CAS    *uint64 `json:"cas,omitempty"` // expected modify index; 0 = create only
 	At     int64   `json:"at"`            // leader's clock, unix nanoseconds
+	// Auth is the region's signature over the request (policy P2). A first
+	// registration is signed by the key in PublicKey, proving possession;
+	// later ones by a valid key of the region.
+	Auth      *SignedAuth `json:"auth,omitempty"`
+	PublicKey string      `json:"public_key,omitempty"`
 }
 
 // RegionDelete removes a region that no tenant uses.
@@ -137,6 +142,8 @@ type AgentReport struct {
 	Node  string       `json:"node"`
 	Tasks []TaskReport `json:"tasks,omitempty"`
 	At    int64        `json:"at"`
+	// Auth is the agent's signature (agent-to-server writes are signed).
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 // TaskReport is one task's status as its agent sees it.
@@ -150,8 +157,9 @@ type TaskReport struct {
 
 // AgentLeave is an agent's graceful leave: it hands back its tasks.
 type AgentLeave struct {
-	Node string `json:"node"`
-	At   int64  `json:"at"`
+	Node string      `json:"node"`
+	At   int64       `json:"at"`
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 // Encode builds a log entry: the type byte, the codec version byte, then the
@@ -172,4 +180,31 @@ func decodeBody(v byte, body []byte, out any) error {
 		return fmt.Errorf("unknown codec version %d", v)
 	}
 	return json.Unmarshal(body, out)
+}
+
+// ResultValue returns a pointer to a zero value of the type Apply returns
+// for a command of type t, for decoding a result that crossed the network
+// (a follower forwarding to the leader).
+func ResultValue(t MessageType) any {
+	switch t {
+	case RegionUpsertType:
+		return &Region{}
+	case TenantUpsertType:
+		return &Tenant{}
+	case RegionDeleteType, TenantDeleteType, AgentDeleteType, MemberDeleteType, TokenDeleteType:
+		return &Deleted{}
+	case AgentUpsertType:
+		return &Agent{}
+	case AgentReportType:
+		return &ReportResult{}
+	case MemberRegisterType, KeyRotateType, KeyRevokeType, ServerKeySetType:
+		return &Member{}
+	case TokenCreateType:
+		return &Token{}
+	case PolicySetType:
+		return &Policy{}
+	case ApprovalCreateType, ApprovalVoteType:
+		return &Approval{}
+	}
+	return &map[string]any{}
 }

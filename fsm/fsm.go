@@ -1,10 +1,12 @@
 package fsm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +28,9 @@ type Entry struct {
 	Term    uint64 // raft term of the leader that appended it
 	Version byte   // body codec version
 	Body    []byte
+	// Approved is set when the command is applied by the approval that
+	// gated it, in the entry that recorded the last approval.
+	Approved bool
 }
 
 // decode parses the entry's body into out or panics with its index.
@@ -69,6 +74,14 @@ type FSM struct {
 
 	watchMu sync.Mutex
 	watchCh chan struct{}
+
+	// applied is the raft index of the last entry handed to the FSM
+	// (commands and configuration entries, changing or not); appliedCh is
+	// closed and replaced every time it moves. Followers serve linearizable
+	// reads once applied reaches the leader's (ReadIndex).
+	applied   atomic.Uint64
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
 }
 
 var (
@@ -82,10 +95,11 @@ func New(logger hclog.Logger, reg prometheus.Registerer) *FSM {
 		logger = hclog.NewNullLogger()
 	}
 	return &FSM{
-		logger:  logger.Named("fsm"),
-		metrics: newMetrics(reg),
-		state:   newState(),
-		watchCh: make(chan struct{}),
+		logger:    logger.Named("fsm"),
+		metrics:   newMetrics(reg),
+		state:     newState(),
+		watchCh:   make(chan struct{}),
+		appliedCh: make(chan struct{}),
 	}
 }
 
@@ -117,7 +131,38 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if changed {
 		f.notify()
 	}
+	if n := len(logs); n > 0 {
+		f.setApplied(logs[n-1].Index)
+	}
 	return out
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.appliedMu.Lock()
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	f.appliedMu.Unlock()
+}
+
+// AppliedIndex returns the raft index of the last entry the FSM applied.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// WaitApplied blocks until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.appliedMu.Lock()
+		ch := f.appliedCh
+		f.appliedMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // applyOne applies a command entry with f.mu held. It panics when the entry
@@ -206,6 +251,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	s := f.state.clone()
 	f.mu.RUnlock()
+	s.applied = f.applied.Load()
 	return &fsmSnapshot{state: s, metrics: f.metrics}, nil
 }
 
@@ -223,6 +269,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	f.state = s
 	f.mu.Unlock()
 	f.notify()
+	f.setApplied(s.applied)
 	f.metrics.restore.Observe(time.Since(start).Seconds())
 	f.logger.Info("restored state from snapshot", "index", s.Index, "audit_head", s.AuditHead,
 		"regions", len(s.Regions), "tenants", len(s.Tenants))

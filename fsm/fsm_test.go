@@ -6,33 +6,107 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/internal/signing"
 )
 
-// harness applies commands at increasing indexes, as raft would.
+// harness applies commands at increasing indexes, as raft would. It signs
+// region and agent writes that carry no signature with a per-member key, so
+// tests about other things need not.
 type harness struct {
 	t     *testing.T
 	f     *FSM
 	index uint64
+	keys  map[string]*signing.Signer
+	nonce int
+	log   []*raft.Log // every entry applied, to replay elsewhere
 }
 
 func newHarness(t *testing.T) *harness {
-	return &harness{t: t, f: New(nil, prometheus.NewRegistry())}
+	return &harness{t: t, f: New(nil, prometheus.NewRegistry()), keys: map[string]*signing.Signer{}}
+}
+
+// key returns the test key of a member, made on first use.
+func (h *harness) key(member string) *signing.Signer {
+	if h.keys == nil {
+		h.keys = map[string]*signing.Signer{}
+	}
+	if k := h.keys[member]; k != nil {
+		return k
+	}
+	k, err := signing.NewSigner()
+	if err != nil {
+		panic(err)
+	}
+	h.keys[member] = k
+	return k
+}
+
+// sign returns a signed auth by member's key over body at time at.
+func (h *harness) sign(member string, body []byte, at int64) *SignedAuth {
+	k := h.key(member)
+	sig, err := k.Sign(body)
+	if err != nil {
+		panic(err)
+	}
+	h.nonce++
+	return &SignedAuth{KeyID: k.KeyID, Signature: sig, Body: body, Nonce: fmt.Sprintf("nonce-%08d", h.nonce), Timestamp: at}
+}
+
+// autosign fills in the signatures the FSM requires.
+func (h *harness) autosign(body any) any {
+	switch c := body.(type) {
+	case RegionUpsert:
+		if c.Auth == nil {
+			c.Auth = h.sign(c.Region.Name, []byte(c.Region.Name+c.Region.URL), c.At)
+			c.PublicKey = string(h.key(c.Region.Name).PublicPEM)
+		}
+		return c
+	case AgentReport:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("report "+c.Node), c.At)
+		}
+		return c
+	case AgentLeave:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("leave "+c.Node), c.At)
+		}
+		return c
+	}
+	return body
+}
+
+func (h *harness) ensureAgentMember(node string, at int64) {
+	exists := false
+	h.f.Read(func(s *State) { exists = s.Members[node] != nil })
+	if exists {
+		return
+	}
+	body := []byte("register " + node)
+	h.mustApply(MemberRegisterType, MemberRegister{ID: node, Kind: MemberAgent, PublicKey: string(h.key(node).PublicPEM),
+		Auth: h.sign(node, body, at), At: at})
 }
 
 func (h *harness) apply(typ MessageType, body any) *ApplyResult {
 	h.t.Helper()
+	body = h.autosign(body)
 	data, err := Encode(typ, body)
 	if err != nil {
 		h.t.Fatalf("encode: %v", err)
 	}
 	h.index++
-	res := h.f.Apply(&raft.Log{Index: h.index, Term: 3, Type: raft.LogCommand, Data: data})
+	l := &raft.Log{Index: h.index, Term: 3, Type: raft.LogCommand, Data: data}
+	h.log = append(h.log, l)
+	res := h.f.Apply(l)
 	if res == nil {
 		return nil
 	}
@@ -140,6 +214,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	})
 	agentRoundTrips(t, check)
 	replicationRoundTrips(t, check)
+	trustRoundTrips(t, h, check)
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {
 			t.Fatalf("region still there after delete")
@@ -339,11 +414,12 @@ func TestRestoreRefusesBadSnapshotsAndKeepsState(t *testing.T) {
 }
 
 func TestAuditChain(t *testing.T) {
-	a, b := newHarness(t), newHarness(t)
+	a := newHarness(t)
 	seed(a)
-	seed(b)
+	b := New(nil, nil)
+	b.ApplyBatch(a.log) // the same log, as a replica would apply it
 	headA, idxA := a.f.AuditHead()
-	headB, _ := b.f.AuditHead()
+	headB, _ := b.AuditHead()
 	if headA != headB || headA == GenesisHash {
 		t.Fatalf("same commands, different heads: %s vs %s", headA, headB)
 	}
@@ -361,6 +437,7 @@ func TestAuditChain(t *testing.T) {
 		{RegionUpsertType, RegionUpsert{Region: testRegion("eu-west"), At: 101}},
 	}
 	for i, c := range bodies {
+		c.body = h.autosign(c.body)
 		data, _ := Encode(c.typ, c.body)
 		prev, _ := hex.DecodeString(want)
 		sum := sha256.New()
@@ -429,7 +506,8 @@ func TestUnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
 
 func TestApplyBatchMixedEntries(t *testing.T) {
 	f := New(nil, nil)
-	enc := func(typ MessageType, body any) []byte { d, _ := Encode(typ, body); return d }
+	h := newHarness(t)
+	enc := func(typ MessageType, body any) []byte { d, _ := Encode(typ, h.autosign(body)); return d }
 	logs := []*raft.Log{
 		{Index: 1, Type: raft.LogCommand, Data: enc(RegionUpsertType, RegionUpsert{Region: testRegion("a")})},
 		{Index: 2, Type: raft.LogConfiguration},

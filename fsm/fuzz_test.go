@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -65,6 +66,9 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TenantSyncStateType), []byte(`{"tenant":"acme","state":"degraded","since":1}`))
 	f.Add(uint8(GlobalTableUpsertType), []byte(`{"table":{"name":"public.fx","writer_region":"eu-west"},"cas":0}`))
 	f.Add(uint8(GlobalTableDeleteType), []byte(`{"name":"public.fx"}`))
+	f.Add(uint8(PolicySetType), []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
+	f.Add(uint8(ApprovalVoteType), []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
+	f.Add(uint8(TokenCreateType), []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		mt := MessageType(typ)
 		if _, ok := commands[mt]; !ok {
@@ -119,6 +123,28 @@ func newCommand(t MessageType) any {
 		return &GlobalTableUpsert{}
 	case GlobalTableDeleteType:
 		return &GlobalTableDelete{}
+	case MemberRegisterType:
+		return &MemberRegister{}
+	case KeyRotateType:
+		return &KeyRotate{}
+	case KeyRevokeType:
+		return &KeyRevoke{}
+	case MemberDeleteType:
+		return &MemberDelete{}
+	case TokenCreateType:
+		return &TokenCreate{}
+	case TokenDeleteType:
+		return &TokenDelete{}
+	case PolicySetType:
+		return &PolicySet{}
+	case ApprovalCreateType:
+		return &ApprovalCreate{}
+	case ApprovalVoteType:
+		return &ApprovalVote{}
+	case ApprovalExpireType:
+		return &ApprovalExpire{}
+	case ServerKeySetType:
+		return &ServerKeySet{}
 	}
 	return &struct{}{}
 }

@@ -33,6 +33,30 @@ type State struct {
 	SyncStates map[string]*TenantSyncState
 	// GlobalTables holds the federation's global tables, by name.
 	GlobalTables map[string]*GlobalTable
+
+	Members   map[string]*Member
+	Tokens    map[string]*Token // by accessor
+	Approvals map[string]*Approval
+	Policy    *Policy // nil: DefaultPolicy
+	// TrustSeq counts changes to the trusted keys; the trust bundle
+	// carries it so that a region can order the bundles it fetches.
+	TrustSeq uint64
+	// Nonces of signed requests, with the time (unix ns) after which they
+	// are forgotten; nonceQueue holds them in insertion order for pruning.
+	Nonces     map[string]int64
+	nonceQueue []nonceEntry
+
+	// applied is the FSM's applied index when the state was captured for a
+	// snapshot (and restored from one).
+	applied uint64
+
+	keyOwners   map[string]string // key id -> member id (derived)
+	tokenHashes map[string]*Token // secret hash -> token (derived)
+}
+
+type nonceEntry struct {
+	Nonce   string `json:"nonce"`
+	Expires int64  `json:"expires"`
 }
 
 func newState() *State {
@@ -47,6 +71,13 @@ func newState() *State {
 		Databases:    map[string]*RegionDatabase{},
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
+		Members:      map[string]*Member{},
+		Tokens:       map[string]*Token{},
+		Approvals:    map[string]*Approval{},
+		Nonces:       map[string]int64{},
+		keyOwners:    map[string]string{},
+
+		tokenHashes: map[string]*Token{},
 	}
 }
 
@@ -97,6 +128,14 @@ func (s *State) clone() *State {
 		Databases:    make(map[string]*RegionDatabase, len(s.Databases)),
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
+		Members:      make(map[string]*Member, len(s.Members)),
+		Tokens:       make(map[string]*Token, len(s.Tokens)),
+		Approvals:    make(map[string]*Approval, len(s.Approvals)),
+		Policy:       s.Policy,
+		TrustSeq:     s.TrustSeq,
+		Nonces:       make(map[string]int64, len(s.Nonces)),
+
+		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -122,6 +161,19 @@ func (s *State) clone() *State {
 	for k, v := range s.GlobalTables {
 		c.GlobalTables[k] = v
 	}
+	for k, v := range s.Members {
+		c.Members[k] = v
+	}
+	for k, v := range s.Tokens {
+		c.Tokens[k] = v
+	}
+	for k, v := range s.Approvals {
+		c.Approvals[k] = v
+	}
+	for k, v := range s.Nonces {
+		c.Nonces[k] = v
+	}
+	c.reindexTrust()
 	return c
 }
 

@@ -51,6 +51,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusConflict, orCode(code, "cas_conflict")
 	case errors.Is(err, fsm.ErrFailedPrecondition):
 		return http.StatusConflict, orCode(code, "failed_precondition")
+	case errors.Is(err, fsm.ErrForbidden):
+		return http.StatusForbidden, orCode(code, "forbidden")
 	case errors.Is(err, structs.ErrBadSnapshot):
 		return http.StatusBadRequest, "bad_snapshot"
 	case errors.Is(err, errBodyTooLarge):

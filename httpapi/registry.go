@@ -31,6 +31,10 @@ type regionInput struct {
 	fsm.Region
 	Health   json.RawMessage `json:"health,omitempty"`
 	Database json.RawMessage `json:"database,omitempty"`
+	// PublicKey is the region's key, required on its first registration,
+	// which it must sign (proof of possession).
+	PublicKey string `json:"public_key,omitempty"`
+	Envelope
 }
 
 func regionViews(s *fsm.State) []RegionView {
@@ -108,8 +112,15 @@ func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName stri
 		writeError(w, err)
 		return
 	}
-	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: a.stamp()}
-	a.write(w, r, body, fsm.RegionUpsertType, cmd, func(res *fsm.ApplyResult) {
+	auth, err := signedAuth(r, body, in.Envelope)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	at := a.stamp()
+	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: at, Auth: auth, PublicKey: in.PublicKey}
+	action := func(s *fsm.State) string { return fsm.RegionUpsertAction(s, &reg) }
+	a.writeGated(w, r, body, fsm.RegionUpsertType, cmd, action, "register production region "+reg.Name, auth, at, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Region)
 		writeJSON(w, createdOrOK(out.CreateIndex, out.ModifyIndex), out)
 	})
@@ -147,8 +158,15 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: a.stamp()}
-	a.write(w, r, nil, fsm.RegionDeleteType, cmd, func(res *fsm.ApplyResult) {
+	at := a.stamp()
+	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: at}
+	action := func(s *fsm.State) string {
+		if s.Regions[name] == nil {
+			return "" // let the FSM answer 404
+		}
+		return fsm.ActionDeregisterRegion
+	}
+	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, "deregister region "+name, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
 	})
 }

@@ -38,6 +38,8 @@ type options struct {
 	replRate         int
 	replDuration     time.Duration
 	replRounds       int
+	compareEtcd      bool
+	compare          compareOptions
 }
 
 func main() {
@@ -73,6 +75,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.replRate, "repl-rate", 200, "insert rate (rows/s) of the replication lag measurement (0 skips it)")
 	fs.DurationVar(&o.replDuration, "repl-duration", 10*time.Second, "length of each replication lag run")
 	fs.IntVar(&o.replRounds, "repl-rounds", 2, "replication lag runs per setup (atomfed and by hand, alternating)")
+	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
+	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
+	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -130,6 +135,9 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	defer cleanup()
+	if o.compareEtcd {
+		return runCompare(ctx, o, bin)
+	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
 	c, err := bench.StartCluster(bin, 3)
@@ -153,7 +161,11 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	rep.BinaryVersion = h.Version
-	if _, err := leader.Client.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
+	rc, err := c.Sec.SigningClient(leader.URL, region)
+	if err != nil {
+		return err
+	}
+	if _, err := rc.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
 		return fmt.Errorf("register region %s: %w", region, err)
 	}
 
@@ -161,7 +173,7 @@ func run(ctx context.Context, o *options) error {
 	for _, n := range append(append([]int{16}, o.writeConc...), o.readConc...) {
 		maxConc = max(maxConc, n)
 	}
-	hc := bench.NewHTTP(maxConc)
+	hc := bench.NewHTTP(maxConc).Secure(c.Sec.TLSConfig(), e2e.Token)
 	all, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 	if err != nil {
 		return err
@@ -173,6 +185,8 @@ func run(ctx context.Context, o *options) error {
 	rep.Settings = []string{
 		"Cluster: 3 `atomfed server` processes on 127.0.0.1 with default flags (Raft log fsynced, LAN timings), " +
 			"each with its own data dir; the load generator runs on the same machine over persistent keep-alive HTTP/1.1 connections.",
+		"Security as by default: HTTPS (TLS 1.3, ECDSA P-256 certificates) to the API and between servers (forwarding), mutual TLS on the Raft transport, " +
+			"encrypted gossip, and a bearer token checked on every request.",
 		fmt.Sprintf("Each load step: %s warm-up, then %s measured; closed loop (each client sends its next request when the previous one is answered). "+
 			"Throughput and latencies count successful requests started in the measured window.", o.warmup, o.duration),
 		fmt.Sprintf("Upserts: PUT /v1/tenants/{id} with a %d-byte body (a %d-byte label value), over %d tenant ids, home region %q.",
@@ -247,7 +261,7 @@ func run(ctx context.Context, o *options) error {
 	hc.CloseIdle()
 
 	for i := 1; i <= o.rounds && ctx.Err() == nil; i++ {
-		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4), Region: region, Steady: time.Second})
+		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), Region: region, Steady: time.Second})
 		if err != nil {
 			rep.FailoverErr = err
 			keep = true
@@ -303,7 +317,7 @@ func run(ctx context.Context, o *options) error {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+		if err := bench.SpliceSection(o.out, "bench", md); err != nil {
 			return err
 		}
 		logf("wrote %s", o.out)

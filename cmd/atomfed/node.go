@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -27,7 +31,12 @@ type serverOptions struct {
 	NonVoter                bool
 	RaftMultiplier          int
 	DeadServerCleanup       time.Duration
+	Security                securityOptions
+	EnableDebug             bool
 	Logger                  hclog.Logger
+	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
+	// startServer evaluate it from the environment and announce it.
+	Simulation *structs.Simulation
 }
 
 // serverNode is a running server with its HTTP API.
@@ -43,6 +52,25 @@ type serverNode struct {
 // startServer opens the HTTP listener first (so its real address can be
 // gossiped), then starts the cluster member and serves the API.
 func startServer(o serverOptions) (*serverNode, error) {
+	if o.Security.Token == "" {
+		return nil, errors.New("FEDERATION_TOKEN is not set: every server needs the same bootstrap management token (e.g. export FEDERATION_TOKEN=$(openssl rand -hex 32))")
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
+		return nil, err
+	}
+	sec, err := o.Security.resolve(o.DataDir, "server.key", true, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	quiet := o.Simulation != nil
+	if o.Simulation == nil {
+		sim, err := evaluateSimulation(precheck.RoleServer)
+		if err != nil {
+			return nil, err
+		}
+		o.Simulation = sim
+	}
+	announceSimulation(o.Logger.Named("server"), o.Simulation, quiet)
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -54,7 +82,14 @@ func startServer(o serverOptions) (*serverNode, error) {
 			ln.Close()
 			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise to the address other servers should use")
 		}
-		adv = "http://" + a.String()
+		adv = sec.scheme + "://" + a.String()
+	}
+	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
+	if sec.httpServer != nil {
+		// One port for both: TLS for the API, plain HTTP for /health and
+		// /metrics only (load balancers, scrapers, the precheck).
+		ln = tlsutil.SniffListener(ln, sec.httpServer)
+		handlerWrap = httpapi.PlaintextGuard
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -72,22 +107,32 @@ func startServer(o serverOptions) (*serverNode, error) {
 		cfg.DeadServerCleanupAfter = o.DeadServerCleanup
 	}
 	cfg.Logger, cfg.Registerer = o.Logger, reg
+	cfg.Signer, cfg.GossipKey, cfg.TLS = sec.signer, sec.gossipKey, sec.raft
 	srv, err := cluster.New(cfg)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
+	var fwd http.RoundTripper
+	if sec.client != nil {
+		fwd = &http.Transport{TLSClientConfig: sec.client, MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
+	}
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
+		BootstrapToken: o.Security.Token, Signer: sec.signer, ForwardTransport: fwd,
+		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug,
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{
 		srv: srv,
 		http: &http.Server{
-			Handler:           api.Handler(),
+			Handler:           handlerWrap(api.Handler()),
 			ReadHeaderTimeout: 10 * time.Second,
 			// Blocking queries end when the server stops.
 			BaseContext: func(net.Listener) context.Context { return baseCtx },
+			// Client TLS handshake failures are routine (scanners, closed
+			// connections): keep them out of the default log level.
+			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 		},
 		cancelBase: cancelBase,
 		url:        adv,

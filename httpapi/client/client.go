@@ -5,6 +5,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,14 +17,17 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // Client talks to one atomfed server.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
+	base   string
+	token  string
+	hc     *http.Client
+	signer *signing.Signer
+	tlsCfg *tls.Config
 }
 
 // Option configures a Client.
@@ -31,6 +35,14 @@ type Option func(*Client)
 
 // WithToken sets the bearer token sent with every request.
 func WithToken(t string) Option { return func(c *Client) { c.token = t } }
+
+// WithSigner signs the requests that must be signed (region registration,
+// agent reports, approvals, key rotation) with s.
+func WithSigner(s *signing.Signer) Option { return func(c *Client) { c.signer = s } }
+
+// WithTLS sets the TLS configuration used for https:// servers (the
+// federation CA, and a client certificate for server-to-server calls).
+func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tlsCfg = cfg } }
 
 // WithHTTPClient replaces the underlying HTTP client.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
@@ -57,8 +69,16 @@ func New(addr string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.tlsCfg != nil {
+		if tr, ok := c.hc.Transport.(*http.Transport); ok {
+			tr.TLSClientConfig = c.tlsCfg
+		}
+	}
 	return c, nil
 }
+
+// Signer returns the client's signer, or nil.
+func (c *Client) Signer() *signing.Signer { return c.signer }
 
 // Addr returns the server's base URL.
 func (c *Client) Addr() string { return c.base }
@@ -126,6 +146,10 @@ func (q *QueryOptions) values(v url.Values) url.Values {
 // Do sends a request with a JSON body (raw []byte is sent as is) and decodes
 // a JSON answer into out. Non-2xx answers become *Error.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) (*Meta, error) {
+	return c.do(ctx, method, path, query, body, out, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, hdr http.Header) (*Meta, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -153,6 +177,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -202,11 +229,37 @@ func casQuery(cas *uint64) url.Values {
 // CAS returns a pointer to n, for the cas arguments below.
 func CAS(n uint64) *uint64 { return &n }
 
-// RegisterRegion creates or updates a region through the seed path.
+// RegisterRegion creates or updates a region through the seed path. With
+// a signer, the body carries the signer's public key (a first registration
+// proves possession of it) and is signed. The answer is the region, or, for
+// a gated action (a production region), the pending approval: see
+// RegisterRegionGated.
 func (c *Client) RegisterRegion(ctx context.Context, r *fsm.Region, cas *uint64) (*fsm.Region, error) {
+	reg, _, err := c.RegisterRegionGated(ctx, r, cas)
+	if err == nil && reg == nil {
+		err = &Error{Status: http.StatusAccepted, Code: "approval_pending", Message: "the registration waits for approvals"}
+	}
+	return reg, err
+}
+
+// RegisterRegionGated registers a region and returns either the region or,
+// when the policy gates it, the pending approval.
+func (c *Client) RegisterRegionGated(ctx context.Context, r *fsm.Region, cas *uint64) (*fsm.Region, *fsm.Approval, error) {
+	extra := map[string]any{}
+	if c.signer != nil {
+		extra["public_key"] = string(c.signer.PublicPEM)
+	}
+	var raw json.RawMessage
+	m, err := c.signedDo(ctx, http.MethodPost, "/region/register", casQuery(cas), r, extra, &raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Status == http.StatusAccepted {
+		var a fsm.Approval
+		return nil, &a, json.Unmarshal(raw, &a)
+	}
 	var out fsm.Region
-	_, err := c.Do(ctx, http.MethodPost, "/region/register", casQuery(cas), r, &out)
-	return &out, err
+	return &out, nil, json.Unmarshal(raw, &out)
 }
 
 // Regions lists the regions.

@@ -22,13 +22,13 @@ type Cluster struct {
 
 // StartCluster starts servers processes of bin and waits for an
 // established leader.
-func StartCluster(bin string, servers int) (*Cluster, error) {
+func StartCluster(bin string, servers int, extra ...string) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "atomfed-bench-")
 	if err != nil {
 		return nil, err
 	}
 	logDir := filepath.Join(dir, "logs")
-	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers})
+	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers, Extra: extra})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -130,7 +130,11 @@ func (r *repl) start(ctx context.Context, dir string) error {
 	}
 	r.api = leader.Client
 	for _, reg := range []string{"rep-home", "rep-mirror"} {
-		if _, err := r.api.RegisterRegion(ctx, &fsm.Region{Name: reg, URL: leader.URL}, nil); err != nil {
+		rc, err := r.o.Cluster.Sec.SigningClient(leader.URL, reg)
+		if err != nil {
+			return err
+		}
+		if _, err := rc.RegisterRegion(ctx, &fsm.Region{Name: reg, URL: leader.URL}, nil); err != nil {
 			return fmt.Errorf("register %s: %w", reg, err)
 		}
 	}
@@ -138,13 +142,13 @@ func (r *repl) start(ctx context.Context, dir string) error {
 		region string
 		pg     *pgtest.Cluster
 	}{{"rep-home", r.home}, {"rep-mirror", r.mirror}} {
-		ap, err := e2e.NewAgentProc(r.o.Bin, filepath.Join(dir, "logs"), dir, a.region+"-a1", a.region, e2e.FreePort, r.o.Cluster.SerfAddrs())
+		ap, err := e2e.NewAgentProc(r.o.Bin, filepath.Join(dir, "logs"), dir, a.region+"-a1", a.region, e2e.FreePort, r.o.Cluster.SerfAddrs(), r.o.Cluster.Sec)
 		if err != nil {
 			return err
 		}
 		// The DSN holds a password: it goes in the environment, never on
 		// the command line.
-		ap.Env = []string{"POSTGRES_DSN=" + a.pg.DSN(pgtest.Database), "ATOMFED_REPLICATION_PASSFILE=" + a.pg.Passfile}
+		ap.Env = append(ap.Env, "POSTGRES_DSN="+a.pg.DSN(pgtest.Database), "ATOMFED_REPLICATION_PASSFILE="+a.pg.Passfile)
 		if err := ap.Start(); err != nil {
 			return err
 		}

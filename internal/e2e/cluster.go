@@ -54,13 +54,20 @@ type ServerProc struct {
 
 // NewServerProc prepares (but does not start) a server whose log is
 // logDir/<node>.log.
-func NewServerProc(bin, logDir string, cfg ServerConfig) (*ServerProc, error) {
-	url := "http://" + cfg.HTTPAddr
-	c, err := client.New(url)
+func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*ServerProc, error) {
+	url := "https://" + cfg.HTTPAddr
+	host, _, _ := net.SplitHostPort(cfg.HTTPAddr)
+	flags, err := sec.NodeFlags(cfg.Node, true, host)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Extra = append(append([]string(nil), cfg.Extra...), flags...)
+	c, err := sec.Client(url)
 	if err != nil {
 		return nil, err
 	}
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
+	p.Env = sec.Env()
 	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c}, nil
 }
 
@@ -97,7 +104,9 @@ var Regions = []string{"us-east", "eu-west", "ap-south", "us-west", "eu-north"}
 // Cluster is a set of server processes that bootstrap one Raft cluster.
 type Cluster struct {
 	Servers []*ServerProc
-	opts    ClusterOptions
+	// Sec is the cluster's TLS, token and key material.
+	Sec  *Security
+	opts ClusterOptions
 }
 
 // NewCluster prepares the servers (node names s1..sN, regions from Regions,
@@ -126,7 +135,11 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 		}
 		join = append(join, loopback(ps[i].serf))
 	}
-	c := &Cluster{opts: o}
+	sec, err := NewSecurity(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: o, Sec: sec}
 	for i, p := range ps {
 		node := fmt.Sprintf("s%d", i+1)
 		cfg := ServerConfig{
@@ -134,7 +147,7 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 			HTTPAddr: loopback(p.http), RaftAddr: loopback(p.raft), SerfAddr: loopback(p.serf),
 			BootstrapExpect: o.Servers, Join: join, Extra: o.Extra,
 		}
-		s, err := NewServerProc(o.Bin, o.LogDir, cfg)
+		s, err := NewServerProc(o.Bin, o.LogDir, cfg, sec)
 		if err != nil {
 			return nil, err
 		}
@@ -393,12 +406,20 @@ func (c *Cluster) CleanupOnExit(t TB) {
 }
 
 // BuildBinary builds cmd/atomfed into dir with `go build` and returns its
-// path. It must run inside the module (tests and `go run` do).
+// path. It must run inside the module (tests and `go run` do). The binary
+// carries the git commit (GitCommit) as `make build` stamps it.
 func BuildBinary(dir, version string) (string, error) {
 	out := filepath.Join(dir, "atomfed")
-	args := []string{"build", "-o", out}
+	ldflags := ""
 	if version != "" {
-		args = append(args, "-ldflags", "-X main.version="+version)
+		ldflags = "-X main.version=" + version
+	}
+	if c := GitCommit(); c != "" {
+		ldflags += " -X main.commit=" + c
+	}
+	args := []string{"build", "-o", out}
+	if ldflags != "" {
+		args = append(args, "-ldflags", strings.TrimSpace(ldflags))
 	}
 	args = append(args, "github.com/atomcloud/atomfed/cmd/atomfed")
 	cmd := exec.Command("go", args...)
@@ -406,4 +427,19 @@ func BuildBinary(dir, version string) (string, error) {
 		return "", fmt.Errorf("go build atomfed: %v\n%s", err, b)
 	}
 	return out, nil
+}
+
+// GitCommit returns the commit of the working tree as `make build` stamps
+// it (HEAD, with "-dirty" when tracked files differ from it), or "" outside
+// a git checkout.
+func GitCommit() string {
+	b, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(b))
+	if exec.Command("git", "diff", "--quiet", "HEAD", "--").Run() != nil {
+		c += "-dirty"
+	}
+	return c
 }

@@ -89,6 +89,10 @@ type Health struct {
 	AuditHead   string `json:"audit_head"`
 	AuditIndex  uint64 `json:"audit_index"`
 	Version     string `json:"version"`
+	// SimulationMode is true when the node runs in SIMULATION_MODE;
+	// Simulation says why and which parts are simulated.
+	SimulationMode bool        `json:"simulation_mode"`
+	Simulation     *Simulation `json:"simulation,omitempty"`
 }
 
 // ErrorBody is the error envelope every endpoint uses.
@@ -141,3 +145,12 @@ const (
 	MetricReplicationError      = "atomfed_replication_error"
 	MetricSchemaDrift           = "atomfed_replication_schema_drift"
 )
+
+// ForwardResult is the leader's answer to a command forwarded by a
+// follower: the raft index, a business rejection, or the stored value as
+// JSON.
+type ForwardResult struct {
+	Index uint64
+	Err   error
+	Value []byte
+}

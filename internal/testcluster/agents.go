@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -68,7 +69,10 @@ func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
 		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat, Database: o.Database,
-		NewAPI: func(servers func() []string) cluster.AgentAPI { return client.NewPool(servers) },
+		GossipKey: c.sec.gossipKey,
+		NewAPI: func(servers func() []string) cluster.AgentAPI {
+			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
+		},
 		Logger: c.logger(id),
 	}
 	if err := c.startAgent(n); err != nil {
@@ -84,7 +88,7 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.Reg = prometheus.NewRegistry()
 	cfg := n.cfg
 	cfg.Registerer = n.Reg
-	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, nil)}
+	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
 	if n.opts.Executors != nil {
 		more, err := n.opts.Executors(n.Reg)
 		if err != nil {
@@ -151,6 +155,17 @@ func (c *Cluster) Settle() {
 		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })
 		if plan != nil {
 			return fmt.Errorf("scheduler has a pending plan: %+v", plan)
+		}
+		var missingKey string
+		l.Server.FSM().Read(func(s *fsm.State) {
+			for _, n := range c.Running() {
+				if s.Members[n.ID] == nil {
+					missingKey = n.ID
+				}
+			}
+		})
+		if missingKey != "" {
+			return fmt.Errorf("the leader has not recorded %s's server key yet", missingKey)
 		}
 		want := l.Server.FSM().Index()
 		for _, n := range c.Running() {
