@@ -17,6 +17,12 @@ const databaseCheckInterval = time.Minute
 // configured differently, or a snapshot restore took it away). Reads go
 // first so that an unchanged endpoint costs no Raft entry.
 func (a *Agent) databaseLoop() {
+	// The report is signed with the agent's key: wait until it is trusted.
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-a.registered:
+	}
 	want := *a.cfg.Database
 	backoff := 200 * time.Millisecond
 	for {

@@ -105,12 +105,15 @@ type TenantSyncState struct {
 }
 
 // RegionDatabaseReport is an agent's report of its region's database
-// endpoint.
+// endpoint. Only an agent of the region may make it, signed with its own
+// key like its other reports.
 type RegionDatabaseReport struct {
 	Region   string           `json:"region"`
 	Endpoint DatabaseEndpoint `json:"endpoint"`
 	Node     string           `json:"node"`
 	At       int64            `json:"at"`
+	// Auth is the agent's signature (agent-to-server writes are signed).
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 // TenantSyncStateSet records a sync tenant's move between sync and
@@ -179,6 +182,17 @@ func applyRegionDatabase(s *State, e *Entry) (any, error) {
 	if err := ValidateEndpoint(&cmd.Endpoint); err != nil {
 		return nil, err
 	}
+	if err := agentSigner(s, cmd.Node, cmd.Auth, cmd.At); err != nil {
+		return nil, err
+	}
+	ag := s.Agents[cmd.Node]
+	switch {
+	case ag == nil:
+		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
+	case ag.Region != cmd.Region:
+		return nil, forbiddenf("wrong_region", "agent %s serves region %s: it may not report the database of region %s", cmd.Node, ag.Region, cmd.Region)
+	}
+	recordNonce(s, cmd.Auth, cmd.At)
 	d := &RegionDatabase{Region: cmd.Region, Endpoint: cmd.Endpoint, ReportedBy: cmd.Node, UpdatedAt: cmd.At,
 		CreateIndex: e.Index, ModifyIndex: e.Index}
 	if old := s.Databases[cmd.Region]; old != nil {

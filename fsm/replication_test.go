@@ -14,6 +14,7 @@ import (
 // region database, so the round-trip test can go on to delete us-east.
 func replicationRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *ApplyResult))) {
 	ep := DatabaseEndpoint{Host: "10.0.0.7", Port: 5432, Database: "atomfed"}
+	check(AgentUpsertType, AgentUpsert{Agent: testAgent("a1", "us-east", AgentAlive), At: 59}, func(*State, *ApplyResult) {})
 	check(RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Endpoint: ep, Node: "a1", At: 60}, func(s *State, res *ApplyResult) {
 		d := s.Databases["us-east"]
 		if d == nil || d.Endpoint != ep || d.ReportedBy != "a1" || d.UpdatedAt != 60 || d.ModifyIndex != res.Index || s.TableIndex(TableDatabases) != res.Index {
@@ -54,6 +55,7 @@ func replicationRoundTrips(t *testing.T, check func(MessageType, any, func(*Stat
 		}
 	})
 	check(RegionDeleteType, RegionDelete{Name: "eu-west", At: 67}, func(*State, *ApplyResult) {})
+	check(AgentDeleteType, AgentDelete{Node: "a1", At: 68}, func(*State, *ApplyResult) {})
 }
 
 func TestReplicationRejections(t *testing.T) {
@@ -89,6 +91,8 @@ func TestReplicationRejections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			seed(h)
+			h.mustApply(AgentUpsertType, AgentUpsert{Agent: testAgent("a1", "us-east", AgentAlive)})
+			h.ensureAgentMember("a1", 0)
 			h.mustApply(RegionUpsertType, RegionUpsert{Region: testRegion("ap-south")})
 			h.mustApply(GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "fx", WriterRegion: "ap-south"}})
 			h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "waiter", HomeRegion: "us-east", Mirrors: []string{"eu-west"},
@@ -124,9 +128,57 @@ func TestTenantGoingAsyncDropsItsSyncState(t *testing.T) {
 	})
 }
 
+// TestRegionDatabaseReportIsAnAgentsOwn: only an agent of the region,
+// signing with its own key, records the region's database endpoint.
+func TestRegionDatabaseReportIsAnAgentsOwn(t *testing.T) {
+	const now = int64(1_000_000e9)
+	h := newHarness(t)
+	seed(h)
+	h.mustApply(AgentUpsertType, AgentUpsert{Agent: testAgent("a1", "us-east", AgentAlive), At: now})
+	h.mustApply(AgentUpsertType, AgentUpsert{Agent: testAgent("b1", "eu-west", AgentAlive), At: now})
+	h.ensureAgentMember("a1", now)
+	h.ensureAgentMember("b1", now)
+	h.ensureAgentMember("ghost", now)
+	ep := DatabaseEndpoint{Host: "db", Port: 5432, Database: "atomfed"}
+	body := []byte(`{"node":"a1"}`)
+	report := func(region, node string, auth *SignedAuth) RegionDatabaseReport {
+		return RegionDatabaseReport{Region: region, Node: node, Endpoint: ep, At: now + 1e9, Auth: auth}
+	}
+	cases := []struct {
+		name string
+		cmd  RegionDatabaseReport
+		kind error
+		code string
+	}{
+		{"unsigned", report("us-east", "a1", &SignedAuth{KeyID: h.key("a1").KeyID, Body: body}), ErrForbidden, "unsigned"},
+		{"signed by another agent", report("us-east", "a1", h.sign("b1", body, now+1e9)), ErrForbidden, "wrong_signer"},
+		{"another region's database", report("us-east", "b1", h.sign("b1", body, now+1e9)), ErrForbidden, "wrong_region"},
+		{"a member that is no agent of the federation", report("us-east", "ghost", h.sign("ghost", body, now+1e9)), ErrNotFound, "agent_not_found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshotBytes(t, h.f)
+			res := h.apply(RegionDatabaseType, tc.cmd)
+			if res.Err == nil || codeOf(res.Err) != tc.code || !errors.Is(res.Err, tc.kind) {
+				t.Fatalf("got %v (code %q), want %q", res.Err, codeOf(res.Err), tc.code)
+			}
+			if !bytes.Equal(before, snapshotBytes(t, h.f)) {
+				t.Fatal("a refused report changed the state")
+			}
+		})
+	}
+	h.mustApply(RegionDatabaseType, report("us-east", "a1", h.sign("a1", body, now+1e9)))
+	h.f.Read(func(s *State) {
+		if d := s.Databases["us-east"]; d == nil || d.ReportedBy != "a1" || d.Endpoint != ep {
+			t.Fatalf("the agent's own report was not recorded: %+v", d)
+		}
+	})
+}
+
 func TestReplicationObjectsSurviveSnapshot(t *testing.T) {
 	h := newHarness(t)
 	seed(h)
+	h.mustApply(AgentUpsertType, AgentUpsert{Agent: testAgent("a1", "us-east", AgentAlive)})
 	h.mustApply(RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Node: "a1", Endpoint: DatabaseEndpoint{Host: "::1", Port: 5433, Database: "db"}, At: 1})
 	h.mustApply(GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "ref.fx", WriterRegion: "eu-west"}, At: 2})
 	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "s", HomeRegion: "us-east", Mirrors: []string{"eu-west"}, SyncMode: SyncModeSync}})

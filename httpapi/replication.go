@@ -26,10 +26,12 @@ type globalTableInput struct {
 	Sync any `json:"sync,omitempty"`
 }
 
-// databaseInput is an agent's report of its region's database endpoint.
+// databaseInput is an agent's report of its region's database endpoint,
+// signed with the agent's key.
 type databaseInput struct {
 	Endpoint fsm.DatabaseEndpoint `json:"endpoint"`
 	Node     string               `json:"node"`
+	Envelope
 }
 
 // putRegionDatabase records the endpoint an agent reports for its region.
@@ -45,8 +47,13 @@ func (a *API) putRegionDatabase(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	cmd := fsm.RegionDatabaseReport{Region: region, Endpoint: in.Endpoint, Node: in.Node, At: a.stamp()}
-	a.write(w, r, body, fsm.RegionDatabaseType, cmd, func(res *fsm.ApplyResult) {
+	auth, err := signedAuth(r, body, in.Envelope)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.RegionDatabaseReport{Region: region, Endpoint: in.Endpoint, Node: in.Node, At: a.stamp(), Auth: auth}
+	a.writeSigned(w, r, body, fsm.RegionDatabaseType, cmd, auth, cmd.At, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }

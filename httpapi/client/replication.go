@@ -8,13 +8,11 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 )
 
-// ReportDatabase records the endpoint of the agent's region database.
+// ReportDatabase records the endpoint of the agent's region database,
+// signed with the client's key (the agent's).
 func (c *Client) ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error {
-	body := struct {
-		Endpoint fsm.DatabaseEndpoint `json:"endpoint"`
-		Node     string               `json:"node"`
-	}{r.Endpoint, r.Node}
-	_, err := c.Do(ctx, http.MethodPut, "/v1/regions/"+url.PathEscape(r.Region)+"/database", nil, body, nil)
+	payload := map[string]any{"endpoint": r.Endpoint, "node": r.Node}
+	_, err := c.signedDo(ctx, http.MethodPut, "/v1/regions/"+url.PathEscape(r.Region)+"/database", nil, payload, nil, nil)
 	return err
 }
 
