@@ -59,8 +59,7 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 	f.api = f.c.Nodes[0].Client
 	ctx := f.ctx(30 * time.Second)
 	for i, r := range regions {
-		reg := &fsm.Region{Name: r, URL: f.c.Nodes[i%len(f.c.Nodes)].URL}
-		f.write("register region "+r, func(ctx context.Context) error { _, err := f.api.RegisterRegion(ctx, reg, nil); return err })
+		f.c.RegisterRegion(&fsm.Region{Name: r, URL: f.c.Nodes[i%len(f.c.Nodes)].URL})
 	}
 	for _, r := range regions {
 		pg := f.pg[r]
