@@ -162,6 +162,62 @@ type TableState struct {
 	// (agent clock, unix ns).
 	DriftSince      int64  `json:"drift_since,omitempty"`
 	ReplicaIdentity string `json:"replica_identity,omitempty"`
+	// Columns are the columns a tenant publication publishes of the
+	// table and RowFilter its row filter, as the publisher read them back
+	// from pg_publication_tables (policy P1 checks them against the
+	// tenant's PII columns).
+	Columns   []string `json:"columns,omitempty"`
+	RowFilter string   `json:"row_filter,omitempty"`
+	// RLS is a tenant mirror table's row-level security as the
+	// subscriber's probe found it (policy P5); nil while the table does
+	// not exist in the mirror.
+	RLS *RLSState `json:"rls,omitempty"`
+}
+
+// TenantPolicyName is the row-level security policy on every tenant
+// mirror table: a session sees the rows of the tenant it names in
+// app.tenant_id, and none when it names none.
+const TenantPolicyName = "atomfed_tenant_isolation"
+
+// RLSState is the row-level security of one tenant mirror table.
+type RLSState struct {
+	Enabled bool `json:"enabled"`
+	Forced  bool `json:"forced"`
+	// Policy is the USING expression of the tenant policy as PostgreSQL
+	// deparses it ("" when the table has no tenant policy), and PolicyOK
+	// whether it is the tenant policy atomfed sets: permissive, for every
+	// command and role, on tenant_id = current_setting('app.tenant_id').
+	Policy   string `json:"policy,omitempty"`
+	PolicyOK bool   `json:"policy_ok"`
+	// OtherPolicies are the table's other permissive policies: each one
+	// widens what a session sees beyond its tenant.
+	OtherPolicies []string `json:"other_policies,omitempty"`
+	// RepairedAt is when the subscriber last had to restore the table's
+	// row-level security after finding it lost (agent clock, unix ns).
+	RepairedAt int64 `json:"repaired_at,omitempty"`
+}
+
+// Problems lists what keeps the table's rows from being isolated by
+// tenant, or nothing when RLS is enabled, forced and the tenant policy is
+// the only permissive one.
+func (r *RLSState) Problems() []string {
+	var out []string
+	if !r.Enabled {
+		out = append(out, "row-level security is disabled")
+	}
+	if !r.Forced {
+		out = append(out, "row-level security is not forced (the table owner bypasses it)")
+	}
+	switch {
+	case r.Policy == "" && !r.PolicyOK:
+		out = append(out, "the tenant policy "+TenantPolicyName+" is missing")
+	case !r.PolicyOK:
+		out = append(out, "the tenant policy "+TenantPolicyName+" is not the tenant filter (it is "+r.Policy+")")
+	}
+	for _, p := range r.OtherPolicies {
+		out = append(out, "permissive policy "+p+" widens what a session sees beyond its tenant")
+	}
+	return out
 }
 
 // SlotState is a replication slot on a publisher.

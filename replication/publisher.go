@@ -97,22 +97,65 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 		// A bad spec changes nothing: no replica identity, no grant, no
 		// publication, until every table passes.
 		res.State, res.Issues = fsm.ReplInvalid, issues
+		p.reportPublished(ctx, conn, res, nil)
 		return res, false
 	}
 	if is := p.apply(ctx, conn, plan); is != nil {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{*is}
+		p.reportPublished(ctx, conn, res, nil)
 		return res, false
 	}
+	if is := p.reportPublished(ctx, conn, res, plan); is != nil {
+		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{*is}
+		return res, false
+	}
+	res.Slots, res.Issues = p.slots(ctx, conn, false)
+	res.State = fsm.ReplReady
+	return res, false
+}
+
+// reportPublished adds the published tables to res. For a tenant it reads
+// back what the publication publishes of each table, the columns and row
+// filter PostgreSQL holds (pg_publication_tables), whatever the plan meant
+// or a failed step left: that is what is in transit, and policy P1 rests
+// on it. Planned tables also carry their digest and replica identity.
+func (p *publisher) reportPublished(ctx context.Context, conn *pgx.Conn, res *fsm.PublisherResult, plan []plannedTable) *fsm.ReplicationIssue {
+	tenant := p.spec.Kind == fsm.KindTenant
+	var published map[string]publishedTable
+	if tenant {
+		var err error
+		if _, published, err = readPublication(ctx, conn, p.spec.Publication); err != nil {
+			if !isPgError(err) {
+				p.db.drop()
+			}
+			is := issueFromErr("", "read publication "+p.spec.Publication, err)
+			return &is
+		}
+	}
+	planned := map[string]bool{}
 	for _, pt := range plan {
 		ts := fsm.TableState{Name: pt.ref.display(), Digest: digest(pt.columns), ReplicaIdentity: pt.key}
 		if pt.key == "" {
 			ts.ReplicaIdentity = pt.info.RIIndex
 		}
+		if pub, ok := published[pt.ref.String()]; ok {
+			ts.Columns, ts.RowFilter = pub.Columns, pub.RowFilter
+		}
+		planned[pt.ref.String()] = true
 		res.Tables = append(res.Tables, ts)
 	}
-	res.Slots, res.Issues = p.slots(ctx, conn, false)
-	res.State = fsm.ReplReady
-	return res, false
+	var rest []string
+	for k := range published {
+		if !planned[k] {
+			rest = append(rest, k)
+		}
+	}
+	sort.Strings(rest)
+	for _, k := range rest {
+		pub := published[k]
+		res.Tables = append(res.Tables, fsm.TableState{Name: pub.Ref.display(), Columns: pub.Columns, RowFilter: pub.RowFilter})
+	}
+	return nil
 }
 
 // validate inspects every table of the spec and plans what to publish.

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ func (e *subscriberExec) Run(ctx context.Context, t *fsm.Task, report func(struc
 	}
 	s := &subscriber{spec: spec, cfg: e.cfg, db: &localConn{dsn: e.cfg.DSN}, tail: newLogTail(spec.Subscription),
 		log: e.cfg.Logger.Named("subscriber").With("task", t.ID), pendingPII: map[string]uint64{}, started: time.Now(),
-		driftSince: map[string]int64{}}
+		driftSince: map[string]int64{}, rlsSeen: map[string]bool{}, rlsRepaired: map[string]int64{}}
 	defer s.close()
 	defer e.m.forget(t.ID)
 	every(ctx, e.cfg.Interval, func(ctx context.Context) (bool, bool) {
@@ -72,6 +73,8 @@ type subscriber struct {
 	started     time.Time
 	driftSince  map[string]int64 // table -> when its current drift was first seen
 	lagBytes    int64
+	rlsSeen     map[string]bool  // tables whose probe found row-level security in place
+	rlsRepaired map[string]int64 // table -> when rls last restored it
 }
 
 func (s *subscriber) close() {
@@ -386,35 +389,95 @@ func (s *subscriber) appliedLSN(ctx context.Context, conn *pgx.Conn, subOID uint
 	return parseLSN(*lsn)
 }
 
-// tenantPolicy is the row-level security policy on every mirror table
-// (P5): an application session sees the rows of the tenant it names in
-// app.tenant_id, and none when it names none.
-const tenantPolicy = "atomfed_tenant_isolation"
+// tenantPolicyUsing is the tenant policy's filter: an application session
+// sees the rows of the tenant it names in app.tenant_id, and none when it
+// names none.
+const tenantPolicyUsing = "tenant_id = current_setting('app.tenant_id', true)"
 
-func (s *subscriber) rls(ctx context.Context, conn *pgx.Conn, pt plannedTable, local *tableInfo) *fsm.ReplicationIssue {
-	var stmts []string
-	if !local.RLS {
-		stmts = append(stmts, "ALTER TABLE "+pt.ref.Quoted()+" ENABLE ROW LEVEL SECURITY")
+// tenantPolicyQual matches tenantPolicyUsing as PostgreSQL deparses it
+// (with a cast of tenant_id when it is not text).
+var tenantPolicyQual = regexp.MustCompile(`^\(\(?tenant_id\)?(::[a-z ]+)? = current_setting\('app\.tenant_id'::text, true\)\)$`)
+
+// readRLS reads a mirror table's row-level security: the relation flags
+// and every policy on it; hasPolicy says whether a policy of the tenant
+// policy's name exists, whatever it says.
+func readRLS(ctx context.Context, conn *pgx.Conn, local *tableInfo) (st *fsm.RLSState, hasPolicy bool, err error) {
+	st = &fsm.RLSState{Enabled: local.RLS, Forced: local.ForceRLS}
+	rows, err := conn.Query(ctx, `SELECT polname::text, polpermissive, polcmd::text, polroles = '{0}'::oid[],
+			coalesce(pg_get_expr(polqual, polrelid), '')
+		FROM pg_policy WHERE polrelid = $1 ORDER BY polname`, local.OID)
+	if err != nil {
+		return nil, false, err
 	}
-	if !local.ForceRLS {
-		stmts = append(stmts, "ALTER TABLE "+pt.ref.Quoted()+" FORCE ROW LEVEL SECURITY")
-	}
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_policy WHERE polrelid = $1 AND polname = $2`, local.OID, tenantPolicy).Scan(&n); err != nil {
-		is := issueFromErr(pt.ref.display(), "read policies", err)
-		return &is
-	}
-	if n == 0 {
-		stmts = append(stmts, "CREATE POLICY "+tenantPolicy+" ON "+pt.ref.Quoted()+
-			" USING (tenant_id = current_setting('app.tenant_id', true))")
-	}
-	for _, st := range stmts {
-		if _, err := conn.Exec(ctx, st); err != nil {
-			is := issueFromErr(pt.ref.display(), "row-level security", err)
-			return &is
+	defer rows.Close()
+	for rows.Next() {
+		var name, cmd, qual string
+		var permissive, public bool
+		if err := rows.Scan(&name, &permissive, &cmd, &public, &qual); err != nil {
+			return nil, false, err
+		}
+		switch {
+		case name == fsm.TenantPolicyName:
+			hasPolicy, st.Policy = true, qual
+			st.PolicyOK = permissive && cmd == "*" && public && tenantPolicyQual.MatchString(qual)
+		case permissive:
+			st.OtherPolicies = append(st.OtherPolicies, name)
 		}
 	}
+	return st, hasPolicy, rows.Err()
+}
+
+// rls makes the mirror table's row-level security what policy P5 asks:
+// enabled, forced, and the tenant policy in place. Other policies are the
+// operator's: they are reported, not dropped. A table whose security was
+// in place before and is found lost is restored, logged and reported.
+func (s *subscriber) rls(ctx context.Context, conn *pgx.Conn, pt plannedTable, local *tableInfo) *fsm.ReplicationIssue {
+	cur, hasPolicy, err := readRLS(ctx, conn, local)
+	if err != nil {
+		is := issueFromErr(pt.ref.display(), "read row-level security", err)
+		return &is
+	}
+	var stmts []string
+	if !cur.Enabled {
+		stmts = append(stmts, "ALTER TABLE "+pt.ref.Quoted()+" ENABLE ROW LEVEL SECURITY")
+	}
+	if !cur.Forced {
+		stmts = append(stmts, "ALTER TABLE "+pt.ref.Quoted()+" FORCE ROW LEVEL SECURITY")
+	}
+	if !cur.PolicyOK {
+		if hasPolicy {
+			stmts = append(stmts, "DROP POLICY IF EXISTS "+fsm.TenantPolicyName+" ON "+pt.ref.Quoted())
+		}
+		stmts = append(stmts, "CREATE POLICY "+fsm.TenantPolicyName+" ON "+pt.ref.Quoted()+" USING ("+tenantPolicyUsing+")")
+	}
+	if len(stmts) == 0 {
+		return nil
+	}
+	if err := execTx(ctx, conn, stmts); err != nil {
+		is := issueFromErr(pt.ref.display(), "row-level security", err)
+		return &is
+	}
+	if s.rlsSeen[pt.ref.String()] {
+		s.rlsRepaired[pt.ref.String()] = time.Now().UnixNano()
+		s.log.Warn("restored the row-level security of a mirror table, which had been changed outside atomfed",
+			"table", pt.ref.String(), "found", strings.Join(cur.Problems(), "; "))
+	}
 	return nil
+}
+
+// execTx runs statements in one transaction.
+func execTx(ctx context.Context, conn *pgx.Conn, stmts []string) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, st := range stmts {
+		if _, err := tx.Exec(ctx, st); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
 }
 
 // subscriptionRow is a row of pg_subscription.

@@ -154,6 +154,9 @@ func (s *subscriber) tables(ctx context.Context, conn *pgx.Conn, sub *subscripti
 		if st, ok := rels[ref.String()]; ok {
 			ts.State = relState(st)
 		}
+		if s.spec.Kind == fsm.KindTenant && err == nil && local.Exists {
+			ts.RLS = s.observeRLS(ctx, conn, ref, local)
+		}
 		if ts.Drift == "" {
 			delete(s.driftSince, ts.Name)
 		} else {
@@ -180,4 +183,19 @@ func relState(s string) string {
 		return "syncing"
 	}
 	return s
+}
+
+// observeRLS reads a tenant mirror table's row-level security for the
+// report (policy P5). A table found in order is remembered, so that rls
+// can tell a lost setting (restored and reported) from a first set-up.
+func (s *subscriber) observeRLS(ctx context.Context, conn *pgx.Conn, ref tableRef, local *tableInfo) *fsm.RLSState {
+	st, _, err := readRLS(ctx, conn, local)
+	if err != nil {
+		return nil
+	}
+	st.RepairedAt = s.rlsRepaired[ref.String()]
+	if st.Enabled && st.Forced && st.PolicyOK {
+		s.rlsSeen[ref.String()] = true
+	}
+	return st
 }
