@@ -205,6 +205,14 @@ func ResultValue(t MessageType) any {
 		return &Policy{}
 	case ApprovalCreateType, ApprovalVoteType:
 		return &Approval{}
+	case RegionDatabaseType:
+		return &RegionDatabase{}
+	case TenantSyncStateType:
+		return &TenantSyncState{}
+	case GlobalTableUpsertType:
+		return &GlobalTable{}
+	case GlobalTableDeleteType:
+		return &Deleted{}
 	}
 	return &map[string]any{}
 }

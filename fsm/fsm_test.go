@@ -195,6 +195,14 @@ func TestCommandRoundTrip(t *testing.T) {
 	check := func(typ MessageType, body any, verify func(s *State, res *ApplyResult)) {
 		res := h.mustApply(typ, body)
 		seen[typ] = true
+		// A follower decodes a forwarded result into ResultValue: it must
+		// be the type Apply returns (results that are maps decode as maps).
+		if rv := ResultValue(typ); res.Value != nil {
+			_, generic := rv.(*map[string]any)
+			if generic && reflect.TypeOf(res.Value).Kind() != reflect.Map || !generic && reflect.TypeOf(res.Value) != reflect.TypeOf(rv) {
+				t.Errorf("%s: Apply returns %T, a follower decodes the forwarded result as %T", typ, res.Value, rv)
+			}
+		}
 		h.f.Read(func(s *State) { verify(s, res) })
 	}
 	check(RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 7}, func(s *State, res *ApplyResult) {

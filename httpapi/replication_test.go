@@ -24,7 +24,10 @@ func TestReplicationEndpoints(t *testing.T) {
 	mustWrite(t, l, http.MethodPost, "/region/register", regionJSON("us-east"), http.StatusCreated)
 	mustWrite(t, l, http.MethodPost, "/region/register", regionJSON("eu-west"), http.StatusCreated)
 
-	mustWrite(t, l, http.MethodPut, "/v1/global-tables/public.currencies", `{"writer_region":"us-east"}`, http.StatusCreated)
+	// Through a follower: the leader's answer crosses the forwarding RPC.
+	if r := mustWrite(t, f, http.MethodPut, "/v1/global-tables/public.currencies", `{"writer_region":"us-east"}`, http.StatusCreated); !strings.Contains(string(r.Body), `"writer_region":"us-east"`) {
+		t.Fatalf("global table written through a follower: %s", r.Body)
+	}
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/acme", `{"home_region":"us-east","mirrors":["eu-west"],"tables":[{"name":"orders","pii_columns":["email"]}],"sync_mode":"sync","sync_degrade_after_ms":5000}`, http.StatusCreated)
 	c.Settle()
 
