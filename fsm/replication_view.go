@@ -88,7 +88,7 @@ func taskView(t *Task) TaskView {
 // noAgent explains a task that no agent runs.
 func noAgent(t *Task) ReplicationIssue {
 	return ReplicationIssue{Code: "no_agent", Message: "no alive agent of region " + t.Region + " runs " + t.Type +
-		" tasks (an agent needs POSTGRES_DSN and a replication passfile; without them replication there is simulated)"}
+		" tasks (an agent needs POSTGRES_DSN; without it replication there is simulated)"}
 }
 
 // TenantReplicationView builds a tenant's replication view; ok is false

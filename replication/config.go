@@ -45,7 +45,8 @@ type Config struct {
 	// ReplicationPassfile is a pgpass file holding that role's password
 	// for the other regions; it must be readable by this region's
 	// PostgreSQL server (it is named in subscription connection strings)
-	// and by the agent.
+	// and by the agent. Without one, the role logs in without a password,
+	// which works only where the publishers trust it (pg_hba.conf).
 	ReplicationPassfile string
 	// Interval is how often executors converge and probe (lag, drift).
 	Interval   time.Duration
@@ -66,9 +67,6 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.ReplicationPassfile, "'\\") {
 		return fmt.Errorf("--replication-passfile must not contain quotes or backslashes")
-	}
-	if c.ReplicationPassfile == "" {
-		return errors.New("replication needs a passfile with the replication role's password (--replication-passfile)")
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
@@ -122,6 +120,10 @@ func Executors(cfg Config) ([]Executor, error) {
 		return nil, err
 	}
 	cfg.defaults()
+	if cfg.ReplicationPassfile == "" {
+		cfg.Logger.Warn("no replication passfile (--replication-passfile, ATOMFED_REPLICATION_PASSFILE): subscriptions log in to other regions as "+
+			cfg.ReplicationUser+" without a password, which works only where their PostgreSQL trusts that role", "user", cfg.ReplicationUser)
+	}
 	m := newMetrics(cfg.Registerer)
 	return []Executor{
 		&publisherExec{cfg: cfg, kind: fsm.KindTenant, m: m},

@@ -50,8 +50,11 @@ func connectLocal(ctx context.Context, dsn string) (*pgx.Conn, error) {
 // as the replication role, with the password in a passfile: it is both the
 // subscription's CONNECTION and the agent's own way to the publisher.
 func sourceConnString(ep *fsm.DatabaseEndpoint, user, passfile string) string {
-	return fmt.Sprintf("host=%s port=%d dbname=%s user=%s passfile=%s connect_timeout=10",
-		ep.Host, ep.Port, ep.Database, user, quoteConnValue(passfile))
+	s := fmt.Sprintf("host=%s port=%d dbname=%s user=%s", ep.Host, ep.Port, ep.Database, user)
+	if passfile != "" {
+		s += " passfile=" + quoteConnValue(passfile)
+	}
+	return s + " connect_timeout=10"
 }
 
 func connectSource(ctx context.Context, ep *fsm.DatabaseEndpoint, user, passfile string) (*pgx.Conn, error) {
