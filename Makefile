@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench bench-compare fuzz reports clean
+.PHONY: all build run test test-short lint bench bench-go bench-compare fuzz reports clean
 
 all: build
 
@@ -46,6 +46,14 @@ fuzz:
 ## bench: 3 server processes on loopback with fsync on; writes reports/bench.md
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
+
+## bench-go: Go benchmarks of the FSM apply path and the HTTP write path,
+## BENCH_COUNT runs each, into reports/bench-go.txt; compare two such files
+## with `go run golang.org/x/perf/cmd/benchstat@latest old.txt new.txt`
+BENCH_COUNT ?= 6
+bench-go:
+	@mkdir -p reports
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./fsm ./httpapi | tee reports/bench-go.txt
 
 ## bench-compare: atomfed and etcd 3.4 (Debian's etcd-server, installed when
 ## missing) side by side on loopback, alternating runs; writes its section of

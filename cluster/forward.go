@@ -33,7 +33,7 @@ import (
 const (
 	fwdApply     byte = 1 // payload: stamp (int64 unix ns) + encoded command
 	fwdReadIndex byte = 2 // payload: none; answer: applied index (uint64)
-	fwdResult    byte = 3 // answer to fwdApply: JSON fwdApplyResult
+	fwdResult    byte = 3 // answer to fwdApply: index (uint64), outcome byte, JSON (the value, or a fwdErr)
 	fwdIndex     byte = 4 // answer to fwdReadIndex
 	fwdError     byte = 5 // answer: JSON fwdErr
 
@@ -45,11 +45,11 @@ const (
 	fwdConns = 4
 )
 
-type fwdApplyResult struct {
-	Index uint64          `json:"index"`
-	Err   *fwdErr         `json:"err,omitempty"`
-	Value json.RawMessage `json:"value,omitempty"`
-}
+// Outcome bytes of a fwdResult answer.
+const (
+	fwdOutcomeValue    byte = 0 // JSON of the apply's value (may be empty)
+	fwdOutcomeRejected byte = 1 // JSON fwdErr: the FSM rejected the command
+)
 
 // fwdErr carries an error across: a business rejection (Kind is one of
 // fsm's sentinels) or a cluster condition (Kind "cluster").
@@ -104,10 +104,85 @@ func writeFrame(w *bufio.Writer, id uint64, kind byte, payload []byte) error {
 	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
-	if _, err := w.Write(payload); err != nil {
-		return err
+	_, err := w.Write(payload)
+	return err
+}
+
+type frame struct {
+	id      uint64
+	kind    byte
+	payload []byte
+}
+
+// frameWriter owns the write side of a forwarding connection. A sender
+// that finds nobody writing writes its frame itself; frames that arrive
+// while a write is in progress queue up and are written and flushed
+// together by that writer when it is done. So an idle connection costs no
+// goroutine hand-off, and under load many requests or answers share one
+// TLS record and one write system call.
+type frameWriter struct {
+	c     net.Conn
+	w     *bufio.Writer
+	onErr func(error) // called once, outside the lock, when a write fails
+
+	mu      sync.Mutex
+	queue   []frame
+	writing bool
+	failed  bool
+}
+
+func newFrameWriter(c net.Conn, onErr func(error)) *frameWriter {
+	return &frameWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), onErr: onErr}
+}
+
+// send writes f, or queues it for the writer in progress. It reports false
+// when the connection has failed or stopped.
+func (fw *frameWriter) send(f frame) bool {
+	fw.mu.Lock()
+	if fw.failed {
+		fw.mu.Unlock()
+		return false
 	}
-	return w.Flush()
+	fw.queue = append(fw.queue, f)
+	if fw.writing {
+		fw.mu.Unlock()
+		return true
+	}
+	fw.writing = true
+	var err error
+	for len(fw.queue) > 0 && err == nil {
+		batch := fw.queue
+		fw.queue = nil
+		fw.mu.Unlock()
+		_ = fw.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for _, b := range batch {
+			if err = writeFrame(fw.w, b.id, b.kind, b.payload); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = fw.w.Flush()
+		}
+		fw.mu.Lock()
+	}
+	fw.writing = false
+	if err != nil {
+		fw.failed = true
+		fw.queue = nil
+	}
+	fw.mu.Unlock()
+	if err != nil {
+		fw.onErr(err)
+	}
+	return true
+}
+
+// stop refuses further frames.
+func (fw *frameWriter) stop() {
+	fw.mu.Lock()
+	fw.failed = true
+	fw.queue = nil
+	fw.mu.Unlock()
 }
 
 func readFrame(r *bufio.Reader) (id uint64, kind byte, payload []byte, err error) {
@@ -131,17 +206,12 @@ func readFrame(r *bufio.Reader) (id uint64, kind byte, payload []byte, err error
 func (s *Server) serveForward(c net.Conn) {
 	defer c.Close()
 	r := bufio.NewReaderSize(c, 64<<10)
-	w := bufio.NewWriterSize(c, 64<<10)
-	var wmu sync.Mutex
+	fw := newFrameWriter(c, func(error) { c.Close() })
+	defer fw.stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	answer := func(id uint64, kind byte, payload []byte) {
-		wmu.Lock()
-		defer wmu.Unlock()
-		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := writeFrame(w, id, kind, payload); err != nil {
-			c.Close()
-		}
+		fw.send(frame{id: id, kind: kind, payload: payload})
 	}
 	for {
 		id, kind, payload, err := readFrame(r)
@@ -183,14 +253,18 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			fail(err)
 			return
 		}
-		out := fwdApplyResult{Index: res.Index}
+		var body []byte
+		outcome := fwdOutcomeValue
 		if res.Err != nil {
-			out.Err = toFwdErr(res.Err)
+			outcome = fwdOutcomeRejected
+			body, _ = json.Marshal(toFwdErr(res.Err))
 		} else if res.Value != nil {
-			out.Value, _ = json.Marshal(res.Value)
+			body, _ = json.Marshal(res.Value)
 		}
-		b, _ := json.Marshal(out)
-		answer(id, fwdResult, b)
+		b := make([]byte, 9, 9+len(body))
+		binary.BigEndian.PutUint64(b[:8], res.Index)
+		b[8] = outcome
+		answer(id, fwdResult, append(b, body...))
 	case fwdReadIndex:
 		if s.raft.State() != raft.Leader {
 			// Never pass a read index request on: two servers that each
@@ -221,8 +295,7 @@ type fwdClient struct {
 
 type fwdConn struct {
 	c       net.Conn
-	w       *bufio.Writer
-	wmu     sync.Mutex
+	w       *frameWriter
 	mu      sync.Mutex
 	pending map[uint64]chan fwdAnswer
 	dead    bool
@@ -263,7 +336,8 @@ func (f *fwdClient) conn(leaderAddr string) (*fwdConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	c := &fwdConn{c: nc, w: bufio.NewWriterSize(nc, 64<<10), pending: map[uint64]chan fwdAnswer{}}
+	c := &fwdConn{c: nc, pending: map[uint64]chan fwdAnswer{}}
+	c.w = newFrameWriter(nc, c.close)
 	go c.readLoop()
 	f.pool[i] = c
 	return c, nil
@@ -315,6 +389,7 @@ func (c *fwdConn) close(err error) {
 	pending := c.pending
 	c.pending = map[uint64]chan fwdAnswer{}
 	c.mu.Unlock()
+	c.w.stop()
 	c.c.Close()
 	for _, ch := range pending {
 		ch <- fwdAnswer{err: err}
@@ -333,13 +408,12 @@ func (c *fwdConn) call(ctx context.Context, kind byte, payload []byte) (fwdAnswe
 	}
 	c.pending[id] = ch
 	c.mu.Unlock()
-	c.wmu.Lock()
-	_ = c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	err := writeFrame(c.w, id, kind, payload)
-	c.wmu.Unlock()
-	if err != nil {
-		c.close(err)
-		return fwdAnswer{err: err}, true
+	if !c.w.send(frame{id: id, kind: kind, payload: payload}) {
+		// The writer stopped: close has failed (or is failing) every
+		// pending request, this one included. Whether the frame left is
+		// unknown.
+		a := <-ch
+		return a, true
 	}
 	select {
 	case a := <-ch:
@@ -389,13 +463,23 @@ func (s *Server) ForwardApply(ctx context.Context, data []byte, stamp int64) (*s
 		}
 		return nil, fe.err()
 	}
-	var r fwdApplyResult
-	if err := json.Unmarshal(a.payload, &r); err != nil {
-		return nil, fmt.Errorf("%w: bad answer from the leader", ErrOutcomeUnknown)
+	if len(a.payload) < 9 {
+		return nil, fmt.Errorf("%w: short answer from the leader", ErrOutcomeUnknown)
 	}
-	out := &structs.ForwardResult{Index: r.Index, Value: r.Value}
-	if r.Err != nil {
-		out.Err = r.Err.err()
+	out := &structs.ForwardResult{Index: binary.BigEndian.Uint64(a.payload[:8])}
+	switch body := a.payload[9:]; a.payload[8] {
+	case fwdOutcomeValue:
+		if len(body) > 0 {
+			out.Value = body
+		}
+	case fwdOutcomeRejected:
+		var fe fwdErr
+		if err := json.Unmarshal(body, &fe); err != nil {
+			return nil, fmt.Errorf("%w: bad answer from the leader", ErrOutcomeUnknown)
+		}
+		out.Err = fe.err()
+	default:
+		return nil, fmt.Errorf("%w: bad answer from the leader", ErrOutcomeUnknown)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 // MessageType identifies a command in the Raft log. Numbers are never reused;
@@ -35,8 +36,23 @@ const (
 	GlobalTableDeleteType MessageType = 33
 )
 
-// codecJSON is the body codec version: version 1 is a JSON object.
-const codecJSON byte = 1
+// Body codec versions. Commands are written as MessagePack (smaller, and
+// three times faster to decode than JSON, which every server does for
+// every entry); JSON bodies from older logs still apply, and approvals
+// keep their embedded command as JSON so that the API can show it.
+const (
+	codecJSON    byte = 1
+	codecMsgpack byte = 2
+)
+
+// msgpackHandle encodes with the json field names, byte slices as binary,
+// and map keys sorted, so that the same command always encodes the same.
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{WriteExt: true}
+	h.Canonical = true
+	h.ErrorIfNoField = false
+	return h
+}()
 
 // String returns the command's name as it appears in audit entries.
 func (t MessageType) String() string {
@@ -162,9 +178,21 @@ type AgentLeave struct {
 	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
-// Encode builds a log entry: the type byte, the codec version byte, then the
-// JSON body.
+// Encode builds a log entry: the type byte, the codec version byte, then
+// the MessagePack body.
 func Encode(t MessageType, body any) ([]byte, error) {
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(body); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	out := make([]byte, 0, len(b)+2)
+	out = append(out, byte(t), codecMsgpack)
+	return append(out, b...), nil
+}
+
+// EncodeJSON is Encode with a JSON body, for commands embedded where people
+// read them (an approval's command).
+func EncodeJSON(t MessageType, body any) ([]byte, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
@@ -176,10 +204,13 @@ func Encode(t MessageType, body any) ([]byte, error) {
 
 // decodeBody parses a command body of codec version v into out.
 func decodeBody(v byte, body []byte, out any) error {
-	if v != codecJSON {
-		return fmt.Errorf("unknown codec version %d", v)
+	switch v {
+	case codecMsgpack:
+		return codec.NewDecoderBytes(body, msgpackHandle).Decode(out)
+	case codecJSON:
+		return json.Unmarshal(body, out)
 	}
-	return json.Unmarshal(body, out)
+	return fmt.Errorf("unknown codec version %d", v)
 }
 
 // ResultValue returns a pointer to a zero value of the type Apply returns

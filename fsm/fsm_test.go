@@ -21,7 +21,7 @@ import (
 // region and agent writes that carry no signature with a per-member key, so
 // tests about other things need not.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	f     *FSM
 	index uint64
 	keys  map[string]*signing.Signer
@@ -29,7 +29,7 @@ type harness struct {
 	log   []*raft.Log // every entry applied, to replay elsewhere
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	return &harness{t: t, f: New(nil, prometheus.NewRegistry()), keys: map[string]*signing.Signer{}}
 }
 
@@ -171,19 +171,25 @@ func TestRegisterCommandPanicsOnDuplicate(t *testing.T) {
 }
 
 func TestEncodeLayout(t *testing.T) {
-	data, err := Encode(TenantDeleteType, TenantDelete{ID: "acme", At: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if data[0] != byte(TenantDeleteType) || data[1] != codecJSON {
-		t.Fatalf("header = %v, want type then codec version", data[:2])
-	}
-	var back TenantDelete
-	if err := decodeBody(data[1], data[2:], &back); err != nil || back.ID != "acme" || back.At != 5 {
-		t.Fatalf("round trip: %+v, %v", back, err)
-	}
-	if err := decodeBody(9, data[2:], &back); err == nil {
-		t.Fatal("an unknown codec version decoded")
+	for _, tc := range []struct {
+		name   string
+		encode func(MessageType, any) ([]byte, error)
+		codec  byte
+	}{{"msgpack", Encode, codecMsgpack}, {"json", EncodeJSON, codecJSON}} {
+		data, err := tc.encode(TenantDeleteType, TenantDelete{ID: "acme", At: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data[0] != byte(TenantDeleteType) || data[1] != tc.codec {
+			t.Fatalf("%s: header = %v, want type then codec version %d", tc.name, data[:2], tc.codec)
+		}
+		var back TenantDelete
+		if err := decodeBody(data[1], data[2:], &back); err != nil || back.ID != "acme" || back.At != 5 {
+			t.Fatalf("%s: round trip: %+v, %v", tc.name, back, err)
+		}
+		if err := decodeBody(9, data[2:], &back); err == nil {
+			t.Fatalf("%s: an unknown codec version decoded", tc.name)
+		}
 	}
 }
 
@@ -193,6 +199,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	seen := map[MessageType]bool{}
 	check := func(typ MessageType, body any, verify func(s *State, res *ApplyResult)) {
+		sameInBothCodecs(t, typ, h.autosign(body))
 		res := h.mustApply(typ, body)
 		seen[typ] = true
 		// A follower decodes a forwarded result into ResultValue: it must
@@ -473,7 +480,7 @@ func TestAuditChain(t *testing.T) {
 		t.Fatal("a rejected command extended the audit chain")
 	}
 	var recent []AuditEntry
-	h.f.Read(func(s *State) { recent = s.Audit })
+	h.f.Read(func(s *State) { recent = s.RecentAudit() })
 	if len(recent) != 2 || recent[1].Hash != want || recent[0].Type != "region_upsert" || recent[1].At != 101 {
 		t.Fatalf("recent audit entries: %+v", recent)
 	}
@@ -564,5 +571,62 @@ func TestTableIndexes(t *testing.T) {
 	h.f.Read(func(s *State) { regions, tenants = s.TableIndex(TableRegions), s.TableIndex(TableTenants) })
 	if regions != 4 || tenants != 3 {
 		t.Fatalf("after a region write: regions=%d tenants=%d, want 4 and 3", regions, tenants)
+	}
+}
+
+// sameInBothCodecs checks that a command decodes to the same value from
+// MessagePack (what servers write) as from JSON (what older logs and
+// approvals hold).
+func sameInBothCodecs(t *testing.T, typ MessageType, body any) {
+	t.Helper()
+	mp, err := Encode(typ, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := EncodeJSON(typ, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := reflect.TypeOf(body)
+	a, b := reflect.New(rt), reflect.New(rt)
+	if err := decodeBody(mp[1], mp[2:], a.Interface()); err != nil {
+		t.Fatalf("%s: msgpack: %v", typ, err)
+	}
+	if err := decodeBody(js[1], js[2:], b.Interface()); err != nil {
+		t.Fatalf("%s: json: %v", typ, err)
+	}
+	if !reflect.DeepEqual(a.Elem().Interface(), b.Elem().Interface()) {
+		t.Fatalf("%s decodes differently:\nmsgpack %+v\njson    %+v", typ, a.Elem().Interface(), b.Elem().Interface())
+	}
+	if len(mp) > len(js) {
+		t.Errorf("%s: msgpack body %d bytes, json %d", typ, len(mp), len(js))
+	}
+}
+
+// TestAuditRingKeepsTheNewest applies more than twice the ring: the recent
+// entries are always the newest auditRingSize, oldest first, consecutive.
+func TestAuditRingKeepsTheNewest(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	for i := 0; i < 2*auditRingSize+37; i++ {
+		h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: fmt.Sprintf("t%d", i%7), HomeRegion: "us-east"}, At: int64(i)})
+		if i%97 != 0 && i < 2*auditRingSize+30 {
+			continue
+		}
+		h.f.Read(func(s *State) {
+			recent := s.RecentAudit()
+			want := min(int(s.Index), auditRingSize)
+			if len(recent) != want {
+				t.Fatalf("after index %d: %d recent entries, want %d", s.Index, len(recent), want)
+			}
+			for j, e := range recent {
+				if e.Index != s.Index-uint64(len(recent)-1-j) {
+					t.Fatalf("after index %d: entry %d has index %d", s.Index, j, e.Index)
+				}
+			}
+			if recent[len(recent)-1].Hash != s.AuditHead {
+				t.Fatal("the newest recent entry is not the head")
+			}
+		})
 	}
 }

@@ -65,7 +65,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Index:     s.Index,
 		Indexes:   s.Indexes,
 		AuditHead: s.AuditHead,
-		Audit:     s.Audit,
+		Audit:     s.RecentAudit(),
 		Regions:   s.SortedRegions(),
 		Tenants:   s.SortedTenants(),
 		Agents:    s.SortedAgents(),

@@ -119,7 +119,7 @@ func (s *State) clone() *State {
 		Index:     s.Index,
 		Indexes:   make(map[string]uint64, len(s.Indexes)),
 		AuditHead: s.AuditHead,
-		Audit:     append([]AuditEntry(nil), s.Audit...),
+		Audit:     append([]AuditEntry(nil), s.RecentAudit()...),
 		Regions:   make(map[string]*Region, len(s.Regions)),
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
 		Agents:    make(map[string]*Agent, len(s.Agents)),

@@ -57,7 +57,7 @@ func trustRoundTrips(t *testing.T, h *harness, check func(MessageType, any, func
 				t.Fatalf("policy: %+v", s.Policy)
 			}
 		})
-	revoke, _ := Encode(KeyRevokeType, KeyRevoke{Member: "alice", KeyID: old.KeyID, At: 26})
+	revoke, _ := EncodeJSON(KeyRevokeType, KeyRevoke{Member: "alice", KeyID: old.KeyID, At: 26})
 	check(ApprovalCreateType, ApprovalCreate{ID: "appr-0001", Action: ActionRevokeKey, CommandType: uint8(KeyRevokeType), Command: revoke[2:], At: 26},
 		func(s *State, res *ApplyResult) {
 			if a := s.Approvals["appr-0001"]; a == nil || a.Status != ApprovalPending || a.Required != 2 || a.ExpiresAt != 26+60e9 {
@@ -200,7 +200,7 @@ func TestApprovalFlow(t *testing.T) {
 		t.Fatalf("a production registration without approval: %v", direct.Err)
 	}
 	cmd := h.autosign(RegionUpsert{Region: prod, At: now}).(RegionUpsert)
-	data, _ := Encode(RegionUpsertType, cmd)
+	data, _ := EncodeJSON(RegionUpsertType, cmd)
 	h.mustApply(ApprovalCreateType, ApprovalCreate{ID: "appr-prod-1", Action: ActionRegisterProductionRegion, Summary: "register prod-1",
 		CommandType: uint8(RegionUpsertType), Command: data[2:], At: now})
 	vote := func(who string, at int64) *ApplyResult {
@@ -244,7 +244,7 @@ func TestApprovalFlow(t *testing.T) {
 		t.Fatalf("after the second approval: %+v", a)
 	}
 	var recent []AuditEntry
-	h.f.Read(func(s *State) { recent = s.Audit })
+	h.f.Read(func(s *State) { recent = s.RecentAudit() })
 	last := recent[len(recent)-1]
 	if last.Type != "approval_vote" || last.Index != res.Index || recent[len(recent)-2].Hash != headBefore {
 		t.Fatalf("the approval and the registration must be one audit entry: %+v", recent[len(recent)-2:])
@@ -263,7 +263,7 @@ func TestApprovalRechecksPreconditions(t *testing.T) {
 	for _, a := range []string{"alice", "bob"} {
 		h.register(a, MemberApprover, now)
 	}
-	del, _ := Encode(RegionDeleteType, RegionDelete{Name: "eu-west", At: now})
+	del, _ := EncodeJSON(RegionDeleteType, RegionDelete{Name: "eu-west", At: now})
 	h.mustApply(ApprovalCreateType, ApprovalCreate{ID: "appr-del-1", Action: ActionDeregisterRegion, CommandType: uint8(RegionDeleteType), Command: del[2:], At: now})
 	h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.sign("alice", []byte("a"), now), At: now})
 	res := h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.sign("bob", []byte("b"), now), At: now})

@@ -95,7 +95,7 @@ func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.Audit...)}, s.Index, nil
+		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
 	})
 }
 

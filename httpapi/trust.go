@@ -34,7 +34,7 @@ func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t 
 		a.write(w, r, body, t, cmd, ok)
 		return
 	}
-	data, err := fsm.Encode(t, cmd)
+	data, err := fsm.EncodeJSON(t, cmd)
 	if err != nil {
 		writeError(w, err)
 		return

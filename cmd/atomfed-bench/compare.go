@@ -54,15 +54,42 @@ func atomfedSystem(bin string, o *options) bench.System {
 			Write: a.Upsert, Read: a.Read(""), StaleRead: a.Read("stale"),
 			Populate: func(ctx context.Context) error { return a.Populate(ctx, 16) },
 			Stop:     func() { c.Close(false) },
+			Term:     c.Term,
+			PIDs: func() []int {
+				var out []int
+				for _, sp := range c.Servers {
+					out = append(out, sp.PID())
+				}
+				return out
+			},
 			Description: "3 `atomfed server` processes, default flags: Raft log fsynced, HTTPS with mutual TLS between servers, " +
-				"encrypted gossip, a bearer token on every request; requests round-robin over the 3 servers (followers forward writes and linearizable reads to the leader)",
+				"encrypted gossip, a bearer token on every request; requests round-robin over the 3 servers (followers send writes to the leader over the forwarding RPC and serve linearizable reads after a read-index round with it)",
 		}
 		run.ProfileLeader = func(ctx context.Context, secs int) ([]byte, error) {
 			l, err := c.WaitLeader(10 * time.Second)
 			if err != nil {
 				return nil, err
 			}
-			return getWithToken(ctx, hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", l.URL, secs))
+			if o.profileDir != "" {
+				// A follower's profile too, for where the time goes there.
+				for _, f := range c.Others(l) {
+					go func() {
+						b, err := getWithToken(ctx, hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", f.URL, secs))
+						if err == nil {
+							err = os.WriteFile(filepath.Join(o.profileDir, "follower-"+f.ID()+".pprof"), b, 0o644)
+						}
+						if err != nil {
+							logf("follower profile: %v", err)
+						}
+					}()
+					break
+				}
+			}
+			b, err := getWithToken(ctx, hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", l.URL, secs))
+			if err == nil && o.profileDir != "" {
+				err = os.WriteFile(filepath.Join(o.profileDir, "leader.pprof"), b, 0o644)
+			}
+			return b, err
 		}
 		run.Failover = func(ctx context.Context, round int) (bench.WindowRound, error) {
 			w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), c.URLs(), fmt.Sprintf("f%d", round), region)
@@ -102,6 +129,14 @@ func etcdSystem(bin string, o *options) bench.System {
 			Write: ops.Put, Read: ops.Range(false), StaleRead: ops.Range(true),
 			Populate: ops.Populate,
 			Stop:     e.Close,
+			Term:     e.Term,
+			PIDs: func() []int {
+				var out []int
+				for _, m := range e.Members {
+					out = append(out, m.PID())
+				}
+				return out
+			},
 			Description: "3 etcd " + etcdVersion(bin) + " processes, default flags: WAL fsynced, plaintext HTTP (no TLS, no auth); " +
 				"requests round-robin over the 3 members through the HTTP/JSON gateway (/v3/kv/put, /v3/kv/range)",
 		}
@@ -191,7 +226,7 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 		o.keys, o.labelBytes, o.labelBytes, o.labelBytes, o.warmup, o.duration, o.compare.rounds)
 	p("- atomfed: 3 server processes with default flags: Raft log fsynced, HTTPS with mutual TLS between servers, encrypted gossip, a bearer token on every request.\n")
 	p("- etcd: 3 members with default flags: WAL fsynced, **plaintext HTTP, no auth** (the gateway of %s).\n", etcdVersion(o.compare.etcdBin))
-	p("- Both: requests round-robin over the 3 members; followers forward to the leader (atomfed: one HTTPS hop; etcd: internal raft forwarding).\n\n")
+	p("- Both: requests round-robin over the 3 members; followers forward to the leader (atomfed: the forwarding RPC over the raft port's mutual TLS; etcd: its gRPC proxy to the leader).\n\n")
 	p("| operation | clients | atomfed ops/s | atomfed p50 / p99 | etcd ops/s | etcd p50 / p99 | throughput atomfed/etcd | p99 atomfed/etcd |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {
@@ -204,6 +239,24 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 			a.Throughput, dur(a.P50), dur(a.P99), e.Throughput, dur(e.P50), dur(e.P99),
 			ratio(a.Throughput, e.Throughput), ratio(float64(a.P99), float64(e.P99)))
 	}
+	p("\nCPU during the measured window (median run; the machine has %d cores shared by the servers and the load generator): "+
+		"cores the 3 server processes used together, the load generator's, and server CPU time per successful operation.\n\n", m.Cores)
+	p("| operation | clients | atomfed servers | etcd servers | load generator atomfed / etcd | server CPU per op atomfed | etcd | atomfed/etcd |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range res.Rows {
+		a, e := r.Median["atomfed"], r.Median["etcd"]
+		as, ac := r.MedianCPU("atomfed")
+		es, ec := r.MedianCPU("etcd")
+		perOp := func(cores, tput float64) float64 {
+			if tput == 0 {
+				return 0
+			}
+			return cores / tput * 1e6
+		}
+		ap, ep := perOp(as, a.Throughput), perOp(es, e.Throughput)
+		p("| %s | %d | %.2f | %.2f | %.2f / %.2f | %.0fµs | %.0fµs | %.2f |\n", r.Step.Name, r.Step.Concurrency, as, es, ac, ec, ap, ep, ratio(ap, ep))
+	}
+	p("\nLeader elections during the load steps (raft terms that passed; 0 means the leader held under load): atomfed %d, etcd %d.\n", res.Elections["atomfed"], res.Elections["etcd"])
 	p("\n## Failover: kill -9 of the leader under a steady writer\n\n")
 	p("One client writes one key at a time to the members in turn, retrying on the next member until acknowledged; " +
 		"the leader is killed with SIGKILL after a second of steady writes. The window is the time from the last write acknowledged " +
@@ -243,11 +296,10 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 				v float64
 			}
 			var list []kv
-			for k, v := range areas {
-				list = append(list, kv{k, v})
+			for _, a := range bench.ProfileAreas {
+				list = append(list, kv{a.Name, areas[a.Name]})
 			}
-			sort.Slice(list, func(i, j int) bool { return list[i].v > list[j].v })
-			p("CPU profile of the leader during a measured run (flat time summed by area; fsync waits do not burn CPU and show up as latency, not here):\n\n| area | share of CPU samples |\n|---|---:|\n")
+			p("CPU profile of the leader during a measured run. Each sample counts for the first area that any frame of its stack belongs to, in the order of the table (so the shares add up to 100%); time blocked in fsync burns no CPU and shows up as latency, not here:\n\n| area | share of CPU samples |\n|---|---:|\n")
 			for _, e := range list {
 				p("| %s | %.1f%% |\n", e.k, e.v)
 			}

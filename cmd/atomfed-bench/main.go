@@ -40,6 +40,7 @@ type options struct {
 	replRounds       int
 	compareEtcd      bool
 	compare          compareOptions
+	profileDir       string
 }
 
 func main() {
@@ -78,6 +79,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
 	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
 	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "with -compare-etcd: also save the CPU profiles of the leader and of a follower (puts, 64 clients) here")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

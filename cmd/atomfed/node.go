@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -52,6 +54,7 @@ type serverNode struct {
 // startServer opens the HTTP listener first (so its real address can be
 // gossiped), then starts the cluster member and serves the API.
 func startServer(o serverOptions) (*serverNode, error) {
+	tuneGC()
 	if o.Security.Token == "" {
 		return nil, errors.New("FEDERATION_TOKEN is not set: every server needs the same bootstrap management token (e.g. export FEDERATION_TOKEN=$(openssl rand -hex 32))")
 	}
@@ -166,4 +169,22 @@ func (n *serverNode) stopHTTP() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return n.http.Shutdown(ctx)
+}
+
+// defaultGCPercent is the garbage collector's target when GOGC is not set.
+// A server's live heap is small (the federation state and raft's caches,
+// megabytes) and almost everything it allocates dies with the request
+// that allocated it, so collecting at 4x the live heap rather than Go's 2x
+// saves CPU on every write for a few extra megabytes.
+const defaultGCPercent = 400
+
+var gcOnce sync.Once
+
+// tuneGC applies defaultGCPercent unless the operator set GOGC.
+func tuneGC() {
+	gcOnce.Do(func() {
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(defaultGCPercent)
+		}
+	})
 }

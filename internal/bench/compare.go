@@ -27,7 +27,11 @@ type SystemRun struct {
 	Stop          func()
 	Failover      func(ctx context.Context, round int) (WindowRound, error)
 	ProfileLeader func(ctx context.Context, seconds int) ([]byte, error) // nil: no profile
-	Description   string
+	// PIDs returns the system's server processes, for CPU accounting.
+	PIDs func() []int
+	// Term returns the system's raft term, to count elections under load.
+	Term        func(ctx context.Context) (uint64, error)
+	Description string
 }
 
 // WindowRound is one kill -9 of a leader under a steady writer.
@@ -52,6 +56,24 @@ type CompareRow struct {
 	Step   CompareStep
 	Runs   map[string][]Result
 	Median map[string]Result
+	// CPU is, per system and run, the CPU its servers used per second of
+	// the measured window (in cores), and the load generator's.
+	CPU       map[string][]float64
+	ClientCPU map[string][]float64
+}
+
+// MedianCPU returns the median server and client CPU (cores) of a system.
+func (r *CompareRow) MedianCPU(system string) (servers, client float64) {
+	return medianFloat(r.CPU[system]), medianFloat(r.ClientCPU[system])
+}
+
+func medianFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
 
 // CompareOptions shape a comparison.
@@ -71,15 +93,19 @@ type CompareResult struct {
 	Errors   map[string]string
 	Profile  []byte
 	Notes    []string
+	// Elections counts, per system, the raft terms that passed during the
+	// load steps (a leader election each): 0 means no flapping.
+	Elections map[string]uint64
 }
 
 // Compare runs every step on each system in turn, Rounds times (A B A B
 // ...), never two systems at once, then the failover rounds of each.
 func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareResult, error) {
-	res := &CompareResult{Failover: map[string][]WindowRound{}, Errors: map[string]string{}}
+	res := &CompareResult{Failover: map[string][]WindowRound{}, Errors: map[string]string{}, Elections: map[string]uint64{}}
 	rows := map[CompareStep]*CompareRow{}
 	for _, st := range o.Steps {
-		r := &CompareRow{Step: st, Runs: map[string][]Result{}, Median: map[string]Result{}}
+		r := &CompareRow{Step: st, Runs: map[string][]Result{}, Median: map[string]Result{},
+			CPU: map[string][]float64{}, ClientCPU: map[string][]float64{}}
 		rows[st] = r
 		res.Rows = append(res.Rows, r)
 	}
@@ -96,6 +122,12 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 			if err := run.Populate(ctx); err != nil {
 				run.Stop()
 				return res, fmt.Errorf("%s: populate: %w", s.Name, err)
+			}
+			var term0 uint64
+			if run.Term != nil {
+				if term0, err = run.Term(ctx); err != nil {
+					o.Logf("%s: term: %v", s.Name, err)
+				}
 			}
 			for _, st := range o.Steps {
 				op := run.Write
@@ -121,15 +153,37 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 						prof <- b
 					}()
 				}
+				cpu := make(chan [2]float64, 1)
+				go func() {
+					// Sample over the measured window only.
+					time.Sleep(o.Warmup)
+					var pids []int
+					if run.PIDs != nil {
+						pids = run.PIDs()
+					}
+					self := os.Getpid()
+					s0, c0, t0 := CPUOf(pids), ProcCPU(self), time.Now()
+					time.Sleep(o.Duration)
+					el := time.Since(t0).Seconds()
+					cpu <- [2]float64{(CPUOf(pids) - s0).Seconds() / el, (ProcCPU(self) - c0).Seconds() / el}
+				}()
 				r := Run(ctx, Step{Name: s.Name + " " + st.Name, Concurrency: st.Concurrency, Warmup: o.Warmup, Duration: o.Duration, Op: op})
-				o.Logf("%s", r)
+				used := <-cpu
+				o.Logf("%s; CPU: servers %.2f cores, load generator %.2f", r, used[0], used[1])
 				rows[st].Runs[s.Name] = append(rows[st].Runs[s.Name], r)
+				rows[st].CPU[s.Name] = append(rows[st].CPU[s.Name], used[0])
+				rows[st].ClientCPU[s.Name] = append(rows[st].ClientCPU[s.Name], used[1])
 				if prof != nil {
 					res.Profile = <-prof
 				}
 				if ctx.Err() != nil {
 					run.Stop()
 					return res, ctx.Err()
+				}
+			}
+			if run.Term != nil && term0 > 0 {
+				if t, err := run.Term(ctx); err == nil {
+					res.Elections[s.Name] += t - term0
 				}
 			}
 			run.Stop()
@@ -232,8 +286,27 @@ func FailoverRun(ctx context.Context, round int, w *Writer, kill func() (restart
 	return r, healthy(hctx)
 }
 
-// ProfileTop renders a CPU profile's top entries with `go tool pprof`, and
-// the share of CPU by area (what the time goes to).
+// ProfileAreas are where a server's CPU time goes, each a pprof focus
+// regexp over whole stacks. A sample counts for the first area whose regexp
+// matches any frame of its stack, so the shares are exclusive and add up:
+// an fdatasync under raft's log store counts as fsync, the write system call
+// under a TLS write under an HTTP handler as network.
+var ProfileAreas = []struct{ Name, Focus string }{
+	{"garbage collection (background marking and sweeping)", `^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`},
+	{"fsync of the raft log (fdatasync, in the kernel)", `fdatasync|\.Fsync$|Fdatasync`},
+	{"raft log store (bolt pages, msgpack of log entries)", `raft-boltdb|go\.etcd\.io/bbolt|raft\.\(\*LogCache\)`},
+	{"network system calls (socket reads and writes, poller)", `internal/poll|^syscall\.|netpoll|^net\.\(`},
+	{"TLS (encryption and records)", `^crypto/`},
+	{"JSON and MessagePack of API bodies and commands", `^encoding/json|go-msgpack`},
+	{"FSM apply (state, indexes, audit chain)", `atomfed/fsm\.`},
+	{"raft (leader loop, replication, transport)", `hashicorp/raft`},
+	{"HTTP server, routing and API handlers", `^net/http|gorilla/mux|atomfed/httpapi`},
+	{"forwarding RPC and the rest of atomfed", `atomfed/`},
+	{"Go runtime (scheduler, allocation, other)", `.`},
+}
+
+// ProfileTop renders a CPU profile: pprof's top entries, and the share of
+// samples in each of ProfileAreas.
 func ProfileTop(profile []byte, bin string) (top string, areas map[string]float64, err error) {
 	dir, err := os.MkdirTemp("", "atomfed-profile-")
 	if err != nil {
@@ -248,44 +321,61 @@ func ProfileTop(profile []byte, bin string) (top string, areas map[string]float6
 	if err != nil {
 		return "", nil, fmt.Errorf("go tool pprof: %v: %s", err, out)
 	}
-	all, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=100000", bin, p).CombinedOutput()
-	if err != nil {
-		return "", nil, err
+	total, err := focusedSamples(bin, p, "", "")
+	if err != nil || total == 0 {
+		return string(out), nil, err
 	}
 	areas = map[string]float64{}
-	for _, line := range strings.Split(string(all), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || !strings.HasSuffix(f[1], "%") {
-			continue
+	var seen []string
+	for _, a := range ProfileAreas {
+		n, err := focusedSamples(bin, p, a.Focus, strings.Join(seen, "|"))
+		if err != nil {
+			return string(out), nil, err
 		}
-		var pct float64
-		if _, err := fmt.Sscanf(strings.TrimSuffix(f[1], "%"), "%g", &pct); err != nil {
-			continue
-		}
-		areas[area(strings.Join(f[5:], " "))] += pct
+		areas[a.Name] = 100 * n / total
+		seen = append(seen, a.Focus)
 	}
 	return string(out), areas, nil
 }
 
-// area classifies a function into what the report names.
-func area(fn string) string {
-	switch {
-	case strings.Contains(fn, "syscall.") || strings.Contains(fn, "internal/runtime/syscall") || strings.Contains(fn, "runtime/internal/syscall"):
-		return "syscalls (network and disk I/O, fsync)"
-	case strings.HasPrefix(fn, "crypto/") || strings.Contains(fn, "vendor/golang.org/x/crypto"):
-		return "TLS and crypto"
-	case strings.HasPrefix(fn, "encoding/json") || strings.HasPrefix(fn, "reflect.") || strings.HasPrefix(fn, "strconv."):
-		return "JSON encoding and decoding"
-	case strings.Contains(fn, "hashicorp/raft") || strings.Contains(fn, "go-msgpack") || strings.Contains(fn, "bbolt"):
-		return "raft, its log store and msgpack"
-	case strings.HasPrefix(fn, "net/http") || strings.HasPrefix(fn, "net.") || strings.HasPrefix(fn, "bufio") || strings.Contains(fn, "gorilla/mux"):
-		return "HTTP and networking"
-	case strings.HasPrefix(fn, "runtime.") && (strings.Contains(fn, "gc") || strings.Contains(fn, "scan") || strings.Contains(fn, "mark") || strings.Contains(fn, "sweep")):
-		return "garbage collection"
-	case strings.HasPrefix(fn, "runtime."):
-		return "Go runtime (scheduler, memory)"
-	case strings.Contains(fn, "atomfed"):
-		return "atomfed (FSM, API handlers)"
+// focusedSamples returns the sample time (ms) of the stacks matching focus
+// and none of ignore: with no node dropped, pprof's "Showing nodes
+// accounting for X" is the focused total.
+func focusedSamples(bin, profile, focus, ignore string) (float64, error) {
+	args := []string{"tool", "pprof", "-top", "-nodecount=1000000", "-nodefraction=0", "-edgefraction=0"}
+	if focus != "" {
+		args = append(args, "-focus="+focus)
 	}
-	return "other"
+	if ignore != "" {
+		args = append(args, "-ignore="+ignore)
+	}
+	out, err := exec.Command("go", append(args, bin, profile)...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go tool pprof: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Showing nodes accounting for "); ok {
+			if i := strings.IndexByte(v, ','); i > 0 {
+				return parseMillis(v[:i])
+			}
+		}
+	}
+	return 0, nil // nothing matched
+}
+
+// parseMillis parses pprof's durations (850ms, 1.43s, 2mins) as ms.
+func parseMillis(s string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		ms     float64
+	}{{"ms", 1}, {"us", 0.001}, {"µs", 0.001}, {"ns", 1e-6}, {"mins", 60000}, {"hrs", 3600000}, {"s", 1000}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				return 0, fmt.Errorf("pprof duration %q: %v", s, err)
+			}
+			return f * u.ms, nil
+		}
+	}
+	return 0, fmt.Errorf("pprof duration %q", s)
 }

@@ -251,3 +251,33 @@ func (e *Etcd) VerifyEtcd(ctx context.Context, acks []Ack) error {
 	}
 	return nil
 }
+
+// Term returns the highest raft term any member reports: it moves when a
+// leader is elected.
+func (e *Etcd) Term(ctx context.Context) (uint64, error) {
+	var best uint64
+	var last error
+	for i, m := range e.Members {
+		if !m.Running() {
+			continue
+		}
+		var st struct {
+			RaftTerm string `json:"raftTerm"`
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := e.post(cctx, e.ClientURLs[i]+"/v3/maintenance/status", map[string]any{}, &st)
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		var t uint64
+		if _, err := fmt.Sscan(st.RaftTerm, &t); err == nil && t > best {
+			best = t
+		}
+	}
+	if best == 0 {
+		return 0, fmt.Errorf("no member reported its term: %v", last)
+	}
+	return best, nil
+}
