@@ -31,6 +31,10 @@ type AgentAPI interface {
 	AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.ReportResult, error)
 	// AgentLeave hands the agent's tasks back.
 	AgentLeave(ctx context.Context, node string) error
+	// ReportDatabase records the endpoint of the region's database.
+	ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error
+	// RegionDatabase reads the recorded endpoint of a region's database.
+	RegionDatabase(ctx context.Context, region string) (*fsm.RegionDatabase, error)
 	// AgentRegister registers the agent's signing key as a trust member
 	// (idempotent); its reports are signed with that key.
 	AgentRegister(ctx context.Context, node string) error
@@ -68,6 +72,11 @@ type AgentConfig struct {
 	GossipKey []byte
 	// Executors are the task types this agent runs.
 	Executors []Executor
+	// Database is the secret-free endpoint of the region's PostgreSQL,
+	// which the agent reports to the federation; nil when the agent has
+	// none (replication in its region is then simulated: it runs no
+	// replication tasks).
+	Database *fsm.DatabaseEndpoint
 	// NewAPI builds the server API client from a function that lists the
 	// servers' HTTP URLs (nearest first), as Serf currently knows them.
 	NewAPI     func(servers func() []string) AgentAPI
@@ -182,6 +191,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a.goFn(a.registerKey)
 	a.goFn(a.watchLoop)
 	a.goFn(a.reportLoop)
+	if cfg.Database != nil {
+		a.goFn(a.databaseLoop)
+	}
 	a.log.Info("agent started", "region", cfg.Region, "serf", a.SerfAddr(), "capabilities", a.capabilities())
 	return a, nil
 }
@@ -511,10 +523,17 @@ func (a *Agent) sendReport() {
 			delete(a.pending, sent.ID)
 		}
 	}
+	sentGen := make(map[string]uint64, len(rep.Tasks))
+	for _, sent := range rep.Tasks {
+		sentGen[sent.ID] = sent.Generation
+	}
 	for _, id := range res.Fenced {
 		// The leader moved this task away from us: stop it now rather than
-		// wait for the watch to say so.
-		if r := a.running[id]; r != nil {
+		// wait for the watch to say so. Only the generation the report was
+		// about: a newer one may already run here (the watch delivered it
+		// while the report was in flight), and stopping that one would
+		// leave the task assigned to us and never run.
+		if r := a.running[id]; r != nil && r.task.Generation == sentGen[id] {
 			a.log.Warn("report fenced: task no longer ours", "task", id, "generation", r.task.Generation)
 			a.stopLocked(id, r)
 		}
@@ -544,12 +563,19 @@ type AgentStatus struct {
 	Tasks    []RunningTask    `json:"tasks"`
 	Peers    []structs.Member `json:"-"`
 	Capacity int              `json:"capacity"`
+	// Database is the region database the agent serves (host:port/db),
+	// or says that replication is simulated without one.
+	Database string `json:"database"`
 }
 
 // Status returns the agent's view of itself.
 func (a *Agent) Status() AgentStatus {
 	st := AgentStatus{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: RoleAgent, Version: a.cfg.Version,
-		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{}}
+		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{},
+		Database: "none: no POSTGRES_DSN, replication in this region is simulated"}
+	if d := a.cfg.Database; d != nil {
+		st.Database = fmt.Sprintf("%s:%d/%s", d.Host, d.Port, d.Database)
+	}
 	a.mu.Lock()
 	for _, r := range a.running {
 		st.Tasks = append(st.Tasks, RunningTask{ID: r.task.ID, Type: r.task.Type, Generation: r.task.Generation,

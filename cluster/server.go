@@ -125,6 +125,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "reconcile", fn: s.reconcileRoutine},
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
 		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
+		leaderRoutine{name: "sync-audit", fn: s.syncAuditRoutine},
 		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 	)

@@ -29,6 +29,11 @@ const (
 	TaskPlanType     MessageType = 7
 	AgentReportType  MessageType = 8
 	AgentLeaveType   MessageType = 9
+
+	RegionDatabaseType    MessageType = 30
+	TenantSyncStateType   MessageType = 31
+	GlobalTableUpsertType MessageType = 32
+	GlobalTableDeleteType MessageType = 33
 )
 
 // Body codec versions. Commands are written as MessagePack (smaller, and
@@ -70,6 +75,11 @@ var typeNames = map[MessageType]string{
 	TaskPlanType:     "task_plan",
 	AgentReportType:  "agent_report",
 	AgentLeaveType:   "agent_leave",
+
+	RegionDatabaseType:    "region_database",
+	TenantSyncStateType:   "tenant_sync_state",
+	GlobalTableUpsertType: "global_table_upsert",
+	GlobalTableDeleteType: "global_table_delete",
 }
 
 // RegionUpsert creates or replaces a region.
@@ -238,6 +248,14 @@ func ResultValue(t MessageType) any {
 		return &Policy{}
 	case ApprovalCreateType, ApprovalVoteType:
 		return &Approval{}
+	case RegionDatabaseType:
+		return &RegionDatabase{}
+	case TenantSyncStateType:
+		return &TenantSyncState{}
+	case GlobalTableUpsertType:
+		return &GlobalTable{}
+	case GlobalTableDeleteType:
+		return &Deleted{}
 	}
 	return &map[string]any{}
 }

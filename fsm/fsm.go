@@ -286,6 +286,12 @@ func atOf(v any) int64 {
 		return o.UpdatedAt
 	case *Agent:
 		return o.LastContact
+	case *RegionDatabase:
+		return o.UpdatedAt
+	case *TenantSyncState:
+		return o.At
+	case *GlobalTable:
+		return o.UpdatedAt
 	case stamped:
 		return o.at()
 	}

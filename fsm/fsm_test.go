@@ -81,6 +81,12 @@ func (h *harness) autosign(body any) any {
 			c.Auth = h.sign(c.Node, []byte("leave "+c.Node), c.At)
 		}
 		return c
+	case RegionDatabaseReport:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("database "+c.Node), c.At)
+		}
+		return c
 	}
 	return body
 }
@@ -196,6 +202,14 @@ func TestCommandRoundTrip(t *testing.T) {
 		sameInBothCodecs(t, typ, h.autosign(body))
 		res := h.mustApply(typ, body)
 		seen[typ] = true
+		// A follower decodes a forwarded result into ResultValue: it must
+		// be the type Apply returns (results that are maps decode as maps).
+		if rv := ResultValue(typ); res.Value != nil {
+			_, generic := rv.(*map[string]any)
+			if generic && reflect.TypeOf(res.Value).Kind() != reflect.Map || !generic && reflect.TypeOf(res.Value) != reflect.TypeOf(rv) {
+				t.Errorf("%s: Apply returns %T, a follower decodes the forwarded result as %T", typ, res.Value, rv)
+			}
+		}
 		h.f.Read(func(s *State) { verify(s, res) })
 	}
 	check(RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 7}, func(s *State, res *ApplyResult) {
@@ -221,6 +235,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	})
 	agentRoundTrips(t, check)
 	trustRoundTrips(t, h, check)
+	replicationRoundTrips(t, check) // after trust: it deletes a region, which the default policy gates
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {
 			t.Fatalf("region still there after delete")

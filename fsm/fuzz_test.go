@@ -62,6 +62,10 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TaskPlanType), codecJSON, []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
 	f.Add(uint8(AgentReportType), codecJSON, []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
 	f.Add(uint8(AgentLeaveType), codecJSON, []byte(`{"node":"a1"}`))
+	f.Add(uint8(RegionDatabaseType), codecJSON, []byte(`{"region":"us-east","endpoint":{"host":"db","port":5432,"database":"atomfed"},"node":"a1"}`))
+	f.Add(uint8(TenantSyncStateType), codecJSON, []byte(`{"tenant":"acme","state":"degraded","since":1}`))
+	f.Add(uint8(GlobalTableUpsertType), codecJSON, []byte(`{"table":{"name":"public.fx","writer_region":"eu-west"},"cas":0}`))
+	f.Add(uint8(GlobalTableDeleteType), codecJSON, []byte(`{"name":"public.fx"}`))
 	f.Add(uint8(PolicySetType), codecJSON, []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
 	f.Add(uint8(ApprovalVoteType), codecJSON, []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
 	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
@@ -119,6 +123,14 @@ func newCommand(t MessageType) any {
 		return &AgentReport{}
 	case AgentLeaveType:
 		return &AgentLeave{}
+	case RegionDatabaseType:
+		return &RegionDatabaseReport{}
+	case TenantSyncStateType:
+		return &TenantSyncStateSet{}
+	case GlobalTableUpsertType:
+		return &GlobalTableUpsert{}
+	case GlobalTableDeleteType:
+		return &GlobalTableDelete{}
 	case MemberRegisterType:
 		return &MemberRegister{}
 	case KeyRotateType:
@@ -160,5 +172,7 @@ func seedCommands() []struct {
 		{AgentUpsertType, AgentUpsert{Agent: Agent{Node: "a1", Region: "us-east", Status: AgentAlive, Capabilities: []string{"probe"}}}},
 		{TaskPlanType, TaskPlan{Create: []TaskSpec{{ID: "probe/us-east", Type: "probe", Region: "us-east", Spec: []byte(`{"x":1}`)}}}},
 		{AgentReportType, AgentReport{Node: "a1", Tasks: []TaskReport{{ID: "x", Generation: 1, Status: "running", Result: []byte(`{"ok":true}`)}}}},
+		{RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Node: "a1", Endpoint: DatabaseEndpoint{Host: "db", Port: 5432, Database: "atomfed"}, At: 4}},
+		{GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "public.fx", WriterRegion: "eu-west"}, At: 5}},
 	}
 }

@@ -95,6 +95,11 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 			}
 		}
 	}
+	for _, g := range s.SortedGlobalTables() {
+		if g.WriterRegion == cmd.Name {
+			return nil, preconditionf("region_in_use", "region %q is the writer of global table %q; move or delete the table first", cmd.Name, g.Name)
+		}
+	}
 	if err := requireApproval(s, e, ActionDeregisterRegion); err != nil {
 		return nil, err
 	}
@@ -138,6 +143,10 @@ func applyTenantUpsert(s *State, e *Entry) (any, error) {
 	}
 	s.Tenants[t.ID] = &t
 	s.touch(TableTenants, e.Index)
+	if !t.IsSync() && s.SyncStates[t.ID] != nil {
+		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &t, nil
 }
 
@@ -153,6 +162,10 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 	}
 	delete(s.Tenants, cmd.ID)
 	s.touch(TableTenants, e.Index)
+	if s.SyncStates[cmd.ID] != nil {
+		delete(s.SyncStates, cmd.ID)
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
 }
 

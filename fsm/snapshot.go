@@ -33,6 +33,10 @@ type snapshotDoc struct {
 	TrustSeq  uint64            `json:"trust_seq,omitempty"`
 	Nonces    []nonceEntry      `json:"nonces,omitempty"`
 	Applied   uint64            `json:"applied_index,omitempty"`
+
+	Databases    []*RegionDatabase  `json:"databases,omitempty"`
+	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
+	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -73,6 +77,10 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		TrustSeq:  s.TrustSeq,
 		Nonces:    s.liveNonces(),
 		Applied:   s.applied,
+
+		Databases:    s.SortedDatabases(),
+		SyncStates:   s.SortedSyncStates(),
+		GlobalTables: s.SortedGlobalTables(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -157,5 +165,28 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.nonceQueue = append(s.nonceQueue, n)
 	}
 	s.reindexTrust()
-	return s, nil
+	return s, readReplicationSnapshot(&doc, s)
+}
+
+// readReplicationSnapshot checks and restores the replication objects.
+func readReplicationSnapshot(doc *snapshotDoc, s *State) error {
+	for _, d := range doc.Databases {
+		if d == nil || !ValidRegionName(d.Region) || ValidateEndpoint(&d.Endpoint) != nil || s.Databases[d.Region] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate region database")
+		}
+		s.Databases[d.Region] = d
+	}
+	for _, st := range doc.SyncStates {
+		if st == nil || !ValidTenantID(st.Tenant) || !syncStates[st.State] || s.SyncStates[st.Tenant] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate sync state")
+		}
+		s.SyncStates[st.Tenant] = st
+	}
+	for _, g := range doc.GlobalTables {
+		if g == nil || ValidateGlobalTable(g) != nil || s.GlobalTables[g.Name] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate global table")
+		}
+		s.GlobalTables[g.Name] = g
+	}
+	return nil
 }

@@ -27,6 +27,13 @@ type State struct {
 	Agents  map[string]*Agent
 	Tasks   map[string]*Task
 
+	// Databases holds each region's database endpoint, by region.
+	Databases map[string]*RegionDatabase
+	// SyncStates holds the committed sync state of sync tenants.
+	SyncStates map[string]*TenantSyncState
+	// GlobalTables holds the federation's global tables, by name.
+	GlobalTables map[string]*GlobalTable
+
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
 	Approvals map[string]*Approval
@@ -60,11 +67,15 @@ func newState() *State {
 		Tenants:   map[string]*Tenant{},
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
-		Members:   map[string]*Member{},
-		Tokens:    map[string]*Token{},
-		Approvals: map[string]*Approval{},
-		Nonces:    map[string]int64{},
-		keyOwners: map[string]string{},
+
+		Databases:    map[string]*RegionDatabase{},
+		SyncStates:   map[string]*TenantSyncState{},
+		GlobalTables: map[string]*GlobalTable{},
+		Members:      map[string]*Member{},
+		Tokens:       map[string]*Token{},
+		Approvals:    map[string]*Approval{},
+		Nonces:       map[string]int64{},
+		keyOwners:    map[string]string{},
 
 		tokenHashes: map[string]*Token{},
 	}
@@ -113,12 +124,16 @@ func (s *State) clone() *State {
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
 		Agents:    make(map[string]*Agent, len(s.Agents)),
 		Tasks:     make(map[string]*Task, len(s.Tasks)),
-		Members:   make(map[string]*Member, len(s.Members)),
-		Tokens:    make(map[string]*Token, len(s.Tokens)),
-		Approvals: make(map[string]*Approval, len(s.Approvals)),
-		Policy:    s.Policy,
-		TrustSeq:  s.TrustSeq,
-		Nonces:    make(map[string]int64, len(s.Nonces)),
+
+		Databases:    make(map[string]*RegionDatabase, len(s.Databases)),
+		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
+		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
+		Members:      make(map[string]*Member, len(s.Members)),
+		Tokens:       make(map[string]*Token, len(s.Tokens)),
+		Approvals:    make(map[string]*Approval, len(s.Approvals)),
+		Policy:       s.Policy,
+		TrustSeq:     s.TrustSeq,
+		Nonces:       make(map[string]int64, len(s.Nonces)),
 
 		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}
@@ -136,6 +151,15 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Tasks {
 		c.Tasks[k] = v
+	}
+	for k, v := range s.Databases {
+		c.Databases[k] = v
+	}
+	for k, v := range s.SyncStates {
+		c.SyncStates[k] = v
+	}
+	for k, v := range s.GlobalTables {
+		c.GlobalTables[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v

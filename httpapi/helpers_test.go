@@ -64,7 +64,7 @@ func do(t *testing.T, n *testcluster.Node, method, path string, body any, hdr ht
 func signRegionWrite(c *testcluster.Cluster, method, path string, body any, hdr http.Header) (any, http.Header) {
 	m, ok := body.(map[string]any)
 	isRegionWrite := (method == http.MethodPost && path == "/region/register") ||
-		(method == http.MethodPut && strings.HasPrefix(path, "/v1/regions/"))
+		(method == http.MethodPut && strings.HasPrefix(path, "/v1/regions/") && !strings.HasSuffix(path, "/database"))
 	if !ok || !isRegionWrite {
 		return body, hdr
 	}

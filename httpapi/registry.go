@@ -14,6 +14,9 @@ import (
 type RegionView struct {
 	*fsm.Region
 	Health fsm.RegionHealth `json:"health"`
+	// Database is the region's PostgreSQL endpoint as its agents report it
+	// (host, port, database; never a credential).
+	Database *fsm.DatabaseEndpoint `json:"database,omitempty"`
 }
 
 // RegionList answers GET /region/list and GET /v1/regions.
@@ -26,7 +29,8 @@ type RegionList struct {
 // works.
 type regionInput struct {
 	fsm.Region
-	Health json.RawMessage `json:"health,omitempty"`
+	Health   json.RawMessage `json:"health,omitempty"`
+	Database json.RawMessage `json:"database,omitempty"`
 	// PublicKey is the region's key, required on its first registration,
 	// which it must sign (proof of possession).
 	PublicKey string `json:"public_key,omitempty"`
@@ -37,9 +41,17 @@ func regionViews(s *fsm.State) []RegionView {
 	regs := s.SortedRegions()
 	out := make([]RegionView, len(regs))
 	for i, r := range regs {
-		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name)}
+		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
 	}
 	return out
+}
+
+func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
+	if d := s.Databases[region]; d != nil {
+		ep := d.Endpoint
+		return &ep
+	}
+	return nil
 }
 
 // TenantList answers GET /v1/tenants.
@@ -123,19 +135,19 @@ func createdOrOK(create, modify uint64) int {
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks)), nil
+		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
 	})
 }
 
 func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks))
+		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases))
 		reg, ok := s.Regions[name]
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return RegionView{Region: reg, Health: s.RegionHealth(name)}, idx, nil
+		return RegionView{Region: reg, Health: s.RegionHealth(name), Database: regionEndpoint(s, name)}, idx, nil
 	})
 }
 

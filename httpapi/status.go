@@ -35,6 +35,9 @@ type GlobalStatus struct {
 	Tenants   int            `json:"tenants"`
 	Index     uint64         `json:"index"`
 	AuditHead string         `json:"audit_head"`
+	// Replication is the data plane: global tables per region with their
+	// schema digests and drift, and each tenant's replication status.
+	Replication *fsm.ReplicationSummary `json:"replication"`
 	// SimulationMode and Simulation are this node's.
 	SimulationMode bool                `json:"simulation_mode"`
 	Simulation     *structs.Simulation `json:"simulation,omitempty"`
@@ -190,6 +193,7 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 		return GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+			Replication:    s.ReplicationSummary(),
 			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
 		}, s.Index, nil
 	})

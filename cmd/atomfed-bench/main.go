@@ -35,6 +35,9 @@ type options struct {
 	keepLogs         bool
 	scaleAgents      int
 	scaleRegions     int
+	replRate         int
+	replDuration     time.Duration
+	replRounds       int
 	compareEtcd      bool
 	compare          compareOptions
 	profileDir       string
@@ -70,6 +73,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the server logs (their directory is printed)")
 	fs.IntVar(&o.scaleAgents, "scale-agents", 200, "agents in the in-process scale test (0 skips it)")
 	fs.IntVar(&o.scaleRegions, "scale-regions", 5, "regions the scale test's agents spread over")
+	fs.IntVar(&o.replRate, "repl-rate", 200, "insert rate (rows/s) of the replication lag measurement (0 skips it)")
+	fs.DurationVar(&o.replDuration, "repl-duration", 10*time.Second, "length of each replication lag run")
+	fs.IntVar(&o.replRounds, "repl-rounds", 2, "replication lag runs per setup (atomfed and by hand, alternating)")
 	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
 	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
 	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
@@ -273,6 +279,14 @@ func run(ctx context.Context, o *options) error {
 			"retrying a write on the next server until it is acknowledged; the leader is killed with SIGKILL after 1 s of steady writes, "+
 			"writing continues 1 s after the first acknowledged write, then every acknowledged write is read back linearizably, "+
 			"and the killed server is restarted (same flags, data dir and ports) and waited for until its audit head equals the leader's.")
+	}
+	if o.replRate > 0 && ctx.Err() == nil {
+		logf("replication: lag at %d rows/s, atomfed versus by hand", o.replRate)
+		rep.Replication, rep.ReplicationErr = bench.RunReplication(ctx, bench.ReplicationOptions{Bin: bin, Cluster: c,
+			Rate: o.replRate, Duration: o.replDuration, Rounds: o.replRounds, Log: logf})
+		if rep.ReplicationErr != nil {
+			logf("replication: %v", rep.ReplicationErr)
+		}
 	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {
 		c.Close(keep) // the scale test wants the machine to itself

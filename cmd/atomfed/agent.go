@@ -18,11 +18,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
+	"github.com/atomcloud/atomfed/replication"
 )
 
 // agentOptions are an agent's settings, from flags or from dev.
@@ -34,6 +36,12 @@ type agentOptions struct {
 	Capacity                int
 	Security                securityOptions
 	Logger                  hclog.Logger
+	// Replication: the region's PostgreSQL (DSN with its credentials; never
+	// logged), the address other regions dial, and the replication role's
+	// name and passfile.
+	PostgresDSN, PostgresAdvertise   string
+	ReplicationUser, ReplicationPass string
+	ReplicationInterval              time.Duration
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -78,7 +86,11 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	quiet := o.Simulation != nil
 	if o.Simulation == nil {
-		sim, err := evaluateSimulation(precheck.RoleAgent)
+		cfg := precheckConfigFromEnv()
+		if o.PostgresDSN != "" {
+			cfg.PostgresDSN = o.PostgresDSN
+		}
+		sim, err := evaluateSimulationWith(precheck.RoleAgent, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -113,11 +125,16 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	if sec.roots != nil {
 		probeTransport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: sec.roots, MinVersion: tls.VersionTLS12}}
 	}
+	execs, db, err := agentExecutors(o, reg, probeTransport)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	ag, err := cluster.NewAgent(cluster.AgentConfig{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
 		Join: o.Join, Capacity: o.Capacity, Version: version, GossipKey: sec.gossipKey,
-		Executors: []cluster.Executor{cluster.NewProbeExecutor(reg, probeTransport)},
+		Executors: execs, Database: db,
 		NewAPI: func(servers func() []string) cluster.AgentAPI {
 			return client.NewPool(servers, opts...)
 		},
@@ -143,6 +160,39 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		n.done <- err
 	}()
 	return n, nil
+}
+
+// agentExecutors returns the probe executor and, when the agent knows its
+// region's PostgreSQL, the replication executors and the database endpoint
+// to report. Without a DSN, or when its simulation mode simulates
+// replication, the region's replication is simulated, and the agent says so.
+func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport http.RoundTripper) ([]cluster.Executor, *fsm.DatabaseEndpoint, error) {
+	execs := []cluster.Executor{cluster.NewProbeExecutor(reg, probeTransport)}
+	switch {
+	case o.PostgresDSN == "":
+		o.Logger.Warn("SIMULATION: no POSTGRES_DSN (--postgres-dsn): this agent runs no replication tasks, so replication in its region is simulated",
+			"region", o.Region)
+		return execs, nil, nil
+	case o.Simulation.Simulates("replication"):
+		o.Logger.Warn("SIMULATION: this agent runs no replication tasks, so replication in its region is simulated",
+			"region", o.Region, "reason", o.Simulation.Reason)
+		return execs, nil, nil
+	}
+	cfg := replication.Config{DSN: o.PostgresDSN, Advertise: o.PostgresAdvertise, ReplicationUser: o.ReplicationUser,
+		ReplicationPassfile: o.ReplicationPass, Interval: o.ReplicationInterval, Logger: o.Logger, Registerer: reg}
+	repl, err := replication.Executors(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := cfg.Endpoint()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range repl {
+		execs = append(execs, e)
+	}
+	o.Logger.Info("replication executors ready", "database", fmt.Sprintf("%s:%d/%s", db.Host, db.Port, db.Database))
+	return execs, db, nil
 }
 
 func (n *agentNode) leave(ctx context.Context) error {
@@ -189,6 +239,12 @@ SIMULATION_MODE=false it refuses to start instead.`,
 			if o.Security.Token == "" {
 				o.Security.Token = os.Getenv("FEDERATION_TOKEN")
 			}
+			if o.PostgresDSN == "" {
+				o.PostgresDSN = os.Getenv("POSTGRES_DSN")
+			}
+			if o.ReplicationPass == "" {
+				o.ReplicationPass = os.Getenv("ATOMFED_REPLICATION_PASSFILE")
+			}
 			o.Security.KeyPath = os.Getenv("COSIGN_KEY_PATH")
 			o.Logger = newLogger(o.Node, logLevel, logJSON)
 			return runAgent(o)
@@ -204,6 +260,11 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringVar(&o.SerfAdvertise, "serf-advertise", "", "Serf address other members use")
 	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of servers or agents to join (comma-separated)")
 	f.IntVar(&o.Capacity, "capacity", 64, "how many tasks this agent takes (0: no limit)")
+	f.StringVar(&o.PostgresDSN, "postgres-dsn", "", "the region's PostgreSQL (default $POSTGRES_DSN); without it replication in the region is simulated")
+	f.StringVar(&o.PostgresAdvertise, "postgres-advertise", "", "host:port other regions' PostgreSQL servers use to reach this one (default: from the DSN)")
+	f.StringVar(&o.ReplicationUser, "replication-user", replication.DefaultReplicationUser, "role subscriptions log in as on publishers (the same in every region)")
+	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
+	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
 	f.StringVar(&o.Security.Token, "token", "", "token with the agent role (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")

@@ -184,6 +184,7 @@ func newTenantCmd() *cobra.Command {
 	var t fsm.Tenant
 	var tables, labels []string
 	var cas uint64
+	var degradeAfter time.Duration
 	put := &cobra.Command{
 		Use:   "put ID",
 		Short: "Create or replace a tenant's placement",
@@ -196,6 +197,7 @@ func newTenantCmd() *cobra.Command {
 				return err
 			}
 			t.ID = args[0]
+			t.SyncDegradeAfterMS = int(degradeAfter / time.Millisecond)
 			if t.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
@@ -225,6 +227,9 @@ func newTenantCmd() *cobra.Command {
 	pf.StringArrayVar(&tables, "table", nil, "table[:pii_col,pii_col] (repeatable)")
 	pf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	pf.Uint64Var(&cas, "cas", 0, "only write if the tenant's modify_index is this (0: create only)")
+	pf.StringVar(&t.SyncMode, "sync-mode", "", "async (default) or sync: commits at home return once a mirror has them")
+	pf.StringVar(&t.SyncFallback, "sync-fallback", "", "with sync: degrade (default: go async when every mirror is down) or wait")
+	pf.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down (default 10s)")
 
 	get := &cobra.Command{
 		Use:   "get ID",
@@ -294,7 +299,7 @@ func newTenantCmd() *cobra.Command {
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
-	cmd.AddCommand(put, get, list, del)
+	cmd.AddCommand(put, get, list, del, newTenantReplicationCmd(&cf))
 	return cmd
 }
 

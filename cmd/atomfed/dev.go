@@ -20,7 +20,9 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/pgtest"
 	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
@@ -39,18 +41,21 @@ var devRegions = []devRegion{
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
 	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
-	var keep bool
+	var keep, noPostgres bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole local federation: three servers in us-east, eu-west and ap-south",
 		Long: `Run a whole local federation in one process: three servers, one per region
 (us-east, eu-west, ap-south), with the API of the first on 127.0.0.1:8401.
-The three regions are registered once a leader is elected. Data lives in a
-temporary directory that is removed on Ctrl-C unless --keep is given.`,
+The three regions are registered once a leader is elected. When the
+PostgreSQL binaries are installed, every region gets its own throwaway
+PostgreSQL cluster and its agent drives real logical replication; without
+them replication is simulated, and dev says so. Data lives in a temporary
+directory that is removed on Ctrl-C unless --keep is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDev(devOptions{dataDir: dataDir, logLevel: logLevel, host: host,
 				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort,
-				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep})
+				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep, noPostgres: noPostgres})
 		},
 	}
 	f := cmd.Flags()
@@ -63,6 +68,7 @@ temporary directory that is removed on Ctrl-C unless --keep is given.`,
 	f.IntVar(&agentHTTPPort, "agent-http-port", 8411, "HTTP port of the first region agent; the others use the next ports")
 	f.IntVar(&agentSerfPort, "agent-serf-port", 8611, "Serf port of the first region agent; the others use the next ports")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the servers: trace, debug, info, warn, error")
+	f.BoolVar(&noPostgres, "no-postgres", false, "do not start PostgreSQL clusters (replication is then simulated)")
 	return cmd
 }
 
@@ -70,7 +76,7 @@ type devOptions struct {
 	dataDir, logLevel, host      string
 	httpPort, raftPort, serfPort int
 	agentHTTPPort, agentSerfPort int
-	keep                         bool
+	keep, noPostgres             bool
 }
 
 func runDev(o devOptions) error {
@@ -82,6 +88,10 @@ func runDev(o devOptions) error {
 		o.dataDir = d
 		if !o.keep {
 			defer os.RemoveAll(d)
+		}
+		// Each region's PostgreSQL may run as the postgres user.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
 		}
 	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
@@ -97,8 +107,10 @@ func runDev(o devOptions) error {
 	if err != nil {
 		return err
 	}
-	agentSim, err := evaluateSimulation(precheck.RoleAgent)
+	pgs, pgNote := startDevPostgres(o)
+	agentSims, err := devAgentSimulations(pgs)
 	if err != nil {
+		removeDevPostgres(pgs, o.keep)
 		return err
 	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
@@ -115,6 +127,7 @@ func runDev(o devOptions) error {
 		for _, n := range nodes {
 			_ = n.shutdown()
 		}
+		removeDevPostgres(pgs, o.keep)
 	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-1", r.name)
@@ -148,20 +161,24 @@ func runDev(o devOptions) error {
 		opts := sec.server
 		opts.TLS = sec.files[name]
 		opts.Token = setup.agentToken
-		a, err := startAgent(agentOptions{
+		ao := agentOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
 			Capacity: 64, Security: opts, Logger: newLogger(name, o.logLevel, false),
-			Simulation: agentSim,
-		})
+			Simulation: agentSims[r.name], ReplicationInterval: 2 * time.Second,
+		}
+		if pg := pgs[r.name]; pg != nil {
+			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pgtest.Database), pg.Passfile
+		}
+		a, err := startAgent(ao)
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("start agent %s: %w", name, err)
 		}
 		agents = append(agents, a)
 	}
-	printDev(o.dataDir, nodes, agents, sec, setup)
-	fmt.Print("\n" + simulationBanner(serverSim, agentSim))
+	printDev(o.dataDir, nodes, agents, sec, setup, pgs, pgNote)
+	fmt.Print("\n" + simulationBanner(serverSim, agentSims[devRegions[0].name]))
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()
@@ -313,7 +330,64 @@ func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, se
 	})
 }
 
-func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup) {
+// startDevPostgres starts one throwaway PostgreSQL cluster per region when
+// the binaries are installed, and returns a line that says what dev runs.
+func startDevPostgres(o devOptions) (map[string]*pgtest.Cluster, string) {
+	if o.noPostgres {
+		return nil, "  SIMULATION: replication is simulated (--no-postgres): no region has a database, replication tasks stay pending."
+	}
+	if _, err := pgtest.Find(); err != nil {
+		return nil, "  SIMULATION: replication is simulated: " + err.Error() + ".\n" +
+			"  No region has a database and replication tasks stay pending (GET /v1/tenants/{id}/replication says why)."
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pw := ""
+	out := map[string]*pgtest.Cluster{}
+	for _, r := range devRegions {
+		pg, err := pgtest.Start(ctx, pgtest.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
+		if err != nil {
+			removeDevPostgres(out, false)
+			return nil, "  SIMULATION: replication is simulated: PostgreSQL did not start (" + err.Error() + ")."
+		}
+		pw = pg.ReplicationPassword
+		out[r.name] = pg
+	}
+	return out, "  Every region has its own PostgreSQL; tenants with tables replicate for real (logical replication):"
+}
+
+// removeDevPostgres stops the regions' PostgreSQL clusters, keeping their
+// data when keep is set.
+func removeDevPostgres(pgs map[string]*pgtest.Cluster, keep bool) {
+	for _, pg := range pgs {
+		if keep {
+			_ = pg.Stop()
+		} else {
+			_ = pg.Remove()
+		}
+	}
+}
+
+// devAgentSimulations decides each dev agent's SIMULATION_MODE the way a
+// real agent would, with its region's database as POSTGRES_DSN. Dev
+// announces the result once, in its banner.
+func devAgentSimulations(pgs map[string]*pgtest.Cluster) (map[string]*structs.Simulation, error) {
+	out := map[string]*structs.Simulation{}
+	for _, r := range devRegions {
+		cfg := precheckConfigFromEnv()
+		if pg := pgs[r.name]; pg != nil {
+			cfg.PostgresDSN = pg.DSN(pgtest.Database)
+		}
+		sim, err := evaluateSimulationWith(precheck.RoleAgent, cfg)
+		if err != nil {
+			return nil, err
+		}
+		out[r.name] = sim
+	}
+	return out, nil
+}
+
+func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup, pgs map[string]*pgtest.Cluster, pgNote string) {
 	fmt.Println("atomfed dev federation is up (TLS, tokens, signed requests)")
 	fmt.Printf("  data dir: %s\n", dir)
 	for i, n := range nodes {
@@ -321,6 +395,14 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
 	}
 	for i, a := range agents {
 		fmt.Printf("  %-11s region %-9s http %s  (agent)  serf %s\n", devRegions[i].name+"-a1", devRegions[i].name, a.url, a.agent.SerfAddr())
+	}
+	fmt.Println()
+	fmt.Println(pgNote)
+	for _, r := range devRegions {
+		if pg := pgs[r.name]; pg != nil {
+			fmt.Printf("  postgres    region %-9s %s/%s   PGPASSFILE=%s psql -h %s -p %d -U %s %s\n",
+				r.name, pg.Addr(), pgtest.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pgtest.Superuser, pgtest.Database)
+		}
 	}
 	u := nodes[0].url
 	fmt.Printf(`

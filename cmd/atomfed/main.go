@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),
+		newGlobalTableCmd(),
 		newMembersCmd(),
 		newOperatorCmd(),
 		newSnapshotCmd(),

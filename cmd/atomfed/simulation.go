@@ -19,9 +19,15 @@ import (
 // SIMULATION_MODE=false and something missing it returns an error that
 // names what is missing: the node must not start.
 func evaluateSimulation(role precheck.Role) (*structs.Simulation, error) {
+	return evaluateSimulationWith(role, precheckConfigFromEnv())
+}
+
+// evaluateSimulationWith is evaluateSimulation with the checks' settings
+// given (an agent's --postgres-dsn flag overrides POSTGRES_DSN).
+func evaluateSimulationWith(role precheck.Role, cfg precheck.Config) (*structs.Simulation, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	sim, err := precheck.Evaluate(ctx, precheckConfigFromEnv(), role, os.Getenv("SIMULATION_MODE"))
+	sim, err := precheck.Evaluate(ctx, cfg, role, os.Getenv("SIMULATION_MODE"))
 	if err != nil {
 		return nil, fmt.Errorf("refusing to start: %w", err)
 	}

@@ -4,8 +4,9 @@
 // is reported as not_evaluated with the reason, never as a pass; plugging
 // in a real evaluator is a one-line change to that table.
 //
-// Evaluators read the server's local state and may call other nodes' HTTP
-// endpoints (P4); they never change anything.
+// Evaluators read the server's local state (P1 and P5 read what the
+// replication executors on the agents reported into it) and may call other
+// nodes' HTTP endpoints (P4); they never change anything.
 package policy
 
 import (
@@ -59,7 +60,7 @@ type Policy struct {
 func Policies() []Policy {
 	return []Policy{
 		{ID: "P1", Title: "No PII in transit: PII columns are never published",
-			Eval: NotEvaluated("tenant replication (G.1.4) is not built yet: no publication exists whose columns could be checked, so the absence of PII in transit is not proven")},
+			Eval: NoPIIInTransit},
 		{ID: "P2", Title: "Every region registration and cross-region request is signed (sigstore, cosign-compatible)",
 			Eval: SignedRequests},
 		{ID: "P3", Title: "m-of-n approvals for production region additions and failovers",
@@ -67,7 +68,7 @@ func Policies() []Policy {
 		{ID: "P4", Title: "Every node serves /metrics and /global-status",
 			Eval: EndpointsServed, CacheFor: 10 * time.Second},
 		{ID: "P5", Title: "Tenant row-level security in every region",
-			Eval: NotEvaluated("tenant replication and row-level security on tenant mirrors (G.1.4) are not built yet")},
+			Eval: TenantRLS},
 		{ID: "P6", Title: "Latency budget: < 500 ms intra-region, < 1 s inter-region",
 			Eval: LatencyBudget},
 		{ID: "P7", Title: "Async snapshots and failover tests",

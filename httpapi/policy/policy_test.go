@@ -45,10 +45,11 @@ func register(t *testing.T, c *testcluster.Cluster, name, url string) {
 }
 
 // TestPolicyStatusMatrix reads P1-P7 from one server of a three-server
-// cluster (each server evaluates from its own state): the policies whose enforcement is not built are not_evaluated
-// with a reason, P4 passes on servers that serve both endpoints, P6 has
-// nothing to measure without regions, P7 blocks on the missing scheduled
-// snapshots, and the node's simulation mode is part of the answer.
+// cluster (each server evaluates from its own state): P1 and P5 have no
+// replicated tenant to check and are not_evaluated with that reason, P4
+// passes on servers that serve both endpoints, P6 has nothing to measure
+// without regions, P7 blocks on the missing scheduled snapshots, and the
+// node's simulation mode is part of the answer.
 func TestPolicyStatusMatrix(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Simulation: sim})
 	asked := c.Nodes[1]
@@ -65,8 +66,8 @@ func TestPolicyStatusMatrix(t *testing.T) {
 	}
 	m := byID(st)
 	for _, id := range []string{"P1", "P5"} {
-		if m[id].Status != structs.PolicyNotEvaluated {
-			t.Errorf("%s is %s, want not_evaluated (its enforcement is not built)", id, m[id].Status)
+		if m[id].Status != structs.PolicyNotEvaluated || !strings.Contains(m[id].Reason, "no tenant is replicated yet") {
+			t.Errorf("%s is %s (%s), want not_evaluated: no tenant is replicated", id, m[id].Status, m[id].Reason)
 		}
 	}
 	if m["P2"].Status != structs.PolicyPass || !strings.Contains(m["P2"].Reason, "signatures are enforced") {
@@ -252,4 +253,40 @@ func TestEvaluatorsPlugIn(t *testing.T) {
 	if m["P5"].Status != structs.PolicyNotEvaluated || !strings.Contains(m["P5"].Reason, "looks fine") {
 		t.Errorf("P5 with an unknown status: %+v", m["P5"])
 	}
+}
+
+// TestP1P5SimulatedWithoutRegionDatabases: a replicated tenant whose
+// regions' agents have no region database is not verified by P1 or P5:
+// both are not_evaluated, say that replication is simulated there, and
+// list the simulated regions in their evidence.
+func TestP1P5SimulatedWithoutRegionDatabases(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Servers: 1})
+	n := c.Nodes[0]
+	register(t, c, "us-east", "https://us-east.example.com")
+	register(t, c, "eu-west", "https://eu-west.example.com")
+	c.AddAgent("us-east-a1", "us-east")
+	c.AddAgent("eu-west-a1", "eu-west")
+	tn := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"eu-west"},
+		Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
+	if _, err := n.Client.PutTenant(testcluster.Ctx(t, 20*time.Second), tn, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Settle()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		m := byID(policyStatus(t, n))
+		for id, region := range map[string]string{"P1": "us-east", "P5": "eu-west"} {
+			r := m[id]
+			if r.Status != structs.PolicyNotEvaluated || !strings.Contains(r.Reason, "replication in region "+region+" is simulated") {
+				return fmt.Errorf("%s: %s %q", id, r.Status, r.Reason)
+			}
+			var ev struct {
+				Simulated []policy.SimulatedRegion `json:"simulated"`
+			}
+			b, _ := json.Marshal(r.Evidence)
+			if err := json.Unmarshal(b, &ev); err != nil || len(ev.Simulated) != 1 || ev.Simulated[0].Region != region {
+				return fmt.Errorf("%s evidence does not list %s as simulated: %s", id, region, b)
+			}
+		}
+		return nil
+	})
 }

@@ -57,8 +57,9 @@ type verifyEnv struct {
 }
 
 var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef){
-	"registry": verifyRegistry,
-	"policy":   verifyPolicy,
+	"registry":    verifyRegistry,
+	"policy":      verifyPolicy,
+	"replication": verifyReplication,
 }
 
 // verifyRegistry reads GET /region/list, creates VerifyTenant at home in
@@ -183,6 +184,40 @@ func verifyPolicy(ctx context.Context, env *verifyEnv) (*Verification, []AuditRe
 	}
 	step.Output = compact(raw.Bytes())
 	step.Result = fmt.Sprintf("P1-P7 reported by %s: %d pass, %d block, %d not evaluated", st.Node, st.Summary.Pass, st.Summary.Block, st.Summary.NotEvaluated)
+	v.Steps = append(v.Steps, step)
+	return v, nil
+}
+
+// verifyReplication reads GET /v1/replication, the federation's
+// replication summary (global tables per region with digests and drift,
+// every replicated tenant's status), and checks that it answers with a
+// known status for each. It only reads: replicating a tenant needs tables
+// in the regions' databases, which a verification must not create.
+func verifyReplication(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
+	v := &Verification{OK: true}
+	var raw bytes.Buffer
+	step := Step{Call: "GET /v1/replication"}
+	m, err := env.c.Do(ctx, http.MethodGet, "/v1/replication", nil, nil, &raw)
+	step.Status = statusOf(m, err)
+	if err != nil {
+		return v.fail(step, "%v", err), nil
+	}
+	step.Index = m.Index
+	var sum fsm.ReplicationSummary
+	if err := json.Unmarshal(raw.Bytes(), &sum); err != nil {
+		return v.fail(step, "not JSON: %v", err), nil
+	}
+	known := map[string]bool{fsm.ReplStatusOK: true, fsm.ReplStatusPending: true, fsm.ReplStatusDegraded: true, fsm.ReplStatusError: true}
+	if !known[sum.Status] {
+		return v.fail(step, "unknown status %q", sum.Status), nil
+	}
+	for _, t := range sum.Tenants {
+		if !known[t.Status] {
+			return v.fail(step, "tenant %s has an unknown status %q", t.Tenant, t.Status), nil
+		}
+	}
+	step.Output = compact(raw.Bytes())
+	step.Result = fmt.Sprintf("status %s: %d replicated tenants, %d global tables, %d drifted tables", sum.Status, len(sum.Tenants), len(sum.GlobalTables), len(sum.Drift))
 	v.Steps = append(v.Steps, step)
 	return v, nil
 }

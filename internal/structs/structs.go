@@ -145,6 +145,17 @@ type TaskStatus struct {
 	Error  string
 }
 
+// Replication metric names, shared by the agents (measured) and the servers
+// (exported from task results) so that one dashboard reads either.
+const (
+	MetricReplicationLagSeconds = "atomfed_replication_lag_seconds"
+	MetricReplicationLagBytes   = "atomfed_replication_lag_bytes"
+	MetricGlobalSyncLagSeconds  = "atomfed_global_sync_lag_seconds"
+	MetricGlobalSyncLagBytes    = "atomfed_global_sync_lag_bytes"
+	MetricReplicationError      = "atomfed_replication_error"
+	MetricSchemaDrift           = "atomfed_replication_schema_drift"
+)
+
 // ForwardResult is the leader's answer to a command forwarded by a
 // follower: the raft index, a business rejection, or the stored value as
 // JSON.
