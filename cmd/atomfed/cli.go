@@ -66,6 +66,9 @@ func (f *clientFlags) client() (*client.Client, error) {
 		}
 		opts = append(opts, client.WithSigner(s))
 	}
+	// A CLI call during an election waits for the new leader rather than
+	// failing: a no_leader answer means nothing happened.
+	opts = append(opts, client.WithRetry(10*time.Second))
 	return client.New(f.addr, opts...)
 }
 

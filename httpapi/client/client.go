@@ -28,6 +28,7 @@ type Client struct {
 	hc     *http.Client
 	signer *signing.Signer
 	tlsCfg *tls.Config
+	retry  time.Duration
 }
 
 // Option configures a Client.
@@ -43,6 +44,12 @@ func WithSigner(s *signing.Signer) Option { return func(c *Client) { c.signer = 
 // WithTLS sets the TLS configuration used for https:// servers (the
 // federation CA, and a client certificate for server-to-server calls).
 func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tlsCfg = cfg } }
+
+// WithRetry retries, for up to d, a request the server answered with 503
+// no_leader: nothing was applied or read, so trying again is safe. The
+// waits grow from 100 ms to 1 s, or follow Retry-After. Streamed bodies
+// (io.Reader) are sent once.
+func WithRetry(d time.Duration) Option { return func(c *Client) { c.retry = d } }
 
 // WithHTTPClient replaces the underlying HTTP client.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
@@ -150,27 +157,54 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 }
 
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, hdr http.Header) (*Meta, error) {
-	var rd io.Reader
+	var raw []byte
+	var stream io.Reader
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 	case io.Reader:
-		rd = b
+		stream = b
 	default:
 		buf, err := json.Marshal(b)
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
-		rd = bytes.NewReader(buf)
+		raw = buf
 	}
+	deadline := time.Now().Add(c.retry)
+	wait := 100 * time.Millisecond
+	for {
+		rd := stream
+		if raw != nil {
+			rd = bytes.NewReader(raw)
+		}
+		meta, after, err := c.once(ctx, method, path, query, rd, out, hdr)
+		var e *Error
+		if stream != nil || !errors.As(err, &e) || e.Code != "no_leader" || time.Now().Add(wait).After(deadline) {
+			return meta, err
+		}
+		if after > 0 {
+			wait = after
+		}
+		select {
+		case <-ctx.Done():
+			return meta, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// once sends one request. after is the server's Retry-After, if any.
+func (c *Client) once(ctx context.Context, method, path string, query url.Values, rd io.Reader, out any, hdr http.Header) (meta *Meta, after time.Duration, err error) {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -183,27 +217,30 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	meta := &Meta{Status: resp.StatusCode, ServedBy: resp.Header.Get("X-Atomfed-Served-By")}
+	meta = &Meta{Status: resp.StatusCode, ServedBy: resp.Header.Get("X-Atomfed-Served-By")}
 	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Atomfed-Index"), 10, 64)
 	meta.KnownLeader = resp.Header.Get("X-Atomfed-Known-Leader") == "true"
 	if resp.StatusCode/100 != 2 {
-		return meta, decodeError(resp)
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			after = time.Duration(s) * time.Second
+		}
+		return meta, after, decodeError(resp)
 	}
 	if w, ok := out.(io.Writer); ok {
 		_, err = io.Copy(w, resp.Body)
-		return meta, err
+		return meta, 0, err
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return meta, nil
+		return meta, 0, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return meta, fmt.Errorf("decode response from %s: %w", path, err)
+		return meta, 0, fmt.Errorf("decode response from %s: %w", path, err)
 	}
-	return meta, nil
+	return meta, 0, nil
 }
 
 func decodeError(resp *http.Response) error {
