@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"sort"
 
 	"github.com/atomcloud/atomfed/fsm"
 )
@@ -28,7 +29,10 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		present[id] = true
 	}
 	syncTenants := map[string][]fsm.SyncTenant{}
-	for _, t := range s.SortedTenants() {
+	// Map order is fine: every task is keyed by id, and each region's sync
+	// tenants are sorted below. This runs on every change of the state;
+	// sorting every tenant each time would cost O(n log n) per write.
+	for _, t := range s.Tenants {
 		if len(t.Tables) == 0 {
 			continue
 		}
@@ -56,6 +60,7 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		}
 	}
 	for region, ts := range syncTenants {
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Tenant < ts[j].Tenant })
 		add(fsm.SyncStandbyTaskID(region), fsm.TaskTypeSyncStandby, region, fsm.SyncStandbySpec{Ensure: fsm.EnsurePresent, Region: region, Tenants: ts})
 	}
 	desiredGlobalTasks(s, add)
