@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -208,6 +209,19 @@ func TestCommandRoundTrip(t *testing.T) {
 			_, generic := rv.(*map[string]any)
 			if generic && reflect.TypeOf(res.Value).Kind() != reflect.Map || !generic && reflect.TypeOf(res.Value) != reflect.TypeOf(rv) {
 				t.Errorf("%s: Apply returns %T, a follower decodes the forwarded result as %T", typ, res.Value, rv)
+			}
+			// and it answers the client the same JSON the leader would.
+			b, err := MarshalResult(res.Value)
+			if err != nil {
+				t.Fatalf("%s: marshal result: %v", typ, err)
+			}
+			if err := UnmarshalResult(b, rv); err != nil {
+				t.Fatalf("%s: unmarshal result: %v", typ, err)
+			}
+			want, _ := json.Marshal(res.Value)
+			got, _ := json.Marshal(rv)
+			if !bytes.Equal(want, got) {
+				t.Errorf("%s: forwarded result answers\n%s\nthe leader answers\n%s", typ, got, want)
 			}
 		}
 		h.f.Read(func(s *State) { verify(s, res) })

@@ -365,6 +365,9 @@ func focusedSamples(bin, profile, focus, ignore string) (float64, error) {
 
 // parseMillis parses pprof's durations (850ms, 1.43s, 2mins) as ms.
 func parseMillis(s string) (float64, error) {
+	if s == "0" {
+		return 0, nil
+	}
 	for _, u := range []struct {
 		suffix string
 		ms     float64
