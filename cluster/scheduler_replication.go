@@ -29,13 +29,11 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		present[id] = true
 	}
 	syncTenants := map[string][]fsm.SyncTenant{}
-	// Map order is fine: every task is keyed by id, and each region's sync
-	// tenants are sorted below. This runs on every change of the state;
-	// sorting every tenant each time would cost O(n log n) per write.
-	for _, t := range s.Tenants {
-		if len(t.Tables) == 0 {
-			continue
-		}
+	// Only tenants with tables have replication tasks; the state keeps them
+	// apart, since this runs on every change of the state. Map order is
+	// fine: every task is keyed by id, and each region's sync tenants are
+	// sorted below.
+	for _, t := range s.ReplicatedTenants() {
 		subs := make([]string, 0, len(t.Mirrors))
 		for _, m := range t.Mirrors {
 			subs = append(subs, fsm.TenantSubscription(t.ID, m))

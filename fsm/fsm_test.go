@@ -2,13 +2,15 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -643,4 +645,43 @@ func TestAuditRingKeepsTheNewest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplicatedTenantsIndex: the derived index of tenants with tables
+// follows upserts and deletes, and is rebuilt by a restore.
+func TestReplicatedTenantsIndex(t *testing.T) {
+	h := newHarness(t)
+	seed(h) // acme has tables
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "plain", HomeRegion: "us-east"}, At: 1})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "later", HomeRegion: "us-east"}, At: 2})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "later", HomeRegion: "us-east", Tables: []TenantTable{{Name: "t"}}}, At: 3})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "us-east"}, At: 4}) // tables dropped
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "gone", HomeRegion: "us-east", Tables: []TenantTable{{Name: "t"}}}, At: 5})
+	h.mustApply(TenantDeleteType, TenantDelete{ID: "gone", At: 6})
+	want := []string{"later"}
+	ids := func(s *State) []string {
+		var out []string
+		for id, tn := range s.ReplicatedTenants() {
+			if s.Tenants[id] != tn {
+				t.Fatalf("index holds a stale tenant %s", id)
+			}
+			out = append(out, id)
+		}
+		sort.Strings(out)
+		return out
+	}
+	h.f.Read(func(s *State) {
+		if got := ids(s); !reflect.DeepEqual(got, want) {
+			t.Fatalf("replicated tenants %v, want %v", got, want)
+		}
+	})
+	restored := New(nil, nil)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	restored.Read(func(s *State) {
+		if got := ids(s); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after restore: replicated tenants %v, want %v", got, want)
+		}
+	})
 }
