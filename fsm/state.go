@@ -98,6 +98,13 @@ func (s *State) indexTenant(id string) {
 	}
 }
 
+// Reindex rebuilds the derived indexes of a State built or changed outside
+// Apply (tests, tools). Apply and Restore keep them themselves.
+func (s *State) Reindex() {
+	s.reindexTrust()
+	s.reindexTenants()
+}
+
 // reindexTenants rebuilds the derived tenant indexes.
 func (s *State) reindexTenants() {
 	s.replicated = map[string]*Tenant{}
