@@ -28,7 +28,7 @@ func (s *Server) Apply(ctx context.Context, t fsm.MessageType, body any) (*fsm.A
 	if err != nil {
 		return nil, err
 	}
-	return s.ApplyRaw(ctx, data)
+	return s.applyKeyed(ctx, data, fsm.BatchKey(t, body))
 }
 
 // ApplyRaw commits an already encoded command.

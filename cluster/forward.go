@@ -31,7 +31,7 @@ import (
 // Frames, both ways: length (uint32, of what follows), request id (uint64),
 // kind (1 byte), payload.
 const (
-	fwdApply     byte = 1 // payload: stamp (int64 unix ns) + encoded command
+	fwdApply     byte = 1 // payload: stamp (int64 unix ns), key length (uint16), batch key, encoded command
 	fwdReadIndex byte = 2 // payload: none; answer: applied index (uint64)
 	fwdResult    byte = 3 // answer to fwdApply: index (uint64), outcome byte, the value (MessagePack) or a fwdErr (JSON)
 	fwdIndex     byte = 4 // answer to fwdReadIndex
@@ -240,6 +240,12 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			return
 		}
 		stamp := time.Unix(0, int64(binary.BigEndian.Uint64(payload[:8])))
+		klen := int(binary.BigEndian.Uint16(payload[8:10]))
+		if len(payload) < 10+klen+2 {
+			fail(errors.New("short forwarded command"))
+			return
+		}
+		key, data := string(payload[10:10+klen]), payload[10+klen:]
 		now := time.Now
 		if s.cfg.Now != nil {
 			now = s.cfg.Now
@@ -248,7 +254,7 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			fail(fmt.Errorf("%w: the forwarding server's clock is %s off the leader's; keep the servers' clocks in sync", ErrBusy, d.Round(time.Millisecond)))
 			return
 		}
-		res, err := s.ApplyRaw(ctx, payload[8:])
+		res, err := s.applyKeyed(ctx, data, key)
 		if err != nil {
 			fail(err)
 			return
@@ -456,9 +462,14 @@ func (s *Server) ForwardApply(ctx context.Context, t fsm.MessageType, body any, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial the leader at %s: %v", ErrNoLeader, addr, err)
 	}
-	payload := make([]byte, 8+len(data))
+	key := fsm.BatchKey(t, body)
+	if len(key) > 1024 {
+		key = "" // not worth batching; keeps the frame header small
+	}
+	payload := make([]byte, 10, 10+len(key)+len(data))
 	binary.BigEndian.PutUint64(payload[:8], uint64(stamp))
-	copy(payload[8:], data)
+	binary.BigEndian.PutUint16(payload[8:10], uint16(len(key)))
+	payload = append(append(payload, key...), data...)
 	a, sent := c.call(ctx, fwdApply, payload)
 	switch {
 	case a.err != nil && !sent:

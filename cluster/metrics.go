@@ -17,6 +17,7 @@ type metrics struct {
 	reg        prometheus.Registerer
 	applyTotal *prometheus.CounterVec
 	applyTime  prometheus.Histogram
+	batchSize  prometheus.Histogram
 	plans      *prometheus.CounterVec
 	collector  *collector
 	repl       *replicationCollector
@@ -34,6 +35,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Help:    "Time from raft.Apply to the FSM result on the leader (includes fsync and quorum round trip).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "atomfed_raft_batch_commands",
+			Help:    "Commands per raft entry the leader's group commit sent (1: a command on its own).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atomfed_scheduler_tasks_total",
 			Help: "Task changes in plans the scheduler applied, by kind (created, assigned, deleted).",
@@ -42,7 +48,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		repl:      &replicationCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.plans, m.collector, m.repl)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.plans, m.collector, m.repl)
 	}
 	return m
 }
@@ -53,6 +59,7 @@ func (m *metrics) unregister() {
 	}
 	m.reg.Unregister(m.applyTotal)
 	m.reg.Unregister(m.applyTime)
+	m.reg.Unregister(m.batchSize)
 	m.reg.Unregister(m.plans)
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
@@ -62,6 +69,12 @@ func (m *metrics) observePlan(p *fsm.TaskPlan) {
 	m.plans.WithLabelValues("created").Add(float64(len(p.Create)))
 	m.plans.WithLabelValues("assigned").Add(float64(len(p.Assign)))
 	m.plans.WithLabelValues("deleted").Add(float64(len(p.Delete)))
+}
+
+func (m *metrics) observeBatch(n int) {
+	if m != nil {
+		m.batchSize.Observe(float64(n))
+	}
 }
 
 func (m *metrics) observeApply(start time.Time, err error) {

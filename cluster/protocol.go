@@ -12,7 +12,8 @@ import (
 //	1: commands as JSON; followers proxy writes and linearizable reads to
 //	   the leader over HTTP.
 //	2: commands as MessagePack (fsm.CodecMsgpack); followers send writes
-//	   and read-index requests to the leader over the forwarding RPC.
+//	   and read-index requests to the leader over the forwarding RPC; the
+//	   leader groups writes into batch entries (fsm.BatchType).
 //
 // During a rolling upgrade the cluster speaks the lowest version among the
 // servers in its raft configuration: commands stay JSON until every server
@@ -24,6 +25,7 @@ const ProtocolVersion = 2
 const (
 	protocolMsgpack    = 2
 	protocolForwardRPC = 2
+	protocolBatch      = 2
 )
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

@@ -65,6 +65,7 @@ type Server struct {
 	followerReads  *readBarrier // a follower's read-index requests, shared
 	fwd            *fwdClient   // a follower's connections to the leader
 	proto          protocolCache
+	batch          *batcher
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
 	shutdownCancel context.CancelFunc
@@ -116,6 +117,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	s.leaderHTTP.Store(&empty)
 	s.readBarrier = newReadBarrier(func() (uint64, error) { return 0, s.verifyLeader() })
 	s.fwd = &fwdClient{s: s}
+	s.batch = &batcher{s: s}
 	s.followerReads = newReadBarrier(func() (uint64, error) {
 		ctx, cancel := context.WithTimeout(s.shutdownCtx, 10*time.Second)
 		defer cancel()

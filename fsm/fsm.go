@@ -118,6 +118,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if l.Type != raft.LogCommand {
 			continue
 		}
+		if len(l.Data) >= 2 && MessageType(l.Data[0]) == BatchType {
+			b := f.applyBatchEntry(l.Index, l.Term, l.Data)
+			for _, r := range b.Results {
+				changed = changed || r.Err == nil
+			}
+			out[i] = b
+			continue
+		}
 		res := f.applyOne(l.Index, l.Term, l.Data)
 		if res == nil {
 			continue // an ignored command: no response, no change
