@@ -80,6 +80,17 @@ func (f *clientFlags) signingClient() (*client.Client, error) {
 	return f.client()
 }
 
+// do runs fn with a client and a context bounded by --timeout.
+func (f *clientFlags) do(fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := f.ctx()
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func (f *clientFlags) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), f.timeout)
 }

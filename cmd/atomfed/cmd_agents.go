@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -19,21 +21,17 @@ func newAgentTasksCmd() *cobra.Command {
 		Short: "List the tasks assigned to an agent",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			tasks, _, err := c.Tasks(ctx, "", "", args[0], cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"tasks": tasks}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "ID\tTYPE\tREGION\tSTATUS\tGENERATION\tREPORTED\tERROR")
-				for _, t := range tasks {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.Type, t.Region, t.Status, t.Generation, fmtTime(t.ReportedAt), orDash(t.Error))
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				tasks, _, err := c.Tasks(ctx, "", "", args[0], cf.query())
+				if err != nil {
+					return err
 				}
+				return cf.print(map[string]any{"tasks": tasks}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tTYPE\tREGION\tSTATUS\tGENERATION\tREPORTED\tERROR")
+					for _, t := range tasks {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.Type, t.Region, t.Status, t.Generation, fmtTime(t.ReportedAt), orDash(t.Error))
+					}
+				})
 			})
 		},
 	}

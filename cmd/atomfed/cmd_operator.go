@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"os"
 	"text/tabwriter"
 
@@ -16,58 +18,54 @@ func newMembersCmd() *cobra.Command {
 		Use:   "members",
 		Short: "List the servers and agents Serf knows, with region, role and status",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			ms, err := c.Members(ctx)
-			if err != nil {
-				return err
-			}
-			coords, err := c.Coordinates(ctx)
-			if err != nil {
-				return err
-			}
-			h, err := c.Health(ctx)
-			if err != nil {
-				return err
-			}
-			rtt := rttFrom(coords, h.Node)
-			byNode := map[string]structs.Coordinate{}
-			for _, co := range coords {
-				byNode[co.Node] = co
-			}
-			type row struct {
-				structs.Member
-				Coordinate *structs.Coordinate `json:"coordinate,omitempty"`
-				RTTMillis  *float64            `json:"rtt_ms_from_queried_server,omitempty"`
-			}
-			rows := make([]row, len(ms))
-			for i, m := range ms {
-				rows[i].Member = m
-				if co, ok := byNode[m.Name]; ok {
-					co := co
-					rows[i].Coordinate = &co
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				ms, err := c.Members(ctx)
+				if err != nil {
+					return err
 				}
-				if d, ok := rtt[m.Name]; ok {
-					ms := float64(d.Microseconds()) / 1000
-					rows[i].RTTMillis = &ms
+				coords, err := c.Coordinates(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			return cf.print(rows, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "NAME\tADDRESS\tROLE\tREGION\tSTATUS\tCOORD_ERROR\tRTT_FROM_%s\n", h.Node)
-				for _, r := range rows {
-					coordErr, rttS := "-", "-"
-					if r.Coordinate != nil {
-						coordErr = fmt.Sprintf("%.3f", r.Coordinate.Error)
+				h, err := c.Health(ctx)
+				if err != nil {
+					return err
+				}
+				rtt := rttFrom(coords, h.Node)
+				byNode := map[string]structs.Coordinate{}
+				for _, co := range coords {
+					byNode[co.Node] = co
+				}
+				type row struct {
+					structs.Member
+					Coordinate *structs.Coordinate `json:"coordinate,omitempty"`
+					RTTMillis  *float64            `json:"rtt_ms_from_queried_server,omitempty"`
+				}
+				rows := make([]row, len(ms))
+				for i, m := range ms {
+					rows[i].Member = m
+					if co, ok := byNode[m.Name]; ok {
+						co := co
+						rows[i].Coordinate = &co
 					}
-					if r.RTTMillis != nil {
-						rttS = fmt.Sprintf("%.3fms", *r.RTTMillis)
+					if d, ok := rtt[m.Name]; ok {
+						ms := float64(d.Microseconds()) / 1000
+						rows[i].RTTMillis = &ms
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Role, r.Region, r.Status, coordErr, rttS)
 				}
+				return cf.print(rows, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "NAME\tADDRESS\tROLE\tREGION\tSTATUS\tCOORD_ERROR\tRTT_FROM_%s\n", h.Node)
+					for _, r := range rows {
+						coordErr, rttS := "-", "-"
+						if r.Coordinate != nil {
+							coordErr = fmt.Sprintf("%.3f", r.Coordinate.Error)
+						}
+						if r.RTTMillis != nil {
+							rttS = fmt.Sprintf("%.3fms", *r.RTTMillis)
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Role, r.Region, r.Status, coordErr, rttS)
+					}
+				})
 			})
 		},
 	}
@@ -81,19 +79,15 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show this server's health and the cluster leader",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			h, err := c.Health(ctx)
-			if err != nil {
-				return err
-			}
-			return cf.print(h, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "Node\t%s\nRegion\t%s\nRaft state\t%s\nLeader\t%s\nIndex\t%d\nAudit head\t%s (index %d)\nVersion\t%s\n",
-					h.Node, h.Region, h.RaftState, orDash(h.Leader), h.Index, h.AuditHead, h.AuditIndex, h.Version)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				h, err := c.Health(ctx)
+				if err != nil {
+					return err
+				}
+				return cf.print(h, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "Node\t%s\nRegion\t%s\nRaft state\t%s\nLeader\t%s\nIndex\t%d\nAudit head\t%s (index %d)\nVersion\t%s\n",
+						h.Node, h.Region, h.RaftState, orDash(h.Leader), h.Index, h.AuditHead, h.AuditIndex, h.Version)
+				})
 			})
 		},
 	}
@@ -110,29 +104,25 @@ func newOperatorCmd() *cobra.Command {
 		Use:   "list-peers",
 		Short: "List the Raft servers, their suffrage and the leader",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			peers, err := c.RaftConfiguration(ctx, cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(peers, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NODE\tADDRESS\tREGION\tSTATE\tVOTER\tSERF\tPROTOCOL")
-				for _, p := range peers {
-					state := "follower"
-					if p.Leader {
-						state = "leader"
-					}
-					proto := "-"
-					if p.Protocol > 0 {
-						proto = fmt.Sprint(p.Protocol)
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", p.ID, p.Address, orDash(p.Region), state, p.Voter, orDash(p.Status), proto)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				peers, err := c.RaftConfiguration(ctx, cf.query())
+				if err != nil {
+					return err
 				}
+				return cf.print(peers, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "NODE\tADDRESS\tREGION\tSTATE\tVOTER\tSERF\tPROTOCOL")
+					for _, p := range peers {
+						state := "follower"
+						if p.Leader {
+							state = "leader"
+						}
+						proto := "-"
+						if p.Protocol > 0 {
+							proto = fmt.Sprint(p.Protocol)
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", p.ID, p.Address, orDash(p.Region), state, p.Voter, orDash(p.Status), proto)
+					}
+				})
 			})
 		},
 	}
@@ -141,17 +131,13 @@ func newOperatorCmd() *cobra.Command {
 		Short: "Remove a server from the Raft configuration (for a server that is gone for good)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			if err := c.RemovePeer(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Printf("removed %s from the raft configuration\n", args[0])
-			return nil
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				if err := c.RemovePeer(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Printf("removed %s from the raft configuration\n", args[0])
+				return nil
+			})
 		},
 	}
 	rc.AddCommand(list, remove)
@@ -168,30 +154,26 @@ func newSnapshotCmd() *cobra.Command {
 		Short: "Save a snapshot of the state (taken on the leader) to FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			tmp := args[0] + ".part"
-			f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-			if err != nil {
-				return err
-			}
-			meta, err := c.SnapshotSave(ctx, f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(tmp)
-				return err
-			}
-			if err := os.Rename(tmp, args[0]); err != nil {
-				return err
-			}
-			fmt.Printf("saved snapshot at index %d to %s\n", meta.Index, args[0])
-			return nil
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				tmp := args[0] + ".part"
+				f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+				if err != nil {
+					return err
+				}
+				meta, err := c.SnapshotSave(ctx, f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					os.Remove(tmp)
+					return err
+				}
+				if err := os.Rename(tmp, args[0]); err != nil {
+					return err
+				}
+				fmt.Printf("saved snapshot at index %d to %s\n", meta.Index, args[0])
+				return nil
+			})
 		},
 	}
 	restore := &cobra.Command{

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -65,29 +67,25 @@ Registering a production region waits for approvals under the default policy.`,
 		Use:   "list",
 		Short: "List regions",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			regions, _, err := c.RegionViews(ctx, cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"regions": regions}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tTIER\tSTATUS\tHEALTH\tAGENTS\tPROBE\tURL\tMODIFY_INDEX")
-				for _, r := range regions {
-					probe := "-"
-					if p := r.Health.Probe; p != nil {
-						probe = fmt.Sprintf("%.1fms", p.LatencyMS)
-						if !p.OK {
-							probe = "failing"
-						}
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\n", r.Name, r.Tier, r.Status, r.Health.Status,
-						r.Health.AgentsAlive, r.Health.AgentsTotal, probe, r.URL, r.ModifyIndex)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				regions, _, err := c.RegionViews(ctx, cf.query())
+				if err != nil {
+					return err
 				}
+				return cf.print(map[string]any{"regions": regions}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "NAME\tTIER\tSTATUS\tHEALTH\tAGENTS\tPROBE\tURL\tMODIFY_INDEX")
+					for _, r := range regions {
+						probe := "-"
+						if p := r.Health.Probe; p != nil {
+							probe = fmt.Sprintf("%.1fms", p.LatencyMS)
+							if !p.OK {
+								probe = "failing"
+							}
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\n", r.Name, r.Tier, r.Status, r.Health.Status,
+							r.Health.AgentsAlive, r.Health.AgentsTotal, probe, r.URL, r.ModifyIndex)
+					}
+				})
 			})
 		},
 	}
@@ -96,20 +94,16 @@ Registering a production region waits for approvals under the default policy.`,
 		Short: "Show one region",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			r, _, err := c.Region(ctx, args[0], cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(r, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "Name\t%s\nURL\t%s\nTier\t%s\nStatus\t%s\nLocation\t%.4f, %.4f\nLabels\t%s\nCreated\t%s (index %d)\nModified\t%s (index %d)\n",
-					r.Name, r.URL, r.Tier, r.Status, r.Location.Lat, r.Location.Lon, fmtLabels(r.Labels),
-					fmtTime(r.CreatedAt), r.CreateIndex, fmtTime(r.UpdatedAt), r.ModifyIndex)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				r, _, err := c.Region(ctx, args[0], cf.query())
+				if err != nil {
+					return err
+				}
+				return cf.print(r, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "Name\t%s\nURL\t%s\nTier\t%s\nStatus\t%s\nLocation\t%.4f, %.4f\nLabels\t%s\nCreated\t%s (index %d)\nModified\t%s (index %d)\n",
+						r.Name, r.URL, r.Tier, r.Status, r.Location.Lat, r.Location.Lon, fmtLabels(r.Labels),
+						fmtTime(r.CreatedAt), r.CreateIndex, fmtTime(r.UpdatedAt), r.ModifyIndex)
+				})
 			})
 		},
 	}
@@ -119,21 +113,17 @@ Registering a production region waits for approvals under the default policy.`,
 		Short: "Deregister a region no tenant uses",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			pending, err := c.DeleteRegionGated(ctx, args[0], optCAS(cmd, delCAS))
-			if err != nil {
-				return err
-			}
-			if pending != nil {
-				return printApproval(&cf, pending)
-			}
-			fmt.Printf("region %s deleted\n", args[0])
-			return nil
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				pending, err := c.DeleteRegionGated(ctx, args[0], optCAS(cmd, delCAS))
+				if err != nil {
+					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
+				}
+				fmt.Printf("region %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the region's modify_index is this")
@@ -142,32 +132,28 @@ Registering a production region waits for approvals under the default policy.`,
 		Use:   "nearest",
 		Short: "Rank regions by estimated round-trip time from a node or region (Serf coordinates)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			if from == "" {
-				h, err := c.Health(ctx)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				if from == "" {
+					h, err := c.Health(ctx)
+					if err != nil {
+						return err
+					}
+					from = h.Node
+				}
+				out, err := c.NearestRegions(ctx, from)
 				if err != nil {
 					return err
 				}
-				from = h.Node
-			}
-			out, err := c.NearestRegions(ctx, from)
-			if err != nil {
-				return err
-			}
-			return cf.print(out, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "REGION\tRTT_FROM_%s\tVIA\n", from)
-				for _, r := range out {
-					rtt := "unknown"
-					if r.RTTMillis >= 0 {
-						rtt = fmt.Sprintf("%.3fms", r.RTTMillis)
+				return cf.print(out, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "REGION\tRTT_FROM_%s\tVIA\n", from)
+					for _, r := range out {
+						rtt := "unknown"
+						if r.RTTMillis >= 0 {
+							rtt = fmt.Sprintf("%.3fms", r.RTTMillis)
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\n", r.Region, rtt, orDash(r.To))
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\n", r.Region, rtt, orDash(r.To))
-				}
+				})
 			})
 		},
 	}
@@ -236,22 +222,18 @@ func newTenantCmd() *cobra.Command {
 		Short: "Show a tenant",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			t, _, err := c.Tenant(ctx, args[0], cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(t, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "ID\t%s\nHome\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
-					joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
-				for _, tb := range t.Tables {
-					fmt.Fprintf(w, "Table\t%s (PII: %s)\n", tb.Name, joinOrDash(tb.PIIColumns))
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				t, _, err := c.Tenant(ctx, args[0], cf.query())
+				if err != nil {
+					return err
 				}
+				return cf.print(t, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "ID\t%s\nHome\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
+						joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
+					for _, tb := range t.Tables {
+						fmt.Fprintf(w, "Table\t%s (PII: %s)\n", tb.Name, joinOrDash(tb.PIIColumns))
+					}
+				})
 			})
 		},
 	}
@@ -260,21 +242,17 @@ func newTenantCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List tenants",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			ts, _, err := c.Tenants(ctx, region, cf.query())
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"tenants": ts}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "ID\tHOME\tMIRRORS\tTABLES\tMODIFY_INDEX")
-				for _, t := range ts {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", t.ID, t.HomeRegion, joinOrDash(t.Mirrors), len(t.Tables), t.ModifyIndex)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				ts, _, err := c.Tenants(ctx, region, cf.query())
+				if err != nil {
+					return err
 				}
+				return cf.print(map[string]any{"tenants": ts}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tHOME\tMIRRORS\tTABLES\tMODIFY_INDEX")
+					for _, t := range ts {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", t.ID, t.HomeRegion, joinOrDash(t.Mirrors), len(t.Tables), t.ModifyIndex)
+					}
+				})
 			})
 		},
 	}
@@ -285,17 +263,13 @@ func newTenantCmd() *cobra.Command {
 		Short: "Delete a tenant",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			if err := c.DeleteTenant(ctx, args[0], optCAS(cmd, delCAS)); err != nil {
-				return err
-			}
-			fmt.Printf("tenant %s deleted\n", args[0])
-			return nil
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				if err := c.DeleteTenant(ctx, args[0], optCAS(cmd, delCAS)); err != nil {
+					return err
+				}
+				fmt.Printf("tenant %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"io"
 	"os"
 	"strings"
@@ -61,28 +63,24 @@ func newApprovalsCmd() *cobra.Command {
 		Short: "List approvals (or show one)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			if len(args) == 1 {
-				a, err := c.Approval(ctx, args[0])
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				if len(args) == 1 {
+					a, err := c.Approval(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					return cf.print(a, nil)
+				}
+				list, err := c.Approvals(ctx, status)
 				if err != nil {
 					return err
 				}
-				return cf.print(a, nil)
-			}
-			list, err := c.Approvals(ctx, status)
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"approvals": list}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "ID\tACTION\tSTATUS\tVOTES\tREQUESTED_BY\tSUMMARY")
-				for _, a := range list {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Action, a.Status, len(a.Votes), a.Required, orDash(a.RequestedBy), a.Summary)
-				}
+				return cf.print(map[string]any{"approvals": list}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tACTION\tSTATUS\tVOTES\tREQUESTED_BY\tSUMMARY")
+					for _, a := range list {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Action, a.Status, len(a.Votes), a.Required, orDash(a.RequestedBy), a.Summary)
+					}
+				})
 			})
 		},
 	}
@@ -100,18 +98,14 @@ func newTokenCmd() *cobra.Command {
 		Use:   "create",
 		Short: "Create a token; its secret is shown once",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			t, err := c.CreateToken(ctx, role, desc)
-			if err != nil {
-				return err
-			}
-			return cf.print(t, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "Accessor\t%s\nRole\t%s\nSecret\t%s\n\nThe secret is shown only now.\n", t.Accessor, t.Role, t.Secret)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				t, err := c.CreateToken(ctx, role, desc)
+				if err != nil {
+					return err
+				}
+				return cf.print(t, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "Accessor\t%s\nRole\t%s\nSecret\t%s\n\nThe secret is shown only now.\n", t.Accessor, t.Role, t.Secret)
+				})
 			})
 		},
 	}
@@ -121,21 +115,17 @@ func newTokenCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List tokens (never their secrets)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			ts, err := c.ListTokens(ctx)
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"tokens": ts}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "ACCESSOR\tROLE\tCREATED\tDESCRIPTION")
-				for _, t := range ts {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Accessor, t.Role, fmtTime(t.CreatedAt), orDash(t.Description))
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				ts, err := c.ListTokens(ctx)
+				if err != nil {
+					return err
 				}
+				return cf.print(map[string]any{"tokens": ts}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ACCESSOR\tROLE\tCREATED\tDESCRIPTION")
+					for _, t := range ts {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Accessor, t.Role, fmtTime(t.CreatedAt), orDash(t.Description))
+					}
+				})
 			})
 		},
 	}
@@ -144,17 +134,13 @@ func newTokenCmd() *cobra.Command {
 		Short: "Revoke a token (effective on every server once committed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			if err := c.RevokeToken(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Printf("token %s revoked\n", args[0])
-			return nil
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				if err := c.RevokeToken(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Printf("token %s revoked\n", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
@@ -170,30 +156,26 @@ func newTrustCmd() *cobra.Command {
 		Use:   "members",
 		Short: "List trust members and their keys",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			ms, err := c.TrustMembers(ctx, kind)
-			if err != nil {
-				return err
-			}
-			return cf.print(map[string]any{"members": ms}, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "MEMBER\tKIND\tKEY_ID\tSTATE")
-				for _, m := range ms {
-					for _, k := range m.Keys {
-						state := "valid"
-						switch {
-						case k.Revoked:
-							state = "revoked"
-						case k.NotAfter != 0:
-							state = "rotating out until " + fmtTime(k.NotAfter)
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.ID, m.Kind, k.KeyID, state)
-					}
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				ms, err := c.TrustMembers(ctx, kind)
+				if err != nil {
+					return err
 				}
+				return cf.print(map[string]any{"members": ms}, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "MEMBER\tKIND\tKEY_ID\tSTATE")
+					for _, m := range ms {
+						for _, k := range m.Keys {
+							state := "valid"
+							switch {
+							case k.Revoked:
+								state = "revoked"
+							case k.NotAfter != 0:
+								state = "rotating out until " + fmtTime(k.NotAfter)
+							}
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.ID, m.Kind, k.KeyID, state)
+						}
+					}
+				})
 			})
 		},
 	}
@@ -249,41 +231,33 @@ func newTrustCmd() *cobra.Command {
 		Short: "Revoke a key (waits for approvals under the default policy)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			m, pending, err := c.RevokeKey(ctx, args[0], args[1])
-			if err != nil {
-				return err
-			}
-			if pending != nil {
-				return printApproval(&cf, pending)
-			}
-			return cf.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "key %s of %s revoked\n", args[1], args[0]) })
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				m, pending, err := c.RevokeKey(ctx, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
+				}
+				return cf.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "key %s of %s revoked\n", args[1], args[0]) })
+			})
 		},
 	}
 	bundle := &cobra.Command{
 		Use:   "bundle",
 		Short: "Fetch and verify the trust bundle (signed by a server key it lists)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			b, err := c.TrustBundle(ctx)
-			if err != nil {
-				return err
-			}
-			return cf.print(b, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "sequence %d, issued by %s at %s, signature verified\n", b.Sequence, b.Issuer, b.IssuedAt.Format("2006-01-02T15:04:05Z"))
-				for _, k := range b.Keys {
-					fmt.Fprintf(w, "%s\t%s\t%s\n", k.Member, k.Kind, k.KeyID)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				b, err := c.TrustBundle(ctx)
+				if err != nil {
+					return err
 				}
+				return cf.print(b, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "sequence %d, issued by %s at %s, signature verified\n", b.Sequence, b.Issuer, b.IssuedAt.Format("2006-01-02T15:04:05Z"))
+					for _, k := range b.Keys {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", k.Member, k.Kind, k.KeyID)
+					}
+				})
 			})
 		},
 	}
@@ -299,17 +273,13 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "show",
 		Short: "Show the policy",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			p, err := c.Policy(ctx)
-			if err != nil {
-				return err
-			}
-			return cf.print(p, nil)
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				p, err := c.Policy(ctx)
+				if err != nil {
+					return err
+				}
+				return cf.print(p, nil)
+			})
 		},
 	}
 	set := &cobra.Command{
