@@ -46,8 +46,13 @@ func newStreamLayer(bind, advertise string, dial func(string, time.Duration) (ne
 		return nil, errors.New("raft advertise address is unspecified (0.0.0.0): set --raft-advertise to a routable address")
 	}
 	if dial == nil {
+		// Streams to peers leave from the bind address (see sourcebind.go).
+		source := ln.Addr().(*net.TCPAddr).IP
+		if source.IsUnspecified() {
+			source = nil
+		}
 		dial = func(address string, timeout time.Duration) (net.Conn, error) {
-			return net.DialTimeout("tcp", address, timeout)
+			return sourceDialer(source, timeout).Dial("tcp", address)
 		}
 	}
 	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{}}, nil

@@ -79,6 +79,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	}
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
+		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP),
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{
@@ -121,4 +122,22 @@ func (n *serverNode) stopHTTP() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return n.http.Shutdown(ctx)
+}
+
+// forwardTransport carries requests a follower forwards to the leader. When
+// the HTTP API listens on one specific address, forwarded requests leave
+// from it, as the Raft and gossip connections leave from theirs: a node's
+// traffic to its peers then has one source address (firewall rules, and the
+// chaos suite's per-link fault proxies, rely on that).
+func forwardTransport(listen net.IP) http.RoundTripper {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if listen != nil && !listen.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: listen}
+	}
+	return &http.Transport{
+		DialContext:         d.DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
 }
