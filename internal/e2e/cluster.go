@@ -22,8 +22,12 @@ import (
 type ServerConfig struct {
 	Node, Region, DataDir        string
 	HTTPAddr, RaftAddr, SerfAddr string
-	BootstrapExpect              int
-	Join                         []string
+	// RaftAdvertise and SerfAdvertise (host:port) and HTTPAdvertise (a
+	// URL) are what peers dial when that is not the bind address (the chaos
+	// suite puts a fault proxy there); empty omits the flag.
+	RaftAdvertise, SerfAdvertise, HTTPAdvertise string
+	BootstrapExpect                             int
+	Join                                        []string
 	// Extra flags, appended as given.
 	Extra []string
 }
@@ -33,6 +37,13 @@ func (c ServerConfig) Args() []string {
 	args := []string{"server",
 		"--node", c.Node, "--region", c.Region, "--data-dir", c.DataDir,
 		"--http-addr", c.HTTPAddr, "--raft-addr", c.RaftAddr, "--serf-addr", c.SerfAddr,
+	}
+	for _, f := range []struct{ flag, v string }{
+		{"--raft-advertise", c.RaftAdvertise}, {"--serf-advertise", c.SerfAdvertise}, {"--http-advertise", c.HTTPAdvertise},
+	} {
+		if f.v != "" {
+			args = append(args, f.flag, f.v)
+		}
 	}
 	if c.BootstrapExpect > 0 {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(c.BootstrapExpect))
