@@ -229,7 +229,7 @@ type Proxy struct {
 	targetIP net.IP
 
 	mu    sync.Mutex
-	lns   []net.Listener
+	lns   map[int]net.Listener // TCP port -> listener; absent while down
 	pcs   []*net.UDPConn
 	conns map[*proxyConn]struct{}
 	wg    sync.WaitGroup
@@ -243,17 +243,11 @@ func (n *Network) AddProxy(node, listenIP, targetIP string, tcpPorts, udpPorts [
 	p := &Proxy{
 		net: n, node: node,
 		listenIP: net.ParseIP(listenIP), targetIP: net.ParseIP(targetIP),
-		conns: map[*proxyConn]struct{}{}, done: make(chan struct{}),
+		lns: map[int]net.Listener{}, conns: map[*proxyConn]struct{}{}, done: make(chan struct{}),
 	}
-	for _, port := range tcpPorts {
-		ln, err := net.Listen("tcp", net.JoinHostPort(listenIP, strconv.Itoa(port)))
-		if err != nil {
-			p.Close()
-			return nil, fmt.Errorf("proxy of %s: %w", node, err)
-		}
-		p.lns = append(p.lns, ln)
-		p.wg.Add(1)
-		go p.serveTCP(ln, port)
+	if err := p.Up(tcpPorts...); err != nil {
+		p.Close()
+		return nil, err
 	}
 	for _, port := range udpPorts {
 		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.listenIP, Port: port})
@@ -300,6 +294,40 @@ func (p *Proxy) Close() {
 		c.reset()
 	}
 	p.wg.Wait()
+}
+
+// Up listens on the given TCP ports again (or for the first time).
+func (p *Proxy) Up(ports ...int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, port := range ports {
+		if p.lns[port] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(p.listenIP.String(), strconv.Itoa(port)))
+		if err != nil {
+			return fmt.Errorf("proxy of %s: %w", p.node, err)
+		}
+		p.lns[port] = ln
+		p.wg.Add(1)
+		go p.serveTCP(ln, port)
+	}
+	return nil
+}
+
+// Down stops listening on the given TCP ports, so that connecting to them
+// is refused at once, as it is for a host whose process is not running:
+// a client then knows its request was never sent. Connections already
+// open stay until either side closes them.
+func (p *Proxy) Down(ports ...int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, port := range ports {
+		if ln := p.lns[port]; ln != nil {
+			ln.Close()
+			delete(p.lns, port)
+		}
+	}
 }
 
 // ResetConns resets every connection the proxy carries, as a restarted

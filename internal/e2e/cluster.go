@@ -406,8 +406,17 @@ func (c *Cluster) CleanupOnExit(t TB) {
 // BuildBinary builds cmd/atomfed into dir with `go build` and returns its
 // path. It must run inside the module (tests and `go run` do).
 func BuildBinary(dir, version string) (string, error) {
+	return BuildBinaryTags(dir, version)
+}
+
+// BuildBinaryTags is BuildBinary with build tags (the chaos suite builds a
+// binary with the test-only chaosbug tag).
+func BuildBinaryTags(dir, version string, tags ...string) (string, error) {
 	out := filepath.Join(dir, "atomfed")
 	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
 	if version != "" {
 		args = append(args, "-ldflags", "-X main.version="+version)
 	}
