@@ -98,7 +98,7 @@ func TestChaosShort(t *testing.T) {
 		Schedule: schedule,
 		HoldMin:  1500 * time.Millisecond, HoldMax: 2500 * time.Millisecond,
 		QuietMin: 500 * time.Millisecond, QuietMax: time.Second,
-		Warmup:   3 * time.Second,
+		Warmup: 3 * time.Second,
 	})
 	for _, f := range res.Failures {
 		t.Error(f)
@@ -149,7 +149,7 @@ func TestChaosCatchesStaleReads(t *testing.T) {
 		Schedule: []string{"partition-minority", "partition-minority"},
 		HoldMin:  3 * time.Second, HoldMax: 3 * time.Second,
 		QuietMin: 500 * time.Millisecond, QuietMax: 500 * time.Millisecond,
-		Warmup:   2 * time.Second,
+		Warmup: 2 * time.Second,
 	})
 	if res.Violations == 0 {
 		t.Fatalf("the checker found no violation in a build that serves stale reads; failures: %v", res.Failures)
