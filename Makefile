@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench fuzz clean
+.PHONY: all build run test test-short lint bench chaos fuzz clean
 
 all: build
 
@@ -45,6 +45,15 @@ fuzz:
 ## bench: 3 server processes on loopback with fsync on; writes reports/bench.md
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
+
+## chaos: the long chaos suite: DURATION of faults (default 10m) over four
+## runs (3 and 5 servers, loopback and 80 ms between continents), nemeses
+## chosen from SEED (default random, printed; pass it to replay); writes
+## reports/chaos.md and reports/chaos.json and fails on any violation
+DURATION ?= 10m
+SEED ?= 0
+chaos: build
+	$(GO) run ./cmd/atomfed-chaos -bin $(BIN) -duration $(DURATION) -seed $(SEED) -out reports
 
 clean:
 	rm -rf bin

@@ -87,6 +87,17 @@ func (r *runner) target(ctx context.Context, leader bool) *Node {
 	return r.pick(r.c.Nodes)
 }
 
+// leaderNote returns " (the leader)" when n is the established leader
+// right now, for event details.
+func (r *runner) leaderNote(ctx context.Context, n *Node) string {
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if l, err := r.c.Leader(lctx); err == nil && l == n {
+		return "was the leader"
+	}
+	return ""
+}
+
 func names(ns []*Node) []string {
 	out := make([]string, len(ns))
 	for i, n := range ns {
@@ -99,6 +110,9 @@ func nemKill(leader bool) nemesisFunc {
 	return func(ctx context.Context, r *runner, ev *Event, hold time.Duration) error {
 		n := r.target(ctx, leader)
 		ev.Targets = []string{n.ID()}
+		if !leader {
+			ev.Detail = r.leaderNote(ctx, n)
+		}
 		ev.Start = time.Now()
 		if err := r.c.Kill(n); err != nil {
 			return err
@@ -112,6 +126,9 @@ func nemPause(leader bool) nemesisFunc {
 	return func(ctx context.Context, r *runner, ev *Event, hold time.Duration) error {
 		n := r.target(ctx, leader)
 		ev.Targets = []string{n.ID()}
+		if !leader {
+			ev.Detail = r.leaderNote(ctx, n)
+		}
 		ev.Start = time.Now()
 		if err := r.c.Pause(n); err != nil {
 			return err
@@ -142,7 +159,13 @@ func (r *runner) isolate(ctx context.Context, ev *Event, group []*Node, hold tim
 	}
 	mode := r.cutMode()
 	ev.Targets = names(group)
-	ev.Detail = fmt.Sprintf("%s cut off from %s (%s)", strings.Join(ev.Targets, ","), strings.Join(rest, ","), mode)
+	lead := ""
+	for _, n := range group {
+		if r.leaderNote(ctx, n) != "" {
+			lead = "; " + n.ID() + " was the leader"
+		}
+	}
+	ev.Detail = fmt.Sprintf("%s cut off from %s (%s)%s", strings.Join(ev.Targets, ","), strings.Join(rest, ","), mode, lead)
 	ev.Start = time.Now()
 	r.c.Net.SetMany(Partition(mode, ev.Targets, rest))
 	_ = waitCtx(ctx, hold)
@@ -255,6 +278,7 @@ func nemRollingRestart(ctx context.Context, r *runner, ev *Event, _ time.Duratio
 func nemMemberReplace(ctx context.Context, r *runner, ev *Event, hold time.Duration) error {
 	n := r.pick(r.c.Nodes)
 	ev.Targets = []string{n.ID()}
+	note := r.leaderNote(ctx, n)
 	ev.Start = time.Now()
 	if err := r.c.Kill(n); err != nil {
 		return err
@@ -281,7 +305,8 @@ func nemMemberReplace(ctx context.Context, r *runner, ev *Event, hold time.Durat
 	cfg := n.Config
 	cfg.BootstrapExpect = 0
 	n.Args = cfg.Args()
-	ev.Detail = "removed from the configuration, data dir wiped, started again without --bootstrap-expect"
+	ev.Detail = strings.TrimSpace(note + "; removed from the configuration, data dir wiped, started again without --bootstrap-expect")
+	ev.Detail = strings.TrimPrefix(ev.Detail, "; ")
 	_ = waitCtx(ctx, hold)
 	return r.c.Restart(n)
 }

@@ -236,6 +236,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	stopClients()
 	<-clientsDone
 
+	cfg.Logf("faults over; final writes, durability and audit heads")
 	finalChecks(ctx, c, w, res)
 	acks := w.Acks()
 	for i := range res.Events {
@@ -255,8 +256,13 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	checkStart := time.Now()
 	ops := w.Hist.Operations()
 	res.Ops = len(ops)
+	if err := saveHistory(filepath.Join(cfg.Dir, "history.json"), ops); err != nil {
+		cfg.Logf("save history: %v", err)
+	}
+	cfg.Logf("checking %d operations (%d writes of unknown outcome) with porcupine", len(ops), res.Unknown)
 	res.Verdicts = CheckLinearizable(ops, cfg.CheckTimeout, filepath.Join(cfg.Dir, "html"))
 	res.CheckS = time.Since(checkStart).Seconds()
+	cfg.Logf("porcupine done in %.1fs", res.CheckS)
 	for _, v := range res.Verdicts {
 		switch v.Result {
 		case porcupine.Illegal:
