@@ -86,13 +86,15 @@ func run(t *testing.T, cfg chaos.RunConfig) *chaos.RunResult {
 
 // TestChaosShort is the CI run: a fixed seed and a fixed schedule over 3
 // servers and an agent on loopback — leader kill and pause, a minority
-// and a leader partition, an asymmetric partition mixed with a pause, and
-// latency — with every check of the long suite: per-key linearizability,
-// no acknowledged write lost, equal audit heads, a final write, and at
-// least 100 ops/s before the first fault.
+// and a leader partition, an asymmetric partition mixed with a pause,
+// latency, member replacement, a full disk and a rolling restart — with
+// every check of the long suite: per-key linearizability, no acknowledged
+// write lost, equal audit heads, a final write, and at least 100 ops/s
+// before the first fault.
 func TestChaosShort(t *testing.T) {
 	multiProcess(t)
-	schedule := []string{"kill-leader", "pause-leader", "partition-minority", "partition-leader", "partition-asymmetric+pause", "latency"}
+	schedule := []string{"kill-leader", "pause-leader", "partition-minority", "partition-leader",
+		"partition-asymmetric+pause", "latency", "member-replace", "disk-full", "rolling-restart"}
 	res := run(t, chaos.RunConfig{
 		Name: "ci", Seed: 20261126, Bin: atomfedBin, Servers: 3, Agents: 1,
 		Schedule: schedule,

@@ -87,13 +87,13 @@ func (r *runner) target(ctx context.Context, leader bool) *Node {
 	return r.pick(r.c.Nodes)
 }
 
-// leaderNote returns " (the leader)" when n is the established leader
-// right now, for event details.
+// leaderNote returns "<n> was the leader" when n is the established
+// leader right now, for event details.
 func (r *runner) leaderNote(ctx context.Context, n *Node) string {
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if l, err := r.c.Leader(lctx); err == nil && l == n {
-		return "was the leader"
+		return n.ID() + " was the leader"
 	}
 	return ""
 }
@@ -161,8 +161,8 @@ func (r *runner) isolate(ctx context.Context, ev *Event, group []*Node, hold tim
 	ev.Targets = names(group)
 	lead := ""
 	for _, n := range group {
-		if r.leaderNote(ctx, n) != "" {
-			lead = "; " + n.ID() + " was the leader"
+		if note := r.leaderNote(ctx, n); note != "" {
+			lead = "; " + note
 		}
 	}
 	ev.Detail = fmt.Sprintf("%s cut off from %s (%s)%s", strings.Join(ev.Targets, ","), strings.Join(rest, ","), mode, lead)

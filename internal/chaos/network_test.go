@@ -13,6 +13,7 @@ import (
 // a proxy of net, and a dialer that connects from another node's address.
 type echoNode struct {
 	net       *Network
+	proxy     *Proxy
 	port      int
 	proxyAddr string
 }
@@ -58,11 +59,11 @@ func startEcho(t *testing.T, block int) *echoNode {
 	nw := NewNetwork(1)
 	nw.AddEndpoint("a", ipOf(block, 0, 11))
 	nw.AddEndpoint("b", bind)
-	_, err = nw.AddProxy("b", proxyIP, bind, []int{port}, []int{port})
+	p, err := nw.AddProxy("b", proxyIP, bind, []int{port}, []int{port})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &echoNode{net: nw, port: port, proxyAddr: net.JoinHostPort(proxyIP, strconv.Itoa(port))}
+	e := &echoNode{net: nw, proxy: p, port: port, proxyAddr: net.JoinHostPort(proxyIP, strconv.Itoa(port))}
 	t.Cleanup(func() {
 		nw.Close()
 		ln.Close()
@@ -251,5 +252,24 @@ func TestPartitionLinks(t *testing.T) {
 	}
 	if _, ok := fs[Link{"s2", "s3"}]; ok {
 		t.Error("link s2->s3 inside a group is cut")
+	}
+}
+
+// TestProxyDownRefuses: while a proxy's port is down, connecting is
+// refused at once (a client knows nothing was sent); Up restores it.
+func TestProxyDownRefuses(t *testing.T) {
+	e := startEcho(t, 206)
+	e.proxy.Down(e.port)
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ipOf(206, 0, 11))}}
+	if c, err := d.Dial("tcp", e.proxyAddr); err == nil {
+		c.Close()
+		t.Fatal("connected to a port that is down")
+	}
+	if err := e.proxy.Up(e.port); err != nil {
+		t.Fatal(err)
+	}
+	a := e.dial(t, ipOf(206, 0, 11))
+	if _, err := roundTrip(a, bufio.NewReader(a), "up", 5*time.Second); err != nil {
+		t.Fatalf("round trip after Up: %v", err)
 	}
 }
