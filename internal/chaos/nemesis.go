@@ -69,6 +69,10 @@ type runner struct {
 	logf func(string, ...any)
 	// latency: one-way delay range a latency nemesis adds to every link.
 	latMin, latMax time.Duration
+	// firstRound is every allowed nemesis in a seeded order; next is the
+	// next one of it to run.
+	firstRound []string
+	next       int
 }
 
 func (r *runner) pick(nodes []*Node) *Node { return nodes[r.rng.IntN(len(nodes))] }
@@ -445,9 +449,20 @@ func (r *runner) heal() {
 	}
 }
 
-// chooseNemesis picks the next event's name from allowed, mixing a network
-// fault with a process fault with probability mixPct/100.
+// chooseNemesis picks the next event's name: first every allowed nemesis
+// once, alone, in a seeded order (so that every run covers all of them when
+// it is long enough), then at random from allowed, mixing a network fault
+// with a process fault with probability mixPct/100.
 func (r *runner) chooseNemesis(allowed []string, mixPct int) string {
+	if r.firstRound == nil {
+		for _, i := range r.rng.Perm(len(allowed)) {
+			r.firstRound = append(r.firstRound, allowed[i])
+		}
+	}
+	if r.next < len(r.firstRound) {
+		r.next++
+		return r.firstRound[r.next-1]
+	}
 	if mixPct > 0 && r.rng.IntN(100) < mixPct {
 		a := mixNetwork[r.rng.IntN(len(mixNetwork))]
 		b := mixProcess[r.rng.IntN(len(mixProcess))]
