@@ -300,6 +300,10 @@ func runFaults(ctx context.Context, cfg RunConfig, r *runner, nemeses []string, 
 			}
 			name = r.chooseNemesis(nemeses, cfg.MixPct)
 		}
+		if scheduleHas([]string{name}, "disk-full") && r.c.TmpfsNode() == nil {
+			cfg.Logf("skipping %s: no tmpfs data dir (%s)", name, r.c.NoTmpfs)
+			continue
+		}
 		hold := cfg.HoldMin + time.Duration(r.rng.Int64N(int64(cfg.HoldMax-cfg.HoldMin)+1))
 		quiet := cfg.QuietMin + time.Duration(r.rng.Int64N(int64(cfg.QuietMax-cfg.QuietMin)+1))
 		ev := r.runEvent(ctx, name, hold)
