@@ -60,11 +60,14 @@ type Output struct {
 // regState is one key's state in the model. Index 0 means "exists, index
 // not known yet": a write whose outcome is unknown leaves it so, and the
 // first read of that value fills it in (a value's index never changes, as
-// every value is written at most once).
+// every value is written at most once). Floor is the highest index of any
+// version before (or of) the current one: raft log indexes grow along the
+// commit order, so every later version, known or learnt, must be above it.
 type regState struct {
 	Exists bool
 	Value  string
 	Index  uint64
+	Floor  uint64
 }
 
 func (s regState) String() string {
@@ -88,10 +91,19 @@ func (s regState) matches(in Input) bool {
 	return s.Index == 0 || s.Index == in.ExpIndex
 }
 
-// newer reports whether index follows s's index: raft log indexes grow, so
-// a write acknowledged at index i can only replace a value written before.
-func (s regState) newer(index uint64) bool {
-	return !s.Exists || s.Index == 0 || index > s.Index
+// newer reports whether index follows every version so far: raft log
+// indexes grow, so a write acknowledged at index i can only replace values
+// written at lower indexes.
+func (s regState) newer(index uint64) bool { return index > s.Floor }
+
+// known returns the state of a version whose index is known.
+func known(value string, index uint64) regState {
+	return regState{Exists: true, Value: value, Index: index, Floor: index}
+}
+
+// unknownIndex returns the state after a write whose index is not known.
+func (s regState) unknownIndex(value string) regState {
+	return regState{Exists: true, Value: value, Floor: s.Floor}
 }
 
 // stepRegister is the sequential specification of one key.
@@ -102,29 +114,32 @@ func stepRegister(s regState, in Input, out Output) (bool, regState) {
 		case ResNotFound:
 			return !s.Exists, s
 		case ResOK:
-			if !s.Exists || s.Value != out.Value || (s.Index != 0 && s.Index != out.Index) {
+			if !s.Exists || s.Value != out.Value {
 				return false, s
 			}
-			s.Index = out.Index
-			return true, s
+			if s.Index != 0 {
+				return s.Index == out.Index, s
+			}
+			// Learn the index of a value written with an unknown outcome.
+			return s.newer(out.Index), known(out.Value, out.Index)
 		}
 	case OpPut:
 		switch out.Result {
 		case ResOK:
-			return s.newer(out.Index), regState{Exists: true, Value: in.Value, Index: out.Index}
+			return s.newer(out.Index), known(in.Value, out.Index)
 		case ResUnknown:
-			return true, regState{Exists: true, Value: in.Value}
+			return true, s.unknownIndex(in.Value)
 		}
 	case OpCAS:
 		match := s.matches(in)
 		switch out.Result {
 		case ResOK:
-			return match && s.newer(out.Index), regState{Exists: true, Value: in.Value, Index: out.Index}
+			return match && s.newer(out.Index), known(in.Value, out.Index)
 		case ResConflict:
 			return !match, s
 		case ResUnknown:
 			if match {
-				return true, regState{Exists: true, Value: in.Value}
+				return true, s.unknownIndex(in.Value)
 			}
 			return true, s
 		}

@@ -117,6 +117,16 @@ func TestModelRejectsViolations(t *testing.T) {
 			op(1, read(), 2, got("a", 5), 3),
 			op(1, read(), 4, got("a", 6), 5),
 		},
+		"index learnt for an unknown write is below an earlier version": {
+			op(0, put("a"), 0, ok(10), 1),
+			op(1, put("b"), 2, unknown(), -1),
+			op(0, read(), 3, got("b", 5), 4),
+		},
+		"index below an earlier version after an unknown write": {
+			op(0, put("a"), 0, ok(10), 1),
+			op(1, put("b"), 2, unknown(), -1),
+			op(0, put("c"), 3, ok(8), 4),
+		},
 		"read goes back in time": {
 			op(0, put("a"), 0, ok(5), 1),
 			op(0, put("b"), 2, ok(6), 10),

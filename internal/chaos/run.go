@@ -465,12 +465,12 @@ func firstN(list []string, n int) string {
 	return strings.Join(list, ", ")
 }
 
-// removeData deletes the run's data dirs (keeping logs and
+// removeData deletes the run's data dirs (keeping logs, the history and
 // visualisations).
 func removeData(dir string) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if e.Name() != "logs" && e.Name() != "html" {
+		if e.Name() != "logs" && e.Name() != "html" && e.Name() != "history.json" {
 			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
