@@ -2,5 +2,7 @@
 
 package httpapi
 
-// bugLocalReads is always false in a normal build; see chaosbug.go.
-func bugLocalReads() bool { return false }
+// The injectable bugs are always off in a normal build; see chaosbug.go.
+
+func bugLocalReads() bool    { return false }
+func bugNoReadBarrier() bool { return false }

@@ -112,7 +112,7 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	f := a.c.FSM()
 	timedOut := false
 	for {
-		if opts.consistency == Linearizable && !bugLocalReads() {
+		if opts.consistency == Linearizable && !bugNoReadBarrier() {
 			if err := a.c.ConsistentRead(ctx); err != nil {
 				if errors.Is(err, structs.ErrNotLeader) && r.Header.Get(HeaderForwarded) == "" {
 					a.forward(w, r, nil, false)

@@ -32,7 +32,12 @@ func main() {
 	out := fs.String("out", "reports", "directory for chaos.md and chaos.json")
 	dir := fs.String("dir", "", "directory for the runs' data and logs (default: a new temp dir, kept when a run fails)")
 	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed)")
+	check := fs.String("check", "", "check a saved history.json of a run again (no cluster) and write visualisations next to it")
+	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "porcupine's time limit for -check")
 	_ = fs.Parse(os.Args[1:])
+	if *check != "" {
+		os.Exit(recheck(*check, *checkTimeout))
+	}
 
 	if *seed == 0 {
 		var b [8]byte
@@ -45,6 +50,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "atomfed-chaos:", err)
 		os.Exit(1)
 	}
+}
+
+// recheck runs porcupine on a saved history and prints the verdict per
+// key; it returns the exit code.
+func recheck(path string, timeout time.Duration) int {
+	ops, err := chaos.LoadHistory(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "atomfed-chaos:", err)
+		return 2
+	}
+	start := time.Now()
+	verdicts := chaos.CheckLinearizable(ops, timeout, filepath.Join(filepath.Dir(path), "html"))
+	code := 0
+	for _, v := range verdicts {
+		fmt.Printf("%-6s %-8s %6d ops %4d unknown writes %s\n", v.Key, v.Result, v.Ops, v.Unknown, v.HTML)
+		if v.Result != "Ok" {
+			code = 1
+		}
+	}
+	fmt.Printf("%d operations checked in %s\n", len(ops), time.Since(start).Round(time.Millisecond))
+	return code
 }
 
 func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir, only string) error {

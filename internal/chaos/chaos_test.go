@@ -124,11 +124,18 @@ func TestChaosShort(t *testing.T) {
 	}
 }
 
-// TestChaosCatchesStaleReads builds atomfed with the chaosbug tag, whose
-// servers (with ATOMFED_CHAOS_BUG=local-reads) answer linearizable reads
-// from local state, and shows that the suite turns red: while a follower
-// is cut off, reads through it return values the majority has overwritten,
-// and porcupine finds the history illegal and writes its visualisation.
+// TestChaosCatchesStaleReads builds atomfed with the test-only chaosbug
+// tag and shows that the suite turns red for two real consistency bugs:
+//
+//   - local-reads: every server answers linearizable reads from its own
+//     state; while a follower is cut off, reads through it return values
+//     the majority has overwritten.
+//   - no-read-barrier: the leader answers linearizable reads without
+//     confirming its leadership with a quorum; a leader woken from a pause
+//     answers the reads that queued up meanwhile from its stale state
+//     before it notices it was deposed.
+//
+// Porcupine must find the history illegal and write its visualisation.
 // The normal binary carries no such switch.
 func TestChaosCatchesStaleReads(t *testing.T) {
 	multiProcess(t)
@@ -150,25 +157,36 @@ func TestChaosCatchesStaleReads(t *testing.T) {
 	if !bytes.Contains(b, []byte("ATOMFED_CHAOS_BUG")) {
 		t.Fatal("the chaosbug build lacks the switch; the test would prove nothing")
 	}
-	res := run(t, chaos.RunConfig{
-		Name: "chaosbug", Seed: 7, Bin: buggy, Servers: 3,
-		Env:      []string{"ATOMFED_CHAOS_BUG=local-reads"},
-		Schedule: []string{"partition-minority", "partition-minority"},
-		HoldMin:  3 * time.Second, HoldMax: 3 * time.Second,
-		QuietMin: 500 * time.Millisecond, QuietMax: 500 * time.Millisecond,
-		Warmup: 2 * time.Second,
-	})
-	if res.Violations == 0 {
-		t.Fatalf("the checker found no violation in a build that serves stale reads; failures: %v", res.Failures)
+	cases := []struct {
+		bug      string
+		schedule []string
+	}{
+		{"local-reads", []string{"partition-minority", "partition-minority"}},
+		{"no-read-barrier", []string{"pause-leader", "pause-leader", "pause-leader"}},
 	}
-	for _, v := range res.Verdicts {
-		if v.Result == "Illegal" {
-			if st, err := os.Stat(v.HTML); err != nil || st.Size() == 0 {
-				t.Errorf("key %s is illegal but its visualisation %q is missing: %v", v.Key, v.HTML, err)
+	for i, tc := range cases {
+		t.Run(tc.bug, func(t *testing.T) {
+			res := run(t, chaos.RunConfig{
+				Name: tc.bug, Seed: uint64(7 + i), Bin: buggy, Servers: 3,
+				Env:      []string{"ATOMFED_CHAOS_BUG=" + tc.bug},
+				Schedule: tc.schedule,
+				HoldMin:  2 * time.Second, HoldMax: 3 * time.Second,
+				QuietMin: 500 * time.Millisecond, QuietMax: 500 * time.Millisecond,
+				Warmup: 2 * time.Second,
+			})
+			if res.Violations == 0 {
+				t.Fatalf("the checker found no violation in a build with bug %s; failures: %v", tc.bug, res.Failures)
 			}
-		}
+			for _, v := range res.Verdicts {
+				if v.Result == "Illegal" {
+					if st, err := os.Stat(v.HTML); err != nil || st.Size() == 0 {
+						t.Errorf("key %s is illegal but its visualisation %q is missing: %v", v.Key, v.HTML, err)
+					}
+				}
+			}
+			t.Logf("%d of %d keys illegal, as they must be", res.Violations, len(res.Verdicts))
+		})
 	}
-	t.Logf("%d of %d keys illegal, as they must be", res.Violations, len(res.Verdicts))
 }
 
 func without(list []string, drop string) []string {

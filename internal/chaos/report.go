@@ -75,8 +75,8 @@ func (rep *Report) Markdown() string {
 		if r.AuditHeadsEqual {
 			audit = fmt.Sprintf("equal at %d", r.AuditIndex)
 		}
-		w("| %s | %s | %d | %s | %d | %.0f | %d / %d / %d | %d | %d / %d | %s | %v | %s |\n",
-			r.Name, r.Setup, r.Seed, secs(r.FaultPhaseS), r.Ops, r.OpsPerSecBefore, r.Acked, r.Unknown, r.Failed,
+		w("| %s | %s | %d | %s | %d on %d keys | %.0f | %d / %d / %d | %d | %d / %d | %s | %v | %s |\n",
+			r.Name, r.Setup, r.Seed, secs(r.FaultPhaseS), r.Ops, r.KeysUsed, r.OpsPerSecBefore, r.Acked, r.Unknown, r.Failed,
 			r.Violations, len(r.Lost), len(r.Phantom), audit, okWord(r.FinalWriteOK), res)
 	}
 	for _, r := range rep.Runs {
@@ -145,7 +145,7 @@ func (rep *Report) Markdown() string {
 var methodNotes = []string{
 	"Real `atomfed server` and `atomfed agent` processes from the built binary. Each node binds its own loopback address (127.b.0.x) and advertises a userspace proxy (127.b.1.x) for Raft, Serf (TCP and UDP) and HTTP; nodes bind their outgoing connections to their own address, so the proxy knows the sender and applies faults per directed link: pass, delay with jitter, drop (fast reset) or blackhole (held until healed). Clients reach every server through its proxy too. Inter-region latency is a standing delay on the links between continents (no netem on this kernel).",
 	"Nemeses: kill -9 and restart (any server, or the leader), SIGSTOP/SIGCONT pause (any, or the leader), partitions of a minority, of the leader alone, and asymmetric (one direction cut), latency on every server link, rolling restart (SIGTERM = graceful leave, restart, wait until whole), member replacement (kill, remove from the Raft configuration, wipe, start blank without --bootstrap-expect), and disk full (a 64 MiB tmpfs data dir filled to ENOSPC, then freed). Killing a region's PostgreSQL belongs to the data-plane runs that come with the replication work; it is not faked here.",
-	"Workload: operations start at a fixed rate on random servers with up to 256 in flight: linearizable reads, read-then-CAS writes (`PUT ?cas=`), plain writes on 12 tenant keys, and create-only writes of fresh tenants. Every written value is unique. A timeout, a connection lost after sending, or a 503 `outcome_unknown` is a write of unknown outcome (porcupine: it returns at the end of the history); a refused connection or a 503 `no_leader`/`busy` is a write that did not happen and is left out.",
+	"Workload: operations start at a fixed rate (250/s) on random servers with up to 256 in flight: linearizable reads, read-then-CAS writes (`PUT ?cas=`) and plain writes on a small set of tenant keys (8 at a time), and create-only writes of fresh tenants. At most 3 operations are in flight on a key; a key is retired for a fresh one after 300 operations or as soon as an operation on it hangs for 1 s (a fault holds it), so every key's history is short with bounded concurrency, as with Jepsen's independent keys, and operations keep flowing whatever hangs. Every written value is unique. A timeout, a connection lost after sending, or a 503 `outcome_unknown` is a write of unknown outcome (porcupine: it returns at the end of the history); a refused connection or a 503 `no_leader`/`busy` is a write that did not happen and is left out.",
 	"Checks: porcupine (v1.3.1) checks each key's history against a versioned register (reads must see the latest value and its modify_index, CAS succeeds exactly when the version matches, indexes grow); an Illegal or Unknown verdict fails the run and writes the HTML visualisation. After healing: the final write to every key must be acknowledged, every acknowledged create-only write must be present and no failed one may be, and all servers' audit heads (`GET /v1/status/audit?consistency=stale` on each) must be equal at the same index. A run with fewer than 100 ops/s before its first fault is invalid.",
 }
 

@@ -148,6 +148,7 @@ type RunResult struct {
 	AuditIndex        uint64         `json:"audit_index"`
 	FinalWriteOK      bool           `json:"final_write_ok"`
 	NoDiskFull        string         `json:"no_disk_full,omitempty"`
+	KeysUsed          int            `json:"register_keys_used"`
 	Failures          []string       `json:"failures"`
 	Dir               string         `json:"dir"`
 	CheckS            float64        `json:"check_s"`
@@ -252,6 +253,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	res.Acked, res.Failed, res.Unknown = w.Acked.Load(), w.Failed.Load(), w.Unknown.Load()
 	res.Conflicts, res.ReadsUnanswered = w.Conflict.Load(), w.Dropped.Load()
 	res.Errors = w.Errors()
+	res.KeysUsed = w.KeysUsed()
 
 	checkStart := time.Now()
 	ops := w.Hist.Operations()

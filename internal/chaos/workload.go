@@ -19,8 +19,16 @@ import (
 
 // WorkloadConfig shapes the clients.
 type WorkloadConfig struct {
-	// Keys is the number of register keys (tenants k00, k01, ...).
-	Keys int
+	// Keys is how many register keys (tenants) are in use at a time.
+	// PerKey bounds the operations in flight on one key. A key is retired,
+	// and a fresh one takes its place, after OpsPerKey operations or when
+	// an operation on it has been in flight for StuckAfter (a fault holds
+	// it). So every key's history is short and never has more than PerKey
+	// concurrent operations, which keeps porcupine's search small (as
+	// Jepsen's independent keys do), while new operations keep flowing to
+	// fresh keys whatever hangs.
+	Keys, PerKey, OpsPerKey int
+	StuckAfter              time.Duration
 	// Rate is how many operations start per second; Workers bounds how
 	// many are in flight, so that requests stuck behind a fault do not
 	// stop the others.
@@ -43,7 +51,16 @@ type WorkloadConfig struct {
 
 func (c *WorkloadConfig) defaults() {
 	if c.Keys == 0 {
-		c.Keys = 12
+		c.Keys = 8
+	}
+	if c.PerKey == 0 {
+		c.PerKey = 3
+	}
+	if c.OpsPerKey == 0 {
+		c.OpsPerKey = 300
+	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = time.Second
 	}
 	if c.Rate == 0 {
 		c.Rate = 250
@@ -74,13 +91,19 @@ type Workload struct {
 	Hist    *History
 	Durable *DurableWrites
 
-	seq atomic.Uint64
+	seq, opSeq atomic.Uint64
+
+	keyMu   sync.Mutex
+	active  []*keySlot
+	keyGen  int
+	retired int
 
 	mu      sync.Mutex
 	acks    []time.Time // return times of acknowledged writes
 	answers []time.Time // return times of operations with a definite answer
 
-	// Counters: operations started and skipped (every worker busy);
+	// Counters: operations started and skipped (every worker busy, or
+	// every key at its bound);
 	// writes acknowledged, failed, of unknown outcome, refused by cas;
 	// reads without an answer.
 	Started, Skipped, Acked, Failed, Unknown, Conflict, Dropped atomic.Int64
@@ -114,8 +137,78 @@ func NewWorkload(cfg WorkloadConfig, names, urls []string) (*Workload, error) {
 	return w, nil
 }
 
-// Key returns register key i.
-func Key(i int) string { return fmt.Sprintf("k%02d", i) }
+// keySlot is a key in use and the start times of its operations in
+// flight.
+type keySlot struct {
+	key      string
+	ops      int
+	inflight map[int64]time.Time // op id -> start
+}
+
+func (w *Workload) newSlot() *keySlot {
+	w.keyGen++
+	return &keySlot{key: fmt.Sprintf("k%04d", w.keyGen), inflight: map[int64]time.Time{}}
+}
+
+// acquire picks a key with room for one more operation, retiring keys that
+// are used up or hold a stuck operation. It returns nil when every key is
+// at its bound.
+func (w *Workload) acquire(rng *rand.Rand, id int64) *keySlot {
+	w.keyMu.Lock()
+	defer w.keyMu.Unlock()
+	if w.active == nil {
+		for i := 0; i < w.cfg.Keys; i++ {
+			w.active = append(w.active, w.newSlot())
+		}
+	}
+	now := time.Now()
+	for i, k := range w.active {
+		stuck := false
+		for _, t := range k.inflight {
+			if now.Sub(t) > w.cfg.StuckAfter {
+				stuck = true
+			}
+		}
+		if stuck || k.ops >= w.cfg.OpsPerKey {
+			w.active[i] = w.newSlot()
+			w.retired++
+		}
+	}
+	start := rng.IntN(len(w.active))
+	for j := range w.active {
+		k := w.active[(start+j)%len(w.active)]
+		if len(k.inflight) < w.cfg.PerKey {
+			k.ops++
+			k.inflight[id] = now
+			return k
+		}
+	}
+	return nil
+}
+
+func (w *Workload) release(k *keySlot, id int64) {
+	w.keyMu.Lock()
+	defer w.keyMu.Unlock()
+	delete(k.inflight, id)
+}
+
+// KeysUsed returns how many register keys the workload has used.
+func (w *Workload) KeysUsed() int {
+	w.keyMu.Lock()
+	defer w.keyMu.Unlock()
+	return w.keyGen
+}
+
+// activeKeys returns the keys in use now.
+func (w *Workload) activeKeys() []string {
+	w.keyMu.Lock()
+	defer w.keyMu.Unlock()
+	out := make([]string, len(w.active))
+	for i, k := range w.active {
+		out[i] = k.key
+	}
+	return out
+}
 
 // Run starts operations at the configured rate until ctx ends, then waits
 // for the ones in flight.
@@ -158,8 +251,19 @@ func (w *Workload) Run(ctx context.Context) {
 // one runs one operation chosen by rng on a random server.
 func (w *Workload) one(id int, rng *rand.Rand) {
 	target := rng.IntN(len(w.clients))
-	key := Key(rng.IntN(w.cfg.Keys))
 	p := rng.IntN(100)
+	if p >= w.cfg.CASPct+w.cfg.PutPct && p < w.cfg.CASPct+w.cfg.PutPct+w.cfg.DurablePct {
+		w.durable(target)
+		return
+	}
+	opID := int64(w.opSeq.Add(1))
+	slot := w.acquire(rng, opID)
+	if slot == nil {
+		w.Skipped.Add(1)
+		return
+	}
+	defer w.release(slot, opID)
+	key := slot.key
 	switch {
 	case p < w.cfg.CASPct:
 		found, ok := w.read(id, target, key)
@@ -173,8 +277,6 @@ func (w *Workload) one(id int, rng *rand.Rand) {
 		w.write(id, target, in)
 	case p < w.cfg.CASPct+w.cfg.PutPct:
 		w.write(id, target, Input{Kind: OpPut, Key: key, Value: w.value()})
-	case p < w.cfg.CASPct+w.cfg.PutPct+w.cfg.DurablePct:
-		w.durable(target)
 	default:
 		w.read(id, target, key)
 	}
@@ -362,8 +464,7 @@ func (w *Workload) Errors() map[string]int {
 func (w *Workload) FinalWrites(ctx context.Context, timeout time.Duration) error {
 	id := w.cfg.Workers
 	deadline := time.Now().Add(timeout)
-	for k := 0; k < w.cfg.Keys; k++ {
-		key := Key(k)
+	for k, key := range w.activeKeys() {
 		for attempt := 0; ; attempt++ {
 			out := w.write(id, attempt%len(w.clients), Input{Kind: OpPut, Key: key, Value: w.value()})
 			if out.Result == ResOK {
