@@ -2,7 +2,12 @@
 
 package httpapi
 
-import "os"
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // This file exists only in binaries built with the chaosbug tag: the chaos
 // suite builds one to show that its checker catches real consistency bugs.
@@ -18,6 +23,31 @@ func bugLocalReads() bool { return chaosBug == "local-reads" }
 
 // bugNoReadBarrier ("no-read-barrier", and implied by "local-reads"): the
 // leader answers linearizable reads without confirming with a quorum that
-// it still leads, so a deposed leader that has not noticed yet (one woken
-// from a pause) serves stale data.
+// it still leads.
 func bugNoReadBarrier() bool { return chaosBug == "local-reads" || chaosBug == "no-read-barrier" }
+
+// cachedLeader is the leadership flag of the no-read-barrier bug: read
+// once every 500 ms instead of per request, as a "cheap" read path might.
+var (
+	cachedLeader     atomic.Bool
+	cachedLeaderOnce sync.Once
+)
+
+// leaderForReads says whether this server may answer a linearizable read
+// itself. With no-read-barrier it answers from the cached flag, so a
+// leader woken from a pause keeps serving its stale state for up to 500 ms
+// after it was deposed.
+func (a *API) leaderForReads() bool {
+	if chaosBug != "no-read-barrier" {
+		return a.c.IsLeader()
+	}
+	cachedLeaderOnce.Do(func() {
+		cachedLeader.Store(a.c.IsLeader())
+		go func() {
+			for range time.Tick(500 * time.Millisecond) {
+				cachedLeader.Store(a.c.IsLeader())
+			}
+		}()
+	})
+	return cachedLeader.Load()
+}

@@ -6,3 +6,7 @@ package httpapi
 
 func bugLocalReads() bool    { return false }
 func bugNoReadBarrier() bool { return false }
+
+// leaderForReads says whether this server may answer a linearizable read
+// itself (after confirming its leadership with a quorum).
+func (a *API) leaderForReads() bool { return a.c.IsLeader() }

@@ -88,7 +88,7 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	}
 	switch opts.consistency {
 	case Linearizable:
-		if !a.c.IsLeader() && !bugLocalReads() {
+		if !a.leaderForReads() && !bugLocalReads() {
 			a.forward(w, r, nil, false)
 			return
 		}
