@@ -166,7 +166,7 @@ func TestChaosCatchesStaleReads(t *testing.T) {
 		rounds int
 	}{
 		{"local-reads", []string{"partition-minority", "partition-minority"}, 1},
-		{"no-read-barrier", []string{"pause-leader", "pause-leader", "pause-leader"}, 4},
+		{"no-read-barrier", []string{"pause-leader", "pause-leader", "pause-leader"}, 6},
 	}
 	for i, tc := range cases {
 		t.Run(tc.bug, func(t *testing.T) {

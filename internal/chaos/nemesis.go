@@ -337,6 +337,10 @@ func nemDiskFull(ctx context.Context, r *runner, ev *Event, hold time.Duration) 
 		return errors.New("no server has a tmpfs data dir")
 	}
 	ev.Targets = []string{n.ID()}
+	note := r.leaderNote(ctx, n)
+	if note != "" {
+		note += "; "
+	}
 	fill := filepath.Join(n.Config.DataDir, "disk-full.fill")
 	ev.Start = time.Now()
 	size, err := fillDisk(fill)
@@ -348,10 +352,10 @@ func nemDiskFull(ctx context.Context, r *runner, ev *Event, hold time.Duration) 
 		return err
 	}
 	if n.Running() {
-		ev.Detail = fmt.Sprintf("filled %d KiB; %s kept running", size>>10, n.ID())
+		ev.Detail = fmt.Sprintf("%sfilled %d KiB; %s kept running", note, size>>10, n.ID())
 		return nil
 	}
-	ev.Detail = fmt.Sprintf("filled %d KiB; %s exited (%s) and was started again", size>>10, n.ID(), n.ExitStatus())
+	ev.Detail = fmt.Sprintf("%sfilled %d KiB; %s exited (%s) and was started again", note, size>>10, n.ID(), n.ExitStatus())
 	n.Proxy.Down(n.tcpPorts()...)
 	return r.c.Restart(n)
 }

@@ -127,7 +127,8 @@ type RunResult struct {
 	// answer, writes acknowledged, refused by cas or of unknown outcome).
 	Ops               int            `json:"ops"`
 	OpsStarted        int64          `json:"ops_started"`
-	Skipped           int64          `json:"ops_skipped"`
+	SkippedWorkers    int64          `json:"ops_skipped_workers_busy"`
+	SkippedKeys       int64          `json:"ops_skipped_keys_busy"`
 	Acked             int64          `json:"writes_acked"`
 	Failed            int64          `json:"writes_failed"`
 	Unknown           int64          `json:"writes_unknown"`
@@ -249,7 +250,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		ev.Window = availabilityWindow(acks, ev.Start, end)
 		ev.WindowS = ev.Window.Seconds()
 	}
-	res.OpsStarted, res.Skipped = w.Started.Load(), w.Skipped.Load()
+	res.OpsStarted, res.SkippedWorkers, res.SkippedKeys = w.Started.Load(), w.SkippedWorkers.Load(), w.SkippedKeys.Load()
 	res.Acked, res.Failed, res.Unknown = w.Acked.Load(), w.Failed.Load(), w.Unknown.Load()
 	res.Conflicts, res.ReadsUnanswered = w.Conflict.Load(), w.Dropped.Load()
 	res.Errors = w.Errors()

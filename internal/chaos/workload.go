@@ -51,7 +51,7 @@ type WorkloadConfig struct {
 
 func (c *WorkloadConfig) defaults() {
 	if c.Keys == 0 {
-		c.Keys = 8
+		c.Keys = 24
 	}
 	if c.PerKey == 0 {
 		c.PerKey = 3
@@ -66,7 +66,7 @@ func (c *WorkloadConfig) defaults() {
 		c.Rate = 250
 	}
 	if c.Workers == 0 {
-		c.Workers = 256
+		c.Workers = 1024
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 4 * time.Second
@@ -102,11 +102,10 @@ type Workload struct {
 	acks    []time.Time // return times of acknowledged writes
 	answers []time.Time // return times of operations with a definite answer
 
-	// Counters: operations started and skipped (every worker busy, or
-	// every key at its bound);
-	// writes acknowledged, failed, of unknown outcome, refused by cas;
-	// reads without an answer.
-	Started, Skipped, Acked, Failed, Unknown, Conflict, Dropped atomic.Int64
+	// Counters: operations started, skipped because every worker was busy
+	// or every key was at its bound; writes acknowledged, failed, of
+	// unknown outcome, refused by cas; reads without an answer.
+	Started, SkippedWorkers, SkippedKeys, Acked, Failed, Unknown, Conflict, Dropped atomic.Int64
 
 	errMu  sync.Mutex
 	errors map[string]int
@@ -242,7 +241,7 @@ func (w *Workload) Run(ctx context.Context) {
 			case work <- struct{}{}:
 				w.Started.Add(1)
 			default:
-				w.Skipped.Add(1) // every worker is busy
+				w.SkippedWorkers.Add(1)
 			}
 		}
 	}
@@ -259,7 +258,7 @@ func (w *Workload) one(id int, rng *rand.Rand) {
 	opID := int64(w.opSeq.Add(1))
 	slot := w.acquire(rng, opID)
 	if slot == nil {
-		w.Skipped.Add(1)
+		w.SkippedKeys.Add(1)
 		return
 	}
 	defer w.release(slot, opID)
