@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,8 +80,9 @@ func run(t *testing.T, cfg chaos.RunConfig) *chaos.RunResult {
 	t.Logf("%s: %d ops, %.0f ops/s before the first fault, %d writes acked, %d unknown, %d failed; %d events; check took %.1fs",
 		res.Name, res.Ops, res.OpsPerSecBefore, res.Acked, res.Unknown, res.Failed, len(res.Events), res.CheckS)
 	for _, ev := range res.Events {
-		t.Logf("  %-34s %-10v window %6.3fs  %s %s", ev.Type, ev.Targets, ev.WindowS, ev.Detail, ev.Err)
+		t.Logf("  %-34s %-12s window %6.3fs  %s %s", ev.Type, strings.Join(ev.Targets, ","), ev.WindowS, ev.Detail, ev.Err)
 	}
+	t.Logf("client errors: %v", res.Errors)
 	return res
 }
 

@@ -255,6 +255,13 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	res.Conflicts, res.ReadsUnanswered = w.Conflict.Load(), w.Dropped.Load()
 	res.Errors = w.Errors()
 	res.KeysUsed = w.KeysUsed()
+	for desc, n := range res.Errors {
+		if strings.HasPrefix(desc, "HTTP 500") {
+			// Every failure the API can meet has a documented status; a
+			// 500 is an unmapped error.
+			res.fail("servers answered %d requests with %s", n, desc)
+		}
+	}
 
 	checkStart := time.Now()
 	ops := w.Hist.Operations()

@@ -432,6 +432,14 @@ func (w *Workload) noteError(err error) {
 	switch {
 	case errors.As(err, &ae):
 		desc = fmt.Sprintf("HTTP %d %s", ae.Status, ae.Code)
+		if ae.Status == http.StatusInternalServerError {
+			// An unmapped error is worth reading in the report.
+			msg := ae.Message
+			if len(msg) > 120 {
+				msg = msg[:120]
+			}
+			desc += " (" + msg + ")"
+		}
 	case errors.Is(err, context.DeadlineExceeded):
 		desc = "timeout"
 	default:
