@@ -32,6 +32,7 @@ func main() {
 	out := fs.String("out", "reports", "directory for chaos.md and chaos.json")
 	dir := fs.String("dir", "", "directory for the runs' data and logs (default: a new temp dir, kept when a run fails)")
 	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed)")
+	keep := fs.Bool("keep", false, "keep the runs' logs and histories also when every check passed")
 	check := fs.String("check", "", "check a saved history.json of a run again (no cluster) and write visualisations next to it")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "porcupine's time limit for -check")
 	_ = fs.Parse(os.Args[1:])
@@ -46,7 +47,7 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if err := run(ctx, *bin, *duration, *seed, *out, *dir, *only); err != nil {
+	if err := run(ctx, *bin, *duration, *seed, *out, *dir, *only, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "atomfed-chaos:", err)
 		os.Exit(1)
 	}
@@ -73,7 +74,7 @@ func recheck(path string, timeout time.Duration) int {
 	return code
 }
 
-func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir, only string) error {
+func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir, only string, keep bool) error {
 	if _, err := os.Stat(bin); err != nil {
 		tmp, err := os.MkdirTemp("", "atomfed-chaos-bin-")
 		if err != nil {
@@ -113,7 +114,11 @@ func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir
 		why = append(why, rep.Errors...)
 		return fmt.Errorf("suite failed (seed %d; logs in %s):\n  %s", seed, dir, strings.Join(why, "\n  "))
 	}
-	_ = os.RemoveAll(dir)
+	if keep {
+		logf("logs and histories kept in %s", dir)
+	} else {
+		_ = os.RemoveAll(dir)
+	}
 	logf("PASS: %d runs, %d ops, no violations, no lost writes", len(rep.Runs), rep.Ops)
 	return nil
 }
