@@ -3,10 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/atomfed
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench chaos fuzz clean
+.PHONY: all build run test test-short lint bench bench-go bench-compare chaos fuzz reports clean
 
 all: build
 
@@ -54,6 +55,55 @@ DURATION ?= 10m
 SEED ?= 0
 chaos: build
 	$(GO) run ./cmd/atomfed-chaos -bin $(BIN) -duration $(DURATION) -seed $(SEED) -out reports
+
+## bench-go: Go benchmarks of the FSM apply path and the HTTP write path,
+## BENCH_COUNT runs each, into reports/bench-go.txt; compare two such files
+## with `go run golang.org/x/perf/cmd/benchstat@latest old.txt new.txt`
+BENCH_COUNT ?= 6
+bench-go:
+	@mkdir -p reports
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./fsm ./httpapi | tee reports/bench-go.txt
+
+## bench-compare: atomfed and etcd 3.4 (Debian's etcd-server, installed when
+## missing) side by side on loopback, alternating runs; writes its section of
+## reports/bench.md
+bench-compare: build
+	@command -v etcd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; }
+	$(GO) run ./cmd/atomfed-bench -compare-etcd -bin $(BIN) -etcd-bin $$(command -v etcd) -out reports/bench.md
+
+## reports: run every test recording `go test -json` in reports/logs/go-test.json,
+## start a local federation (on REPORT_PORT and the ports after it), run
+## `atomfed precheck` and `atomfed report` against it, and stop it. Writes
+## reports/G.1.1_registry.md ... G.1.7_policy_manager.md,
+## reports/PhaseG.1_Snapshot.json and reports/G.1_precheck.json. Fails when
+## a test failed, after writing the reports.
+REPORTS ?= reports
+REPORT_PORT ?= 18401
+REPORT_TESTFLAGS ?= -count=1 -timeout 25m
+reports: build
+	@mkdir -p $(REPORTS)/logs
+	@status=0; \
+	echo "== go test -json $(REPORT_TESTFLAGS) $(PKGS) > $(REPORTS)/logs/go-test.json"; \
+	$(GO) test -json $(REPORT_TESTFLAGS) $(PKGS) > $(REPORTS)/logs/go-test.json || status=$$?; \
+	echo "   go test exited $$status"; \
+	p=$(REPORT_PORT); log=$(REPORTS)/logs/federation.log; fed=$$(mktemp -d); \
+	export FEDERATION_TOKEN=atf_reports_$$(openssl rand -hex 16); \
+	echo "== starting a local federation on 127.0.0.1:$$p (log: $$log)"; \
+	./$(BIN) dev --data-dir $$fed --http-port $$p --raft-port $$((p+100)) --serf-port $$((p+200)) \
+	  --agent-http-port $$((p+10)) --agent-serf-port $$((p+210)) > $$log 2>&1 & dev=$$!; \
+	trap 'kill -INT $$dev 2>/dev/null; wait $$dev 2>/dev/null; rm -rf $$fed' EXIT; \
+	for i in $$(seq 1 120); do \
+	  grep -q "federation is up" $$log && break; \
+	  kill -0 $$dev 2>/dev/null || { echo "the federation did not start:"; cat $$log; exit 1; }; \
+	  sleep 0.5; \
+	done; \
+	grep -q "federation is up" $$log || { echo "the federation did not come up within 60s:"; cat $$log; exit 1; }; \
+	echo "== atomfed precheck"; \
+	GLOBAL_REGISTRY_URL=http://127.0.0.1:$$p ./$(BIN) precheck --out $(REPORTS) || true; \
+	echo "== atomfed report"; \
+	./$(BIN) report --out $(REPORTS) --addr https://127.0.0.1:$$p --ca-cert $$fed/tls/ca.pem --test-json $(REPORTS)/logs/go-test.json \
+	  --test-command "go test -json $(REPORT_TESTFLAGS) $(PKGS)" || exit 1; \
+	exit $$status
 
 clean:
 	rm -rf bin

@@ -31,6 +31,13 @@ type AgentAPI interface {
 	AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.ReportResult, error)
 	// AgentLeave hands the agent's tasks back.
 	AgentLeave(ctx context.Context, node string) error
+	// ReportDatabase records the endpoint of the region's database.
+	ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error
+	// RegionDatabase reads the recorded endpoint of a region's database.
+	RegionDatabase(ctx context.Context, region string) (*fsm.RegionDatabase, error)
+	// AgentRegister registers the agent's signing key as a trust member
+	// (idempotent); its reports are signed with that key.
+	AgentRegister(ctx context.Context, node string) error
 }
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
@@ -61,8 +68,15 @@ type AgentConfig struct {
 	Memberlist *memberlist.Config
 	// HeartbeatInterval is how often the agent reports even without news.
 	HeartbeatInterval time.Duration
+	// GossipKey, when set, encrypts Serf gossip; it must be the servers'.
+	GossipKey []byte
 	// Executors are the task types this agent runs.
 	Executors []Executor
+	// Database is the secret-free endpoint of the region's PostgreSQL,
+	// which the agent reports to the federation; nil when the agent has
+	// none (replication in its region is then simulated: it runs no
+	// replication tasks).
+	Database *fsm.DatabaseEndpoint
 	// NewAPI builds the server API client from a function that lists the
 	// servers' HTTP URLs (nearest first), as Serf currently knows them.
 	NewAPI     func(servers func() []string) AgentAPI
@@ -110,9 +124,11 @@ type Agent struct {
 	gens     map[string]uint64 // highest generation seen per task (fencing)
 	pending  map[string]fsm.TaskReport
 	reportCh chan struct{}
-	leaving  bool
-	stopOnce sync.Once
-	stopErr  error
+	// registered is closed once the agent's key is a trust member.
+	registered chan struct{}
+	leaving    bool
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 type runningTask struct {
@@ -155,6 +171,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		gens:     map[string]uint64{},
 		pending:  map[string]fsm.TaskReport{},
 		reportCh: make(chan struct{}, 1),
+
+		registered: make(chan struct{}),
 	}
 	for _, e := range cfg.Executors {
 		a.execs[e.Type()] = e
@@ -170,8 +188,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a.api = cfg.NewAPI(a.Servers)
 	a.goFn(a.drainEvents)
 	a.goFn(a.joinLoop)
+	a.goFn(a.registerKey)
 	a.goFn(a.watchLoop)
 	a.goFn(a.reportLoop)
+	if cfg.Database != nil {
+		a.goFn(a.databaseLoop)
+	}
 	a.log.Info("agent started", "region", cfg.Region, "serf", a.SerfAddr(), "capabilities", a.capabilities())
 	return a, nil
 }
@@ -197,7 +219,7 @@ func (a *Agent) setupSerf() error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "serf"), 0o700); err != nil {
 		return err
 	}
-	conf, err := serfConfig(nil, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
+	conf, err := serfConfig(a.cfg.GossipKey, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
 	if err != nil {
 		return err
 	}
@@ -205,7 +227,7 @@ func (a *Agent) setupSerf() error {
 		TagRole:            RoleAgent,
 		TagRegion:          a.cfg.Region,
 		TagHTTP:            a.cfg.HTTPAdvertiseURL,
-		TagProtocolVersion: protocolVersion,
+		TagProtocolVersion: strconv.Itoa(ProtocolVersion),
 		TagVersion:         a.cfg.Version,
 		TagCapabilities:    strings.Join(a.capabilities(), ","),
 		TagCapacity:        strconv.Itoa(a.cfg.Capacity),
@@ -281,8 +303,41 @@ func (a *Agent) Servers() []string {
 	return append(local, remote...)
 }
 
+// registerKey registers the agent's key as a trust member, retrying until a
+// server accepts it, then opens the registered channel: nothing is watched
+// or reported before, since reports are signed with that key.
+func (a *Agent) registerKey() {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		err := a.api.AgentRegister(ctx, a.cfg.NodeID)
+		cancel()
+		if err == nil {
+			a.log.Info("agent key registered")
+			close(a.registered)
+			return
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			a.log.Warn("registering the agent key failed; retrying", "error", err)
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
 // watchLoop follows the agent's assignments with blocking queries.
 func (a *Agent) watchLoop() {
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-a.registered:
+	}
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for a.ctx.Err() == nil {
@@ -421,6 +476,11 @@ func (a *Agent) record(t *fsm.Task, st TaskStatus) {
 // reportLoop sends heartbeats with queued task reports: at once (batched
 // over 100 ms) when a status changes, else every HeartbeatInterval.
 func (a *Agent) reportLoop() {
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-a.registered:
+	}
 	tick := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	for {
@@ -463,10 +523,17 @@ func (a *Agent) sendReport() {
 			delete(a.pending, sent.ID)
 		}
 	}
+	sentGen := make(map[string]uint64, len(rep.Tasks))
+	for _, sent := range rep.Tasks {
+		sentGen[sent.ID] = sent.Generation
+	}
 	for _, id := range res.Fenced {
 		// The leader moved this task away from us: stop it now rather than
-		// wait for the watch to say so.
-		if r := a.running[id]; r != nil {
+		// wait for the watch to say so. Only the generation the report was
+		// about: a newer one may already run here (the watch delivered it
+		// while the report was in flight), and stopping that one would
+		// leave the task assigned to us and never run.
+		if r := a.running[id]; r != nil && r.task.Generation == sentGen[id] {
 			a.log.Warn("report fenced: task no longer ours", "task", id, "generation", r.task.Generation)
 			a.stopLocked(id, r)
 		}
@@ -496,12 +563,19 @@ type AgentStatus struct {
 	Tasks    []RunningTask    `json:"tasks"`
 	Peers    []structs.Member `json:"-"`
 	Capacity int              `json:"capacity"`
+	// Database is the region database the agent serves (host:port/db),
+	// or says that replication is simulated without one.
+	Database string `json:"database"`
 }
 
 // Status returns the agent's view of itself.
 func (a *Agent) Status() AgentStatus {
 	st := AgentStatus{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: RoleAgent, Version: a.cfg.Version,
-		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{}}
+		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{},
+		Database: "none: no POSTGRES_DSN, replication in this region is simulated"}
+	if d := a.cfg.Database; d != nil {
+		st.Database = fmt.Sprintf("%s:%d/%s", d.Host, d.Port, d.Database)
+	}
 	a.mu.Lock()
 	for _, r := range a.running {
 		st.Tasks = append(st.Tasks, RunningTask{ID: r.task.ID, Type: r.task.Type, Generation: r.task.Generation,

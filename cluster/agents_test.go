@@ -25,7 +25,7 @@ func registerRegion(t *testing.T, c *testcluster.Cluster, name, url string) {
 	t.Helper()
 	tu.Eventually(t, 20*time.Second, func() error {
 		ctx := testcluster.Ctx(t, 10*time.Second)
-		_, err := c.Running()[0].Client.RegisterRegion(ctx, &fsm.Region{Name: name, URL: url}, nil)
+		_, err := c.Running()[0].RegionClient(name).RegisterRegion(ctx, &fsm.Region{Name: name, URL: url}, nil)
 		if err != nil && client.StatusOf(err) != 503 && client.StatusOf(err) != 0 {
 			t.Fatalf("register %s: %v", name, err)
 		}

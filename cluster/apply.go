@@ -24,7 +24,7 @@ const enqueueTimeout = 5 * time.Second
 // business rejection comes back as the *fsm.Error inside the result's Err,
 // with the state unchanged.
 func (s *Server) Apply(ctx context.Context, t fsm.MessageType, body any) (*fsm.ApplyResult, error) {
-	data, err := fsm.Encode(t, body)
+	data, err := s.encode(t, body)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *Server) Configuration() ([]structs.Peer, uint64, error) {
 			Suffrage: srv.Suffrage.String(),
 		}
 		if sm, ok := members[p.ID]; ok {
-			p.Region, p.HTTP, p.Status = sm.Region, sm.HTTP, sm.Status.String()
+			p.Region, p.HTTP, p.Status, p.Protocol = sm.Region, sm.HTTP, sm.Status.String(), sm.Protocol
 		}
 		out = append(out, p)
 	}

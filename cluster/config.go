@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/signing"
 )
 
 // Base Raft timings for a LAN. They are Consul's "raft_multiplier = 1"
@@ -92,6 +93,22 @@ type Config struct {
 	// default dials from the Raft bind address when that is one specific
 	// address (see sourcebind.go).
 	Dial func(address string, timeout time.Duration) (net.Conn, error)
+
+	// Signer is the server's signing key: it signs trust bundles, and the
+	// leader records it as a trust member from the server's Serf tags.
+	Signer *signing.Signer
+	// GossipKey, when set, encrypts Serf gossip (32 bytes, AES-256-GCM).
+	GossipKey []byte
+	// TLS, when set, secures the Raft transport with mutual TLS.
+	TLS *TLSConfig
+
+	// Protocol, when set, is the protocol version this server advertises
+	// and speaks instead of ProtocolVersion (tests of rolling upgrades).
+	Protocol int
+
+	// Now, when set, is the clock the leader checks forwarded commands'
+	// stamps against (tests that move the servers' clock); nil is time.Now.
+	Now func() time.Time
 
 	// FSM is the state machine; New creates one when nil.
 	FSM *fsm.FSM

@@ -52,7 +52,7 @@ func putRegion(t *testing.T, n *testcluster.Node, r *fsm.Region) *fsm.Region {
 	t.Helper()
 	var out *fsm.Region
 	retry(t, "register region "+r.Name+" on "+n.ID, func() (err error) {
-		out, err = n.Client.RegisterRegion(testcluster.Ctx(t, 20*time.Second), r, nil)
+		out, err = n.RegionClient(r.Name).RegisterRegion(testcluster.Ctx(t, 20*time.Second), r, nil)
 		return err
 	})
 	return out

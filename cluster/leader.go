@@ -221,12 +221,48 @@ func (s *Server) verifyLeader() error {
 // ConsistentRead blocks until a quorum has confirmed this server's
 // leadership after the call began. Concurrent callers share one round trip.
 // ErrNotLeader means the read must go to the leader.
+//
+// On a follower it is a ReadIndex: the leader confirms its leadership and
+// answers its applied index (concurrent callers on the follower share one
+// request), and the follower waits until it has applied as far, so the read
+// can be served from its own state. A leader that has not established its
+// leadership yet answers ErrNotLeader.
 func (s *Server) ConsistentRead(ctx context.Context) error {
-	if !s.IsLeader() {
+	if s.IsLeader() {
+		_, err := s.readBarrier.wait(ctx)
+		return err
+	}
+	if s.raft.State() == raft.Leader {
 		return ErrNotLeader
 	}
-	return s.readBarrier.wait(ctx)
+	if s.protocol() < protocolForwardRPC || !s.leaderServesRPC() {
+		return ErrFollowerBehind // an older leader: it answers the read itself
+	}
+	idx, err := s.followerReads.wait(ctx)
+	if err != nil {
+		return err
+	}
+	if s.fsm.AppliedIndex() >= idx {
+		return nil
+	}
+	// Under write load the next replication round brings the commit within
+	// a millisecond or two. Idle, raft sends it only after its commit
+	// timeout (50-100 ms): rather than hold the read that long, let the
+	// leader answer it.
+	wctx, cancel := context.WithTimeout(ctx, followerReadWait)
+	defer cancel()
+	if err := s.fsm.WaitApplied(wctx, idx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return ErrFollowerBehind
+	}
+	return nil
 }
+
+// followerReadWait is how long a follower waits to apply the leader's read
+// index before it hands a linearizable read to the leader.
+const followerReadWait = 5 * time.Millisecond
 
 // broadcast is a channel that is closed and replaced on every notify.
 type broadcast struct {
@@ -253,7 +289,7 @@ func (b *broadcast) notify() {
 // and a round starts only after the caller joined, so every caller is
 // covered by a check that began after it arrived (ReadIndex semantics).
 type readBarrier struct {
-	verify  func() error
+	verify  func() (uint64, error)
 	mu      sync.Mutex
 	next    *barrierRound
 	running bool
@@ -261,14 +297,17 @@ type readBarrier struct {
 
 type barrierRound struct {
 	done chan struct{}
+	idx  uint64
 	err  error
 }
 
-func newReadBarrier(verify func() error) *readBarrier {
+func newReadBarrier(verify func() (uint64, error)) *readBarrier {
 	return &readBarrier{verify: verify}
 }
 
-func (b *readBarrier) wait(ctx context.Context) error {
+// wait joins the next round and returns its result (an index, for a
+// follower's read-index round).
+func (b *readBarrier) wait(ctx context.Context) (uint64, error) {
 	b.mu.Lock()
 	if b.next == nil {
 		b.next = &barrierRound{done: make(chan struct{})}
@@ -281,9 +320,9 @@ func (b *readBarrier) wait(ctx context.Context) error {
 	b.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.err
+		return r.idx, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
@@ -298,7 +337,7 @@ func (b *readBarrier) run() {
 			return
 		}
 		b.mu.Unlock()
-		r.err = b.verify()
+		r.idx, r.err = b.verify()
 		close(r.done)
 	}
 }

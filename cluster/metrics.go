@@ -19,6 +19,7 @@ type metrics struct {
 	applyTime  prometheus.Histogram
 	plans      *prometheus.CounterVec
 	collector  *collector
+	repl       *replicationCollector
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -38,9 +39,10 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Help: "Task changes in plans the scheduler applied, by kind (created, assigned, deleted).",
 		}, []string{"kind"}),
 		collector: &collector{s: s},
+		repl:      &replicationCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.plans, m.collector)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.plans, m.collector, m.repl)
 	}
 	return m
 }
@@ -53,6 +55,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.applyTime)
 	m.reg.Unregister(m.plans)
 	m.reg.Unregister(m.collector)
+	m.reg.Unregister(m.repl)
 }
 
 func (m *metrics) observePlan(p *fsm.TaskPlan) {

@@ -4,6 +4,6 @@ package cluster
 
 import "net"
 
-// peerClosed is only implemented on Linux; elsewhere a pooled stream is
+// peerState is only implemented on Linux; elsewhere a pooled stream is
 // used as raft found it.
-func peerClosed(net.Conn) bool { return false }
+func peerState(net.Conn) peerCondition { return peerQuiet }

@@ -35,6 +35,10 @@ func TestRestartKeepsState(t *testing.T) {
 	if err := l.Client.DeleteTenant(ctx, "initech", nil); err != nil {
 		t.Fatalf("delete tenant: %v", err)
 	}
+	// Each region gets a probe task from the leader's scheduler, later:
+	// wait for it so that the state compared is final.
+	c.Settle()
+	l = c.WaitLeader()
 	want := mustView(t, l, "linearizable")
 	for _, n := range c.Running() {
 		waitView(t, n, want) // every node has applied everything

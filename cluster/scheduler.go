@@ -33,8 +33,9 @@ const (
 )
 
 // desiredTasks derives the tasks the federation should be running from its
-// state: one probe of each region's endpoint, run from inside the region.
-// Later task types (replication, metrics, backups) are added here.
+// state: one probe of each region's endpoint, run from inside the region,
+// and the replication tasks (scheduler_replication.go). Later task types
+// (metrics, backups) are added here.
 func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	out := map[string]fsm.TaskSpec{}
 	for _, r := range s.SortedRegions() {
@@ -42,6 +43,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 		id := fsm.ProbeTaskID(r.Name)
 		out[id] = fsm.TaskSpec{ID: id, Type: TaskTypeProbe, Region: r.Name, Spec: spec}
 	}
+	desiredReplicationTasks(s, out)
 	return out
 }
 

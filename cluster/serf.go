@@ -35,8 +35,6 @@ const (
 
 	RoleServer = "server"
 	RoleAgent  = "agent"
-
-	protocolVersion = "1"
 )
 
 // memberEvent is a Serf member change handed to the leader's reconciler.
@@ -55,6 +53,7 @@ type serverMember struct {
 	NonVoter bool
 	Status   serf.MemberStatus
 	Boot     bool
+	Protocol int // 1 when the tag is missing
 }
 
 // parseServer reads the server tags of m; ok is false for non-servers.
@@ -63,7 +62,12 @@ func parseServer(m serf.Member) (serverMember, bool) {
 		return serverMember{}, false
 	}
 	expect, _ := strconv.Atoi(m.Tags[TagExpect])
+	proto, err := strconv.Atoi(m.Tags[TagProtocolVersion])
+	if err != nil || proto < 1 {
+		proto = 1
+	}
 	return serverMember{
+		Protocol: proto,
 		ID:       m.Name,
 		Region:   m.Tags[TagRegion],
 		RaftAddr: m.Tags[TagRaftAddr],
@@ -82,10 +86,13 @@ func (s *Server) tags() map[string]string {
 		TagRaftAddr:        s.stream.Addr().String(),
 		TagHTTP:            s.cfg.HTTPAdvertiseURL,
 		TagExpect:          strconv.Itoa(s.cfg.BootstrapExpect),
-		TagProtocolVersion: protocolVersion,
+		TagProtocolVersion: strconv.Itoa(s.protocol()),
 	}
 	if s.cfg.NonVoter {
 		t[TagNonVoter] = "1"
+	}
+	if s.cfg.Signer != nil {
+		t[TagPublicKey] = publicKeyTag(s.cfg.Signer.PublicPEM)
 	}
 	if s.bootstrapped.Load() {
 		t[TagBootstrapped] = "1"
@@ -98,7 +105,7 @@ func (s *Server) setupSerf() error {
 	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "serf"), 0o700); err != nil {
 		return fmt.Errorf("create serf dir: %w", err)
 	}
-	conf, err := serfConfig(s.cfg, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
+	conf, err := serfConfig(s.cfg.GossipKey, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
 	if err != nil {
 		return err
 	}
@@ -114,7 +121,7 @@ func (s *Server) setupSerf() error {
 }
 
 // serfConfig builds a Serf configuration shared by servers and agents.
-func serfConfig(_ *Config, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
+func serfConfig(gossipKey []byte, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
 	conf := serf.DefaultConfig()
 	conf.NodeName = node
 	if ml != nil {
@@ -138,6 +145,10 @@ func serfConfig(_ *Config, node, bind, advertise string, ml *memberlist.Config, 
 	std := logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	conf.Logger = std
 	mc.Logger = std
+	if len(gossipKey) > 0 {
+		mc.SecretKey = gossipKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	conf.LogOutput = nil
 	mc.LogOutput = nil
 	conf.EnableNameConflictResolution = true

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +25,15 @@ type streamLayer struct {
 	accepted map[*acceptedConn]struct{}
 	handlers sync.WaitGroup
 	draining bool
+	tls      *TLSConfig
+
+	// Connections whose first byte is fwdMagic carry the forwarding RPC
+	// (fwd handles them); every other one is raft's.
+	fwd      func(net.Conn)
+	raftCh   chan net.Conn
+	closed   chan struct{}
+	once     sync.Once
+	startOne sync.Once
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -55,26 +66,95 @@ func newStreamLayer(bind, advertise string, dial func(string, time.Duration) (ne
 			return sourceDialer(source, timeout).Dial("tcp", address)
 		}
 	}
-	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{}}, nil
+	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{},
+		raftCh: make(chan net.Conn), closed: make(chan struct{})}, nil
 }
 
-// Accept accepts a peer's connection and tracks it until it is closed.
+// fwdMagic opens a forwarding-RPC connection on the raft port; raft's own
+// RPC types are small numbers.
+const fwdMagic byte = 0xA7
+
+// routeTimeout bounds how long a new connection may take to complete its
+// TLS handshake and send its first byte.
+const routeTimeout = 10 * time.Second
+
+// Accept returns the next raft connection. Connections are accepted and
+// routed in the background, so a slow peer never holds up the others.
 func (s *streamLayer) Accept() (net.Conn, error) {
-	c, err := s.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
-		c.Close()
+	s.startOne.Do(func() { go s.acceptLoop() })
+	select {
+	case c := <-s.raftCh:
+		return c, nil
+	case <-s.closed:
 		return nil, net.ErrClosed
 	}
-	ac := &acceptedConn{Conn: c, s: s}
-	s.accepted[ac] = struct{}{}
-	s.handlers.Add(1)
-	return ac, nil
 }
+
+func (s *streamLayer) acceptLoop() {
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			s.stop()
+			return
+		}
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		ac := &acceptedConn{Conn: c, s: s}
+		s.accepted[ac] = struct{}{}
+		s.handlers.Add(1)
+		s.mu.Unlock()
+		go s.route(ac)
+	}
+}
+
+// route completes the TLS handshake (a peer without a certificate of the
+// federation CA gets no further), reads the first byte and hands the
+// connection to raft or to the forwarding RPC.
+func (s *streamLayer) route(ac *acceptedConn) {
+	var c net.Conn = ac
+	if s.tls != nil {
+		c = tls.Server(ac, s.tls.Server)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(routeTimeout))
+	br := bufio.NewReader(c)
+	first, err := br.Peek(1)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	pc := &peekedConn{Conn: c, r: br}
+	if first[0] == fwdMagic && s.fwd != nil {
+		_, _ = br.ReadByte()
+		s.fwd(pc)
+		return
+	}
+	select {
+	case s.raftCh <- pc:
+	case <-s.closed:
+		c.Close()
+	}
+}
+
+func (s *streamLayer) stop() { s.once.Do(func() { close(s.closed) }) }
+
+// Close stops accepting.
+func (s *streamLayer) Close() error {
+	s.stop()
+	return s.Listener.Close()
+}
+
+// peekedConn replays the byte read while routing.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // drain closes every accepted connection and waits, up to timeout, until
 // the transport's handlers have closed theirs too. Raft answers heartbeats
@@ -123,15 +203,44 @@ func (c *acceptedConn) Close() error {
 // Addr returns the advertised address, which is what peers dial.
 func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
-// Dial opens a stream to a peer. The stream replaces itself with a fresh
-// one when the peer has closed it while it sat in raft's pool (see
+// Dial opens a raft stream to a peer. The stream replaces itself with a
+// fresh one when the peer has closed it while it sat in raft's pool (see
 // poolSafeConn).
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := s.dial(string(address), timeout)
+	c, raw, err := s.dialStream(string(address), timeout)
 	if err != nil {
 		return nil, err
 	}
-	return &poolSafeConn{Conn: c, redial: func() (net.Conn, error) { return s.dial(string(address), timeout) }}, nil
+	return &poolSafeConn{Conn: c, raw: raw, tls: s.tls != nil,
+		redial: func() (net.Conn, net.Conn, error) { return s.dialStream(string(address), timeout) }}, nil
+}
+
+// dialStream opens a connection to a peer's raft port, for raft or for
+// the forwarding RPC: through the stream layer's dialer (from the bind
+// address, or through the chaos harness's dialer), then the TLS handshake
+// when the transport is secured. It returns the connection to use and the
+// TCP connection under it.
+func (s *streamLayer) dialStream(address string, timeout time.Duration) (net.Conn, net.Conn, error) {
+	c, err := s.dial(address, timeout)
+	if err != nil || s.tls == nil {
+		return c, c, err
+	}
+	tc := tls.Client(c, s.tls.Client)
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("raft TLS handshake with %s: %w", address, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, c, nil
+}
+
+// TLSConfig secures the Raft transport: Server verifies every peer's
+// client certificate (mutual TLS), Client presents this server's
+// certificate and checks the peer's.
+type TLSConfig struct {
+	Server *tls.Config
+	Client *tls.Config
 }
 
 // poolSafeConn is an outgoing raft stream that checks, when an RPC starts
@@ -146,26 +255,49 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 // (one timeout per stream) after a peer had restarted. Raft's RPCs are
 // request/response on a stream (pipelining is off, see setupRaft), so the
 // first write after a read, or on a new stream, starts an RPC and nothing
-// has been sent yet.
+// has been sent yet. It is not safe for concurrent use, which raft's
+// streams never see; the forwarding RPC, which reads and writes at once,
+// dials with dialStream instead.
 type poolSafeConn struct {
 	net.Conn
-	redial func() (net.Conn, error)
-	// inRPC is set by a write and cleared by a read.
-	inRPC bool
+	// raw is the TCP connection under Conn, which is a TLS connection
+	// when tls is set.
+	raw    net.Conn
+	tls    bool
+	redial func() (net.Conn, net.Conn, error)
+	// inRPC is set by a write and cleared by a read; answered is set once
+	// a read has returned, i.e. the stream has carried an RPC.
+	inRPC, answered bool
 	// Deadlines raft set, carried over to a replacement stream.
 	readDL, writeDL time.Time
+}
+
+// stale reports whether the peer has let go of the idle stream. A TCP
+// stream is stale when the peer closed or reset it. A TLS stream is stale
+// too when data waits on it after it has carried an RPC: between RPCs a
+// raft peer sends nothing but the TLS close_notify that precedes its FIN
+// (a session ticket can only wait before the first answer, which reads
+// it).
+func (c *poolSafeConn) stale() bool {
+	switch peerState(c.raw) {
+	case peerGone:
+		return true
+	case peerSentData:
+		return c.tls && c.answered
+	}
+	return false
 }
 
 func (c *poolSafeConn) Write(b []byte) (int, error) {
 	if !c.inRPC {
 		c.inRPC = true
-		if peerClosed(c.Conn) {
-			nc, err := c.redial()
+		if c.stale() {
+			nc, raw, err := c.redial()
 			if err != nil {
 				return 0, err
 			}
 			_ = c.Conn.Close()
-			c.Conn = nc
+			c.Conn, c.raw, c.answered = nc, raw, false
 			_ = nc.SetReadDeadline(c.readDL)
 			_ = nc.SetWriteDeadline(c.writeDL)
 		}
@@ -175,7 +307,11 @@ func (c *poolSafeConn) Write(b []byte) (int, error) {
 
 func (c *poolSafeConn) Read(b []byte) (int, error) {
 	c.inRPC = false
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.answered = true
+	}
+	return n, err
 }
 
 func (c *poolSafeConn) SetDeadline(t time.Time) error {

@@ -85,6 +85,10 @@ func applyAgentLeave(s *State, e *Entry) (any, error) {
 	if old == nil {
 		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
 	}
+	if err := agentSigner(s, cmd.Node, cmd.Auth, cmd.At); err != nil {
+		return nil, err
+	}
+	recordNonce(s, cmd.Auth, cmd.At)
 	a := *old
 	a.Status, a.StatusSince, a.ModifyIndex = AgentLeft, cmd.At, e.Index
 	s.Agents[a.Node] = &a
@@ -255,6 +259,9 @@ func applyAgentReport(s *State, e *Entry) (any, error) {
 	if old == nil {
 		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
 	}
+	if err := agentSigner(s, cmd.Node, cmd.Auth, cmd.At); err != nil {
+		return nil, err
+	}
 	for _, r := range cmd.Tasks {
 		if !validReportStatus[r.Status] || len(r.Result) > MaxTaskResultBytes || len(r.Error) > MaxTaskErrorLen {
 			return nil, invalidf("invalid_report", "task %q: status %q must be running, failing or succeeded, with a result under %d bytes", r.ID, r.Status, MaxTaskResultBytes)
@@ -263,6 +270,7 @@ func applyAgentReport(s *State, e *Entry) (any, error) {
 			return nil, invalidf("invalid_report", "task %q: result is not JSON", r.ID)
 		}
 	}
+	recordNonce(s, cmd.Auth, cmd.At)
 	a := *old
 	a.LastContact, a.ModifyIndex = cmd.At, e.Index
 	s.Agents[a.Node] = &a
@@ -296,4 +304,16 @@ type ReportResult struct {
 // String summarises the result for logs.
 func (r *ReportResult) String() string {
 	return fmt.Sprintf("applied=%d fenced=%d", r.Applied, len(r.Fenced))
+}
+
+// agentSigner checks that an agent's write is signed by that agent's key.
+func agentSigner(s *State, node string, auth *SignedAuth, at int64) error {
+	signer, _, err := verifyAuth(s, auth, at, true, nil)
+	if err != nil {
+		return err
+	}
+	if signer.Kind != MemberAgent || signer.ID != node {
+		return forbiddenf("wrong_signer", "agent %s's writes must be signed with its own key, not with %s", node, memberName(signer))
+	}
+	return nil
 }

@@ -10,6 +10,15 @@ import (
 // /v1/status/audit; the head alone proves the whole chain.
 const auditRingSize = 256
 
+// RecentAudit returns the most recent audit entries, oldest first: at most
+// auditRingSize of them.
+func (s *State) RecentAudit() []AuditEntry {
+	if n := len(s.Audit); n > auditRingSize {
+		return s.Audit[n-auditRingSize:]
+	}
+	return s.Audit
+}
+
 // GenesisHash is the audit head of an empty state.
 const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 

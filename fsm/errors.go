@@ -20,6 +20,11 @@ var (
 	// the current state, such as a tenant whose home region is unknown or
 	// the deletion of a region that tenants still use.
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrForbidden marks a request whose signature, signer or approval does
+	// not allow what it asks: unsigned, a bad signature, an unknown, revoked
+	// or expired key, a stale timestamp, a replayed nonce, the wrong signer,
+	// or an approval refused. The code says which check failed.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Error is a rejection with a stable machine-readable code and a message for
@@ -49,4 +54,8 @@ func conflictf(format string, args ...any) *Error {
 
 func preconditionf(code, format string, args ...any) *Error {
 	return &Error{Kind: ErrFailedPrecondition, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func forbiddenf(code, format string, args ...any) *Error {
+	return &Error{Kind: ErrForbidden, Code: code, Message: fmt.Sprintf(format, args...)}
 }

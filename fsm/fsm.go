@@ -1,10 +1,12 @@
 package fsm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +28,9 @@ type Entry struct {
 	Term    uint64 // raft term of the leader that appended it
 	Version byte   // body codec version
 	Body    []byte
+	// Approved is set when the command is applied by the approval that
+	// gated it, in the entry that recorded the last approval.
+	Approved bool
 }
 
 // decode parses the entry's body into out or panics with its index.
@@ -69,6 +74,14 @@ type FSM struct {
 
 	watchMu sync.Mutex
 	watchCh chan struct{}
+
+	// applied is the raft index of the last entry handed to the FSM
+	// (commands and configuration entries, changing or not); appliedCh is
+	// closed and replaced every time it moves. Followers serve linearizable
+	// reads once applied reaches the leader's (ReadIndex).
+	applied   atomic.Uint64
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
 }
 
 var (
@@ -82,10 +95,11 @@ func New(logger hclog.Logger, reg prometheus.Registerer) *FSM {
 		logger = hclog.NewNullLogger()
 	}
 	return &FSM{
-		logger:  logger.Named("fsm"),
-		metrics: newMetrics(reg),
-		state:   newState(),
-		watchCh: make(chan struct{}),
+		logger:    logger.Named("fsm"),
+		metrics:   newMetrics(reg),
+		state:     newState(),
+		watchCh:   make(chan struct{}),
+		appliedCh: make(chan struct{}),
 	}
 }
 
@@ -117,7 +131,38 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if changed {
 		f.notify()
 	}
+	if n := len(logs); n > 0 {
+		f.setApplied(logs[n-1].Index)
+	}
 	return out
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.appliedMu.Lock()
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	f.appliedMu.Unlock()
+}
+
+// AppliedIndex returns the raft index of the last entry the FSM applied.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// WaitApplied blocks until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.appliedMu.Lock()
+		ch := f.appliedCh
+		f.appliedMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // applyOne applies a command entry with f.mu held. It panics when the entry
@@ -155,12 +200,13 @@ func (f *FSM) extendAudit(index uint64, t MessageType, body []byte, at int64) {
 	s.AuditHead = chainHash(s.AuditHead, index, t, body)
 	s.Index = index
 	e := AuditEntry{Index: index, Type: t.String(), Hash: s.AuditHead, At: at}
-	if len(s.Audit) >= auditRingSize {
-		copy(s.Audit, s.Audit[1:])
-		s.Audit[len(s.Audit)-1] = e
-	} else {
-		s.Audit = append(s.Audit, e)
+	// Append, and only every auditRingSize entries move the newest ring
+	// to the front: amortised O(1) rather than shifting the whole ring on
+	// every apply.
+	if len(s.Audit) >= 2*auditRingSize {
+		s.Audit = s.Audit[:copy(s.Audit, s.Audit[len(s.Audit)-auditRingSize+1:])]
 	}
+	s.Audit = append(s.Audit, e)
 }
 
 // Read calls fn with the current state under the read lock. fn must not
@@ -206,6 +252,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	s := f.state.clone()
 	f.mu.RUnlock()
+	s.applied = f.applied.Load()
 	return &fsmSnapshot{state: s, metrics: f.metrics}, nil
 }
 
@@ -223,6 +270,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	f.state = s
 	f.mu.Unlock()
 	f.notify()
+	f.setApplied(s.applied)
 	f.metrics.restore.Observe(time.Since(start).Seconds())
 	f.logger.Info("restored state from snapshot", "index", s.Index, "audit_head", s.AuditHead,
 		"regions", len(s.Regions), "tenants", len(s.Tenants))
@@ -238,6 +286,12 @@ func atOf(v any) int64 {
 		return o.UpdatedAt
 	case *Agent:
 		return o.LastContact
+	case *RegionDatabase:
+		return o.UpdatedAt
+	case *TenantSyncState:
+		return o.At
+	case *GlobalTable:
+		return o.UpdatedAt
 	case stamped:
 		return o.at()
 	}

@@ -6,33 +6,113 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/internal/signing"
 )
 
-// harness applies commands at increasing indexes, as raft would.
+// harness applies commands at increasing indexes, as raft would. It signs
+// region and agent writes that carry no signature with a per-member key, so
+// tests about other things need not.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	f     *FSM
 	index uint64
+	keys  map[string]*signing.Signer
+	nonce int
+	log   []*raft.Log // every entry applied, to replay elsewhere
 }
 
-func newHarness(t *testing.T) *harness {
-	return &harness{t: t, f: New(nil, prometheus.NewRegistry())}
+func newHarness(t testing.TB) *harness {
+	return &harness{t: t, f: New(nil, prometheus.NewRegistry()), keys: map[string]*signing.Signer{}}
+}
+
+// key returns the test key of a member, made on first use.
+func (h *harness) key(member string) *signing.Signer {
+	if h.keys == nil {
+		h.keys = map[string]*signing.Signer{}
+	}
+	if k := h.keys[member]; k != nil {
+		return k
+	}
+	k, err := signing.NewSigner()
+	if err != nil {
+		panic(err)
+	}
+	h.keys[member] = k
+	return k
+}
+
+// sign returns a signed auth by member's key over body at time at.
+func (h *harness) sign(member string, body []byte, at int64) *SignedAuth {
+	k := h.key(member)
+	sig, err := k.Sign(body)
+	if err != nil {
+		panic(err)
+	}
+	h.nonce++
+	return &SignedAuth{KeyID: k.KeyID, Signature: sig, Body: body, Nonce: fmt.Sprintf("nonce-%08d", h.nonce), Timestamp: at}
+}
+
+// autosign fills in the signatures the FSM requires.
+func (h *harness) autosign(body any) any {
+	switch c := body.(type) {
+	case RegionUpsert:
+		if c.Auth == nil {
+			c.Auth = h.sign(c.Region.Name, []byte(c.Region.Name+c.Region.URL), c.At)
+			c.PublicKey = string(h.key(c.Region.Name).PublicPEM)
+		}
+		return c
+	case AgentReport:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("report "+c.Node), c.At)
+		}
+		return c
+	case AgentLeave:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("leave "+c.Node), c.At)
+		}
+		return c
+	case RegionDatabaseReport:
+		if c.Auth == nil {
+			h.ensureAgentMember(c.Node, c.At)
+			c.Auth = h.sign(c.Node, []byte("database "+c.Node), c.At)
+		}
+		return c
+	}
+	return body
+}
+
+func (h *harness) ensureAgentMember(node string, at int64) {
+	exists := false
+	h.f.Read(func(s *State) { exists = s.Members[node] != nil })
+	if exists {
+		return
+	}
+	body := []byte("register " + node)
+	h.mustApply(MemberRegisterType, MemberRegister{ID: node, Kind: MemberAgent, PublicKey: string(h.key(node).PublicPEM),
+		Auth: h.sign(node, body, at), At: at})
 }
 
 func (h *harness) apply(typ MessageType, body any) *ApplyResult {
 	h.t.Helper()
+	body = h.autosign(body)
 	data, err := Encode(typ, body)
 	if err != nil {
 		h.t.Fatalf("encode: %v", err)
 	}
 	h.index++
-	res := h.f.Apply(&raft.Log{Index: h.index, Term: 3, Type: raft.LogCommand, Data: data})
+	l := &raft.Log{Index: h.index, Term: 3, Type: raft.LogCommand, Data: data}
+	h.log = append(h.log, l)
+	res := h.f.Apply(l)
 	if res == nil {
 		return nil
 	}
@@ -91,19 +171,25 @@ func TestRegisterCommandPanicsOnDuplicate(t *testing.T) {
 }
 
 func TestEncodeLayout(t *testing.T) {
-	data, err := Encode(TenantDeleteType, TenantDelete{ID: "acme", At: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if data[0] != byte(TenantDeleteType) || data[1] != codecJSON {
-		t.Fatalf("header = %v, want type then codec version", data[:2])
-	}
-	var back TenantDelete
-	if err := decodeBody(data[1], data[2:], &back); err != nil || back.ID != "acme" || back.At != 5 {
-		t.Fatalf("round trip: %+v, %v", back, err)
-	}
-	if err := decodeBody(9, data[2:], &back); err == nil {
-		t.Fatal("an unknown codec version decoded")
+	for _, tc := range []struct {
+		name   string
+		encode func(MessageType, any) ([]byte, error)
+		codec  byte
+	}{{"msgpack", Encode, codecMsgpack}, {"json", EncodeJSON, codecJSON}} {
+		data, err := tc.encode(TenantDeleteType, TenantDelete{ID: "acme", At: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data[0] != byte(TenantDeleteType) || data[1] != tc.codec {
+			t.Fatalf("%s: header = %v, want type then codec version %d", tc.name, data[:2], tc.codec)
+		}
+		var back TenantDelete
+		if err := decodeBody(data[1], data[2:], &back); err != nil || back.ID != "acme" || back.At != 5 {
+			t.Fatalf("%s: round trip: %+v, %v", tc.name, back, err)
+		}
+		if err := decodeBody(9, data[2:], &back); err == nil {
+			t.Fatalf("%s: an unknown codec version decoded", tc.name)
+		}
 	}
 }
 
@@ -113,8 +199,17 @@ func TestCommandRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	seen := map[MessageType]bool{}
 	check := func(typ MessageType, body any, verify func(s *State, res *ApplyResult)) {
+		sameInBothCodecs(t, typ, h.autosign(body))
 		res := h.mustApply(typ, body)
 		seen[typ] = true
+		// A follower decodes a forwarded result into ResultValue: it must
+		// be the type Apply returns (results that are maps decode as maps).
+		if rv := ResultValue(typ); res.Value != nil {
+			_, generic := rv.(*map[string]any)
+			if generic && reflect.TypeOf(res.Value).Kind() != reflect.Map || !generic && reflect.TypeOf(res.Value) != reflect.TypeOf(rv) {
+				t.Errorf("%s: Apply returns %T, a follower decodes the forwarded result as %T", typ, res.Value, rv)
+			}
+		}
 		h.f.Read(func(s *State) { verify(s, res) })
 	}
 	check(RegionUpsertType, RegionUpsert{Region: testRegion("us-east"), At: 7}, func(s *State, res *ApplyResult) {
@@ -139,6 +234,8 @@ func TestCommandRoundTrip(t *testing.T) {
 		}
 	})
 	agentRoundTrips(t, check)
+	trustRoundTrips(t, h, check)
+	replicationRoundTrips(t, check) // after trust: it deletes a region, which the default policy gates
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {
 			t.Fatalf("region still there after delete")
@@ -338,11 +435,12 @@ func TestRestoreRefusesBadSnapshotsAndKeepsState(t *testing.T) {
 }
 
 func TestAuditChain(t *testing.T) {
-	a, b := newHarness(t), newHarness(t)
+	a := newHarness(t)
 	seed(a)
-	seed(b)
+	b := New(nil, nil)
+	b.ApplyBatch(a.log) // the same log, as a replica would apply it
 	headA, idxA := a.f.AuditHead()
-	headB, _ := b.f.AuditHead()
+	headB, _ := b.AuditHead()
 	if headA != headB || headA == GenesisHash {
 		t.Fatalf("same commands, different heads: %s vs %s", headA, headB)
 	}
@@ -360,6 +458,7 @@ func TestAuditChain(t *testing.T) {
 		{RegionUpsertType, RegionUpsert{Region: testRegion("eu-west"), At: 101}},
 	}
 	for i, c := range bodies {
+		c.body = h.autosign(c.body)
 		data, _ := Encode(c.typ, c.body)
 		prev, _ := hex.DecodeString(want)
 		sum := sha256.New()
@@ -381,7 +480,7 @@ func TestAuditChain(t *testing.T) {
 		t.Fatal("a rejected command extended the audit chain")
 	}
 	var recent []AuditEntry
-	h.f.Read(func(s *State) { recent = s.Audit })
+	h.f.Read(func(s *State) { recent = s.RecentAudit() })
 	if len(recent) != 2 || recent[1].Hash != want || recent[0].Type != "region_upsert" || recent[1].At != 101 {
 		t.Fatalf("recent audit entries: %+v", recent)
 	}
@@ -428,7 +527,8 @@ func TestUnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
 
 func TestApplyBatchMixedEntries(t *testing.T) {
 	f := New(nil, nil)
-	enc := func(typ MessageType, body any) []byte { d, _ := Encode(typ, body); return d }
+	h := newHarness(t)
+	enc := func(typ MessageType, body any) []byte { d, _ := Encode(typ, h.autosign(body)); return d }
 	logs := []*raft.Log{
 		{Index: 1, Type: raft.LogCommand, Data: enc(RegionUpsertType, RegionUpsert{Region: testRegion("a")})},
 		{Index: 2, Type: raft.LogConfiguration},
@@ -471,5 +571,62 @@ func TestTableIndexes(t *testing.T) {
 	h.f.Read(func(s *State) { regions, tenants = s.TableIndex(TableRegions), s.TableIndex(TableTenants) })
 	if regions != 4 || tenants != 3 {
 		t.Fatalf("after a region write: regions=%d tenants=%d, want 4 and 3", regions, tenants)
+	}
+}
+
+// sameInBothCodecs checks that a command decodes to the same value from
+// MessagePack (what servers write) as from JSON (what older logs and
+// approvals hold).
+func sameInBothCodecs(t *testing.T, typ MessageType, body any) {
+	t.Helper()
+	mp, err := Encode(typ, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := EncodeJSON(typ, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := reflect.TypeOf(body)
+	a, b := reflect.New(rt), reflect.New(rt)
+	if err := decodeBody(mp[1], mp[2:], a.Interface()); err != nil {
+		t.Fatalf("%s: msgpack: %v", typ, err)
+	}
+	if err := decodeBody(js[1], js[2:], b.Interface()); err != nil {
+		t.Fatalf("%s: json: %v", typ, err)
+	}
+	if !reflect.DeepEqual(a.Elem().Interface(), b.Elem().Interface()) {
+		t.Fatalf("%s decodes differently:\nmsgpack %+v\njson    %+v", typ, a.Elem().Interface(), b.Elem().Interface())
+	}
+	if len(mp) > len(js) {
+		t.Errorf("%s: msgpack body %d bytes, json %d", typ, len(mp), len(js))
+	}
+}
+
+// TestAuditRingKeepsTheNewest applies more than twice the ring: the recent
+// entries are always the newest auditRingSize, oldest first, consecutive.
+func TestAuditRingKeepsTheNewest(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	for i := 0; i < 2*auditRingSize+37; i++ {
+		h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: fmt.Sprintf("t%d", i%7), HomeRegion: "us-east"}, At: int64(i)})
+		if i%97 != 0 && i < 2*auditRingSize+30 {
+			continue
+		}
+		h.f.Read(func(s *State) {
+			recent := s.RecentAudit()
+			want := min(int(s.Index), auditRingSize)
+			if len(recent) != want {
+				t.Fatalf("after index %d: %d recent entries, want %d", s.Index, len(recent), want)
+			}
+			for j, e := range recent {
+				if e.Index != s.Index-uint64(len(recent)-1-j) {
+					t.Fatalf("after index %d: entry %d has index %d", s.Index, j, e.Index)
+				}
+			}
+			if recent[len(recent)-1].Hash != s.AuditHead {
+				t.Fatal("the newest recent entry is not the head")
+			}
+		})
 	}
 }

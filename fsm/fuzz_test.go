@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -53,29 +54,44 @@ func FuzzReadSnapshot(f *testing.F) {
 // with fuzzed bodies: Apply may reject them but must not panic on anything
 // that decodes, and a rejection must leave the state as it was.
 func FuzzApplyEncodedCommand(f *testing.F) {
-	f.Add(uint8(RegionUpsertType), []byte(`{"region":{"name":"a","url":"https://a"},"at":1}`))
-	f.Add(uint8(TenantUpsertType), []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
-	f.Add(uint8(RegionDeleteType), []byte(`{"name":"eu-west"}`))
-	f.Add(uint8(TenantDeleteType), []byte(`{"id":"acme","cas":3}`))
-	f.Add(uint8(AgentUpsertType), []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
-	f.Add(uint8(TaskPlanType), []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
-	f.Add(uint8(AgentReportType), []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
-	f.Add(uint8(AgentLeaveType), []byte(`{"node":"a1"}`))
-	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
+	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a"},"at":1}`))
+	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
+	f.Add(uint8(RegionDeleteType), codecJSON, []byte(`{"name":"eu-west"}`))
+	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
+	f.Add(uint8(AgentUpsertType), codecJSON, []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
+	f.Add(uint8(TaskPlanType), codecJSON, []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
+	f.Add(uint8(AgentReportType), codecJSON, []byte(`{"node":"a1","tasks":[{"id":"x","generation":1,"status":"running"}]}`))
+	f.Add(uint8(AgentLeaveType), codecJSON, []byte(`{"node":"a1"}`))
+	f.Add(uint8(RegionDatabaseType), codecJSON, []byte(`{"region":"us-east","endpoint":{"host":"db","port":5432,"database":"atomfed"},"node":"a1"}`))
+	f.Add(uint8(TenantSyncStateType), codecJSON, []byte(`{"tenant":"acme","state":"degraded","since":1}`))
+	f.Add(uint8(GlobalTableUpsertType), codecJSON, []byte(`{"table":{"name":"public.fx","writer_region":"eu-west"},"cas":0}`))
+	f.Add(uint8(GlobalTableDeleteType), codecJSON, []byte(`{"name":"public.fx"}`))
+	f.Add(uint8(PolicySetType), codecJSON, []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
+	f.Add(uint8(ApprovalVoteType), codecJSON, []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
+	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
+	// The same commands as servers write them.
+	for _, c := range seedCommands() {
+		data, err := Encode(c.typ, c.body)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data[0], data[1], data[2:])
+	}
+	f.Fuzz(func(t *testing.T, typ uint8, codecVersion byte, body []byte) {
 		mt := MessageType(typ)
 		if _, ok := commands[mt]; !ok {
 			return
 		}
 		// Only bodies that decode as the command's type reach Apply in a
 		// real cluster; the leader encoded them.
-		if decodeBody(codecJSON, body, newCommand(mt)) != nil {
+		if decodeBody(codecVersion, body, newCommand(mt)) != nil {
 			return
 		}
 		h := &harness{t: t, f: New(nil, nil)}
 		seed(h)
 		before := snapshotBytes(t, h.f)
 		h.index++
-		res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: append([]byte{typ, codecJSON}, body...)})
+		res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: append([]byte{typ, codecVersion}, body...)})
 		r, _ := res.(*ApplyResult)
 		if r == nil {
 			t.Fatal("a registered command returned no result")
@@ -107,6 +123,56 @@ func newCommand(t MessageType) any {
 		return &AgentReport{}
 	case AgentLeaveType:
 		return &AgentLeave{}
+	case RegionDatabaseType:
+		return &RegionDatabaseReport{}
+	case TenantSyncStateType:
+		return &TenantSyncStateSet{}
+	case GlobalTableUpsertType:
+		return &GlobalTableUpsert{}
+	case GlobalTableDeleteType:
+		return &GlobalTableDelete{}
+	case MemberRegisterType:
+		return &MemberRegister{}
+	case KeyRotateType:
+		return &KeyRotate{}
+	case KeyRevokeType:
+		return &KeyRevoke{}
+	case MemberDeleteType:
+		return &MemberDelete{}
+	case TokenCreateType:
+		return &TokenCreate{}
+	case TokenDeleteType:
+		return &TokenDelete{}
+	case PolicySetType:
+		return &PolicySet{}
+	case ApprovalCreateType:
+		return &ApprovalCreate{}
+	case ApprovalVoteType:
+		return &ApprovalVote{}
+	case ApprovalExpireType:
+		return &ApprovalExpire{}
+	case ServerKeySetType:
+		return &ServerKeySet{}
 	}
 	return &struct{}{}
+}
+
+// seedCommands are valid commands of several types, for fuzz seeds.
+func seedCommands() []struct {
+	typ  MessageType
+	body any
+} {
+	return []struct {
+		typ  MessageType
+		body any
+	}{
+		{RegionUpsertType, RegionUpsert{Region: testRegion("ap-south"), At: 1}},
+		{TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "t", HomeRegion: "us-east", Mirrors: []string{"eu-west"}, Labels: map[string]string{"a": "b"}}, At: 2}},
+		{TenantDeleteType, TenantDelete{ID: "acme", At: 3}},
+		{AgentUpsertType, AgentUpsert{Agent: Agent{Node: "a1", Region: "us-east", Status: AgentAlive, Capabilities: []string{"probe"}}}},
+		{TaskPlanType, TaskPlan{Create: []TaskSpec{{ID: "probe/us-east", Type: "probe", Region: "us-east", Spec: []byte(`{"x":1}`)}}}},
+		{AgentReportType, AgentReport{Node: "a1", Tasks: []TaskReport{{ID: "x", Generation: 1, Status: "running", Result: []byte(`{"ok":true}`)}}}},
+		{RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Node: "a1", Endpoint: DatabaseEndpoint{Host: "db", Port: 5432, Database: "atomfed"}, At: 4}},
+		{GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "public.fx", WriterRegion: "eu-west"}, At: 5}},
+	}
 }

@@ -39,6 +39,14 @@ func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	if err := ValidateRegion(&r); err != nil {
 		return nil, err
 	}
+	if _, err := regionSigner(s, &cmd, cmd.At, !e.Approved); err != nil {
+		return nil, err
+	}
+	if action := RegionUpsertAction(s, &r); action != "" {
+		if err := requireApproval(s, e, action); err != nil {
+			return nil, err
+		}
+	}
 	old := s.Regions[r.Name]
 	var cur uint64
 	if old != nil {
@@ -46,6 +54,15 @@ func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	}
 	if err := checkCAS("region", r.Name, cmd.CAS, cur); err != nil {
 		return nil, err
+	}
+	if s.Members[r.Name] == nil {
+		key, _ := newKey(cmd.PublicKey, cmd.At) // regionSigner checked it
+		s.Members[r.Name] = &Member{ID: r.Name, Kind: MemberRegion, Keys: []MemberKey{*key}, CreateIndex: e.Index, ModifyIndex: e.Index}
+		s.keyOwners[key.KeyID] = r.Name
+		touchTrust(s, e)
+	}
+	if !e.Approved {
+		recordNonce(s, cmd.Auth, cmd.At)
 	}
 	r.ModifyIndex, r.UpdatedAt = e.Index, cmd.At
 	if old != nil {
@@ -78,8 +95,19 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 			}
 		}
 	}
+	for _, g := range s.SortedGlobalTables() {
+		if g.WriterRegion == cmd.Name {
+			return nil, preconditionf("region_in_use", "region %q is the writer of global table %q; move or delete the table first", cmd.Name, g.Name)
+		}
+	}
+	if err := requireApproval(s, e, ActionDeregisterRegion); err != nil {
+		return nil, err
+	}
 	delete(s.Regions, cmd.Name)
 	s.touch(TableRegions, e.Index)
+	if m := s.Members[cmd.Name]; m != nil && m.Kind == MemberRegion {
+		deleteMember(s, e, m) // a deregistered region's keys are no longer trusted
+	}
 	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
 }
 
@@ -115,6 +143,10 @@ func applyTenantUpsert(s *State, e *Entry) (any, error) {
 	}
 	s.Tenants[t.ID] = &t
 	s.touch(TableTenants, e.Index)
+	if !t.IsSync() && s.SyncStates[t.ID] != nil {
+		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &t, nil
 }
 
@@ -130,5 +162,62 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 	}
 	delete(s.Tenants, cmd.ID)
 	s.touch(TableTenants, e.Index)
+	if s.SyncStates[cmd.ID] != nil {
+		delete(s.SyncStates, cmd.ID)
+		s.touch(TableSyncStates, e.Index)
+	}
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
+}
+
+// RegionUpsertAction returns the approvable action a region write is: the
+// registration of a production region (new, or moved to production), or "".
+func RegionUpsertAction(s *State, r *Region) string {
+	if r.Tier != TierProduction {
+		return ""
+	}
+	if old := s.Regions[r.Name]; old != nil && old.Tier == TierProduction {
+		return ""
+	}
+	return ActionRegisterProductionRegion
+}
+
+// regionSigner checks that a region write is signed by the region: by one
+// of its valid keys, or, on its first registration, by the key it brings.
+// fresh=false (an approved write applied later) skips timestamp and nonce.
+func regionSigner(s *State, c *RegionUpsert, at int64, fresh bool) (string, error) {
+	name := c.Region.Name
+	if m := s.Members[name]; m != nil {
+		if m.Kind != MemberRegion {
+			return "", preconditionf("member_exists", "%q is already a %s member, not a region", name, m.Kind)
+		}
+		signer, _, err := verifyAuth(s, c.Auth, at, fresh, nil)
+		if err != nil {
+			return "", err
+		}
+		if signer == nil || signer.ID != name {
+			return "", forbiddenf("wrong_signer", "region %s must be updated with its own key, not with %s", name, memberName(signer))
+		}
+		return name, nil
+	}
+	if c.PublicKey == "" {
+		if c.Auth == nil || c.Auth.Signature == "" {
+			_, _, err := verifyAuth(s, c.Auth, at, fresh, nil)
+			return "", err
+		}
+		return "", invalidf("public_key_required", "region %s is new: its first registration must carry public_key and be signed by that key", name)
+	}
+	key, err := newKey(c.PublicKey, at)
+	if err != nil {
+		return "", err
+	}
+	if owner := s.KeyOwner(key.KeyID); owner != nil {
+		return "", preconditionf("key_in_use", "key %s already belongs to %s %s; every region has its own key", key.KeyID, owner.Kind, owner.ID)
+	}
+	if _, _, err := verifyAuth(s, c.Auth, at, fresh, key); err != nil {
+		return "", err
+	}
+	if c.Auth.KeyID != key.KeyID {
+		return "", forbiddenf("wrong_signer", "a new region proves possession of its key: sign with the key in public_key (%s)", key.KeyID)
+	}
+	return name, nil
 }

@@ -26,6 +26,17 @@ type snapshotDoc struct {
 	Tenants   []*Tenant         `json:"tenants"`
 	Agents    []*Agent          `json:"agents,omitempty"`
 	Tasks     []*Task           `json:"tasks,omitempty"`
+	Members   []*Member         `json:"members,omitempty"`
+	Tokens    []*Token          `json:"tokens,omitempty"`
+	Approvals []*Approval       `json:"approvals,omitempty"`
+	Policy    *Policy           `json:"policy,omitempty"`
+	TrustSeq  uint64            `json:"trust_seq,omitempty"`
+	Nonces    []nonceEntry      `json:"nonces,omitempty"`
+	Applied   uint64            `json:"applied_index,omitempty"`
+
+	Databases    []*RegionDatabase  `json:"databases,omitempty"`
+	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
+	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -54,11 +65,22 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Index:     s.Index,
 		Indexes:   s.Indexes,
 		AuditHead: s.AuditHead,
-		Audit:     s.Audit,
+		Audit:     s.RecentAudit(),
 		Regions:   s.SortedRegions(),
 		Tenants:   s.SortedTenants(),
 		Agents:    s.SortedAgents(),
 		Tasks:     s.SortedTasks(),
+		Members:   s.SortedMembers(),
+		Tokens:    s.SortedTokens(),
+		Approvals: s.SortedApprovals(),
+		Policy:    s.Policy,
+		TrustSeq:  s.TrustSeq,
+		Nonces:    s.liveNonces(),
+		Applied:   s.applied,
+
+		Databases:    s.SortedDatabases(),
+		SyncStates:   s.SortedSyncStates(),
+		GlobalTables: s.SortedGlobalTables(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -80,7 +102,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, fmt.Errorf("snapshot version %d is not supported (want %d)", doc.Version, snapshotVersion)
 	}
 	s := newState()
-	s.Index, s.AuditHead, s.Audit = doc.Index, doc.AuditHead, doc.Audit
+	s.Index, s.AuditHead, s.Audit, s.applied = doc.Index, doc.AuditHead, doc.Audit, doc.Applied
 	if len(s.AuditHead) != 64 {
 		return nil, fmt.Errorf("snapshot audit head %q is not a sha256", s.AuditHead)
 	}
@@ -111,5 +133,60 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		}
 		s.Tasks[t.ID] = t
 	}
-	return s, nil
+	for _, m := range doc.Members {
+		if m == nil || validateMember(m) != nil || s.Members[m.ID] != nil {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate member")
+		}
+		s.Members[m.ID] = m
+	}
+	for _, t := range doc.Tokens {
+		if t == nil || t.Accessor == "" || len(t.SecretHash) != 64 || !ValidRole(t.Role) || s.Tokens[t.Accessor] != nil {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate token")
+		}
+		s.Tokens[t.Accessor] = t
+	}
+	for _, a := range doc.Approvals {
+		if a == nil || a.ID == "" || s.Approvals[a.ID] != nil {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate approval")
+		}
+		s.Approvals[a.ID] = a
+	}
+	if doc.Policy != nil {
+		if err := validatePolicy(doc.Policy); err != nil {
+			return nil, fmt.Errorf("snapshot policy: %w", err)
+		}
+	}
+	s.Policy, s.TrustSeq = doc.Policy, doc.TrustSeq
+	for _, n := range doc.Nonces {
+		if n.Nonce == "" || s.Nonces[n.Nonce] != 0 {
+			return nil, fmt.Errorf("snapshot holds an invalid or duplicate nonce")
+		}
+		s.Nonces[n.Nonce] = n.Expires
+		s.nonceQueue = append(s.nonceQueue, n)
+	}
+	s.reindexTrust()
+	return s, readReplicationSnapshot(&doc, s)
+}
+
+// readReplicationSnapshot checks and restores the replication objects.
+func readReplicationSnapshot(doc *snapshotDoc, s *State) error {
+	for _, d := range doc.Databases {
+		if d == nil || !ValidRegionName(d.Region) || ValidateEndpoint(&d.Endpoint) != nil || s.Databases[d.Region] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate region database")
+		}
+		s.Databases[d.Region] = d
+	}
+	for _, st := range doc.SyncStates {
+		if st == nil || !ValidTenantID(st.Tenant) || !syncStates[st.State] || s.SyncStates[st.Tenant] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate sync state")
+		}
+		s.SyncStates[st.Tenant] = st
+	}
+	for _, g := range doc.GlobalTables {
+		if g == nil || ValidateGlobalTable(g) != nil || s.GlobalTables[g.Name] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate global table")
+		}
+		s.GlobalTables[g.Name] = g
+	}
+	return nil
 }

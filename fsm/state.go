@@ -26,6 +26,37 @@ type State struct {
 	Tenants map[string]*Tenant
 	Agents  map[string]*Agent
 	Tasks   map[string]*Task
+
+	// Databases holds each region's database endpoint, by region.
+	Databases map[string]*RegionDatabase
+	// SyncStates holds the committed sync state of sync tenants.
+	SyncStates map[string]*TenantSyncState
+	// GlobalTables holds the federation's global tables, by name.
+	GlobalTables map[string]*GlobalTable
+
+	Members   map[string]*Member
+	Tokens    map[string]*Token // by accessor
+	Approvals map[string]*Approval
+	Policy    *Policy // nil: DefaultPolicy
+	// TrustSeq counts changes to the trusted keys; the trust bundle
+	// carries it so that a region can order the bundles it fetches.
+	TrustSeq uint64
+	// Nonces of signed requests, with the time (unix ns) after which they
+	// are forgotten; nonceQueue holds them in insertion order for pruning.
+	Nonces     map[string]int64
+	nonceQueue []nonceEntry
+
+	// applied is the FSM's applied index when the state was captured for a
+	// snapshot (and restored from one).
+	applied uint64
+
+	keyOwners   map[string]string // key id -> member id (derived)
+	tokenHashes map[string]*Token // secret hash -> token (derived)
+}
+
+type nonceEntry struct {
+	Nonce   string `json:"nonce"`
+	Expires int64  `json:"expires"`
 }
 
 func newState() *State {
@@ -36,6 +67,17 @@ func newState() *State {
 		Tenants:   map[string]*Tenant{},
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
+
+		Databases:    map[string]*RegionDatabase{},
+		SyncStates:   map[string]*TenantSyncState{},
+		GlobalTables: map[string]*GlobalTable{},
+		Members:      map[string]*Member{},
+		Tokens:       map[string]*Token{},
+		Approvals:    map[string]*Approval{},
+		Nonces:       map[string]int64{},
+		keyOwners:    map[string]string{},
+
+		tokenHashes: map[string]*Token{},
 	}
 }
 
@@ -77,11 +119,23 @@ func (s *State) clone() *State {
 		Index:     s.Index,
 		Indexes:   make(map[string]uint64, len(s.Indexes)),
 		AuditHead: s.AuditHead,
-		Audit:     append([]AuditEntry(nil), s.Audit...),
+		Audit:     append([]AuditEntry(nil), s.RecentAudit()...),
 		Regions:   make(map[string]*Region, len(s.Regions)),
 		Tenants:   make(map[string]*Tenant, len(s.Tenants)),
 		Agents:    make(map[string]*Agent, len(s.Agents)),
 		Tasks:     make(map[string]*Task, len(s.Tasks)),
+
+		Databases:    make(map[string]*RegionDatabase, len(s.Databases)),
+		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
+		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
+		Members:      make(map[string]*Member, len(s.Members)),
+		Tokens:       make(map[string]*Token, len(s.Tokens)),
+		Approvals:    make(map[string]*Approval, len(s.Approvals)),
+		Policy:       s.Policy,
+		TrustSeq:     s.TrustSeq,
+		Nonces:       make(map[string]int64, len(s.Nonces)),
+
+		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}
 	for k, v := range s.Indexes {
 		c.Indexes[k] = v
@@ -98,6 +152,28 @@ func (s *State) clone() *State {
 	for k, v := range s.Tasks {
 		c.Tasks[k] = v
 	}
+	for k, v := range s.Databases {
+		c.Databases[k] = v
+	}
+	for k, v := range s.SyncStates {
+		c.SyncStates[k] = v
+	}
+	for k, v := range s.GlobalTables {
+		c.GlobalTables[k] = v
+	}
+	for k, v := range s.Members {
+		c.Members[k] = v
+	}
+	for k, v := range s.Tokens {
+		c.Tokens[k] = v
+	}
+	for k, v := range s.Approvals {
+		c.Approvals[k] = v
+	}
+	for k, v := range s.Nonces {
+		c.Nonces[k] = v
+	}
+	c.reindexTrust()
 	return c
 }
 

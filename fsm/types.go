@@ -45,15 +45,27 @@ type TenantTable struct {
 // Tenant is a tenant's placement: where its data lives and where it is
 // mirrored. Values stored in the FSM are never mutated.
 type Tenant struct {
-	ID          string            `json:"id"`
-	HomeRegion  string            `json:"home_region"`
-	Mirrors     []string          `json:"mirrors,omitempty"`
-	Tables      []TenantTable     `json:"tables,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	CreatedAt   int64             `json:"created_at"`
-	UpdatedAt   int64             `json:"updated_at"`
-	CreateIndex uint64            `json:"create_index"`
-	ModifyIndex uint64            `json:"modify_index"`
+	ID         string            `json:"id"`
+	HomeRegion string            `json:"home_region"`
+	Mirrors    []string          `json:"mirrors,omitempty"`
+	Tables     []TenantTable     `json:"tables,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	// SyncMode is "async" (the default when empty) or "sync": in sync
+	// mode a commit in the home region returns only once a mirror has it
+	// (a quorum synchronous_standby_names, ANY 1 of the mirrors).
+	SyncMode string `json:"sync_mode,omitempty"`
+	// SyncFallback says what a sync tenant's home does when every mirror
+	// is down: "degrade" (the default) switches it to async after
+	// SyncDegradeAfterMS and records that in the audit chain; "wait"
+	// keeps commits waiting until a mirror is back.
+	SyncFallback string `json:"sync_fallback,omitempty"`
+	// SyncDegradeAfterMS bounds how long commits wait with every mirror
+	// down before a "degrade" tenant goes async (default 10000).
+	SyncDegradeAfterMS int    `json:"sync_degrade_after_ms,omitempty"`
+	CreatedAt          int64  `json:"created_at"`
+	UpdatedAt          int64  `json:"updated_at"`
+	CreateIndex        uint64 `json:"create_index"`
+	ModifyIndex        uint64 `json:"modify_index"`
 }
 
 // AuditEntry is one link of the audit hash chain: the hash after applying

@@ -165,7 +165,37 @@ func ValidateTenant(t *Tenant) error {
 	if err := validateTables(t.Tables); err != nil {
 		return err
 	}
+	if err := validateSync(t); err != nil {
+		return err
+	}
 	return validateLabels(t.Labels)
+}
+
+// validateSync checks the synchronous replication policy of a tenant. The
+// fallback and its bound only mean something in sync mode, so they are
+// refused in async mode rather than silently ignored.
+func validateSync(t *Tenant) error {
+	switch t.SyncMode {
+	case "", SyncModeAsync, SyncModeSync:
+	default:
+		return invalidf("invalid_sync_mode", "sync_mode %q must be %q (the default) or %q", t.SyncMode, SyncModeAsync, SyncModeSync)
+	}
+	switch t.SyncFallback {
+	case "", SyncFallbackDegrade, SyncFallbackWait:
+	default:
+		return invalidf("invalid_sync_fallback", "sync_fallback %q must be %q (the default) or %q", t.SyncFallback, SyncFallbackDegrade, SyncFallbackWait)
+	}
+	d := t.SyncDegradeAfterMS
+	if d != 0 && (d < MinSyncDegradeAfterMS || d > MaxSyncDegradeAfterMS) {
+		return invalidf("invalid_sync_degrade_after", "sync_degrade_after_ms %d must be between %d and %d", d, MinSyncDegradeAfterMS, MaxSyncDegradeAfterMS)
+	}
+	if t.SyncMode != SyncModeSync && (t.SyncFallback != "" || d != 0) {
+		return invalidf("invalid_sync_fallback", "sync_fallback and sync_degrade_after_ms apply only with sync_mode %q", SyncModeSync)
+	}
+	if t.SyncMode == SyncModeSync && len(t.Mirrors) == 0 {
+		return invalidf("invalid_sync_mode", "sync_mode %q needs at least one mirror to wait for", SyncModeSync)
+	}
+	return nil
 }
 
 func validateTables(tables []TenantTable) error {

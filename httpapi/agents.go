@@ -83,20 +83,28 @@ func nonNilTasks(t []*fsm.Task) []*fsm.Task {
 // agentReport commits an agent's heartbeat and task statuses.
 func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
-	var rep fsm.AgentReport
-	body, _, err := decodeWrite(w, r, &rep)
+	var in struct {
+		fsm.AgentReport
+		Envelope
+	}
+	body, _, err := decodeWrite(w, r, &in)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	rep := in.AgentReport
 	if rep.Node == "" {
 		rep.Node = node
 	} else if rep.Node != node {
 		writeError(w, badRequest("node_mismatch", "the body names agent "+quote(rep.Node)+" but the path names "+quote(node)))
 		return
 	}
+	if rep.Auth, err = signedAuth(r, body, in.Envelope); err != nil {
+		writeError(w, err)
+		return
+	}
 	rep.At = a.stamp()
-	a.write(w, r, body, fsm.AgentReportType, rep, func(res *fsm.ApplyResult) {
+	a.writeSigned(w, r, body, fsm.AgentReportType, rep, rep.Auth, rep.At, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }
@@ -104,8 +112,19 @@ func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 // agentLeave hands an agent's tasks back before it leaves.
 func (a *API) agentLeave(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
-	cmd := fsm.AgentLeave{Node: node, At: a.stamp()}
-	a.write(w, r, nil, fsm.AgentLeaveType, cmd, func(res *fsm.ApplyResult) {
+	var env Envelope
+	body, _, err := decodeWrite(w, r, &env)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	auth, err := signedAuth(r, body, env)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd := fsm.AgentLeave{Node: node, At: a.stamp(), Auth: auth}
+	a.writeSigned(w, r, body, fsm.AgentLeaveType, cmd, auth, cmd.At, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }

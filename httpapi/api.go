@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -12,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/policy"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -22,9 +25,13 @@ type Cluster interface {
 	FSM() *fsm.FSM
 	// Apply commits a command on the leader (see cluster.Server.Apply).
 	Apply(ctx context.Context, t fsm.MessageType, body any) (*fsm.ApplyResult, error)
-	// ConsistentRead confirms leadership with a quorum (shared by
-	// concurrent callers).
+	// ConsistentRead makes a following read linearizable: on the leader a
+	// quorum confirms its leadership, on a follower a read index from the
+	// leader is applied locally (shared by concurrent callers).
 	ConsistentRead(ctx context.Context) error
+	// ForwardApply commits a command through the leader from a follower
+	// (see cluster.Server.ForwardApply).
+	ForwardApply(ctx context.Context, t fsm.MessageType, body any, stamp int64) (*structs.ForwardResult, error)
 	IsLeader() bool
 	State() string
 	Leader() (id, addr string)
@@ -57,6 +64,23 @@ type Config struct {
 	ForwardTransport http.RoundTripper
 	// Now is the clock used to stamp commands; nil uses time.Now.
 	Now func() time.Time
+	// BootstrapToken is the servers' FEDERATION_TOKEN: an operator token
+	// that exists without being stored, to bootstrap the others.
+	BootstrapToken string
+	// Signer is this server's key; it signs the trust bundle.
+	Signer *signing.Signer
+	// EnableDebug serves Go's pprof profiles under /debug/pprof/ (operator
+	// token required).
+	EnableDebug bool
+	// Simulation is the node's SIMULATION_MODE evaluation, shown in
+	// /health, /global-status and /v1/policy/status (nil: not evaluated).
+	Simulation *structs.Simulation
+	// Token is the bearer token this server sends when it calls other
+	// nodes' endpoints (policy evaluation).
+	Token string
+	// Policies replaces the policy evaluators of /v1/policy/status
+	// (nil: policy.Policies()).
+	Policies []policy.Policy
 }
 
 // API is the HTTP API of one server.
@@ -68,6 +92,7 @@ type API struct {
 	fwd     *http.Client
 	metrics *metrics
 	now     func() time.Time
+	policy  *policy.Engine
 }
 
 // New builds the API and its router.
@@ -98,6 +123,7 @@ func New(cfg Config) *API {
 		metrics: newMetrics(cfg.Registerer),
 		now:     cfg.Now,
 	}
+	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
 	a.router = a.routes()
 	return a
 }
@@ -111,43 +137,72 @@ func (a *API) routes() *mux.Router {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeError(w, errMethod) })
 	r.Use(a.instrument, recoverer(a.log))
 
-	// Seed paths, kept exactly.
+	// Seed paths, kept exactly. Everything but /health and /metrics needs
+	// a token with a fitting role.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/region/register", a.registerRegion).Methods(http.MethodPost, http.MethodPut)
-	r.HandleFunc("/region/list", a.listRegions).Methods(http.MethodGet)
-	r.HandleFunc("/global-status", a.globalStatus).Methods(http.MethodGet)
+	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
+	r.HandleFunc("/region/list", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
+	r.HandleFunc("/global-status", a.auth(anyRole, a.globalStatus)).Methods(http.MethodGet)
 	r.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 
 	// Not a mux subrouter: a subrouter's routes repeat its prefix matcher,
 	// which clears the method mismatch of earlier routes, so a wrong method
 	// under /v1 would answer 404 instead of 405.
 	v1 := prefixed{r: r, prefix: "/v1"}
-	v1.HandleFunc("/regions", a.listRegions).Methods(http.MethodGet)
-	v1.HandleFunc("/regions/nearest", a.nearestRegions).Methods(http.MethodGet)
-	v1.HandleFunc("/regions/{name}", a.getRegion).Methods(http.MethodGet)
-	v1.HandleFunc("/regions/{name}", a.putRegion).Methods(http.MethodPut)
-	v1.HandleFunc("/regions/{name}", a.deleteRegion).Methods(http.MethodDelete)
-	v1.HandleFunc("/tenants", a.listTenants).Methods(http.MethodGet)
-	v1.HandleFunc("/tenants/{id}", a.getTenant).Methods(http.MethodGet)
-	v1.HandleFunc("/tenants/{id}", a.putTenant).Methods(http.MethodPut)
-	v1.HandleFunc("/tenants/{id}", a.deleteTenant).Methods(http.MethodDelete)
+	v1.HandleFunc("/regions", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/nearest", a.auth(anyRole, a.nearestRegions)).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/{name}", a.auth(anyRole, a.getRegion)).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/{name}", a.auth(agents, a.putRegion)).Methods(http.MethodPut)
+	v1.HandleFunc("/regions/{name}", a.auth(operators, a.deleteRegion)).Methods(http.MethodDelete)
+	v1.HandleFunc("/regions/{name}/database", a.auth(anyRole, a.getRegionDatabase)).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/{name}/database", a.auth(agents, a.putRegionDatabase)).Methods(http.MethodPut)
+	v1.HandleFunc("/tenants", a.auth(anyRole, a.listTenants)).Methods(http.MethodGet)
+	v1.HandleFunc("/tenants/{id}", a.auth(anyRole, a.getTenant)).Methods(http.MethodGet)
+	v1.HandleFunc("/tenants/{id}", a.auth(operators, a.putTenant)).Methods(http.MethodPut)
+	v1.HandleFunc("/tenants/{id}", a.auth(operators, a.deleteTenant)).Methods(http.MethodDelete)
+	v1.HandleFunc("/tenants/{id}/replication", a.auth(anyRole, a.tenantReplication)).Methods(http.MethodGet)
+	v1.HandleFunc("/global-tables", a.auth(anyRole, a.listGlobalTables)).Methods(http.MethodGet)
+	v1.HandleFunc("/global-tables/{name}", a.auth(anyRole, a.getGlobalTable)).Methods(http.MethodGet)
+	v1.HandleFunc("/global-tables/{name}", a.auth(operators, a.putGlobalTable)).Methods(http.MethodPut)
+	v1.HandleFunc("/global-tables/{name}", a.auth(operators, a.deleteGlobalTable)).Methods(http.MethodDelete)
+	v1.HandleFunc("/replication", a.auth(anyRole, a.replicationSummary)).Methods(http.MethodGet)
 
-	v1.HandleFunc("/agents", a.listAgents).Methods(http.MethodGet)
-	v1.HandleFunc("/agents/{node}", a.getAgent).Methods(http.MethodGet)
-	v1.HandleFunc("/agents/{node}/tasks", a.agentTasks).Methods(http.MethodGet)
-	v1.HandleFunc("/agents/{node}/report", a.agentReport).Methods(http.MethodPost)
-	v1.HandleFunc("/agents/{node}/leave", a.agentLeave).Methods(http.MethodPost)
-	v1.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
-	v1.HandleFunc("/coordinates", a.coordinates).Methods(http.MethodGet)
+	v1.HandleFunc("/agents", a.auth(anyRole, a.listAgents)).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}", a.auth(anyRole, a.getAgent)).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}/tasks", a.auth(anyRole, a.agentTasks)).Methods(http.MethodGet)
+	v1.HandleFunc("/agents/{node}/report", a.auth(agents, a.agentReport)).Methods(http.MethodPost)
+	v1.HandleFunc("/agents/{node}/leave", a.auth(agents, a.agentLeave)).Methods(http.MethodPost)
+	v1.HandleFunc("/tasks", a.auth(anyRole, a.listTasks)).Methods(http.MethodGet)
+	v1.HandleFunc("/coordinates", a.auth(anyRole, a.coordinates)).Methods(http.MethodGet)
 
-	v1.HandleFunc("/status/leader", a.statusLeader).Methods(http.MethodGet)
-	v1.HandleFunc("/status/peers", a.statusPeers).Methods(http.MethodGet)
-	v1.HandleFunc("/status/audit", a.statusAudit).Methods(http.MethodGet)
-	v1.HandleFunc("/members", a.members).Methods(http.MethodGet)
-	v1.HandleFunc("/operator/raft/configuration", a.raftConfiguration).Methods(http.MethodGet)
-	v1.HandleFunc("/operator/raft/peer", a.removePeer).Methods(http.MethodDelete)
-	v1.HandleFunc("/snapshot", a.snapshotSave).Methods(http.MethodGet)
-	v1.HandleFunc("/snapshot", a.snapshotRestore).Methods(http.MethodPut)
+	v1.HandleFunc("/trust/members", a.auth(anyRole, a.listMembers)).Methods(http.MethodGet)
+	v1.HandleFunc("/trust/members", a.auth(agents, a.registerMember)).Methods(http.MethodPost)
+	v1.HandleFunc("/trust/members/{id}", a.auth(anyRole, a.getMember)).Methods(http.MethodGet)
+	v1.HandleFunc("/trust/members/{id}", a.auth(operators, a.deleteMember)).Methods(http.MethodDelete)
+	v1.HandleFunc("/trust/members/{id}/keys", a.auth(signers, a.rotateKey)).Methods(http.MethodPost)
+	v1.HandleFunc("/trust/members/{id}/keys/{key}/revoke", a.auth(operators, a.revokeKey)).Methods(http.MethodPost)
+	v1.HandleFunc("/trust/bundle", a.auth(anyRole, a.trustBundle)).Methods(http.MethodGet)
+	v1.HandleFunc("/tokens", a.auth(operators, a.listTokens)).Methods(http.MethodGet)
+	v1.HandleFunc("/tokens", a.auth(operators, a.createToken)).Methods(http.MethodPost)
+	v1.HandleFunc("/tokens/{accessor}", a.auth(operators, a.deleteToken)).Methods(http.MethodDelete)
+	v1.HandleFunc("/policy/approvals", a.auth(anyRole, a.getPolicy)).Methods(http.MethodGet)
+	v1.HandleFunc("/policy/approvals", a.auth(operators, a.putPolicy)).Methods(http.MethodPut)
+	v1.HandleFunc("/approvals", a.auth(anyRole, a.listApprovals)).Methods(http.MethodGet)
+	v1.HandleFunc("/approvals/{id}", a.auth(anyRole, a.getApproval)).Methods(http.MethodGet)
+	v1.HandleFunc("/approvals/{id}/approve", a.auth(approvers, a.approve)).Methods(http.MethodPost)
+
+	v1.HandleFunc("/status/leader", a.auth(anyRole, a.statusLeader)).Methods(http.MethodGet)
+	v1.HandleFunc("/status/peers", a.auth(anyRole, a.statusPeers)).Methods(http.MethodGet)
+	v1.HandleFunc("/status/audit", a.auth(anyRole, a.statusAudit)).Methods(http.MethodGet)
+	v1.HandleFunc("/members", a.auth(anyRole, a.members)).Methods(http.MethodGet)
+	v1.HandleFunc("/operator/raft/configuration", a.auth(operators, a.raftConfiguration)).Methods(http.MethodGet)
+	v1.HandleFunc("/operator/raft/peer", a.auth(operators, a.removePeer)).Methods(http.MethodDelete)
+	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotSave)).Methods(http.MethodGet)
+	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotRestore)).Methods(http.MethodPut)
+	v1.HandleFunc("/policy/status", a.auth(anyRole, a.policyStatus)).Methods(http.MethodGet)
+	if a.cfg.EnableDebug {
+		r.PathPrefix("/debug/pprof/").Handler(a.auth(operators, pprofIndex))
+	}
 	return r
 }
 
@@ -178,7 +233,7 @@ func recoverer(log hclog.Logger) mux.MiddlewareFunc {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					log.Error("handler panic", "path", r.URL.Path, "panic", v)
+					log.Error("handler panic", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 					writeJSON(w, http.StatusInternalServerError, structs.ErrorBody{Error: structs.ErrorDetail{Code: "internal", Message: "internal error"}})
 				}
 			}()

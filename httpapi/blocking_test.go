@@ -118,9 +118,9 @@ func TestBlockingQuery(t *testing.T) {
 		}
 	})
 
-	t.Run("returns on a write, forwarded from a follower", func(t *testing.T) {
+	t.Run("returns on a write, served by a follower", func(t *testing.T) {
 		n := tenantsIndex(t, f, "")
-		q := block(t, f, c.WaitLeader(), "/v1/tenants?index="+strconv.FormatUint(n, 10)+"&wait=30s")
+		q := block(t, f, f, "/v1/tenants?index="+strconv.FormatUint(n, 10)+"&wait=30s")
 		q.stillBlocked(t, 200*time.Millisecond, "before any write")
 		written := time.Now()
 		w := mustWrite(t, l, http.MethodPut, "/v1/tenants/woke", tenantJSON("woke", "home"), http.StatusCreated)

@@ -13,41 +13,46 @@ import (
 // suite builds one to show that its checker catches real consistency bugs.
 // A normal build compiles chaosbug_off.go instead and carries no switch.
 
-// chaosBug names the bug to inject, from ATOMFED_CHAOS_BUG.
+// chaosBug names the bug to inject, from ATOMFED_CHAOS_BUG:
+//
+//   - "follower-local-reads": a follower answers linearizable reads from
+//     its own state without the read-index round, as if what it has
+//     applied were current. A follower cut off from the leader, or merely
+//     behind it, returns values the majority has overwritten.
+//   - "no-read-barrier": a server that believes it leads answers
+//     linearizable reads without confirming its leadership with a quorum,
+//     from a leadership flag it refreshes every 500 ms; a leader woken from
+//     a pause answers the reads queued meanwhile from its stale state
+//     before the flag catches up. Other servers read as usual.
 var chaosBug = os.Getenv("ATOMFED_CHAOS_BUG")
 
-// bugLocalReads ("local-reads"): every server answers linearizable reads
-// from its local state, without going to the leader, as if a follower's
-// state were current.
-func bugLocalReads() bool { return chaosBug == "local-reads" }
+// skipReadBarrier says whether a linearizable read skips ConsistentRead
+// and is answered from this server's state as it stands.
+func (a *API) skipReadBarrier() bool {
+	switch chaosBug {
+	case "follower-local-reads":
+		return !a.c.IsLeader()
+	case "no-read-barrier":
+		return a.cachedLeader()
+	}
+	return false
+}
 
-// bugNoReadBarrier ("no-read-barrier", and implied by "local-reads"): the
-// leader answers linearizable reads without confirming with a quorum that
-// it still leads.
-func bugNoReadBarrier() bool { return chaosBug == "local-reads" || chaosBug == "no-read-barrier" }
-
-// cachedLeader is the leadership flag of the no-read-barrier bug: read
-// once every 500 ms instead of per request, as a "cheap" read path might.
+// leaderFlag is the no-read-barrier bug's leadership flag: read once every
+// 500 ms instead of per request, as a "cheap" read path might.
 var (
-	cachedLeader     atomic.Bool
-	cachedLeaderOnce sync.Once
+	leaderFlag     atomic.Bool
+	leaderFlagOnce sync.Once
 )
 
-// leaderForReads says whether this server may answer a linearizable read
-// itself. With no-read-barrier it answers from the cached flag, so a
-// leader woken from a pause keeps serving its stale state for up to 500 ms
-// after it was deposed.
-func (a *API) leaderForReads() bool {
-	if chaosBug != "no-read-barrier" {
-		return a.c.IsLeader()
-	}
-	cachedLeaderOnce.Do(func() {
-		cachedLeader.Store(a.c.IsLeader())
+func (a *API) cachedLeader() bool {
+	leaderFlagOnce.Do(func() {
+		leaderFlag.Store(a.c.IsLeader())
 		go func() {
 			for range time.Tick(500 * time.Millisecond) {
-				cachedLeader.Store(a.c.IsLeader())
+				leaderFlag.Store(a.c.IsLeader())
 			}
 		}()
 	})
-	return cachedLeader.Load()
+	return leaderFlag.Load()
 }

@@ -117,7 +117,8 @@ func TestErrorContract(t *testing.T) {
 				before := stateOf(t, l, "")
 				var r *testcluster.Response
 				testutil.Eventually(t, 15*time.Second, func() error {
-					r = n.Do(t, tc.method, tc.path, sendable(tc.body), nil)
+					b, h := signRegionWrite(c, tc.method, tc.path, tc.body, nil)
+					r = n.Do(t, tc.method, tc.path, sendable(b), h)
 					if retryable(r) {
 						return fmt.Errorf("%d %s", r.Status, r.Body)
 					}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/signing"
 )
 
 // requireBadRequest fails unless err maps to a 400 with a code and message.
@@ -33,6 +35,38 @@ func applyCmd(t *testing.T, f *fsm.FSM, index uint64, typ fsm.MessageType, body 
 		t.Fatal("no apply result")
 	}
 	return res
+}
+
+// fuzzKeys are throwaway region keys: every fuzz run starts from an empty
+// state, so a run's n-th region can always use the n-th key.
+var fuzzKeys = func() []*signing.Signer {
+	out := make([]*signing.Signer, fsm.MaxMirrors+1)
+	for i := range out {
+		out[i], _ = signing.NewSigner()
+	}
+	return out
+}()
+
+// newFuzzFSM returns an FSM whose policy gates nothing (so a production
+// region is applied directly), at index 1.
+func newFuzzFSM(t *testing.T) *fsm.FSM {
+	f := fsm.New(nil, nil)
+	if res := applyCmd(t, f, 1, fsm.PolicySetType, fsm.PolicySet{Policy: fsm.Policy{SkewSeconds: 300}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	return f
+}
+
+// signedRegion is the first registration of a region signed by the k-th
+// throwaway key, at raft index at.
+func signedRegion(t *testing.T, r fsm.Region, k int, at int64) fsm.RegionUpsert {
+	key := fuzzKeys[k]
+	sig, err := key.Sign([]byte(r.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsm.RegionUpsert{Region: r, At: at, PublicKey: string(key.PublicPEM),
+		Auth: &fsm.SignedAuth{KeyID: key.KeyID, Signature: sig, Body: []byte(r.Name), Nonce: fmt.Sprintf("nonce-%016d", at), Timestamp: at}}
 }
 
 // FuzzDecodeRegion runs the region registration decoder on arbitrary
@@ -58,13 +92,13 @@ func FuzzDecodeRegion(f *testing.F) {
 			requireBadRequest(t, err)
 			return
 		}
-		f := fsm.New(nil, nil)
-		res := applyCmd(t, f, 1, fsm.RegionUpsertType, fsm.RegionUpsert{Region: r, At: 1})
+		f := newFuzzFSM(t)
+		res := applyCmd(t, f, 2, fsm.RegionUpsertType, signedRegion(t, r, 0, 1))
 		if res.Err != nil {
 			t.Fatalf("a validated region was rejected: %v", res.Err)
 		}
 		got := *res.Value.(*fsm.Region)
-		r.CreateIndex, r.ModifyIndex, r.CreatedAt, r.UpdatedAt = 1, 1, 1, 1
+		r.CreateIndex, r.ModifyIndex, r.CreatedAt, r.UpdatedAt = 2, 2, 1, 1
 		if !reflect.DeepEqual(got, r) {
 			t.Fatalf("stored %+v, sent %+v", got, r)
 		}
@@ -89,11 +123,11 @@ func FuzzDecodeTenant(f *testing.F) {
 			requireBadRequest(t, err)
 			return
 		}
-		f := fsm.New(nil, nil)
-		idx := uint64(0)
-		for _, name := range append([]string{tn.HomeRegion}, tn.Mirrors...) {
+		f := newFuzzFSM(t)
+		idx := uint64(1)
+		for k, name := range append([]string{tn.HomeRegion}, tn.Mirrors...) {
 			idx++
-			if res := applyCmd(t, f, idx, fsm.RegionUpsertType, fsm.RegionUpsert{Region: fsm.Region{Name: name, URL: "https://r"}}); res.Err != nil {
+			if res := applyCmd(t, f, idx, fsm.RegionUpsertType, signedRegion(t, fsm.Region{Name: name, URL: "https://r"}, k, int64(idx))); res.Err != nil {
 				t.Fatalf("register %q: %v", name, res.Err)
 			}
 		}

@@ -52,6 +52,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusConflict, orCode(code, "cas_conflict")
 	case errors.Is(err, fsm.ErrFailedPrecondition):
 		return http.StatusConflict, orCode(code, "failed_precondition")
+	case errors.Is(err, fsm.ErrForbidden):
+		return http.StatusForbidden, orCode(code, "forbidden")
 	case errors.Is(err, structs.ErrBadSnapshot):
 		return http.StatusBadRequest, "bad_snapshot"
 	case errors.Is(err, errBodyTooLarge):
@@ -64,7 +66,7 @@ func statusFor(err error) (int, string) {
 		return http.StatusServiceUnavailable, "outcome_unknown"
 	case errors.Is(err, structs.ErrNotLeader), errors.Is(err, structs.ErrNoLeader):
 		return http.StatusServiceUnavailable, "no_leader"
-	case errors.Is(err, structs.ErrBusy):
+	case errors.Is(err, structs.ErrBusy), errors.Is(err, structs.ErrFollowerBehind):
 		return http.StatusServiceUnavailable, "busy"
 	case errors.Is(err, structs.ErrShuttingDown):
 		return http.StatusServiceUnavailable, "shutting_down"

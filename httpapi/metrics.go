@@ -10,9 +10,10 @@ import (
 )
 
 type metrics struct {
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	forwarded *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	forwarded    *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,8 +32,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests this server forwarded to the leader, by outcome.",
 		}, []string{"outcome"}),
 	}
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "atomfed_http_auth_failures_total",
+		Help: "Requests refused by token authentication or role checks, by reason.",
+	}, []string{"reason"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.forwarded)
+		reg.MustRegister(m.requests, m.duration, m.forwarded, m.authFailures)
 	}
 	return m
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -88,10 +89,8 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	}
 	switch opts.consistency {
 	case Linearizable:
-		if !a.leaderForReads() && !bugLocalReads() {
-			a.forward(w, r, nil, false)
-			return
-		}
+		// Served here: ConsistentRead makes a follower's read linearizable
+		// (read index) as it does the leader's.
 	case Default:
 		// Only once leadership is established: before its Barrier a new
 		// leader may not have applied everything its predecessor committed.
@@ -112,9 +111,9 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	f := a.c.FSM()
 	timedOut := false
 	for {
-		if opts.consistency == Linearizable && !bugNoReadBarrier() {
+		if opts.consistency == Linearizable && !a.skipReadBarrier() {
 			if err := a.c.ConsistentRead(ctx); err != nil {
-				if errors.Is(err, structs.ErrNotLeader) && r.Header.Get(HeaderForwarded) == "" {
+				if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
 					a.forward(w, r, nil, false)
 					return
 				}
@@ -165,29 +164,60 @@ func (a *API) setReadHeaders(w http.ResponseWriter, index uint64, consistency st
 	}
 }
 
-// write commits a command on the leader, forwarding it there from a
-// follower. body is the raw request body, needed to forward it.
+// write commits a command: on the leader directly, on a follower through
+// the leader over the forwarding RPC (the follower has done the decoding
+// and validation; the leader only commits). A command that was not applied
+// because there is no leader right now waits (bounded, with jitter) for one
+// and is tried again.
 func (a *API) write(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any, ok func(*fsm.ApplyResult)) {
-	if a.c.State() != "Leader" {
-		a.forward(w, r, body, true)
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		res, err := a.apply(ctx, t, cmd)
+		if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrNoLeader)) && attempt < 5 {
+			// Not applied: wait for a leader, then try again.
+			if _, _, werr := a.waitLeader(ctx); werr != nil {
+				writeError(w, werr)
+				return
+			}
+			continue
+		}
+		if errors.Is(err, structs.ErrForwardUnsupported) {
+			// An older leader (rolling upgrade): proxy the request.
+			a.forward(w, r, body, true)
+			return
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
+		if res.Err != nil {
+			writeError(w, res.Err)
+			return
+		}
+		ok(res)
 		return
 	}
-	res, err := a.c.Apply(r.Context(), t, cmd)
-	if errors.Is(err, structs.ErrNotLeader) {
-		// Not applied: raft refused it before logging. Safe to forward.
-		a.forward(w, r, body, true)
-		return
+}
+
+// apply commits cmd where it can: locally on the leader, else forwarded.
+func (a *API) apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.ApplyResult, error) {
+	if a.c.State() == "Leader" {
+		return a.c.Apply(ctx, t, cmd)
 	}
+	fr, err := a.c.ForwardApply(ctx, t, cmd, a.now().UnixNano())
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
-	if res.Err != nil {
-		writeError(w, res.Err)
-		return
+	res := &fsm.ApplyResult{Index: fr.Index, Err: fr.Err}
+	if fr.Err == nil && len(fr.Value) > 0 {
+		v := fsm.ResultValue(t)
+		if err := json.Unmarshal(fr.Value, v); err != nil {
+			return nil, fmt.Errorf("%w: the leader's answer does not decode: %v", structs.ErrOutcomeUnknown, err)
+		}
+		res.Value = v
 	}
-	ok(res)
+	return res, nil
 }
 
 // stamp returns the leader clock for a command, in unix nanoseconds.

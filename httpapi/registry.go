@@ -14,6 +14,9 @@ import (
 type RegionView struct {
 	*fsm.Region
 	Health fsm.RegionHealth `json:"health"`
+	// Database is the region's PostgreSQL endpoint as its agents report it
+	// (host, port, database; never a credential).
+	Database *fsm.DatabaseEndpoint `json:"database,omitempty"`
 }
 
 // RegionList answers GET /region/list and GET /v1/regions.
@@ -26,16 +29,29 @@ type RegionList struct {
 // works.
 type regionInput struct {
 	fsm.Region
-	Health json.RawMessage `json:"health,omitempty"`
+	Health   json.RawMessage `json:"health,omitempty"`
+	Database json.RawMessage `json:"database,omitempty"`
+	// PublicKey is the region's key, required on its first registration,
+	// which it must sign (proof of possession).
+	PublicKey string `json:"public_key,omitempty"`
+	Envelope
 }
 
 func regionViews(s *fsm.State) []RegionView {
 	regs := s.SortedRegions()
 	out := make([]RegionView, len(regs))
 	for i, r := range regs {
-		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name)}
+		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
 	}
 	return out
+}
+
+func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
+	if d := s.Databases[region]; d != nil {
+		ep := d.Endpoint
+		return &ep
+	}
+	return nil
 }
 
 // TenantList answers GET /v1/tenants.
@@ -96,8 +112,15 @@ func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName stri
 		writeError(w, err)
 		return
 	}
-	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: a.stamp()}
-	a.write(w, r, body, fsm.RegionUpsertType, cmd, func(res *fsm.ApplyResult) {
+	auth, err := signedAuth(r, body, in.Envelope)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	at := a.stamp()
+	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: at, Auth: auth, PublicKey: in.PublicKey}
+	action := func(s *fsm.State) string { return fsm.RegionUpsertAction(s, &reg) }
+	a.writeGated(w, r, body, fsm.RegionUpsertType, cmd, action, "register production region "+reg.Name, auth, at, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Region)
 		writeJSON(w, createdOrOK(out.CreateIndex, out.ModifyIndex), out)
 	})
@@ -112,19 +135,19 @@ func createdOrOK(create, modify uint64) int {
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks)), nil
+		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
 	})
 }
 
 func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks))
+		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases))
 		reg, ok := s.Regions[name]
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return RegionView{Region: reg, Health: s.RegionHealth(name)}, idx, nil
+		return RegionView{Region: reg, Health: s.RegionHealth(name), Database: regionEndpoint(s, name)}, idx, nil
 	})
 }
 
@@ -135,8 +158,15 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: a.stamp()}
-	a.write(w, r, nil, fsm.RegionDeleteType, cmd, func(res *fsm.ApplyResult) {
+	at := a.stamp()
+	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: at}
+	action := func(s *fsm.State) string {
+		if s.Regions[name] == nil {
+			return "" // let the FSM answer 404
+		}
+		return fsm.ActionDeregisterRegion
+	}
+	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, "deregister region "+name, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
 	})
 }

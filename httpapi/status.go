@@ -35,6 +35,12 @@ type GlobalStatus struct {
 	Tenants   int            `json:"tenants"`
 	Index     uint64         `json:"index"`
 	AuditHead string         `json:"audit_head"`
+	// Replication is the data plane: global tables per region with their
+	// schema digests and drift, and each tenant's replication status.
+	Replication *fsm.ReplicationSummary `json:"replication"`
+	// SimulationMode and Simulation are this node's.
+	SimulationMode bool                `json:"simulation_mode"`
+	Simulation     *structs.Simulation `json:"simulation,omitempty"`
 }
 
 // health answers GET /health from local state only: it must work with no
@@ -56,7 +62,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		AuditHead:   head,
 		AuditIndex:  auditIdx,
 		Version:     a.cfg.Version,
+		Simulation:  a.cfg.Simulation,
 	}
+	h.SimulationMode = a.cfg.Simulation.Active()
 	if leader == "" {
 		h.Status = "no_leader"
 	}
@@ -87,7 +95,7 @@ func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.Audit...)}, s.Index, nil
+		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
 	})
 }
 
@@ -185,6 +193,8 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 		return GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+			Replication:    s.ReplicationSummary(),
+			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
 		}, s.Index, nil
 	})
 }

@@ -35,6 +35,12 @@ type options struct {
 	keepLogs         bool
 	scaleAgents      int
 	scaleRegions     int
+	replRate         int
+	replDuration     time.Duration
+	replRounds       int
+	compareEtcd      bool
+	compare          compareOptions
+	profileDir       string
 }
 
 func main() {
@@ -67,6 +73,13 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the server logs (their directory is printed)")
 	fs.IntVar(&o.scaleAgents, "scale-agents", 200, "agents in the in-process scale test (0 skips it)")
 	fs.IntVar(&o.scaleRegions, "scale-regions", 5, "regions the scale test's agents spread over")
+	fs.IntVar(&o.replRate, "repl-rate", 200, "insert rate (rows/s) of the replication lag measurement (0 skips it)")
+	fs.DurationVar(&o.replDuration, "repl-duration", 10*time.Second, "length of each replication lag run")
+	fs.IntVar(&o.replRounds, "repl-rounds", 2, "replication lag runs per setup (atomfed and by hand, alternating)")
+	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
+	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
+	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "with -compare-etcd: also save the CPU profiles of the leader and of a follower (puts, 64 clients) here")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,6 +137,9 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	defer cleanup()
+	if o.compareEtcd {
+		return runCompare(ctx, o, bin)
+	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
 	c, err := bench.StartCluster(bin, 3)
@@ -147,7 +163,11 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	rep.BinaryVersion = h.Version
-	if _, err := leader.Client.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
+	rc, err := c.Sec.SigningClient(leader.URL, region)
+	if err != nil {
+		return err
+	}
+	if _, err := rc.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
 		return fmt.Errorf("register region %s: %w", region, err)
 	}
 
@@ -155,7 +175,7 @@ func run(ctx context.Context, o *options) error {
 	for _, n := range append(append([]int{16}, o.writeConc...), o.readConc...) {
 		maxConc = max(maxConc, n)
 	}
-	hc := bench.NewHTTP(maxConc)
+	hc := bench.NewHTTP(maxConc).Secure(c.Sec.TLSConfig(), e2e.Token)
 	all, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 	if err != nil {
 		return err
@@ -167,6 +187,8 @@ func run(ctx context.Context, o *options) error {
 	rep.Settings = []string{
 		"Cluster: 3 `atomfed server` processes on 127.0.0.1 with default flags (Raft log fsynced, LAN timings), " +
 			"each with its own data dir; the load generator runs on the same machine over persistent keep-alive HTTP/1.1 connections.",
+		"Security as by default: HTTPS (TLS 1.3, ECDSA P-256 certificates) to the API and between servers (forwarding), mutual TLS on the Raft transport, " +
+			"encrypted gossip, and a bearer token checked on every request.",
 		fmt.Sprintf("Each load step: %s warm-up, then %s measured; closed loop (each client sends its next request when the previous one is answered). "+
 			"Throughput and latencies count successful requests started in the measured window.", o.warmup, o.duration),
 		fmt.Sprintf("Upserts: PUT /v1/tenants/{id} with a %d-byte body (a %d-byte label value), over %d tenant ids, home region %q.",
@@ -241,7 +263,7 @@ func run(ctx context.Context, o *options) error {
 	hc.CloseIdle()
 
 	for i := 1; i <= o.rounds && ctx.Err() == nil; i++ {
-		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4), Region: region, Steady: time.Second})
+		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), Region: region, Steady: time.Second})
 		if err != nil {
 			rep.FailoverErr = err
 			keep = true
@@ -257,6 +279,14 @@ func run(ctx context.Context, o *options) error {
 			"retrying a write on the next server until it is acknowledged; the leader is killed with SIGKILL after 1 s of steady writes, "+
 			"writing continues 1 s after the first acknowledged write, then every acknowledged write is read back linearizably, "+
 			"and the killed server is restarted (same flags, data dir and ports) and waited for until its audit head equals the leader's.")
+	}
+	if o.replRate > 0 && ctx.Err() == nil {
+		logf("replication: lag at %d rows/s, atomfed versus by hand", o.replRate)
+		rep.Replication, rep.ReplicationErr = bench.RunReplication(ctx, bench.ReplicationOptions{Bin: bin, Cluster: c,
+			Rate: o.replRate, Duration: o.replDuration, Rounds: o.replRounds, Log: logf})
+		if rep.ReplicationErr != nil {
+			logf("replication: %v", rep.ReplicationErr)
+		}
 	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {
 		c.Close(keep) // the scale test wants the machine to itself
@@ -289,7 +319,7 @@ func run(ctx context.Context, o *options) error {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+		if err := bench.SpliceSection(o.out, "bench", md); err != nil {
 			return err
 		}
 		logf("wrote %s", o.out)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,8 +18,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
+	"github.com/atomcloud/atomfed/replication"
 )
 
 // agentOptions are an agent's settings, from flags or from dev.
@@ -28,8 +34,17 @@ type agentOptions struct {
 	SerfAddr, SerfAdvertise string
 	Join                    []string
 	Capacity                int
-	Token                   string
+	Security                securityOptions
 	Logger                  hclog.Logger
+	// Replication: the region's PostgreSQL (DSN with its credentials; never
+	// logged), the address other regions dial, and the replication role's
+	// name and passfile.
+	PostgresDSN, PostgresAdvertise   string
+	ReplicationUser, ReplicationPass string
+	ReplicationInterval              time.Duration
+	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
+	// startAgent evaluate it from the environment and announce it.
+	Simulation *structs.Simulation
 }
 
 // agentNode is a running agent with its small HTTP API.
@@ -41,11 +56,47 @@ type agentNode struct {
 	done  chan error
 }
 
-type agentStatus struct{ a *cluster.Agent }
+type agentStatus struct {
+	a   *cluster.Agent
+	sim *structs.Simulation
+}
 
-func (s agentStatus) AgentStatus() any { return s.a.Status() }
+// agentView is an agent's /health and /global-status: its own view plus
+// its simulation mode.
+type agentView struct {
+	cluster.AgentStatus
+	SimulationMode bool                `json:"simulation_mode"`
+	Simulation     *structs.Simulation `json:"simulation,omitempty"`
+}
+
+func (s agentStatus) AgentStatus() any {
+	return agentView{AgentStatus: s.a.Status(), SimulationMode: s.sim.Active(), Simulation: s.sim}
+}
 
 func startAgent(o agentOptions) (*agentNode, error) {
+	if o.Security.Token == "" {
+		return nil, errors.New("the agent needs a token with the agent role (--token or FEDERATION_TOKEN; make one with: atomfed token create --role agent)")
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
+		return nil, err
+	}
+	sec, err := o.Security.resolve(o.DataDir, "agent.key", false, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	quiet := o.Simulation != nil
+	if o.Simulation == nil {
+		cfg := precheckConfigFromEnv()
+		if o.PostgresDSN != "" {
+			cfg.PostgresDSN = o.PostgresDSN
+		}
+		sim, err := evaluateSimulationWith(precheck.RoleAgent, cfg)
+		if err != nil {
+			return nil, err
+		}
+		o.Simulation = sim
+	}
+	announceSimulation(o.Logger.Named("agent"), o.Simulation, quiet)
 	ln, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
@@ -57,19 +108,33 @@ func startAgent(o agentOptions) (*agentNode, error) {
 			ln.Close()
 			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise")
 		}
-		adv = "http://" + a.String()
+		adv = sec.scheme + "://" + a.String()
+	}
+	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
+	if sec.httpServer != nil {
+		ln = tlsutil.SniffListener(ln, sec.httpServer)
+		handlerWrap = httpapi.PlaintextGuard
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []client.Option
-	if o.Token != "" {
-		opts = append(opts, client.WithToken(o.Token))
+	opts := []client.Option{client.WithToken(o.Security.Token), client.WithSigner(sec.signer)}
+	if sec.client != nil {
+		opts = append(opts, client.WithTLS(sec.client))
+	}
+	var probeTransport http.RoundTripper
+	if sec.roots != nil {
+		probeTransport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: sec.roots, MinVersion: tls.VersionTLS12}}
+	}
+	execs, db, err := agentExecutors(o, reg, probeTransport)
+	if err != nil {
+		ln.Close()
+		return nil, err
 	}
 	ag, err := cluster.NewAgent(cluster.AgentConfig{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
-		Join: o.Join, Capacity: o.Capacity, Version: version,
-		Executors: []cluster.Executor{cluster.NewProbeExecutor(reg, nil)},
+		Join: o.Join, Capacity: o.Capacity, Version: version, GossipKey: sec.gossipKey,
+		Executors: execs, Database: db,
 		NewAPI: func(servers func() []string) cluster.AgentAPI {
 			return client.NewPool(servers, opts...)
 		},
@@ -81,10 +146,11 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	n := &agentNode{
 		agent: ag,
-		http:  &http.Server{Handler: httpapi.NewAgentHandler(agentStatus{ag}, reg, o.Logger), ReadHeaderTimeout: 10 * time.Second},
-		url:   adv,
-		log:   o.Logger.Named("agent"),
-		done:  make(chan error, 1),
+		http: &http.Server{Handler: handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})},
+		url:  adv,
+		log:  o.Logger.Named("agent"),
+		done: make(chan error, 1),
 	}
 	go func() {
 		err := n.http.Serve(ln)
@@ -94,6 +160,39 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		n.done <- err
 	}()
 	return n, nil
+}
+
+// agentExecutors returns the probe executor and, when the agent knows its
+// region's PostgreSQL, the replication executors and the database endpoint
+// to report. Without a DSN, or when its simulation mode simulates
+// replication, the region's replication is simulated, and the agent says so.
+func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport http.RoundTripper) ([]cluster.Executor, *fsm.DatabaseEndpoint, error) {
+	execs := []cluster.Executor{cluster.NewProbeExecutor(reg, probeTransport)}
+	switch {
+	case o.PostgresDSN == "":
+		o.Logger.Warn("SIMULATION: no POSTGRES_DSN (--postgres-dsn): this agent runs no replication tasks, so replication in its region is simulated",
+			"region", o.Region)
+		return execs, nil, nil
+	case o.Simulation.Simulates("replication"):
+		o.Logger.Warn("SIMULATION: this agent runs no replication tasks, so replication in its region is simulated",
+			"region", o.Region, "reason", o.Simulation.Reason)
+		return execs, nil, nil
+	}
+	cfg := replication.Config{DSN: o.PostgresDSN, Advertise: o.PostgresAdvertise, ReplicationUser: o.ReplicationUser,
+		ReplicationPassfile: o.ReplicationPass, Interval: o.ReplicationInterval, Logger: o.Logger, Registerer: reg}
+	repl, err := replication.Executors(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := cfg.Endpoint()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range repl {
+		execs = append(execs, e)
+	}
+	o.Logger.Info("replication executors ready", "database", fmt.Sprintf("%s:%d/%s", db.Host, db.Port, db.Database))
+	return execs, db, nil
 }
 
 func (n *agentNode) leave(ctx context.Context) error {
@@ -121,7 +220,14 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run a region agent. It joins the federation's Serf pool with its region and
 capabilities, watches its task assignments with blocking queries, runs them,
 and reports heartbeats and task status through the servers. SIGTERM or SIGINT
-hands its tasks back, leaves Serf and exits 0.`,
+hands its tasks back, leaves Serf and exits 0.
+
+At start the agent checks its critical infrastructure: its region database
+(POSTGRES_DSN), its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD) and Vault
+(VAULT_ADDR). When one is missing it runs in SIMULATION_MODE (without a
+region database: replication, tenant row-level security and backups run
+simulated), says so in its log, /health and /global-status. With
+SIMULATION_MODE=false it refuses to start instead.`,
 		Example: `  atomfed agent --node us-east-a1 --region us-east --data-dir /var/lib/atomfed-agent \
     --http-addr 10.0.0.5:8411 --serf-addr 10.0.0.5:8311 --join 10.0.0.1:8301`,
 		Args: cobra.NoArgs,
@@ -130,9 +236,16 @@ hands its tasks back, leaves Serf and exits 0.`,
 				o.Region = os.Getenv("PRIMARY_REGION")
 			}
 			o.Join = splitList(o.Join)
-			if o.Token == "" {
-				o.Token = os.Getenv("FEDERATION_TOKEN")
+			if o.Security.Token == "" {
+				o.Security.Token = os.Getenv("FEDERATION_TOKEN")
 			}
+			if o.PostgresDSN == "" {
+				o.PostgresDSN = os.Getenv("POSTGRES_DSN")
+			}
+			if o.ReplicationPass == "" {
+				o.ReplicationPass = os.Getenv("ATOMFED_REPLICATION_PASSFILE")
+			}
+			o.Security.KeyPath = os.Getenv("COSIGN_KEY_PATH")
 			o.Logger = newLogger(o.Node, logLevel, logJSON)
 			return runAgent(o)
 		},
@@ -147,6 +260,13 @@ hands its tasks back, leaves Serf and exits 0.`,
 	f.StringVar(&o.SerfAdvertise, "serf-advertise", "", "Serf address other members use")
 	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of servers or agents to join (comma-separated)")
 	f.IntVar(&o.Capacity, "capacity", 64, "how many tasks this agent takes (0: no limit)")
+	f.StringVar(&o.PostgresDSN, "postgres-dsn", "", "the region's PostgreSQL (default $POSTGRES_DSN); without it replication in the region is simulated")
+	f.StringVar(&o.PostgresAdvertise, "postgres-advertise", "", "host:port other regions' PostgreSQL servers use to reach this one (default: from the DSN)")
+	f.StringVar(&o.ReplicationUser, "replication-user", replication.DefaultReplicationUser, "role subscriptions log in as on publishers (the same in every region)")
+	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
+	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
+	f.StringVar(&o.Security.Token, "token", "", "token with the agent role (default $FEDERATION_TOKEN)")
+	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	cmd.AddCommand(newAgentTasksCmd())

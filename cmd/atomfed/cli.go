@@ -12,12 +12,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/signing"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	addr        string
 	token       string
+	caCert      string
+	keyPath     string
 	output      string
 	consistency string
 	timeout     time.Duration
@@ -29,13 +33,15 @@ func defaultAddr() string {
 			return v
 		}
 	}
-	return "http://127.0.0.1:8401"
+	return "https://127.0.0.1:8401"
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.addr, "addr", defaultAddr(), "server address (env ATOMFED_ADDR, else GLOBAL_REGISTRY_URL)")
 	p.StringVar(&f.token, "token", os.Getenv("FEDERATION_TOKEN"), "API token (env FEDERATION_TOKEN)")
+	p.StringVar(&f.caCert, "ca-cert", os.Getenv("ATOMFED_CACERT"), "CA certificate to verify the server with (env ATOMFED_CACERT)")
+	p.StringVar(&f.keyPath, "key", os.Getenv("COSIGN_KEY_PATH"), "signing key for signed requests (env COSIGN_KEY_PATH; password from COSIGN_PASSWORD)")
 	p.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	p.StringVar(&f.consistency, "consistency", "", "read consistency: linearizable (default), default or stale")
 	p.DurationVar(&f.timeout, "timeout", 30*time.Second, "request timeout")
@@ -45,7 +51,33 @@ func (f *clientFlags) client() (*client.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("--output %q must be table or json", f.output)
 	}
-	return client.New(f.addr, client.WithToken(f.token))
+	opts := []client.Option{client.WithToken(f.token)}
+	if f.caCert != "" {
+		cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: f.caCert}, "")
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLS(cfg))
+	}
+	if f.keyPath != "" {
+		s, err := signing.LoadSigner(f.keyPath, []byte(os.Getenv(signing.PasswordEnv)))
+		if err != nil {
+			return nil, fmt.Errorf("--key/COSIGN_KEY_PATH: %w", err)
+		}
+		opts = append(opts, client.WithSigner(s))
+	}
+	// A CLI call during an election waits for the new leader rather than
+	// failing: a no_leader answer means nothing happened.
+	opts = append(opts, client.WithRetry(10*time.Second))
+	return client.New(f.addr, opts...)
+}
+
+// signingClient is client for commands that must sign.
+func (f *clientFlags) signingClient() (*client.Client, error) {
+	if f.keyPath == "" {
+		return nil, fmt.Errorf("this command sends a signed request: give the signing key with --key or COSIGN_KEY_PATH (password in COSIGN_PASSWORD)")
+	}
+	return f.client()
 }
 
 func (f *clientFlags) ctx() (context.Context, context.CancelFunc) {

@@ -121,13 +121,17 @@ func newOperatorCmd() *cobra.Command {
 				return err
 			}
 			return cf.print(peers, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NODE\tADDRESS\tREGION\tSTATE\tVOTER\tSERF")
+				fmt.Fprintln(w, "NODE\tADDRESS\tREGION\tSTATE\tVOTER\tSERF\tPROTOCOL")
 				for _, p := range peers {
 					state := "follower"
 					if p.Leader {
 						state = "leader"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", p.ID, p.Address, orDash(p.Region), state, p.Voter, orDash(p.Status))
+					proto := "-"
+					if p.Protocol > 0 {
+						proto = fmt.Sprint(p.Protocol)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", p.ID, p.Address, orDash(p.Region), state, p.Voter, orDash(p.Status), proto)
 				}
 			})
 		},

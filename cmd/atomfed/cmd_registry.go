@@ -23,10 +23,14 @@ func newRegionCmd() *cobra.Command {
 	reg := &cobra.Command{
 		Use:   "register",
 		Short: "Register a region, or update it",
-		Example: `  atomfed region register --name eu-west --url https://eu-west.example.com:8401 \
-    --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
+		Long: `Register a region, or update it. The request is signed with the region's
+key (--key or COSIGN_KEY_PATH): a first registration proves possession of
+that key, which becomes the region's; later updates must be signed by it.
+Registering a production region waits for approvals under the default policy.`,
+		Example: `  COSIGN_KEY_PATH=eu-west.key atomfed region register --name eu-west \
+    --url https://eu-west.example.com:8401 --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
+			c, err := cf.signingClient()
 			if err != nil {
 				return err
 			}
@@ -35,9 +39,12 @@ func newRegionCmd() *cobra.Command {
 			}
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			out, err := c.RegisterRegion(ctx, &r, optCAS(cmd, cas))
+			out, pending, err := c.RegisterRegionGated(ctx, &r, optCAS(cmd, cas))
 			if err != nil {
 				return err
+			}
+			if pending != nil {
+				return printApproval(&cf, pending)
 			}
 			return cf.print(out, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "region %s registered (modify_index %d)\n", out.Name, out.ModifyIndex)
@@ -118,8 +125,12 @@ func newRegionCmd() *cobra.Command {
 			}
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			if err := c.DeleteRegion(ctx, args[0], optCAS(cmd, delCAS)); err != nil {
+			pending, err := c.DeleteRegionGated(ctx, args[0], optCAS(cmd, delCAS))
+			if err != nil {
 				return err
+			}
+			if pending != nil {
+				return printApproval(&cf, pending)
 			}
 			fmt.Printf("region %s deleted\n", args[0])
 			return nil
@@ -173,6 +184,7 @@ func newTenantCmd() *cobra.Command {
 	var t fsm.Tenant
 	var tables, labels []string
 	var cas uint64
+	var degradeAfter time.Duration
 	put := &cobra.Command{
 		Use:   "put ID",
 		Short: "Create or replace a tenant's placement",
@@ -185,6 +197,7 @@ func newTenantCmd() *cobra.Command {
 				return err
 			}
 			t.ID = args[0]
+			t.SyncDegradeAfterMS = int(degradeAfter / time.Millisecond)
 			if t.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
@@ -214,6 +227,9 @@ func newTenantCmd() *cobra.Command {
 	pf.StringArrayVar(&tables, "table", nil, "table[:pii_col,pii_col] (repeatable)")
 	pf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	pf.Uint64Var(&cas, "cas", 0, "only write if the tenant's modify_index is this (0: create only)")
+	pf.StringVar(&t.SyncMode, "sync-mode", "", "async (default) or sync: commits at home return once a mirror has them")
+	pf.StringVar(&t.SyncFallback, "sync-fallback", "", "with sync: degrade (default: go async when every mirror is down) or wait")
+	pf.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down (default 10s)")
 
 	get := &cobra.Command{
 		Use:   "get ID",
@@ -283,7 +299,7 @@ func newTenantCmd() *cobra.Command {
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
-	cmd.AddCommand(put, get, list, del)
+	cmd.AddCommand(put, get, list, del, newTenantReplicationCmd(&cf))
 	return cmd
 }
 

@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +20,10 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/pgtest"
+	"github.com/atomcloud/atomfed/internal/precheck"
+	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // devRegion is one region of the dev federation.
@@ -31,18 +41,21 @@ var devRegions = []devRegion{
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
 	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
-	var keep bool
+	var keep, noPostgres bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole local federation: three servers in us-east, eu-west and ap-south",
 		Long: `Run a whole local federation in one process: three servers, one per region
 (us-east, eu-west, ap-south), with the API of the first on 127.0.0.1:8401.
-The three regions are registered once a leader is elected. Data lives in a
-temporary directory that is removed on Ctrl-C unless --keep is given.`,
+The three regions are registered once a leader is elected. When the
+PostgreSQL binaries are installed, every region gets its own throwaway
+PostgreSQL cluster and its agent drives real logical replication; without
+them replication is simulated, and dev says so. Data lives in a temporary
+directory that is removed on Ctrl-C unless --keep is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDev(devOptions{dataDir: dataDir, logLevel: logLevel, host: host,
 				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort,
-				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep})
+				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep, noPostgres: noPostgres})
 		},
 	}
 	f := cmd.Flags()
@@ -55,6 +68,7 @@ temporary directory that is removed on Ctrl-C unless --keep is given.`,
 	f.IntVar(&agentHTTPPort, "agent-http-port", 8411, "HTTP port of the first region agent; the others use the next ports")
 	f.IntVar(&agentSerfPort, "agent-serf-port", 8611, "Serf port of the first region agent; the others use the next ports")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the servers: trace, debug, info, warn, error")
+	f.BoolVar(&noPostgres, "no-postgres", false, "do not start PostgreSQL clusters (replication is then simulated)")
 	return cmd
 }
 
@@ -62,7 +76,7 @@ type devOptions struct {
 	dataDir, logLevel, host      string
 	httpPort, raftPort, serfPort int
 	agentHTTPPort, agentSerfPort int
-	keep                         bool
+	keep, noPostgres             bool
 }
 
 func runDev(o devOptions) error {
@@ -75,6 +89,29 @@ func runDev(o devOptions) error {
 		if !o.keep {
 			defer os.RemoveAll(d)
 		}
+		// Each region's PostgreSQL may run as the postgres user.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return err
+	}
+	sec, err := devSecurity(o.dataDir, o.host)
+	if err != nil {
+		return fmt.Errorf("dev TLS and keys: %w", err)
+	}
+	// Every node of dev shares this environment: evaluate once per role,
+	// announce once, and hand the result to each node.
+	serverSim, err := evaluateSimulation(precheck.RoleServer)
+	if err != nil {
+		return err
+	}
+	pgs, pgNote := startDevPostgres(o)
+	agentSims, err := devAgentSimulations(pgs)
+	if err != nil {
+		removeDevPostgres(pgs, o.keep)
+		return err
 	}
 	addr := func(port, i int) string { return fmt.Sprintf("%s:%d", o.host, port+i) }
 	var join []string
@@ -90,14 +127,18 @@ func runDev(o devOptions) error {
 		for _, n := range nodes {
 			_ = n.shutdown()
 		}
+		removeDevPostgres(pgs, o.keep)
 	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-1", r.name)
+		opts := sec.server
+		opts.TLS = sec.files[name]
 		n, err := startServer(serverOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
-			DeadServerCleanup: 30 * time.Second, Logger: newLogger(name, o.logLevel, false),
+			DeadServerCleanup: 30 * time.Second, Security: opts, Logger: newLogger(name, o.logLevel, false),
+			Simulation: serverSim,
 		})
 		if err != nil {
 			stopAll()
@@ -108,68 +149,273 @@ func runDev(o devOptions) error {
 		}
 		nodes = append(nodes, n)
 	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	setup, err := setupDevFederation(ctx, o.dataDir, nodes, sec)
+	if err != nil {
+		stopAll()
+		return err
+	}
 	for i, r := range devRegions {
 		name := fmt.Sprintf("%s-a1", r.name)
-		a, err := startAgent(agentOptions{
+		opts := sec.server
+		opts.TLS = sec.files[name]
+		opts.Token = setup.agentToken
+		ao := agentOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
-			Capacity: 64, Logger: newLogger(name, o.logLevel, false),
-		})
+			Capacity: 64, Security: opts, Logger: newLogger(name, o.logLevel, false),
+			Simulation: agentSims[r.name], ReplicationInterval: 2 * time.Second,
+		}
+		if pg := pgs[r.name]; pg != nil {
+			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pgtest.Database), pg.Passfile
+		}
+		a, err := startAgent(ao)
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("start agent %s: %w", name, err)
 		}
 		agents = append(agents, a)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if err := registerDevRegions(ctx, nodes); err != nil {
-		stopAll()
-		return err
-	}
-	fmt.Println("atomfed dev federation is up")
-	fmt.Printf("  data dir: %s\n", o.dataDir)
-	for i, n := range nodes {
-		fmt.Printf("  %-10s region %-9s http %s  raft %s  serf %s\n", n.srv.NodeID(), devRegions[i].name, n.url, n.srv.RaftAddr(), n.srv.SerfAddr())
-	}
-	for i, a := range agents {
-		fmt.Printf("  %-10s region %-9s http %s  (agent)  serf %s\n", fmt.Sprintf("%s-a1", devRegions[i].name), devRegions[i].name, a.url, a.agent.SerfAddr())
-	}
-	fmt.Printf("\n  try: curl -s %s/region/list\n       atomfed region list --addr %s\n       atomfed members --addr %s\n\nPress Ctrl-C to stop.\n", nodes[0].url, nodes[0].url, nodes[0].url)
+	printDev(o.dataDir, nodes, agents, sec, setup, pgs, pgNote)
+	fmt.Print("\n" + simulationBanner(serverSim, agentSims[devRegions[0].name]))
 	<-ctx.Done()
 	fmt.Println("\nstopping the dev federation")
 	stopAll()
 	return nil
 }
 
-// registerDevRegions waits for a leader and registers the three regions
-// through the first server's API, like any client would.
-func registerDevRegions(ctx context.Context, nodes []*serverNode) error {
-	c, err := client.New(nodes[0].url)
-	if err != nil {
-		return err
+// devSec is the dev federation's throwaway security material.
+type devSec struct {
+	caPath string
+	files  map[string]tlsutil.Files // by node name
+	server securityOptions          // token and gossip key (TLS per node)
+	client *tls.Config
+}
+
+// devSecurity makes (or, in a kept data dir, reuses) a federation CA, a
+// certificate per node, a gossip key and the bootstrap token.
+func devSecurity(dir, host string) (*devSec, error) {
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for i, r := range devRegions {
-		reg := &fsm.Region{Name: r.name, URL: nodes[i].url, Tier: fsm.TierStaging, Location: r.loc,
-			Labels: map[string]string{"env": "dev"}}
+	sec := &devSec{caPath: filepath.Join(tlsDir, "ca.pem"), files: map[string]tlsutil.Files{}}
+	var ca *tlsutil.CA
+	if _, err := os.Stat(sec.caPath); err != nil {
+		if ca, err = tlsutil.NewCA("atomfed dev federation CA"); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(sec.caPath, ca.CertPEM, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	if ip := net.ParseIP(host); ip != nil {
+		ips = append(ips, ip)
+	}
+	for _, r := range devRegions {
+		for _, n := range []struct{ name, role string }{{r.name + "-1", tlsutil.ServerName}, {r.name + "-a1", tlsutil.AgentName}} {
+			f := tlsutil.Files{CA: sec.caPath, Cert: filepath.Join(tlsDir, n.name+".pem"), Key: filepath.Join(tlsDir, n.name+"-key.pem")}
+			if ca != nil {
+				var err error
+				if f, err = ca.WriteNode(tlsDir, n.name, sec.caPath, []string{n.name, n.role, "localhost"}, ips); err != nil {
+					return nil, err
+				}
+			}
+			sec.files[n.name] = f
+		}
+	}
+	gossip, err := readOrCreate(filepath.Join(dir, "gossip.key"), func() string {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	token := os.Getenv("FEDERATION_TOKEN")
+	if token == "" {
+		if token, err = readOrCreate(filepath.Join(dir, "token"), func() string {
+			b := make([]byte, 24)
+			_, _ = rand.Read(b)
+			return "atf_dev_" + hex.EncodeToString(b)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	sec.server = securityOptions{GossipKey: gossip, Token: token}
+	if sec.client, err = tlsutil.ClientConfig(tlsutil.Files{CA: sec.caPath}, ""); err != nil {
+		return nil, err
+	}
+	return sec, nil
+}
+
+// readOrCreate returns the trimmed content of path, writing make() there
+// first (0600) when it does not exist.
+func readOrCreate(path string, make func() string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	v := make()
+	return v, os.WriteFile(path, []byte(v+"\n"), 0o600)
+}
+
+// devSetup is what setupDevFederation made.
+type devSetup struct {
+	agentToken string
+	approvers  []string // key paths
+	regionKeys []string // key paths
+}
+
+// setupDevFederation waits for a leader, then, through the API like any
+// operator would: registers the three regions (each signed by its own key),
+// registers two approvers, and makes a token for the agents.
+func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, sec *devSec) (*devSetup, error) {
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return nil, err
+	}
+	setup := &devSetup{}
+	op, err := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client))
+	if err != nil {
+		return nil, err
+	}
+	retry := func(what string, fn func() error) error {
+		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, err := c.RegisterRegion(ctx, reg, nil)
+			err := fn()
 			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("register region %s: %w", r.name, err)
+				return nil
 			}
 			var ce *client.Error
-			if errors.As(err, &ce) && ce.Status != 503 {
-				return fmt.Errorf("register region %s: %w", r.name, err)
+			if ctx.Err() != nil || time.Now().After(deadline) || (errors.As(err, &ce) && ce.Status != 503) {
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return nil
+	for i, r := range devRegions {
+		path := filepath.Join(keys, r.name+".key")
+		signer, err := loadOrCreateSigner("", path)
+		if err != nil {
+			return nil, err
+		}
+		setup.regionKeys = append(setup.regionKeys, path)
+		c, _ := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client), client.WithSigner(signer))
+		reg := &fsm.Region{Name: r.name, URL: nodes[i].url, Tier: fsm.TierStaging, Location: r.loc, Labels: map[string]string{"env": "dev"}}
+		if err := retry("register region "+r.name, func() error { _, err := c.RegisterRegion(ctx, reg, nil); return err }); err != nil {
+			return nil, err
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("approver-%d", i)
+		path := filepath.Join(keys, name+".key")
+		signer, err := loadOrCreateSigner("", path)
+		if err != nil {
+			return nil, err
+		}
+		setup.approvers = append(setup.approvers, path)
+		c, _ := client.New(nodes[0].url, client.WithToken(sec.server.Token), client.WithTLS(sec.client), client.WithSigner(signer))
+		if err := retry("register "+name, func() error { _, err := c.RegisterMember(ctx, name, fsm.MemberApprover); return err }); err != nil {
+			return nil, err
+		}
+	}
+	return setup, retry("create the agent token", func() error {
+		t, err := op.CreateToken(ctx, fsm.RoleAgent, "dev agents")
+		if err == nil {
+			setup.agentToken = t.Secret
+		}
+		return err
+	})
+}
+
+// startDevPostgres starts one throwaway PostgreSQL cluster per region when
+// the binaries are installed, and returns a line that says what dev runs.
+func startDevPostgres(o devOptions) (map[string]*pgtest.Cluster, string) {
+	if o.noPostgres {
+		return nil, "  SIMULATION: replication is simulated (--no-postgres): no region has a database, replication tasks stay pending."
+	}
+	if _, err := pgtest.Find(); err != nil {
+		return nil, "  SIMULATION: replication is simulated: " + err.Error() + ".\n" +
+			"  No region has a database and replication tasks stay pending (GET /v1/tenants/{id}/replication says why)."
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pw := ""
+	out := map[string]*pgtest.Cluster{}
+	for _, r := range devRegions {
+		pg, err := pgtest.Start(ctx, pgtest.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
+		if err != nil {
+			removeDevPostgres(out, false)
+			return nil, "  SIMULATION: replication is simulated: PostgreSQL did not start (" + err.Error() + ")."
+		}
+		pw = pg.ReplicationPassword
+		out[r.name] = pg
+	}
+	return out, "  Every region has its own PostgreSQL; tenants with tables replicate for real (logical replication):"
+}
+
+// removeDevPostgres stops the regions' PostgreSQL clusters, keeping their
+// data when keep is set.
+func removeDevPostgres(pgs map[string]*pgtest.Cluster, keep bool) {
+	for _, pg := range pgs {
+		if keep {
+			_ = pg.Stop()
+		} else {
+			_ = pg.Remove()
+		}
+	}
+}
+
+// devAgentSimulations decides each dev agent's SIMULATION_MODE the way a
+// real agent would, with its region's database as POSTGRES_DSN. Dev
+// announces the result once, in its banner.
+func devAgentSimulations(pgs map[string]*pgtest.Cluster) (map[string]*structs.Simulation, error) {
+	out := map[string]*structs.Simulation{}
+	for _, r := range devRegions {
+		cfg := precheckConfigFromEnv()
+		if pg := pgs[r.name]; pg != nil {
+			cfg.PostgresDSN = pg.DSN(pgtest.Database)
+		}
+		sim, err := evaluateSimulationWith(precheck.RoleAgent, cfg)
+		if err != nil {
+			return nil, err
+		}
+		out[r.name] = sim
+	}
+	return out, nil
+}
+
+func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup, pgs map[string]*pgtest.Cluster, pgNote string) {
+	fmt.Println("atomfed dev federation is up (TLS, tokens, signed requests)")
+	fmt.Printf("  data dir: %s\n", dir)
+	for i, n := range nodes {
+		fmt.Printf("  %-11s region %-9s api %s  raft %s  serf %s\n", n.srv.NodeID(), devRegions[i].name, n.url, n.srv.RaftAddr(), n.srv.SerfAddr())
+	}
+	for i, a := range agents {
+		fmt.Printf("  %-11s region %-9s http %s  (agent)  serf %s\n", devRegions[i].name+"-a1", devRegions[i].name, a.url, a.agent.SerfAddr())
+	}
+	fmt.Println()
+	fmt.Println(pgNote)
+	for _, r := range devRegions {
+		if pg := pgs[r.name]; pg != nil {
+			fmt.Printf("  postgres    region %-9s %s/%s   PGPASSFILE=%s psql -h %s -p %d -U %s %s\n",
+				r.name, pg.Addr(), pgtest.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pgtest.Superuser, pgtest.Database)
+		}
+	}
+	u := nodes[0].url
+	fmt.Printf(`
+  CA certificate:   %s
+  management token: %s
+  approver keys:    %s
+
+  export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s
+  curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN" $ATOMFED_ADDR/region/list
+  atomfed region list
+  atomfed members
+  COSIGN_KEY_PATH=%s atomfed approve <approval-id>
+
+Press Ctrl-C to stop.
+`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, setup.approvers[0])
 }

@@ -13,6 +13,10 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
+// commit is the git commit of the build, set with -ldflags
+// "-X main.commit=<sha>" (a "-dirty" suffix marks uncommitted changes).
+var commit = "unknown"
+
 // exitError carries a specific exit code out of a command.
 type exitError struct {
 	code int
@@ -47,10 +51,19 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),
+		newGlobalTableCmd(),
 		newMembersCmd(),
 		newOperatorCmd(),
 		newSnapshotCmd(),
 		newStatusCmd(),
+		newApproveCmd(),
+		newApprovalsCmd(),
+		newTokenCmd(),
+		newTrustCmd(),
+		newPolicyCmd(),
+		newKeygenCmd(),
+		newPrecheckCmd(),
+		newReportCmd(),
 	)
 	return root
 }

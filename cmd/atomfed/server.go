@@ -23,9 +23,20 @@ func newServerCmd() *cobra.Command {
 		Long: `Run an atomfed server.
 
 Three servers started with --bootstrap-expect 3 and --join pointing at each
-other's Serf addresses form a cluster. SIGTERM or SIGINT leaves gracefully:
+other's Serf addresses form a cluster. Every server needs FEDERATION_TOKEN
+(the bootstrap management token, the same everywhere), TLS material
+(--tls-ca, --tls-cert, --tls-key) and a gossip key (--encrypt); its signing
+key is COSIGN_KEY_PATH (password COSIGN_PASSWORD) or one it makes in its
+data dir. SIGTERM or SIGINT leaves gracefully:
 a leader first hands leadership over, the server leaves Serf so that the
-leader removes it from the Raft configuration, and the process exits 0.`,
+leader removes it from the Raft configuration, and the process exits 0.
+
+At start the server checks its critical infrastructure: Vault (VAULT_ADDR)
+and its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD). When one is missing
+it runs in SIMULATION_MODE, says so in its log, /health, /global-status and
+/v1/policy/status, and lists the parts that are simulated. With
+SIMULATION_MODE=false it refuses to start instead; SIMULATION_MODE=true
+simulates even with everything present.`,
 		Example: `  atomfed server --node s1 --region us-east --data-dir /var/lib/atomfed \
     --http-addr 10.0.0.1:8401 --raft-addr 10.0.0.1:8300 --serf-addr 10.0.0.1:8301 \
     --bootstrap-expect 3 --join 10.0.0.2:8301,10.0.0.3:8301`,
@@ -35,6 +46,8 @@ leader removes it from the Raft configuration, and the process exits 0.`,
 			}
 			o.Join = splitList(o.Join)
 			o.Logger = newLogger(o.Node, logLevel, logJSON)
+			o.Security.Token = os.Getenv("FEDERATION_TOKEN")
+			o.Security.KeyPath = os.Getenv("COSIGN_KEY_PATH")
 			return runServer(o)
 		},
 	}
@@ -53,6 +66,8 @@ leader removes it from the Raft configuration, and the process exits 0.`,
 	f.BoolVar(&o.NonVoter, "non-voter", false, "join as a Raft non-voter (replicates, serves stale reads, no vote)")
 	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings for slow links: 1 for a LAN, 2 for RTTs up to 80 ms, 5 up to 200 ms")
 	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
+	addSecurityFlags(f, &o.Security)
+	f.BoolVar(&o.EnableDebug, "enable-debug", false, "serve Go pprof profiles under /debug/pprof/ (operator token required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

@@ -68,16 +68,18 @@ func (c *Client) AgentTasks(ctx context.Context, node string, index uint64, wait
 	return out.Tasks, m.Index, nil
 }
 
-// AgentReport commits an agent heartbeat with task statuses.
+// AgentReport commits an agent heartbeat with task statuses, signed with
+// the client's key (the agent's).
 func (c *Client) AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.ReportResult, error) {
 	var out fsm.ReportResult
-	_, err := c.Do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(r.Node)+"/report", nil, r, &out)
+	payload := map[string]any{"node": r.Node, "tasks": r.Tasks}
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(r.Node)+"/report", nil, payload, nil, &out)
 	return &out, err
 }
 
-// AgentLeave hands an agent's tasks back.
+// AgentLeave hands an agent's tasks back, signed with the agent's key.
 func (c *Client) AgentLeave(ctx context.Context, node string) error {
-	_, err := c.Do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(node)+"/leave", nil, nil, nil)
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(node)+"/leave", nil, nil, nil, nil)
 	return err
 }
 
@@ -191,6 +193,14 @@ func (p *Pool) AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.Report
 		return err
 	})
 	return res, err
+}
+
+// AgentRegister registers the agent's key as a trust member, over the pool.
+func (p *Pool) AgentRegister(ctx context.Context, node string) error {
+	return p.do(ctx, func(c *Client) error {
+		_, err := c.RegisterMember(ctx, node, fsm.MemberAgent)
+		return err
+	})
 }
 
 // AgentLeave implements the agent's leave over the pool.

@@ -5,6 +5,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,14 +17,18 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // Client talks to one atomfed server.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
+	base   string
+	token  string
+	hc     *http.Client
+	signer *signing.Signer
+	tlsCfg *tls.Config
+	retry  time.Duration
 }
 
 // Option configures a Client.
@@ -31,6 +36,20 @@ type Option func(*Client)
 
 // WithToken sets the bearer token sent with every request.
 func WithToken(t string) Option { return func(c *Client) { c.token = t } }
+
+// WithSigner signs the requests that must be signed (region registration,
+// agent reports, approvals, key rotation) with s.
+func WithSigner(s *signing.Signer) Option { return func(c *Client) { c.signer = s } }
+
+// WithTLS sets the TLS configuration used for https:// servers (the
+// federation CA, and a client certificate for server-to-server calls).
+func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tlsCfg = cfg } }
+
+// WithRetry retries, for up to d, a request the server answered with 503
+// no_leader: nothing was applied or read, so trying again is safe. The
+// waits grow from 100 ms to 1 s, or follow Retry-After. Streamed bodies
+// (io.Reader) are sent once.
+func WithRetry(d time.Duration) Option { return func(c *Client) { c.retry = d } }
 
 // WithHTTPClient replaces the underlying HTTP client.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
@@ -57,8 +76,16 @@ func New(addr string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.tlsCfg != nil {
+		if tr, ok := c.hc.Transport.(*http.Transport); ok {
+			tr.TLSClientConfig = c.tlsCfg
+		}
+	}
 	return c, nil
 }
+
+// Signer returns the client's signer, or nil.
+func (c *Client) Signer() *signing.Signer { return c.signer }
 
 // Addr returns the server's base URL.
 func (c *Client) Addr() string { return c.base }
@@ -126,27 +153,58 @@ func (q *QueryOptions) values(v url.Values) url.Values {
 // Do sends a request with a JSON body (raw []byte is sent as is) and decodes
 // a JSON answer into out. Non-2xx answers become *Error.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) (*Meta, error) {
-	var rd io.Reader
+	return c.do(ctx, method, path, query, body, out, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, hdr http.Header) (*Meta, error) {
+	var raw []byte
+	var stream io.Reader
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 	case io.Reader:
-		rd = b
+		stream = b
 	default:
 		buf, err := json.Marshal(b)
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
-		rd = bytes.NewReader(buf)
+		raw = buf
 	}
+	deadline := time.Now().Add(c.retry)
+	wait := 100 * time.Millisecond
+	for {
+		rd := stream
+		if raw != nil {
+			rd = bytes.NewReader(raw)
+		}
+		meta, after, err := c.once(ctx, method, path, query, rd, out, hdr)
+		var e *Error
+		if stream != nil || !errors.As(err, &e) || e.Code != "no_leader" || time.Now().Add(wait).After(deadline) {
+			return meta, err
+		}
+		if after > 0 {
+			wait = after
+		}
+		select {
+		case <-ctx.Done():
+			return meta, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// once sends one request. after is the server's Retry-After, if any.
+func (c *Client) once(ctx context.Context, method, path string, query url.Values, rd io.Reader, out any, hdr http.Header) (meta *Meta, after time.Duration, err error) {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -154,29 +212,35 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	meta := &Meta{Status: resp.StatusCode, ServedBy: resp.Header.Get("X-Atomfed-Served-By")}
+	meta = &Meta{Status: resp.StatusCode, ServedBy: resp.Header.Get("X-Atomfed-Served-By")}
 	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Atomfed-Index"), 10, 64)
 	meta.KnownLeader = resp.Header.Get("X-Atomfed-Known-Leader") == "true"
 	if resp.StatusCode/100 != 2 {
-		return meta, decodeError(resp)
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			after = time.Duration(s) * time.Second
+		}
+		return meta, after, decodeError(resp)
 	}
 	if w, ok := out.(io.Writer); ok {
 		_, err = io.Copy(w, resp.Body)
-		return meta, err
+		return meta, 0, err
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return meta, nil
+		return meta, 0, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return meta, fmt.Errorf("decode response from %s: %w", path, err)
+		return meta, 0, fmt.Errorf("decode response from %s: %w", path, err)
 	}
-	return meta, nil
+	return meta, 0, nil
 }
 
 func decodeError(resp *http.Response) error {
@@ -202,11 +266,37 @@ func casQuery(cas *uint64) url.Values {
 // CAS returns a pointer to n, for the cas arguments below.
 func CAS(n uint64) *uint64 { return &n }
 
-// RegisterRegion creates or updates a region through the seed path.
+// RegisterRegion creates or updates a region through the seed path. With
+// a signer, the body carries the signer's public key (a first registration
+// proves possession of it) and is signed. The answer is the region, or, for
+// a gated action (a production region), the pending approval: see
+// RegisterRegionGated.
 func (c *Client) RegisterRegion(ctx context.Context, r *fsm.Region, cas *uint64) (*fsm.Region, error) {
+	reg, _, err := c.RegisterRegionGated(ctx, r, cas)
+	if err == nil && reg == nil {
+		err = &Error{Status: http.StatusAccepted, Code: "approval_pending", Message: "the registration waits for approvals"}
+	}
+	return reg, err
+}
+
+// RegisterRegionGated registers a region and returns either the region or,
+// when the policy gates it, the pending approval.
+func (c *Client) RegisterRegionGated(ctx context.Context, r *fsm.Region, cas *uint64) (*fsm.Region, *fsm.Approval, error) {
+	extra := map[string]any{}
+	if c.signer != nil {
+		extra["public_key"] = string(c.signer.PublicPEM)
+	}
+	var raw json.RawMessage
+	m, err := c.signedDo(ctx, http.MethodPost, "/region/register", casQuery(cas), r, extra, &raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Status == http.StatusAccepted {
+		var a fsm.Approval
+		return nil, &a, json.Unmarshal(raw, &a)
+	}
 	var out fsm.Region
-	_, err := c.Do(ctx, http.MethodPost, "/region/register", casQuery(cas), r, &out)
-	return &out, err
+	return &out, nil, json.Unmarshal(raw, &out)
 }
 
 // Regions lists the regions.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/atomcloud/atomfed/internal/e2e"
@@ -18,17 +20,25 @@ type Cluster struct {
 	*e2e.Cluster
 	// Dir holds the data directories; LogDir the server logs.
 	Dir, LogDir string
+	mc          *HTTP
+}
+
+func (c *Cluster) metricsClient() *HTTP {
+	if c.mc == nil {
+		c.mc = NewHTTP(1).Secure(c.Sec.TLSConfig(), e2e.Token)
+	}
+	return c.mc
 }
 
 // StartCluster starts servers processes of bin and waits for an
 // established leader.
-func StartCluster(bin string, servers int) (*Cluster, error) {
+func StartCluster(bin string, servers int, extra ...string) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "atomfed-bench-")
 	if err != nil {
 		return nil, err
 	}
 	logDir := filepath.Join(dir, "logs")
-	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers})
+	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers, Extra: extra})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -92,4 +102,37 @@ func sameHead(ctx context.Context, leader, s *e2e.ServerProc) error {
 		return fmt.Errorf("%s is at audit index %d, the leader %s at %d", s.ID(), hs.AuditIndex, leader.ID(), hl.AuditIndex)
 	}
 	return nil
+}
+
+// Term returns the highest raft term the servers report on /metrics
+// (atomfed_raft_term): it moves when a leader is elected.
+func (c *Cluster) Term(ctx context.Context) (uint64, error) {
+	var best uint64
+	var last error
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/metrics", nil)
+		if err != nil {
+			return 0, err
+		}
+		body, err := c.metricsClient().Get(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "atomfed_raft_term "); ok {
+				var t float64
+				if _, err := fmt.Sscan(v, &t); err == nil && uint64(t) > best {
+					best = uint64(t)
+				}
+			}
+		}
+	}
+	if best == 0 {
+		return 0, fmt.Errorf("no server reported its term: %v", last)
+	}
+	return best, nil
 }

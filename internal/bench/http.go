@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +37,18 @@ func NewHTTP(conns int) *HTTP {
 		ForceAttemptHTTP2:   false,
 	}
 	return &HTTP{c: &http.Client{Transport: tr}, Header: http.Header{}}
+}
+
+// Secure makes the client trust cfg's CA (https URLs) and send token as a
+// bearer token; it returns h.
+func (h *HTTP) Secure(cfg *tls.Config, token string) *HTTP {
+	if tr, ok := h.c.Transport.(*http.Transport); ok && cfg != nil {
+		tr.TLSClientConfig = cfg
+	}
+	if token != "" {
+		h.Header.Set("Authorization", "Bearer "+token)
+	}
+	return h
 }
 
 // StatusError is a non-2xx answer.
@@ -83,3 +96,24 @@ func (h *HTTP) Do(ctx context.Context, method, url string, body []byte) error {
 // CloseIdle closes idle connections (between steps, so that one step's
 // connections do not serve the next).
 func (h *HTTP) CloseIdle() { h.c.CloseIdleConnections() }
+
+// Get sends req with the client's headers and returns the whole body of a
+// 200 answer.
+func (h *HTTP) Get(req *http.Request) ([]byte, error) {
+	for k, vs := range h.Header {
+		req.Header[k] = vs
+	}
+	resp, err := h.c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &StatusError{Method: req.Method, URL: req.URL.String(), Status: resp.StatusCode, Body: string(b)}
+	}
+	return b, nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/signing"
 )
 
 // ScaleOptions shape the agent scale test.
@@ -57,6 +58,13 @@ type ScaleResult struct {
 	// that heartbeats and reports put on Raft.
 	CommitsPerSec float64
 }
+
+// The scale test's token and gossip key. Gossip is encrypted, requests
+// carry the token and agents sign their reports as in production; the
+// in-process HTTP is plaintext (TLS costs the API, not membership).
+const scaleToken = "atf_scale_test"
+
+var scaleGossipKey = []byte("atomfed-scale-test-gossip-key-32")
 
 type scaleServer struct {
 	srv  *cluster.Server
@@ -106,12 +114,14 @@ func RunScale(ctx context.Context, opts ScaleOptions) (*ScaleResult, error) {
 	}); err != nil {
 		return nil, err
 	}
-	c, err := client.New(leader().url)
-	if err != nil {
-		return nil, err
-	}
 	for r := 0; r < opts.Regions; r++ {
-		if _, err := c.RegisterRegion(ctx, &fsm.Region{Name: fmt.Sprintf("scale-%d", r), URL: servers[r%3].url}, nil); err != nil {
+		name := fmt.Sprintf("scale-%d", r)
+		key, _ := signing.NewSigner()
+		c, err := client.New(leader().url, client.WithToken(scaleToken), client.WithSigner(key))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.RegisterRegion(ctx, &fsm.Region{Name: name, URL: servers[r%3].url}, nil); err != nil {
 			return nil, fmt.Errorf("register region: %w", err)
 		}
 	}
@@ -119,11 +129,18 @@ func RunScale(ctx context.Context, opts ScaleOptions) (*ScaleResult, error) {
 	for i := 0; i < opts.Agents; i++ {
 		region := fmt.Sprintf("scale-%d", i%opts.Regions)
 		node := fmt.Sprintf("a%03d", i)
+		key, err := signing.NewSigner()
+		if err != nil {
+			return nil, err
+		}
 		a, err := cluster.NewAgent(cluster.AgentConfig{
 			NodeID: node, Region: region, DataDir: filepath.Join(opts.Dir, node),
 			SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1", Join: join, Capacity: 16,
 			Version: "scale", Executors: []cluster.Executor{cluster.NewProbeExecutor(nil, nil)},
-			NewAPI: func(s func() []string) cluster.AgentAPI { return client.NewPool(s) },
+			GossipKey: scaleGossipKey,
+			NewAPI: func(s func() []string) cluster.AgentAPI {
+				return client.NewPool(s, client.WithToken(scaleToken), client.WithSigner(key))
+			},
 			Logger: hclog.NewNullLogger(),
 		})
 		if err != nil {
@@ -238,12 +255,17 @@ func startScaleServer(dir, node string, join []string) (*scaleServer, error) {
 	cfg.NodeID, cfg.Region, cfg.DataDir = node, "scale-0", dir
 	cfg.RaftBindAddr, cfg.SerfBindAddr, cfg.HTTPAdvertiseURL = "127.0.0.1:0", "127.0.0.1:0", url
 	cfg.BootstrapExpect, cfg.Join, cfg.Registerer = 3, join, reg
+	cfg.GossipKey = scaleGossipKey
+	if cfg.Signer, err = signing.NewSigner(); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	srv, err := cluster.New(cfg)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	api := httpapi.New(httpapi.Config{Cluster: srv, Registerer: reg, Gatherer: reg, Version: "scale"})
+	api := httpapi.New(httpapi.Config{Cluster: srv, Registerer: reg, Gatherer: reg, Version: "scale", BootstrapToken: scaleToken, Signer: cfg.Signer})
 	hs := &http.Server{Handler: api.Handler()}
 	go hs.Serve(ln)
 	return &scaleServer{srv: srv, http: hs, url: url}, nil

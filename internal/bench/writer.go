@@ -43,6 +43,9 @@ type Writer struct {
 	// to a working endpoint; otherwise every attempt goes to the next
 	// server. Set the fields before Run.
 	Sticky bool
+	// Request, when set, builds the write of seq to target (another
+	// system's API); by default it is atomfed's tenant upsert.
+	Request func(target string, id string, seq uint64) (method, url string, body []byte)
 
 	mu       sync.Mutex
 	acks     []Ack
@@ -64,13 +67,12 @@ func (w *Writer) Run(ctx context.Context) {
 	target := 0
 	for seq := uint64(1); ctx.Err() == nil; seq++ {
 		id := w.Prefix + "-" + strconv.FormatUint(seq, 10)
-		body, _ := json.Marshal(map[string]any{"home_region": w.Region, "labels": map[string]string{"seq": strconv.FormatUint(seq, 10)}})
 		for ctx.Err() == nil {
-			url := w.Targets[target%len(w.Targets)] + "/v1/tenants/" + id
+			method, url, body := w.request(w.Targets[target%len(w.Targets)], id, seq)
 			target++
 			actx, cancel := context.WithTimeout(ctx, w.AttemptTimeout)
 			sent := time.Now()
-			err := w.HTTP.Do(actx, http.MethodPut, url, body)
+			err := w.HTTP.Do(actx, method, url, body)
 			cancel()
 			w.record(id, seq, sent, err)
 			if err == nil {
@@ -83,6 +85,26 @@ func (w *Writer) Run(ctx context.Context) {
 		}
 		sleep(ctx, w.Pause)
 	}
+}
+
+func (w *Writer) request(target, id string, seq uint64) (string, string, []byte) {
+	if w.Request != nil {
+		return w.Request(target, id, seq)
+	}
+	body, _ := json.Marshal(map[string]any{"home_region": w.Region, "labels": map[string]string{"seq": strconv.FormatUint(seq, 10)}})
+	return http.MethodPut, target + "/v1/tenants/" + id, body
+}
+
+// LastAckBefore returns the last write acknowledged before t.
+func (w *Writer) LastAckBefore(t time.Time) (Ack, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.acks) - 1; i >= 0; i-- {
+		if w.acks[i].Acked.Before(t) {
+			return w.acks[i], true
+		}
+	}
+	return Ack{}, false
 }
 
 func sleep(ctx context.Context, d time.Duration) {

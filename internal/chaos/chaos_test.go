@@ -129,13 +129,15 @@ func TestChaosShort(t *testing.T) {
 // TestChaosCatchesStaleReads builds atomfed with the test-only chaosbug
 // tag and shows that the suite turns red for two real consistency bugs:
 //
-//   - local-reads: every server answers linearizable reads from its own
-//     state; while a follower is cut off, reads through it return values
-//     the majority has overwritten.
-//   - no-read-barrier: the leader answers linearizable reads from a
-//     leadership flag it refreshes every 500 ms, without confirming with a
-//     quorum; a leader woken from a pause answers the reads that queued up
-//     meanwhile from its stale state before the flag catches up.
+//   - follower-local-reads: a follower answers linearizable reads from
+//     its own state without the read-index round to the leader; while a
+//     follower is cut off, reads through it return values the majority
+//     has overwritten.
+//   - no-read-barrier: a server that believes it leads answers
+//     linearizable reads from a leadership flag it refreshes every 500 ms,
+//     without confirming with a quorum; a leader woken from a pause
+//     answers the reads that queued up meanwhile from its stale state
+//     before the flag catches up.
 //
 // Porcupine must find the history illegal and write its visualisation.
 // The normal binary carries no such switch.
@@ -167,7 +169,7 @@ func TestChaosCatchesStaleReads(t *testing.T) {
 		// pause of a run loses the race.
 		rounds int
 	}{
-		{"local-reads", []string{"partition-minority", "partition-minority"}, 1},
+		{"follower-local-reads", []string{"partition-minority", "partition-minority"}, 1},
 		{"no-read-barrier", []string{"pause-leader", "pause-leader", "pause-leader"}, 6},
 	}
 	for i, tc := range cases {

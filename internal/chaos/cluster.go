@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/e2e"
 )
 
@@ -38,9 +37,6 @@ type ClusterConfig struct {
 	// TmpfsSize bytes (the disk-full nemesis fills it), or -1.
 	TmpfsNode int
 	TmpfsSize int64
-	// Token is handed to every process as FEDERATION_TOKEN and sent by
-	// every client.
-	Token string
 	// Env is added to every server's environment.
 	Env []string
 	// Seed drives the network's jitter.
@@ -71,11 +67,15 @@ func (n *Node) Paused() bool { return n.paused.Load() }
 func (n *Node) tcpPorts() []int { return []int{n.HTTPPort, n.RaftPort, n.SerfPort} }
 
 // Cluster is a set of atomfed servers (and agents) whose every link runs
-// through the fault network.
+// through the fault network. The processes run with the security a
+// federation has by default: HTTPS and mutual TLS on Raft with a
+// throwaway CA, encrypted gossip, the bootstrap token (e2e.Token), and
+// region registrations signed with the region's key.
 type Cluster struct {
 	cfg    ClusterConfig
 	Block  int
 	Net    *Network
+	Sec    *e2e.Security
 	Nodes  []*Node
 	Agents []*e2e.Proc
 	procs  *e2e.Cluster
@@ -165,6 +165,9 @@ func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 			c.Close()
 		}
 	}()
+	if c.Sec, err = e2e.NewSecurity(cfg.Dir); err != nil {
+		return c, err
+	}
 	var join []string
 	for i := 0; i < cfg.Servers; i++ {
 		n, err := c.newNode(i)
@@ -219,22 +222,21 @@ func (c *Cluster) newNode(i int) (*Node, error) {
 	sc := e2e.ServerConfig{
 		Node: name, Region: e2e.Regions[i%len(e2e.Regions)], DataDir: filepath.Join(c.cfg.Dir, name),
 		HTTPAddr: hp(bind, ports[0]), RaftAddr: hp(bind, ports[1]), SerfAddr: hp(bind, ports[2]),
-		HTTPAdvertise: "http://" + hp(proxy, ports[0]), RaftAdvertise: hp(proxy, ports[1]), SerfAdvertise: hp(proxy, ports[2]),
+		HTTPAdvertise: "https://" + hp(proxy, ports[0]), RaftAdvertise: hp(proxy, ports[1]), SerfAdvertise: hp(proxy, ports[2]),
 		BootstrapExpect: c.cfg.Servers,
 		Extra:           []string{"--raft-multiplier", strconv.Itoa(c.cfg.RaftMultiplier)},
 	}
-	sp, err := e2e.NewServerProc(c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs"), sc)
+	// The server's own client (sp.Client) goes to its bind address: the
+	// harness observes, it is not a client under test.
+	sp, err := e2e.NewServerProc(c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs"), sc, c.Sec)
 	if err != nil {
 		return nil, err
 	}
-	sp.Env = append([]string{"FEDERATION_TOKEN=" + c.cfg.Token}, c.cfg.Env...)
-	if sp.Client, err = client.New(sp.URL, client.WithToken(c.cfg.Token)); err != nil {
-		return nil, err
-	}
+	sp.Env = append(sp.Env, c.cfg.Env...)
 	n := &Node{
 		ServerProc: sp, Index: i, BindIP: bind, ProxyIP: proxy,
 		HTTPPort: ports[0], RaftPort: ports[1], SerfPort: ports[2],
-		ProxyURL: "http://" + hp(proxy, ports[0]),
+		ProxyURL: "https://" + hp(proxy, ports[0]),
 	}
 	c.Net.AddEndpoint(name, bind)
 	if n.Proxy, err = c.Net.AddProxy(name, proxy, bind, n.tcpPorts(), []int{n.SerfPort}); err != nil {
@@ -258,12 +260,16 @@ func (c *Cluster) startAgent(i int, join []string) error {
 	name := fmt.Sprintf("a%d", i+1)
 	region := e2e.Regions[(i%c.cfg.Servers)%len(e2e.Regions)]
 	hp := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
-	args := []string{"agent", "--node", name, "--region", region, "--data-dir", filepath.Join(c.cfg.Dir, name),
-		"--http-addr", hp(bind, httpPort), "--http-advertise", "http://" + hp(proxy, httpPort),
+	flags, err := c.Sec.NodeFlags(name, false, bind, proxy)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"agent", "--node", name, "--region", region, "--data-dir", filepath.Join(c.cfg.Dir, name),
+		"--http-addr", hp(bind, httpPort), "--http-advertise", "https://" + hp(proxy, httpPort),
 		"--serf-addr", hp(bind, serfPort), "--serf-advertise", hp(proxy, serfPort),
-		"--join", strings.Join(join, ",")}
+		"--join", strings.Join(join, ",")}, flags...)
 	p := e2e.NewProc(name, c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs", name+".log"), args...)
-	p.Env = []string{"FEDERATION_TOKEN=" + c.cfg.Token}
+	p.Env = c.Sec.Env()
 	c.Net.AddEndpoint(name, bind)
 	if _, err := c.Net.AddProxy(name, proxy, bind, []int{httpPort, serfPort}, []int{serfPort}); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/e2e"
 )
 
 // RunConfig shapes one chaos run: a fresh cluster, clients, faults for
@@ -54,11 +55,9 @@ type RunConfig struct {
 	// needs before its first fault to count.
 	CheckTimeout time.Duration
 	MinOpsPerSec float64
-	// Token is every process's FEDERATION_TOKEN; Env is added to the
-	// servers' environment.
-	Token string
-	Env   []string
-	Logf  func(format string, args ...any)
+	// Env is added to the servers' environment.
+	Env  []string
+	Logf func(format string, args ...any)
 }
 
 func (c *RunConfig) defaults() {
@@ -88,9 +87,6 @@ func (c *RunConfig) defaults() {
 	}
 	if c.MinOpsPerSec == 0 {
 		c.MinOpsPerSec = 100
-	}
-	if c.Token == "" {
-		c.Token = "chaos-token"
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -175,7 +171,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 
 	cc := ClusterConfig{
 		Bin: cfg.Bin, Dir: cfg.Dir, Servers: cfg.Servers, Agents: cfg.Agents, RaftMultiplier: 1,
-		TmpfsNode: -1, TmpfsSize: 64 << 20, Token: cfg.Token, Env: cfg.Env, Seed: rng.Uint64(), Logf: cfg.Logf,
+		TmpfsNode: -1, TmpfsSize: 64 << 20, Env: cfg.Env, Seed: rng.Uint64(), Logf: cfg.Logf,
 	}
 	if cfg.WAN {
 		cc.RaftMultiplier = 2
@@ -206,7 +202,8 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	}
 
 	wcfg := cfg.Workload
-	wcfg.Seed, wcfg.Token, wcfg.ClientIP = rng.Uint64(), cfg.Token, ipOf(c.Block, subnetClient, 1)
+	wcfg.Seed, wcfg.ClientIP = rng.Uint64(), ipOf(c.Block, subnetClient, 1)
+	wcfg.Token, wcfg.TLS = e2e.Token, c.Sec.TLSConfig()
 	w, err := NewWorkload(wcfg, names(c.Nodes), c.ProxyURLs())
 	if err != nil {
 		return res, err
@@ -420,8 +417,13 @@ func registerRegion(ctx context.Context, c *Cluster, name string) error {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		l, err := c.Leader(rctx)
+		var rc *client.Client
 		if err == nil {
-			_, err = l.Client.RegisterRegion(rctx, &fsm.Region{Name: name, URL: "https://" + name + ".example.com"}, nil)
+			// A registration is signed with the region's own key.
+			rc, err = c.Sec.SigningClient(l.URL, name)
+		}
+		if err == nil {
+			_, err = rc.RegisterRegion(rctx, &fsm.Region{Name: name, URL: "https://" + name + ".example.com"}, nil)
 		}
 		cancel()
 		if err == nil {

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -45,8 +46,10 @@ type WorkloadConfig struct {
 	// Seed drives each worker's choices.
 	Seed uint64
 	// Token is sent by every request; ClientIP is the source address of
-	// every client connection.
+	// every client connection; TLS is the client side of HTTPS (the
+	// federation CA).
 	Token, ClientIP string
+	TLS             *tls.Config
 }
 
 func (c *WorkloadConfig) defaults() {
@@ -121,6 +124,7 @@ func NewWorkload(cfg WorkloadConfig, names, urls []string) (*Workload, error) {
 	}
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext:         d.DialContext,
+		TLSClientConfig:     cfg.TLS,
 		MaxIdleConns:        cfg.Workers,
 		MaxIdleConnsPerHost: cfg.Workers,
 		IdleConnTimeout:     30 * time.Second,

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // AgentProc is an `atomfed agent` process.
@@ -17,11 +19,12 @@ type AgentProc struct {
 	Node, Region, DataDir string
 	// URL is the base URL of the agent's own HTTP endpoints.
 	URL string
+	sec *Security
 }
 
 // NewAgentProc prepares (but does not start) an agent that joins the given
 // Serf addresses. Its log is logDir/<node>.log.
-func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, error), join []string, extra ...string) (*AgentProc, error) {
+func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, error), join []string, sec *Security, extra ...string) (*AgentProc, error) {
 	httpPort, err := uniquePort(port)
 	if err != nil {
 		return nil, err
@@ -31,13 +34,16 @@ func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, e
 		return nil, err
 	}
 	dir := filepath.Join(dataDir, node)
+	flags, err := sec.NodeFlags(node, false)
+	if err != nil {
+		return nil, err
+	}
 	args := append([]string{"agent", "--node", node, "--region", region, "--data-dir", dir,
 		"--http-addr", loopback(httpPort), "--serf-addr", loopback(serfPort),
-		"--join", strings.Join(join, ",")}, extra...)
-	return &AgentProc{
-		Proc: NewProc(node, bin, filepath.Join(logDir, node+".log"), args...),
-		Node: node, Region: region, DataDir: dir, URL: "http://" + loopback(httpPort),
-	}, nil
+		"--join", strings.Join(join, ",")}, append(flags, extra...)...)
+	p := NewProc(node, bin, filepath.Join(logDir, node+".log"), args...)
+	p.Env = sec.Env()
+	return &AgentProc{Proc: p, Node: node, Region: region, DataDir: dir, URL: "https://" + loopback(httpPort), sec: sec}, nil
 }
 
 // SerfAddrs returns the Serf addresses of the cluster's servers.
@@ -100,7 +106,11 @@ func (a *AgentProc) get(ctx context.Context, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: a.sec.CAPath}, "")
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Do(req)
 	if err != nil {
 		return "", err
 	}

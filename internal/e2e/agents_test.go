@@ -39,7 +39,7 @@ func startFederation(t *testing.T) *federation {
 		region := e2e.Regions[i]
 		register(t, c, &fsm.Region{Name: region, URL: s.URL})
 		for j := 1; j <= 2; j++ {
-			a, err := e2e.NewAgentProc(atomfedBin, logs, data, fmt.Sprintf("%s-a%d", region, j), region, port, c.SerfAddrs())
+			a, err := e2e.NewAgentProc(atomfedBin, logs, data, fmt.Sprintf("%s-a%d", region, j), region, port, c.SerfAddrs(), c.Sec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +65,7 @@ func startFederation(t *testing.T) *federation {
 func register(t *testing.T, c *e2e.Cluster, r *fsm.Region) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, func() error {
-		_, err := waitLeader(t, c).Client.RegisterRegion(ctx(t, 5*time.Second), r, nil)
+		_, err := c.Sec.MustSigningClient(waitLeader(t, c).URL, r.Name).RegisterRegion(ctx(t, 5*time.Second), r, nil)
 		if err != nil && client.StatusOf(err) != 503 && client.StatusOf(err) != 0 {
 			t.Fatalf("register %s: %v", r.Name, err)
 		}
@@ -202,7 +202,7 @@ func TestAgentsMultiProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitLeader(t, f.Cluster)
-		after := f.assignmentsWithPending(t)
+		after := f.assignmentsWithPending(t, fsm.ProbeTaskID("sa-east"))
 		for id, tk := range before {
 			if after[id] == nil || after[id].Agent != tk.Agent || after[id].Generation != tk.Generation {
 				t.Fatalf("task %s changed across the leader kill: %+v -> %+v", id, tk, after[id])
@@ -284,7 +284,7 @@ func TestAgentsMultiProcess(t *testing.T) {
 
 // assignmentsWithPending returns every task once the placed ones run,
 // failing on duplicates.
-func (f *federation) assignmentsWithPending(t *testing.T) map[string]*fsm.Task {
+func (f *federation) assignmentsWithPending(t *testing.T, wantIDs ...string) map[string]*fsm.Task {
 	t.Helper()
 	out := map[string]*fsm.Task{}
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -305,6 +305,11 @@ func (f *federation) assignmentsWithPending(t *testing.T) map[string]*fsm.Task {
 				return fmt.Errorf("task %s: agent %q status %s", tk.ID, tk.Agent, tk.Status)
 			}
 			out[tk.ID] = tk
+		}
+		for _, want := range wantIDs {
+			if out[want] == nil {
+				return fmt.Errorf("task %s not created yet", want)
+			}
 		}
 		return nil
 	})

@@ -65,14 +65,32 @@ type ServerProc struct {
 
 // NewServerProc prepares (but does not start) a server whose log is
 // logDir/<node>.log.
-func NewServerProc(bin, logDir string, cfg ServerConfig) (*ServerProc, error) {
-	url := "http://" + cfg.HTTPAddr
-	c, err := client.New(url)
+func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*ServerProc, error) {
+	url := "https://" + cfg.HTTPAddr
+	flags, err := sec.NodeFlags(cfg.Node, true, cfg.certIPs()...)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Extra = append(append([]string(nil), cfg.Extra...), flags...)
+	c, err := sec.Client(url)
 	if err != nil {
 		return nil, err
 	}
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
+	p.Env = sec.Env()
 	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c}, nil
+}
+
+// certIPs are the addresses a server's certificate must name: the HTTP
+// bind address and the advertised addresses peers and clients dial.
+func (c ServerConfig) certIPs() []string {
+	var ips []string
+	for _, hp := range []string{c.HTTPAddr, c.RaftAdvertise, c.SerfAdvertise, strings.TrimPrefix(strings.TrimPrefix(c.HTTPAdvertise, "https://"), "http://")} {
+		if host, _, err := net.SplitHostPort(hp); err == nil && net.ParseIP(host) != nil {
+			ips = append(ips, host)
+		}
+	}
+	return ips
 }
 
 // ID returns the server's node name (its Raft server id).
@@ -108,7 +126,9 @@ var Regions = []string{"us-east", "eu-west", "ap-south", "us-west", "eu-north"}
 // Cluster is a set of server processes that bootstrap one Raft cluster.
 type Cluster struct {
 	Servers []*ServerProc
-	opts    ClusterOptions
+	// Sec is the cluster's TLS, token and key material.
+	Sec  *Security
+	opts ClusterOptions
 }
 
 // NewCluster prepares the servers (node names s1..sN, regions from Regions,
@@ -137,7 +157,11 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 		}
 		join = append(join, loopback(ps[i].serf))
 	}
-	c := &Cluster{opts: o}
+	sec, err := NewSecurity(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: o, Sec: sec}
 	for i, p := range ps {
 		node := fmt.Sprintf("s%d", i+1)
 		cfg := ServerConfig{
@@ -145,7 +169,7 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 			HTTPAddr: loopback(p.http), RaftAddr: loopback(p.raft), SerfAddr: loopback(p.serf),
 			BootstrapExpect: o.Servers, Join: join, Extra: o.Extra,
 		}
-		s, err := NewServerProc(o.Bin, o.LogDir, cfg)
+		s, err := NewServerProc(o.Bin, o.LogDir, cfg, sec)
 		if err != nil {
 			return nil, err
 		}
@@ -404,7 +428,8 @@ func (c *Cluster) CleanupOnExit(t TB) {
 }
 
 // BuildBinary builds cmd/atomfed into dir with `go build` and returns its
-// path. It must run inside the module (tests and `go run` do).
+// path. It must run inside the module (tests and `go run` do). The binary
+// carries the git commit (GitCommit) as `make build` stamps it.
 func BuildBinary(dir, version string) (string, error) {
 	return BuildBinaryTags(dir, version)
 }
@@ -413,12 +438,19 @@ func BuildBinary(dir, version string) (string, error) {
 // binary with the test-only chaosbug tag).
 func BuildBinaryTags(dir, version string, tags ...string) (string, error) {
 	out := filepath.Join(dir, "atomfed")
+	ldflags := ""
+	if version != "" {
+		ldflags = "-X main.version=" + version
+	}
+	if c := GitCommit(); c != "" {
+		ldflags += " -X main.commit=" + c
+	}
 	args := []string{"build", "-o", out}
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
-	if version != "" {
-		args = append(args, "-ldflags", "-X main.version="+version)
+	if ldflags != "" {
+		args = append(args, "-ldflags", strings.TrimSpace(ldflags))
 	}
 	args = append(args, "github.com/atomcloud/atomfed/cmd/atomfed")
 	cmd := exec.Command("go", args...)
@@ -426,4 +458,19 @@ func BuildBinaryTags(dir, version string, tags ...string) (string, error) {
 		return "", fmt.Errorf("go build atomfed: %v\n%s", err, b)
 	}
 	return out, nil
+}
+
+// GitCommit returns the commit of the working tree as `make build` stamps
+// it (HEAD, with "-dirty" when tracked files differ from it), or "" outside
+// a git checkout.
+func GitCommit() string {
+	b, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(b))
+	if exec.Command("git", "diff", "--quiet", "HEAD", "--").Run() != nil {
+		c += "-dirty"
+	}
+	return c
 }

@@ -39,7 +39,7 @@ func TestThreeProcessesFormACluster(t *testing.T) {
 	}
 
 	follower := c.Others(leader)[0]
-	registerRegion(t, follower, "us-east")
+	registerRegion(t, c, follower, "us-east")
 	want := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Labels: map[string]string{"plan": "gold"}}
 	put, err := follower.Client.PutTenant(ctx(t, 10*time.Second), want, nil)
 	if err != nil {
@@ -58,13 +58,11 @@ func TestThreeProcessesFormACluster(t *testing.T) {
 		if got.ModifyIndex != put.ModifyIndex || got.Labels["plan"] != "gold" || got.HomeRegion != "us-east" {
 			t.Errorf("linearizable GET via %s = %+v, want the write at index %d", s.ID(), got, put.ModifyIndex)
 		}
-		if meta.ServedBy != leader.ID() {
-			// Only the leader answers a linearizable read; tolerate a
-			// leadership change on a busy machine, nothing else.
-			cur, err := c.Leader(ctx(t, 10*time.Second))
-			if err != nil || cur.ID() != meta.ServedBy {
-				t.Errorf("linearizable GET via %s was served by %q, which is not the leader %s (now: %v)", s.ID(), meta.ServedBy, leader.ID(), describe(cur, err))
-			}
+		if meta.ServedBy != s.ID() && meta.ServedBy != leader.ID() {
+			// A linearizable read is served by the server asked (a
+			// follower after a read-index round with the leader), or by
+			// the leader when the follower has not learnt of the commit.
+			t.Errorf("linearizable GET via %s was served by %q", s.ID(), meta.ServedBy)
 		}
 		if meta.Index < put.ModifyIndex {
 			t.Errorf("linearizable GET via %s reflects index %d, before the write at %d", s.ID(), meta.Index, put.ModifyIndex)

@@ -17,7 +17,7 @@ import (
 // returned stop function is called (or the test ends).
 func startWriter(t *testing.T, c *e2e.Cluster, prefix, region string, configure ...func(*bench.Writer)) (*bench.Writer, func()) {
 	t.Helper()
-	w := bench.NewWriter(bench.NewHTTP(4), c.URLs(), prefix, region)
+	w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), c.URLs(), prefix, region)
 	for _, f := range configure {
 		f(w)
 	}
@@ -46,7 +46,7 @@ func TestKillLeaderUnderWrites(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
 	leader := waitLeader(t, c)
-	registerRegion(t, leader, "us-east")
+	registerRegion(t, c, leader, "us-east")
 
 	w, stop := startWriter(t, c, "w", "us-east")
 	if err := w.WaitAcks(ctx(t, 30*time.Second), 100); err != nil {
@@ -119,7 +119,7 @@ func TestPausedLeaderIsReplaced(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
 	leader := waitLeader(t, c)
-	registerRegion(t, leader, "us-east")
+	registerRegion(t, c, leader, "us-east")
 
 	// A paused server accepts connections but never answers: the client
 	// gives up on it after a second and sticks to the next server that
@@ -204,7 +204,7 @@ func TestSIGTERMLeavesGracefully(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
 	leader := waitLeader(t, c)
-	registerRegion(t, leader, "us-east")
+	registerRegion(t, c, leader, "us-east")
 
 	follower := c.Others(leader)[0]
 	termAt := time.Now()

@@ -79,9 +79,9 @@ func ctx(t *testing.T, d time.Duration) context.Context {
 }
 
 // registerRegion registers the region every tenant of these tests lives in.
-func registerRegion(t *testing.T, s *e2e.ServerProc, name string) {
+func registerRegion(t *testing.T, c *e2e.Cluster, s *e2e.ServerProc, name string) {
 	t.Helper()
-	_, err := s.Client.RegisterRegion(ctx(t, 10*time.Second), &fsm.Region{Name: name, URL: "http://" + name + ".example.com:8401"}, nil)
+	_, err := c.Sec.MustSigningClient(s.URL, name).RegisterRegion(ctx(t, 10*time.Second), &fsm.Region{Name: name, URL: "http://" + name + ".example.com:8401"}, nil)
 	if err != nil {
 		t.Fatalf("register region %s via %s: %v", name, s.ID(), err)
 	}

@@ -9,10 +9,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -62,6 +64,7 @@ func GenerateKeyPair(password []byte) (*KeyPair, error) {
 // Signer signs with a private key.
 type Signer struct {
 	sv        *signature.ECDSASignerVerifier
+	priv      crypto.PrivateKey
 	KeyID     string
 	PublicPEM []byte
 }
@@ -101,7 +104,7 @@ func ParseSigner(pemBytes, password []byte) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{sv: sv, KeyID: id, PublicPEM: pub}, nil
+	return &Signer{sv: sv, priv: priv, KeyID: id, PublicPEM: pub}, nil
 }
 
 // Sign returns the base64 signature of body, the value of the
@@ -162,4 +165,32 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256(der)
 	return hex.EncodeToString(sum[:16]), nil
+}
+
+// NewSigner makes a fresh ECDSA P-256 signer in memory, without the cost of
+// encrypting a key file (tests and throwaway dev keys).
+func NewSigner() (*Signer, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSigner(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil)
+}
+
+// PrivatePEM returns the signer's private key as unencrypted PKCS#8 PEM,
+// for throwaway dev keys only.
+func (s *Signer) PrivatePEM() ([]byte, error) {
+	priv, ok := s.priv.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, ErrBadKey
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }

@@ -1,6 +1,8 @@
 package signing
 
 import (
+	"bytes"
+	"crypto"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -9,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 func TestSignVerifyRoundTrip(t *testing.T) {
@@ -123,4 +128,36 @@ func TestOpenSSLInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("dgst", "-sha256", "-verify", pub, "-signature", sigf, body)
+}
+
+// TestCosignSignBlobPath signs a body the way `cosign sign-blob --key`
+// does with a key made by our keygen (cosign's encrypted format): load the
+// PEM with cryptoutils.UnmarshalPEMToPrivateKey and the password, wrap it
+// with signature.LoadSignerVerifier(SHA-256), sign the raw bytes, print
+// base64. atomfed must accept that signature.
+func TestCosignSignBlobPath(t *testing.T) {
+	kp, err := GenerateKeyPair([]byte("cosign-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(kp.PrivatePEM, cryptoutils.StaticPasswordFunc([]byte("cosign-pw")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"name":"eu-west","url":"https://eu-west.example.com","key_id":"` + kp.KeyID + `","timestamp":"2026-11-26T00:00:00Z","nonce":"n-0123456789"}`)
+	raw, err := sv.SignMessage(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ParsePublicKey(kp.PublicPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Verify(body, base64.StdEncoding.EncodeToString(raw)); err != nil {
+		t.Fatalf("a cosign sign-blob signature was refused: %v", err)
+	}
 }

@@ -25,6 +25,14 @@ var (
 	ErrBusy = errors.New("raft is busy: the command was not applied")
 	// ErrShuttingDown means the server is stopping.
 	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrFollowerBehind means a follower has not yet applied the leader's
+	// read index (it learns commits with the next replication round): the
+	// read should be answered by the leader instead. Nothing was read.
+	ErrFollowerBehind = errors.New("this follower has not applied the leader's commit index yet")
+	// ErrForwardUnsupported means the leader does not serve the forwarding
+	// RPC (an older server, during a rolling upgrade): proxy the request
+	// to it over HTTP instead. Nothing was sent.
+	ErrForwardUnsupported = errors.New("the leader does not serve the forwarding RPC")
 	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
 	ErrBadSnapshot = errors.New("bad snapshot archive")
 )
@@ -42,6 +50,8 @@ type Peer struct {
 	Region   string `json:"region,omitempty"`
 	HTTP     string `json:"http,omitempty"`
 	Status   string `json:"serf_status,omitempty"`
+	// Protocol is the protocol version the server gossips (0: unknown).
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // Member is one Serf member: a server or a region agent.
@@ -89,6 +99,10 @@ type Health struct {
 	AuditHead   string `json:"audit_head"`
 	AuditIndex  uint64 `json:"audit_index"`
 	Version     string `json:"version"`
+	// SimulationMode is true when the node runs in SIMULATION_MODE;
+	// Simulation says why and which parts are simulated.
+	SimulationMode bool        `json:"simulation_mode"`
+	Simulation     *Simulation `json:"simulation,omitempty"`
 }
 
 // ErrorBody is the error envelope every endpoint uses.
@@ -129,4 +143,24 @@ type TaskStatus struct {
 	Status string // "running", "failing" or "succeeded"
 	Result any    // marshalled to JSON; at most 16 KiB
 	Error  string
+}
+
+// Replication metric names, shared by the agents (measured) and the servers
+// (exported from task results) so that one dashboard reads either.
+const (
+	MetricReplicationLagSeconds = "atomfed_replication_lag_seconds"
+	MetricReplicationLagBytes   = "atomfed_replication_lag_bytes"
+	MetricGlobalSyncLagSeconds  = "atomfed_global_sync_lag_seconds"
+	MetricGlobalSyncLagBytes    = "atomfed_global_sync_lag_bytes"
+	MetricReplicationError      = "atomfed_replication_error"
+	MetricSchemaDrift           = "atomfed_replication_schema_drift"
+)
+
+// ForwardResult is the leader's answer to a command forwarded by a
+// follower: the raft index, a business rejection, or the stored value as
+// JSON.
+type ForwardResult struct {
+	Index uint64
+	Err   error
+	Value []byte
 }

@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -24,7 +25,16 @@ type AgentNode struct {
 	Reg    *prometheus.Registry
 
 	cfg     cluster.AgentConfig
+	opts    AgentOptions
 	running bool
+}
+
+// AgentOptions add to what AddAgent starts: more executors (built on every
+// start with the agent's fresh registry) and a region database endpoint
+// the agent reports.
+type AgentOptions struct {
+	Executors func(reg prometheus.Registerer) ([]cluster.Executor, error)
+	Database  *fsm.DatabaseEndpoint
 }
 
 // AgentMemberlist returns the gossip settings of test agents: fast enough
@@ -46,13 +56,23 @@ const AgentHeartbeat = 500 * time.Millisecond
 // executor.
 func (c *Cluster) AddAgent(id, region string) *AgentNode {
 	c.t.Helper()
-	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id)}
+	return c.AddAgentWith(id, region, AgentOptions{})
+}
+
+// AddAgentWith starts a region agent with the probe executor and what o
+// adds.
+func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
+	c.t.Helper()
+	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id), opts: o}
 	n.cfg = cluster.AgentConfig{
 		NodeID: id, Region: region, DataDir: n.Dir,
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
-		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat,
-		NewAPI: func(servers func() []string) cluster.AgentAPI { return client.NewPool(servers) },
+		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat, Database: o.Database,
+		GossipKey: c.sec.gossipKey,
+		NewAPI: func(servers func() []string) cluster.AgentAPI {
+			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
+		},
 		Logger: c.logger(id),
 	}
 	if err := c.startAgent(n); err != nil {
@@ -68,7 +88,14 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.Reg = prometheus.NewRegistry()
 	cfg := n.cfg
 	cfg.Registerer = n.Reg
-	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, nil)}
+	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
+	if n.opts.Executors != nil {
+		more, err := n.opts.Executors(n.Reg)
+		if err != nil {
+			return err
+		}
+		cfg.Executors = append(cfg.Executors, more...)
+	}
 	// Other live members to join through, in case the first server is down.
 	cfg.Join = nil
 	for _, s := range c.Running() {
@@ -128,6 +155,17 @@ func (c *Cluster) Settle() {
 		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })
 		if plan != nil {
 			return fmt.Errorf("scheduler has a pending plan: %+v", plan)
+		}
+		var missingKey string
+		l.Server.FSM().Read(func(s *fsm.State) {
+			for _, n := range c.Running() {
+				if s.Members[n.ID] == nil {
+					missingKey = n.ID
+				}
+			}
+		})
+		if missingKey != "" {
+			return fmt.Errorf("the leader has not recorded %s's server key yet", missingKey)
 		}
 		want := l.Server.FSM().Index()
 		for _, n := range c.Running() {

@@ -5,6 +5,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
@@ -38,6 +40,17 @@ type Options struct {
 	// LogOutput, when set, receives every server's log instead of stderr,
 	// so that a test can wait for a line (see LogBuffer).
 	LogOutput io.Writer
+	// GatedPolicy keeps the default approval policy (two approvers for
+	// production registrations, deregistrations and key revocations). By
+	// default test clusters gate nothing, so that tests about other things
+	// can change regions directly.
+	GatedPolicy bool
+	// Now, when set, is the clock the servers stamp commands with (tests of
+	// expiry move it forward).
+	Now func() time.Time
+	// Simulation, when set, is every server's SIMULATION_MODE evaluation
+	// (shown in /health, /global-status and /v1/policy/status).
+	Simulation *structs.Simulation
 }
 
 // Cluster is a running in-process cluster.
@@ -47,6 +60,7 @@ type Cluster struct {
 	mu     sync.Mutex
 	Nodes  []*Node
 	Agents []*AgentNode
+	sec    *security
 }
 
 // Node is one server of a test cluster with its HTTP API.
@@ -59,7 +73,10 @@ type Node struct {
 	Client *client.Client
 	Reg    *prometheus.Registry
 
+	c        *Cluster
 	cfg      *cluster.Config
+	httpTLS  *tls.Config
+	fwdTLS   *tls.Config
 	inflight *inflight
 	http     *http.Server
 	httpAddr string
@@ -67,11 +84,14 @@ type Node struct {
 	running  bool
 }
 
-// TestTimings are the raft timings of test clusters.
+// TestTimings are the raft timings of test clusters: short enough that
+// elections take well under a second, long enough that a loaded two-core
+// machine running several suites under -race (with TLS everywhere) does not
+// starve a leader past its lease.
 var TestTimings = cluster.RaftTimings{
-	HeartbeatTimeout:   50 * time.Millisecond,
-	ElectionTimeout:    50 * time.Millisecond,
-	LeaderLeaseTimeout: 50 * time.Millisecond,
+	HeartbeatTimeout:   300 * time.Millisecond,
+	ElectionTimeout:    300 * time.Millisecond,
+	LeaderLeaseTimeout: 300 * time.Millisecond,
 	CommitTimeout:      5 * time.Millisecond,
 }
 
@@ -99,6 +119,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	// must come before Shutdown's cleanup so that it runs after it (cleanups
 	// run last-in first-out) and never races a node still writing.
 	t.TempDir()
+	c.sec = newSecurity(t)
 	t.Cleanup(c.Shutdown)
 	var join []string
 	for i := 0; i < opts.Servers; i++ {
@@ -108,6 +129,10 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c.WaitLeader()
+	if !opts.GatedPolicy {
+		c.ungatePolicy()
+	}
+	c.Settle() // server keys recorded: tests start from a quiet state
 	return c
 }
 
@@ -145,10 +170,17 @@ func (c *Cluster) newNode(i, expect int, join []string) *Node {
 	cfg.Memberlist = TestMemberlist()
 	cfg.DeadServerCleanupAfter = 0
 	cfg.ReconcileInterval = 2 * time.Second
+	cfg.GossipKey = c.sec.gossipKey
+	cfg.Signer = c.Signer(id)
+	cfg.Now = c.opts.Now
 	if c.opts.Configure != nil {
 		c.opts.Configure(i, cfg)
 	}
-	n := &Node{ID: id, Index: i, Dir: dir, cfg: cfg, httpAddr: "127.0.0.1:0"}
+	n := &Node{ID: id, Index: i, Dir: dir, c: c, cfg: cfg, httpAddr: "127.0.0.1:0"}
+	var err error
+	if n.httpTLS, cfg.TLS, n.fwdTLS, err = c.sec.serverTLS(id); err != nil {
+		c.t.Fatalf("TLS for %s: %v", id, err)
+	}
 	if err := c.start(n); err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
@@ -184,7 +216,8 @@ func (c *Cluster) start(n *Node) error {
 		return err
 	}
 	n.httpAddr = ln.Addr().String()
-	n.URL = "http://" + n.httpAddr
+	n.URL = "https://" + n.httpAddr
+	ln = tls.NewListener(ln, n.httpTLS)
 	n.Reg = prometheus.NewRegistry()
 	cfg := *n.cfg
 	cfg.HTTPAdvertiseURL = n.URL
@@ -198,16 +231,18 @@ func (c *Cluster) start(n *Node) error {
 	// Pin the ports for restarts.
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
-	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test"})
+	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test",
+		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, Token: Token, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
 	}
-	n.http = &http.Server{Handler: n.inflight.wrap(api.Handler()), BaseContext: func(net.Listener) context.Context { return base }}
+	n.http = &http.Server{Handler: n.inflight.wrap(api.Handler()), BaseContext: func(net.Listener) context.Context { return base },
+		ErrorLog: cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	n.cancel = cancel
 	go n.http.Serve(ln)
 	n.Server = srv
-	n.Client, _ = client.New(n.URL)
+	n.Client = c.NewClient(n)
 	n.running = true
 	return nil
 }
@@ -253,6 +288,16 @@ func (c *Cluster) Restart(n *Node) {
 	if err != nil {
 		c.t.Fatalf("restart %s: %v", n.ID, err)
 	}
+}
+
+// Reconfigure changes a stopped node's config for its next Restart (an
+// upgrade to a new build, in tests of rolling upgrades).
+func (c *Cluster) Reconfigure(n *Node, fn func(*cluster.Config)) {
+	c.t.Helper()
+	if n.running {
+		c.t.Fatalf("reconfigure %s: still running", n.ID)
+	}
+	fn(n.cfg)
 }
 
 // Running returns the nodes that are up.

@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"sync"
+	"time"
+
+	"github.com/atomcloud/atomfed/fsm"
+)
+
+// ProtocolVersion is what this build speaks, gossiped in the "vsn" tag.
+//
+//	1: commands as JSON; followers proxy writes and linearizable reads to
+//	   the leader over HTTP.
+//	2: commands as MessagePack (fsm.CodecMsgpack); followers send writes
+//	   and read-index requests to the leader over the forwarding RPC.
+//
+// During a rolling upgrade the cluster speaks the lowest version among the
+// servers in its raft configuration: commands stay JSON until every server
+// that applies the log can read MessagePack, and a follower uses the RPC
+// only with a leader that serves it. So servers can be upgraded one at a
+// time, in any order.
+const ProtocolVersion = 2
+
+const (
+	protocolMsgpack    = 2
+	protocolForwardRPC = 2
+)
+
+// protocolCache is the cluster's protocol view, recomputed at most once a
+// second (it reads the raft configuration and the Serf member list).
+type protocolCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	min    int    // lowest version among the servers in the configuration
+	leader string // leader id the view was computed for
+	lead   int    // the leader's version, 0 when unknown
+}
+
+// protocol returns the version this server advertises (tests pin older
+// ones through Config.Protocol).
+func (s *Server) protocol() int {
+	if s.cfg.Protocol > 0 {
+		return s.cfg.Protocol
+	}
+	return ProtocolVersion
+}
+
+// Protocols returns the protocol version the cluster speaks (the lowest
+// among the servers in the raft configuration) and the leader's, as this
+// server sees them (refreshed every second).
+func (s *Server) Protocols() (cluster, leader int) { return s.protocols() }
+
+// protocols returns the lowest protocol version of the servers in the raft
+// configuration (a server Serf does not know counts as 1) and the leader's
+// (0 when no leader is known).
+func (s *Server) protocols() (min, leader int) {
+	_, lid := s.raft.LeaderWithID()
+	c := &s.proto
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < time.Second && c.leader == string(lid) {
+		return c.min, c.lead
+	}
+	versions := map[string]int{}
+	for _, sm := range s.serverMembers() {
+		versions[sm.ID] = sm.Protocol
+	}
+	versions[s.cfg.NodeID] = s.protocol()
+	min = s.protocol()
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			v, ok := versions[string(srv.ID)]
+			if !ok {
+				v = 1
+			}
+			if v < min {
+				min = v
+			}
+		}
+	}
+	leader = 0
+	if lid != "" {
+		leader = versions[string(lid)]
+	}
+	c.at, c.min, c.leader, c.lead = time.Now(), min, string(lid), leader
+	return min, leader
+}
+
+// encode encodes a command with the codec every server can read.
+func (s *Server) encode(t fsm.MessageType, body any) ([]byte, error) {
+	codec := fsm.CodecMsgpack
+	if min, _ := s.protocols(); min < protocolMsgpack {
+		codec = fsm.CodecJSON
+	}
+	return fsm.EncodeWith(codec, t, body)
+}
+
+// leaderServesRPC reports whether the current leader serves the forwarding
+// RPC.
+func (s *Server) leaderServesRPC() bool {
+	_, leader := s.protocols()
+	return leader >= protocolForwardRPC
+}

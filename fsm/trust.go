@@ -1,0 +1,242 @@
+package fsm
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/atomcloud/atomfed/internal/signing"
+)
+
+// Member kinds: who a key belongs to.
+const (
+	MemberRegion   = "region"   // a region's registration key
+	MemberAgent    = "agent"    // a region agent's key
+	MemberApprover = "approver" // a person or system that approves actions
+	MemberServer   = "server"   // an atomfed server's key (signs trust bundles)
+)
+
+var validMemberKind = map[string]bool{MemberRegion: true, MemberAgent: true, MemberApprover: true, MemberServer: true}
+
+// Token roles. operator may do everything; approver may read and vote on
+// approvals; agent may read and do what agents do (report, leave, register
+// its own key); reader may only read.
+const (
+	RoleOperator = "operator"
+	RoleApprover = "approver"
+	RoleAgent    = "agent"
+	RoleReader   = "reader"
+)
+
+// ValidRole reports whether r is a token role.
+func ValidRole(r string) bool {
+	return r == RoleOperator || r == RoleApprover || r == RoleAgent || r == RoleReader
+}
+
+// Table names of the trust state.
+const (
+	TableMembers   = "members"
+	TableTokens    = "tokens"
+	TableApprovals = "approvals"
+	TablePolicy    = "policy"
+)
+
+// Member is a participant of the federation with its public keys.
+type Member struct {
+	ID          string      `json:"id"`
+	Kind        string      `json:"kind"`
+	Keys        []MemberKey `json:"keys"`
+	CreateIndex uint64      `json:"create_index"`
+	ModifyIndex uint64      `json:"modify_index"`
+}
+
+// MemberKey is one public key of a member. A rotated-out key stays valid
+// until NotAfter (the overlap window); a revoked key is invalid at once.
+type MemberKey struct {
+	KeyID     string `json:"key_id"`
+	PublicKey string `json:"public_key"` // PEM
+	AddedAt   int64  `json:"added_at"`
+	NotAfter  int64  `json:"not_after,omitempty"`
+	Revoked   bool   `json:"revoked,omitempty"`
+	RevokedAt int64  `json:"revoked_at,omitempty"`
+}
+
+// ValidAt reports whether the key may sign at time at (unix ns).
+func (k *MemberKey) ValidAt(at int64) bool {
+	return !k.Revoked && (k.NotAfter == 0 || at <= k.NotAfter)
+}
+
+// Key returns the member's key with id, or nil.
+func (m *Member) Key(id string) *MemberKey {
+	for i := range m.Keys {
+		if m.Keys[i].KeyID == id {
+			return &m.Keys[i]
+		}
+	}
+	return nil
+}
+
+// Token is an API token. Only the SHA-256 of its secret is stored.
+type Token struct {
+	Accessor    string `json:"accessor"`
+	SecretHash  string `json:"secret_hash"`
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+	CreateIndex uint64 `json:"create_index"`
+}
+
+// Approvable actions.
+const (
+	ActionRegisterProductionRegion = "region.register.production"
+	ActionDeregisterRegion         = "region.deregister"
+	ActionFailover                 = "failover"
+	ActionRevokeKey                = "key.revoke"
+)
+
+// ApprovableActions lists every action a policy can gate.
+var ApprovableActions = []string{ActionRegisterProductionRegion, ActionDeregisterRegion, ActionFailover, ActionRevokeKey}
+
+// Policy is the federation's trust and approval policy.
+type Policy struct {
+	// Rules says, per action, how many distinct approvers must approve it.
+	Rules map[string]ApprovalRule `json:"rules"`
+	// SkewSeconds bounds how far a signed request's timestamp may be from
+	// the leader's clock; nonces are remembered for twice as long.
+	SkewSeconds int64 `json:"skew_seconds"`
+	// RotationOverlapSeconds is how long a rotated-out key stays valid.
+	RotationOverlapSeconds int64 `json:"rotation_overlap_seconds"`
+}
+
+// ApprovalRule gates one action: Required distinct approvals (m) from the
+// listed approver members (empty: any member of kind approver), within TTL.
+type ApprovalRule struct {
+	Required   int      `json:"required"`
+	Approvers  []string `json:"approvers,omitempty"`
+	TTLSeconds int64    `json:"ttl_seconds"`
+}
+
+// DefaultPolicy requires two distinct approvers for every approvable
+// action, allows 5 minutes of clock skew and a 24 h rotation overlap.
+func DefaultPolicy() *Policy {
+	p := &Policy{Rules: map[string]ApprovalRule{}, SkewSeconds: 300, RotationOverlapSeconds: 86400}
+	for _, a := range ApprovableActions {
+		p.Rules[a] = ApprovalRule{Required: 2, TTLSeconds: 3600}
+	}
+	return p
+}
+
+// Approval statuses.
+const (
+	ApprovalPending = "pending"
+	ApprovalApplied = "applied"
+	ApprovalFailed  = "failed" // approved, but the action's preconditions no longer held
+	ApprovalExpired = "expired"
+)
+
+// Approval is an action waiting for (or done with) its approvals. The
+// action is a complete command, applied in the same raft entry that records
+// the m-th approval, after its preconditions are checked again.
+type Approval struct {
+	ID          string   `json:"id"`
+	Action      string   `json:"action"`
+	Summary     string   `json:"summary"`
+	CommandType uint8    `json:"command_type"`
+	Command     []byte   `json:"command"` // the command body (codec 1)
+	RequestedBy string   `json:"requested_by"`
+	Required    int      `json:"required"`
+	Approvers   []string `json:"approvers,omitempty"`
+	Votes       []Vote   `json:"votes"`
+	Status      string   `json:"status"`
+	Result      string   `json:"result,omitempty"`
+	CreatedAt   int64    `json:"created_at"`
+	ExpiresAt   int64    `json:"expires_at"`
+	CreateIndex uint64   `json:"create_index"`
+	ModifyIndex uint64   `json:"modify_index"`
+}
+
+// Vote is one approver's signed approval.
+type Vote struct {
+	Approver string `json:"approver"`
+	KeyID    string `json:"key_id"`
+	At       int64  `json:"at"`
+}
+
+// SortedMembers returns the members ordered by id.
+func (s *State) SortedMembers() []*Member {
+	out := make([]*Member, 0, len(s.Members))
+	for _, m := range s.Members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SortedTokens returns the tokens ordered by accessor.
+func (s *State) SortedTokens() []*Token {
+	out := make([]*Token, 0, len(s.Tokens))
+	for _, t := range s.Tokens {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Accessor < out[j].Accessor })
+	return out
+}
+
+// SortedApprovals returns the approvals ordered by id.
+func (s *State) SortedApprovals() []*Approval {
+	out := make([]*Approval, 0, len(s.Approvals))
+	for _, a := range s.Approvals {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// TokenByHash returns the token whose secret hashes to h, or nil.
+func (s *State) TokenByHash(h string) *Token { return s.tokenHashes[h] }
+
+// KeyOwner returns the member owning key id, or nil.
+func (s *State) KeyOwner(id string) *Member {
+	if m := s.keyOwners[id]; m != "" {
+		return s.Members[m]
+	}
+	return nil
+}
+
+// EffectivePolicy returns the stored policy, or the default.
+func (s *State) EffectivePolicy() *Policy {
+	if s.Policy != nil {
+		return s.Policy
+	}
+	return DefaultPolicy()
+}
+
+// reindexTrust rebuilds the derived key and token indexes.
+func (s *State) reindexTrust() {
+	s.keyOwners = map[string]string{}
+	for _, m := range s.Members {
+		for _, k := range m.Keys {
+			s.keyOwners[k.KeyID] = m.ID
+		}
+	}
+	s.tokenHashes = map[string]*Token{}
+	for _, t := range s.Tokens {
+		s.tokenHashes[t.SecretHash] = t
+	}
+}
+
+// verifiers caches parsed public keys by key id: parsing is the slow part
+// of a verification, and a key id is a hash of the key, so it never maps to
+// another key.
+var verifiers sync.Map
+
+func verifierFor(k *MemberKey) (*signing.Verifier, error) {
+	if v, ok := verifiers.Load(k.KeyID); ok {
+		return v.(*signing.Verifier), nil
+	}
+	v, err := signing.ParsePublicKey([]byte(k.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	verifiers.Store(k.KeyID, v)
+	return v, nil
+}

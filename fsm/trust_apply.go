@@ -1,0 +1,441 @@
+package fsm
+
+import (
+	"fmt"
+	"regexp"
+)
+
+func init() {
+	registerCommand(MemberRegisterType, applyMemberRegister)
+	registerCommand(KeyRotateType, applyKeyRotate)
+	registerCommand(KeyRevokeType, applyKeyRevoke)
+	registerCommand(MemberDeleteType, applyMemberDelete)
+	registerCommand(TokenCreateType, applyTokenCreate)
+	registerCommand(TokenDeleteType, applyTokenDelete)
+	registerCommand(PolicySetType, applyPolicySet)
+	registerCommand(ApprovalCreateType, applyApprovalCreate)
+	registerCommand(ApprovalVoteType, applyApprovalVote)
+	registerCommand(ApprovalExpireType, applyApprovalExpire)
+	registerCommand(ServerKeySetType, applyServerKeySet)
+}
+
+func applyServerKeySet(s *State, e *Entry) (any, error) {
+	var cmd ServerKeySet
+	e.decode(&cmd)
+	key, err := newKey(cmd.PublicKey, cmd.At)
+	if err != nil {
+		return nil, err
+	}
+	if !memberIDRe.MatchString(cmd.ID) {
+		return nil, invalidf("invalid_member", "server id %q is malformed", cmd.ID)
+	}
+	if owner := s.KeyOwner(key.KeyID); owner != nil && owner.ID != cmd.ID {
+		return nil, preconditionf("key_in_use", "key %s already belongs to %s %s", key.KeyID, owner.Kind, owner.ID)
+	}
+	old := s.Members[cmd.ID]
+	if old != nil && old.Kind != MemberServer {
+		return nil, preconditionf("member_exists", "%q is a %s member, not a server", cmd.ID, old.Kind)
+	}
+	if old != nil && len(old.Keys) == 1 && old.Keys[0].KeyID == key.KeyID {
+		return nil, preconditionf("unchanged", "server %s already has this key", cmd.ID)
+	}
+	if old != nil {
+		for _, k := range old.Keys {
+			delete(s.keyOwners, k.KeyID)
+		}
+	}
+	m := &Member{ID: cmd.ID, Kind: MemberServer, Keys: []MemberKey{*key}, CreateIndex: e.Index, ModifyIndex: e.Index}
+	if old != nil {
+		m.CreateIndex = old.CreateIndex
+	}
+	s.Members[m.ID] = m
+	s.keyOwners[key.KeyID] = m.ID
+	touchTrust(s, e)
+	return m, nil
+}
+
+var (
+	memberIDRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	accessorRe   = regexp.MustCompile(`^[a-f0-9]{32}$`)
+	secretHashRe = regexp.MustCompile(`^[a-f0-9]{64}$`)
+	approvalIDRe = regexp.MustCompile(`^[a-z0-9-]{8,64}$`)
+)
+
+func validateMember(m *Member) error {
+	if !memberIDRe.MatchString(m.ID) {
+		return invalidf("invalid_member", "member id %q must be 1-63 lower-case letters, digits, '.', '_' or '-'", m.ID)
+	}
+	if !validMemberKind[m.Kind] {
+		return invalidf("invalid_member", "member kind %q must be region, agent, approver or server", m.Kind)
+	}
+	if len(m.Keys) == 0 || len(m.Keys) > 16 {
+		return invalidf("invalid_member", "member %q must have 1 to 16 keys", m.ID)
+	}
+	return nil
+}
+
+func validatePolicy(p *Policy) error {
+	if p.SkewSeconds < 5 || p.SkewSeconds > 3600 {
+		return invalidf("invalid_policy", "skew_seconds %d must be between 5 and 3600", p.SkewSeconds)
+	}
+	if p.RotationOverlapSeconds < 0 || p.RotationOverlapSeconds > 90*86400 {
+		return invalidf("invalid_policy", "rotation_overlap_seconds must be between 0 and 90 days")
+	}
+	for action, r := range p.Rules {
+		known := false
+		for _, a := range ApprovableActions {
+			known = known || a == action
+		}
+		switch {
+		case !known:
+			return invalidf("invalid_policy", "unknown action %q; approvable actions are %v", action, ApprovableActions)
+		case r.Required < 0 || r.Required > 16:
+			return invalidf("invalid_policy", "%s: required %d must be between 0 and 16", action, r.Required)
+		case r.Required > 0 && (r.TTLSeconds < 60 || r.TTLSeconds > 30*86400):
+			return invalidf("invalid_policy", "%s: ttl_seconds must be between 60 and 30 days", action)
+		case len(r.Approvers) > 0 && len(r.Approvers) < r.Required:
+			return invalidf("invalid_policy", "%s: %d approvals required but only %d approvers listed", action, r.Required, len(r.Approvers))
+		}
+	}
+	return nil
+}
+
+// touchTrust records a change of the trusted keys.
+func touchTrust(s *State, e *Entry) {
+	s.TrustSeq++
+	s.touch(TableMembers, e.Index)
+}
+
+func applyMemberRegister(s *State, e *Entry) (any, error) {
+	var cmd MemberRegister
+	e.decode(&cmd)
+	if cmd.Kind == MemberRegion {
+		return nil, invalidf("invalid_member", "regions get their key by registering (POST /region/register with public_key)")
+	}
+	key, err := newKey(cmd.PublicKey, cmd.At)
+	if err != nil {
+		return nil, err
+	}
+	m := &Member{ID: cmd.ID, Kind: cmd.Kind, Keys: []MemberKey{*key}, CreateIndex: e.Index, ModifyIndex: e.Index}
+	if err := validateMember(m); err != nil {
+		return nil, err
+	}
+	if _, _, err := verifyAuth(s, cmd.Auth, cmd.At, true, key); err != nil {
+		return nil, err
+	}
+	if cmd.Auth.KeyID != key.KeyID {
+		return nil, forbiddenf("wrong_signer", "a new member proves possession of its key: sign with the key being registered (%s)", key.KeyID)
+	}
+	if old := s.Members[cmd.ID]; old != nil {
+		if old.Kind == cmd.Kind && old.Key(key.KeyID) != nil {
+			recordNonce(s, cmd.Auth, cmd.At)
+			return old, nil // already registered with this key
+		}
+		return nil, preconditionf("member_exists", "member %q already exists with other keys; rotate its key instead", cmd.ID)
+	}
+	if owner := s.KeyOwner(key.KeyID); owner != nil {
+		return nil, preconditionf("key_in_use", "key %s already belongs to %s %s", key.KeyID, owner.Kind, owner.ID)
+	}
+	s.Members[m.ID] = m
+	s.keyOwners[key.KeyID] = m.ID
+	recordNonce(s, cmd.Auth, cmd.At)
+	touchTrust(s, e)
+	return m, nil
+}
+
+func applyKeyRotate(s *State, e *Entry) (any, error) {
+	var cmd KeyRotate
+	e.decode(&cmd)
+	old := s.Members[cmd.Member]
+	if old == nil {
+		return nil, notFoundf("member_not_found", "member %q does not exist", cmd.Member)
+	}
+	signer, signKey, err := verifyAuth(s, cmd.Auth, cmd.At, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	if signer.ID != old.ID {
+		return nil, forbiddenf("wrong_signer", "a key rotation of %s must be signed by one of its own current keys, not by %s %s", old.ID, signer.Kind, signer.ID)
+	}
+	key, err := newKey(cmd.PublicKey, cmd.At)
+	if err != nil {
+		return nil, err
+	}
+	if s.KeyOwner(key.KeyID) != nil {
+		return nil, preconditionf("key_in_use", "key %s is already registered", key.KeyID)
+	}
+	if len(old.Keys) >= 16 {
+		return nil, preconditionf("too_many_keys", "member %s has 16 keys; revoke old ones first", old.ID)
+	}
+	m := *old
+	m.Keys = append([]MemberKey(nil), old.Keys...)
+	overlap := s.EffectivePolicy().RotationOverlapSeconds * 1e9
+	for i := range m.Keys {
+		if m.Keys[i].KeyID == signKey.KeyID && m.Keys[i].NotAfter == 0 {
+			m.Keys[i].NotAfter = cmd.At + overlap
+		}
+	}
+	m.Keys = append(m.Keys, *key)
+	m.ModifyIndex = e.Index
+	s.Members[m.ID] = &m
+	s.keyOwners[key.KeyID] = m.ID
+	recordNonce(s, cmd.Auth, cmd.At)
+	touchTrust(s, e)
+	return &m, nil
+}
+
+func applyKeyRevoke(s *State, e *Entry) (any, error) {
+	var cmd KeyRevoke
+	e.decode(&cmd)
+	old := s.Members[cmd.Member]
+	if old == nil || old.Key(cmd.KeyID) == nil {
+		return nil, notFoundf("key_not_found", "member %q has no key %q", cmd.Member, cmd.KeyID)
+	}
+	if err := requireApproval(s, e, ActionRevokeKey); err != nil {
+		return nil, err
+	}
+	m := *old
+	m.Keys = append([]MemberKey(nil), old.Keys...)
+	for i := range m.Keys {
+		if m.Keys[i].KeyID == cmd.KeyID && !m.Keys[i].Revoked {
+			m.Keys[i].Revoked, m.Keys[i].RevokedAt = true, cmd.At
+		}
+	}
+	m.ModifyIndex = e.Index
+	s.Members[m.ID] = &m
+	touchTrust(s, e)
+	return &m, nil
+}
+
+func applyMemberDelete(s *State, e *Entry) (any, error) {
+	var cmd MemberDelete
+	e.decode(&cmd)
+	old := s.Members[cmd.ID]
+	if old == nil {
+		return nil, notFoundf("member_not_found", "member %q does not exist", cmd.ID)
+	}
+	if old.Kind == MemberRegion {
+		return nil, preconditionf("region_member", "%s is a region's key: deregister the region instead", cmd.ID)
+	}
+	deleteMember(s, e, old)
+	return &Deleted{Kind: "member", Name: cmd.ID, At: cmd.At}, nil
+}
+
+func deleteMember(s *State, e *Entry, m *Member) {
+	for _, k := range m.Keys {
+		delete(s.keyOwners, k.KeyID)
+	}
+	delete(s.Members, m.ID)
+	touchTrust(s, e)
+}
+
+func applyTokenCreate(s *State, e *Entry) (any, error) {
+	var cmd TokenCreate
+	e.decode(&cmd)
+	t := cmd.Token
+	switch {
+	case !accessorRe.MatchString(t.Accessor) || !secretHashRe.MatchString(t.SecretHash):
+		return nil, invalidf("invalid_token", "token accessor and secret hash are malformed")
+	case !ValidRole(t.Role):
+		return nil, invalidf("invalid_role", "role %q must be operator, approver, agent or reader", t.Role)
+	case len(t.Description) > 256:
+		return nil, invalidf("invalid_token", "description is longer than 256 bytes")
+	case s.Tokens[t.Accessor] != nil || s.tokenHashes[t.SecretHash] != nil:
+		return nil, preconditionf("token_exists", "a token with this accessor or secret exists")
+	}
+	t.CreatedAt, t.CreateIndex = cmd.At, e.Index
+	s.Tokens[t.Accessor] = &t
+	s.tokenHashes[t.SecretHash] = &t
+	s.touch(TableTokens, e.Index)
+	return &t, nil
+}
+
+func applyTokenDelete(s *State, e *Entry) (any, error) {
+	var cmd TokenDelete
+	e.decode(&cmd)
+	t := s.Tokens[cmd.Accessor]
+	if t == nil {
+		return nil, notFoundf("token_not_found", "no token with accessor %q", cmd.Accessor)
+	}
+	delete(s.Tokens, cmd.Accessor)
+	delete(s.tokenHashes, t.SecretHash)
+	s.touch(TableTokens, e.Index)
+	return &Deleted{Kind: "token", Name: cmd.Accessor, At: cmd.At}, nil
+}
+
+func applyPolicySet(s *State, e *Entry) (any, error) {
+	var cmd PolicySet
+	e.decode(&cmd)
+	p := cmd.Policy
+	if p.Rules == nil {
+		p.Rules = map[string]ApprovalRule{}
+	}
+	if err := validatePolicy(&p); err != nil {
+		return nil, err
+	}
+	s.Policy = &p
+	s.touch(TablePolicy, e.Index)
+	return &p, nil
+}
+
+// ApprovalRuleFor returns the rule gating action and whether it needs any
+// approval at all.
+func (s *State) ApprovalRuleFor(action string) (ApprovalRule, bool) {
+	r, ok := s.EffectivePolicy().Rules[action]
+	return r, ok && r.Required > 0
+}
+
+// requireApproval refuses a gated action that did not come through its
+// approval.
+func requireApproval(s *State, e *Entry, action string) error {
+	if e.Approved {
+		return nil
+	}
+	if r, gated := s.ApprovalRuleFor(action); gated {
+		return forbiddenf("approval_required", "%s needs %d approvals: submit it as an approval (the API does this and answers 202)", action, r.Required)
+	}
+	return nil
+}
+
+// approvalChecks verify, at creation, an approval's embedded command and
+// return its requester: the command decodes, is the gated action it claims
+// to be, and its own signature (if it carries one) is fresh, so that its
+// nonce is spent now.
+var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (action, requester string, auth *SignedAuth, err error){
+	RegionUpsertType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+		var c RegionUpsert
+		if err := decodeBody(codecJSON, body, &c); err != nil {
+			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
+		}
+		signer, err := regionSigner(s, &c, at, true)
+		return RegionUpsertAction(s, &c.Region), signer, c.Auth, err
+	},
+	RegionDeleteType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+		var c RegionDelete
+		if err := decodeBody(codecJSON, body, &c); err != nil {
+			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
+		}
+		return ActionDeregisterRegion, "", nil, nil
+	},
+	KeyRevokeType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+		var c KeyRevoke
+		if err := decodeBody(codecJSON, body, &c); err != nil {
+			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
+		}
+		return ActionRevokeKey, "", nil, nil
+	},
+}
+
+func applyApprovalCreate(s *State, e *Entry) (any, error) {
+	var cmd ApprovalCreate
+	e.decode(&cmd)
+	if !approvalIDRe.MatchString(cmd.ID) || s.Approvals[cmd.ID] != nil {
+		return nil, invalidf("invalid_approval", "approval id %q is malformed or taken", cmd.ID)
+	}
+	check := approvalChecks[MessageType(cmd.CommandType)]
+	if check == nil {
+		return nil, invalidf("invalid_approval", "command %s cannot be approved", MessageType(cmd.CommandType))
+	}
+	action, signer, auth, err := check(s, cmd.At, cmd.Command)
+	if err != nil {
+		return nil, err
+	}
+	if action != cmd.Action {
+		return nil, invalidf("invalid_approval", "the command is %q, not %q", action, cmd.Action)
+	}
+	rule, gated := s.ApprovalRuleFor(action)
+	if !gated {
+		return nil, preconditionf("not_gated", "%s needs no approval under the current policy; send it directly", action)
+	}
+	if auth != nil {
+		recordNonce(s, auth, cmd.At)
+	}
+	requester := cmd.RequestedBy
+	if signer != "" {
+		requester = signer
+	}
+	a := &Approval{
+		ID: cmd.ID, Action: action, Summary: cmd.Summary, CommandType: cmd.CommandType, Command: cmd.Command,
+		RequestedBy: requester, Required: rule.Required, Approvers: rule.Approvers, Votes: []Vote{},
+		Status: ApprovalPending, CreatedAt: cmd.At, ExpiresAt: cmd.At + rule.TTLSeconds*1e9,
+		CreateIndex: e.Index, ModifyIndex: e.Index,
+	}
+	s.Approvals[a.ID] = a
+	s.touch(TableApprovals, e.Index)
+	return a, nil
+}
+
+func applyApprovalVote(s *State, e *Entry) (any, error) {
+	var cmd ApprovalVote
+	e.decode(&cmd)
+	old := s.Approvals[cmd.ID]
+	switch {
+	case old == nil:
+		return nil, notFoundf("approval_not_found", "approval %q does not exist", cmd.ID)
+	case old.Status != ApprovalPending:
+		return nil, preconditionf("approval_closed", "approval %s is %s", cmd.ID, old.Status)
+	case cmd.At > old.ExpiresAt:
+		return nil, forbiddenf("approval_expired", "approval %s expired at %d; request the action again", cmd.ID, old.ExpiresAt)
+	}
+	signer, key, err := verifyAuth(s, cmd.Auth, cmd.At, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	if signer.Kind != MemberApprover {
+		return nil, forbiddenf("not_an_approver", "%s %s is not an approver", signer.Kind, signer.ID)
+	}
+	if len(old.Approvers) > 0 && !contains(old.Approvers, signer.ID) {
+		return nil, forbiddenf("not_an_approver", "approver %s is not among the approvers of %s (%v)", signer.ID, old.Action, old.Approvers)
+	}
+	for _, v := range old.Votes {
+		if v.Approver == signer.ID {
+			return nil, forbiddenf("duplicate_approval", "approver %s already approved %s; it needs %d distinct approvers", signer.ID, old.ID, old.Required)
+		}
+	}
+	a := *old
+	a.Votes = append(append([]Vote(nil), old.Votes...), Vote{Approver: signer.ID, KeyID: key.KeyID, At: cmd.At})
+	a.ModifyIndex = e.Index
+	recordNonce(s, cmd.Auth, cmd.At)
+	if len(a.Votes) >= a.Required {
+		fn := commands[MessageType(a.CommandType)]
+		_, err := fn(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true})
+		if err != nil {
+			a.Status, a.Result = ApprovalFailed, err.Error()
+		} else {
+			a.Status, a.Result = ApprovalApplied, fmt.Sprintf("applied at index %d", e.Index)
+		}
+	}
+	s.Approvals[a.ID] = &a
+	s.touch(TableApprovals, e.Index)
+	return &a, nil
+}
+
+func applyApprovalExpire(s *State, e *Entry) (any, error) {
+	var cmd ApprovalExpire
+	e.decode(&cmd)
+	n := 0
+	for _, id := range cmd.IDs {
+		old := s.Approvals[id]
+		if old == nil || old.Status != ApprovalPending || old.ExpiresAt >= cmd.At {
+			continue
+		}
+		a := *old
+		a.Status, a.ModifyIndex = ApprovalExpired, e.Index
+		s.Approvals[id] = &a
+		n++
+	}
+	if n == 0 {
+		return nil, preconditionf("nothing_expired", "no pending approval among %v has expired", cmd.IDs)
+	}
+	s.touch(TableApprovals, e.Index)
+	return map[string]int{"expired": n}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,298 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/signing"
+)
+
+// ErrNoSigner means a request that must be signed was made by a client
+// without a key.
+var ErrNoSigner = errors.New("this request must be signed: give the client a key (COSIGN_KEY_PATH, or --key)")
+
+// SignBody adds the signed-request envelope (key_id, an RFC 3339 timestamp,
+// a random nonce) to payload, an object, and returns the exact body bytes
+// and their base64 signature for X-Atomfed-Signature.
+func SignBody(s *signing.Signer, payload any, extra map[string]any) ([]byte, string, error) {
+	fields := map[string]any{}
+	if payload != nil {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return nil, "", err
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber() // keep large integers (indexes, generations) exact
+		if err := dec.Decode(&fields); err != nil {
+			return nil, "", fmt.Errorf("signed payload must be a JSON object: %w", err)
+		}
+	}
+	for k, v := range extra {
+		fields[k] = v
+	}
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, "", err
+	}
+	fields["key_id"] = s.KeyID
+	fields["timestamp"] = time.Now().UTC().Format(time.RFC3339Nano)
+	fields["nonce"] = hex.EncodeToString(nonce)
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return nil, "", err
+	}
+	sig, err := s.Sign(body)
+	return body, sig, err
+}
+
+// signedDo sends payload (plus extra fields) signed with the client's key.
+func (c *Client) signedDo(ctx context.Context, method, path string, query url.Values, payload any, extra map[string]any, out any) (*Meta, error) {
+	if c.signer == nil {
+		return c.do(ctx, method, path, query, merge(payload, extra), out, nil)
+	}
+	body, sig, err := SignBody(c.signer, payload, extra)
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, method, path, query, body, out, http.Header{"X-Atomfed-Signature": {sig}})
+}
+
+// merge returns payload with extra fields added, unsigned.
+func merge(payload any, extra map[string]any) any {
+	if len(extra) == 0 {
+		if payload == nil {
+			return map[string]any{}
+		}
+		return payload
+	}
+	fields := map[string]any{}
+	if payload != nil {
+		b, _ := json.Marshal(payload)
+		_ = json.Unmarshal(b, &fields)
+	}
+	for k, v := range extra {
+		fields[k] = v
+	}
+	return fields
+}
+
+// RegisterMember registers the client's key as member id of kind (agent,
+// approver or server), signed by that key (proof of possession).
+func (c *Client) RegisterMember(ctx context.Context, id, kind string) (*fsm.Member, error) {
+	if c.signer == nil {
+		return nil, ErrNoSigner
+	}
+	var out fsm.Member
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members", nil, nil,
+		map[string]any{"id": id, "kind": kind, "public_key": string(c.signer.PublicPEM)}, &out)
+	return &out, err
+}
+
+// Members lists the trust members, optionally of one kind.
+func (c *Client) TrustMembers(ctx context.Context, kind string) ([]*fsm.Member, error) {
+	var out struct {
+		Members []*fsm.Member `json:"members"`
+	}
+	v := url.Values{}
+	if kind != "" {
+		v.Set("kind", kind)
+	}
+	_, err := c.Do(ctx, http.MethodGet, "/v1/trust/members", v, nil, &out)
+	return out.Members, err
+}
+
+// RotateKey announces newPub as member's new key, signed by the client's
+// (current) key.
+func (c *Client) RotateKey(ctx context.Context, member string, newPub []byte) (*fsm.Member, error) {
+	if c.signer == nil {
+		return nil, ErrNoSigner
+	}
+	var out fsm.Member
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys", nil, nil,
+		map[string]any{"public_key": string(newPub)}, &out)
+	return &out, err
+}
+
+// RevokeKey revokes a member's key; under the default policy it becomes a
+// pending approval (returned).
+func (c *Client) RevokeKey(ctx context.Context, member, keyID string) (*fsm.Member, *fsm.Approval, error) {
+	var raw json.RawMessage
+	m, err := c.Do(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys/"+url.PathEscape(keyID)+"/revoke", nil, nil, &raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Status == http.StatusAccepted {
+		var a fsm.Approval
+		return nil, &a, json.Unmarshal(raw, &a)
+	}
+	var out fsm.Member
+	return &out, nil, json.Unmarshal(raw, &out)
+}
+
+// DeleteRegionGated deregisters a region; under the default policy the
+// answer is a pending approval.
+func (c *Client) DeleteRegionGated(ctx context.Context, name string, cas *uint64) (*fsm.Approval, error) {
+	var raw json.RawMessage
+	m, err := c.Do(ctx, http.MethodDelete, "/v1/regions/"+url.PathEscape(name), casQuery(cas), nil, &raw)
+	if err != nil || m.Status != http.StatusAccepted {
+		return nil, err
+	}
+	var a fsm.Approval
+	return &a, json.Unmarshal(raw, &a)
+}
+
+// Approve signs and sends an approval of a pending action with the
+// client's key (an approver's).
+func (c *Client) Approve(ctx context.Context, id string) (*fsm.Approval, error) {
+	if c.signer == nil {
+		return nil, ErrNoSigner
+	}
+	var out fsm.Approval
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, nil, nil, &out)
+	return &out, err
+}
+
+// Approvals lists approvals, optionally with one status.
+func (c *Client) Approvals(ctx context.Context, status string) ([]*fsm.Approval, error) {
+	var out struct {
+		Approvals []*fsm.Approval `json:"approvals"`
+	}
+	v := url.Values{}
+	if status != "" {
+		v.Set("status", status)
+	}
+	_, err := c.Do(ctx, http.MethodGet, "/v1/approvals", v, nil, &out)
+	return out.Approvals, err
+}
+
+// Approval reads one approval.
+func (c *Client) Approval(ctx context.Context, id string) (*fsm.Approval, error) {
+	var out fsm.Approval
+	_, err := c.Do(ctx, http.MethodGet, "/v1/approvals/"+url.PathEscape(id), nil, nil, &out)
+	return &out, err
+}
+
+// Policy reads the approval and trust policy.
+func (c *Client) Policy(ctx context.Context) (*fsm.Policy, error) {
+	var out fsm.Policy
+	_, err := c.Do(ctx, http.MethodGet, "/v1/policy/approvals", nil, nil, &out)
+	return &out, err
+}
+
+// SetPolicy replaces the approval and trust policy.
+func (c *Client) SetPolicy(ctx context.Context, p *fsm.Policy) (*fsm.Policy, error) {
+	var out fsm.Policy
+	_, err := c.Do(ctx, http.MethodPut, "/v1/policy/approvals", nil, p, &out)
+	return &out, err
+}
+
+// TokenSecret is a created token; Secret is shown only once.
+type TokenSecret struct {
+	Accessor    string `json:"accessor"`
+	Secret      string `json:"secret"`
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+}
+
+// TokenInfo is a token as listed.
+type TokenInfo struct {
+	Accessor    string `json:"accessor"`
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+}
+
+// CreateToken makes a token with role.
+func (c *Client) CreateToken(ctx context.Context, role, description string) (*TokenSecret, error) {
+	var out TokenSecret
+	_, err := c.Do(ctx, http.MethodPost, "/v1/tokens", nil, map[string]string{"role": role, "description": description}, &out)
+	return &out, err
+}
+
+// ListTokens lists tokens (never their secrets).
+func (c *Client) ListTokens(ctx context.Context) ([]TokenInfo, error) {
+	var out struct {
+		Tokens []TokenInfo `json:"tokens"`
+	}
+	_, err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
+	return out.Tokens, err
+}
+
+// RevokeToken deletes a token by accessor.
+func (c *Client) RevokeToken(ctx context.Context, accessor string) error {
+	_, err := c.Do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(accessor), nil, nil, nil)
+	return err
+}
+
+// BundleKey is one trusted key of a trust bundle.
+type BundleKey struct {
+	Member    string `json:"member"`
+	Kind      string `json:"kind"`
+	KeyID     string `json:"key_id"`
+	PublicKey string `json:"public_key"`
+	NotAfter  int64  `json:"not_after,omitempty"`
+}
+
+// TrustBundle is a verified trust bundle.
+type TrustBundle struct {
+	Sequence uint64      `json:"sequence"`
+	IssuedAt time.Time   `json:"issued_at"`
+	Issuer   string      `json:"issuer"`
+	Keys     []BundleKey `json:"keys"`
+}
+
+// ErrBundleSignature means a fetched trust bundle failed verification.
+var ErrBundleSignature = errors.New("trust bundle signature does not verify")
+
+// TrustBundle fetches the trust bundle and verifies it: the signature over
+// the bundle's exact bytes, by a server key that the bundle itself lists.
+// pinned, when not empty, is the set of server key ids to accept.
+func (c *Client) TrustBundle(ctx context.Context, pinned ...string) (*TrustBundle, error) {
+	var sb struct {
+		Bundle    json.RawMessage `json:"bundle"`
+		Signature string          `json:"signature"`
+		KeyID     string          `json:"key_id"`
+		PublicKey string          `json:"public_key"`
+	}
+	if _, err := c.Do(ctx, http.MethodGet, "/v1/trust/bundle", nil, nil, &sb); err != nil {
+		return nil, err
+	}
+	v, err := signing.ParsePublicKey([]byte(sb.PublicKey))
+	if err != nil || v.KeyID != sb.KeyID {
+		return nil, fmt.Errorf("%w: the signer's key does not match its id", ErrBundleSignature)
+	}
+	if err := v.Verify(sb.Bundle, sb.Signature); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBundleSignature, err)
+	}
+	var b TrustBundle
+	dec := json.NewDecoder(bytes.NewReader(sb.Bundle))
+	if err := dec.Decode(&b); err != nil {
+		return nil, err
+	}
+	listed := false
+	for _, k := range b.Keys {
+		listed = listed || (k.KeyID == sb.KeyID && k.Kind == fsm.MemberServer)
+	}
+	if !listed {
+		return nil, fmt.Errorf("%w: key %s is not a server key of the bundle", ErrBundleSignature, sb.KeyID)
+	}
+	if len(pinned) > 0 {
+		ok := false
+		for _, p := range pinned {
+			ok = ok || p == sb.KeyID
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: signed by %s, not a pinned server key", ErrBundleSignature, sb.KeyID)
+		}
+	}
+	return &b, nil
+}

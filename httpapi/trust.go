@@ -1,0 +1,335 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/atomcloud/atomfed/fsm"
+)
+
+// writeGated commits cmd directly, or, when the policy gates its action,
+// records it as a pending approval and answers 202 Accepted with the
+// approval. action derives the gated action from the state ("" = none).
+func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any,
+	action func(*fsm.State) string, summary string, auth *fsm.SignedAuth, at int64, ok func(*fsm.ApplyResult)) {
+	if auth != nil {
+		if err := a.precheckAuth(auth, at); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	var act string
+	gated := false
+	a.c.FSM().Read(func(s *fsm.State) {
+		if act = action(s); act != "" {
+			_, gated = s.ApprovalRuleFor(act)
+		}
+	})
+	if !gated {
+		a.write(w, r, body, t, cmd, ok)
+		return
+	}
+	data, err := fsm.EncodeJSON(t, cmd)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ac := fsm.ApprovalCreate{ID: "appr-" + randomHex(8), Action: act, Summary: summary, CommandType: uint8(t),
+		Command: data[2:], RequestedBy: identityOf(r).Accessor, At: at}
+	a.write(w, r, body, fsm.ApprovalCreateType, ac, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusAccepted, res.Value)
+	})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// memberInput registers an agent, approver or server key.
+type memberInput struct {
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	PublicKey string `json:"public_key"`
+	Envelope
+}
+
+func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
+	var in memberInput
+	body, _, err := decodeWrite(w, r, &in)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if identityOf(r).Role == fsm.RoleAgent && in.Kind != fsm.MemberAgent {
+		writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden_role", message: "an agent token may only register agent keys"})
+		return
+	}
+	auth, err := signedAuth(r, body, in.Envelope)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	at := a.stamp()
+	cmd := fsm.MemberRegister{ID: in.ID, Kind: in.Kind, PublicKey: in.PublicKey, Auth: auth, At: at}
+	a.writeSigned(w, r, body, fsm.MemberRegisterType, cmd, auth, at, func(res *fsm.ApplyResult) {
+		m := res.Value.(*fsm.Member)
+		writeJSON(w, createdOrOK(m.CreateIndex, res.Index), m)
+	})
+}
+
+// MemberList answers GET /v1/trust/members.
+type MemberList struct {
+	Members []*fsm.Member `json:"members"`
+}
+
+func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
+	kind := r.URL.Query().Get("kind")
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := []*fsm.Member{}
+		for _, m := range s.SortedMembers() {
+			if kind == "" || m.Kind == kind {
+				out = append(out, m)
+			}
+		}
+		return MemberList{Members: out}, s.TableIndex(fsm.TableMembers), nil
+	})
+}
+
+func (a *API) getMember(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		m := s.Members[id]
+		if m == nil {
+			return nil, s.TableIndex(fsm.TableMembers), notFound("member_not_found", "member "+quote(id)+" does not exist")
+		}
+		return m, s.TableIndex(fsm.TableMembers), nil
+	})
+}
+
+// rotateInput announces a member's new key, signed by a current one.
+type rotateInput struct {
+	PublicKey string `json:"public_key"`
+	Envelope
+}
+
+func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) {
+	var in rotateInput
+	body, _, err := decodeWrite(w, r, &in)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	auth, err := signedAuth(r, body, in.Envelope)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	at := a.stamp()
+	cmd := fsm.KeyRotate{Member: mux.Vars(r)["id"], PublicKey: in.PublicKey, Auth: auth, At: at}
+	a.writeSigned(w, r, body, fsm.KeyRotateType, cmd, auth, at, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, res.Value)
+	})
+}
+
+func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	at := a.stamp()
+	cmd := fsm.KeyRevoke{Member: v["id"], KeyID: v["key"], At: at}
+	a.writeGated(w, r, nil, fsm.KeyRevokeType, cmd, func(*fsm.State) string { return fsm.ActionRevokeKey },
+		"revoke key "+v["key"]+" of "+v["id"], nil, at, func(res *fsm.ApplyResult) { writeJSON(w, http.StatusOK, res.Value) })
+}
+
+func (a *API) deleteMember(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	a.write(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: a.stamp()}, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "member", Name: id, Index: res.Index})
+	})
+}
+
+// BundleKey is one trusted key in the trust bundle.
+type BundleKey struct {
+	Member    string `json:"member"`
+	Kind      string `json:"kind"`
+	KeyID     string `json:"key_id"`
+	PublicKey string `json:"public_key"`
+	NotAfter  int64  `json:"not_after,omitempty"`
+}
+
+// TrustBundle is the set of keys trusted at Sequence.
+type TrustBundle struct {
+	Sequence uint64      `json:"sequence"`
+	IssuedAt time.Time   `json:"issued_at"`
+	Issuer   string      `json:"issuer"`
+	Keys     []BundleKey `json:"keys"`
+}
+
+// SignedBundle answers GET /v1/trust/bundle: the bundle's exact JSON bytes
+// and the serving server's signature over them.
+type SignedBundle struct {
+	Bundle    json.RawMessage `json:"bundle"`
+	Signature string          `json:"signature"`
+	KeyID     string          `json:"key_id"`
+	PublicKey string          `json:"public_key"`
+}
+
+// trustBundle serves the currently trusted keys, signed by this server's
+// key (itself in the bundle), so a region can verify what it fetched.
+func (a *API) trustBundle(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Signer == nil {
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "no_server_key", message: "this server has no signing key"})
+		return
+	}
+	now := a.now().UnixNano()
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		b := TrustBundle{Sequence: s.TrustSeq, IssuedAt: time.Unix(0, now).UTC(), Issuer: a.c.NodeID(), Keys: []BundleKey{}}
+		for _, m := range s.SortedMembers() {
+			for _, k := range m.Keys {
+				if k.ValidAt(now) {
+					b.Keys = append(b.Keys, BundleKey{Member: m.ID, Kind: m.Kind, KeyID: k.KeyID, PublicKey: k.PublicKey, NotAfter: k.NotAfter})
+				}
+			}
+		}
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return nil, 0, err
+		}
+		sig, err := a.cfg.Signer.Sign(raw)
+		if err != nil {
+			return nil, 0, err
+		}
+		return SignedBundle{Bundle: raw, Signature: sig, KeyID: a.cfg.Signer.KeyID, PublicKey: string(a.cfg.Signer.PublicPEM)}, s.TableIndex(fsm.TableMembers), nil
+	})
+}
+
+// TokenSecret answers POST /v1/tokens: the only time the secret is shown.
+type TokenSecret struct {
+	Accessor    string `json:"accessor"`
+	Secret      string `json:"secret"`
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+}
+
+type tokenInput struct {
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+}
+
+func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
+	var in tokenInput
+	body, _, err := decodeWrite(w, r, &in)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !fsm.ValidRole(in.Role) {
+		writeError(w, badRequest("invalid_role", "role "+quote(in.Role)+" must be operator, approver, agent or reader"))
+		return
+	}
+	secret := "atf_" + randomHex(32)
+	tok := fsm.Token{Accessor: randomHex(16), SecretHash: HashToken(secret), Role: in.Role, Description: in.Description}
+	a.write(w, r, body, fsm.TokenCreateType, fsm.TokenCreate{Token: tok, At: a.stamp()}, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusCreated, TokenSecret{Accessor: tok.Accessor, Secret: secret, Role: tok.Role, Description: tok.Description})
+	})
+}
+
+// TokenInfo is a token as listed: never its secret or its hash.
+type TokenInfo struct {
+	Accessor    string `json:"accessor"`
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+}
+
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := []TokenInfo{}
+		for _, t := range s.SortedTokens() {
+			out = append(out, TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, CreatedAt: t.CreatedAt})
+		}
+		return map[string]any{"tokens": out}, s.TableIndex(fsm.TableTokens), nil
+	})
+}
+
+func (a *API) deleteToken(w http.ResponseWriter, r *http.Request) {
+	acc := mux.Vars(r)["accessor"]
+	a.write(w, r, nil, fsm.TokenDeleteType, fsm.TokenDelete{Accessor: acc, At: a.stamp()}, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "token", Name: acc, Index: res.Index})
+	})
+}
+
+func (a *API) getPolicy(w http.ResponseWriter, r *http.Request) {
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return s.EffectivePolicy(), s.TableIndex(fsm.TablePolicy), nil
+	})
+}
+
+func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var p fsm.Policy
+	body, _, err := decodeWrite(w, r, &p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	a.write(w, r, body, fsm.PolicySetType, fsm.PolicySet{Policy: p, At: a.stamp()}, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, res.Value)
+	})
+}
+
+// ApprovalList answers GET /v1/approvals.
+type ApprovalList struct {
+	Approvals []*fsm.Approval `json:"approvals"`
+}
+
+func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := []*fsm.Approval{}
+		for _, ap := range s.SortedApprovals() {
+			if status == "" || ap.Status == status {
+				out = append(out, ap)
+			}
+		}
+		return ApprovalList{Approvals: out}, s.TableIndex(fsm.TableApprovals), nil
+	})
+}
+
+func (a *API) getApproval(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		ap := s.Approvals[id]
+		if ap == nil {
+			return nil, s.TableIndex(fsm.TableApprovals), notFound("approval_not_found", "approval "+quote(id)+" does not exist")
+		}
+		return ap, s.TableIndex(fsm.TableApprovals), nil
+	})
+}
+
+// approve records an approver's signed approval; the m-th one applies the
+// action in the same raft entry.
+func (a *API) approve(w http.ResponseWriter, r *http.Request) {
+	var env Envelope
+	body, _, err := decodeWrite(w, r, &env)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	auth, err := signedAuth(r, body, env)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	at := a.stamp()
+	cmd := fsm.ApprovalVote{ID: mux.Vars(r)["id"], Auth: auth, At: at}
+	a.writeSigned(w, r, body, fsm.ApprovalVoteType, cmd, auth, at, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusOK, res.Value)
+	})
+}

@@ -1,0 +1,108 @@
+package report
+
+// Module is the import path prefix of atomfed's packages.
+const Module = "github.com/atomcloud/atomfed"
+
+// How far a component is built.
+const (
+	Built        = "built"
+	PartlyBuilt  = "partly_built"
+	NotBuilt     = "not_built"
+	verdictPass  = "pass"
+	verdictFail  = "fail"
+	verdictNoRun = "unverified"
+	// VerdictNotImplemented is the verdict of a component that is not
+	// built: never a pass.
+	VerdictNotImplemented = "not_implemented"
+	// VerdictPartial is the verdict of a partly built component: never a
+	// pass either.
+	VerdictPartial = "partial"
+)
+
+// Component is one task of phase G.1 and what of it exists. When a
+// component lands, its entry here is updated in the same change: Built,
+// its packages, what exists, and the status call that verifies it live.
+type Component struct {
+	Task  string `json:"task"`
+	Short string `json:"short"`
+	Name  string `json:"name"`
+	// Built is built, partly_built or not_built.
+	Built string `json:"built"`
+	// Packages are the component's packages (relative to Module); their
+	// tests make its test summary.
+	Packages []string `json:"packages"`
+	// Exists and Missing say, in words, what is and is not there.
+	Exists  []string `json:"exists"`
+	Missing []string `json:"missing"`
+	// Verify names the live verification (see verify.go); "" for none.
+	Verify string `json:"verify"`
+	// Related names tests elsewhere ("package.TestName") whose results
+	// are evidence about the component without being its own.
+	Related []string `json:"related,omitempty"`
+}
+
+// File is the component's report file name.
+func (c Component) File() string { return c.Task + "_" + c.Short + ".md" }
+
+// Components lists G.1.1-G.1.7 as the code stands.
+func Components() []Component {
+	return []Component{
+		{Task: "G.1.1", Short: "registry", Name: "Region Registry", Built: Built,
+			Packages: []string{"fsm", "cluster", "httpapi", "httpapi/client", "internal/e2e"},
+			Exists: []string{
+				"regions and tenants in the Raft FSM with create/modify indexes, CAS writes and an audit hash chain",
+				"seed paths POST /region/register and GET /region/list, /v1 API with linearizable, default and stale reads and blocking queries",
+				"writes forwarded from followers to the leader; region health from agents and probes",
+				"snapshots on demand (GET/PUT /v1/snapshot)",
+				"signed region registration (P2) and approvals for production regions (P3), from G.1.7",
+			},
+			Verify: "registry"},
+		{Task: "G.1.2", Short: "federation_sync", Name: "Federation Sync", Built: Built,
+			Packages: []string{"replication", "internal/pgtest"},
+			Exists: []string{
+				"global tables in the FSM (commands 32/33): written in one region, replicated to every other by PostgreSQL logical replication driven by the agents",
+				"region database endpoints reported by each region's agent, signed with its key (command 30)",
+				"schema digests per region, drift reported within one probe interval (GET /v1/global-tables/{name}, /global-status)",
+				"replication lag and errors in the API and in metrics (atomfed_global_sync_lag_*)",
+			},
+			Verify: "replication"},
+		{Task: "G.1.3", Short: "edge_controller", Name: "Edge Controller", Built: NotBuilt,
+			Packages: []string{"httpapi/edge", "recovery"},
+			Exists:   []string{"a building block only: GET /v1/regions/nearest ranks regions by RTT from Serf coordinates"},
+			Missing:  []string{"routing table, routing answers on every node, failover state"}},
+		{Task: "G.1.4", Short: "tenant_replicator", Name: "Tenant Replicator", Built: Built,
+			Packages: []string{"replication"},
+			Exists: []string{
+				"per-tenant publications (row filter on tenant_id, PII columns left out) and subscriptions in every mirror, set up and torn down by the agents",
+				"row-level security with the tenant policy on every mirror table, restored when lost",
+				"synchronous replication per tenant with a bounded, audited degrade (command 31)",
+				"GET /v1/tenants/{id}/replication: per-mirror state, lag and last error",
+				"P1 and P5 in GET /v1/policy/status, from what the publishers and subscribers read from PostgreSQL",
+			},
+			Verify: "replication"},
+		{Task: "G.1.5", Short: "metrics_aggregator", Name: "Metrics Aggregator", Built: NotBuilt,
+			Packages: []string{"cluster/metrics"},
+			Exists:   []string{"every node serves its own /metrics and /global-status (P4)"},
+			Missing:  []string{"agents scraping their region's Prometheus; one merged global view on the servers"}},
+		{Task: "G.1.6", Short: "dr_coordinator", Name: "Disaster Recovery Coordinator", Built: NotBuilt,
+			Packages: []string{"recovery"},
+			Exists:   []string{"control-plane snapshots on demand (GET/PUT /v1/snapshot); failover of the Raft leader and of agents is tested (see P7)"},
+			Missing:  []string{"snapshot catalog, scheduled backups of region data, validation, restores, region failover"},
+			Related: []string{"cluster.TestSnapshotSaveRestore", "cluster.TestLeaderCrash", "cluster.TestLeaderLeave",
+				"cluster.TestFailedAgentTasksMoveToPeer", "internal/e2e.TestKillLeaderUnderWrites",
+				"internal/e2e.TestPausedLeaderIsReplaced", "internal/e2e.TestSIGTERMLeavesGracefully"}},
+		{Task: "G.1.7", Short: "policy_manager", Name: "Federation Policy Manager", Built: Built,
+			Packages: []string{"internal/signing", "internal/tlsutil", "httpapi/policy", "internal/precheck", "internal/report"},
+			Exists: []string{
+				"cosign-format ECDSA P-256 keys and sign-blob compatible signatures (internal/signing, atomfed keygen)",
+				"signed requests verified by every server (P2): registrations, agent reports, approvals, key rotation; timestamp skew and nonce replay checks",
+				"trust members and keys in the FSM, rotation with an overlap window, revocation, a signed trust bundle",
+				"m-of-n approvals applied in the entry of the m-th approval, with preconditions re-checked (P3)",
+				"ACL tokens with roles (operator, approver, agent, reader), stored hashed",
+				"TLS on the API and forwarding, mutual TLS on Raft, encrypted gossip",
+				"GET /v1/policy/status: P1-P7 with evidence (P1 and P5 from the replication executors' reports of G.1.4)",
+				"atomfed precheck and SIMULATION_MODE on servers and agents",
+			},
+			Verify: "policy"},
+	}
+}

@@ -1,0 +1,111 @@
+package structs
+
+import "time"
+
+// InfraCheck is the result of one infrastructure check of the precheck
+// (registry, vault, cosign, postgres), in the seed's vocabulary.
+type InfraCheck struct {
+	// Status is UP, OK, REACHABLE, MISSING, NO_REGISTRY or ERROR:<reason>.
+	Status string `json:"status"`
+	// Detail says what was checked and what answered, with every secret
+	// masked.
+	Detail string `json:"detail"`
+	// Target is what was checked (a URL, a path or a DSN), secrets masked.
+	Target string `json:"target,omitempty"`
+	// DurationMS is how long the check took.
+	DurationMS float64 `json:"duration_ms"`
+}
+
+// SimulatedPart is one part of a node that runs simulated because the
+// infrastructure it needs is missing.
+type SimulatedPart struct {
+	// Part names the part ("replication", "signing", ...).
+	Part string `json:"part"`
+	// What says what the node does instead.
+	What string `json:"what"`
+	// Because names the failed check and its status.
+	Because string `json:"because"`
+}
+
+// Simulation says whether a node runs in SIMULATION_MODE and why. It is
+// decided once, at start, from the checks of the node's critical
+// infrastructure.
+type Simulation struct {
+	// Enabled is true when the node runs in simulation mode.
+	Enabled bool `json:"enabled"`
+	// Role is the node's role ("server" or "agent"): what is critical
+	// depends on it.
+	Role string `json:"role"`
+	// Setting is SIMULATION_MODE as given ("" when unset: automatic).
+	Setting string `json:"setting"`
+	// Reason is one line an operator reads.
+	Reason string `json:"reason"`
+	// Simulated lists the parts that run simulated.
+	Simulated []SimulatedPart `json:"simulated"`
+	// Checks are the checks of the role's critical infrastructure.
+	Checks map[string]InfraCheck `json:"checks"`
+	// CheckedAt is when the checks ran.
+	CheckedAt time.Time `json:"checked_at"`
+}
+
+// Active reports whether s says the node runs in simulation mode; a nil
+// Simulation (not evaluated) is not active.
+func (s *Simulation) Active() bool { return s != nil && s.Enabled }
+
+// Simulates reports whether part runs simulated on this node.
+func (s *Simulation) Simulates(part string) bool {
+	if s == nil || !s.Enabled {
+		return false
+	}
+	for _, p := range s.Simulated {
+		if p.Part == part {
+			return true
+		}
+	}
+	return false
+}
+
+// Policy statuses of GET /v1/policy/status.
+const (
+	PolicyPass         = "pass"
+	PolicyBlock        = "block"
+	PolicyNotEvaluated = "not_evaluated"
+)
+
+// PolicyResult is the evaluation of one federation policy (P1-P7).
+type PolicyResult struct {
+	ID    string `json:"id"`
+	Title string `json:"title"`
+	// Status is pass, block or not_evaluated. not_evaluated is never a
+	// pass: the code that would enforce or measure the policy is not there
+	// yet, or nothing could be measured.
+	Status string `json:"status"`
+	// Reason is one line saying why.
+	Reason string `json:"reason"`
+	// Evidence is what the status rests on (measurements, per-node
+	// results, what exists and what does not).
+	Evidence any `json:"evidence,omitempty"`
+	// EvaluatedAt is when the evidence was gathered (cached evidence keeps
+	// its time).
+	EvaluatedAt time.Time `json:"evaluated_at"`
+}
+
+// PolicySummary counts policies by status.
+type PolicySummary struct {
+	Pass         int `json:"pass"`
+	Block        int `json:"block"`
+	NotEvaluated int `json:"not_evaluated"`
+}
+
+// PolicyStatus answers GET /v1/policy/status.
+type PolicyStatus struct {
+	Node           string         `json:"node"`
+	Region         string         `json:"region"`
+	Index          uint64         `json:"index"`
+	AuditHead      string         `json:"audit_head"`
+	GeneratedAt    time.Time      `json:"generated_at"`
+	SimulationMode bool           `json:"simulation_mode"`
+	Simulation     *Simulation    `json:"simulation,omitempty"`
+	Summary        PolicySummary  `json:"summary"`
+	Policies       []PolicyResult `json:"policies"`
+}

@@ -1,0 +1,40 @@
+// Package replication is the data plane of the federation: it drives
+// PostgreSQL's own logical replication from the federation's state. atomfed
+// never copies a row itself.
+//
+// Each agent runs the executors of this package next to its region's
+// PostgreSQL (its POSTGRES_DSN). The leader derives the tasks from the
+// state (cluster/scheduler_replication.go):
+//
+//   - tenant-publisher, on a tenant's home: validates the tenant's tables
+//     (tenant_id is text and part of a unique key usable as replica
+//     identity, no PII column in that key), sets the replica identity, and
+//     keeps one publication per tenant with the row filter
+//     tenant_id = '<id>' and a column list without the PII columns. It
+//     drops slots of the tenant that no mirror holds any more.
+//   - tenant-subscriber, on each mirror: creates missing tables without PII
+//     columns, enables row-level security with the tenant policy (P5), keeps
+//     the subscription, drops newly marked PII columns once the publication
+//     no longer carries them, and reports lag, errors and schema drift.
+//   - sync-standby, on the home of sync tenants: owns the home cluster's
+//     synchronous_standby_names (a quorum, ANY 1 of the mirrors) and
+//     degrades a tenant to async when every mirror is down, if its policy
+//     allows it, within its bound.
+//   - global-publisher and global-subscriber: the same for global tables,
+//     whole tables from a writer region to every region.
+//
+// A task whose object is gone is kept with ensure "absent" until its
+// executor has torn everything down, so deleting a tenant or removing a
+// mirror leaves no publication, subscription or slot behind.
+//
+// Credentials never cross Raft. The FSM holds only host, port and database
+// of each region. An agent holds its own region's DSN (superuser, or owner
+// of the tables with REPLICATION and ALTER SYSTEM on
+// synchronous_standby_names), and a pgpass file with the password of the
+// replication role (default atomfed_replicator, the same name in every
+// region). A subscription's connection string names that passfile instead
+// of a password ("passfile=/etc/atomfed/replication.pgpass"), so the
+// mirror's PostgreSQL server reads the password from the file, which must
+// be readable by the server's OS user; the agent reads the same file to
+// inspect the publisher (its schema, slot and lag).
+package replication
