@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -22,20 +23,29 @@ func (leaderless) Leader() (string, string)        { return "", "" }
 func (leaderless) LeaderChangeCh() <-chan struct{} { return make(chan struct{}) }
 func (leaderless) LeaderHTTP() (string, error)     { return "", structs.ErrNoLeader }
 
-// TestRequestEndedByShutdownIsRetryable: a write or read whose context
-// ends while it waits for a leader — as every in-flight request's does when
-// the server stops after a graceful leave — is answered 503 shutting_down
-// with Retry-After (nothing was applied), not 500 internal. The chaos
-// suite's rolling restarts found the 500s.
+// ForwardApply answers as a follower that knows no leader does: nothing was
+// sent.
+func (leaderless) ForwardApply(context.Context, fsm.MessageType, any, int64) (*structs.ForwardResult, error) {
+	return nil, structs.ErrNoLeader
+}
+
+// TestRequestEndedByShutdownIsRetryable: a write, or a read the follower
+// hands to the leader, whose context ends while it waits for a leader — as
+// every in-flight request's does when the server stops after a graceful
+// leave — is answered 503 shutting_down with Retry-After (nothing was
+// applied), not 500 internal. The chaos suite's rolling restarts found the
+// 500s.
 func TestRequestEndedByShutdownIsRetryable(t *testing.T) {
-	a := New(Config{Cluster: leaderless{}})
+	const token = "atf_cancel_test_token"
+	a := New(Config{Cluster: leaderless{}, BootstrapToken: token})
 	for _, tc := range []struct{ method, path, body string }{
 		{http.MethodPut, "/v1/tenants/t1", `{"home_region":"us-east"}`},
-		{http.MethodGet, "/v1/tenants/t1", ""},
+		{http.MethodGet, "/v1/tenants/t1?consistency=default", ""},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // the server's base context ended
 		req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)).WithContext(ctx)
+		req.Header.Set("Authorization", "Bearer "+token)
 		rec := httptest.NewRecorder()
 		a.Handler().ServeHTTP(rec, req)
 		var body structs.ErrorBody
