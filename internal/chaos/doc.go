@@ -15,10 +15,13 @@
 //     pass, delay with jitter, drop (fast reset) or blackhole (held until
 //     healed). Standing conditions (80 ms between continents) sit under
 //     injected faults.
-//   - cluster.go: starts the processes with internal/e2e, mounts a tmpfs
-//     data dir for the disk-full nemesis, closes a proxy's ports while its
-//     server is down (clients then see a refused connection: a write that
-//     certainly did not happen), and tells when the cluster is whole.
+//   - cluster.go: starts the processes with internal/e2e and the default
+//     security (HTTPS and Raft mutual TLS with a throwaway CA, encrypted
+//     gossip, the bootstrap token, signed region registration), mounts a
+//     tmpfs data dir for the disk-full nemesis, closes a proxy's ports
+//     while its server is down (clients then see a refused connection: a
+//     write that certainly did not happen), and tells when the cluster is
+//     whole.
 //   - nemesis.go: kill -9, pause, partitions (minority, leader,
 //     asymmetric), latency, rolling restart, member replacement, disk
 //     full; alone or a network fault mixed with a process fault.
