@@ -33,7 +33,7 @@ import (
 const (
 	fwdApply     byte = 1 // payload: stamp (int64 unix ns) + encoded command
 	fwdReadIndex byte = 2 // payload: none; answer: applied index (uint64)
-	fwdResult    byte = 3 // answer to fwdApply: index (uint64), outcome byte, JSON (the value, or a fwdErr)
+	fwdResult    byte = 3 // answer to fwdApply: index (uint64), outcome byte, the value (MessagePack) or a fwdErr (JSON)
 	fwdIndex     byte = 4 // answer to fwdReadIndex
 	fwdError     byte = 5 // answer: JSON fwdErr
 
@@ -47,7 +47,7 @@ const (
 
 // Outcome bytes of a fwdResult answer.
 const (
-	fwdOutcomeValue    byte = 0 // JSON of the apply's value (may be empty)
+	fwdOutcomeValue    byte = 0 // the apply's value, fsm.MarshalResult (may be empty)
 	fwdOutcomeRejected byte = 1 // JSON fwdErr: the FSM rejected the command
 )
 
@@ -259,7 +259,7 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			outcome = fwdOutcomeRejected
 			body, _ = json.Marshal(toFwdErr(res.Err))
 		} else if res.Value != nil {
-			body, _ = json.Marshal(res.Value)
+			body, _ = fsm.MarshalResult(res.Value)
 		}
 		b := make([]byte, 9, 9+len(body))
 		binary.BigEndian.PutUint64(b[:8], res.Index)

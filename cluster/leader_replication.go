@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"sort"
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -14,13 +15,11 @@ import (
 // so every degrade of a sync tenant to async is on the chain. It is a pure
 // function of the state.
 func SyncStateChanges(s *fsm.State) []fsm.TenantSyncStateSet {
+	// Only the home controllers' tasks carry sync states: walk those, not
+	// every tenant (this runs on every change of the state).
 	var out []fsm.TenantSyncStateSet
-	for _, t := range s.SortedTenants() {
-		if !t.IsSync() {
-			continue
-		}
-		task := s.Tasks[fsm.SyncStandbyTaskID(t.HomeRegion)]
-		if task == nil || len(task.Result) == 0 || task.Status == fsm.TaskPending {
+	for _, task := range s.Tasks {
+		if task.Type != fsm.TaskTypeSyncStandby || len(task.Result) == 0 || task.Status == fsm.TaskPending {
 			continue
 		}
 		var res fsm.SyncStandbyResult
@@ -28,7 +27,9 @@ func SyncStateChanges(s *fsm.State) []fsm.TenantSyncStateSet {
 			continue
 		}
 		for _, st := range res.Tenants {
-			if st.Tenant != t.ID || (st.State != fsm.SyncStateSync && st.State != fsm.SyncStateDegraded) {
+			t := s.Tenants[st.Tenant]
+			if t == nil || !t.IsSync() || task.ID != fsm.SyncStandbyTaskID(t.HomeRegion) ||
+				(st.State != fsm.SyncStateSync && st.State != fsm.SyncStateDegraded) {
 				continue
 			}
 			if st.State == fsm.SyncStateDegraded && t.Fallback() != fsm.SyncFallbackDegrade {
@@ -41,16 +42,25 @@ func SyncStateChanges(s *fsm.State) []fsm.TenantSyncStateSet {
 			out = append(out, fsm.TenantSyncStateSet{Tenant: t.ID, State: st.State, Reason: st.Reason, Since: st.Since})
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
 	return out
 }
 
 // syncAuditRoutine is the leader routine that commits the sync state
 // changes the home controllers report.
 func (s *Server) syncAuditRoutine(ctx context.Context) error {
+	var seenTasks, seenTenants uint64
 	for {
 		watch := s.fsm.WatchCh()
 		var changes []fsm.TenantSyncStateSet
-		s.fsm.Read(func(st *fsm.State) { changes = SyncStateChanges(st) })
+		s.fsm.Read(func(st *fsm.State) {
+			tasks, tenants := st.TableIndex(fsm.TableTasks), st.TableIndex(fsm.TableTenants)
+			if tasks == seenTasks && tenants == seenTenants {
+				return // nothing a sync state depends on moved
+			}
+			seenTasks, seenTenants = tasks, tenants
+			changes = SyncStateChanges(st)
+		})
 		failed := false
 		for _, c := range changes {
 			c.At = time.Now().UnixNano()
@@ -69,6 +79,7 @@ func (s *Server) syncAuditRoutine(ctx context.Context) error {
 		var retry <-chan time.Time
 		if failed {
 			retry = time.After(time.Second)
+			seenTasks, seenTenants = 0, 0 // look again on retry
 		}
 		select {
 		case <-ctx.Done():

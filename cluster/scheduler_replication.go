@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"sort"
 
 	"github.com/atomcloud/atomfed/fsm"
 )
@@ -28,10 +29,11 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		present[id] = true
 	}
 	syncTenants := map[string][]fsm.SyncTenant{}
-	for _, t := range s.SortedTenants() {
-		if len(t.Tables) == 0 {
-			continue
-		}
+	// Only tenants with tables have replication tasks; the state keeps them
+	// apart, since this runs on every change of the state. Map order is
+	// fine: every task is keyed by id, and each region's sync tenants are
+	// sorted below.
+	for _, t := range s.ReplicatedTenants() {
 		subs := make([]string, 0, len(t.Mirrors))
 		for _, m := range t.Mirrors {
 			subs = append(subs, fsm.TenantSubscription(t.ID, m))
@@ -56,6 +58,7 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		}
 	}
 	for region, ts := range syncTenants {
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Tenant < ts[j].Tenant })
 		add(fsm.SyncStandbyTaskID(region), fsm.TaskTypeSyncStandby, region, fsm.SyncStandbySpec{Ensure: fsm.EnsurePresent, Region: region, Tenants: ts})
 	}
 	desiredGlobalTasks(s, add)

@@ -55,7 +55,7 @@ func TestReplicationTasksFollowTenantSpec(t *testing.T) {
 		Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
 	s.Tenants["bare"] = &fsm.Tenant{ID: "bare", HomeRegion: "a", Mirrors: []string{"b"}} // no tables: nothing to replicate
 	s.SyncStates["acme"] = &fsm.TenantSyncState{Tenant: "acme", State: fsm.SyncStateDegraded}
-	d := desiredTasks(s)
+	d := desiredOf(s)
 	want := []string{"sync/a", "tenant-pub/acme/a", "tenant-sub/acme/b", "tenant-sub/acme/c"}
 	if got := replTasks(d); !reflect.DeepEqual(got, want) {
 		t.Fatalf("replication tasks %v, want %v", got, want)
@@ -85,13 +85,13 @@ func TestRemovedReplicationTasksTearDownBeforeTheyGo(t *testing.T) {
 	s := replState("a", "b", "c", "d")
 	acme := &fsm.Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b", "c"}, Tables: []fsm.TenantTable{{Name: "orders"}}}
 	s.Tenants["acme"] = acme
-	materialise(s, desiredTasks(s), fsm.TaskRunning)
+	materialise(s, desiredOf(s), fsm.TaskRunning)
 
 	// Mirror c removed, home moved to d.
 	moved := *acme
 	moved.HomeRegion, moved.Mirrors = "d", []string{"b"}
 	s.Tenants["acme"] = &moved
-	d := desiredTasks(s)
+	d := desiredOf(s)
 	for id, ensure := range map[string]string{
 		"tenant-pub/acme/a": fsm.EnsureAbsent, "tenant-sub/acme/c": fsm.EnsureAbsent,
 		"tenant-pub/acme/d": fsm.EnsurePresent, "tenant-sub/acme/b": fsm.EnsurePresent,
@@ -116,20 +116,20 @@ func TestRemovedReplicationTasksTearDownBeforeTheyGo(t *testing.T) {
 	// Absent tasks stay until they succeed, then go.
 	materialise(s, d, fsm.TaskRunning)
 	delete(s.Tenants, "acme")
-	materialise(s, desiredTasks(s), fsm.TaskRunning)
-	if ids := replTasks(desiredTasks(s)); len(ids) != 4 {
+	materialise(s, desiredOf(s), fsm.TaskRunning)
+	if ids := replTasks(desiredOf(s)); len(ids) != 4 {
 		t.Fatalf("running teardowns must stay desired: %v", ids)
 	}
 	for _, tk := range s.Tasks {
 		tk.Status = fsm.TaskSucceeded
 	}
 	s.Tasks["tenant-sub/acme/b"].Status = fsm.TaskFailing
-	if ids := replTasks(desiredTasks(s)); !reflect.DeepEqual(ids, []string{"tenant-sub/acme/b"}) {
+	if ids := replTasks(desiredOf(s)); !reflect.DeepEqual(ids, []string{"tenant-sub/acme/b"}) {
 		t.Fatalf("after the other teardowns succeeded: %v", ids)
 	}
 	// A task whose region is gone has nothing left to clean.
 	delete(s.Regions, "b")
-	if ids := replTasks(desiredTasks(s)); len(ids) != 0 {
+	if ids := replTasks(desiredOf(s)); len(ids) != 0 {
 		t.Fatalf("with its region gone: %v", ids)
 	}
 }
@@ -139,7 +139,7 @@ func TestGlobalTablesGoFromWriterToEveryRegion(t *testing.T) {
 	s.GlobalTables["fx"] = &fsm.GlobalTable{Name: "fx", WriterRegion: "a"}
 	s.GlobalTables["ref.countries"] = &fsm.GlobalTable{Name: "ref.countries", WriterRegion: "a"}
 	delete(s.Databases, "a")
-	d := desiredTasks(s)
+	d := desiredOf(s)
 	want := []string{"global-pub/a", "global-sub/a/b", "global-sub/a/c"}
 	if got := replTasks(d); !reflect.DeepEqual(got, want) {
 		t.Fatalf("tasks %v, want %v", got, want)
@@ -173,4 +173,10 @@ func TestSyncStateChangesRecordWhatHomesReport(t *testing.T) {
 	if got := SyncStateChanges(s); len(got) != 0 {
 		t.Fatalf("an already recorded state was recorded again: %+v", got)
 	}
+}
+
+// desiredOf is desiredTasks on a state the test changed by hand.
+func desiredOf(s *fsm.State) map[string]fsm.TaskSpec {
+	s.Reindex()
+	return desiredTasks(s)
 }

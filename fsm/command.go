@@ -214,6 +214,20 @@ func EncodeJSON(t MessageType, body any) ([]byte, error) {
 	return append(out, b...), nil
 }
 
+// MarshalResult encodes an apply's result value for the trip from the
+// leader to the follower that forwarded the command (MessagePack).
+func MarshalResult(v any) ([]byte, error) {
+	var b []byte
+	err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(v)
+	return b, err
+}
+
+// UnmarshalResult decodes what MarshalResult encoded into v (a pointer
+// from ResultValue).
+func UnmarshalResult(data []byte, v any) error {
+	return codec.NewDecoderBytes(data, msgpackHandle).Decode(v)
+}
+
 // decodeBody parses a command body of codec version v into out.
 func decodeBody(v byte, body []byte, out any) error {
 	switch v {

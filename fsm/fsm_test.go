@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -208,6 +211,19 @@ func TestCommandRoundTrip(t *testing.T) {
 			_, generic := rv.(*map[string]any)
 			if generic && reflect.TypeOf(res.Value).Kind() != reflect.Map || !generic && reflect.TypeOf(res.Value) != reflect.TypeOf(rv) {
 				t.Errorf("%s: Apply returns %T, a follower decodes the forwarded result as %T", typ, res.Value, rv)
+			}
+			// and it answers the client the same JSON the leader would.
+			b, err := MarshalResult(res.Value)
+			if err != nil {
+				t.Fatalf("%s: marshal result: %v", typ, err)
+			}
+			if err := UnmarshalResult(b, rv); err != nil {
+				t.Fatalf("%s: unmarshal result: %v", typ, err)
+			}
+			want, _ := json.Marshal(res.Value)
+			got, _ := json.Marshal(rv)
+			if !bytes.Equal(want, got) {
+				t.Errorf("%s: forwarded result answers\n%s\nthe leader answers\n%s", typ, got, want)
 			}
 		}
 		h.f.Read(func(s *State) { verify(s, res) })
@@ -629,4 +645,43 @@ func TestAuditRingKeepsTheNewest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplicatedTenantsIndex: the derived index of tenants with tables
+// follows upserts and deletes, and is rebuilt by a restore.
+func TestReplicatedTenantsIndex(t *testing.T) {
+	h := newHarness(t)
+	seed(h) // acme has tables
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "plain", HomeRegion: "us-east"}, At: 1})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "later", HomeRegion: "us-east"}, At: 2})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "later", HomeRegion: "us-east", Tables: []TenantTable{{Name: "t"}}}, At: 3})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "us-east"}, At: 4}) // tables dropped
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "gone", HomeRegion: "us-east", Tables: []TenantTable{{Name: "t"}}}, At: 5})
+	h.mustApply(TenantDeleteType, TenantDelete{ID: "gone", At: 6})
+	want := []string{"later"}
+	ids := func(s *State) []string {
+		var out []string
+		for id, tn := range s.ReplicatedTenants() {
+			if s.Tenants[id] != tn {
+				t.Fatalf("index holds a stale tenant %s", id)
+			}
+			out = append(out, id)
+		}
+		sort.Strings(out)
+		return out
+	}
+	h.f.Read(func(s *State) {
+		if got := ids(s); !reflect.DeepEqual(got, want) {
+			t.Fatalf("replicated tenants %v, want %v", got, want)
+		}
+	})
+	restored := New(nil, nil)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	restored.Read(func(s *State) {
+		if got := ids(s); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after restore: replicated tenants %v, want %v", got, want)
+		}
+	})
 }

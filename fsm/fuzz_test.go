@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -175,4 +176,26 @@ func seedCommands() []struct {
 		{RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Node: "a1", Endpoint: DatabaseEndpoint{Host: "db", Port: 5432, Database: "atomfed"}, At: 4}},
 		{GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "public.fx", WriterRegion: "eu-west"}, At: 5}},
 	}
+}
+
+// FuzzNameValidators checks the hand-written name matchers against the
+// regexps they stand for.
+func FuzzNameValidators(f *testing.F) {
+	for _, s := range []string{"us-east", "a", "-a", "a-", "acme_co", "A", "x.y/z", strings.Repeat("a", 63), strings.Repeat("a", 64), "", "é"} {
+		f.Add(s)
+	}
+	dns := regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tenant := regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+	label := regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := ValidRegionName(s), dns.MatchString(s); got != want {
+			t.Fatalf("ValidRegionName(%q) = %v, regexp says %v", s, got, want)
+		}
+		if got, want := ValidTenantID(s), tenant.MatchString(s); got != want {
+			t.Fatalf("ValidTenantID(%q) = %v, regexp says %v", s, got, want)
+		}
+		if got, want := validLabelKey(s), label.MatchString(s); got != want {
+			t.Fatalf("validLabelKey(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
 }

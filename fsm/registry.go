@@ -142,6 +142,7 @@ func applyTenantUpsert(s *State, e *Entry) (any, error) {
 		t.CreateIndex, t.CreatedAt = e.Index, cmd.At
 	}
 	s.Tenants[t.ID] = &t
+	s.indexTenant(t.ID)
 	s.touch(TableTenants, e.Index)
 	if !t.IsSync() && s.SyncStates[t.ID] != nil {
 		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
@@ -161,6 +162,7 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 		return nil, err
 	}
 	delete(s.Tenants, cmd.ID)
+	s.indexTenant(cmd.ID)
 	s.touch(TableTenants, e.Index)
 	if s.SyncStates[cmd.ID] != nil {
 		delete(s.SyncStates, cmd.ID)

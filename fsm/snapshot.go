@@ -165,6 +165,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.nonceQueue = append(s.nonceQueue, n)
 	}
 	s.reindexTrust()
+	s.reindexTenants()
 	return s, readReplicationSnapshot(&doc, s)
 }
 

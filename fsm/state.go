@@ -50,8 +50,9 @@ type State struct {
 	// snapshot (and restored from one).
 	applied uint64
 
-	keyOwners   map[string]string // key id -> member id (derived)
-	tokenHashes map[string]*Token // secret hash -> token (derived)
+	keyOwners   map[string]string  // key id -> member id (derived)
+	tokenHashes map[string]*Token  // secret hash -> token (derived)
+	replicated  map[string]*Tenant // tenants with tables (derived)
 }
 
 type nonceEntry struct {
@@ -78,6 +79,37 @@ func newState() *State {
 		keyOwners:    map[string]string{},
 
 		tokenHashes: map[string]*Token{},
+		replicated:  map[string]*Tenant{},
+	}
+}
+
+// ReplicatedTenants returns the tenants that have tables, the ones the
+// replication tasks are derived from, keyed by id. Callers must not change
+// the map. The scheduler walks it on every change of the state, so it must
+// not cost a pass over every tenant.
+func (s *State) ReplicatedTenants() map[string]*Tenant { return s.replicated }
+
+// indexTenant keeps the derived tenant indexes in step with s.Tenants[id].
+func (s *State) indexTenant(id string) {
+	if t := s.Tenants[id]; t != nil && len(t.Tables) > 0 {
+		s.replicated[id] = t
+	} else {
+		delete(s.replicated, id)
+	}
+}
+
+// Reindex rebuilds the derived indexes of a State built or changed outside
+// Apply (tests, tools). Apply and Restore keep them themselves.
+func (s *State) Reindex() {
+	s.reindexTrust()
+	s.reindexTenants()
+}
+
+// reindexTenants rebuilds the derived tenant indexes.
+func (s *State) reindexTenants() {
+	s.replicated = map[string]*Tenant{}
+	for id := range s.Tenants {
+		s.indexTenant(id)
 	}
 }
 
@@ -174,6 +206,7 @@ func (s *State) clone() *State {
 		c.Nonces[k] = v
 	}
 	c.reindexTrust()
+	c.reindexTenants()
 	return c
 }
 

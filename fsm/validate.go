@@ -20,11 +20,8 @@ const (
 )
 
 var (
-	dnsLabelRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	tenantIDRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 	identRe     = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 	tableNameRe = regexp.MustCompile(`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`)
-	labelKeyRe  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
 	validStatus = map[string]bool{RegionActive: true, RegionMaintenance: true, RegionDraining: true}
 	validTier   = map[string]bool{TierStaging: true, TierProduction: true}
 	// reservedRegionNames are path words under /v1/regions/.
@@ -32,11 +29,38 @@ var (
 )
 
 // ValidRegionName reports whether name is a DNS label (RFC 1123, lower case).
-func ValidRegionName(name string) bool { return dnsLabelRe.MatchString(name) }
+func ValidRegionName(name string) bool { return edged(name, lowerAlnum, dnsMiddle) }
 
 // ValidTenantID reports whether id is a valid tenant id: lower-case letters,
 // digits, '-' and '_', 1 to 63 characters, starting and ending alphanumeric.
-func ValidTenantID(id string) bool { return tenantIDRe.MatchString(id) }
+func ValidTenantID(id string) bool { return edged(id, lowerAlnum, tenantMiddle) }
+
+// validLabelKey reports whether k is a label key: letters, digits and
+// ". _ / -", 1 to 63 characters, starting and ending alphanumeric.
+func validLabelKey(k string) bool { return edged(k, alnum, labelMiddle) }
+
+// edged reports whether s has 1 to 63 bytes, starts and ends with a byte
+// edge accepts, and has only bytes middle accepts in between. The names
+// checked on every write are matched this way rather than by regexp: it is
+// ten times faster, and the regexps they replace are kept in the tests.
+func edged(s string, edge, middle func(byte) bool) bool {
+	n := len(s)
+	if n == 0 || n > 63 || !edge(s[0]) || !edge(s[n-1]) {
+		return false
+	}
+	for i := 1; i < n-1; i++ {
+		if !middle(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerAlnum(c byte) bool   { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+func alnum(c byte) bool        { return lowerAlnum(c) || c >= 'A' && c <= 'Z' }
+func dnsMiddle(c byte) bool    { return lowerAlnum(c) || c == '-' }
+func tenantMiddle(c byte) bool { return dnsMiddle(c) || c == '_' }
+func labelMiddle(c byte) bool  { return alnum(c) || c == '.' || c == '_' || c == '/' || c == '-' }
 
 // NormalizeRegion fills defaults (tier staging, status active) into r and
 // drops empty collections, so that what is stored equals what was sent.
@@ -105,7 +129,7 @@ func validateLabels(labels map[string]string) error {
 		return invalidf("invalid_labels", "at most %d labels are allowed, got %d", MaxLabels, len(labels))
 	}
 	for k, v := range labels {
-		if !labelKeyRe.MatchString(k) || len(k) > MaxLabelKeyLen {
+		if !validLabelKey(k) || len(k) > MaxLabelKeyLen {
 			return invalidf("invalid_labels", "label key %q must be 1-%d characters of letters, digits, '.', '_', '-', '/'", k, MaxLabelKeyLen)
 		}
 		if len(v) > MaxLabelValueLen {

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -212,7 +211,7 @@ func (a *API) apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Apply
 	res := &fsm.ApplyResult{Index: fr.Index, Err: fr.Err}
 	if fr.Err == nil && len(fr.Value) > 0 {
 		v := fsm.ResultValue(t)
-		if err := json.Unmarshal(fr.Value, v); err != nil {
+		if err := fsm.UnmarshalResult(fr.Value, v); err != nil {
 			return nil, fmt.Errorf("%w: the leader's answer does not decode: %v", structs.ErrOutcomeUnknown, err)
 		}
 		res.Value = v

@@ -95,13 +95,14 @@ func atomfedSystem(bin string, o *options) bench.System {
 			w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), c.URLs(), fmt.Sprintf("f%d", round), region)
 			var killed *e2e.ServerProc
 			return bench.FailoverRun(ctx, round, w,
-				func() (func() error, error) {
+				func() (func() error, time.Time, error) {
 					l, err := c.WaitLeader(30 * time.Second)
 					if err != nil {
-						return nil, err
+						return nil, time.Time{}, err
 					}
 					killed = l
-					return l.Restart, l.Kill9()
+					at := time.Now()
+					return l.Restart, at, l.Kill9()
 				},
 				func(ctx context.Context, acks []bench.Ack) error {
 					l, err := c.WaitLeader(30 * time.Second)
@@ -144,12 +145,13 @@ func etcdSystem(bin string, o *options) bench.System {
 			w := bench.NewWriter(bench.NewHTTP(4), e.ClientURLs, fmt.Sprintf("f%d", round), "")
 			w.Request = bench.EtcdWrite
 			return bench.FailoverRun(ctx, round, w,
-				func() (func() error, error) {
+				func() (func() error, time.Time, error) {
 					i, err := e.WaitLeader(ctx)
 					if err != nil {
-						return nil, err
+						return nil, time.Time{}, err
 					}
-					return e.Members[i].Restart, e.Members[i].Kill9()
+					at := time.Now()
+					return e.Members[i].Restart, at, e.Members[i].Kill9()
 				},
 				e.VerifyEtcd, e.WaitHealthy)
 		}
@@ -262,6 +264,7 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 		"the leader is killed with SIGKILL after a second of steady writes. The window is the time from the last write acknowledged " +
 		"before the kill to the first acknowledged after it. Every acknowledged write is then read back linearizably.\n\n")
 	p("| system | rounds | windows | median | max | acknowledged writes lost |\n|---|---:|---|---:|---:|---:|\n")
+	var redone []string
 	for _, s := range res.Systems {
 		ws := res.Failover[s]
 		var ds []time.Duration
@@ -281,9 +284,15 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 			max = ds[len(ds)-1]
 		}
 		p("| %s | %d | %s | **%s** | %s | %d |\n", s, len(ws), strings.Join(parts, ", "), dur(med), dur(max), lost)
+		if n := res.Redone[s]; n > 0 {
+			redone = append(redone, fmt.Sprintf("%s: %d round(s) measured again because no election followed the kill (leadership had already moved).", s, n))
+		}
 		if e := res.Errors[s]; e != "" {
 			p("\n%s failover error: `%s`\n", s, strings.ReplaceAll(e, "`", "'"))
 		}
+	}
+	for _, n := range redone {
+		p("\n%s\n", n)
 	}
 	if len(res.Profile) > 0 {
 		top, areas, err := bench.ProfileTop(res.Profile, bin)
