@@ -63,6 +63,30 @@ func TestRaftStreamDialsFromBindAddress(t *testing.T) {
 	wantSource(t, from, "127.0.0.23")
 }
 
+// TestForwardingRPCDialsFromBindAddress: the forwarding RPC, which shares
+// the raft port, dials the leader the way raft does (from the bind
+// address, through the stream layer's dialer), on a plain connection: it
+// reads and writes at once, which raft's pooled-stream wrapper does not
+// allow.
+func TestForwardingRPCDialsFromBindAddress(t *testing.T) {
+	peer, from := acceptFrom(t)
+	s, err := newStreamLayer("127.0.0.25:0", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f := &fwdClient{s: &Server{stream: s}}
+	c, err := f.conn(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close(ErrShuttingDown)
+	wantSource(t, from, "127.0.0.25")
+	if _, wrapped := c.c.(*poolSafeConn); wrapped {
+		t.Fatal("the forwarding RPC's connection is wrapped for raft's pool")
+	}
+}
+
 // TestGossipDialsFromBindAddress: Serf's memberlist transport, bound to one
 // specific address, opens its TCP streams from it, and its UDP packets
 // leave from it too.
