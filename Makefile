@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench bench-go bench-compare fuzz reports clean
+.PHONY: all build run test test-short lint bench bench-go bench-compare chaos fuzz reports clean
 
 all: build
 
@@ -26,9 +26,14 @@ lint:
 	$(GO) vet $(PKGS)
 
 ## test: lint, then every test with the race detector (unit, FSM, in-process
-## clusters, multi-process clusters of the real binary)
+## clusters, multi-process clusters of the real binary, PostgreSQL); the
+## short chaos runs (internal/chaos) come last and alone, so that their
+## loaded clusters do not share the two cores with the multi-process tests
+## that assert time bounds
+CHAOS_PKG := github.com/atomcloud/atomfed/internal/chaos
 test: lint
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(GO) test -race -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -vx '$(CHAOS_PKG)')
+	$(GO) test -race -count=1 -timeout 15m $(CHAOS_PKG)
 
 ## test-short: the same without the race detector, for a quick loop
 test-short:
@@ -46,6 +51,15 @@ fuzz:
 ## bench: 3 server processes on loopback with fsync on; writes reports/bench.md
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
+
+## chaos: the long chaos suite: DURATION of faults (default 10m) over four
+## runs (3 and 5 servers, loopback and 80 ms between continents), nemeses
+## chosen from SEED (default random, printed; pass it to replay); writes
+## reports/chaos.md and reports/chaos.json and fails on any violation
+DURATION ?= 10m
+SEED ?= 0
+chaos: build
+	$(GO) run ./cmd/atomfed-chaos -bin $(BIN) -duration $(DURATION) -seed $(SEED) -out reports
 
 ## bench-go: Go benchmarks of the FSM apply path and the HTTP write path,
 ## BENCH_COUNT runs each, into reports/bench-go.txt; compare two such files

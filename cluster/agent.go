@@ -216,6 +216,9 @@ func (a *Agent) capabilities() []string {
 }
 
 func (a *Agent) setupSerf() error {
+	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "serf"), 0o700); err != nil {
+		return err
+	}
 	conf, err := serfConfig(a.cfg.GossipKey, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
 	if err != nil {
 		return err
@@ -230,11 +233,8 @@ func (a *Agent) setupSerf() error {
 		TagCapacity:        strconv.Itoa(a.cfg.Capacity),
 	}
 	conf.EventCh = a.events
-	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "serf"), 0o700); err != nil {
-		return err
-	}
 	conf.SnapshotPath = filepath.Join(a.cfg.DataDir, "serf", "local.snapshot")
-	sf, err := serf.Create(conf)
+	sf, err := createSerf(conf)
 	if err != nil {
 		return fmt.Errorf("start serf on %s: %w", a.cfg.SerfBindAddr, err)
 	}

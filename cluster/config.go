@@ -89,8 +89,9 @@ type Config struct {
 	// into the Raft configuration, besides doing so on each Serf event.
 	ReconcileInterval time.Duration
 
-	// Dial, when set, replaces the TCP dialer of the Raft transport (the
-	// chaos harness routes links through fault proxies this way).
+	// Dial, when set, replaces the TCP dialer of the Raft transport. The
+	// default dials from the Raft bind address when that is one specific
+	// address (see sourcebind.go).
 	Dial func(address string, timeout time.Duration) (net.Conn, error)
 
 	// Signer is the server's signing key: it signs trust bundles, and the

@@ -334,7 +334,7 @@ func (f *fwdClient) conn(leaderAddr string) (*fwdConn, error) {
 	if c := f.pool[i]; c != nil && !c.isDead() {
 		return c, nil
 	}
-	nc, err := f.s.stream.Dial(raft.ServerAddress(leaderAddr), 5*time.Second)
+	nc, _, err := f.s.stream.dialStream(leaderAddr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}

@@ -102,17 +102,17 @@ func (s *Server) tags() map[string]string {
 
 // setupSerf creates the Serf member with this server's tags.
 func (s *Server) setupSerf() error {
+	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "serf"), 0o700); err != nil {
+		return fmt.Errorf("create serf dir: %w", err)
+	}
 	conf, err := serfConfig(s.cfg.GossipKey, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
 	if err != nil {
 		return err
 	}
 	conf.Tags = s.tags()
 	conf.EventCh = s.serfEventCh
-	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "serf"), 0o700); err != nil {
-		return fmt.Errorf("create serf dir: %w", err)
-	}
 	conf.SnapshotPath = filepath.Join(s.cfg.DataDir, "serf", "local.snapshot")
-	sf, err := serf.Create(conf)
+	sf, err := createSerf(conf)
 	if err != nil {
 		return fmt.Errorf("start serf on %s: %w", s.cfg.SerfBindAddr, err)
 	}
@@ -152,7 +152,27 @@ func serfConfig(gossipKey []byte, node, bind, advertise string, ml *memberlist.C
 	conf.LogOutput = nil
 	mc.LogOutput = nil
 	conf.EnableNameConflictResolution = true
+	if ip := specificIP(host); ip != nil && mc.Transport == nil {
+		t, bound, err := newGossipTransport(ip, port, std)
+		if err != nil {
+			return nil, err
+		}
+		mc.Transport, mc.BindPort = t, bound
+	}
 	return conf, nil
+}
+
+// createSerf starts Serf; if that fails it releases the gossip transport
+// serfConfig bound, which Serf only takes over once it runs.
+func createSerf(conf *serf.Config) (*serf.Serf, error) {
+	sf, err := serf.Create(conf)
+	if err != nil {
+		if t, ok := conf.MemberlistConfig.Transport.(*gossipTransport); ok {
+			_ = t.Shutdown()
+		}
+		return nil, err
+	}
+	return sf, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -69,6 +70,13 @@ func statusFor(err error) (int, string) {
 		return http.StatusServiceUnavailable, "busy"
 	case errors.Is(err, structs.ErrShuttingDown):
 		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, context.Canceled):
+		// The request's context ended before anything was applied (a
+		// forward that may have applied is outcome_unknown, see forward):
+		// the server is stopping, so the client should retry elsewhere.
+		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "busy"
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -110,7 +110,7 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	f := a.c.FSM()
 	timedOut := false
 	for {
-		if opts.consistency == Linearizable {
+		if opts.consistency == Linearizable && !a.skipReadBarrier() {
 			if err := a.c.ConsistentRead(ctx); err != nil {
 				if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
 					a.forward(w, r, nil, false)

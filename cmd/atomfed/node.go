@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -116,14 +117,11 @@ func startServer(o serverOptions) (*serverNode, error) {
 		ln.Close()
 		return nil, err
 	}
-	var fwd http.RoundTripper
-	if sec.client != nil {
-		fwd = &http.Transport{TLSClientConfig: sec.client, MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
-	}
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
-		BootstrapToken: o.Security.Token, Signer: sec.signer, ForwardTransport: fwd,
+		BootstrapToken: o.Security.Token, Signer: sec.signer,
 		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug,
+		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, sec.client),
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	n := &serverNode{
@@ -169,6 +167,27 @@ func (n *serverNode) stopHTTP() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return n.http.Shutdown(ctx)
+}
+
+// forwardTransport carries the requests a follower forwards to the leader
+// over HTTP (the reads it does not serve itself), with TLS unless the node
+// runs plaintext (tlsConf nil). When the HTTP API listens on one specific
+// address, forwarded requests leave from it, as the Raft and gossip
+// connections leave from theirs: a node's traffic to its peers then has one
+// source address (firewall rules, and the chaos suite's per-link fault
+// proxies, rely on that).
+func forwardTransport(listen net.IP, tlsConf *tls.Config) http.RoundTripper {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if listen != nil && !listen.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: listen}
+	}
+	return &http.Transport{
+		DialContext:         d.DialContext,
+		TLSClientConfig:     tlsConf,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
 }
 
 // defaultGCPercent is the garbage collector's target when GOGC is not set.

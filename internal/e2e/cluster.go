@@ -22,8 +22,12 @@ import (
 type ServerConfig struct {
 	Node, Region, DataDir        string
 	HTTPAddr, RaftAddr, SerfAddr string
-	BootstrapExpect              int
-	Join                         []string
+	// RaftAdvertise and SerfAdvertise (host:port) and HTTPAdvertise (a
+	// URL) are what peers dial when that is not the bind address (the chaos
+	// suite puts a fault proxy there); empty omits the flag.
+	RaftAdvertise, SerfAdvertise, HTTPAdvertise string
+	BootstrapExpect                             int
+	Join                                        []string
 	// Extra flags, appended as given.
 	Extra []string
 }
@@ -33,6 +37,13 @@ func (c ServerConfig) Args() []string {
 	args := []string{"server",
 		"--node", c.Node, "--region", c.Region, "--data-dir", c.DataDir,
 		"--http-addr", c.HTTPAddr, "--raft-addr", c.RaftAddr, "--serf-addr", c.SerfAddr,
+	}
+	for _, f := range []struct{ flag, v string }{
+		{"--raft-advertise", c.RaftAdvertise}, {"--serf-advertise", c.SerfAdvertise}, {"--http-advertise", c.HTTPAdvertise},
+	} {
+		if f.v != "" {
+			args = append(args, f.flag, f.v)
+		}
 	}
 	if c.BootstrapExpect > 0 {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(c.BootstrapExpect))
@@ -56,8 +67,7 @@ type ServerProc struct {
 // logDir/<node>.log.
 func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*ServerProc, error) {
 	url := "https://" + cfg.HTTPAddr
-	host, _, _ := net.SplitHostPort(cfg.HTTPAddr)
-	flags, err := sec.NodeFlags(cfg.Node, true, host)
+	flags, err := sec.NodeFlags(cfg.Node, true, cfg.certIPs()...)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +79,18 @@ func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*Server
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
 	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c}, nil
+}
+
+// certIPs are the addresses a server's certificate must name: the HTTP
+// bind address and the advertised addresses peers and clients dial.
+func (c ServerConfig) certIPs() []string {
+	var ips []string
+	for _, hp := range []string{c.HTTPAddr, c.RaftAdvertise, c.SerfAdvertise, strings.TrimPrefix(strings.TrimPrefix(c.HTTPAdvertise, "https://"), "http://")} {
+		if host, _, err := net.SplitHostPort(hp); err == nil && net.ParseIP(host) != nil {
+			ips = append(ips, host)
+		}
+	}
+	return ips
 }
 
 // ID returns the server's node name (its Raft server id).
@@ -409,6 +431,12 @@ func (c *Cluster) CleanupOnExit(t TB) {
 // path. It must run inside the module (tests and `go run` do). The binary
 // carries the git commit (GitCommit) as `make build` stamps it.
 func BuildBinary(dir, version string) (string, error) {
+	return BuildBinaryTags(dir, version)
+}
+
+// BuildBinaryTags is BuildBinary with build tags (the chaos suite builds a
+// binary with the test-only chaosbug tag).
+func BuildBinaryTags(dir, version string, tags ...string) (string, error) {
 	out := filepath.Join(dir, "atomfed")
 	ldflags := ""
 	if version != "" {
@@ -418,6 +446,9 @@ func BuildBinary(dir, version string) (string, error) {
 		ldflags += " -X main.commit=" + c
 	}
 	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
 	if ldflags != "" {
 		args = append(args, "-ldflags", strings.TrimSpace(ldflags))
 	}

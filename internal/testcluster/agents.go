@@ -35,6 +35,9 @@ type AgentNode struct {
 type AgentOptions struct {
 	Executors func(reg prometheus.Registerer) ([]cluster.Executor, error)
 	Database  *fsm.DatabaseEndpoint
+	// Memberlist replaces AgentMemberlist's gossip settings (tests that
+	// must not see a live agent declared failed on a starved machine).
+	Memberlist *memberlist.Config
 }
 
 // AgentMemberlist returns the gossip settings of test agents: fast enough
@@ -46,6 +49,20 @@ func AgentMemberlist() *memberlist.Config {
 	c.ProbeTimeout = 100 * time.Millisecond
 	c.GossipInterval = 50 * time.Millisecond
 	c.SuspicionMult = 3
+	return c
+}
+
+// SteadyMemberlist returns gossip settings that declare a member failed
+// only after it has been silent for several seconds: for tests whose
+// assertions assume that members which keep running are never declared
+// failed, which AgentMemberlist's sub-second detection does not promise on
+// a loaded two-core machine under -race.
+func SteadyMemberlist() *memberlist.Config {
+	c := TestMemberlist()
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.GossipInterval = 100 * time.Millisecond
+	c.SuspicionMult = 4
 	return c
 }
 
@@ -64,11 +81,15 @@ func (c *Cluster) AddAgent(id, region string) *AgentNode {
 func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 	c.t.Helper()
 	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id), opts: o}
+	ml := o.Memberlist
+	if ml == nil {
+		ml = AgentMemberlist()
+	}
 	n.cfg = cluster.AgentConfig{
 		NodeID: id, Region: region, DataDir: n.Dir,
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
-		Memberlist: AgentMemberlist(), HeartbeatInterval: AgentHeartbeat, Database: o.Database,
+		Memberlist: ml, HeartbeatInterval: AgentHeartbeat, Database: o.Database,
 		GossipKey: c.sec.gossipKey,
 		NewAPI: func(servers func() []string) cluster.AgentAPI {
 			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
