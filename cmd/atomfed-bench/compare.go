@@ -25,8 +25,14 @@ type compareOptions struct {
 // atomfedSystem runs a 3-server atomfed cluster with its default security
 // (TLS, tokens) and pprof enabled for the profile.
 func atomfedSystem(bin string, o *options) bench.System {
-	return bench.System{Name: "atomfed", Start: func(ctx context.Context) (*bench.SystemRun, error) {
-		c, err := bench.StartCluster(bin, 3, "--enable-debug")
+	return atomfedSystemWith("atomfed", bin, o, false)
+}
+
+// atomfedSystemWith is atomfedSystem named name, with --insecure-plaintext
+// when plaintext.
+func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.System {
+	return bench.System{Name: name, Start: func(ctx context.Context) (*bench.SystemRun, error) {
+		c, err := bench.StartClusterWith(e2e.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
 		if err != nil {
 			return nil, err
 		}

@@ -38,6 +38,7 @@ type options struct {
 	replRate         int
 	replDuration     time.Duration
 	replRounds       int
+	securityRounds   int
 	compareEtcd      bool
 	compare          compareOptions
 	profileDir       string
@@ -76,6 +77,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.replRate, "repl-rate", 200, "insert rate (rows/s) of the replication lag measurement (0 skips it)")
 	fs.DurationVar(&o.replDuration, "repl-duration", 10*time.Second, "length of each replication lag run")
 	fs.IntVar(&o.replRounds, "repl-rounds", 2, "replication lag runs per setup (atomfed and by hand, alternating)")
+	fs.IntVar(&o.securityRounds, "security-rounds", 2, "runs each of default security and --insecure-plaintext, alternating, for the cost of security (0 skips it)")
 	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
 	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
 	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
@@ -286,6 +288,14 @@ func run(ctx context.Context, o *options) error {
 			Rate: o.replRate, Duration: o.replDuration, Rounds: o.replRounds, Log: logf})
 		if rep.ReplicationErr != nil {
 			logf("replication: %v", rep.ReplicationErr)
+		}
+	}
+	if o.securityRounds > 0 && ctx.Err() == nil {
+		c.Close(keep) // each setup gets the machine to itself
+		logf("security: default flags against --insecure-plaintext, %d runs each", o.securityRounds)
+		rep.Security, rep.SecurityErr = runSecurityCost(ctx, o, bin)
+		if rep.SecurityErr != nil {
+			logf("security: %v", rep.SecurityErr)
 		}
 	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {

@@ -30,15 +30,22 @@ func (c *Cluster) metricsClient() *HTTP {
 	return c.mc
 }
 
-// StartCluster starts servers processes of bin and waits for an
-// established leader.
+// StartCluster starts servers processes of bin with the default security
+// and waits for an established leader.
 func StartCluster(bin string, servers int, extra ...string) (*Cluster, error) {
+	return StartClusterWith(e2e.ClusterOptions{Bin: bin, Servers: servers, Extra: extra})
+}
+
+// StartClusterWith is StartCluster with every option; Dir and LogDir are
+// set here.
+func StartClusterWith(o e2e.ClusterOptions) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "atomfed-bench-")
 	if err != nil {
 		return nil, err
 	}
 	logDir := filepath.Join(dir, "logs")
-	c, err := e2e.NewCluster(e2e.ClusterOptions{Bin: bin, Dir: dir, LogDir: logDir, Servers: servers, Extra: extra})
+	o.Dir, o.LogDir = dir, logDir
+	c, err := e2e.NewCluster(o)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

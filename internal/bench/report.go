@@ -155,8 +155,18 @@ type Report struct {
 	ScaleErr       error
 	Replication    *ReplicationResult
 	ReplicationErr error
-	Notes          []string
+	// Security compares default flags (SecureName) with
+	// --insecure-plaintext (PlaintextName).
+	Security    *CompareResult
+	SecurityErr error
+	Notes       []string
 }
+
+// The system names of Report.Security.
+const (
+	SecureName    = "default security"
+	PlaintextName = "--insecure-plaintext"
+)
 
 // Markdown renders the report.
 func (r *Report) Markdown() string {
@@ -193,6 +203,9 @@ func (r *Report) Markdown() string {
 	}
 	if len(r.Failover) > 0 || r.FailoverErr != nil {
 		r.failoverMarkdown(&b)
+	}
+	if r.Security != nil || r.SecurityErr != nil {
+		r.securityMarkdown(&b)
 	}
 	if r.Replication != nil || r.ReplicationErr != nil {
 		r.replicationMarkdown(&b)
@@ -272,6 +285,41 @@ func (r *Report) scaleMarkdown(b *strings.Builder) {
 	p("| goroutines | %d |\n", s.Goroutines)
 	p("| raft commits per second in steady state (heartbeats and reports) | %.1f |\n", s.CommitsPerSec)
 	p("\nThe CPU and memory figures are for the whole process, so they bound the leader's own cost from above.\n")
+}
+
+func (r *Report) securityMarkdown(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("\n## What the default security costs\n\n")
+	if r.SecurityErr != nil {
+		p("**Security comparison failed:** `%s`\n\n", oneLine(r.SecurityErr.Error()))
+	}
+	x := r.Security
+	if x == nil || len(x.Rows) == 0 {
+		return
+	}
+	runs := len(x.Rows[0].Runs[SecureName])
+	p("The same load on two fresh 3-server clusters, one with default flags (HTTPS to the API, mutual TLS on the Raft transport and the forwarding RPC, "+
+		"encrypted gossip) and one with `--insecure-plaintext` (plain HTTP and TCP, gossip unencrypted); "+
+		"both check the bearer token on every request. Requests round-robin over the 3 servers; the setups alternate, %d runs each; "+
+		"the table shows the median run's throughput and the medians of p50 and p99. Server CPU per operation is the three server processes' CPU time "+
+		"in the measured window over the successful operations.\n\n", runs)
+	p("| operation | clients | default ops/s | p50 / p99 | plaintext ops/s | p50 / p99 | throughput default/plaintext | server CPU per op default / plaintext |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, row := range x.Rows {
+		s, pl := row.Median[SecureName], row.Median[PlaintextName]
+		cs, _ := row.MedianCPU(SecureName)
+		cp, _ := row.MedianCPU(PlaintextName)
+		ratio, cpu := "n/a", "n/a"
+		if pl.Throughput > 0 && s.Throughput > 0 {
+			ratio = fmt.Sprintf("**%.2f**", s.Throughput/pl.Throughput)
+			cpu = fmt.Sprintf("%.0fµs / %.0fµs", cs*1e6/s.Throughput, cp*1e6/pl.Throughput)
+		}
+		p("| %s | %d | %.0f | %s / %s | %.0f | %s / %s | %s | %s |\n", row.Step.Name, row.Step.Concurrency,
+			s.Throughput, fmtDur(s.P50), fmtDur(s.P99), pl.Throughput, fmtDur(pl.P50), fmtDur(pl.P99), ratio, cpu)
+	}
+	if e := x.Elections; e[SecureName]+e[PlaintextName] > 0 {
+		p("\nLeader elections during the load steps: default %d, plaintext %d.\n", e[SecureName], e[PlaintextName])
+	}
 }
 
 func (r *Report) replicationMarkdown(b *strings.Builder) {

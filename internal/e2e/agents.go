@@ -43,7 +43,7 @@ func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, e
 		"--join", strings.Join(join, ",")}, append(flags, extra...)...)
 	p := NewProc(node, bin, filepath.Join(logDir, node+".log"), args...)
 	p.Env = sec.Env()
-	return &AgentProc{Proc: p, Node: node, Region: region, DataDir: dir, URL: "https://" + loopback(httpPort), sec: sec}, nil
+	return &AgentProc{Proc: p, Node: node, Region: region, DataDir: dir, URL: sec.Scheme() + "://" + loopback(httpPort), sec: sec}, nil
 }
 
 // SerfAddrs returns the Serf addresses of the cluster's servers.

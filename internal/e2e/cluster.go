@@ -66,7 +66,7 @@ type ServerProc struct {
 // NewServerProc prepares (but does not start) a server whose log is
 // logDir/<node>.log.
 func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*ServerProc, error) {
-	url := "https://" + cfg.HTTPAddr
+	url := sec.Scheme() + "://" + cfg.HTTPAddr
 	flags, err := sec.NodeFlags(cfg.Node, true, cfg.certIPs()...)
 	if err != nil {
 		return nil, err
@@ -118,6 +118,9 @@ type ClusterOptions struct {
 	Port func() (int, error)
 	// Extra flags for every server (e.g. "--log-level", "debug").
 	Extra []string
+	// Plaintext starts the servers with --insecure-plaintext (see
+	// Security.Plaintext).
+	Plaintext bool
 }
 
 // Regions are the region names the servers of a cluster run in, in order.
@@ -161,6 +164,7 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	sec.Plaintext = o.Plaintext
 	c := &Cluster{opts: o, Sec: sec}
 	for i, p := range ps {
 		node := fmt.Sprintf("s%d", i+1)

@@ -27,6 +27,10 @@ type Security struct {
 	CA        *tlsutil.CA
 	CAPath    string
 	GossipKey string // base64
+	// Plaintext runs the nodes with --insecure-plaintext (no TLS, no
+	// gossip encryption; tokens and signatures still apply), for measuring
+	// what the default security costs.
+	Plaintext bool
 
 	mu      sync.Mutex
 	signers map[string]*signing.Signer
@@ -60,6 +64,9 @@ func NewSecurity(dir string) (*Security, error) {
 // NodeFlags issues a certificate for a node (server or agent) on ip and
 // returns the TLS and gossip flags of its command line.
 func (s *Security) NodeFlags(name string, server bool, ips ...string) ([]string, error) {
+	if s.Plaintext {
+		return []string{"--insecure-plaintext"}, nil
+	}
 	role := tlsutil.AgentName
 	if server {
 		role = tlsutil.ServerName
@@ -73,6 +80,15 @@ func (s *Security) NodeFlags(name string, server bool, ips ...string) ([]string,
 		return nil, err
 	}
 	return []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key, "--encrypt", s.GossipKey}, nil
+}
+
+// Scheme is the URL scheme of the nodes' HTTP APIs: https, or http when
+// Plaintext.
+func (s *Security) Scheme() string {
+	if s.Plaintext {
+		return "http"
+	}
+	return "https"
 }
 
 // Env is the environment every process of the cluster gets.
@@ -103,8 +119,11 @@ func (s *Security) Signer(member string) (*signing.Signer, string, error) {
 }
 
 // TLSConfig trusts the cluster's CA (for clients that are not
-// client.Client, such as the load generator).
+// client.Client, such as the load generator); nil when Plaintext.
 func (s *Security) TLSConfig() *tls.Config {
+	if s.Plaintext {
+		return nil
+	}
 	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: s.CAPath}, "")
 	if err != nil {
 		panic(fmt.Sprintf("CA %s: %v", s.CAPath, err))
@@ -115,6 +134,9 @@ func (s *Security) TLSConfig() *tls.Config {
 // Client returns a client of url with the bootstrap token and the CA, plus
 // opts.
 func (s *Security) Client(url string, opts ...client.Option) (*client.Client, error) {
+	if s.Plaintext {
+		return client.New(url, append([]client.Option{client.WithToken(Token)}, opts...)...)
+	}
 	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: s.CAPath}, "")
 	if err != nil {
 		return nil, err
