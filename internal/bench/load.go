@@ -162,8 +162,12 @@ func Median(ds []time.Duration) time.Duration {
 
 // String is a one-line summary of a result.
 func (r Result) String() string {
-	return fmt.Sprintf("%-40s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s max %-9s ok %d errors %d",
+	s := fmt.Sprintf("%-40s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s max %-9s ok %d errors %d",
 		r.Name, r.Concurrency, r.Throughput, fmtDur(r.P50), fmtDur(r.P99), fmtDur(r.Max), r.OK, r.Errors)
+	if r.FirstError != "" {
+		s += " (first: " + r.FirstError + ")"
+	}
+	return s
 }
 
 // fmtDur prints a duration with three significant digits in a unit that
