@@ -18,11 +18,16 @@ import (
 // values: a follower notices a lost leader after 200-400 ms of silence and an
 // election on a LAN completes in a few milliseconds, so leadership is
 // repaired well under a second. RaftMultiplier scales all three for WAN
-// links; see Config.RaftMultiplier.
+// links; see Config.RaftMultiplier. The leader lease equals the heartbeat
+// timeout: a leader whose process is starved of CPU for a moment (a busy
+// shared host) keeps its leadership instead of stepping down after 100 ms,
+// and since reads confirm leadership with a quorum (read index), never with
+// the lease, the longer lease costs no consistency; a partitioned leader
+// steps down within 200 ms.
 const (
 	BaseHeartbeatTimeout   = 200 * time.Millisecond
 	BaseElectionTimeout    = 200 * time.Millisecond
-	BaseLeaderLeaseTimeout = 100 * time.Millisecond
+	BaseLeaderLeaseTimeout = 200 * time.Millisecond
 )
 
 // Config configures a server. cmd builds it from flags and environment; no
