@@ -361,12 +361,17 @@ func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plan
 		if published {
 			stmt = "UPDATE " + pt.ref.Quoted() + " SET " + ident(c) + " = NULL WHERE tenant_id = " + quoteLiteral(s.spec.Tenant) + " AND " + ident(c) + " IS NOT NULL"
 		}
-		if _, err := conn.Exec(ctx, stmt); err != nil {
+		tag, err := conn.Exec(ctx, stmt)
+		if err != nil {
 			is := issueFromErr(pt.ref.display(), "remove PII column "+c, err)
 			return &is
 		}
 		delete(s.pendingPII, key)
-		s.log.Info("removed a PII column from the mirror", "table", pt.ref.String(), "column", c, "cleared_only", published)
+		// A shared table keeps the column, so this runs again at every
+		// other step; say so only when it changed something.
+		if !published || tag.RowsAffected() > 0 {
+			s.log.Info("removed a PII column from the mirror", "table", pt.ref.String(), "column", c, "cleared_only", published, "rows_cleared", tag.RowsAffected())
+		}
 	}
 	return nil
 }

@@ -188,6 +188,10 @@ type DataPlaneResult struct {
 	LagSamples int     `json:"lag_samples"`
 	LagP50S    float64 `json:"lag_p50_s"`
 	LagMaxS    float64 `json:"lag_max_s"`
+	// LagTimeouts are probes whose row did not reach every mirror within
+	// 30 s (not counted in the lag; Notes say what the mirror's
+	// subscription and the home's slot showed then).
+	LagTimeouts int `json:"lag_probe_timeouts"`
 	// Convergence after healing: from the end of the writes (right after
 	// the last fault was healed and everything was up) until every mirror
 	// held exactly its home's rows of each tenant.
@@ -214,6 +218,8 @@ type DataPlaneResult struct {
 	OrphanSlots          int      `json:"orphan_slots"`
 	MissingSubscriptions int      `json:"missing_subscriptions"`
 	Findings             []string `json:"findings,omitempty"`
+	// Notes are observations that fail nothing.
+	Notes []string `json:"notes,omitempty"`
 
 	Errors   map[string]int `json:"writer_errors"`
 	Failures []string       `json:"failures"`
@@ -358,7 +364,7 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 	defer stop()
 
 	warmEnd := time.Now().Add(cfg.Warmup)
-	lags := d.measureLag(ctx, warmEnd)
+	lags := d.measureLag(ctx, warmEnd, res)
 	sort.Float64s(lags)
 	res.LagSamples = len(lags)
 	if len(lags) > 0 {
@@ -400,6 +406,8 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 	res.ElapsedS = time.Since(res.Started).Seconds()
 	if !res.Passed() {
 		logTails(cfg.Logf, c)
+	}
+	if !res.Passed() || res.LagTimeouts > 0 {
 		d.keepPostgresLogs()
 	}
 	return res, nil
@@ -618,6 +626,7 @@ func issuesText(is []fsm.ReplicationIssue) string {
 
 func (d *dataPlane) waitStreaming(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	nextLog := time.Now().Add(5 * time.Second)
 	for {
 		err := d.streaming(ctx)
 		if err == nil {
@@ -626,6 +635,10 @@ func (d *dataPlane) waitStreaming(ctx context.Context, timeout time.Duration) er
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
+		if time.Now().After(nextLog) {
+			d.cfg.Logf("waiting for replication to stream: %v", err)
+			nextLog = time.Now().Add(5 * time.Second)
+		}
 		_ = waitCtx(ctx, 250*time.Millisecond)
 	}
 }
@@ -633,7 +646,7 @@ func (d *dataPlane) waitStreaming(ctx context.Context, timeout time.Duration) er
 // measureLag inserts probe rows at the homes until until, each time
 // waiting for every mirror of the tenant to show the row, and returns the
 // lags in seconds.
-func (d *dataPlane) measureLag(ctx context.Context, until time.Time) []float64 {
+func (d *dataPlane) measureLag(ctx context.Context, until time.Time, res *DataPlaneResult) []float64 {
 	var lags []float64
 	for time.Now().Before(until) && ctx.Err() == nil {
 		for _, w := range d.writers {
@@ -643,6 +656,10 @@ func (d *dataPlane) measureLag(ctx context.Context, until time.Time) []float64 {
 			lag, err := d.probe(ctx, w)
 			if err != nil {
 				d.cfg.Logf("lag probe of %s: %v", w.t.ID, err)
+				res.LagTimeouts++
+				if len(res.Notes) < 20 {
+					res.Notes = append(res.Notes, fmt.Sprintf("lag probe of %s: %v", w.t.ID, err))
+				}
 				continue
 			}
 			lags = append(lags, lag.Seconds())
@@ -676,12 +693,37 @@ func (d *dataPlane) probe(ctx context.Context, w *dpWriter) (time.Duration, erro
 				break
 			}
 			if pctx.Err() != nil {
-				return 0, fmt.Errorf("row %s/%d not in %s within 30s (%v)", key.Table, key.ID, d.regions[m], err)
+				return 0, fmt.Errorf("row %s/%d not in %s within 30s (%v); %s", key.Table, key.ID, d.regions[m], err, d.replicationState(ctx, w.t, m))
 			}
 			_ = waitCtx(pctx, 5*time.Millisecond)
 		}
 	}
 	return time.Since(acked), nil
+}
+
+// replicationState describes a tenant's subscription on mirror m and its
+// slot at the home, for a probe that timed out.
+func (d *dataPlane) replicationState(ctx context.Context, t DataPlaneTenant, m int) string {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	name := fsm.TenantSubscription(t.ID, d.regions[m])
+	var sub, slot string
+	err := d.query(qctx, m, func(c *pgx.Conn) error {
+		return c.QueryRow(qctx, `SELECT coalesce(string_agg(format('pid %s received %s end %s last message %s', pid, received_lsn, latest_end_lsn, last_msg_receipt_time), '; '), 'no worker')
+			|| ' tables ' || coalesce((SELECT string_agg(srsubstate::text, '') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = $1), '')
+			FROM pg_stat_subscription WHERE subname = $1`, name).Scan(&sub)
+	})
+	if err != nil {
+		sub = err.Error()
+	}
+	err = d.query(qctx, t.Home, func(c *pgx.Conn) error {
+		return c.QueryRow(qctx, `SELECT coalesce((SELECT format('active %s confirmed %s', active, confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = $1), 'no slot')
+			|| ' at WAL ' || pg_current_wal_lsn()::text`, name).Scan(&slot)
+	})
+	if err != nil {
+		slot = err.Error()
+	}
+	return fmt.Sprintf("subscription %s on %s: %s; slot at %s: %s", name, d.regions[m], sub, d.regions[t.Home], slot)
 }
 
 // query runs fn on the check connection to region, opening it when
