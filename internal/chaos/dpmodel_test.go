@@ -58,8 +58,8 @@ func TestDataPlaneModel(t *testing.T) {
 // data-plane section and its failures, and no control-plane sections.
 func TestDataPlaneReport(t *testing.T) {
 	r := &DataPlaneResult{Name: "dataplane", Seed: 9, Started: time.Now(), Regions: []string{"us-east", "eu-west", "ap-south"},
-		Tenants: []DataPlaneTenant{{ID: "acme", HomeRegion: "us-east", MirrorRegions: []string{"eu-west"}, Tables: []Table{{"orders", "email"}}}},
-		Events:  []Event{{Type: "pg-kill", Targets: []string{"pg/us-east"}, Start: time.Now(), Healed: time.Now(), Recovered: time.Now()}},
+		Tenants:     []DataPlaneTenant{{ID: "acme", HomeRegion: "us-east", MirrorRegions: []string{"eu-west"}, Tables: []Table{{"orders", "email"}}}},
+		Events:      []Event{{Type: "pg-kill", Targets: []string{"pg/us-east"}, Start: time.Now(), Healed: time.Now(), Recovered: time.Now()}},
 		WritesAcked: 100, LeakedRows: 3, ConvergeWithinS: 90, Converged: true, ConvergenceS: 0.4}
 	r.fail("3 rows of tenants in regions that are neither their home nor their mirror")
 	rep := NewDataPlaneReport("make chaos-dataplane DURATION=1m SEED=9", r)
