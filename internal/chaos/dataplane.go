@@ -206,7 +206,10 @@ type DataPlaneResult struct {
 	// RLSVisible: rows of another tenant a session saw under row-level
 	// security on a mirror; RLSOff: mirror tables without forced RLS or
 	// the tenant policy. PIIFound: PII columns present on mirror-only
-	// tables plus mirrored rows holding a PII value. OrphanSlots: slots on
+	// tables plus mirrored rows holding a PII value. HomeColumnsLost: a
+	// tenant table at its home without its PII column (tenant data
+	// destroyed, e.g. by a subscriber that took a shared table for a
+	// mirror table of its own). OrphanSlots: slots on
 	// a home no subscription uses; MissingSubscriptions: a mirror without
 	// its subscription or its slot.
 	LostRows             int      `json:"lost_rows"`
@@ -215,6 +218,7 @@ type DataPlaneResult struct {
 	RLSVisible           int      `json:"rls_rows_of_other_tenants_visible"`
 	RLSOff               int      `json:"rls_tables_unprotected"`
 	PIIFound             int      `json:"pii_found"`
+	HomeColumnsLost      int      `json:"home_pii_columns_lost"`
 	OrphanSlots          int      `json:"orphan_slots"`
 	MissingSubscriptions int      `json:"missing_subscriptions"`
 	Findings             []string `json:"findings,omitempty"`

@@ -103,6 +103,7 @@ func (d *dataPlane) check(ctx context.Context, models []map[dpKey]*dpRow, res *D
 	d.checkLeaks(cctx, res)
 	d.checkRLS(cctx, res)
 	d.checkPII(cctx, res)
+	d.checkHomeColumns(cctx, res)
 	d.checkSlots(cctx, res)
 	if res.LostRows > 0 {
 		res.fail("%d acknowledged rows lost or changed (see findings)", res.LostRows)
@@ -118,6 +119,9 @@ func (d *dataPlane) check(ctx context.Context, models []map[dpKey]*dpRow, res *D
 	}
 	if res.PIIFound > 0 {
 		res.fail("%d PII columns or values on mirrors", res.PIIFound)
+	}
+	if res.HomeColumnsLost > 0 {
+		res.fail("%d tenant tables lost their PII column at their home", res.HomeColumnsLost)
 	}
 	if res.OrphanSlots > 0 || res.MissingSubscriptions > 0 {
 		res.fail("%d orphan replication slots or stray subscriptions, %d missing subscriptions or slots", res.OrphanSlots, res.MissingSubscriptions)
@@ -401,6 +405,29 @@ func (d *dataPlane) checkPII(ctx context.Context, res *DataPlaneResult) {
 					res.PIIFound += n
 					res.finding("%s: %d mirrored rows of %s in %s hold a PII value", d.regions[region], n, t.ID, table)
 				}
+			}
+		}
+	}
+}
+
+// checkHomeColumns checks that every tenant table at its home still has
+// its PII column: the home's data is the tenant's, nothing of the
+// replication may take it away.
+func (d *dataPlane) checkHomeColumns(ctx context.Context, res *DataPlaneResult) {
+	for _, t := range d.cfg.Tenants {
+		for _, tb := range t.Tables {
+			var n int
+			err := d.query(ctx, t.Home, func(c *pgx.Conn) error {
+				return c.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+					WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2`, tb.Name, tb.PII).Scan(&n)
+			})
+			if err != nil {
+				res.fail("columns of %s in %s: %v", tb.Name, d.regions[t.Home], err)
+				continue
+			}
+			if n == 0 {
+				res.HomeColumnsLost++
+				res.finding("%s: %s's home table %s has lost its column %s", d.regions[t.Home], t.ID, tb.Name, tb.PII)
 			}
 		}
 	}
