@@ -183,6 +183,9 @@ type DataPlaneResult struct {
 	RowsAcked int `json:"rows_acked"`
 	RowsMaybe int `json:"rows_maybe"`
 
+	// StreamS is how long after the tenants were registered every mirror
+	// streamed (every table ready).
+	StreamS float64 `json:"stream_after_register_s"`
 	// Lag before faults: from a probe row's commit at the home until every
 	// mirror of the tenant shows it.
 	LagSamples int     `json:"lag_samples"`
@@ -345,6 +348,7 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 	if err := d.waitStreaming(ctx, cfg.StreamWithin); err != nil {
 		res.fail("replication was not streaming %s after the tenants were registered: %v", cfg.StreamWithin, err)
 	} else {
+		res.StreamS = time.Since(streamStart).Seconds()
 		cfg.Logf("every mirror streams, %s after the tenants were registered", time.Since(streamStart).Round(time.Millisecond))
 	}
 

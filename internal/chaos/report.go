@@ -196,8 +196,8 @@ func (rep *Report) nemesesInjected(w func(string, ...any)) {
 func (rep *Report) dataPlane(w func(string, ...any)) {
 	w("\n## Data plane\n\n")
 	w("Each data-plane run has 3 servers and, per region, a real PostgreSQL 15 and a real `atomfed agent` with that database (POSTGRES_DSN) and the replication passfile. The tenants are registered through the API with their tables and PII columns, so the agents run PostgreSQL's logical replication: a publication per tenant at its home with the row filter and a column list without the PII column, a subscription on each mirror with row-level security. One writer per tenant inserts, updates and deletes rows with unique ids at the home and records what PostgreSQL acknowledged; a statement that errored or timed out after it was sent is a maybe. After healing, the writes stop and every mirror must hold exactly its home's rows of each tenant within the stated bound; then the checks below run.\n\n")
-	w("| run | setup | seed | fault phase | writes acked / maybe / not sent | rows acked / maybe | lag before faults p50 / max | convergence after heal (bound) | lost / extra rows | leaked rows | RLS: other tenants' rows visible / tables unprotected | PII found | orphan slots / missing subscriptions | result |\n")
-	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	w("| run | setup | seed | fault phase | mirrors streaming after registration | writes acked / maybe / not sent | rows acked / maybe | lag before faults p50 / max | convergence after heal (bound) | lost / extra rows | leaked rows | RLS: other tenants' rows visible / tables unprotected | PII found | orphan slots / missing subscriptions | result |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rep.DataPlane {
 		res := "pass"
 		if !r.Passed() {
@@ -207,8 +207,12 @@ func (rep *Report) dataPlane(w func(string, ...any)) {
 		if r.Converged {
 			conv = secs(r.ConvergenceS)
 		}
-		w("| %s | %s | %d | %s | %d / %d / %d | %d / %d | %s / %s (%d probes%s) | %s (< %s) | %d / %d | %d | %d / %d | %d | %d / %d | %s |\n",
-			r.Name, r.Setup, r.Seed, secs(r.FaultPhaseS), r.WritesAcked, r.WritesMaybe, r.WritesNotSent, r.RowsAcked, r.RowsMaybe,
+		stream := "**never**"
+		if r.StreamS > 0 {
+			stream = secs(r.StreamS)
+		}
+		w("| %s | %s | %d | %s | %s | %d / %d / %d | %d / %d | %s / %s (%d probes%s) | %s (< %s) | %d / %d | %d | %d / %d | %d | %d / %d | %s |\n",
+			r.Name, r.Setup, r.Seed, secs(r.FaultPhaseS), stream, r.WritesAcked, r.WritesMaybe, r.WritesNotSent, r.RowsAcked, r.RowsMaybe,
 			secs(r.LagP50S), secs(r.LagMaxS), r.LagSamples, lagTimeouts(r.LagTimeouts), conv, secs(r.ConvergeWithinS), r.LostRows, r.ExtraRows, r.LeakedRows,
 			r.RLSVisible, r.RLSOff, r.PIIFound, r.OrphanSlots, r.MissingSubscriptions, res)
 	}
