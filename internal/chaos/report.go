@@ -61,8 +61,8 @@ func (rep *Report) Markdown() string {
 		if len(rep.Runs) > 0 {
 			sep = ". Data plane:"
 		}
-		w("%s %d acknowledged rows lost, %d rows leaked across tenants, %d rows of other tenants visible under RLS, %d PII columns or values on mirrors, %d orphan replication slots in %d data-plane runs",
-			sep, rep.DPLostRows, rep.DPLeakedRows, rep.DPRLSVisible, rep.DPPIIFound, rep.DPOrphans, len(rep.DataPlane))
+		w("%s %d acknowledged rows lost, %d rows leaked across tenants, %d rows of other tenants visible under RLS, %d PII columns or values on mirrors, %d orphan replication slots in %s",
+			sep, rep.DPLostRows, rep.DPLeakedRows, rep.DPRLSVisible, rep.DPPIIFound, rep.DPOrphans, plural(len(rep.DataPlane), "data-plane run"))
 	}
 	w(".\n\n")
 	w("- Date: %s\n", rep.Date.Format("2006-01-02 15:04:05 UTC"))
@@ -77,7 +77,18 @@ func (rep *Report) Markdown() string {
 		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%s", rep.Seed, time.Duration(rep.DurationS*float64(time.Second)).Round(time.Second))
 	}
 	w("- Seed: %d (control-plane run i uses seed+i, the data-plane run seed+4; replay with `%s`)\n", rep.Seed, replay)
-	w("- Fault time: %s in total; wall time %s\n", secs(rep.DurationS), secs(rep.ElapsedS))
+	var dpFault float64
+	for _, r := range rep.DataPlane {
+		dpFault += r.FaultPhaseS
+	}
+	switch {
+	case len(rep.Runs) == 0:
+		w("- Fault time: %s; wall time %s\n", secs(dpFault), secs(rep.ElapsedS))
+	case len(rep.DataPlane) > 0:
+		w("- Fault time: %s over the control-plane runs plus %s in the data-plane run; wall time %s\n", secs(rep.DurationS), secs(dpFault), secs(rep.ElapsedS))
+	default:
+		w("- Fault time: %s in total; wall time %s\n", secs(rep.DurationS), secs(rep.ElapsedS))
+	}
 	for _, e := range rep.Errors {
 		w("- Run not carried out: %s\n", e)
 	}
@@ -298,4 +309,11 @@ func lagTimeouts(n int) string {
 		return ""
 	}
 	return fmt.Sprintf(", %d over 30 s", n)
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
