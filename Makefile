@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench bench-go bench-compare chaos fuzz reports clean
+.PHONY: all build run test test-short lint bench bench-go bench-compare chaos chaos-dataplane fuzz reports clean
 
 all: build
 
@@ -53,13 +53,19 @@ bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
 
 ## chaos: the long chaos suite: DURATION of faults (default 10m) over four
-## runs (3 and 5 servers, loopback and 80 ms between continents), nemeses
+## runs (3 and 5 servers, loopback and 80 ms between continents), then a
+## data-plane run (PostgreSQL per region; DURATION/5, 1 to 3 min), nemeses
 ## chosen from SEED (default random, printed; pass it to replay); writes
 ## reports/chaos.md and reports/chaos.json and fails on any violation
 DURATION ?= 10m
 SEED ?= 0
 chaos: build
 	$(GO) run ./cmd/atomfed-chaos -bin $(BIN) -duration $(DURATION) -seed $(SEED) -out reports
+
+## chaos-dataplane: the suite's data-plane run alone (faults for a fifth of
+## DURATION, 1 to 3 minutes); writes reports/chaos-dataplane.md and .json
+chaos-dataplane: build
+	$(GO) run ./cmd/atomfed-chaos -bin $(BIN) -duration $(DURATION) -seed $(SEED) -only dataplane -out reports
 
 ## bench-go: Go benchmarks of the FSM apply path and the HTTP write path,
 ## BENCH_COUNT runs each, into reports/bench-go.txt; compare two such files

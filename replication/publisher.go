@@ -314,7 +314,10 @@ func (p *publisher) tableList(plan []plannedTable) string {
 			for j, c := range pt.columns {
 				cols[j] = ident(c.Name)
 			}
-			items[i] += " (" + strings.Join(cols, ", ") + ") WHERE (tenant_id = " + quoteLiteral(p.spec.Tenant) + ")"
+			items[i] += " (" + strings.Join(cols, ", ") + ")"
+			if !dropRowFilter() {
+				items[i] += " WHERE (tenant_id = " + quoteLiteral(p.spec.Tenant) + ")"
+			}
 		}
 	}
 	return strings.Join(items, ", ")

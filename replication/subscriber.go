@@ -321,8 +321,9 @@ func createTableStmt(pt plannedTable) string {
 // the publication dropped it, so the column goes only once the
 // subscription has caught up with a source position taken after the
 // publication stopped carrying it. A table that this region also
-// publishes (it is some other tenant's home table) keeps the column, and
-// the tenant's values in it are cleared instead.
+// publishes (it is some other tenant's home table), or that may be one
+// (see sharedTable), keeps the column, and the tenant's values in it are
+// cleared instead.
 func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plannedTable, local *tableInfo, sub *subscriptionRow) *fsm.ReplicationIssue {
 	var pii []string
 	for _, tt := range s.spec.Tables {
@@ -353,6 +354,9 @@ func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plan
 			}
 		}
 		published, err := publishedHere(ctx, conn, pt.ref)
+		if err == nil && !published {
+			published, err = s.sharedTable(ctx, conn, pt.ref, sub)
+		}
 		if err != nil {
 			is := issueFromErr(pt.ref.display(), "look for local publications", err)
 			return &is
@@ -361,14 +365,33 @@ func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plan
 		if published {
 			stmt = "UPDATE " + pt.ref.Quoted() + " SET " + ident(c) + " = NULL WHERE tenant_id = " + quoteLiteral(s.spec.Tenant) + " AND " + ident(c) + " IS NOT NULL"
 		}
-		if _, err := conn.Exec(ctx, stmt); err != nil {
+		tag, err := conn.Exec(ctx, stmt)
+		if err != nil {
 			is := issueFromErr(pt.ref.display(), "remove PII column "+c, err)
 			return &is
 		}
 		delete(s.pendingPII, key)
-		s.log.Info("removed a PII column from the mirror", "table", pt.ref.String(), "column", c, "cleared_only", published)
+		// A shared table keeps the column, so this runs again at every
+		// other step; say so only when it changed something.
+		if !published || tag.RowsAffected() > 0 {
+			s.log.Info("removed a PII column from the mirror", "table", pt.ref.String(), "column", c, "cleared_only", published, "rows_cleared", tag.RowsAffected())
+		}
 	}
 	return nil
+}
+
+// sharedTable reports whether a mirror table that no publication here
+// lists may still be another tenant's home table, whose PII column is that
+// tenant's data and must stay: a table this subscriber found already there
+// before its subscription existed (the other tenant's publisher may not
+// have run yet), or one that holds rows of other tenants.
+func (s *subscriber) sharedTable(ctx context.Context, conn *pgx.Conn, ref tableRef, sub *subscriptionRow) (bool, error) {
+	if sub == nil {
+		return true, nil
+	}
+	var others bool
+	err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+ref.Quoted()+" WHERE tenant_id IS DISTINCT FROM $1)", s.spec.Tenant).Scan(&others)
+	return others, err
 }
 
 func publishedHere(ctx context.Context, conn *pgx.Conn, ref tableRef) (bool, error) {
@@ -432,6 +455,9 @@ func readRLS(ctx context.Context, conn *pgx.Conn, local *tableInfo) (st *fsm.RLS
 // operator's: they are reported, not dropped. A table whose security was
 // in place before and is found lost is restored, logged and reported.
 func (s *subscriber) rls(ctx context.Context, conn *pgx.Conn, pt plannedTable, local *tableInfo) *fsm.ReplicationIssue {
+	if skipRLS() {
+		return nil
+	}
 	cur, hasPolicy, err := readRLS(ctx, conn, local)
 	if err != nil {
 		is := issueFromErr(pt.ref.display(), "read row-level security", err)

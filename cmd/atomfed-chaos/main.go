@@ -1,7 +1,9 @@
 // Command atomfed-chaos runs the long chaos suite: fresh multi-process
 // clusters (3 and 5 servers, on loopback and with 80 ms round trips between
 // continents) behind fault proxies, nemeses chosen from a seed, a recorded
-// client history checked with porcupine, and the post-healing checks. It
+// client history checked with porcupine, and the post-healing checks; then
+// a data-plane run (a real PostgreSQL and agent per region, tenant writers,
+// PostgreSQL, agent and leader kills, row, leak, RLS, PII and slot checks). It
 // writes chaos.md and chaos.json and exits 1 when any check failed.
 // `make chaos` runs it; the short deterministic run is a test of
 // internal/chaos that `make test` runs.
@@ -31,7 +33,7 @@ func main() {
 	seed := fs.Uint64("seed", 0, "seed of the suite (0: a random one, printed)")
 	out := fs.String("out", "reports", "directory for chaos.md and chaos.json")
 	dir := fs.String("dir", "", "directory for the runs' data and logs (default: a new temp dir, kept when a run fails)")
-	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed)")
+	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed); \"dataplane\" runs the data-plane run alone and writes chaos-dataplane.md and .json")
 	keep := fs.Bool("keep", false, "keep the runs' logs and histories also when every check passed")
 	check := fs.String("check", "", "check a saved history.json of a run again (no cluster) and write visualisations next to it")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "porcupine's time limit for -check")
@@ -98,17 +100,26 @@ func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir
 	logf("atomfed-chaos: seed %d, %s of faults, runs in %s", seed, d, dir)
 	rep := chaos.RunSuite(ctx, chaos.SuiteConfig{
 		Seed: seed, Duration: d, Bin: bin, Dir: dir, Logf: logf, Only: only,
-		Command: fmt.Sprintf("make chaos DURATION=%s SEED=%d", d, seed),
+		Command: command(d, seed, only),
 	})
 	if out != "" {
-		if err := rep.WriteFiles(out); err != nil {
+		// The data-plane run alone gets its own files, so that it does not
+		// replace the whole suite's report.
+		base := "chaos"
+		if only == "dataplane" {
+			base = "chaos-dataplane"
+		}
+		if err := rep.WriteFilesAs(out, base); err != nil {
 			return err
 		}
-		logf("wrote %s and %s", filepath.Join(out, "chaos.md"), filepath.Join(out, "chaos.json"))
+		logf("wrote %s and %s", filepath.Join(out, base+".md"), filepath.Join(out, base+".json"))
 	}
 	if !rep.Passed {
 		var why []string
 		for _, r := range rep.Runs {
+			why = append(why, r.Failures...)
+		}
+		for _, r := range rep.DataPlane {
 			why = append(why, r.Failures...)
 		}
 		why = append(why, rep.Errors...)
@@ -119,6 +130,17 @@ func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir
 	} else {
 		_ = os.RemoveAll(dir)
 	}
-	logf("PASS: %d runs, %d ops, no violations, no lost writes", len(rep.Runs), rep.Ops)
+	logf("PASS: %d runs, %d ops, no violations, no lost writes; %d data-plane runs, no lost or leaked rows", len(rep.Runs), rep.Ops, len(rep.DataPlane))
 	return nil
+}
+
+// command is how to run the suite (or the one run) again.
+func command(d time.Duration, seed uint64, only string) string {
+	if only == "dataplane" {
+		return fmt.Sprintf("make chaos-dataplane DURATION=%s SEED=%d", d, seed)
+	}
+	if only != "" {
+		return fmt.Sprintf("go run ./cmd/atomfed-chaos -only %s -duration %s -seed %d", only, d, seed)
+	}
+	return fmt.Sprintf("make chaos DURATION=%s SEED=%d", d, seed)
 }

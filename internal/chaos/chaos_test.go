@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +44,32 @@ func TestMain(m *testing.M) {
 	if tmp != "" {
 		os.RemoveAll(tmp)
 	}
+	if bugBin.dir != "" {
+		os.RemoveAll(bugBin.dir)
+	}
 	os.Exit(code)
+}
+
+// bugBin is the atomfed binary built with the test-only chaosbug tag,
+// once for every test that needs it.
+var bugBin struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// chaosBugBinary returns the chaosbug build, building it on first use.
+func chaosBugBinary(t *testing.T) string {
+	t.Helper()
+	bugBin.once.Do(func() {
+		if bugBin.dir, bugBin.err = os.MkdirTemp("", "atomfed-chaosbug-bin-"); bugBin.err == nil {
+			bugBin.path, bugBin.err = e2e.BuildBinaryTags(bugBin.dir, "chaosbug", "chaosbug")
+		}
+	})
+	if bugBin.err != nil {
+		t.Fatal(bugBin.err)
+	}
+	return bugBin.path
 }
 
 // multiProcess skips t in -short mode, where no binary is built.
@@ -150,10 +176,7 @@ func TestChaosCatchesStaleReads(t *testing.T) {
 	if bytes.Contains(normal, []byte("ATOMFED_CHAOS_BUG")) {
 		t.Fatal("the normal atomfed binary contains the chaos bug switch")
 	}
-	buggy, err := e2e.BuildBinaryTags(t.TempDir(), "chaosbug", "chaosbug")
-	if err != nil {
-		t.Fatal(err)
-	}
+	buggy := chaosBugBinary(t)
 	b, err := os.ReadFile(buggy)
 	if err != nil {
 		t.Fatal(err)

@@ -79,6 +79,8 @@ type Cluster struct {
 	Nodes  []*Node
 	Agents []*e2e.Proc
 	procs  *e2e.Cluster
+	// join is every server's Serf address through its proxy.
+	join []string
 
 	mu        sync.Mutex
 	mounts    []string
@@ -177,6 +179,7 @@ func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 		c.Nodes = append(c.Nodes, n)
 		join = append(join, net.JoinHostPort(n.ProxyIP, strconv.Itoa(n.SerfPort)))
 	}
+	c.join = join
 	c.setContinents()
 	procs := make([]*e2e.ServerProc, len(c.Nodes))
 	for i, n := range c.Nodes {
@@ -197,7 +200,8 @@ func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 		}
 	}
 	for i := 0; i < cfg.Agents; i++ {
-		if err := c.startAgent(i, join); err != nil {
+		region := e2e.Regions[(i%cfg.Servers)%len(e2e.Regions)]
+		if _, err := c.StartAgent(region, nil, nil); err != nil {
 			return c, err
 		}
 	}
@@ -245,43 +249,55 @@ func (c *Cluster) newNode(i int) (*Node, error) {
 	return n, nil
 }
 
-// startAgent starts agent i in the region of server i mod Servers, with
-// its own addresses and proxy.
-func (c *Cluster) startAgent(i int, join []string) error {
+// StartAgent starts the next agent (a1, a2, ...) in region, with its own
+// addresses and proxy, the cluster's security, and extra flags and
+// environment (a region database for the data-plane runs). Agents of
+// server i's region sit on server i's continent.
+func (c *Cluster) StartAgent(region string, extra, env []string) (*e2e.Proc, error) {
+	c.mu.Lock()
+	i := len(c.Agents)
+	c.mu.Unlock()
 	bind, proxy := ipOf(c.Block, subnetBind, 100+i), ipOf(c.Block, subnetProxy, 100+i)
 	httpPort, err := freePortPair(bind, proxy)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	serfPort, err := freePortPair(bind, proxy)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name := fmt.Sprintf("a%d", i+1)
-	region := e2e.Regions[(i%c.cfg.Servers)%len(e2e.Regions)]
 	hp := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 	flags, err := c.Sec.NodeFlags(name, false, bind, proxy)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	args := append([]string{"agent", "--node", name, "--region", region, "--data-dir", filepath.Join(c.cfg.Dir, name),
 		"--http-addr", hp(bind, httpPort), "--http-advertise", "https://" + hp(proxy, httpPort),
 		"--serf-addr", hp(bind, serfPort), "--serf-advertise", hp(proxy, serfPort),
-		"--join", strings.Join(join, ",")}, flags...)
+		"--join", strings.Join(c.join, ",")}, flags...)
+	args = append(args, extra...)
 	p := e2e.NewProc(name, c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs", name+".log"), args...)
-	p.Env = c.Sec.Env()
+	p.Env = append(c.Sec.Env(), env...)
 	c.Net.AddEndpoint(name, bind)
 	if _, err := c.Net.AddProxy(name, proxy, bind, []int{httpPort, serfPort}, []int{serfPort}); err != nil {
-		return err
+		return nil, err
 	}
 	if cont := c.cfg.Continents; cont != nil {
-		c.setEndpointContinent(name, cont[i%c.cfg.Servers])
+		for _, n := range c.Nodes {
+			if n.Config.Region == region {
+				c.setEndpointContinent(name, cont[n.Index])
+				break
+			}
+		}
 	}
 	if err := p.Start(); err != nil {
-		return err
+		return nil, err
 	}
+	c.mu.Lock()
 	c.Agents = append(c.Agents, p)
-	return nil
+	c.mu.Unlock()
+	return p, nil
 }
 
 // setContinents places the servers on their continents.

@@ -2,8 +2,9 @@
 // agents behind userspace fault proxies, injects faults (nemeses) chosen
 // from a printed seed while clients run a recorded workload, heals, and
 // checks what the clients saw. It is test-only: `make test` runs a short
-// run with a fixed seed and schedule (chaos_test.go), `make chaos` runs the
-// long suite (cmd/atomfed-chaos) and writes reports/chaos.md.
+// run and a short data-plane run with fixed seeds and schedules
+// (chaos_test.go, dataplane_test.go), `make chaos` runs the long suite
+// (cmd/atomfed-chaos) and writes reports/chaos.md.
 //
 // The pieces:
 //
@@ -35,8 +36,21 @@
 //     windows per fault.
 //   - run.go, suite.go, report.go: one run (fresh cluster, warm-up, faults,
 //     healing, final writes, equal audit heads, checks) and the long suite
-//     of four runs with its report.
-//
-// Killing a region's PostgreSQL belongs to the data-plane runs that come
-// with the replication work; it is not simulated here.
+//     of four runs and a data-plane run, with its report.
+//   - dataplane.go, dpworkload.go, dpcheck.go: the data-plane run. Three
+//     servers as above, and per region a real PostgreSQL 15
+//     (internal/pgtest) and a real agent with that database; tenants with
+//     tables and PII columns registered through the API, so the agents run
+//     logical replication (publication with row filter and column list at
+//     the home, subscription with row-level security on each mirror).
+//     One writer per tenant inserts, updates and deletes rows at its home
+//     and records what PostgreSQL acknowledged (an error after sending is
+//     a maybe). Nemeses: kill -9 of a region's PostgreSQL (every region is
+//     a home and a mirror) and its restart, kill -9 of an agent, of the
+//     leader, and mixes. After healing: every mirror holds exactly its
+//     home's rows within a bound, every acknowledged row is there with its
+//     value and nothing unexplained is; no row of a tenant outside its home
+//     and mirrors, none visible to another tenant under RLS, no PII on a
+//     mirror, no orphan slot. The replicator's chaosbug switches (no row
+//     filter, no RLS) show the checks turn red.
 package chaos

@@ -54,6 +54,9 @@ var nemesisFuncs = map[string]nemesisFunc{
 	"rolling-restart":      nemRollingRestart,
 	"member-replace":       nemMemberReplace,
 	"disk-full":            nemDiskFull,
+	// The data-plane run's own (dataplane.go).
+	"pg-kill":    nemPGKill,
+	"agent-kill": nemAgentKill,
 }
 
 // mixable nemeses combine as "network+process" in a mixed event.
@@ -73,6 +76,9 @@ type runner struct {
 	// next one of it to run.
 	firstRound []string
 	next       int
+	// dp is the data-plane run whose PostgreSQL clusters and agents the
+	// pg-kill and agent-kill nemeses hit (nil in control-plane runs).
+	dp *dataPlane
 }
 
 func (r *runner) pick(nodes []*Node) *Node { return nodes[r.rng.IntN(len(nodes))] }

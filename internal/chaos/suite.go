@@ -22,7 +22,8 @@ type SuiteConfig struct {
 	Bin, Dir string
 	// Command is how the suite was invoked, for the report.
 	Command string
-	// Only, when set, runs just the run of that name from the plan.
+	// Only, when set, runs just the run of that name from the plan
+	// ("dataplane" for the data-plane run alone).
 	Only string
 	Logf func(format string, args ...any)
 }
@@ -52,6 +53,21 @@ func Plan(seed uint64, d time.Duration) []RunConfig {
 	return runs
 }
 
+// DataPlanePlan returns the suite's data-plane run for seed and duration:
+// three regions with their own PostgreSQL and agent, four tenants, faults
+// for a fifth of the suite's fault time (at least 1 minute, at most 3),
+// run after the four control-plane runs with seed+4.
+func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
+	x := (d / 5).Round(time.Second)
+	if x < time.Minute {
+		x = time.Minute
+	}
+	if x > 3*time.Minute {
+		x = 3 * time.Minute
+	}
+	return DataPlaneConfig{Name: "dataplane", Seed: seed + 4, Duration: x, MixPct: 25}
+}
+
 // Report is the outcome of a suite (or of a single run).
 type Report struct {
 	Date      time.Time     `json:"date"`
@@ -62,6 +78,8 @@ type Report struct {
 	DurationS float64       `json:"fault_duration_s"`
 	ElapsedS  float64       `json:"elapsed_s"`
 	Runs      []*RunResult  `json:"runs"`
+	// DataPlane are the data-plane runs (DataPlaneResult).
+	DataPlane []*DataPlaneResult `json:"data_plane,omitempty"`
 	// Errors are runs that could not be carried out.
 	Errors []string `json:"errors,omitempty"`
 
@@ -72,7 +90,13 @@ type Report struct {
 	Phantom    int            `json:"phantom_writes"`
 	Nemeses    map[string]int `json:"nemeses"`
 	Windows    []WindowStat   `json:"availability_windows"`
-	Passed     bool           `json:"passed"`
+	// Totals of the data-plane runs.
+	DPLostRows   int  `json:"data_plane_lost_rows"`
+	DPLeakedRows int  `json:"data_plane_leaked_rows"`
+	DPRLSVisible int  `json:"data_plane_rls_rows_visible"`
+	DPPIIFound   int  `json:"data_plane_pii_found"`
+	DPOrphans    int  `json:"data_plane_orphan_slots"`
+	Passed       bool `json:"passed"`
 }
 
 // WindowStat summarises the availability windows of one fault type on one
@@ -136,7 +160,38 @@ func RunSuite(ctx context.Context, sc SuiteConfig) *Report {
 			removeData(rc.Dir)
 		}
 	}
+	if ctx.Err() == nil && (sc.Only == "" || sc.Only == "dataplane") {
+		dc := DataPlanePlan(sc.Seed, sc.Duration)
+		dc.Bin, dc.Dir, dc.Logf = sc.Bin, filepath.Join(sc.Dir, dc.Name), logf
+		if err := os.MkdirAll(dc.Dir, 0o755); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+		} else if res, err := RunDataPlane(ctx, dc); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s (seed %d): %v", dc.Name, dc.Seed, err))
+			logf("run %s could not be carried out: %v", dc.Name, err)
+		} else {
+			rep.DataPlane = append(rep.DataPlane, res)
+			logf("run %s: %s", dc.Name, dpVerdict(res))
+			if res.Passed() {
+				removeData(dc.Dir)
+			}
+		}
+	}
 	rep.ElapsedS = time.Since(start).Seconds()
+	rep.summarise()
+	return rep
+}
+
+func dpVerdict(r *DataPlaneResult) string {
+	if r.Passed() {
+		return fmt.Sprintf("PASS (%d writes acked, %d events, converged in %s)", r.WritesAcked, len(r.Events), secs(r.ConvergenceS))
+	}
+	return fmt.Sprintf("FAIL: %v", r.Failures)
+}
+
+// NewDataPlaneReport wraps a single data-plane run in a report.
+func NewDataPlaneReport(command string, r *DataPlaneResult) *Report {
+	rep := &Report{Date: time.Now().UTC(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+		Command: command, Seed: r.Seed, DurationS: r.FaultPhaseS, ElapsedS: r.ElapsedS, DataPlane: []*DataPlaneResult{r}}
 	rep.summarise()
 	return rep
 }
@@ -161,7 +216,23 @@ func NewReport(command string, r *RunResult) *Report {
 func (rep *Report) summarise() {
 	rep.Nemeses = map[string]int{}
 	windows := map[[2]string][]float64{}
-	rep.Passed = len(rep.Errors) == 0 && len(rep.Runs) > 0
+	rep.Passed = len(rep.Errors) == 0 && len(rep.Runs)+len(rep.DataPlane) > 0
+	rep.DPLostRows, rep.DPLeakedRows, rep.DPRLSVisible, rep.DPPIIFound, rep.DPOrphans = 0, 0, 0, 0, 0
+	for _, r := range rep.DataPlane {
+		rep.DPLostRows += r.LostRows
+		rep.DPLeakedRows += r.LeakedRows
+		rep.DPRLSVisible += r.RLSVisible
+		rep.DPPIIFound += r.PIIFound
+		rep.DPOrphans += r.OrphanSlots
+		if !r.Passed() {
+			rep.Passed = false
+		}
+		for _, ev := range r.Events {
+			for _, p := range splitMix(ev.Type) {
+				rep.Nemeses[p]++
+			}
+		}
+	}
 	for _, r := range rep.Runs {
 		rep.Ops += r.Ops
 		rep.Violations += r.Violations
