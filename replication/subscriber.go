@@ -582,9 +582,23 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 		if err := dropStaleSlot(ctx, src, s.spec.Subscription); err != nil {
 			return fail("drop a stale slot on the source", err)
 		}
+		// The slot is made on the source first, outside any transaction
+		// here. CREATE SUBSCRIPTION making it itself would hold a
+		// transaction open on this cluster while the source waits for its
+		// own open transactions to end; regions mirroring each other in a
+		// cycle then wait on each other until the statement timeout.
+		if _, err := src.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, s.spec.Subscription); err != nil {
+			return fail("create the replication slot "+s.spec.Subscription+" on the source", err)
+		}
 		_, err := conn.Exec(ctx, "CREATE SUBSCRIPTION "+name+" CONNECTION "+quoteLiteral(s.connInfo())+
-			" PUBLICATION "+ident(s.spec.Publication)+" WITH (copy_data = true, synchronous_commit = '"+s.syncCommit()+"')")
+			" PUBLICATION "+ident(s.spec.Publication)+" WITH (copy_data = true, create_slot = false, slot_name = "+quoteLiteral(s.spec.Subscription)+
+			", synchronous_commit = '"+s.syncCommit()+"')")
 		if err != nil {
+			// No subscription holds the slot: drop it rather than leave an
+			// orphan that keeps WAL on the source.
+			if _, derr := src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s.spec.Subscription); derr != nil {
+				s.log.Warn("could not drop the slot of a subscription that failed to be created; the publisher drops slots no subscriber holds", "slot", s.spec.Subscription, "error", derr)
+			}
 			return fail("create subscription "+s.spec.Subscription, err)
 		}
 		s.log.Info("subscription created", "subscription", s.spec.Subscription, "source", s.spec.Source)
