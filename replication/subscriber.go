@@ -272,7 +272,7 @@ func (s *subscriber) prepareTable(ctx context.Context, conn, src *pgx.Conn, pt p
 		if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+ident(pt.ref.Schema)); err != nil {
 			return fail("create schema "+pt.ref.Schema, err)
 		}
-		if _, err := conn.Exec(ctx, createTableStmt(pt)); err != nil {
+		if err := createMirrorTable(ctx, conn, pt); err != nil {
 			return fail("create table "+name, err)
 		}
 		s.log.Info("created mirror table", "table", pt.ref.String(), "columns", len(pt.columns))
@@ -295,6 +295,29 @@ func (s *subscriber) prepareTable(ctx context.Context, conn, src *pgx.Conn, pt p
 		return is
 	}
 	return s.rls(ctx, conn, pt, local)
+}
+
+// mirrorMarker is the comment on a table the replicator created as a
+// mirror. Only such a table may lose a PII column: any other table may be
+// the home table of a tenant homed in this region, whose PII column is
+// that tenant's data.
+const mirrorMarker = "atomfed: mirror table created by the replicator"
+
+// createMirrorTable creates a missing mirror table and marks it as the
+// replicator's, in one transaction.
+func createMirrorTable(ctx context.Context, conn *pgx.Conn, pt plannedTable) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, createTableStmt(pt)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "COMMENT ON TABLE "+pt.ref.Quoted()+" IS "+quoteLiteral(mirrorMarker)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 func createTableStmt(pt plannedTable) string {
@@ -384,13 +407,25 @@ func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plan
 // lists may still be another tenant's home table, whose PII column is that
 // tenant's data and must stay: a table this subscriber found already there
 // before its subscription existed (the other tenant's publisher may not
-// have run yet), or one that holds rows of other tenants.
+// have run yet), one the replicator did not create (see mirrorMarker), or
+// one that holds rows of other tenants.
 func (s *subscriber) sharedTable(ctx context.Context, conn *pgx.Conn, ref tableRef, sub *subscriptionRow) (bool, error) {
 	if sub == nil {
 		return true, nil
 	}
+	var comment string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(obj_description(to_regclass($1), 'pg_class'), '')`, ref.Quoted()).Scan(&comment); err != nil {
+		return false, err
+	}
+	if comment != mirrorMarker {
+		return true, nil
+	}
+	// Range conditions, so that the (tenant_id, ...) key index answers
+	// without reading the tenant's own rows.
 	var others bool
-	err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+ref.Quoted()+" WHERE tenant_id IS DISTINCT FROM $1)", s.spec.Tenant).Scan(&others)
+	q := ref.Quoted()
+	err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+q+" WHERE tenant_id < $1) OR EXISTS (SELECT 1 FROM "+q+" WHERE tenant_id > $1) OR EXISTS (SELECT 1 FROM "+q+" WHERE tenant_id IS NULL)",
+		s.spec.Tenant).Scan(&others)
 	return others, err
 }
 
