@@ -81,7 +81,17 @@ type Config struct {
 	// Policies replaces the policy evaluators of /v1/policy/status
 	// (nil: policy.Policies()).
 	Policies []policy.Policy
+	// AnonymousRegionList serves GET /region/list without a token (and,
+	// behind PlaintextGuard with AnonymousPaths, over plain HTTP), the way
+	// Consul's anonymous token may read the catalog: region names, URLs,
+	// tiers and health, nothing else. Off by default; `atomfed dev` turns
+	// it on for its loopback federation.
+	AnonymousRegionList bool
 }
+
+// AnonymousPaths are the paths AnonymousRegionList opens to requests
+// without a token.
+var AnonymousPaths = []string{"/region/list"}
 
 // API is the HTTP API of one server.
 type API struct {
@@ -141,7 +151,11 @@ func (a *API) routes() *mux.Router {
 	// a token with a fitting role.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
-	r.HandleFunc("/region/list", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
+	if a.cfg.AnonymousRegionList {
+		r.HandleFunc("/region/list", a.listRegions).Methods(http.MethodGet)
+	} else {
+		r.HandleFunc("/region/list", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
+	}
 	r.HandleFunc("/global-status", a.auth(anyRole, a.globalStatus)).Methods(http.MethodGet)
 	r.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 

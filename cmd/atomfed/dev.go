@@ -138,7 +138,7 @@ func runDev(o devOptions) error {
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
 			DeadServerCleanup: 30 * time.Second, Security: opts, Logger: newLogger(name, o.logLevel, false),
-			Simulation: serverSim,
+			Simulation: serverSim, AnonymousRegionList: true,
 		})
 		if err != nil {
 			stopAll()
@@ -411,11 +411,12 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
   approver keys:    %s
 
   export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s
-  curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN" $ATOMFED_ADDR/region/list
+  curl -s %s/region/list    # anonymous in dev: the region list only
+  curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN" $ATOMFED_ADDR/v1/tenants
   atomfed region list
   atomfed members
   COSIGN_KEY_PATH=%s atomfed approve <approval-id>
 
 Press Ctrl-C to stop.
-`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, setup.approvers[0])
+`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, strings.Replace(u, "https://", "http://", 1), setup.approvers[0])
 }

@@ -36,7 +36,9 @@ type serverOptions struct {
 	DeadServerCleanup       time.Duration
 	Security                securityOptions
 	EnableDebug             bool
-	Logger                  hclog.Logger
+	// AnonymousRegionList: see httpapi.Config.AnonymousRegionList.
+	AnonymousRegionList bool
+	Logger              hclog.Logger
 	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
 	// startServer evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -94,6 +96,9 @@ func startServer(o serverOptions) (*serverNode, error) {
 		// /metrics only (load balancers, scrapers, the precheck).
 		ln = tlsutil.SniffListener(ln, sec.httpServer)
 		handlerWrap = httpapi.PlaintextGuard
+		if o.AnonymousRegionList {
+			handlerWrap = httpapi.PlaintextGuardWith(httpapi.AnonymousPaths...)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -120,7 +125,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
 		BootstrapToken: o.Security.Token, Signer: sec.signer,
-		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug,
+		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
 		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, sec.client),
 	})
 	baseCtx, cancelBase := context.WithCancel(context.Background())

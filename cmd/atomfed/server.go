@@ -68,6 +68,7 @@ simulates even with everything present.`,
 	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
 	addSecurityFlags(f, &o.Security)
 	f.BoolVar(&o.EnableDebug, "enable-debug", false, "serve Go pprof profiles under /debug/pprof/ (operator token required)")
+	f.BoolVar(&o.AnonymousRegionList, "anonymous-region-list", false, "serve GET /region/list (region names, URLs, tiers, health) without a token, over plain HTTP too")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

@@ -1,16 +1,22 @@
 package e2e_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/atomcloud/atomfed/internal/e2e"
+	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
 // TestREADMESignedRegistrationWithCurl runs the README's shell recipe for a
@@ -86,4 +92,93 @@ func TestPlainHTTPServesOnlyPublicEndpoints(t *testing.T) {
 	if code, body := get("/region/list"); code != 400 || !strings.Contains(body, "tls_required") || strings.Contains(body, "regions") {
 		t.Fatalf("plain /region/list: %d %s", code, body)
 	}
+}
+
+// TestDevRegionListOverPlainHTTP is the first thing a newcomer tries after
+// `make run`: `curl -s localhost:8401/region/list`. The dev federation
+// serves the region list without a token over plain HTTP (as Consul's
+// anonymous token reads the catalog) and nothing else: the rest of the API
+// still wants TLS and a token.
+func TestDevRegionListOverPlainHTTP(t *testing.T) {
+	base := consecutiveFreePorts(t, 15)
+	dir := t.TempDir()
+	p := e2e.NewProc("dev", atomfedBin, filepath.Join(dir, "dev.log"), "dev", "--no-postgres",
+		"--data-dir", filepath.Join(dir, "data"),
+		"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
+		"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12))
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Term()
+		if _, err := p.Wait(30 * time.Second); err != nil {
+			_ = p.Kill9()
+		}
+		p.Close()
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d", base)
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	testutil.Eventually(t, 90*time.Second, func() error {
+		code, body, err := get("/region/list")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("plain /region/list: %d %s", code, body)
+		}
+		var list struct {
+			Regions []struct {
+				Name string `json:"name"`
+			} `json:"regions"`
+		}
+		if err := json.Unmarshal([]byte(body), &list); err != nil {
+			return fmt.Errorf("plain /region/list: %v: %s", err, body)
+		}
+		var names []string
+		for _, r := range list.Regions {
+			names = append(names, r.Name)
+		}
+		sort.Strings(names)
+		if strings.Join(names, ",") != "ap-south,eu-west,us-east" {
+			return fmt.Errorf("plain /region/list lists %v, want the three dev regions", names)
+		}
+		return nil
+	})
+	if code, body, err := get("/v1/tenants"); err != nil || code != http.StatusBadRequest || !strings.Contains(body, "tls_required") {
+		t.Fatalf("plain /v1/tenants on the dev federation: %d %s %v", code, body, err)
+	}
+}
+
+// consecutiveFreePorts returns the first of n consecutive loopback ports
+// that were all free a moment ago.
+func consecutiveFreePorts(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		base := testutil.FreePort(t)
+		if base+n > 65535 {
+			continue
+		}
+		ok := true
+		for i := 1; i < n && ok; i++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
 }
