@@ -82,7 +82,16 @@ func (f *clientFlags) signingClient() (*client.Client, error) {
 
 // do runs fn with a client and a context bounded by --timeout.
 func (f *clientFlags) do(fn func(ctx context.Context, c *client.Client) error) error {
-	c, err := f.client()
+	return f.with(f.client, fn)
+}
+
+// doSigned is do for commands that send a signed request: it needs a key.
+func (f *clientFlags) doSigned(fn func(ctx context.Context, c *client.Client) error) error {
+	return f.with(f.signingClient, fn)
+}
+
+func (f *clientFlags) with(newClient func() (*client.Client, error), fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := newClient()
 	if err != nil {
 		return err
 	}

@@ -32,24 +32,21 @@ Registering a production region waits for approvals under the default policy.`,
 		Example: `  COSIGN_KEY_PATH=eu-west.key atomfed region register --name eu-west \
     --url https://eu-west.example.com:8401 --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.signingClient()
-			if err != nil {
-				return err
-			}
-			if r.Labels, err = parseLabels(labels); err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			out, pending, err := c.RegisterRegionGated(ctx, &r, optCAS(cmd, cas))
-			if err != nil {
-				return err
-			}
-			if pending != nil {
-				return printApproval(&cf, pending)
-			}
-			return cf.print(out, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "region %s registered (modify_index %d)\n", out.Name, out.ModifyIndex)
+			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
+				var err error
+				if r.Labels, err = parseLabels(labels); err != nil {
+					return err
+				}
+				out, pending, err := c.RegisterRegionGated(ctx, &r, optCAS(cmd, cas))
+				if err != nil {
+					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
+				}
+				return cf.print(out, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "region %s registered (modify_index %d)\n", out.Name, out.ModifyIndex)
+				})
 			})
 		},
 	}

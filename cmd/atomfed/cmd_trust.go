@@ -29,25 +29,21 @@ func newApproveCmd() *cobra.Command {
 		Short: "Approve a pending action, signed with your approver key (--key or COSIGN_KEY_PATH)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.signingClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			a, err := c.Approve(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return cf.print(a, func(w *tabwriter.Writer) {
-				switch a.Status {
-				case fsm.ApprovalApplied:
-					fmt.Fprintf(w, "approved: %d of %d; %s was applied (%s)\n", len(a.Votes), a.Required, a.Summary, a.Result)
-				case fsm.ApprovalFailed:
-					fmt.Fprintf(w, "approved: %d of %d, but %s failed its preconditions: %s\n", len(a.Votes), a.Required, a.Summary, a.Result)
-				default:
-					fmt.Fprintf(w, "approved: %d of %d; waiting for %d more\n", len(a.Votes), a.Required, a.Required-len(a.Votes))
+			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
+				a, err := c.Approve(ctx, args[0])
+				if err != nil {
+					return err
 				}
+				return cf.print(a, func(w *tabwriter.Writer) {
+					switch a.Status {
+					case fsm.ApprovalApplied:
+						fmt.Fprintf(w, "approved: %d of %d; %s was applied (%s)\n", len(a.Votes), a.Required, a.Summary, a.Result)
+					case fsm.ApprovalFailed:
+						fmt.Fprintf(w, "approved: %d of %d, but %s failed its preconditions: %s\n", len(a.Votes), a.Required, a.Summary, a.Result)
+					default:
+						fmt.Fprintf(w, "approved: %d of %d; waiting for %d more\n", len(a.Votes), a.Required, a.Required-len(a.Votes))
+					}
+				})
 			})
 		},
 	}
@@ -185,18 +181,14 @@ func newTrustCmd() *cobra.Command {
 		Use:   "register --id ID --kind approver|agent",
 		Short: "Register the key given by --key as a member (signed by it: proof of possession)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.signingClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			m, err := c.RegisterMember(ctx, id, regKind)
-			if err != nil {
-				return err
-			}
-			return cf.print(m, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "%s %s registered with key %s\n", m.Kind, m.ID, m.Keys[0].KeyID)
+			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
+				m, err := c.RegisterMember(ctx, id, regKind)
+				if err != nil {
+					return err
+				}
+				return cf.print(m, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "%s %s registered with key %s\n", m.Kind, m.ID, m.Keys[0].KeyID)
+				})
 			})
 		},
 	}
@@ -208,21 +200,17 @@ func newTrustCmd() *cobra.Command {
 		Short: "Announce MEMBER's new key, signed by its current key (--key); the old key stays valid for the overlap window",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.signingClient()
-			if err != nil {
-				return err
-			}
-			pub, err := os.ReadFile(newPub)
-			if err != nil {
-				return fmt.Errorf("--new-public-key: %w", err)
-			}
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			m, err := c.RotateKey(ctx, args[0], pub)
-			if err != nil {
-				return err
-			}
-			return cf.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s now has %d keys\n", m.ID, len(m.Keys)) })
+			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
+				pub, err := os.ReadFile(newPub)
+				if err != nil {
+					return fmt.Errorf("--new-public-key: %w", err)
+				}
+				m, err := c.RotateKey(ctx, args[0], pub)
+				if err != nil {
+					return err
+				}
+				return cf.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s now has %d keys\n", m.ID, len(m.Keys)) })
+			})
 		},
 	}
 	rotate.Flags().StringVar(&newPub, "new-public-key", "", "PEM public key file of the new key")
