@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/atomcloud/atomfed/internal/testutil"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
@@ -55,12 +57,12 @@ func TestPooledStreamSurvivesPeerRestart(t *testing.T) {
 	defer conn.Close()
 	<-closed
 	pc := conn.(*poolSafeConn)
-	for deadline := time.Now().Add(5 * time.Second); peerState(pc.raw) != peerGone; {
-		if time.Now().After(deadline) {
-			t.Fatal("the peer's close never arrived")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if peerState(pc.raw) != peerGone {
+			return errors.New("the peer's close (FIN) has not arrived")
 		}
-		time.Sleep(5 * time.Millisecond) // poll for the FIN
-	}
+		return nil
+	})
 
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write([]byte("ping\n")); err != nil {
@@ -209,12 +211,12 @@ func TestPooledTLSStreamSurvivesPeerClose(t *testing.T) {
 	}
 	close(closeFirst)
 	<-closed
-	for deadline := time.Now().Add(5 * time.Second); peerState(pc.raw) == peerQuiet; {
-		if time.Now().After(deadline) {
-			t.Fatal("the peer's close_notify never arrived")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if peerState(pc.raw) == peerQuiet {
+			return errors.New("the peer's close_notify has not arrived")
 		}
-		time.Sleep(5 * time.Millisecond) // poll for the alert
-	}
+		return nil
+	})
 	rpc("second")
 	if n := len(accepted); n != 2 {
 		t.Fatalf("%d connections after the peer closed the first, want 2", n)
