@@ -631,7 +631,7 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 		if err != nil {
 			// No subscription holds the slot: drop it rather than leave an
 			// orphan that keeps WAL on the source.
-			if _, derr := src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s.spec.Subscription); derr != nil {
+			if derr := dropStaleSlot(ctx, src, s.spec.Subscription); derr != nil {
 				s.log.Warn("could not drop the slot of a subscription that failed to be created; the publisher drops slots no subscriber holds", "slot", s.spec.Subscription, "error", derr)
 			}
 			return fail("create subscription "+s.spec.Subscription, err)
@@ -751,9 +751,11 @@ func subscriptionRels(ctx context.Context, conn *pgx.Conn, oid uint32) (map[stri
 	return out, rows.Err()
 }
 
-// dropStaleSlot drops an inactive slot of the subscription's name left on
-// the source by an earlier incarnation (dropped without reaching the
-// source): reusing it would replay changes on top of a fresh copy.
+// dropStaleSlot drops an inactive slot of the subscription's name that no
+// subscription holds: left on the source by an earlier incarnation
+// (dropped without reaching the source), where reusing it would replay
+// changes on top of a fresh copy, or made for a CREATE SUBSCRIPTION that
+// then failed.
 func dropStaleSlot(ctx context.Context, src *pgx.Conn, name string) error {
 	var active bool
 	err := src.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active)
