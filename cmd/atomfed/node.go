@@ -95,10 +95,11 @@ func startServer(o serverOptions) (*serverNode, error) {
 		// One port for both: TLS for the API, plain HTTP for /health and
 		// /metrics only (load balancers, scrapers, the precheck).
 		ln = tlsutil.SniffListener(ln, sec.httpServer)
-		handlerWrap = httpapi.PlaintextGuard
+		var anonymous []string
 		if o.AnonymousRegionList {
-			handlerWrap = httpapi.PlaintextGuardWith(httpapi.AnonymousPaths...)
+			anonymous = httpapi.AnonymousPaths
 		}
+		handlerWrap = httpapi.PlaintextGuardWith(anonymous...)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
