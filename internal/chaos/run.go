@@ -397,7 +397,7 @@ func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string,
 			if same {
 				for _, n := range c.Nodes {
 					if heads[n.ID()].Head != first.Head {
-						return "", 0, fmt.Errorf("audit heads differ at index %d: %s", first.Index, last)
+						return "", 0, fmt.Errorf("audit heads differ at index %d: %s; %s", first.Index, last, divergence(c, heads))
 					}
 				}
 				return first.Head, first.Index, nil
@@ -410,6 +410,58 @@ func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string,
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// divergence names the first audit entry, within the servers' recent
+// audit rings, where their chains part: its index and each server's
+// command type there, so a failed run says which command to look at.
+func divergence(c *Cluster, heads map[string]*client.AuditStatus) string {
+	type entry struct{ typ, hash string }
+	byNode := map[string]map[uint64]entry{}
+	var lo, hi uint64
+	for i, n := range c.Nodes {
+		m := map[uint64]entry{}
+		a := heads[n.ID()]
+		for _, e := range a.Recent {
+			m[e.Index] = entry{e.Type, e.Hash}
+		}
+		byNode[n.ID()] = m
+		if len(a.Recent) == 0 {
+			return "no recent audit entries to compare"
+		}
+		first, lastIdx := a.Recent[0].Index, a.Recent[len(a.Recent)-1].Index
+		if i == 0 || first > lo {
+			lo = first
+		}
+		if i == 0 || lastIdx < hi {
+			hi = lastIdx
+		}
+	}
+	ref := byNode[c.Nodes[0].ID()]
+	for idx := lo; idx <= hi; idx++ {
+		var parts []string
+		differ, any := false, false
+		r, rok := ref[idx]
+		for _, n := range c.Nodes {
+			e, ok := byNode[n.ID()][idx]
+			if !ok {
+				parts = append(parts, n.ID()+" (nothing applied)")
+			} else {
+				any = true
+				parts = append(parts, fmt.Sprintf("%s %s %.12s", n.ID(), e.typ, e.hash))
+			}
+			if ok != rok || (ok && e.hash != r.hash) {
+				differ = true
+			}
+		}
+		if !any {
+			continue
+		}
+		if differ {
+			return fmt.Sprintf("first difference in the recent audit entries at index %d: %s", idx, strings.Join(parts, ", "))
+		}
+	}
+	return fmt.Sprintf("the chains already differ before index %d (the oldest entry every server still lists)", lo)
 }
 
 func registerRegion(ctx context.Context, c *Cluster, name string) error {
