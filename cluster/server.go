@@ -261,7 +261,7 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
 	s.bootstrapped.Store(has)
-	r, err := raft.NewRaft(rc, s.fsm, logs, store, snaps, s.transport)
+	r, err := raft.NewRaft(rc, s.fsm, logs, store, snaps, mainLoopTransport{s.transport})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
