@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,11 +17,7 @@ func auditNode(id string) *Node {
 func ring(from, to uint64, hash func(i uint64) string, skip ...uint64) []fsm.AuditEntry {
 	var out []fsm.AuditEntry
 	for i := from; i <= to; i++ {
-		skipped := false
-		for _, s := range skip {
-			skipped = skipped || s == i
-		}
-		if !skipped {
+		if !slices.Contains(skip, i) {
 			out = append(out, fsm.AuditEntry{Index: i, Type: "tenant_upsert", Hash: hash(i)})
 		}
 	}

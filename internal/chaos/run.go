@@ -420,15 +420,15 @@ func divergence(c *Cluster, heads map[string]*client.AuditStatus) string {
 	byNode := map[string]map[uint64]entry{}
 	var lo, hi uint64
 	for i, n := range c.Nodes {
-		m := map[uint64]entry{}
 		a := heads[n.ID()]
+		if len(a.Recent) == 0 {
+			return "no recent audit entries to compare"
+		}
+		m := map[uint64]entry{}
 		for _, e := range a.Recent {
 			m[e.Index] = entry{e.Type, e.Hash}
 		}
 		byNode[n.ID()] = m
-		if len(a.Recent) == 0 {
-			return "no recent audit entries to compare"
-		}
 		first, lastIdx := a.Recent[0].Index, a.Recent[len(a.Recent)-1].Index
 		if i == 0 || first > lo {
 			lo = first
@@ -439,27 +439,24 @@ func divergence(c *Cluster, heads map[string]*client.AuditStatus) string {
 	}
 	ref := byNode[c.Nodes[0].ID()]
 	for idx := lo; idx <= hi; idx++ {
-		var parts []string
-		differ, any := false, false
 		r, rok := ref[idx]
+		differ := false
 		for _, n := range c.Nodes {
 			e, ok := byNode[n.ID()][idx]
-			if !ok {
-				parts = append(parts, n.ID()+" (nothing applied)")
-			} else {
-				any = true
-				parts = append(parts, fmt.Sprintf("%s %s %.12s", n.ID(), e.typ, e.hash))
-			}
-			if ok != rok || (ok && e.hash != r.hash) {
-				differ = true
-			}
+			differ = differ || ok != rok || (ok && e.hash != r.hash)
 		}
-		if !any {
+		if !differ {
 			continue
 		}
-		if differ {
-			return fmt.Sprintf("first difference in the recent audit entries at index %d: %s", idx, strings.Join(parts, ", "))
+		var parts []string
+		for _, n := range c.Nodes {
+			if e, ok := byNode[n.ID()][idx]; ok {
+				parts = append(parts, fmt.Sprintf("%s %s %.12s", n.ID(), e.typ, e.hash))
+			} else {
+				parts = append(parts, n.ID()+" (nothing applied)")
+			}
 		}
+		return fmt.Sprintf("first difference in the recent audit entries at index %d: %s", idx, strings.Join(parts, ", "))
 	}
 	return fmt.Sprintf("the chains already differ before index %d (the oldest entry every server still lists)", lo)
 }
