@@ -8,12 +8,8 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The transport raft runs on must be one every RPC of which reaches raft's
-// main goroutine (see mainLoopTransport).
-var (
-	_ raft.WithPreVote = mainLoopTransport{}
-	_ raft.WithClose   = mainLoopTransport{}
-)
+// The wrapper must keep what raft looks for on its transport: pre-vote.
+var _ raft.WithPreVote = mainLoopTransport{}
 
 // sendHeartbeat sends a heartbeat (an AppendEntries with no entries and a
 // zero previous log, which is what raft's transport routes to its fast
