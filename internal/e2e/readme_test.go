@@ -100,22 +100,37 @@ func TestPlainHTTPServesOnlyPublicEndpoints(t *testing.T) {
 // anonymous token reads the catalog) and nothing else: the rest of the API
 // still wants TLS and a token.
 func TestDevRegionListOverPlainHTTP(t *testing.T) {
-	base := consecutiveFreePorts(t, 15)
 	dir := t.TempDir()
-	p := e2e.NewProc("dev", atomfedBin, filepath.Join(dir, "dev.log"), "dev", "--no-postgres",
-		"--data-dir", filepath.Join(dir, "data"),
-		"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
-		"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12))
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.Term()
-		if _, err := p.Wait(30 * time.Second); err != nil {
-			_ = p.Kill9()
+	// The 15 ports were free when picked, but tests of other packages run
+	// alongside and may take one before dev binds it: start again on other
+	// ports when dev exits on a port in use.
+	var p *e2e.Proc
+	var base int
+	for attempt := 1; ; attempt++ {
+		base = consecutiveFreePorts(t, 15)
+		p = e2e.NewProc("dev", atomfedBin, filepath.Join(dir, fmt.Sprintf("dev-%d.log", attempt)), "dev", "--no-postgres",
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("data-%d", attempt)),
+			"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
+			"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12))
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
 		}
-		p.Close()
-	})
+		proc := p
+		t.Cleanup(func() {
+			_ = proc.Term()
+			if _, err := proc.Wait(30 * time.Second); err != nil {
+				_ = proc.Kill9()
+			}
+			if t.Failed() {
+				t.Logf("log of atomfed dev (%s):\n%s", proc.ExitStatus(), proc.LogTail(60))
+			}
+			proc.Close()
+		})
+		if attempt == 3 || !exitsOnPortInUse(p, base) {
+			break
+		}
+		t.Logf("atomfed dev found one of ports %d-%d taken; trying other ports", base, base+14)
+	}
 	url := fmt.Sprintf("http://127.0.0.1:%d", base)
 	get := func(path string) (int, string, error) {
 		resp, err := http.Get(url + path)
@@ -128,6 +143,9 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 	}
 	testutil.Eventually(t, 90*time.Second, func() error {
 		code, body, err := get("/region/list")
+		if err != nil && !p.Running() {
+			t.Fatalf("atomfed dev exited (%s) before serving /region/list", p.ExitStatus())
+		}
 		if err != nil {
 			return err
 		}
@@ -155,6 +173,26 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 	if code, body, err := get("/v1/tenants"); err != nil || code != http.StatusBadRequest || !strings.Contains(body, "tls_required") {
 		t.Fatalf("plain /v1/tenants on the dev federation: %d %s %v", code, body, err)
 	}
+}
+
+// exitsOnPortInUse reports whether dev, just started with its first API
+// port at base, exits because a port was taken, rather than serving.
+func exitsOnPortInUse(p *e2e.Proc, base int) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if !p.Running() {
+			return p.LogContains("address already in use")
+		}
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)), time.Second); err == nil {
+			c.Close()
+			return false
+		}
+		select {
+		case <-p.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // consecutiveFreePorts returns the first of n consecutive loopback ports
