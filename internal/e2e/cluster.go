@@ -16,6 +16,7 @@ import (
 
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/testutil"
 )
 
 // ServerConfig is the command line of one `atomfed server`.
@@ -215,15 +216,9 @@ func uniquePort(port func() (int, error)) (int, error) {
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a port on 127.0.0.1 that was free a moment ago, below
+// the kernel's ephemeral range (testutil.PickPort).
+func FreePort() (int, error) { return testutil.PickPort() }
 
 // Server returns the server with node name id, or nil.
 func (c *Cluster) Server(id string) *ServerProc {

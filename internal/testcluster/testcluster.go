@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -181,8 +182,27 @@ func (c *Cluster) newNode(i, expect int, join []string) *Node {
 	if n.httpTLS, cfg.TLS, n.fwdTLS, err = c.sec.serverTLS(id); err != nil {
 		c.t.Fatalf("TLS for %s: %v", id, err)
 	}
-	if err := c.start(n); err != nil {
-		c.t.Fatalf("start %s: %v", id, err)
+	// Ports below the kernel's ephemeral range, so that a restart on the
+	// same ports cannot find one taken by some outgoing connection; a port
+	// another test process picked meanwhile means new ports.
+	pick := func(addr *string) {
+		if *addr == "127.0.0.1:0" {
+			*addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(c.t)))
+		}
+	}
+	raftAddr, serfAddr := cfg.RaftBindAddr, cfg.SerfBindAddr
+	for attempt := 1; ; attempt++ {
+		cfg.RaftBindAddr, cfg.SerfBindAddr, n.httpAddr = raftAddr, serfAddr, "127.0.0.1:0"
+		pick(&cfg.RaftBindAddr)
+		pick(&cfg.SerfBindAddr)
+		pick(&n.httpAddr)
+		err := c.start(n)
+		if err == nil {
+			break
+		}
+		if !testutil.AddrInUse(err) || attempt == 5 {
+			c.t.Fatalf("start %s: %v", id, err)
+		}
 	}
 	c.mu.Lock()
 	c.Nodes = append(c.Nodes, n)

@@ -3,7 +3,6 @@
 package testutil
 
 import (
-	"net"
 	"testing"
 	"time"
 )
@@ -36,15 +35,4 @@ func Poll(timeout time.Duration, fn func() error) error {
 			wait *= 2
 		}
 	}
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
