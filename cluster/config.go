@@ -78,6 +78,12 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	// TrailingLogs is how many log entries are kept after a snapshot.
 	TrailingLogs uint64
+	// LogStore picks the raft log store: LogStoreSegment (the default; one
+	// fdatasync per append, see internal/raftlog) or LogStoreBolt (the log
+	// in raft.db with the stable store; two fdatasyncs per append). A data
+	// dir whose log is in raft.db moves to segments when it opens with
+	// LogStoreSegment; the way back is refused.
+	LogStore string
 
 	// Memberlist, when set, replaces the default LAN memberlist settings
 	// (tests shorten probe intervals). Bind and advertise fields are
@@ -122,6 +128,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// Raft log stores (Config.LogStore).
+const (
+	LogStoreSegment = "segment"
+	LogStoreBolt    = "boltdb"
+)
+
 // RaftTimings are the Raft failure-detection timings.
 type RaftTimings struct {
 	HeartbeatTimeout   time.Duration
@@ -141,6 +153,7 @@ func DefaultConfig() *Config {
 		SnapshotThreshold:      8192,
 		SnapshotInterval:       120 * time.Second,
 		TrailingLogs:           10240,
+		LogStore:               LogStoreSegment,
 		DeadServerCleanupAfter: 30 * time.Second,
 		ReconcileInterval:      60 * time.Second,
 	}
@@ -167,6 +180,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--raft-multiplier %d must be between 1 and 10", c.RaftMultiplier)
 	case c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024:
 		return fmt.Errorf("max append entries %d must be between 1 and 1024", c.MaxAppendEntries)
+	case c.LogStore != "" && c.LogStore != LogStoreSegment && c.LogStore != LogStoreBolt:
+		return fmt.Errorf("raft log store %q must be %q or %q", c.LogStore, LogStoreSegment, LogStoreBolt)
 	case c.DeadServerCleanupAfter < 0:
 		return errors.New("dead server cleanup time cannot be negative")
 	}

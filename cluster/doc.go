@@ -1,5 +1,6 @@
-// Package cluster runs an atomfed server: Raft (hashicorp/raft with
-// raft-boltdb/v2 stores and a file snapshot store) for the replicated state,
+// Package cluster runs an atomfed server: Raft (hashicorp/raft with the
+// segment log of internal/raftlog, raft-boltdb/v2 for term and vote, and a
+// file snapshot store) for the replicated state,
 // Serf for membership and failure detection, the leader loop with its named
 // leader routines, reconciliation of Serf membership into the Raft
 // configuration, dead-server cleanup, and the leader-side apply and read

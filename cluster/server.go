@@ -44,7 +44,8 @@ type Server struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	stream    *streamLayer
-	store     *raftboltdb.BoltStore
+	store     *raftboltdb.BoltStore // stable store (term, vote); the log too with LogStoreBolt
+	logs      logStore
 	snapshots raft.SnapshotStore
 
 	serf        *serf.Serf
@@ -189,8 +190,8 @@ func (s *Server) goFn(fn func(ctx context.Context)) {
 	}()
 }
 
-// setupRaft opens the bolt store, snapshot store and transport and starts
-// Raft.
+// setupRaft opens the stores (bolt for term and vote, the log store,
+// snapshots) and the transport and starts Raft.
 func (s *Server) setupRaft() error {
 	dir := filepath.Join(s.cfg.DataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -204,7 +205,12 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("open raft store: %w", err)
 	}
 	s.store = store
-	logs, err := raft.NewLogCache(512, store)
+	ls, err := s.openLogStore(dir, store)
+	if err != nil {
+		return err
+	}
+	s.logs = ls
+	logs, err := raft.NewLogCache(512, ls)
 	if err != nil {
 		return fmt.Errorf("raft log cache: %w", err)
 	}
@@ -278,13 +284,16 @@ func (s *Server) closeStores() {
 	if s.stream != nil && !s.stream.drain(5*time.Second) {
 		s.logger.Warn("raft transport handlers still running after 5s; closing the stores anyway")
 	}
+	if s.logs != nil && s.logs != logStore(s.store) {
+		s.logs.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}
 }
 
 // LogStore returns the raft log store, for inspection (tests, debugging).
-func (s *Server) LogStore() raft.LogStore { return s.store }
+func (s *Server) LogStore() raft.LogStore { return s.logs }
 
 // FSM returns the server's state machine.
 func (s *Server) FSM() *fsm.FSM { return s.fsm }
@@ -410,8 +419,9 @@ func (s *Server) Shutdown() error {
 	return err
 }
 
-// boltOptions are the raft log store's bolt settings. Every commit is still
-// fsynced; what changes is how much each commit writes. Without
+// boltOptions are the settings of raft.db, the stable store (and the log
+// store with LogStoreBolt). Every commit is still fsynced; what changes is
+// how much each commit writes. Without
 // NoFreelistSync bolt rewrites its free-page list on every commit, which
 // for a raft log that is appended to and truncated from the front is most
 // of the bytes written; with it the list is rebuilt by scanning the file

@@ -33,6 +33,7 @@ type serverOptions struct {
 	Join                    []string
 	NonVoter                bool
 	RaftMultiplier          int
+	RaftLogStore            string
 	DeadServerCleanup       time.Duration
 	Security                securityOptions
 	EnableDebug             bool
@@ -112,6 +113,9 @@ func startServer(o serverOptions) (*serverNode, error) {
 	cfg.BootstrapExpect, cfg.Join, cfg.NonVoter = o.BootstrapExpect, o.Join, o.NonVoter
 	if o.RaftMultiplier > 0 {
 		cfg.RaftMultiplier = o.RaftMultiplier
+	}
+	if o.RaftLogStore != "" {
+		cfg.LogStore = o.RaftLogStore
 	}
 	if o.DeadServerCleanup >= 0 {
 		cfg.DeadServerCleanupAfter = o.DeadServerCleanup

@@ -315,7 +315,7 @@ func FailoverRun(ctx context.Context, round int, w *Writer, kill func() (restart
 var ProfileAreas = []struct{ Name, Focus string }{
 	{"garbage collection (background marking and sweeping)", `^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`},
 	{"fsync of the raft log (fdatasync, in the kernel)", `fdatasync|\.Fsync$|Fdatasync`},
-	{"raft log store (bolt pages, msgpack of log entries)", `raft-boltdb|go\.etcd\.io/bbolt|raft\.\(\*LogCache\)`},
+	{"raft log store (segment records, bolt stable store)", `atomfed/internal/raftlog|raft-boltdb|go\.etcd\.io/bbolt|raft\.\(\*LogCache\)`},
 	{"network system calls (socket reads and writes, poller)", `internal/poll|^syscall\.|netpoll|^net\.\(`},
 	{"TLS (encryption and records)", `^crypto/`},
 	{"JSON and MessagePack of API bodies and commands", `^encoding/json|go-msgpack`},
