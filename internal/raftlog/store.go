@@ -91,6 +91,14 @@ type Store struct {
 	zeroFill bool // zero-fill the newest segment (off after a full disk, until the next segment)
 	lock     *os.File
 
+	// wmu serialises the writers (StoreLogs, DeleteRange, Close; raft
+	// appends from its main loop and compacts from its snapshot goroutine).
+	// mu guards what readers see: the segment list, each segment's
+	// offsets and size, first and last. A writer holding wmu may read all
+	// of it without mu, and changes it under mu; an append writes and syncs
+	// without mu, past the end readers know, so GetLog never waits for an
+	// fdatasync.
+	wmu    sync.Mutex
 	mu     sync.RWMutex
 	segs   []*segment // in index order; the last one takes appends
 	first  uint64     // first index in the log, 0 when empty
@@ -393,8 +401,8 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if s.closed {
 		return errors.New("raft log store is closed")
 	}
@@ -413,7 +421,9 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return fmt.Errorf("raft log append is not consecutive: index %d after %d", l.Index, next+uint64(i)-1)
 		}
 	}
+	s.mu.Lock()
 	g, err := s.segmentFor(next)
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -446,12 +456,14 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err := unix.Fdatasync(int(g.f.Fd())); err != nil {
 		return s.fail(g, err)
 	}
+	s.mu.Lock()
 	g.offs = append(g.offs, offs...)
 	g.size += int64(len(buf))
 	if s.first == 0 {
 		s.first = next
 	}
 	s.last = logs[len(logs)-1].Index
+	s.mu.Unlock()
 	return nil
 }
 
@@ -528,6 +540,8 @@ func (s *Store) trim(g *segment) error {
 // (after installing or restoring a snapshot); a range in the middle is
 // refused.
 func (s *Store) DeleteRange(min, max uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -637,6 +651,8 @@ func (s *Store) deleteAll() error {
 
 // Close closes the segment files and releases the directory.
 func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

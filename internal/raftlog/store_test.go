@@ -423,3 +423,81 @@ func TestFullDisk(t *testing.T) {
 	s = open(t, dir, 64<<10)
 	check(t, s, want)
 }
+
+// TestReadsDuringAppendsAndCompaction: raft reads entries from its
+// replication goroutines while the main loop appends and the snapshot
+// goroutine deletes a prefix. Every read of an index in the log returns
+// that entry (run with -race).
+func TestReadsDuringAppendsAndCompaction(t *testing.T) {
+	s := open(t, t.TempDir(), 4096)
+	defer s.Close()
+	if err := s.StoreLogs(entries(1, 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 3)
+	go func() { // appender
+		for i := uint64(11); i <= 3000; i += 5 {
+			if err := s.StoreLogs(entries(i, i+4, 1)); err != nil {
+				errs <- err
+				return
+			}
+		}
+		close(stop)
+		errs <- nil
+	}()
+	go func() { // compactor
+		for {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			first, _ := s.FirstIndex()
+			last, _ := s.LastIndex()
+			if last > first+200 {
+				if err := s.DeleteRange(first, last-100); err != nil {
+					errs <- err
+					return
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	go func() { // reader
+		rng := rand.New(rand.NewSource(1))
+		var l raft.Log
+		for {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			last, _ := s.LastIndex()
+			idx := last - uint64(rng.Intn(150))
+			err := s.GetLog(idx, &l)
+			if errors.Is(err, raft.ErrLogNotFound) {
+				continue // compacted meanwhile
+			}
+			if err != nil {
+				errs <- fmt.Errorf("get %d: %v", idx, err)
+				return
+			}
+			if l.Index != idx || string(l.Data) != fmt.Sprintf("cmd-%d-1", idx) {
+				errs <- fmt.Errorf("get %d returned %d %q", idx, l.Index, l.Data)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, _ := s.LastIndex()
+	if last != 3000 {
+		t.Fatalf("last %d, want 3000", last)
+	}
+}
