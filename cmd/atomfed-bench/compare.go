@@ -191,6 +191,11 @@ func runCompare(ctx context.Context, o *options, bin string) error {
 	if _, err := os.Stat(o.compare.etcdBin); err != nil {
 		return fmt.Errorf("etcd binary %s: %w (apt-get install etcd-server)", o.compare.etcdBin, err)
 	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return fmt.Errorf("-profile-dir: %w", err)
+		}
+	}
 	var steps []bench.CompareStep
 	for _, c := range o.writeConc {
 		steps = append(steps, bench.CompareStep{Name: "put", Concurrency: c})
