@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -46,7 +47,7 @@ func (s *Server) openLogStore(dir string, bolt *raftboltdb.BoltStore) (logStore,
 			return nil, err
 		}
 	}
-	store, err := raftlog.Open(segDir, raftlog.Options{})
+	store, err := raftlog.Open(segDir, raftlog.Options{ObserveSync: func(d time.Duration) { s.logSync.Observe(d.Seconds()) }})
 	if err != nil {
 		return nil, err
 	}

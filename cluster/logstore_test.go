@@ -60,6 +60,27 @@ func TestLogStoreMovesFromBolt(t *testing.T) {
 		}
 	}
 	putTenant(t, c.Followers()[0], tenant("after-move", "us-east"))
+	// The store's metrics: appends were synced and timed, nothing failed.
+	mf, err := nodes[1].Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range mf {
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetHistogram() != nil:
+				got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+			case m.GetGauge() != nil:
+				got[f.GetName()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if got["atomfed_raft_log_fsync_duration_seconds"] < 1 || got["atomfed_raft_log_failed"] != 0 ||
+		got["atomfed_raft_log_segments"] != 1 || got["atomfed_raft_log_bytes"] <= 0 {
+		t.Fatalf("log store metrics: syncs %v, failed %v, segments %v, bytes %v", got["atomfed_raft_log_fsync_duration_seconds"],
+			got["atomfed_raft_log_failed"], got["atomfed_raft_log_segments"], got["atomfed_raft_log_bytes"])
+	}
 
 	n := nodes[0]
 	c.Stop(n)

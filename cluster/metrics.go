@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/raftlog"
 )
 
 // metrics are a server's raft and serf metrics. Raft's own go-metrics are
@@ -18,6 +19,7 @@ type metrics struct {
 	applyTotal *prometheus.CounterVec
 	applyTime  prometheus.Histogram
 	batchSize  prometheus.Histogram
+	logSync    prometheus.Histogram
 	plans      *prometheus.CounterVec
 	collector  *collector
 	repl       *replicationCollector
@@ -40,6 +42,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Help:    "Commands per raft entry the leader's group commit sent (1: a command on its own).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
+		logSync: s.logSync,
 		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atomfed_scheduler_tasks_total",
 			Help: "Task changes in plans the scheduler applied, by kind (created, assigned, deleted).",
@@ -48,7 +51,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		repl:      &replicationCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.plans, m.collector, m.repl)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.collector, m.repl)
 	}
 	return m
 }
@@ -60,6 +63,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.applyTotal)
 	m.reg.Unregister(m.applyTime)
 	m.reg.Unregister(m.batchSize)
+	m.reg.Unregister(m.logSync)
 	m.reg.Unregister(m.plans)
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
@@ -69,6 +73,16 @@ func (m *metrics) observePlan(p *fsm.TaskPlan) {
 	m.plans.WithLabelValues("created").Add(float64(len(p.Create)))
 	m.plans.WithLabelValues("assigned").Add(float64(len(p.Assign)))
 	m.plans.WithLabelValues("deleted").Add(float64(len(p.Delete)))
+}
+
+// newLogSyncHistogram is made before raft starts (the log store observes
+// into it from raft's goroutines) and registered with the other metrics.
+func newLogSyncHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "atomfed_raft_log_fsync_duration_seconds",
+		Help:    "Time of the fdatasync of each raft log append (segment log store); every write waits for one on the leader and one on a follower.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+	})
 }
 
 func (m *metrics) observeBatch(n int) {
@@ -108,13 +122,17 @@ var (
 	descFSMIndex    = prometheus.NewDesc("atomfed_fsm_index", "Raft index of the last command that changed the state.", nil, nil)
 	descMembers     = prometheus.NewDesc("atomfed_serf_members", "Serf members known to this node, by status.", []string{"status"}, nil)
 	descHealth      = prometheus.NewDesc("atomfed_serf_health_score", "Memberlist health (awareness) score; 0 is healthy, higher means this node is slow to answer probes.", nil, nil)
+	descLogFailed   = prometheus.NewDesc("atomfed_raft_log_failed", "1 when the raft log store refuses appends after a failed fdatasync: restart the server.", nil, nil)
+	descLogSegments = prometheus.NewDesc("atomfed_raft_log_segments", "Segment files of the raft log.", nil, nil)
+	descLogBytes    = prometheus.NewDesc("atomfed_raft_log_bytes", "Bytes of records in the raft log's segment files.", nil, nil)
 )
 
 type collector struct{ s *Server }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descTerm, descLastIndex, descCommitIndex, descApplied,
-		descLastContact, descPeers, descLeaderChg, descIsLeader, descFSMIndex, descMembers, descHealth} {
+		descLastContact, descPeers, descLeaderChg, descIsLeader, descFSMIndex, descMembers, descHealth,
+		descLogFailed, descLogSegments, descLogBytes} {
 		ch <- d
 	}
 }
@@ -167,4 +185,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, n, st)
 	}
 	ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, float64(c.s.serf.Memberlist().GetHealthScore()))
+	if st, ok := c.s.logs.(*raftlog.Store); ok {
+		failed := 0.0
+		if st.Failed() != nil {
+			failed = 1
+		}
+		n, b := st.Segments()
+		ch <- prometheus.MustNewConstMetric(descLogFailed, prometheus.GaugeValue, failed)
+		ch <- prometheus.MustNewConstMetric(descLogSegments, prometheus.GaugeValue, float64(n))
+		ch <- prometheus.MustNewConstMetric(descLogBytes, prometheus.GaugeValue, float64(b))
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/hashicorp/serf/serf"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -46,6 +47,7 @@ type Server struct {
 	stream    *streamLayer
 	store     *raftboltdb.BoltStore // stable store (term, vote); the log too with LogStoreBolt
 	logs      logStore
+	logSync   prometheus.Histogram // fdatasync time of log appends
 	snapshots raft.SnapshotStore
 
 	serf        *serf.Serf
@@ -113,6 +115,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		shutdownCtx:    ctx,
 		shutdownCancel: cancel,
 		observationCh:  make(chan raft.Observation, 64),
+		logSync:        newLogSyncHistogram(),
 	}
 	empty := map[string]string{}
 	s.leaderHTTP.Store(&empty)

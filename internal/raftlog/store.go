@@ -48,6 +48,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"golang.org/x/sys/unix"
@@ -69,6 +71,9 @@ type Options struct {
 	// NoZeroFill turns off writing zeros ahead of the appends (see
 	// zeroAhead).
 	NoZeroFill bool
+	// ObserveSync, when set, is called with the duration of every
+	// fdatasync of an append (for a latency histogram).
+	ObserveSync func(time.Duration)
 }
 
 // zeroAhead is how far past the last record the newest segment is kept
@@ -88,6 +93,7 @@ type Store struct {
 	dir      string
 	segSize  int64
 	noZero   bool // Options.NoZeroFill
+	observe  func(time.Duration)
 	zeroFill bool // zero-fill the newest segment (off after a full disk, until the next segment)
 	lock     *os.File
 
@@ -98,20 +104,21 @@ type Store struct {
 	// of it without mu, and changes it under mu; an append writes and syncs
 	// without mu, past the end readers know, so GetLog never waits for an
 	// fdatasync.
-	wmu    sync.Mutex
-	mu     sync.RWMutex
-	segs   []*segment // in index order; the last one takes appends
-	first  uint64     // first index in the log, 0 when empty
-	last   uint64     // last index in the log, 0 when empty
-	failed error      // set for good by a failed fdatasync
-	closed bool
-	buf    []byte // append buffer, reused under mu
+	wmu     sync.Mutex
+	mu      sync.RWMutex
+	segs    []*segment // in index order; the last one takes appends
+	first   uint64     // first index in the log, 0 when empty
+	last    uint64     // last index in the log, 0 when empty
+	failed  error      // set for good by a failed fdatasync (writers read it under wmu)
+	failedV atomic.Pointer[error]
+	closed  bool
+	buf     []byte // append buffer, reused under mu
 }
 
 // segment is one open segment file.
 type segment struct {
-	base uint64 // index of the file's first record
-	f    *os.File
+	base   uint64 // index of the file's first record
+	f      *os.File
 	offs   []int64 // offs[i] is where the record for index base+i starts
 	size   int64   // end of the last whole record
 	zeroed int64   // the file holds zeros from size up to here
@@ -143,7 +150,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("raft log %s is locked by another process (is another atomfed server using this data dir?)", dir)
 	}
-	s := &Store{dir: dir, segSize: opts.SegmentSize, noZero: opts.NoZeroFill, zeroFill: !opts.NoZeroFill, lock: lock}
+	s := &Store{dir: dir, segSize: opts.SegmentSize, noZero: opts.NoZeroFill, zeroFill: !opts.NoZeroFill, observe: opts.ObserveSync, lock: lock}
 	if err := s.load(); err != nil {
 		s.closeFiles()
 		lock.Close()
@@ -443,7 +450,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		if terr := g.f.Truncate(g.size); terr != nil {
 			// Records of this failed append would stay on disk after
 			// the end the store knows.
-			s.failed = fmt.Errorf("raft log store failed: append at index %d: %v, and cutting it off: %v; restart the server", next, err, terr)
+			s.setFailed(fmt.Errorf("raft log store failed: append at index %d: %v, and cutting it off: %v; restart the server", next, err, terr))
 		}
 		return fmt.Errorf("raft log append at index %d: %w", next, err)
 	}
@@ -453,8 +460,12 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return err
 		}
 	}
+	start := time.Now()
 	if err := unix.Fdatasync(int(g.f.Fd())); err != nil {
 		return s.fail(g, err)
+	}
+	if s.observe != nil {
+		s.observe(time.Since(start))
 	}
 	s.mu.Lock()
 	g.offs = append(g.offs, offs...)
@@ -476,7 +487,7 @@ func (s *Store) fillZeros(g *segment, end int64) error {
 	if _, err := g.f.WriteAt(make([]byte, to-from), from); err != nil {
 		s.zeroFill = false
 		if terr := g.f.Truncate(end); terr != nil {
-			s.failed = fmt.Errorf("raft log store failed: zero-filling %s: %v, and cutting it off: %v; restart the server", segName(g.base), err, terr)
+			s.setFailed(fmt.Errorf("raft log store failed: zero-filling %s: %v, and cutting it off: %v; restart the server", segName(g.base), err, terr))
 			return s.failed
 		}
 		g.zeroed = end
@@ -635,7 +646,7 @@ func (s *Store) popSegment() error {
 
 // fail leaves the store failed for good after a failed fdatasync.
 func (s *Store) fail(g *segment, err error) error {
-	s.failed = fmt.Errorf("raft log store failed: fdatasync of %s: %v; restart the server to read the log again from disk", segName(g.base), err)
+	s.setFailed(fmt.Errorf("raft log store failed: fdatasync of %s: %v; restart the server to read the log again from disk", segName(g.base), err))
 	return s.failed
 }
 
@@ -647,6 +658,31 @@ func (s *Store) deleteAll() error {
 		}
 	}
 	return s.removeFirst()
+}
+
+// Failed returns the error that left the store failed for good (a failed
+// fdatasync), or nil. It does not wait for an append in progress.
+func (s *Store) Failed() error {
+	if p := s.failedV.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Store) setFailed(err error) {
+	s.failed = err
+	s.failedV.Store(&err)
+}
+
+// Segments returns how many segment files the log has and their size in
+// bytes (records only).
+func (s *Store) Segments() (n int, bytes int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, g := range s.segs {
+		bytes += g.size
+	}
+	return len(s.segs), bytes
 }
 
 // Close closes the segment files and releases the directory.
