@@ -319,7 +319,7 @@ func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, star
 			for _, a := range bench.ProfileAreas {
 				list = append(list, kv{a.Name, areas[a.Name]})
 			}
-			p("CPU profile of the leader during a measured run. Each sample counts for the first area that any frame of its stack belongs to, in the order of the table (so the shares add up to 100%%); time blocked in fsync burns no CPU and shows up as latency, not here:\n\n| area | share of CPU samples |\n|---|---:|\n")
+			p("CPU profile of the leader during an extra run of puts at 64 clients after the first round, not counted in the tables above (profiling costs the server CPU). Each sample counts for the first area that any frame of its stack belongs to, in the order of the table (so the shares add up to 100%%); time blocked in fsync burns no CPU and shows up as latency, not here:\n\n| area | share of CPU samples |\n|---|---:|\n")
 			for _, e := range list {
 				p("| %s | %.1f%% |\n", e.k, e.v)
 			}

@@ -140,22 +140,6 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 				case "stale read":
 					op = run.StaleRead
 				}
-				var prof chan []byte
-				if round == 1 && st.Name == "put" && st.Concurrency == 64 && run.ProfileLeader != nil {
-					prof = make(chan []byte, 1)
-					go func() {
-						time.Sleep(o.Warmup + time.Second)
-						secs := int((o.Duration - 2*time.Second) / time.Second)
-						if secs < 2 {
-							secs = 2
-						}
-						b, err := run.ProfileLeader(ctx, secs)
-						if err != nil {
-							o.Logf("profile: %v", err)
-						}
-						prof <- b
-					}()
-				}
 				cpu := make(chan [2]float64, 1)
 				go func() {
 					// Sample over the measured window only.
@@ -176,9 +160,6 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 				rows[st].Runs[s.Name] = append(rows[st].Runs[s.Name], r)
 				rows[st].CPU[s.Name] = append(rows[st].CPU[s.Name], used[0])
 				rows[st].ClientCPU[s.Name] = append(rows[st].ClientCPU[s.Name], used[1])
-				if prof != nil {
-					res.Profile = <-prof
-				}
 				if ctx.Err() != nil {
 					run.Stop()
 					return res, ctx.Err()
@@ -188,6 +169,11 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 				if t, err := run.Term(ctx); err == nil {
 					res.Elections[s.Name] += t - term0
 				}
+			}
+			if round == 1 && run.ProfileLeader != nil {
+				// The profile comes from an extra step that is not
+				// counted: profiling costs the profiled server CPU.
+				res.Profile = profileStep(ctx, o, run)
 			}
 			run.Stop()
 		}
@@ -238,6 +224,27 @@ func Compare(ctx context.Context, systems []System, o CompareOptions) (*CompareR
 
 // medianResult returns the run with the median throughput, with p50 and p99
 // replaced by the medians over the runs.
+// profileStep runs puts at 64 clients once more and takes the leader's CPU
+// profile over the measured window; the run itself is thrown away.
+func profileStep(ctx context.Context, o CompareOptions, run *SystemRun) []byte {
+	prof := make(chan []byte, 1)
+	go func() {
+		time.Sleep(o.Warmup + time.Second)
+		secs := int((o.Duration - 2*time.Second) / time.Second)
+		if secs < 2 {
+			secs = 2
+		}
+		b, err := run.ProfileLeader(ctx, secs)
+		if err != nil {
+			o.Logf("profile: %v", err)
+		}
+		prof <- b
+	}()
+	r := Run(ctx, Step{Name: "profiled put (not counted)", Concurrency: 64, Warmup: o.Warmup, Duration: o.Duration, Op: run.Write})
+	o.Logf("%s", r)
+	return <-prof
+}
+
 func medianResult(runs []Result) Result {
 	if len(runs) == 0 {
 		return Result{}
