@@ -14,20 +14,24 @@ import (
 	"github.com/atomcloud/atomfed/internal/signing"
 )
 
-// Base Raft timings for a LAN. They are Consul's "raft_multiplier = 1"
-// values: a follower notices a lost leader after 200-400 ms of silence and an
-// election on a LAN completes in a few milliseconds, so leadership is
-// repaired well under a second. RaftMultiplier scales all three for WAN
+// Base Raft timings for a LAN: a follower notices a lost leader after
+// 150-300 ms of silence and an election on a LAN completes in a few
+// milliseconds, so leadership is repaired well under a second (about 330 ms
+// median after kill -9 of the leader on the benchmark machine, where 200 ms,
+// Consul's "raft_multiplier = 1", gave 380-500 ms). An election needs the
+// second follower to time out as well: until then it still has a leader and
+// refuses to vote, so the repair takes the later of the two followers'
+// random timeouts. RaftMultiplier scales all three for WAN
 // links; see Config.RaftMultiplier. The leader lease equals the heartbeat
 // timeout: a leader whose process is starved of CPU for a moment (a busy
-// shared host) keeps its leadership instead of stepping down after 100 ms,
-// and since reads confirm leadership with a quorum (read index), never with
-// the lease, the longer lease costs no consistency; a partitioned leader
-// steps down within 200 ms.
+// shared host) keeps its leadership instead of stepping down after half the
+// heartbeat timeout, and since reads confirm leadership with a quorum (read
+// index), never with the lease, the longer lease costs no consistency; a
+// partitioned leader steps down within 150 ms.
 const (
-	BaseHeartbeatTimeout   = 200 * time.Millisecond
-	BaseElectionTimeout    = 200 * time.Millisecond
-	BaseLeaderLeaseTimeout = 200 * time.Millisecond
+	BaseHeartbeatTimeout   = 150 * time.Millisecond
+	BaseElectionTimeout    = 150 * time.Millisecond
+	BaseLeaderLeaseTimeout = 150 * time.Millisecond
 )
 
 // Config configures a server. cmd builds it from flags and environment; no
@@ -65,8 +69,8 @@ type Config struct {
 
 	// RaftMultiplier scales the Raft timings for slower links. 1 suits a LAN
 	// (sub-millisecond RTT). For a cluster spanning regions use a value whose
-	// heartbeat timeout (200 ms x multiplier) is at least 5 times the worst
-	// round trip between servers: 2 for RTTs up to 80 ms, 5 up to 200 ms.
+	// heartbeat timeout (150 ms x multiplier) is at least 5 times the worst
+	// round trip between servers: 3 for RTTs up to 90 ms, 7 up to 210 ms.
 	RaftMultiplier int
 	// RaftTimings overrides the base timings entirely (tests use ~50 ms).
 	RaftTimings *RaftTimings

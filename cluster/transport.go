@@ -343,7 +343,7 @@ func (c *poolSafeConn) SetWriteDeadline(t time.Time) error {
 // suite found this as audit heads that differ after a paused leader came
 // back (TestChaosShort, about 1 run in 30). Without the fast path a
 // heartbeat waits behind the main goroutine's current disk write, which is
-// milliseconds against a heartbeat timeout of 200 ms or more.
+// well under a millisecond against a heartbeat timeout of 150 ms or more.
 type mainLoopTransport struct {
 	*raft.NetworkTransport
 }

@@ -64,7 +64,7 @@ simulates even with everything present.`,
 	f.IntVar(&o.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers are visible (0: join an existing one)")
 	f.StringSliceVar(&o.Join, "join", nil, "Serf addresses of existing members to join (comma-separated; retried until one answers)")
 	f.BoolVar(&o.NonVoter, "non-voter", false, "join as a Raft non-voter (replicates, serves stale reads, no vote)")
-	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings for slow links: 1 for a LAN, 2 for RTTs up to 80 ms, 5 up to 200 ms")
+	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings (150 ms heartbeat timeout x N) for slow links: 1 for a LAN, 3 for RTTs up to 90 ms, 7 up to 210 ms")
 	f.StringVar(&o.RaftLogStore, "raft-log-store", "segment", "raft log store: segment (one fdatasync per append) or boltdb (the log in raft.db; two); a boltdb log moves to segments on start, not back")
 	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
 	addSecurityFlags(f, &o.Security)
