@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -124,9 +125,14 @@ func TestGlobalTableReplicatesFromWriterAndDriftIsDetectedWithinOneInterval(t *t
 			t.Fatalf("region b did not drift but shows %s", js(r))
 		}
 	}
-	if m := f.serverMetrics(f.c.Nodes[2]); !metricLine(m, "atomfed_replication_schema_drift", `region="c"`, `table="currencies"`) {
-		t.Fatal("the server's /metrics has no drift series for c")
-	}
+	// Another server applies the drift report a moment after the one that
+	// answered /global-status.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if m := f.serverMetrics(f.c.Nodes[2]); !metricLine(m, "atomfed_replication_schema_drift", `region="c"`, `table="currencies"`) {
+			return errors.New("the server's /metrics has no drift series for c")
+		}
+		return nil
+	})
 
 	f.exec("c", `ALTER TABLE currencies DROP COLUMN rogue`)
 	testutil.Eventually(t, 30*time.Second, func() error {
