@@ -42,8 +42,13 @@ func (s *Server) openLogStore(dir string, bolt *raftboltdb.BoltStore) (logStore,
 		}
 		return bolt, nil
 	}
+	first, err1 := bolt.FirstIndex()
+	last, err2 := bolt.LastIndex()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("read raft.db log: %w", err)
+	}
 	if !hasSegments {
-		if err := s.migrateBoltLog(dir, bolt); err != nil {
+		if err := s.migrateBoltLog(dir, bolt, first, last); err != nil {
 			return nil, err
 		}
 	}
@@ -51,13 +56,8 @@ func (s *Server) openLogStore(dir string, bolt *raftboltdb.BoltStore) (logStore,
 	if err != nil {
 		return nil, err
 	}
-	// Entries left in raft.db after the copy was committed by the rename.
-	first, err1 := bolt.FirstIndex()
-	last, err2 := bolt.LastIndex()
-	if err := errors.Join(err1, err2); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("read raft.db log: %w", err)
-	}
+	// The entries in raft.db are in the segments now: just copied, or
+	// copied by a start that crashed before it deleted them here.
 	if last > 0 {
 		if err := bolt.DeleteRange(first, last); err != nil {
 			store.Close()
@@ -67,14 +67,9 @@ func (s *Server) openLogStore(dir string, bolt *raftboltdb.BoltStore) (logStore,
 	return store, nil
 }
 
-// migrateBoltLog copies the log in raft.db, if any, into a new segment log
-// directory "log".
-func (s *Server) migrateBoltLog(dir string, bolt *raftboltdb.BoltStore) error {
-	first, err1 := bolt.FirstIndex()
-	last, err2 := bolt.LastIndex()
-	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("read raft.db log: %w", err)
-	}
+// migrateBoltLog copies entries first to last of the log in raft.db (none
+// when last is 0) into a new segment log directory "log".
+func (s *Server) migrateBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64) error {
 	tmp := filepath.Join(dir, "log.migrating")
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("remove unfinished log migration: %w", err)
@@ -109,12 +104,7 @@ func (s *Server) migrateBoltLog(dir string, bolt *raftboltdb.BoltStore) error {
 	if err := os.Rename(tmp, filepath.Join(dir, "log")); err != nil {
 		return fmt.Errorf("finish log migration: %w", err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := raftlog.SyncDir(dir); err != nil {
 		return fmt.Errorf("finish log migration: sync %s: %w", dir, err)
 	}
 	s.logger.Info("raft log moved to segment files", "entries", last-first+1)

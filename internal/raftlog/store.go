@@ -341,8 +341,12 @@ func (s *Store) removeFirst() error {
 	return s.syncDir()
 }
 
-func (s *Store) syncDir() error {
-	d, err := os.Open(s.dir)
+func (s *Store) syncDir() error { return SyncDir(s.dir) }
+
+// SyncDir fsyncs a directory, so that files created, renamed or removed in
+// it stay so after a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
