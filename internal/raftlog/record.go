@@ -74,7 +74,9 @@ func recordLen(hdr []byte) (int, error) {
 }
 
 // decodeRecord decodes one whole record (as long as recordLen said) into l.
-// The entry's Data and Extensions are copies: l owns them.
+// The entry's Data and Extensions alias rec: both callers read the record
+// into a buffer of their own (GetLog one per call, for raft to keep; Open
+// the segment, only to check it), so a copy would be work done twice.
 func decodeRecord(rec []byte, l *raft.Log) error {
 	n, err := recordLen(rec)
 	if err != nil {
@@ -114,8 +116,8 @@ func decodeRecord(rec []byte, l *raft.Log) error {
 	return nil
 }
 
-// readBytes reads a uvarint-prefixed byte string and returns a copy of it
-// (nil when empty) and the rest.
+// readBytes reads a uvarint-prefixed byte string and returns it (nil when
+// empty, capacity capped at its length) and the rest.
 func readBytes(b []byte) ([]byte, []byte, error) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)-k) {
@@ -125,7 +127,5 @@ func readBytes(b []byte) ([]byte, []byte, error) {
 	if n == 0 {
 		return nil, b, nil
 	}
-	out := make([]byte, n)
-	copy(out, b[:n])
-	return out, b[n:], nil
+	return b[:n:n], b[n:], nil
 }
