@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -462,7 +463,7 @@ func TestReadsDuringAppendsAndCompaction(t *testing.T) {
 					return
 				}
 			}
-			time.Sleep(time.Millisecond)
+			runtime.Gosched() // let the appender and the reader run between checks
 		}
 	}()
 	go func() { // reader
