@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
@@ -269,7 +271,7 @@ func TestStaleGenerationRefused(t *testing.T) {
 	}
 	c.RestartAgent(a)
 	tu.Eventually(t, 10*time.Second, func() error {
-		if n := metricValue(t, a, "atomfed_agent_stale_assignments_refused_total"); n < 1 {
+		if n := metricValue(t, a.Reg, "atomfed_agent_stale_assignments_refused_total"); n < 1 {
 			return fmt.Errorf("no refusal yet")
 		}
 		return nil
@@ -279,18 +281,22 @@ func TestStaleGenerationRefused(t *testing.T) {
 	}
 }
 
-// metricValue reads a counter or gauge from an agent's registry.
-func metricValue(t *testing.T, a *testcluster.AgentNode, name string) float64 {
+// metricValue reads an unlabelled metric from a registry: a counter's or
+// gauge's value, a histogram's sample count; 0 when it is missing.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	t.Helper()
-	mfs, err := a.Reg.Gather()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
 			m := mf.GetMetric()[0]
-			if m.GetCounter() != nil {
+			switch {
+			case m.GetCounter() != nil:
 				return m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
 			}
 			return m.GetGauge().GetValue()
 		}

@@ -166,3 +166,20 @@ func other(c *testcluster.Cluster, n *testcluster.Node) *testcluster.Node {
 	}
 	return nil
 }
+
+// restartAll starts the stopped nodes again on their data dirs, checks that
+// the leader and then every one of them hold want, and returns the leader.
+func restartAll(t *testing.T, c *testcluster.Cluster, nodes []*testcluster.Node, want view) *testcluster.Node {
+	t.Helper()
+	for _, n := range nodes {
+		c.Restart(n)
+	}
+	l := c.WaitLeader()
+	if got := mustView(t, l, "linearizable"); got.String() != want.String() {
+		t.Fatalf("after the restart the leader holds %v, want %v", got, want)
+	}
+	for _, n := range nodes {
+		waitView(t, n, want)
+	}
+	return l
+}

@@ -43,15 +43,8 @@ func TestLogStoreMovesFromBolt(t *testing.T) {
 		c.Stop(n)
 		c.Reconfigure(n, func(cfg *cluster.Config) { cfg.LogStore = cluster.LogStoreSegment })
 	}
+	restartAll(t, c, nodes, want)
 	for _, n := range nodes {
-		c.Restart(n)
-	}
-	l = c.WaitLeader()
-	if got := mustView(t, l, "linearizable"); got.String() != want.String() {
-		t.Fatalf("after the move the leader holds %v, want %v", got, want)
-	}
-	for _, n := range nodes {
-		waitView(t, n, want)
 		if _, ok := n.Server.LogStore().(*raftlog.Store); !ok {
 			t.Fatalf("%s log store is %T, want segments", n.ID, n.Server.LogStore())
 		}
@@ -61,25 +54,11 @@ func TestLogStoreMovesFromBolt(t *testing.T) {
 	}
 	putTenant(t, c.Followers()[0], tenant("after-move", "us-east"))
 	// The store's metrics: appends were synced and timed, nothing failed.
-	mf, err := nodes[1].Reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range mf {
-		for _, m := range f.GetMetric() {
-			switch {
-			case m.GetHistogram() != nil:
-				got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
-			case m.GetGauge() != nil:
-				got[f.GetName()] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	if got["atomfed_raft_log_fsync_duration_seconds"] < 1 || got["atomfed_raft_log_failed"] != 0 ||
-		got["atomfed_raft_log_segments"] != 1 || got["atomfed_raft_log_bytes"] <= 0 {
-		t.Fatalf("log store metrics: syncs %v, failed %v, segments %v, bytes %v", got["atomfed_raft_log_fsync_duration_seconds"],
-			got["atomfed_raft_log_failed"], got["atomfed_raft_log_segments"], got["atomfed_raft_log_bytes"])
+	reg := nodes[1].Reg
+	syncs, failed := metricValue(t, reg, "atomfed_raft_log_fsync_duration_seconds"), metricValue(t, reg, "atomfed_raft_log_failed")
+	segs, bytes := metricValue(t, reg, "atomfed_raft_log_segments"), metricValue(t, reg, "atomfed_raft_log_bytes")
+	if syncs < 1 || failed != 0 || segs != 1 || bytes <= 0 {
+		t.Fatalf("log store metrics: syncs %v, failed %v, segments %v, bytes %v", syncs, failed, segs, bytes)
 	}
 
 	n := nodes[0]

@@ -57,16 +57,7 @@ func TestRestartKeepsState(t *testing.T) {
 	for _, n := range nodes {
 		c.Stop(n)
 	}
-	for _, n := range nodes {
-		c.Restart(n)
-	}
-	l = c.WaitLeader()
-	if got := mustView(t, l, "linearizable"); got.String() != want.String() {
-		t.Fatalf("after restart the leader holds %v, want %v", got, want)
-	}
-	for _, n := range nodes {
-		waitView(t, n, want)
-	}
+	l = restartAll(t, c, nodes, want)
 
 	putTenant(t, c.Followers()[0], tenant("after-restart", "eu-west"))
 	got := mustView(t, l, "linearizable")
