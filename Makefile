@@ -27,10 +27,10 @@ lint:
 
 ## test: lint, then every test with the race detector (unit, FSM, in-process
 ## clusters, multi-process clusters of the real binary, PostgreSQL); the
-## short chaos runs (internal/chaos) come last and alone, so that their
+## short chaos runs (internal/testing/chaos) come last and alone, so that their
 ## loaded clusters do not share the two cores with the multi-process tests
 ## that assert time bounds
-CHAOS_PKG := github.com/atomcloud/atomfed/internal/chaos
+CHAOS_PKG := github.com/atomcloud/atomfed/internal/testing/chaos
 test: lint
 	$(GO) test -race -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -vx '$(CHAOS_PKG)')
 	$(GO) test -race -count=1 -timeout 15m $(CHAOS_PKG)

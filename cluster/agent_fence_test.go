@@ -8,8 +8,8 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	tu "github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	tu "github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // fenceAPI is a server API whose assignments the test sets, and which

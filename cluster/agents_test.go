@@ -15,8 +15,8 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	tu "github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	tu "github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 var stale = &client.QueryOptions{Consistency: "stale"}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
 // TestGroupCommit writes concurrently through the leader and a follower:

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestElection checks that a new cluster ends with exactly one established

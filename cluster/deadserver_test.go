@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/cluster"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestDeadServerCleanup crashes a follower: once Serf has reported it

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestLeaderLeave makes the leader leave gracefully: leadership moves to

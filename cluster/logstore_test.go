@@ -10,7 +10,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/internal/raftlog"
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
 // TestLogStoreMovesFromBolt: a cluster whose raft log is in raft.db (data

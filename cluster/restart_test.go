@@ -8,8 +8,8 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestRestartKeepsState stops every node, starts them again on the same

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
 // TestSnapshotSaveRestore saves a snapshot from cluster A and restores it

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
 // BenchmarkHTTPWritePath measures PUT /v1/tenants/{id} end to end over

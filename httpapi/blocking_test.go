@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // blockedQuery is a GET running in the background.

@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
 // TestForwarding sends each kind of write to the leader and to a follower:

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // scrape reads n's /metrics into series (name plus labels, as exposed) ->

@@ -12,8 +12,8 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/signing"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // signed builds a signed raw request body for member with an explicit

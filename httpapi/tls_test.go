@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // fingerprint digests what the replicator could change in a database:

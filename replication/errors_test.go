@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/pgtest"
+	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // waitIssue waits until the tenant's mirror (or, with mirror "", its
@@ -68,7 +68,7 @@ func TestReplicationErrorsSurfaceInAPIAndMetrics(t *testing.T) {
 	f = newFedWith(t, fedOptions{dsn: pgs, setup: func(f *fed) {
 		pg := f.pg["c"]
 		f.exec("c", `CREATE ROLE limited LOGIN PASSWORD 'limited-secret'`)
-		pgs["c"] = fmt.Sprintf("host=%s port=%d user=limited password=limited-secret dbname=%s", pg.Host, pg.Port, pgtest.Database)
+		pgs["c"] = fmt.Sprintf("host=%s port=%d user=limited password=limited-secret dbname=%s", pg.Host, pg.Port, pglocal.Database)
 	}}, "a", "b", "c")
 	f.exec("a", ordersDDL, `INSERT INTO orders SELECT 'acme', g, g, 'n', 'e@x' FROM generate_series(1, 50) g`)
 	f.putTenant(acme("b", "c"))

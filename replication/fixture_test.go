@@ -18,9 +18,10 @@ import (
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/pgtest"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/pglocal"
+	"github.com/atomcloud/atomfed/internal/testing/pgtest"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 	"github.com/atomcloud/atomfed/replication"
 )
 
@@ -33,7 +34,7 @@ const interval = 500 * time.Millisecond
 type fed struct {
 	t      *testing.T
 	c      *testcluster.Cluster
-	pg     map[string]*pgtest.Cluster
+	pg     map[string]*pglocal.Cluster
 	agents map[string]*testcluster.AgentNode
 	api    *client.Client
 }
@@ -63,7 +64,7 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 	}
 	for _, r := range regions {
 		pg := f.pg[r]
-		dsn := pg.DSN(pgtest.Database)
+		dsn := pg.DSN(pglocal.Database)
 		if d, ok := o.dsn[r]; ok {
 			dsn = d
 		}
@@ -117,7 +118,7 @@ func (f *fed) ctx(d time.Duration) context.Context {
 // conn opens a superuser connection to a region's database.
 func (f *fed) conn(region string) *pgx.Conn {
 	f.t.Helper()
-	c, err := f.pg[region].Connect(f.ctx(time.Minute), pgtest.Database)
+	c, err := f.pg[region].Connect(f.ctx(time.Minute), pglocal.Database)
 	if err != nil {
 		f.t.Fatalf("connect to %s: %v", region, err)
 	}
@@ -128,7 +129,7 @@ func (f *fed) conn(region string) *pgx.Conn {
 // exec runs statements in a region.
 func (f *fed) exec(region string, stmts ...string) {
 	f.t.Helper()
-	c, err := f.pg[region].Connect(f.ctx(time.Minute), pgtest.Database)
+	c, err := f.pg[region].Connect(f.ctx(time.Minute), pglocal.Database)
 	if err != nil {
 		f.t.Fatalf("connect to %s: %v", region, err)
 	}
@@ -142,7 +143,7 @@ func (f *fed) exec(region string, stmts ...string) {
 
 // value runs a query returning one value in a region, or returns its error.
 func (f *fed) value(region, sql string, args ...any) (string, error) {
-	c, err := f.pg[region].Connect(f.ctx(time.Minute), pgtest.Database)
+	c, err := f.pg[region].Connect(f.ctx(time.Minute), pglocal.Database)
 	if err != nil {
 		return "", err
 	}

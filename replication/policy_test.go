@@ -13,7 +13,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/policy"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // policies evaluates P1 and P5 on a server, as GET /v1/policy/status does.

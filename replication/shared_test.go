@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestMirrorKeepsPIIColumnOfAHomeTable: b's orders table is the home table

@@ -9,7 +9,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 func (f *fed) waitSync(id, recorded, current string) *fsm.TenantReplication {

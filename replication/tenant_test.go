@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/pgtest"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/pglocal"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 func acme(mirrors ...string) *fsm.Tenant {
@@ -81,7 +81,7 @@ func TestTenantMirrorsConvergeFilteredWithoutPIIUnderRLS(t *testing.T) {
 	f.exec("b", `INSERT INTO orders (tenant_id, id, amount, note) VALUES ('initech', 1, 1, 'local')`,
 		`CREATE ROLE app LOGIN PASSWORD 'app-secret'`, `GRANT SELECT ON orders TO app`)
 	pg := f.pg["b"]
-	app, err := pgx.Connect(f.ctx(time.Minute), fmt.Sprintf("host=%s port=%d dbname=%s user=app password=app-secret", pg.Host, pg.Port, pgtest.Database))
+	app, err := pgx.Connect(f.ctx(time.Minute), fmt.Sprintf("host=%s port=%d dbname=%s user=app password=app-secret", pg.Host, pg.Port, pglocal.Database))
 	if err != nil {
 		t.Fatal(err)
 	}

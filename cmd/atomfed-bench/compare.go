@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/bench"
-	"github.com/atomcloud/atomfed/internal/e2e"
+	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 // compareOptions are the -compare-etcd flags.
@@ -32,7 +32,7 @@ func atomfedSystem(bin string, o *options) bench.System {
 // when plaintext.
 func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.System {
 	return bench.System{Name: name, Start: func(ctx context.Context) (*bench.SystemRun, error) {
-		c, err := bench.StartClusterWith(e2e.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
+		c, err := bench.StartClusterWith(procs.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
 		if err != nil {
 			return nil, err
 		}
@@ -50,7 +50,7 @@ func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.Syste
 			c.Close(false)
 			return nil, err
 		}
-		hc := bench.NewHTTP(64).Secure(c.Sec.TLSConfig(), e2e.Token)
+		hc := bench.NewHTTP(64).Secure(c.Sec.TLSConfig(), procs.Token)
 		a, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 		if err != nil {
 			c.Close(false)
@@ -98,8 +98,8 @@ func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.Syste
 			return b, err
 		}
 		run.Failover = func(ctx context.Context, round int) (bench.WindowRound, error) {
-			w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), c.URLs(), fmt.Sprintf("f%d", round), region)
-			var killed *e2e.ServerProc
+			w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), c.URLs(), fmt.Sprintf("f%d", round), region)
+			var killed *procs.ServerProc
 			return bench.FailoverRun(ctx, round, w,
 				func() (func() error, time.Time, error) {
 					l, err := c.WaitLeader(30 * time.Second)

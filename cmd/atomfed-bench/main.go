@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/bench"
-	"github.com/atomcloud/atomfed/internal/e2e"
+	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 // options are the command's flags.
@@ -177,7 +177,7 @@ func run(ctx context.Context, o *options) error {
 	for _, n := range append(append([]int{16}, o.writeConc...), o.readConc...) {
 		maxConc = max(maxConc, n)
 	}
-	hc := bench.NewHTTP(maxConc).Secure(c.Sec.TLSConfig(), e2e.Token)
+	hc := bench.NewHTTP(maxConc).Secure(c.Sec.TLSConfig(), procs.Token)
 	all, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 	if err != nil {
 		return err
@@ -265,7 +265,7 @@ func run(ctx context.Context, o *options) error {
 	hc.CloseIdle()
 
 	for i := 1; i <= o.rounds && ctx.Err() == nil; i++ {
-		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), Region: region, Steady: time.Second})
+		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), Region: region, Steady: time.Second})
 		if err != nil {
 			rep.FailoverErr = err
 			keep = true
@@ -352,7 +352,7 @@ func binary(path, version string) (string, func(), error) {
 		return "", nil, err
 	}
 	logf("%s does not exist; building atomfed into %s", path, dir)
-	bin, err := e2e.BuildBinary(dir, version)
+	bin, err := procs.BuildBinary(dir, version)
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", nil, err

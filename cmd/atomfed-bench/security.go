@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/atomcloud/atomfed/internal/bench"
+	"github.com/atomcloud/atomfed/internal/testing/bench"
 )
 
 // runSecurityCost measures what the default security (HTTPS, mutual TLS

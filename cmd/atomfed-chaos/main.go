@@ -6,7 +6,7 @@
 // PostgreSQL, agent and leader kills, row, leak, RLS, PII and slot checks). It
 // writes chaos.md and chaos.json and exits 1 when any check failed.
 // `make chaos` runs it; the short deterministic run is a test of
-// internal/chaos that `make test` runs.
+// internal/testing/chaos that `make test` runs.
 package main
 
 import (
@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/chaos"
-	"github.com/atomcloud/atomfed/internal/e2e"
+	"github.com/atomcloud/atomfed/internal/testing/chaos"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 func main() {
@@ -83,7 +83,7 @@ func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir
 			return err
 		}
 		defer os.RemoveAll(tmp)
-		if bin, err = e2e.BuildBinary(tmp, "chaos"); err != nil {
+		if bin, err = procs.BuildBinary(tmp, "chaos"); err != nil {
 			return err
 		}
 	}

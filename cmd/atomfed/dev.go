@@ -20,7 +20,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/pgtest"
+	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
@@ -168,7 +168,7 @@ func runDev(o devOptions) error {
 			Simulation: agentSims[r.name], ReplicationInterval: 2 * time.Second,
 		}
 		if pg := pgs[r.name]; pg != nil {
-			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pgtest.Database), pg.Passfile
+			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pglocal.Database), pg.Passfile
 		}
 		a, err := startAgent(ao)
 		if err != nil {
@@ -332,20 +332,20 @@ func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, se
 
 // startDevPostgres starts one throwaway PostgreSQL cluster per region when
 // the binaries are installed, and returns a line that says what dev runs.
-func startDevPostgres(o devOptions) (map[string]*pgtest.Cluster, string) {
+func startDevPostgres(o devOptions) (map[string]*pglocal.Cluster, string) {
 	if o.noPostgres {
 		return nil, "  SIMULATION: replication is simulated (--no-postgres): no region has a database, replication tasks stay pending."
 	}
-	if _, err := pgtest.Find(); err != nil {
+	if _, err := pglocal.Find(); err != nil {
 		return nil, "  SIMULATION: replication is simulated: " + err.Error() + ".\n" +
 			"  No region has a database and replication tasks stay pending (GET /v1/tenants/{id}/replication says why)."
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pw := ""
-	out := map[string]*pgtest.Cluster{}
+	out := map[string]*pglocal.Cluster{}
 	for _, r := range devRegions {
-		pg, err := pgtest.Start(ctx, pgtest.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
+		pg, err := pglocal.Start(ctx, pglocal.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
 		if err != nil {
 			removeDevPostgres(out, false)
 			return nil, "  SIMULATION: replication is simulated: PostgreSQL did not start (" + err.Error() + ")."
@@ -358,7 +358,7 @@ func startDevPostgres(o devOptions) (map[string]*pgtest.Cluster, string) {
 
 // removeDevPostgres stops the regions' PostgreSQL clusters, keeping their
 // data when keep is set.
-func removeDevPostgres(pgs map[string]*pgtest.Cluster, keep bool) {
+func removeDevPostgres(pgs map[string]*pglocal.Cluster, keep bool) {
 	for _, pg := range pgs {
 		if keep {
 			_ = pg.Stop()
@@ -371,12 +371,12 @@ func removeDevPostgres(pgs map[string]*pgtest.Cluster, keep bool) {
 // devAgentSimulations decides each dev agent's SIMULATION_MODE the way a
 // real agent would, with its region's database as POSTGRES_DSN. Dev
 // announces the result once, in its banner.
-func devAgentSimulations(pgs map[string]*pgtest.Cluster) (map[string]*structs.Simulation, error) {
+func devAgentSimulations(pgs map[string]*pglocal.Cluster) (map[string]*structs.Simulation, error) {
 	out := map[string]*structs.Simulation{}
 	for _, r := range devRegions {
 		cfg := precheckConfigFromEnv()
 		if pg := pgs[r.name]; pg != nil {
-			cfg.PostgresDSN = pg.DSN(pgtest.Database)
+			cfg.PostgresDSN = pg.DSN(pglocal.Database)
 		}
 		sim, err := evaluateSimulationWith(precheck.RoleAgent, cfg)
 		if err != nil {
@@ -387,7 +387,7 @@ func devAgentSimulations(pgs map[string]*pgtest.Cluster) (map[string]*structs.Si
 	return out, nil
 }
 
-func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup, pgs map[string]*pgtest.Cluster, pgNote string) {
+func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec, setup *devSetup, pgs map[string]*pglocal.Cluster, pgNote string) {
 	fmt.Println("atomfed dev federation is up (TLS, tokens, signed requests)")
 	fmt.Printf("  data dir: %s\n", dir)
 	for i, n := range nodes {
@@ -401,7 +401,7 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
 	for _, r := range devRegions {
 		if pg := pgs[r.name]; pg != nil {
 			fmt.Printf("  postgres    region %-9s %s/%s   PGPASSFILE=%s psql -h %s -p %d -U %s %s\n",
-				r.name, pg.Addr(), pgtest.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pgtest.Superuser, pgtest.Database)
+				r.name, pg.Addr(), pglocal.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pglocal.Superuser, pglocal.Database)
 		}
 	}
 	u := nodes[0].url

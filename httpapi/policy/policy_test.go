@@ -13,8 +13,8 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/policy"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/testcluster"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 var sim = &structs.Simulation{Enabled: true, Role: "server", Reason: "critical infrastructure is missing: vault (MISSING: VAULT_ADDR is not set)",

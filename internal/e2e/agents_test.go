@@ -11,8 +11,8 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/e2e"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // agentBound is the documented bound for a killed agent's tasks to run on a
@@ -25,21 +25,21 @@ const agentBound = 15 * time.Second
 // per region, every region registered with a server of its own as the
 // probe target.
 type federation struct {
-	*e2e.Cluster
-	agents map[string][]*e2e.AgentProc // by region
+	*procs.Cluster
+	agents map[string][]*procs.AgentProc // by region
 }
 
 func startFederation(t *testing.T) *federation {
 	t.Helper()
 	c := startCluster(t)
-	f := &federation{Cluster: c, agents: map[string][]*e2e.AgentProc{}}
+	f := &federation{Cluster: c, agents: map[string][]*procs.AgentProc{}}
 	port := func() (int, error) { return testutil.FreePort(t), nil }
-	logs, data := e2e.LogDir(t), t.TempDir()
+	logs, data := procs.LogDir(t), t.TempDir()
 	for i, s := range c.Servers {
-		region := e2e.Regions[i]
+		region := procs.Regions[i]
 		register(t, c, &fsm.Region{Name: region, URL: s.URL})
 		for j := 1; j <= 2; j++ {
-			a, err := e2e.NewAgentProc(atomfedBin, logs, data, fmt.Sprintf("%s-a%d", region, j), region, port, c.SerfAddrs(), c.Sec)
+			a, err := procs.NewAgentProc(atomfedBin, logs, data, fmt.Sprintf("%s-a%d", region, j), region, port, c.SerfAddrs(), c.Sec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func startFederation(t *testing.T) *federation {
 }
 
 // register registers a region through the leader, retrying 503s.
-func register(t *testing.T, c *e2e.Cluster, r *fsm.Region) {
+func register(t *testing.T, c *procs.Cluster, r *fsm.Region) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, func() error {
 		_, err := c.Sec.MustSigningClient(waitLeader(t, c).URL, r.Name).RegisterRegion(ctx(t, 5*time.Second), r, nil)
@@ -99,7 +99,7 @@ func (f *federation) waitProbe(t *testing.T, region, notOn string) *fsm.Task {
 	return task
 }
 
-func (f *federation) agent(node string) *e2e.AgentProc {
+func (f *federation) agent(node string) *procs.AgentProc {
 	for _, as := range f.agents {
 		for _, a := range as {
 			if a.Node == node {
@@ -222,7 +222,7 @@ func TestAgentsMultiProcess(t *testing.T) {
 		// then hand the probe back to it: it must refuse to run it.
 		task := f.waitProbe(t, "eu-west", "")
 		owner := f.agent(task.Agent)
-		var peer *e2e.AgentProc
+		var peer *procs.AgentProc
 		for _, a := range f.agents["eu-west"] {
 			if a != owner {
 				peer = a

@@ -14,8 +14,8 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/e2e"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 // cliResult is one run of the atomfed CLI.
@@ -71,8 +71,8 @@ type cliEnv struct {
 	env []string
 }
 
-func newCLI(t *testing.T, c *e2e.Cluster) *cliEnv {
-	return &cliEnv{t: t, env: []string{"ATOMFED_CACERT=" + c.Sec.CAPath, "FEDERATION_TOKEN=" + e2e.Token}}
+func newCLI(t *testing.T, c *procs.Cluster) *cliEnv {
+	return &cliEnv{t: t, env: []string{"ATOMFED_CACERT=" + c.Sec.CAPath, "FEDERATION_TOKEN=" + procs.Token}}
 }
 
 // with returns a copy with more environment (e.g. COSIGN_KEY_PATH).
@@ -292,7 +292,7 @@ func auditHas(a *client.AuditStatus, head string) bool {
 }
 
 // waitAuditHas waits until s's own audit trail holds head.
-func waitAuditHas(t *testing.T, s *e2e.ServerProc, head string) {
+func waitAuditHas(t *testing.T, s *procs.ServerProc, head string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/e2e"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 // TestThreeProcessesFormACluster: three `atomfed server` processes started
@@ -70,7 +70,7 @@ func TestThreeProcessesFormACluster(t *testing.T) {
 	}
 }
 
-func describe(s *e2e.ServerProc, err error) string {
+func describe(s *procs.ServerProc, err error) string {
 	if err != nil {
 		return err.Error()
 	}

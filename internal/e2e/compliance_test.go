@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/e2e"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // noInfra blanks every variable the precheck and the nodes read, so that
@@ -198,18 +198,18 @@ func nodeHealth(t *testing.T, url string) (bool, *structs.Simulation) {
 // database, a key and Vault does not; SIMULATION_MODE=false with something
 // missing refuses to start and names it.
 func TestSimulationModeOnNodes(t *testing.T) {
-	logs, data := e2e.LogDir(t), t.TempDir()
+	logs, data := procs.LogDir(t), t.TempDir()
 	port := func() (int, error) { return testutil.FreePort(t), nil }
-	sec, err := e2e.NewSecurity(data)
+	sec, err := procs.NewSecurity(data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	secure := &http.Client{Transport: &http.Transport{TLSClientConfig: sec.TLSConfig()}}
-	newServer := func(node string, env ...string) *e2e.ServerProc {
-		cfg := e2e.ServerConfig{Node: node, Region: "us-east", DataDir: filepath.Join(data, node),
+	newServer := func(node string, env ...string) *procs.ServerProc {
+		cfg := procs.ServerConfig{Node: node, Region: "us-east", DataDir: filepath.Join(data, node),
 			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), RaftAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
 			SerfAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), BootstrapExpect: 1}
-		s, err := e2e.NewServerProc(atomfedBin, logs, cfg, sec)
+		s, err := procs.NewServerProc(atomfedBin, logs, cfg, sec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,8 +220,8 @@ func TestSimulationModeOnNodes(t *testing.T) {
 		}
 		return s
 	}
-	newAgent := func(node string, env ...string) *e2e.AgentProc {
-		a, err := e2e.NewAgentProc(atomfedBin, logs, data, node, "us-east", port, []string{fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))}, sec)
+	newAgent := func(node string, env ...string) *procs.AgentProc {
+		a, err := procs.NewAgentProc(atomfedBin, logs, data, node, "us-east", port, []string{fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))}, sec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestSimulationModeOnNodes(t *testing.T) {
 		}
 		return a
 	}
-	refused := func(p *e2e.Proc, names ...string) {
+	refused := func(p *procs.Proc, names ...string) {
 		t.Helper()
 		code, err := p.Wait(30 * time.Second)
 		if err != nil || code == 0 {
@@ -256,7 +256,7 @@ func TestSimulationModeOnNodes(t *testing.T) {
 	}
 	testutil.Eventually(t, 20*time.Second, func() error {
 		req, _ := http.NewRequest(http.MethodGet, s.URL+"/global-status?consistency=stale", nil)
-		req.Header.Set("Authorization", "Bearer "+e2e.Token)
+		req.Header.Set("Authorization", "Bearer "+procs.Token)
 		resp, err := secure.Do(req)
 		if err != nil {
 			return err

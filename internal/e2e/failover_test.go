@@ -8,16 +8,16 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/bench"
-	"github.com/atomcloud/atomfed/internal/e2e"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // startWriter runs a steady writer against every server of c until the
 // returned stop function is called (or the test ends).
-func startWriter(t *testing.T, c *e2e.Cluster, prefix, region string, configure ...func(*bench.Writer)) (*bench.Writer, func()) {
+func startWriter(t *testing.T, c *procs.Cluster, prefix, region string, configure ...func(*bench.Writer)) (*bench.Writer, func()) {
 	t.Helper()
-	w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), e2e.Token), c.URLs(), prefix, region)
+	w := bench.NewWriter(bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), c.URLs(), prefix, region)
 	for _, f := range configure {
 		f(w)
 	}
@@ -139,7 +139,7 @@ func TestPausedLeaderIsReplaced(t *testing.T) {
 		t.Fatalf("no write acknowledged after pausing leader %s: %v", leader.ID(), err)
 	}
 	t.Logf("SIGSTOP of leader %s -> first acknowledged write: %s", leader.ID(), first.Acked.Sub(stopAt).Round(time.Millisecond))
-	var next *e2e.ServerProc
+	var next *procs.ServerProc
 	testutil.Eventually(t, 10*time.Second, func() error {
 		for _, s := range c.Others(leader) {
 			if h, err := s.Health(ctx(t, 2*time.Second)); err == nil && h.RaftState == "Leader" {
@@ -179,7 +179,7 @@ func TestPausedLeaderIsReplaced(t *testing.T) {
 }
 
 // sameAuditHead compares the /health audit heads of two servers.
-func sameAuditHead(ctx context.Context, a, b *e2e.ServerProc) error {
+func sameAuditHead(ctx context.Context, a, b *procs.ServerProc) error {
 	ha, err := a.Health(ctx)
 	if err != nil {
 		return err
@@ -230,7 +230,7 @@ func TestSIGTERMLeavesGracefully(t *testing.T) {
 	if err := leader.Term(); err != nil {
 		t.Fatal(err)
 	}
-	var next *e2e.ServerProc
+	var next *procs.ServerProc
 	testutil.Eventually(t, 10*time.Second, func() error {
 		for _, s := range c.Others(leader) {
 			h, err := s.Health(ctx(t, 2*time.Second))
@@ -261,7 +261,7 @@ func TestSIGTERMLeavesGracefully(t *testing.T) {
 
 // cleanExit asserts that s, sent SIGTERM at termAt, exits with status 0
 // within d of it.
-func cleanExit(t *testing.T, s *e2e.ServerProc, termAt time.Time, d time.Duration) {
+func cleanExit(t *testing.T, s *procs.ServerProc, termAt time.Time, d time.Duration) {
 	t.Helper()
 	code, err := s.Wait(d - time.Since(termAt))
 	if err != nil {
@@ -273,7 +273,7 @@ func cleanExit(t *testing.T, s *e2e.ServerProc, termAt time.Time, d time.Duratio
 	}
 }
 
-func notInConfiguration(via *e2e.ServerProc, id string) error {
+func notInConfiguration(via *procs.ServerProc, id string) error {
 	peers, err := via.Client.RaftConfiguration(context.Background(), &client.QueryOptions{Consistency: "stale"})
 	if err != nil {
 		return err
@@ -286,7 +286,7 @@ func notInConfiguration(via *e2e.ServerProc, id string) error {
 	return nil
 }
 
-func votersAre(via *e2e.ServerProc, want []*e2e.ServerProc) error {
+func votersAre(via *procs.ServerProc, want []*procs.ServerProc) error {
 	peers, err := via.Client.RaftConfiguration(context.Background(), nil)
 	if err != nil {
 		return err
@@ -309,7 +309,7 @@ func votersAre(via *e2e.ServerProc, want []*e2e.ServerProc) error {
 }
 
 // putTenant writes a tenant through s and reads it back linearizably.
-func putTenant(t *testing.T, s *e2e.ServerProc, id string) {
+func putTenant(t *testing.T, s *procs.ServerProc, id string) {
 	t.Helper()
 	tn := newTenant(id)
 	if _, err := s.Client.PutTenant(ctx(t, 10*time.Second), tn, nil); err != nil {

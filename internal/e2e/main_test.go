@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/e2e"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // binEnv names a prebuilt atomfed binary to test instead of building one.
@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		start := time.Now()
-		if atomfedBin, err = e2e.BuildBinary(tmp, "e2e"); err != nil {
+		if atomfedBin, err = procs.BuildBinary(tmp, "e2e"); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.RemoveAll(tmp)
 			os.Exit(1)
@@ -53,16 +53,16 @@ func TestMain(m *testing.M) {
 
 // startCluster starts three `atomfed server` processes with the binary's
 // default timings and waits for an established leader.
-func startCluster(t *testing.T) *e2e.Cluster {
+func startCluster(t *testing.T) *procs.Cluster {
 	t.Helper()
-	return e2e.StartTestCluster(t, e2e.ClusterOptions{
+	return procs.StartTestCluster(t, procs.ClusterOptions{
 		Bin:  atomfedBin,
 		Port: func() (int, error) { return testutil.FreePort(t), nil },
 	})
 }
 
 // waitLeader waits for an established leader among the running servers.
-func waitLeader(t *testing.T, c *e2e.Cluster) *e2e.ServerProc {
+func waitLeader(t *testing.T, c *procs.Cluster) *procs.ServerProc {
 	t.Helper()
 	l, err := c.WaitLeader(20 * time.Second)
 	if err != nil {
@@ -79,7 +79,7 @@ func ctx(t *testing.T, d time.Duration) context.Context {
 }
 
 // registerRegion registers the region every tenant of these tests lives in.
-func registerRegion(t *testing.T, c *e2e.Cluster, s *e2e.ServerProc, name string) {
+func registerRegion(t *testing.T, c *procs.Cluster, s *procs.ServerProc, name string) {
 	t.Helper()
 	_, err := c.Sec.MustSigningClient(s.URL, name).RegisterRegion(ctx(t, 10*time.Second), &fsm.Region{Name: name, URL: "http://" + name + ".example.com:8401"}, nil)
 	if err != nil {

@@ -15,11 +15,11 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
-	"github.com/atomcloud/atomfed/internal/e2e"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/report"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // regionKey is what must agree between a report's region list and the
@@ -52,13 +52,13 @@ func regionKeys(t *testing.T, what string, raw []byte) []regionKey {
 // list is the live one, and the test summary is the recorded run's.
 func TestPhaseG1Reports(t *testing.T) {
 	c := startCluster(t)
-	f := &federation{Cluster: c, agents: map[string][]*e2e.AgentProc{}}
+	f := &federation{Cluster: c, agents: map[string][]*procs.AgentProc{}}
 	port := func() (int, error) { return testutil.FreePort(t), nil }
-	logs, data := e2e.LogDir(t), t.TempDir()
+	logs, data := procs.LogDir(t), t.TempDir()
 	for i, s := range c.Servers {
-		region := e2e.Regions[i]
+		region := procs.Regions[i]
 		register(t, c, &fsm.Region{Name: region, URL: s.URL, Tier: fsm.TierStaging})
-		a, err := e2e.NewAgentProc(atomfedBin, logs, data, region+"-a1", region, port, c.SerfAddrs(), c.Sec)
+		a, err := procs.NewAgentProc(atomfedBin, logs, data, region+"-a1", region, port, c.SerfAddrs(), c.Sec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func TestPhaseG1Reports(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rr := cli(t, withEnv("ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+e2e.Token), "report", "--out", out, "--addr", leader.URL, "--test-json", testJSON, "--settle", "60s")
+	rr := cli(t, withEnv("ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+procs.Token), "report", "--out", out, "--addr", leader.URL, "--test-json", testJSON, "--settle", "60s")
 	if rr.code != 0 {
 		t.Fatalf("atomfed report: exit %d\n%s\n%s", rr.code, rr.stdout, rr.stderr)
 	}
@@ -246,7 +246,7 @@ func TestPhaseG1Reports(t *testing.T) {
 	if snap.Policies == nil || len(snap.Policies.Policies) != 7 || snap.Policies.Policies[1].Status != structs.PolicyPass {
 		t.Errorf("policies %+v", snap.Policies)
 	}
-	if head := strings.TrimSuffix(e2e.GitCommit(), "-dirty"); head != "" && snap.Build.Commit != head {
+	if head := strings.TrimSuffix(procs.GitCommit(), "-dirty"); head != "" && snap.Build.Commit != head {
 		t.Errorf("report commit %q, HEAD %q", snap.Build.Commit, head)
 	}
 	if _, _, err := leader.Client.Tenant(context.Background(), report.VerifyTenant, nil); client.StatusOf(err) != http.StatusNotFound {

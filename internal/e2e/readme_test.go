@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/e2e"
-	"github.com/atomcloud/atomfed/internal/testutil"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // TestREADMESignedRegistrationWithCurl runs the README's shell recipe for a
@@ -47,7 +47,7 @@ afcurl -o first.json -w '%{http_code}\n' -XPOST -H "X-Atomfed-Signature: $(cat b
 afcurl -o replay.json -w '%{http_code}\n' -XPOST -H "X-Atomfed-Signature: $(cat body.sig)" --data-binary @body.json $ATOMFED_ADDR/region/register
 `
 	cmd := exec.Command("bash", "-c", script)
-	cmd.Env = append(os.Environ(), "WORK="+dir, "ATOMFED_ADDR="+leader.URL, "ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+e2e.Token)
+	cmd.Env = append(os.Environ(), "WORK="+dir, "ATOMFED_ADDR="+leader.URL, "ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+procs.Token)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("recipe failed: %v\n%s", err, out)
@@ -104,11 +104,11 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 	// The 15 ports were free when picked, but tests of other packages run
 	// alongside and may take one before dev binds it: start again on other
 	// ports when dev exits on a port in use.
-	var p *e2e.Proc
+	var p *procs.Proc
 	var base int
 	for attempt := 1; ; attempt++ {
 		base = consecutiveFreePorts(t, 15)
-		p = e2e.NewProc("dev", atomfedBin, filepath.Join(dir, fmt.Sprintf("dev-%d.log", attempt)), "dev", "--no-postgres",
+		p = procs.NewProc("dev", atomfedBin, filepath.Join(dir, fmt.Sprintf("dev-%d.log", attempt)), "dev", "--no-postgres",
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("data-%d", attempt)),
 			"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
 			"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12))
@@ -178,7 +178,7 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 // exitsOnPortInUse reports whether dev, just started, exits because one of
 // its ports was taken, rather than starting every server and agent (it
 // prints the export line for the CLI once all are up).
-func exitsOnPortInUse(p *e2e.Proc) bool {
+func exitsOnPortInUse(p *procs.Proc) bool {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if !p.Running() {

@@ -58,7 +58,7 @@ func Components() []Component {
 			},
 			Verify: "registry"},
 		{Task: "G.1.2", Short: "federation_sync", Name: "Federation Sync", Built: Built,
-			Packages: []string{"replication", "internal/pgtest"},
+			Packages: []string{"replication", "internal/pglocal"},
 			Exists: []string{
 				"global tables in the FSM (commands 32/33): written in one region, replicated to every other by PostgreSQL logical replication driven by the agents",
 				"region database endpoints reported by each region's agent, signed with its key (command 30)",

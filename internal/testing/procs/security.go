@@ -1,0 +1,164 @@
+package procs
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/signing"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
+)
+
+// Token is the bootstrap management token (FEDERATION_TOKEN) of test
+// clusters.
+const Token = "atf_e2e_bootstrap_token"
+
+// Security is a cluster's throwaway security material, as an operator
+// would provision it: a federation CA with a certificate per node, a gossip
+// key, the bootstrap token, and a signing key per member.
+type Security struct {
+	Dir       string
+	CA        *tlsutil.CA
+	CAPath    string
+	GossipKey string // base64
+	// Plaintext runs the nodes with --insecure-plaintext (no TLS, no
+	// gossip encryption; tokens and signatures still apply), for measuring
+	// what the default security costs.
+	Plaintext bool
+
+	mu      sync.Mutex
+	signers map[string]*signing.Signer
+	keyDir  string
+}
+
+// NewSecurity makes the material under dir/tls.
+func NewSecurity(dir string) (*Security, error) {
+	s := &Security{Dir: filepath.Join(dir, "tls"), signers: map[string]*signing.Signer{}, keyDir: filepath.Join(dir, "keys")}
+	for _, d := range []string{s.Dir, s.keyDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	ca, err := tlsutil.NewCA("e2e CA")
+	if err != nil {
+		return nil, err
+	}
+	s.CA, s.CAPath = ca, filepath.Join(s.Dir, "ca.pem")
+	if err := os.WriteFile(s.CAPath, ca.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	s.GossipKey = base64.StdEncoding.EncodeToString(k)
+	return s, nil
+}
+
+// NodeFlags issues a certificate for a node (server or agent) on ip and
+// returns the TLS and gossip flags of its command line.
+func (s *Security) NodeFlags(name string, server bool, ips ...string) ([]string, error) {
+	if s.Plaintext {
+		return []string{"--insecure-plaintext"}, nil
+	}
+	role := tlsutil.AgentName
+	if server {
+		role = tlsutil.ServerName
+	}
+	var addrs []net.IP
+	for _, ip := range append(ips, "127.0.0.1") {
+		addrs = append(addrs, net.ParseIP(ip))
+	}
+	f, err := s.CA.WriteNode(s.Dir, name, s.CAPath, []string{name, role, "localhost"}, addrs)
+	if err != nil {
+		return nil, err
+	}
+	return []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key, "--encrypt", s.GossipKey}, nil
+}
+
+// Scheme is the URL scheme of the nodes' HTTP APIs: https, or http when
+// Plaintext.
+func (s *Security) Scheme() string {
+	if s.Plaintext {
+		return "http"
+	}
+	return "https"
+}
+
+// Env is the environment every process of the cluster gets.
+func (s *Security) Env() []string { return []string{"FEDERATION_TOKEN=" + Token} }
+
+// Signer returns member's key, made on first use and written (unencrypted
+// PKCS#8) to keys/<member>.key for CLI tests.
+func (s *Security) Signer(member string) (*signing.Signer, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := filepath.Join(s.keyDir, member+".key")
+	if k := s.signers[member]; k != nil {
+		return k, path, nil
+	}
+	k, err := signing.NewSigner()
+	if err != nil {
+		return nil, "", err
+	}
+	pemKey, err := k.PrivatePEM()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(path, pemKey, 0o600); err != nil {
+		return nil, "", err
+	}
+	s.signers[member] = k
+	return k, path, nil
+}
+
+// TLSConfig trusts the cluster's CA (for clients that are not
+// client.Client, such as the load generator); nil when Plaintext.
+func (s *Security) TLSConfig() *tls.Config {
+	if s.Plaintext {
+		return nil
+	}
+	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: s.CAPath}, "")
+	if err != nil {
+		panic(fmt.Sprintf("CA %s: %v", s.CAPath, err))
+	}
+	return cfg
+}
+
+// Client returns a client of url with the bootstrap token and the CA, plus
+// opts.
+func (s *Security) Client(url string, opts ...client.Option) (*client.Client, error) {
+	if s.Plaintext {
+		return client.New(url, append([]client.Option{client.WithToken(Token)}, opts...)...)
+	}
+	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: s.CAPath}, "")
+	if err != nil {
+		return nil, err
+	}
+	return client.New(url, append([]client.Option{client.WithToken(Token), client.WithTLS(cfg)}, opts...)...)
+}
+
+// SigningClient is Client with member's signing key.
+func (s *Security) SigningClient(url, member string) (*client.Client, error) {
+	k, _, err := s.Signer(member)
+	if err != nil {
+		return nil, err
+	}
+	return s.Client(url, client.WithSigner(k))
+}
+
+// MustSigningClient is SigningClient for tests, panicking on error (only a
+// broken temp dir can make it fail).
+func (s *Security) MustSigningClient(url, member string) *client.Client {
+	c, err := s.SigningClient(url, member)
+	if err != nil {
+		panic(fmt.Sprintf("signing client for %s: %v", member, err))
+	}
+	return c
+}

@@ -1,0 +1,199 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
+)
+
+// AgentNode is a region agent of a test cluster.
+type AgentNode struct {
+	ID     string
+	Region string
+	Dir    string
+	Agent  *cluster.Agent
+	Reg    *prometheus.Registry
+
+	cfg     cluster.AgentConfig
+	opts    AgentOptions
+	running bool
+}
+
+// AgentOptions add to what AddAgent starts: more executors (built on every
+// start with the agent's fresh registry) and a region database endpoint
+// the agent reports.
+type AgentOptions struct {
+	Executors func(reg prometheus.Registerer) ([]cluster.Executor, error)
+	Database  *fsm.DatabaseEndpoint
+	// Memberlist replaces AgentMemberlist's gossip settings (tests that
+	// must not see a live agent declared failed on a starved machine).
+	Memberlist *memberlist.Config
+}
+
+// AgentMemberlist returns the gossip settings of test agents: fast enough
+// that a crashed agent is found within a second or two, slow enough that a
+// few dozen in-process agents do not starve two cores under -race.
+func AgentMemberlist() *memberlist.Config {
+	c := TestMemberlist()
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.SuspicionMult = 3
+	return c
+}
+
+// SteadyMemberlist returns gossip settings that declare a member failed
+// only after it has been silent for several seconds: for tests whose
+// assertions assume that members which keep running are never declared
+// failed, which AgentMemberlist's sub-second detection does not promise on
+// a loaded two-core machine under -race.
+func SteadyMemberlist() *memberlist.Config {
+	c := TestMemberlist()
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.GossipInterval = 100 * time.Millisecond
+	c.SuspicionMult = 4
+	return c
+}
+
+// AgentHeartbeat is the heartbeat interval of test agents.
+const AgentHeartbeat = 500 * time.Millisecond
+
+// AddAgent starts a region agent that joins the cluster with the probe
+// executor.
+func (c *Cluster) AddAgent(id, region string) *AgentNode {
+	c.t.Helper()
+	return c.AddAgentWith(id, region, AgentOptions{})
+}
+
+// AddAgentWith starts a region agent with the probe executor and what o
+// adds.
+func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
+	c.t.Helper()
+	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id), opts: o}
+	ml := o.Memberlist
+	if ml == nil {
+		ml = AgentMemberlist()
+	}
+	n.cfg = cluster.AgentConfig{
+		NodeID: id, Region: region, DataDir: n.Dir,
+		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
+		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
+		Memberlist: ml, HeartbeatInterval: AgentHeartbeat, Database: o.Database,
+		GossipKey: c.sec.gossipKey,
+		NewAPI: func(servers func() []string) cluster.AgentAPI {
+			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
+		},
+		Logger: c.logger(id),
+	}
+	if err := c.startAgent(n); err != nil {
+		c.t.Fatalf("start agent %s: %v", id, err)
+	}
+	c.mu.Lock()
+	c.Agents = append(c.Agents, n)
+	c.mu.Unlock()
+	return n
+}
+
+func (c *Cluster) startAgent(n *AgentNode) error {
+	n.Reg = prometheus.NewRegistry()
+	cfg := n.cfg
+	cfg.Registerer = n.Reg
+	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
+	if n.opts.Executors != nil {
+		more, err := n.opts.Executors(n.Reg)
+		if err != nil {
+			return err
+		}
+		cfg.Executors = append(cfg.Executors, more...)
+	}
+	// Other live members to join through, in case the first server is down.
+	cfg.Join = nil
+	for _, s := range c.Running() {
+		cfg.Join = append(cfg.Join, s.Server.SerfAddr())
+	}
+	if len(cfg.Join) == 0 {
+		return fmt.Errorf("no running server to join")
+	}
+	a, err := cluster.NewAgent(cfg)
+	if err != nil {
+		return err
+	}
+	n.cfg.SerfBindAddr = a.SerfAddr()
+	n.Agent, n.running = a, true
+	return nil
+}
+
+// StopAgent crashes an agent: it stops without leaving.
+func (c *Cluster) StopAgent(n *AgentNode) {
+	if n.running {
+		n.running = false
+		_ = n.Agent.Shutdown()
+	}
+}
+
+// LeaveAgent stops an agent gracefully: it hands back its tasks and leaves.
+func (c *Cluster) LeaveAgent(n *AgentNode) {
+	c.t.Helper()
+	if !n.running {
+		return
+	}
+	n.running = false
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Agent.Leave(ctx); err != nil {
+		c.t.Logf("leave %s: %v", n.ID, err)
+	}
+}
+
+// RestartAgent starts a stopped agent again on its data dir and port.
+func (c *Cluster) RestartAgent(n *AgentNode) {
+	c.t.Helper()
+	if err := testutil.Poll(5*time.Second, func() error { return c.startAgent(n) }); err != nil {
+		c.t.Fatalf("restart agent %s: %v", n.ID, err)
+	}
+}
+
+// Settle waits until the leader's scheduler has nothing left to do (its
+// plan for the current state is empty) and every running server has applied
+// the leader's latest change. Tests that compare whole states call it after
+// registering regions, since each region gets a probe task asynchronously.
+func (c *Cluster) Settle() {
+	c.t.Helper()
+	testutil.Eventually(c.t, 15*time.Second, func() error {
+		l := c.WaitLeader()
+		var plan *fsm.TaskPlan
+		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })
+		if plan != nil {
+			return fmt.Errorf("scheduler has a pending plan: %+v", plan)
+		}
+		var missingKey string
+		l.Server.FSM().Read(func(s *fsm.State) {
+			for _, n := range c.Running() {
+				if s.Members[n.ID] == nil {
+					missingKey = n.ID
+				}
+			}
+		})
+		if missingKey != "" {
+			return fmt.Errorf("the leader has not recorded %s's server key yet", missingKey)
+		}
+		want := l.Server.FSM().Index()
+		for _, n := range c.Running() {
+			if got := n.Server.FSM().Index(); got != want {
+				return fmt.Errorf("%s is at index %d, the leader at %d", n.ID, got, want)
+			}
+		}
+		return nil
+	})
+}
