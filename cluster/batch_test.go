@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 )
 
@@ -23,7 +23,7 @@ func TestGroupCommit(t *testing.T) {
 	l := c.WaitLeader()
 	f := c.Followers()[0]
 	c.RegisterRegion(&fsm.Region{Name: "home", URL: "https://home.example:8443", Tier: fsm.TierStaging})
-	speaks(t, c, cluster.ProtocolVersion, cluster.ProtocolVersion)
+	speaks(t, c, node.ProtocolVersion, node.ProtocolVersion)
 
 	const writers, perWriter, tenants = 32, 20, 8
 	type ack struct {

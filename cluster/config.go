@@ -118,7 +118,7 @@ type Config struct {
 	TLS *TLSConfig
 
 	// Protocol, when set, is the protocol version this server advertises
-	// and speaks instead of ProtocolVersion (tests of rolling upgrades).
+	// and speaks instead of node.ProtocolVersion (tests of rolling upgrades).
 	Protocol int
 
 	// Now, when set, is the clock the leader checks forwarded commands'

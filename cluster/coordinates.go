@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -34,7 +35,7 @@ func (s *Server) memberCoords() []memberCoord {
 		if c == nil {
 			continue
 		}
-		out = append(out, memberCoord{name: m.Name, region: m.Tags[TagRegion], role: m.Tags[TagRole], c: c})
+		out = append(out, memberCoord{name: m.Name, region: m.Tags[node.TagRegion], role: m.Tags[node.TagRole], c: c})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out

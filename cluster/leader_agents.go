@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 )
 
 // agentFromMember reads an agent record from a Serf member's tags.
@@ -24,19 +25,19 @@ func agentFromMember(m serf.Member) fsm.Agent {
 		status = fsm.AgentLeft
 	}
 	var caps []string
-	for _, c := range strings.Split(m.Tags[TagCapabilities], ",") {
+	for _, c := range strings.Split(m.Tags[node.TagCapabilities], ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			caps = append(caps, c)
 		}
 	}
 	sort.Strings(caps)
-	capacity, _ := strconv.Atoi(m.Tags[TagCapacity])
+	capacity, _ := strconv.Atoi(m.Tags[node.TagCapacity])
 	return fsm.Agent{
 		Node:         m.Name,
-		Region:       m.Tags[TagRegion],
+		Region:       m.Tags[node.TagRegion],
 		Addr:         net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-		HTTP:         m.Tags[TagHTTP],
-		Version:      m.Tags[TagVersion],
+		HTTP:         m.Tags[node.TagHTTP],
+		Version:      m.Tags[node.TagVersion],
 		Capabilities: caps,
 		Capacity:     capacity,
 		Status:       status,

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
+
+	"github.com/atomcloud/atomfed/internal/node"
 )
 
 const configChangeTimeout = 10 * time.Second
@@ -59,7 +61,7 @@ func (s *Server) reconcileAll() error {
 // reconcileMember applies one Serf member's state: a server's to the Raft
 // configuration, an agent's to the agent registry in the FSM.
 func (s *Server) reconcileMember(m serf.Member, reaped bool) error {
-	if m.Tags[TagRole] == RoleAgent {
+	if m.Tags[node.TagRole] == node.RoleAgent {
 		return s.reconcileAgent(m, reaped)
 	}
 	sm, ok := parseServer(m)

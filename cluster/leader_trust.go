@@ -9,11 +9,8 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 )
-
-// TagPublicKey carries a server's public signing key (base64 DER) in its
-// Serf tags; the leader records it as a trust member of kind server.
-const TagPublicKey = "pk"
 
 const trustRoutineInterval = 2 * time.Second
 
@@ -43,10 +40,10 @@ func (s *Server) serverKeysRoutine(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		for _, m := range s.serf.Members() {
-			if m.Status != serf.StatusAlive || m.Tags[TagRole] != RoleServer || m.Tags[TagPublicKey] == "" {
+			if m.Status != serf.StatusAlive || m.Tags[node.TagRole] != node.RoleServer || m.Tags[node.TagPublicKey] == "" {
 				continue
 			}
-			pub := tagPublicKey(m.Tags[TagPublicKey])
+			pub := tagPublicKey(m.Tags[node.TagPublicKey])
 			var have bool
 			s.fsm.Read(func(st *fsm.State) {
 				mem := st.Members[m.Name]

@@ -5,23 +5,11 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 )
 
-// ProtocolVersion is what this build speaks, gossiped in the "vsn" tag.
-//
-//	1: commands as JSON; followers proxy writes and linearizable reads to
-//	   the leader over HTTP.
-//	2: commands as MessagePack (fsm.CodecMsgpack); followers send writes
-//	   and read-index requests to the leader over the forwarding RPC; the
-//	   leader groups writes into batch entries (fsm.BatchType).
-//
-// During a rolling upgrade the cluster speaks the lowest version among the
-// servers in its raft configuration: commands stay JSON until every server
-// that applies the log can read MessagePack, and a follower uses the RPC
-// only with a leader that serves it. So servers can be upgraded one at a
-// time, in any order.
-const ProtocolVersion = 2
-
+// Protocol versions (node.ProtocolVersion, with the history and the
+// rolling-upgrade rule) at which each feature starts.
 const (
 	protocolMsgpack    = 2
 	protocolForwardRPC = 2
@@ -44,7 +32,7 @@ func (s *Server) protocol() int {
 	if s.cfg.Protocol > 0 {
 		return s.cfg.Protocol
 	}
-	return ProtocolVersion
+	return node.ProtocolVersion
 }
 
 // Protocols returns the protocol version the cluster speaks (the lowest

@@ -10,6 +10,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
@@ -86,7 +87,7 @@ func TestRollingUpgradeProtocol(t *testing.T) {
 		}
 		return nil
 	})
-	speaks(t, c, cluster.ProtocolVersion, cluster.ProtocolVersion)
+	speaks(t, c, node.ProtocolVersion, node.ProtocolVersion)
 	first, last = writeAll("upgraded")
 	l := c.WaitLeader()
 	if got := codecs(l, first, last); got[fsm.CodecJSON] != 0 || got[fsm.CodecMsgpack] < len(c.Nodes) {

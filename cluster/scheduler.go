@@ -9,19 +9,6 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 )
 
-// Task types with executors in this package.
-const (
-	TaskTypeProbe = "probe"
-)
-
-// ProbeSpec is the spec of a probe task: an HTTP(S) GET or a TCP connect to
-// Target every Interval, each bounded by Timeout.
-type ProbeSpec struct {
-	Target     string `json:"target"`
-	IntervalMS int    `json:"interval_ms"`
-	TimeoutMS  int    `json:"timeout_ms"`
-}
-
 // Scheduling bounds, documented in docs/operations.md: a failed agent's tasks
 // are placed on a peer as soon as the leader commits the failure that Serf
 // detected, and the peer starts them when its blocking query returns.
@@ -39,9 +26,9 @@ const (
 func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	out := map[string]fsm.TaskSpec{}
 	for _, r := range s.SortedRegions() {
-		spec, _ := json.Marshal(ProbeSpec{Target: healthURL(r.URL), IntervalMS: int(probeInterval / time.Millisecond), TimeoutMS: int(probeTimeout / time.Millisecond)})
+		spec, _ := json.Marshal(fsm.ProbeSpec{Target: healthURL(r.URL), IntervalMS: int(probeInterval / time.Millisecond), TimeoutMS: int(probeTimeout / time.Millisecond)})
 		id := fsm.ProbeTaskID(r.Name)
-		out[id] = fsm.TaskSpec{ID: id, Type: TaskTypeProbe, Region: r.Name, Spec: spec}
+		out[id] = fsm.TaskSpec{ID: id, Type: fsm.TaskTypeProbe, Region: r.Name, Spec: spec}
 	}
 	desiredReplicationTasks(s, out)
 	return out

@@ -2,39 +2,16 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/structs"
-)
-
-// Serf tags every atomfed node gossips. Keep them short: memberlist caps the
-// whole tag set at 512 bytes.
-const (
-	TagRole            = "role"   // "server" or "agent"
-	TagRegion          = "region" // region name
-	TagRaftAddr        = "raft"   // advertised raft address (servers)
-	TagHTTP            = "http"   // base URL of the HTTP API
-	TagExpect          = "expect" // bootstrap-expect (servers)
-	TagNonVoter        = "nv"     // "1" for a non-voter
-	TagBootstrapped    = "bs"     // "1" once the server belongs to a raft cluster
-	TagProtocolVersion = "vsn"    // atomfed protocol version
-	TagCapabilities    = "caps"   // task types an agent runs, comma-separated
-	TagCapacity        = "cap"    // how many tasks an agent takes
-	TagVersion         = "ver"    // atomfed build version
-
-	RoleServer = "server"
-	RoleAgent  = "agent"
 )
 
 // memberEvent is a Serf member change handed to the leader's reconciler.
@@ -58,133 +35,61 @@ type serverMember struct {
 
 // parseServer reads the server tags of m; ok is false for non-servers.
 func parseServer(m serf.Member) (serverMember, bool) {
-	if m.Tags[TagRole] != RoleServer {
+	if m.Tags[node.TagRole] != node.RoleServer {
 		return serverMember{}, false
 	}
-	expect, _ := strconv.Atoi(m.Tags[TagExpect])
-	proto, err := strconv.Atoi(m.Tags[TagProtocolVersion])
+	expect, _ := strconv.Atoi(m.Tags[node.TagExpect])
+	proto, err := strconv.Atoi(m.Tags[node.TagProtocolVersion])
 	if err != nil || proto < 1 {
 		proto = 1
 	}
 	return serverMember{
 		Protocol: proto,
 		ID:       m.Name,
-		Region:   m.Tags[TagRegion],
-		RaftAddr: m.Tags[TagRaftAddr],
-		HTTP:     m.Tags[TagHTTP],
+		Region:   m.Tags[node.TagRegion],
+		RaftAddr: m.Tags[node.TagRaftAddr],
+		HTTP:     m.Tags[node.TagHTTP],
 		Expect:   expect,
-		NonVoter: m.Tags[TagNonVoter] == "1",
+		NonVoter: m.Tags[node.TagNonVoter] == "1",
 		Status:   m.Status,
-		Boot:     m.Tags[TagBootstrapped] == "1",
+		Boot:     m.Tags[node.TagBootstrapped] == "1",
 	}, true
 }
 
 func (s *Server) tags() map[string]string {
 	t := map[string]string{
-		TagRole:            RoleServer,
-		TagRegion:          s.cfg.Region,
-		TagRaftAddr:        s.stream.Addr().String(),
-		TagHTTP:            s.cfg.HTTPAdvertiseURL,
-		TagExpect:          strconv.Itoa(s.cfg.BootstrapExpect),
-		TagProtocolVersion: strconv.Itoa(s.protocol()),
+		node.TagRole:            node.RoleServer,
+		node.TagRegion:          s.cfg.Region,
+		node.TagRaftAddr:        s.stream.Addr().String(),
+		node.TagHTTP:            s.cfg.HTTPAdvertiseURL,
+		node.TagExpect:          strconv.Itoa(s.cfg.BootstrapExpect),
+		node.TagProtocolVersion: strconv.Itoa(s.protocol()),
 	}
 	if s.cfg.NonVoter {
-		t[TagNonVoter] = "1"
+		t[node.TagNonVoter] = "1"
 	}
 	if s.cfg.Signer != nil {
-		t[TagPublicKey] = publicKeyTag(s.cfg.Signer.PublicPEM)
+		t[node.TagPublicKey] = publicKeyTag(s.cfg.Signer.PublicPEM)
 	}
 	if s.bootstrapped.Load() {
-		t[TagBootstrapped] = "1"
+		t[node.TagBootstrapped] = "1"
 	}
 	return t
 }
 
 // setupSerf creates the Serf member with this server's tags.
 func (s *Server) setupSerf() error {
-	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "serf"), 0o700); err != nil {
-		return fmt.Errorf("create serf dir: %w", err)
-	}
-	conf, err := serfConfig(s.cfg.GossipKey, s.cfg.NodeID, s.cfg.SerfBindAddr, s.cfg.SerfAdvertiseAddr, s.cfg.Memberlist, s.logger)
+	sf, err := node.StartSerf(node.SerfOptions{
+		Name: s.cfg.NodeID, DataDir: s.cfg.DataDir,
+		Bind: s.cfg.SerfBindAddr, Advertise: s.cfg.SerfAdvertiseAddr,
+		GossipKey: s.cfg.GossipKey, Memberlist: s.cfg.Memberlist,
+		Tags: s.tags(), EventCh: s.serfEventCh, Logger: s.logger,
+	})
 	if err != nil {
 		return err
 	}
-	conf.Tags = s.tags()
-	conf.EventCh = s.serfEventCh
-	conf.SnapshotPath = filepath.Join(s.cfg.DataDir, "serf", "local.snapshot")
-	sf, err := createSerf(conf)
-	if err != nil {
-		return fmt.Errorf("start serf on %s: %w", s.cfg.SerfBindAddr, err)
-	}
 	s.serf = sf
 	return nil
-}
-
-// serfConfig builds a Serf configuration shared by servers and agents.
-func serfConfig(gossipKey []byte, node, bind, advertise string, ml *memberlist.Config, logger hclog.Logger) (*serf.Config, error) {
-	conf := serf.DefaultConfig()
-	conf.NodeName = node
-	if ml != nil {
-		c := *ml
-		conf.MemberlistConfig = &c
-	}
-	mc := conf.MemberlistConfig
-	mc.Name = node
-	host, port, err := splitHostPort(bind)
-	if err != nil {
-		return nil, fmt.Errorf("serf bind address %q: %w", bind, err)
-	}
-	mc.BindAddr, mc.BindPort = host, port
-	if advertise != "" {
-		ah, ap, err := splitHostPort(advertise)
-		if err != nil {
-			return nil, fmt.Errorf("serf advertise address %q: %w", advertise, err)
-		}
-		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
-	}
-	std := logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
-	conf.Logger = std
-	mc.Logger = std
-	if len(gossipKey) > 0 {
-		mc.SecretKey = gossipKey
-		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
-	}
-	conf.LogOutput = nil
-	mc.LogOutput = nil
-	conf.EnableNameConflictResolution = true
-	if ip := specificIP(host); ip != nil && mc.Transport == nil {
-		t, bound, err := newGossipTransport(ip, port, std)
-		if err != nil {
-			return nil, err
-		}
-		mc.Transport, mc.BindPort = t, bound
-	}
-	return conf, nil
-}
-
-// createSerf starts Serf; if that fails it releases the gossip transport
-// serfConfig bound, which Serf only takes over once it runs.
-func createSerf(conf *serf.Config) (*serf.Serf, error) {
-	sf, err := serf.Create(conf)
-	if err != nil {
-		if t, ok := conf.MemberlistConfig.Transport.(*gossipTransport); ok {
-			_ = t.Shutdown()
-		}
-		return nil, err
-	}
-	return sf, nil
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("port %q is not a number", p)
-	}
-	return h, port, nil
 }
 
 // SerfAddr returns the address Serf gossips on.
@@ -343,8 +248,8 @@ func (s *Server) Members() []structs.Member {
 		out = append(out, structs.Member{
 			Name:   m.Name,
 			Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-			Role:   m.Tags[TagRole],
-			Region: m.Tags[TagRegion],
+			Role:   m.Tags[node.TagRole],
+			Region: m.Tags[node.TagRegion],
 			Status: m.Status.String(),
 			Tags:   tags,
 		})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -95,7 +95,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+	if err := node.ClaimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
 	f := cfg.FSM
@@ -165,24 +165,6 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 	s.logger.Info("server started", "region", cfg.Region, "raft", s.stream.Addr().String(),
 		"serf", s.SerfAddr(), "bootstrap_expect", cfg.BootstrapExpect, "non_voter", cfg.NonVoter)
 	return s, nil
-}
-
-// claimDataDir records which node owns a data dir and refuses to start a
-// different node on it, which would corrupt both nodes' Raft identity.
-func claimDataDir(dir, node string) error {
-	p := filepath.Join(dir, "node-id")
-	b, err := os.ReadFile(p)
-	switch {
-	case err == nil:
-		if got := strings.TrimSpace(string(b)); got != node {
-			return fmt.Errorf("data dir %s belongs to node %q, not %q: use another --data-dir or the same --node", dir, got, node)
-		}
-		return nil
-	case errors.Is(err, os.ErrNotExist):
-		return os.WriteFile(p, []byte(node+"\n"), 0o600)
-	default:
-		return fmt.Errorf("read %s: %w", p, err)
-	}
 }
 
 func (s *Server) goFn(fn func(ctx context.Context)) {

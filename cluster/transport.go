@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/atomcloud/atomfed/internal/node"
 )
 
 // streamLayer is the raft.StreamLayer behind the network transport: a TCP
@@ -63,7 +65,7 @@ func newStreamLayer(bind, advertise string, dial func(string, time.Duration) (ne
 			source = nil
 		}
 		dial = func(address string, timeout time.Duration) (net.Conn, error) {
-			return sourceDialer(source, timeout).Dial("tcp", address)
+			return node.SourceDialer(source, timeout).Dial("tcp", address)
 		}
 	}
 	return &streamLayer{Listener: ln, advertise: adv, dial: dial, accepted: map[*acceptedConn]struct{}{},

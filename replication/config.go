@@ -108,7 +108,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// Executor is a task executor; it matches cluster.Executor structurally.
+// Executor is a task executor; it matches agent.Executor (cluster/agent) structurally.
 type Executor interface {
 	Type() string
 	Run(ctx context.Context, t *fsm.Task, report func(structs.TaskStatus)) error

@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/pglocal"
@@ -71,10 +71,10 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 		host, port, db := pg.Endpoint()
 		f.agents[r] = f.c.AddAgentWith(r+"-a1", r, testcluster.AgentOptions{
 			Database: &fsm.DatabaseEndpoint{Host: host, Port: port, Database: db},
-			Executors: func(reg prometheus.Registerer) ([]cluster.Executor, error) {
+			Executors: func(reg prometheus.Registerer) ([]agent.Executor, error) {
 				ex, err := replication.Executors(replication.Config{DSN: dsn, ReplicationPassfile: pg.Passfile,
 					Interval: interval, Registerer: reg, Logger: testLogger(r)})
-				out := make([]cluster.Executor, len(ex))
+				out := make([]agent.Executor, len(ex))
 				for i, e := range ex {
 					out[i] = e
 				}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -125,7 +126,7 @@ func tenantKey(ti *tableInfo, pii map[string]bool) (*index, *fsm.ReplicationIssu
 	pick := func(primary bool) *index {
 		for i := range ti.Indexes {
 			ix := &ti.Indexes[i]
-			if ix.Primary != primary || !ix.Usable || !contains(ix.Columns, "tenant_id") {
+			if ix.Primary != primary || !ix.Usable || !slices.Contains(ix.Columns, "tenant_id") {
 				continue
 			}
 			if piiIn(ix.Columns, pii) != "" {
@@ -187,15 +188,6 @@ func piiIn(cols []string, pii map[string]bool) string {
 	return ""
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // digest is the schema digest of a set of columns: their names and types,
 // order-free (logical replication matches columns by name), so equal
 // digests mean a publisher's rows fit a subscriber's table.
@@ -213,7 +205,7 @@ func digest(cols []column) string {
 func selectColumns(ti *tableInfo, names []string) []column {
 	var out []column
 	for _, c := range ti.Columns {
-		if contains(names, c.Name) {
+		if slices.Contains(names, c.Name) {
 			out = append(out, c)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -232,7 +233,7 @@ func (s *subscriber) publicationReady(ctx context.Context, src *pgx.Conn) (bool,
 			return false, fmt.Sprintf("publication %s does not publish %s yet: waiting for the publisher", s.spec.Publication, tt.Name), nil
 		}
 		for _, c := range tt.PIIColumns {
-			if contains(pt.Columns, c) {
+			if slices.Contains(pt.Columns, c) {
 				return false, fmt.Sprintf("publication %s still publishes PII column %s of %s: waiting for the publisher to drop it", s.spec.Publication, c, tt.Name), nil
 			}
 		}

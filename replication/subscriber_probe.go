@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -143,7 +144,7 @@ func (s *subscriber) tables(ctx context.Context, conn *pgx.Conn, sub *subscripti
 				// PII columns still here are removePII's business, not drift.
 				var cols []column
 				for _, c := range local.Columns {
-					if !contains(tt.PIIColumns, c.Name) {
+					if !slices.Contains(tt.PIIColumns, c.Name) {
 						cols = append(cols, c)
 					}
 				}

@@ -5,25 +5,20 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/tlsutil"
 	"github.com/atomcloud/atomfed/replication"
 )
 
@@ -49,28 +44,27 @@ type agentOptions struct {
 
 // agentNode is a running agent with its small HTTP API.
 type agentNode struct {
-	agent *cluster.Agent
-	http  *http.Server
+	agent *agent.Agent
+	http  *httpEndpoint
 	url   string
 	log   hclog.Logger
-	done  chan error
 }
 
 type agentStatus struct {
-	a   *cluster.Agent
+	a   *agent.Agent
 	sim *structs.Simulation
 }
 
 // agentView is an agent's /health and /global-status: its own view plus
 // its simulation mode.
 type agentView struct {
-	cluster.AgentStatus
+	agent.Status
 	SimulationMode bool                `json:"simulation_mode"`
 	Simulation     *structs.Simulation `json:"simulation,omitempty"`
 }
 
 func (s agentStatus) AgentStatus() any {
-	return agentView{AgentStatus: s.a.Status(), SimulationMode: s.sim.Active(), Simulation: s.sim}
+	return agentView{Status: s.a.Status(), SimulationMode: s.sim.Active(), Simulation: s.sim}
 }
 
 func startAgent(o agentOptions) (*agentNode, error) {
@@ -97,26 +91,11 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		o.Simulation = sim
 	}
 	announceSimulation(o.Logger.Named("agent"), o.Simulation, quiet)
-	ln, err := net.Listen("tcp", o.HTTPAddr)
+	ln, adv, handlerWrap, err := listenHTTP(o.HTTPAddr, o.HTTPAdvertise, sec, httpapi.PlaintextGuard)
 	if err != nil {
-		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
+		return nil, err
 	}
-	adv := o.HTTPAdvertise
-	if adv == "" {
-		a := ln.Addr().(*net.TCPAddr)
-		if a.IP.IsUnspecified() {
-			ln.Close()
-			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise")
-		}
-		adv = sec.scheme + "://" + a.String()
-	}
-	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
-	if sec.httpServer != nil {
-		ln = tlsutil.SniffListener(ln, sec.httpServer)
-		handlerWrap = httpapi.PlaintextGuard
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	opts := []client.Option{client.WithToken(o.Security.Token), client.WithSigner(sec.signer)}
 	if sec.client != nil {
 		opts = append(opts, client.WithTLS(sec.client))
@@ -130,12 +109,12 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
-	ag, err := cluster.NewAgent(cluster.AgentConfig{
+	ag, err := agent.New(agent.Config{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
 		Join: o.Join, Capacity: o.Capacity, Version: version, GossipKey: sec.gossipKey,
 		Executors: execs, Database: db,
-		NewAPI: func(servers func() []string) cluster.AgentAPI {
+		NewAPI: func(servers func() []string) agent.API {
 			return client.NewPool(servers, opts...)
 		},
 		Logger: o.Logger, Registerer: reg,
@@ -144,30 +123,20 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
-	n := &agentNode{
+	return &agentNode{
 		agent: ag,
-		http: &http.Server{Handler: handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})},
-		url:  adv,
-		log:  o.Logger.Named("agent"),
-		done: make(chan error, 1),
-	}
-	go func() {
-		err := n.http.Serve(ln)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		n.done <- err
-	}()
-	return n, nil
+		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), o.Logger),
+		url:   adv,
+		log:   o.Logger.Named("agent"),
+	}, nil
 }
 
 // agentExecutors returns the probe executor and, when the agent knows its
 // region's PostgreSQL, the replication executors and the database endpoint
 // to report. Without a DSN, or when its simulation mode simulates
 // replication, the region's replication is simulated, and the agent says so.
-func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport http.RoundTripper) ([]cluster.Executor, *fsm.DatabaseEndpoint, error) {
-	execs := []cluster.Executor{cluster.NewProbeExecutor(reg, probeTransport)}
+func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport http.RoundTripper) ([]agent.Executor, *fsm.DatabaseEndpoint, error) {
+	execs := []agent.Executor{agent.NewProbeExecutor(reg, probeTransport)}
 	switch {
 	case o.PostgresDSN == "":
 		o.Logger.Warn("SIMULATION: no POSTGRES_DSN (--postgres-dsn): this agent runs no replication tasks, so replication in its region is simulated",
@@ -197,17 +166,11 @@ func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport ht
 
 func (n *agentNode) leave(ctx context.Context) error {
 	err := n.agent.Leave(ctx)
-	return errors.Join(err, n.stopHTTP())
+	return errors.Join(err, n.http.stop())
 }
 
 func (n *agentNode) shutdown() error {
-	return errors.Join(n.agent.Shutdown(), n.stopHTTP())
-}
-
-func (n *agentNode) stopHTTP() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return n.http.Shutdown(ctx)
+	return errors.Join(n.agent.Shutdown(), n.http.stop())
 }
 
 func newAgentCmd() *cobra.Command {
@@ -279,23 +242,5 @@ func runAgent(o agentOptions) error {
 		return err
 	}
 	n.log.Info("agent HTTP endpoints", "url", n.url)
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case sig := <-sigs:
-		n.log.Info("signal received; handing back tasks and leaving", "signal", sig.String())
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		go func() {
-			<-sigs
-			os.Exit(1)
-		}()
-		if err := n.leave(ctx); err != nil {
-			n.log.Warn("leave finished with errors", "error", err)
-		}
-		return nil
-	case err := <-n.done:
-		_ = n.shutdown()
-		return fmt.Errorf("HTTP server stopped: %w", err)
-	}
+	return runUntilSignal(n.log, n.http, n.leave, n.shutdown, "signal received; handing back tasks and leaving", "left the federation; bye")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -13,14 +12,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
-	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -47,12 +43,10 @@ type serverOptions struct {
 
 // serverNode is a running server with its HTTP API.
 type serverNode struct {
-	srv        *cluster.Server
-	http       *http.Server
-	cancelBase context.CancelFunc
-	url        string
-	log        hclog.Logger
-	done       chan error
+	srv  *cluster.Server
+	http *httpEndpoint
+	url  string
+	log  hclog.Logger
 }
 
 // startServer opens the HTTP listener first (so its real address can be
@@ -78,32 +72,17 @@ func startServer(o serverOptions) (*serverNode, error) {
 		o.Simulation = sim
 	}
 	announceSimulation(o.Logger.Named("server"), o.Simulation, quiet)
-	ln, err := net.Listen("tcp", o.HTTPAddr)
+	var anonymous []string
+	if o.AnonymousRegionList {
+		anonymous = httpapi.AnonymousPaths
+	}
+	// One port for both: TLS for the API, plain HTTP for /health and
+	// /metrics only (load balancers, scrapers, the precheck).
+	ln, adv, handlerWrap, err := listenHTTP(o.HTTPAddr, o.HTTPAdvertise, sec, httpapi.PlaintextGuardWith(anonymous...))
 	if err != nil {
-		return nil, fmt.Errorf("listen on --http-addr %s: %w", o.HTTPAddr, err)
+		return nil, err
 	}
-	adv := o.HTTPAdvertise
-	if adv == "" {
-		a := ln.Addr().(*net.TCPAddr)
-		if a.IP.IsUnspecified() {
-			ln.Close()
-			return nil, errors.New("--http-addr binds all interfaces: set --http-advertise to the address other servers should use")
-		}
-		adv = sec.scheme + "://" + a.String()
-	}
-	var handlerWrap func(http.Handler) http.Handler = func(h http.Handler) http.Handler { return h }
-	if sec.httpServer != nil {
-		// One port for both: TLS for the API, plain HTTP for /health and
-		// /metrics only (load balancers, scrapers, the precheck).
-		ln = tlsutil.SniffListener(ln, sec.httpServer)
-		var anonymous []string
-		if o.AnonymousRegionList {
-			anonymous = httpapi.AnonymousPaths
-		}
-		handlerWrap = httpapi.PlaintextGuardWith(anonymous...)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 
 	cfg := cluster.DefaultConfig()
 	cfg.NodeID, cfg.Region, cfg.DataDir = o.Node, o.Region, o.DataDir
@@ -133,50 +112,24 @@ func startServer(o serverOptions) (*serverNode, error) {
 		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
 		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, sec.client),
 	})
-	baseCtx, cancelBase := context.WithCancel(context.Background())
-	n := &serverNode{
-		srv: srv,
-		http: &http.Server{
-			Handler:           handlerWrap(api.Handler()),
-			ReadHeaderTimeout: 10 * time.Second,
-			// Blocking queries end when the server stops.
-			BaseContext: func(net.Listener) context.Context { return baseCtx },
-			// Client TLS handshake failures are routine (scanners, closed
-			// connections): keep them out of the default log level.
-			ErrorLog: o.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-		},
-		cancelBase: cancelBase,
-		url:        adv,
-		log:        o.Logger.Named("server"),
-		done:       make(chan error, 1),
-	}
-	go func() {
-		err := n.http.Serve(ln)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		n.done <- err
-	}()
-	return n, nil
+	return &serverNode{
+		srv:  srv,
+		http: serveHTTP(ln, handlerWrap(api.Handler()), o.Logger),
+		url:  adv,
+		log:  o.Logger.Named("server"),
+	}, nil
 }
 
 // leave leaves the cluster gracefully, then stops serving HTTP.
 func (n *serverNode) leave(ctx context.Context) error {
 	err := n.srv.Leave(ctx)
-	return errors.Join(err, n.stopHTTP())
+	return errors.Join(err, n.http.stop())
 }
 
 // shutdown stops without leaving (peers see a failure).
 func (n *serverNode) shutdown() error {
 	err := n.srv.Shutdown()
-	return errors.Join(err, n.stopHTTP())
-}
-
-func (n *serverNode) stopHTTP() error {
-	n.cancelBase()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return n.http.Shutdown(ctx)
+	return errors.Join(err, n.http.stop())
 }
 
 // forwardTransport carries the requests a follower forwards to the leader

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,27 +77,7 @@ func runServer(o serverOptions) error {
 		return err
 	}
 	n.log.Info("serving HTTP API", "url", n.url)
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case sig := <-sigs:
-		n.log.Info("signal received; leaving gracefully", "signal", sig.String())
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		go func() {
-			<-sigs
-			n.log.Warn("second signal: stopping without leaving")
-			os.Exit(1)
-		}()
-		if err := n.leave(ctx); err != nil {
-			n.log.Warn("leave finished with errors", "error", err)
-		}
-		n.log.Info("left the cluster; bye")
-		return nil
-	case err := <-n.done:
-		_ = n.shutdown()
-		return fmt.Errorf("HTTP server stopped: %w", err)
-	}
+	return runUntilSignal(n.log, n.http, n.leave, n.shutdown, "signal received; leaving gracefully", "left the cluster; bye")
 }
 
 func newLogger(node, level string, json bool) hclog.Logger {

@@ -3,6 +3,7 @@ package precheck
 import (
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -44,19 +45,10 @@ func (r *Redactor) add(s string) {
 		return
 	}
 	for _, v := range []string{s, url.QueryEscape(s), url.PathEscape(s), strings.ReplaceAll(s, `'`, `\'`)} {
-		if !contains(r.secrets, v) {
+		if !slices.Contains(r.secrets, v) {
 			r.secrets = append(r.secrets, v)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Redact masks every known secret in s, and any password written in a
@@ -117,7 +109,7 @@ func DSNPasswords(dsn string) []string {
 	}
 	var clean []string
 	for _, p := range out {
-		if p != "" && !contains(clean, p) {
+		if p != "" && !slices.Contains(clean, p) {
 			clean = append(clean, p)
 		}
 	}

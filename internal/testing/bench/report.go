@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"fmt"
-	"github.com/atomcloud/atomfed/cluster"
 	"os"
 	"os/exec"
 	"runtime"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/atomcloud/atomfed/cluster/agent"
 )
 
 // Machine describes where a benchmark ran.
@@ -272,7 +273,7 @@ func (r *Report) scaleMarkdown(b *strings.Builder) {
 	}
 	s := r.Scale
 	p("%d servers and %d agents across %d regions, all in one process on loopback, with the production (LAN) gossip and Raft settings "+
-		"and agent heartbeats every %s.\n\n", s.Servers, s.Agents, s.Regions, cluster.DefaultHeartbeatInterval)
+		"and agent heartbeats every %s.\n\n", s.Servers, s.Agents, s.Regions, agent.DefaultHeartbeatInterval)
 	p("| measure | value |\n|---|---:|\n")
 	p("| first agent started → leader's registry shows all %d alive | %s |\n", s.Agents, fmtDur(s.AllAlive))
 	p("| first agent started → every region's probe running | %s |\n", fmtDur(s.ProbesRunning))

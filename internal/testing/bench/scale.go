@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/httpapi/client"
@@ -79,7 +80,7 @@ type scaleServer struct {
 func RunScale(ctx context.Context, opts ScaleOptions) (*ScaleResult, error) {
 	res := &ScaleResult{Servers: 3, Agents: opts.Agents, Regions: opts.Regions}
 	var servers []*scaleServer
-	var agents []*cluster.Agent
+	var agents []*agent.Agent
 	defer func() {
 		for _, a := range agents {
 			_ = a.Shutdown()
@@ -133,12 +134,12 @@ func RunScale(ctx context.Context, opts ScaleOptions) (*ScaleResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		a, err := cluster.NewAgent(cluster.AgentConfig{
+		a, err := agent.New(agent.Config{
 			NodeID: node, Region: region, DataDir: filepath.Join(opts.Dir, node),
 			SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1", Join: join, Capacity: 16,
-			Version: "scale", Executors: []cluster.Executor{cluster.NewProbeExecutor(nil, nil)},
+			Version: "scale", Executors: []agent.Executor{agent.NewProbeExecutor(nil, nil)},
 			GossipKey: scaleGossipKey,
-			NewAPI: func(s func() []string) cluster.AgentAPI {
+			NewAPI: func(s func() []string) agent.API {
 				return client.NewPool(s, client.WithToken(scaleToken), client.WithSigner(key))
 			},
 			Logger: hclog.NewNullLogger(),
@@ -162,7 +163,7 @@ func RunScale(ctx context.Context, opts ScaleOptions) (*ScaleResult, error) {
 				}
 			}
 			for _, t := range s.Tasks {
-				if t.Type == cluster.TaskTypeProbe && t.Status == fsm.TaskRunning {
+				if t.Type == fsm.TaskTypeProbe && t.Status == fsm.TaskRunning {
 					probes++
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -21,10 +22,10 @@ type AgentNode struct {
 	ID     string
 	Region string
 	Dir    string
-	Agent  *cluster.Agent
+	Agent  *agent.Agent
 	Reg    *prometheus.Registry
 
-	cfg     cluster.AgentConfig
+	cfg     agent.Config
 	opts    AgentOptions
 	running bool
 }
@@ -33,7 +34,7 @@ type AgentNode struct {
 // start with the agent's fresh registry) and a region database endpoint
 // the agent reports.
 type AgentOptions struct {
-	Executors func(reg prometheus.Registerer) ([]cluster.Executor, error)
+	Executors func(reg prometheus.Registerer) ([]agent.Executor, error)
 	Database  *fsm.DatabaseEndpoint
 	// Memberlist replaces AgentMemberlist's gossip settings (tests that
 	// must not see a live agent declared failed on a starved machine).
@@ -85,13 +86,13 @@ func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 	if ml == nil {
 		ml = AgentMemberlist()
 	}
-	n.cfg = cluster.AgentConfig{
+	n.cfg = agent.Config{
 		NodeID: id, Region: region, DataDir: n.Dir,
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
 		Memberlist: ml, HeartbeatInterval: AgentHeartbeat, Database: o.Database,
 		GossipKey: c.sec.gossipKey,
-		NewAPI: func(servers func() []string) cluster.AgentAPI {
+		NewAPI: func(servers func() []string) agent.API {
 			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
 		},
 		Logger: c.logger(id),
@@ -109,7 +110,7 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.Reg = prometheus.NewRegistry()
 	cfg := n.cfg
 	cfg.Registerer = n.Reg
-	cfg.Executors = []cluster.Executor{cluster.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
+	cfg.Executors = []agent.Executor{agent.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
 	if n.opts.Executors != nil {
 		more, err := n.opts.Executors(n.Reg)
 		if err != nil {
@@ -125,7 +126,7 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	if len(cfg.Join) == 0 {
 		return fmt.Errorf("no running server to join")
 	}
-	a, err := cluster.NewAgent(cfg)
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package cluster_test
+package agent_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	tu "github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -92,11 +92,11 @@ type gateExec struct {
 
 func (g *gateExec) Type() string { return "gate" }
 
-func (g *gateExec) Run(ctx context.Context, t *fsm.Task, report func(cluster.TaskStatus)) error {
+func (g *gateExec) Run(ctx context.Context, t *fsm.Task, report func(agent.TaskStatus)) error {
 	g.mu.Lock()
 	g.started = append(g.started, t.Generation)
 	g.mu.Unlock()
-	report(cluster.TaskStatus{Status: fsm.TaskRunning})
+	report(agent.TaskStatus{Status: fsm.TaskRunning})
 	<-ctx.Done()
 	g.mu.Lock()
 	g.stopped = append(g.stopped, t.Generation)
@@ -111,11 +111,11 @@ func (g *gateExec) Run(ctx context.Context, t *fsm.Task, report func(cluster.Tas
 func TestFencedReportDoesNotStopTheNewerGeneration(t *testing.T) {
 	api := &fenceAPI{changed: make(chan struct{})}
 	gate := &gateExec{}
-	a, err := cluster.NewAgent(cluster.AgentConfig{
+	a, err := agent.New(agent.Config{
 		NodeID: "a1", Region: "r1", DataDir: t.TempDir(), SerfBindAddr: "127.0.0.1:0", Join: []string{"127.0.0.1:1"},
 		Memberlist: testcluster.AgentMemberlist(), HeartbeatInterval: 50 * time.Millisecond,
-		Executors: []cluster.Executor{gate},
-		NewAPI:    func(func() []string) cluster.AgentAPI { return api },
+		Executors: []agent.Executor{gate},
+		NewAPI:    func(func() []string) agent.API { return api },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package cluster
+package agent
 
 import (
 	"context"
@@ -19,12 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
-// AgentAPI is what an agent needs from the servers. httpapi/client
+// API is what an agent needs from the servers. httpapi/client
 // implements it over HTTP.
-type AgentAPI interface {
+type API interface {
 	// AgentTasks is a blocking query for the agent's assignments.
 	AgentTasks(ctx context.Context, node string, index uint64, wait time.Duration) ([]*fsm.Task, uint64, error)
 	// AgentReport commits a heartbeat with task statuses.
@@ -42,9 +43,9 @@ type AgentAPI interface {
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
 // was moved, deleted, or the agent stops) or the task is done, and reports
-// progress through report, which never blocks. Packages that provide
-// executors (replication, recovery) implement it without importing cluster:
-// TaskStatus lives in internal/structs.
+// progress through report, which never blocks. The domain packages that
+// provide executors (replication) implement it without importing this
+// package: TaskStatus lives in internal/structs.
 type Executor interface {
 	Type() string
 	Run(ctx context.Context, t *fsm.Task, report func(TaskStatus)) error
@@ -53,8 +54,8 @@ type Executor interface {
 // TaskStatus is what an executor reports about its task.
 type TaskStatus = structs.TaskStatus
 
-// AgentConfig configures a region agent.
-type AgentConfig struct {
+// Config configures a region agent.
+type Config struct {
 	NodeID, Region, DataDir string
 	// Serf addresses and the HTTP URL gossiped to servers.
 	SerfBindAddr, SerfAdvertiseAddr string
@@ -79,7 +80,7 @@ type AgentConfig struct {
 	Database *fsm.DatabaseEndpoint
 	// NewAPI builds the server API client from a function that lists the
 	// servers' HTTP URLs (nearest first), as Serf currently knows them.
-	NewAPI     func(servers func() []string) AgentAPI
+	NewAPI     func(servers func() []string) API
 	Logger     hclog.Logger
 	Registerer prometheus.Registerer
 }
@@ -88,7 +89,7 @@ type AgentConfig struct {
 const DefaultHeartbeatInterval = 5 * time.Second
 
 // Validate checks the config.
-func (c *AgentConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case !fsm.ValidRegionName(c.NodeID):
 		return fmt.Errorf("node name %q must be a DNS label (--node)", c.NodeID)
@@ -107,11 +108,11 @@ func (c *AgentConfig) Validate() error {
 // Agent is a region agent: a Serf member that runs the tasks the leader
 // assigns to it.
 type Agent struct {
-	cfg     AgentConfig
+	cfg     Config
 	log     hclog.Logger
 	serf    *serf.Serf
 	events  chan serf.Event
-	api     AgentAPI
+	api     API
 	execs   map[string]Executor
 	metrics *agentMetrics
 
@@ -140,9 +141,9 @@ type runningTask struct {
 	lastErr string
 }
 
-// NewAgent starts an agent: it joins Serf with its tags, then watches its
+// New starts an agent: it joins Serf with its tags, then watches its
 // assignments and runs them.
-func NewAgent(cfg AgentConfig) (*Agent, error) {
+func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -155,7 +156,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+	if err := node.ClaimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,27 +217,23 @@ func (a *Agent) capabilities() []string {
 }
 
 func (a *Agent) setupSerf() error {
-	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "serf"), 0o700); err != nil {
-		return err
-	}
-	conf, err := serfConfig(a.cfg.GossipKey, a.cfg.NodeID, a.cfg.SerfBindAddr, a.cfg.SerfAdvertiseAddr, a.cfg.Memberlist, a.cfg.Logger)
+	sf, err := node.StartSerf(node.SerfOptions{
+		Name: a.cfg.NodeID, DataDir: a.cfg.DataDir,
+		Bind: a.cfg.SerfBindAddr, Advertise: a.cfg.SerfAdvertiseAddr,
+		GossipKey: a.cfg.GossipKey, Memberlist: a.cfg.Memberlist,
+		Tags: map[string]string{
+			node.TagRole:            node.RoleAgent,
+			node.TagRegion:          a.cfg.Region,
+			node.TagHTTP:            a.cfg.HTTPAdvertiseURL,
+			node.TagProtocolVersion: strconv.Itoa(node.ProtocolVersion),
+			node.TagVersion:         a.cfg.Version,
+			node.TagCapabilities:    strings.Join(a.capabilities(), ","),
+			node.TagCapacity:        strconv.Itoa(a.cfg.Capacity),
+		},
+		EventCh: a.events, Logger: a.cfg.Logger,
+	})
 	if err != nil {
 		return err
-	}
-	conf.Tags = map[string]string{
-		TagRole:            RoleAgent,
-		TagRegion:          a.cfg.Region,
-		TagHTTP:            a.cfg.HTTPAdvertiseURL,
-		TagProtocolVersion: strconv.Itoa(ProtocolVersion),
-		TagVersion:         a.cfg.Version,
-		TagCapabilities:    strings.Join(a.capabilities(), ","),
-		TagCapacity:        strconv.Itoa(a.cfg.Capacity),
-	}
-	conf.EventCh = a.events
-	conf.SnapshotPath = filepath.Join(a.cfg.DataDir, "serf", "local.snapshot")
-	sf, err := createSerf(conf)
-	if err != nil {
-		return fmt.Errorf("start serf on %s: %w", a.cfg.SerfBindAddr, err)
 	}
 	a.serf = sf
 	return nil
@@ -289,13 +286,13 @@ func (a *Agent) Serf() *serf.Serf { return a.serf }
 func (a *Agent) Servers() []string {
 	var local, remote []string
 	for _, m := range a.serf.Members() {
-		if m.Status != serf.StatusAlive || m.Tags[TagRole] != RoleServer || m.Tags[TagHTTP] == "" {
+		if m.Status != serf.StatusAlive || m.Tags[node.TagRole] != node.RoleServer || m.Tags[node.TagHTTP] == "" {
 			continue
 		}
-		if m.Tags[TagRegion] == a.cfg.Region {
-			local = append(local, m.Tags[TagHTTP])
+		if m.Tags[node.TagRegion] == a.cfg.Region {
+			local = append(local, m.Tags[node.TagHTTP])
 		} else {
-			remote = append(remote, m.Tags[TagHTTP])
+			remote = append(remote, m.Tags[node.TagHTTP])
 		}
 	}
 	sort.Strings(local)
@@ -551,9 +548,9 @@ type RunningTask struct {
 	Since      time.Time `json:"since"`
 }
 
-// AgentStatus is the agent's own view, served on its /health and
+// Status is the agent's own view, served on its /health and
 // /global-status.
-type AgentStatus struct {
+type Status struct {
 	Node     string           `json:"node"`
 	Region   string           `json:"region"`
 	Role     string           `json:"role"`
@@ -569,8 +566,8 @@ type AgentStatus struct {
 }
 
 // Status returns the agent's view of itself.
-func (a *Agent) Status() AgentStatus {
-	st := AgentStatus{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: RoleAgent, Version: a.cfg.Version,
+func (a *Agent) Status() Status {
+	st := Status{Node: a.cfg.NodeID, Region: a.cfg.Region, Role: node.RoleAgent, Version: a.cfg.Version,
 		Servers: a.Servers(), Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, Tasks: []RunningTask{},
 		Database: "none: no POSTGRES_DSN, replication in this region is simulated"}
 	if d := a.cfg.Database; d != nil {

@@ -1,4 +1,4 @@
-package cluster
+package node
 
 import (
 	"fmt"
@@ -22,9 +22,9 @@ import (
 // address, see one address per node. A wildcard bind (0.0.0.0, ::) or a
 // host name leaves the choice of source address to the kernel.
 
-// specificIP returns the IP of a bind host when it is one specific address,
+// SpecificIP returns the IP of a bind host when it is one specific address,
 // or nil for a wildcard, a name or an empty host.
-func specificIP(host string) net.IP {
+func SpecificIP(host string) net.IP {
 	ip := net.ParseIP(host)
 	if ip == nil || ip.IsUnspecified() {
 		return nil
@@ -32,9 +32,9 @@ func specificIP(host string) net.IP {
 	return ip
 }
 
-// sourceDialer returns a dialer whose connections leave from ip (any
+// SourceDialer returns a dialer whose connections leave from ip (any
 // port), or a plain dialer when ip is nil.
-func sourceDialer(ip net.IP, timeout time.Duration) *net.Dialer {
+func SourceDialer(ip net.IP, timeout time.Duration) *net.Dialer {
 	d := &net.Dialer{Timeout: timeout}
 	if ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
@@ -53,7 +53,7 @@ var _ memberlist.NodeAwareTransport = (*gossipTransport)(nil)
 
 // DialTimeout opens a stream to a member from the bind address.
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	return sourceDialer(t.source, timeout).Dial("tcp", addr)
+	return SourceDialer(t.source, timeout).Dial("tcp", addr)
 }
 
 // DialAddressTimeout opens a stream to a member from the bind address.

@@ -1,4 +1,4 @@
-package cluster
+package agent
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -49,16 +48,16 @@ func NewProbeExecutor(reg prometheus.Registerer, tr http.RoundTripper) *ProbeExe
 }
 
 // Type is "probe".
-func (p *ProbeExecutor) Type() string { return TaskTypeProbe }
+func (p *ProbeExecutor) Type() string { return fsm.TaskTypeProbe }
 
 // Run probes the target every interval until ctx ends, reporting each
 // result.
 func (p *ProbeExecutor) Run(ctx context.Context, t *fsm.Task, report func(TaskStatus)) error {
-	var spec ProbeSpec
+	var spec fsm.ProbeSpec
 	if err := json.Unmarshal(t.Spec, &spec); err != nil {
 		return fmt.Errorf("probe spec: %w", err)
 	}
-	if err := spec.validate(); err != nil {
+	if err := spec.Validate(); err != nil {
 		return err
 	}
 	interval := time.Duration(spec.IntervalMS) * time.Millisecond
@@ -81,17 +80,6 @@ func (p *ProbeExecutor) Run(ctx context.Context, t *fsm.Task, report func(TaskSt
 		case <-time.After(interval):
 		}
 	}
-}
-
-func (s *ProbeSpec) validate() error {
-	u, err := url.Parse(s.Target)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "tcp") {
-		return fmt.Errorf("probe target %q must be an http, https or tcp URL", s.Target)
-	}
-	if s.IntervalMS < 100 || s.TimeoutMS < 10 {
-		return fmt.Errorf("probe interval must be >= 100 ms and timeout >= 10 ms")
-	}
-	return nil
 }
 
 // probe runs one check.
