@@ -39,7 +39,8 @@ func defaultAddr() string {
 func (f *clientFlags) register(cmd *cobra.Command) {
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.addr, "addr", defaultAddr(), "server address (env ATOMFED_ADDR, else GLOBAL_REGISTRY_URL)")
-	p.StringVar(&f.token, "token", os.Getenv("FEDERATION_TOKEN"), "API token (env FEDERATION_TOKEN)")
+	// No secret as a flag default: --help would print it.
+	p.StringVar(&f.token, "token", "", "API token (default $FEDERATION_TOKEN)")
 	p.StringVar(&f.caCert, "ca-cert", os.Getenv("ATOMFED_CACERT"), "CA certificate to verify the server with (env ATOMFED_CACERT)")
 	p.StringVar(&f.keyPath, "key", os.Getenv("COSIGN_KEY_PATH"), "signing key for signed requests (env COSIGN_KEY_PATH; password from COSIGN_PASSWORD)")
 	p.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
@@ -50,6 +51,9 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 func (f *clientFlags) client() (*client.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("--output %q must be table or json", f.output)
+	}
+	if f.token == "" {
+		f.token = os.Getenv("FEDERATION_TOKEN")
 	}
 	opts := []client.Option{client.WithToken(f.token)}
 	if f.caCert != "" {
@@ -148,4 +152,14 @@ func joinOrDash(s []string) string {
 		return "-"
 	}
 	return strings.Join(s, ",")
+}
+
+// markRequired makes cobra refuse the command, naming the flags, before
+// any request is sent when one of them is missing.
+func markRequired(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.MarkFlagRequired(n); err != nil {
+			panic(err) // a flag name that does not exist: a programming error
+		}
+	}
 }

@@ -59,6 +59,7 @@ Registering a production region waits for approvals under the default policy.`,
 	rf.Float64Var(&r.Location.Lon, "lon", 0, "longitude")
 	rf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	rf.Uint64Var(&cas, "cas", 0, "only write if the region's modify_index is this (0: create only)")
+	markRequired(reg, "name", "url")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -212,6 +213,7 @@ func newTenantCmd() *cobra.Command {
 	pf.Uint64Var(&cas, "cas", 0, "only write if the tenant's modify_index is this (0: create only)")
 	pf.StringVar(&t.SyncMode, "sync-mode", "", "async (default) or sync: commits at home return once a mirror has them")
 	pf.StringVar(&t.SyncFallback, "sync-fallback", "", "with sync: degrade (default: go async when every mirror is down) or wait")
+	markRequired(put, "home")
 	pf.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down (default 10s)")
 
 	get := &cobra.Command{

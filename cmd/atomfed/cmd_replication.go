@@ -83,6 +83,7 @@ func newGlobalTableCmd() *cobra.Command {
 		},
 	}
 	put.Flags().StringVar(&writer, "writer", "", "the region where the table is written")
+	markRequired(put, "writer")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List global tables with their sync status and drift",

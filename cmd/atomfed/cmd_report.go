@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -51,7 +52,7 @@ make reports runs the tests, starts a federation, runs this and stops it.`,
 				}
 			}
 			snap, files, err := report.Generate(ctx, report.Config{
-				Addr: addr, Token: token, TLS: tlsCfg, OutDir: out, TestJSON: testJSON, TestCommand: testCommand,
+				Addr: addr, Token: cmp.Or(token, os.Getenv("FEDERATION_TOKEN")), TLS: tlsCfg, OutDir: out, TestJSON: testJSON, TestCommand: testCommand,
 				Commit: c, Dirty: dirty, Version: version, Settle: settle,
 			})
 			if err != nil {
@@ -71,7 +72,7 @@ make reports runs the tests, starts a federation, runs this and stops it.`,
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "reports", "directory for the reports")
 	f.StringVar(&addr, "addr", defaultAddr(), "a server of the live federation (env ATOMFED_ADDR, else GLOBAL_REGISTRY_URL)")
-	f.StringVar(&token, "token", os.Getenv("FEDERATION_TOKEN"), "API token (env FEDERATION_TOKEN)")
+	f.StringVar(&token, "token", "", "API token (default $FEDERATION_TOKEN)")
 	f.StringVar(&caCert, "ca-cert", os.Getenv("ATOMFED_CACERT"), "CA certificate of the federation (env ATOMFED_CACERT)")
 	f.StringVar(&testJSON, "test-json", "", "go test -json recording to summarise (default DIR/logs/go-test.json)")
 	f.StringVar(&testCommand, "test-command", "", "how the recording was made, shown in the reports")

@@ -194,6 +194,7 @@ func newTrustCmd() *cobra.Command {
 	}
 	register.Flags().StringVar(&id, "id", "", "member id")
 	register.Flags().StringVar(&regKind, "kind", fsm.MemberApprover, "approver or agent")
+	markRequired(register, "id")
 	var newPub string
 	rotate := &cobra.Command{
 		Use:   "rotate MEMBER --new-public-key FILE",
@@ -214,6 +215,7 @@ func newTrustCmd() *cobra.Command {
 		},
 	}
 	rotate.Flags().StringVar(&newPub, "new-public-key", "", "PEM public key file of the new key")
+	markRequired(rotate, "new-public-key")
 	revoke := &cobra.Command{
 		Use:   "revoke MEMBER KEY_ID",
 		Short: "Revoke a key (waits for approvals under the default policy)",

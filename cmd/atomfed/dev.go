@@ -180,6 +180,7 @@ func runDev(o devOptions) error {
 	printDev(o.dataDir, nodes, agents, sec, setup, pgs, pgNote)
 	fmt.Print("\n" + simulationBanner(serverSim, agentSims[devRegions[0].name]))
 	<-ctx.Done()
+	stopping.Store(true)
 	fmt.Println("\nstopping the dev federation")
 	stopAll()
 	return nil
@@ -405,18 +406,35 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
 		}
 	}
 	u := nodes[0].url
+	self := selfName()
 	fmt.Printf(`
   CA certificate:   %s
   management token: %s
   approver keys:    %s
 
   export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s
-  curl -s %s/region/list    # anonymous in dev: the region list only
+`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token)
+	if pg := pgs[devRegions[0].name]; pg != nil {
+		// What precheck needs to see a region database; the password
+		// stays in the passfile.
+		fmt.Printf("  export POSTGRES_DSN='postgres://%s@%s/%s?passfile=%s'   # %s's database, for %s precheck\n",
+			pglocal.Superuser, pg.Addr(), pglocal.Database, pg.SuperuserPassfile, devRegions[0].name, self)
+	}
+	fmt.Printf(`  curl -s %s/region/list    # anonymous in dev: the region list only
   curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN" $ATOMFED_ADDR/v1/tenants
-  atomfed region list
-  atomfed members
-  COSIGN_KEY_PATH=%s atomfed approve <approval-id>
+  %s region list
+  %s members
+  COSIGN_KEY_PATH=%s %s approve <approval-id>
 
 Press Ctrl-C to stop.
-`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, strings.Replace(u, "https://", "http://", 1), setup.approvers[0])
+`, strings.Replace(u, "https://", "http://", 1), self, self, setup.approvers[0], self)
+}
+
+// selfName is how the user ran this binary (bin/atomfed from make run),
+// so that the printed commands work when pasted.
+func selfName() string {
+	if a := os.Args[0]; strings.Contains(a, "/") {
+		return strings.TrimPrefix(a, "./")
+	}
+	return "atomfed"
 }

@@ -106,6 +106,7 @@ func runUntilSignal(log hclog.Logger, e *httpEndpoint, leave func(context.Contex
 	defer signal.Stop(sigs)
 	select {
 	case sig := <-sigs:
+		stopping.Store(true)
 		log.Info(leaving, "signal", sig.String())
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

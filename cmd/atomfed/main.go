@@ -1,11 +1,21 @@
 // Command atomfed is the one binary of the atomfed federation control plane:
 // server, region agent, local dev federation and the operator CLI.
+//
+// The command table is newRootCmd below; each command lives in its own
+// file: server.go and node.go (atomfed server), agent.go (atomfed agent),
+// endpoint.go (what the two share: listener, registry, HTTP life cycle,
+// signals), dev.go (atomfed dev), security.go (TLS, keys, gossip key),
+// simulation.go (SIMULATION_MODE), and the client commands in cmd_*.go.
+// Flags and environment become configs here and nowhere else; this is the
+// only package that exits.
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -29,6 +39,9 @@ func main() {
 	root := newRootCmd()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintln(os.Stderr, "hint:", h)
+		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
@@ -66,4 +79,13 @@ func newRootCmd() *cobra.Command {
 		newReportCmd(),
 	)
 	return root
+}
+
+// hint returns what to do about an error the user can fix by a flag, or "".
+func hint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) || strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		return "the server's certificate is not signed by a CA this command trusts: pass the federation's CA certificate with --ca-cert or ATOMFED_CACERT (atomfed dev prints the export line)"
+	}
+	return ""
 }

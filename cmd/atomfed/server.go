@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -86,7 +88,26 @@ func newLogger(node, level string, json bool) hclog.Logger {
 		Level:      hclog.LevelFromString(level),
 		JSONFormat: json,
 		Output:     os.Stderr,
+		Exclude:    shutdownNoise,
 	}).With("node", node)
+}
+
+// stopping is set once this process begins a deliberate stop (a signal).
+var stopping atomic.Bool
+
+// shutdownNoise drops, once the process is stopping, the errors that Raft,
+// memberlist and net/http log when the process closes its own sockets or
+// its peers in the same stop are already gone: on a clean Ctrl-C they are
+// expected and say nothing wrong. Before a stop every such line is kept.
+func shutdownNoise(level hclog.Level, msg string, args ...any) bool {
+	if !stopping.Load() || level < hclog.Warn {
+		return false
+	}
+	text := fmt.Sprint(append([]any{msg}, args...)...)
+	return strings.Contains(text, "use of closed network connection") ||
+		strings.Contains(text, "connection refused") ||
+		strings.Contains(text, "raft is already shutdown") ||
+		strings.Contains(text, "Shutdown without a Leave")
 }
 
 // splitList flattens comma-separated values and drops empty ones.
