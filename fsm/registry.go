@@ -67,12 +67,3 @@ type Tenant struct {
 	CreateIndex        uint64 `json:"create_index"`
 	ModifyIndex        uint64 `json:"modify_index"`
 }
-
-// AuditEntry is one link of the audit hash chain: the hash after applying
-// the command at Index.
-type AuditEntry struct {
-	Index uint64 `json:"index"`
-	Type  string `json:"type"`
-	Hash  string `json:"hash"` // hex sha256(prev || index || type || body)
-	At    int64  `json:"at,omitempty"`
-}

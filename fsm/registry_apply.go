@@ -31,6 +31,18 @@ func checkCAS(kind, name string, cas *uint64, cur uint64) error {
 	return conflictf("cas: %s %q has modify_index %d, not %d", kind, name, cur, *cas)
 }
 
+// RegionUpsert creates or replaces a region.
+type RegionUpsert struct {
+	Region Region  `json:"region"`
+	CAS    *uint64 `json:"cas,omitempty"` // expected modify index; 0 = create only
+	At     int64   `json:"at"`            // leader's clock, unix nanoseconds
+	// Auth is the region's signature over the request (policy P2). A first
+	// registration is signed by the key in PublicKey, proving possession;
+	// later ones by a valid key of the region.
+	Auth      *SignedAuth `json:"auth,omitempty"`
+	PublicKey string      `json:"public_key,omitempty"`
+}
+
 func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	var cmd RegionUpsert
 	e.decode(&cmd)
@@ -75,6 +87,13 @@ func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	return &r, nil
 }
 
+// RegionDelete removes a region that no tenant uses.
+type RegionDelete struct {
+	Name string  `json:"name"`
+	CAS  *uint64 `json:"cas,omitempty"`
+	At   int64   `json:"at"`
+}
+
 func applyRegionDelete(s *State, e *Entry) (any, error) {
 	var cmd RegionDelete
 	e.decode(&cmd)
@@ -109,6 +128,13 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 		deleteMember(s, e, m) // a deregistered region's keys are no longer trusted
 	}
 	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
+}
+
+// TenantUpsert creates or replaces a tenant's placement.
+type TenantUpsert struct {
+	Tenant Tenant  `json:"tenant"`
+	CAS    *uint64 `json:"cas,omitempty"`
+	At     int64   `json:"at"`
 }
 
 func applyTenantUpsert(s *State, e *Entry) (any, error) {
@@ -149,6 +175,13 @@ func applyTenantUpsert(s *State, e *Entry) (any, error) {
 		s.touch(TableSyncStates, e.Index)
 	}
 	return &t, nil
+}
+
+// TenantDelete removes a tenant.
+type TenantDelete struct {
+	ID  string  `json:"id"`
+	CAS *uint64 `json:"cas,omitempty"`
+	At  int64   `json:"at"`
 }
 
 func applyTenantDelete(s *State, e *Entry) (any, error) {

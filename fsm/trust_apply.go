@@ -19,6 +19,15 @@ func init() {
 	registerCommand(ServerKeySetType, applyServerKeySet)
 }
 
+// ServerKeySet records a server's public key (the key it signs trust
+// bundles with), as the server gossips it. Only the leader issues it, from
+// Serf membership, which is authenticated by the gossip encryption key.
+type ServerKeySet struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"`
+	At        int64  `json:"at"`
+}
+
 func applyServerKeySet(s *State, e *Entry) (any, error) {
 	var cmd ServerKeySet
 	e.decode(&cmd)
@@ -106,6 +115,16 @@ func touchTrust(s *State, e *Entry) {
 	s.touch(TableMembers, e.Index)
 }
 
+// MemberRegister adds an agent, approver or server member with its first
+// key. Auth must be signed by that key (proof of possession).
+type MemberRegister struct {
+	ID        string      `json:"id"`
+	Kind      string      `json:"kind"`
+	PublicKey string      `json:"public_key"`
+	Auth      *SignedAuth `json:"auth"`
+	At        int64       `json:"at"`
+}
+
 func applyMemberRegister(s *State, e *Entry) (any, error) {
 	var cmd MemberRegister
 	e.decode(&cmd)
@@ -141,6 +160,15 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 	recordNonce(s, cmd.Auth, cmd.At)
 	touchTrust(s, e)
 	return m, nil
+}
+
+// KeyRotate announces a member's new key, signed by one of its current
+// keys; the signing key stays valid for the policy's overlap window.
+type KeyRotate struct {
+	Member    string      `json:"member"`
+	PublicKey string      `json:"public_key"`
+	Auth      *SignedAuth `json:"auth"`
+	At        int64       `json:"at"`
 }
 
 func applyKeyRotate(s *State, e *Entry) (any, error) {
@@ -184,6 +212,13 @@ func applyKeyRotate(s *State, e *Entry) (any, error) {
 	return &m, nil
 }
 
+// KeyRevoke revokes a key at once, on every server, when committed.
+type KeyRevoke struct {
+	Member string `json:"member"`
+	KeyID  string `json:"key_id"`
+	At     int64  `json:"at"`
+}
+
 func applyKeyRevoke(s *State, e *Entry) (any, error) {
 	var cmd KeyRevoke
 	e.decode(&cmd)
@@ -205,6 +240,12 @@ func applyKeyRevoke(s *State, e *Entry) (any, error) {
 	s.Members[m.ID] = &m
 	touchTrust(s, e)
 	return &m, nil
+}
+
+// MemberDelete removes an agent, approver or server member and its keys.
+type MemberDelete struct {
+	ID string `json:"id"`
+	At int64  `json:"at"`
 }
 
 func applyMemberDelete(s *State, e *Entry) (any, error) {
@@ -229,6 +270,12 @@ func deleteMember(s *State, e *Entry, m *Member) {
 	touchTrust(s, e)
 }
 
+// TokenCreate stores a new API token (only its secret's SHA-256).
+type TokenCreate struct {
+	Token Token `json:"token"`
+	At    int64 `json:"at"`
+}
+
 func applyTokenCreate(s *State, e *Entry) (any, error) {
 	var cmd TokenCreate
 	e.decode(&cmd)
@@ -250,6 +297,12 @@ func applyTokenCreate(s *State, e *Entry) (any, error) {
 	return &t, nil
 }
 
+// TokenDelete revokes a token.
+type TokenDelete struct {
+	Accessor string `json:"accessor"`
+	At       int64  `json:"at"`
+}
+
 func applyTokenDelete(s *State, e *Entry) (any, error) {
 	var cmd TokenDelete
 	e.decode(&cmd)
@@ -261,6 +314,12 @@ func applyTokenDelete(s *State, e *Entry) (any, error) {
 	delete(s.tokenHashes, t.SecretHash)
 	s.touch(TableTokens, e.Index)
 	return &Deleted{Kind: "token", Name: cmd.Accessor, At: cmd.At}, nil
+}
+
+// PolicySet replaces the trust and approval policy.
+type PolicySet struct {
+	Policy Policy `json:"policy"`
+	At     int64  `json:"at"`
 }
 
 func applyPolicySet(s *State, e *Entry) (any, error) {
@@ -326,6 +385,17 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (acti
 	},
 }
 
+// ApprovalCreate records a gated action as a pending approval.
+type ApprovalCreate struct {
+	ID          string `json:"id"`
+	Action      string `json:"action"`
+	Summary     string `json:"summary"`
+	CommandType uint8  `json:"command_type"`
+	Command     []byte `json:"command"`
+	RequestedBy string `json:"requested_by"`
+	At          int64  `json:"at"`
+}
+
 func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	var cmd ApprovalCreate
 	e.decode(&cmd)
@@ -363,6 +433,13 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	s.Approvals[a.ID] = a
 	s.touch(TableApprovals, e.Index)
 	return a, nil
+}
+
+// ApprovalVote is an approver's signed approval of a pending action.
+type ApprovalVote struct {
+	ID   string      `json:"id"`
+	Auth *SignedAuth `json:"auth"`
+	At   int64       `json:"at"`
 }
 
 func applyApprovalVote(s *State, e *Entry) (any, error) {
@@ -408,6 +485,12 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	s.Approvals[a.ID] = &a
 	s.touch(TableApprovals, e.Index)
 	return &a, nil
+}
+
+// ApprovalExpire marks pending approvals whose time has passed as expired.
+type ApprovalExpire struct {
+	IDs []string `json:"ids"`
+	At  int64    `json:"at"`
 }
 
 func applyApprovalExpire(s *State, e *Entry) (any, error) {
