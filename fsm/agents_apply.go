@@ -6,14 +6,6 @@ import (
 	"sort"
 )
 
-func init() {
-	registerCommand(AgentUpsertType, applyAgentUpsert)
-	registerCommand(AgentDeleteType, applyAgentDelete)
-	registerCommand(TaskPlanType, applyTaskPlan)
-	registerCommand(AgentReportType, applyAgentReport)
-	registerCommand(AgentLeaveType, applyAgentLeave)
-}
-
 // Limits on agent commands.
 const (
 	MaxTaskSpecBytes   = 16 << 10

@@ -1,12 +1,5 @@
 package fsm
 
-func init() {
-	registerCommand(RegionUpsertType, applyRegionUpsert)
-	registerCommand(RegionDeleteType, applyRegionDelete)
-	registerCommand(TenantUpsertType, applyTenantUpsert)
-	registerCommand(TenantDeleteType, applyTenantDelete)
-}
-
 // Deleted is the apply result of a deletion.
 type Deleted struct {
 	Kind string `json:"kind"`

@@ -2,13 +2,6 @@ package fsm
 
 import "sort"
 
-func init() {
-	registerCommand(RegionDatabaseType, applyRegionDatabase)
-	registerCommand(TenantSyncStateType, applyTenantSyncState)
-	registerCommand(GlobalTableUpsertType, applyGlobalTableUpsert)
-	registerCommand(GlobalTableDeleteType, applyGlobalTableDelete)
-}
-
 // Table names of the replication state.
 const (
 	TableDatabases    = "databases"

@@ -5,20 +5,6 @@ import (
 	"regexp"
 )
 
-func init() {
-	registerCommand(MemberRegisterType, applyMemberRegister)
-	registerCommand(KeyRotateType, applyKeyRotate)
-	registerCommand(KeyRevokeType, applyKeyRevoke)
-	registerCommand(MemberDeleteType, applyMemberDelete)
-	registerCommand(TokenCreateType, applyTokenCreate)
-	registerCommand(TokenDeleteType, applyTokenDelete)
-	registerCommand(PolicySetType, applyPolicySet)
-	registerCommand(ApprovalCreateType, applyApprovalCreate)
-	registerCommand(ApprovalVoteType, applyApprovalVote)
-	registerCommand(ApprovalExpireType, applyApprovalExpire)
-	registerCommand(ServerKeySetType, applyServerKeySet)
-}
-
 // ServerKeySet records a server's public key (the key it signs trust
 // bundles with), as the server gossips it. Only the leader issues it, from
 // Serf membership, which is authenticated by the gossip encryption key.
