@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"regexp"
+	"slices"
 )
 
 // ServerKeySet records a server's public key (the key it signs trust
@@ -447,7 +448,7 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	if signer.Kind != MemberApprover {
 		return nil, forbiddenf("not_an_approver", "%s %s is not an approver", signer.Kind, signer.ID)
 	}
-	if len(old.Approvers) > 0 && !contains(old.Approvers, signer.ID) {
+	if len(old.Approvers) > 0 && !slices.Contains(old.Approvers, signer.ID) {
 		return nil, forbiddenf("not_an_approver", "approver %s is not among the approvers of %s (%v)", signer.ID, old.Action, old.Approvers)
 	}
 	for _, v := range old.Votes {
@@ -498,13 +499,4 @@ func applyApprovalExpire(s *State, e *Entry) (any, error) {
 	}
 	s.touch(TableApprovals, e.Index)
 	return map[string]int{"expired": n}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
