@@ -6,14 +6,6 @@ import (
 	"sort"
 )
 
-func init() {
-	registerCommand(AgentUpsertType, applyAgentUpsert)
-	registerCommand(AgentDeleteType, applyAgentDelete)
-	registerCommand(TaskPlanType, applyTaskPlan)
-	registerCommand(AgentReportType, applyAgentReport)
-	registerCommand(AgentLeaveType, applyAgentLeave)
-}
-
 // Limits on agent commands.
 const (
 	MaxTaskSpecBytes   = 16 << 10
@@ -38,6 +30,13 @@ func ValidateAgent(a *Agent) error {
 		return invalidf("invalid_agent", "agent %q: capacity cannot be negative", a.Node)
 	}
 	return nil
+}
+
+// AgentUpsert records what Serf says about an agent. Only the leader issues
+// it, from Serf events.
+type AgentUpsert struct {
+	Agent Agent `json:"agent"`
+	At    int64 `json:"at"`
 }
 
 func applyAgentUpsert(s *State, e *Entry) (any, error) {
@@ -66,6 +65,12 @@ func applyAgentUpsert(s *State, e *Entry) (any, error) {
 	return &a, nil
 }
 
+// AgentDelete forgets an agent Serf has reaped. Its tasks become pending.
+type AgentDelete struct {
+	Node string `json:"node"`
+	At   int64  `json:"at"`
+}
+
 func applyAgentDelete(s *State, e *Entry) (any, error) {
 	var cmd AgentDelete
 	e.decode(&cmd)
@@ -76,6 +81,13 @@ func applyAgentDelete(s *State, e *Entry) (any, error) {
 	s.touch(TableAgents, e.Index)
 	unassignAll(s, e, cmd.Node)
 	return &Deleted{Kind: "agent", Name: cmd.Node, At: cmd.At}, nil
+}
+
+// AgentLeave is an agent's graceful leave: it hands back its tasks.
+type AgentLeave struct {
+	Node string      `json:"node"`
+	At   int64       `json:"at"`
+	Auth *SignedAuth `json:"auth,omitempty"`
 }
 
 func applyAgentLeave(s *State, e *Entry) (any, error) {
@@ -116,6 +128,34 @@ func unassignAll(s *State, e *Entry, node string) int {
 
 func placementErr(format string, args ...any) error {
 	return preconditionf("stale_plan", format, args...)
+}
+
+// TaskPlan is one scheduling decision, applied atomically: tasks to create,
+// (re)assignments, and tasks to delete. Apply re-checks every placement
+// against the state and refuses the whole plan if any is stale.
+type TaskPlan struct {
+	Create  []TaskSpec   `json:"create,omitempty"`
+	Assign  []Assignment `json:"assign,omitempty"`
+	Delete  []string     `json:"delete,omitempty"`
+	At      int64        `json:"at"`
+	Message string       `json:"message,omitempty"` // why, for the audit trail
+}
+
+// TaskSpec is a task to create, optionally placed at once.
+type TaskSpec struct {
+	ID     string          `json:"id"`
+	Type   string          `json:"type"`
+	Region string          `json:"region"`
+	Spec   json.RawMessage `json:"spec,omitempty"`
+	Agent  string          `json:"agent,omitempty"`
+}
+
+// Assignment places a task on an agent ("" unassigns it). Generation is the
+// task's generation the scheduler saw; a mismatch means the plan is stale.
+type Assignment struct {
+	Task       string `json:"task"`
+	Agent      string `json:"agent"`
+	Generation uint64 `json:"generation"`
 }
 
 func applyTaskPlan(s *State, e *Entry) (any, error) {
@@ -250,6 +290,24 @@ func checkPlacement(s *State, agent, task, typ, region string, load map[string]i
 		return placementErr("agent %q is full (%d tasks)", agent, a.Capacity)
 	}
 	return nil
+}
+
+// AgentReport is an agent's heartbeat with the status of its tasks.
+type AgentReport struct {
+	Node  string       `json:"node"`
+	Tasks []TaskReport `json:"tasks,omitempty"`
+	At    int64        `json:"at"`
+	// Auth is the agent's signature (agent-to-server writes are signed).
+	Auth *SignedAuth `json:"auth,omitempty"`
+}
+
+// TaskReport is one task's status as its agent sees it.
+type TaskReport struct {
+	ID         string          `json:"id"`
+	Generation uint64          `json:"generation"`
+	Status     string          `json:"status"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
 }
 
 func applyAgentReport(s *State, e *Entry) (any, error) {

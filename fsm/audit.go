@@ -19,6 +19,15 @@ func (s *State) RecentAudit() []AuditEntry {
 	return s.Audit
 }
 
+// AuditEntry is one link of the audit hash chain: the hash after applying
+// the command at Index.
+type AuditEntry struct {
+	Index uint64 `json:"index"`
+	Type  string `json:"type"`
+	Hash  string `json:"hash"` // hex sha256(prev || index || type || body)
+	At    int64  `json:"at,omitempty"`
+}
+
 // GenesisHash is the audit head of an empty state.
 const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 

@@ -40,30 +40,6 @@ func (e *Entry) decode(out any) {
 	}
 }
 
-// applyFn applies one command entry to s. A returned error must be an
-// *Error and means s was left unchanged.
-type applyFn func(s *State, e *Entry) (any, error)
-
-var commands = map[MessageType]applyFn{}
-
-// registerCommand adds a command to the dispatch table; it panics on a
-// duplicate so that two commands can never share a number.
-func registerCommand(t MessageType, fn applyFn) {
-	if _, dup := commands[t]; dup {
-		panic(fmt.Sprintf("fsm: command type %d registered twice", t))
-	}
-	commands[t] = fn
-}
-
-// RegisteredTypes returns every command type in the dispatch table.
-func RegisteredTypes() []MessageType {
-	out := make([]MessageType, 0, len(commands))
-	for t := range commands {
-		out = append(out, t)
-	}
-	return out
-}
-
 // FSM implements raft.FSM and raft.BatchingFSM over a State.
 type FSM struct {
 	logger  hclog.Logger

@@ -145,34 +145,6 @@ func seed(h *harness) {
 		Tables: []TenantTable{{Name: "orders", PIIColumns: []string{"email", "phone"}}}}, At: 102})
 }
 
-func TestEveryCommandTypeIsRegisteredAndNamed(t *testing.T) {
-	for typ, name := range typeNames {
-		if _, ok := commands[typ]; !ok {
-			t.Errorf("%s (%d) has a name but no apply function", name, typ)
-		}
-		if typ&IgnoreUnknownTypeFlag != 0 && typ < IgnoreUnknownTypeFlag {
-			t.Errorf("%s: bad flag arithmetic", name)
-		}
-	}
-	for _, typ := range RegisteredTypes() {
-		if _, ok := typeNames[typ]; !ok {
-			t.Errorf("type %d is registered but has no name", typ)
-		}
-	}
-	if len(RegisteredTypes()) != len(typeNames) {
-		t.Fatalf("%d registered, %d named", len(RegisteredTypes()), len(typeNames))
-	}
-}
-
-func TestRegisterCommandPanicsOnDuplicate(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("registering a type twice did not panic")
-		}
-	}()
-	registerCommand(RegionUpsertType, applyRegionUpsert)
-}
-
 func TestEncodeLayout(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -1,225 +1,69 @@
 package fsm
 
-func init() {
-	registerCommand(RegionUpsertType, applyRegionUpsert)
-	registerCommand(RegionDeleteType, applyRegionDelete)
-	registerCommand(TenantUpsertType, applyTenantUpsert)
-	registerCommand(TenantDeleteType, applyTenantDelete)
+// Region tiers.
+const (
+	TierStaging    = "staging"
+	TierProduction = "production"
+)
+
+// Region statuses an operator can set. Health (healthy, degraded, down) is
+// derived from agents and probes and is reported separately.
+const (
+	RegionActive      = "active"
+	RegionMaintenance = "maintenance"
+	RegionDraining    = "draining"
+)
+
+// Location is a region's position, used for placement and reports.
+type Location struct {
+	Lat float64 `json:"lat"`
+	Lon float64 `json:"lon"`
 }
 
-// Deleted is the apply result of a deletion.
-type Deleted struct {
-	Kind string `json:"kind"`
-	Name string `json:"name"`
-	At   int64  `json:"-"`
+// Region is one registered region of the federation. Values stored in the
+// FSM are never mutated: an update stores a new *Region.
+type Region struct {
+	Name        string            `json:"name"`
+	URL         string            `json:"url"`
+	Tier        string            `json:"tier"`
+	Location    Location          `json:"location"`
+	Status      string            `json:"status"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CreatedAt   int64             `json:"created_at"`   // unix nanoseconds, stamped by the leader
+	UpdatedAt   int64             `json:"updated_at"`   // unix nanoseconds, stamped by the leader
+	CreateIndex uint64            `json:"create_index"` // raft index that created it
+	ModifyIndex uint64            `json:"modify_index"` // raft index that last changed it
 }
 
-func (d *Deleted) at() int64 { return d.At }
-
-// checkCAS compares an expected modify index with the stored object's.
-// cur is 0 when the object does not exist, so cas=0 means "create only".
-func checkCAS(kind, name string, cas *uint64, cur uint64) error {
-	if cas == nil || *cas == cur {
-		return nil
-	}
-	if cur == 0 {
-		return conflictf("cas: %s %q does not exist (expected modify_index %d)", kind, name, *cas)
-	}
-	if *cas == 0 {
-		return conflictf("cas: %s %q already exists (modify_index %d); cas=0 only creates", kind, name, cur)
-	}
-	return conflictf("cas: %s %q has modify_index %d, not %d", kind, name, cur, *cas)
+// TenantTable is one table of a tenant and the columns that hold personal
+// data; those columns never leave the tenant's home region.
+type TenantTable struct {
+	Name       string   `json:"name"`
+	PIIColumns []string `json:"pii_columns,omitempty"`
 }
 
-func applyRegionUpsert(s *State, e *Entry) (any, error) {
-	var cmd RegionUpsert
-	e.decode(&cmd)
-	r := cmd.Region
-	NormalizeRegion(&r)
-	if err := ValidateRegion(&r); err != nil {
-		return nil, err
-	}
-	if _, err := regionSigner(s, &cmd, cmd.At, !e.Approved); err != nil {
-		return nil, err
-	}
-	if action := RegionUpsertAction(s, &r); action != "" {
-		if err := requireApproval(s, e, action); err != nil {
-			return nil, err
-		}
-	}
-	old := s.Regions[r.Name]
-	var cur uint64
-	if old != nil {
-		cur = old.ModifyIndex
-	}
-	if err := checkCAS("region", r.Name, cmd.CAS, cur); err != nil {
-		return nil, err
-	}
-	if s.Members[r.Name] == nil {
-		key, _ := newKey(cmd.PublicKey, cmd.At) // regionSigner checked it
-		s.Members[r.Name] = &Member{ID: r.Name, Kind: MemberRegion, Keys: []MemberKey{*key}, CreateIndex: e.Index, ModifyIndex: e.Index}
-		s.keyOwners[key.KeyID] = r.Name
-		touchTrust(s, e)
-	}
-	if !e.Approved {
-		recordNonce(s, cmd.Auth, cmd.At)
-	}
-	r.ModifyIndex, r.UpdatedAt = e.Index, cmd.At
-	if old != nil {
-		r.CreateIndex, r.CreatedAt = old.CreateIndex, old.CreatedAt
-	} else {
-		r.CreateIndex, r.CreatedAt = e.Index, cmd.At
-	}
-	s.Regions[r.Name] = &r
-	s.touch(TableRegions, e.Index)
-	return &r, nil
-}
-
-func applyRegionDelete(s *State, e *Entry) (any, error) {
-	var cmd RegionDelete
-	e.decode(&cmd)
-	old := s.Regions[cmd.Name]
-	if old == nil {
-		return nil, notFoundf("region_not_found", "region %q is not registered", cmd.Name)
-	}
-	if err := checkCAS("region", cmd.Name, cmd.CAS, old.ModifyIndex); err != nil {
-		return nil, err
-	}
-	for _, t := range s.SortedTenants() {
-		if t.HomeRegion == cmd.Name {
-			return nil, preconditionf("region_in_use", "region %q is the home region of tenant %q; move or delete the tenant first", cmd.Name, t.ID)
-		}
-		for _, m := range t.Mirrors {
-			if m == cmd.Name {
-				return nil, preconditionf("region_in_use", "region %q mirrors tenant %q; remove it from the tenant's mirrors first", cmd.Name, t.ID)
-			}
-		}
-	}
-	for _, g := range s.SortedGlobalTables() {
-		if g.WriterRegion == cmd.Name {
-			return nil, preconditionf("region_in_use", "region %q is the writer of global table %q; move or delete the table first", cmd.Name, g.Name)
-		}
-	}
-	if err := requireApproval(s, e, ActionDeregisterRegion); err != nil {
-		return nil, err
-	}
-	delete(s.Regions, cmd.Name)
-	s.touch(TableRegions, e.Index)
-	if m := s.Members[cmd.Name]; m != nil && m.Kind == MemberRegion {
-		deleteMember(s, e, m) // a deregistered region's keys are no longer trusted
-	}
-	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
-}
-
-func applyTenantUpsert(s *State, e *Entry) (any, error) {
-	var cmd TenantUpsert
-	e.decode(&cmd)
-	t := cmd.Tenant
-	NormalizeTenant(&t)
-	if err := ValidateTenant(&t); err != nil {
-		return nil, err
-	}
-	if s.Regions[t.HomeRegion] == nil {
-		return nil, invalidf("unknown_region", "home_region %q is not a registered region", t.HomeRegion)
-	}
-	for _, m := range t.Mirrors {
-		if s.Regions[m] == nil {
-			return nil, invalidf("unknown_region", "mirror %q is not a registered region", m)
-		}
-	}
-	old := s.Tenants[t.ID]
-	var cur uint64
-	if old != nil {
-		cur = old.ModifyIndex
-	}
-	if err := checkCAS("tenant", t.ID, cmd.CAS, cur); err != nil {
-		return nil, err
-	}
-	t.ModifyIndex, t.UpdatedAt = e.Index, cmd.At
-	if old != nil {
-		t.CreateIndex, t.CreatedAt = old.CreateIndex, old.CreatedAt
-	} else {
-		t.CreateIndex, t.CreatedAt = e.Index, cmd.At
-	}
-	s.Tenants[t.ID] = &t
-	s.indexTenant(t.ID)
-	s.touch(TableTenants, e.Index)
-	if !t.IsSync() && s.SyncStates[t.ID] != nil {
-		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
-		s.touch(TableSyncStates, e.Index)
-	}
-	return &t, nil
-}
-
-func applyTenantDelete(s *State, e *Entry) (any, error) {
-	var cmd TenantDelete
-	e.decode(&cmd)
-	old := s.Tenants[cmd.ID]
-	if old == nil {
-		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.ID)
-	}
-	if err := checkCAS("tenant", cmd.ID, cmd.CAS, old.ModifyIndex); err != nil {
-		return nil, err
-	}
-	delete(s.Tenants, cmd.ID)
-	s.indexTenant(cmd.ID)
-	s.touch(TableTenants, e.Index)
-	if s.SyncStates[cmd.ID] != nil {
-		delete(s.SyncStates, cmd.ID)
-		s.touch(TableSyncStates, e.Index)
-	}
-	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
-}
-
-// RegionUpsertAction returns the approvable action a region write is: the
-// registration of a production region (new, or moved to production), or "".
-func RegionUpsertAction(s *State, r *Region) string {
-	if r.Tier != TierProduction {
-		return ""
-	}
-	if old := s.Regions[r.Name]; old != nil && old.Tier == TierProduction {
-		return ""
-	}
-	return ActionRegisterProductionRegion
-}
-
-// regionSigner checks that a region write is signed by the region: by one
-// of its valid keys, or, on its first registration, by the key it brings.
-// fresh=false (an approved write applied later) skips timestamp and nonce.
-func regionSigner(s *State, c *RegionUpsert, at int64, fresh bool) (string, error) {
-	name := c.Region.Name
-	if m := s.Members[name]; m != nil {
-		if m.Kind != MemberRegion {
-			return "", preconditionf("member_exists", "%q is already a %s member, not a region", name, m.Kind)
-		}
-		signer, _, err := verifyAuth(s, c.Auth, at, fresh, nil)
-		if err != nil {
-			return "", err
-		}
-		if signer == nil || signer.ID != name {
-			return "", forbiddenf("wrong_signer", "region %s must be updated with its own key, not with %s", name, memberName(signer))
-		}
-		return name, nil
-	}
-	if c.PublicKey == "" {
-		if c.Auth == nil || c.Auth.Signature == "" {
-			_, _, err := verifyAuth(s, c.Auth, at, fresh, nil)
-			return "", err
-		}
-		return "", invalidf("public_key_required", "region %s is new: its first registration must carry public_key and be signed by that key", name)
-	}
-	key, err := newKey(c.PublicKey, at)
-	if err != nil {
-		return "", err
-	}
-	if owner := s.KeyOwner(key.KeyID); owner != nil {
-		return "", preconditionf("key_in_use", "key %s already belongs to %s %s; every region has its own key", key.KeyID, owner.Kind, owner.ID)
-	}
-	if _, _, err := verifyAuth(s, c.Auth, at, fresh, key); err != nil {
-		return "", err
-	}
-	if c.Auth.KeyID != key.KeyID {
-		return "", forbiddenf("wrong_signer", "a new region proves possession of its key: sign with the key in public_key (%s)", key.KeyID)
-	}
-	return name, nil
+// Tenant is a tenant's placement: where its data lives and where it is
+// mirrored. Values stored in the FSM are never mutated.
+type Tenant struct {
+	ID         string            `json:"id"`
+	HomeRegion string            `json:"home_region"`
+	Mirrors    []string          `json:"mirrors,omitempty"`
+	Tables     []TenantTable     `json:"tables,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	// SyncMode is "async" (the default when empty) or "sync": in sync
+	// mode a commit in the home region returns only once a mirror has it
+	// (a quorum synchronous_standby_names, ANY 1 of the mirrors).
+	SyncMode string `json:"sync_mode,omitempty"`
+	// SyncFallback says what a sync tenant's home does when every mirror
+	// is down: "degrade" (the default) switches it to async after
+	// SyncDegradeAfterMS and records that in the audit chain; "wait"
+	// keeps commits waiting until a mirror is back.
+	SyncFallback string `json:"sync_fallback,omitempty"`
+	// SyncDegradeAfterMS bounds how long commits wait with every mirror
+	// down before a "degrade" tenant goes async (default 10000).
+	SyncDegradeAfterMS int    `json:"sync_degrade_after_ms,omitempty"`
+	CreatedAt          int64  `json:"created_at"`
+	UpdatedAt          int64  `json:"updated_at"`
+	CreateIndex        uint64 `json:"create_index"`
+	ModifyIndex        uint64 `json:"modify_index"`
 }

@@ -3,20 +3,16 @@ package fsm
 import (
 	"fmt"
 	"regexp"
+	"slices"
 )
 
-func init() {
-	registerCommand(MemberRegisterType, applyMemberRegister)
-	registerCommand(KeyRotateType, applyKeyRotate)
-	registerCommand(KeyRevokeType, applyKeyRevoke)
-	registerCommand(MemberDeleteType, applyMemberDelete)
-	registerCommand(TokenCreateType, applyTokenCreate)
-	registerCommand(TokenDeleteType, applyTokenDelete)
-	registerCommand(PolicySetType, applyPolicySet)
-	registerCommand(ApprovalCreateType, applyApprovalCreate)
-	registerCommand(ApprovalVoteType, applyApprovalVote)
-	registerCommand(ApprovalExpireType, applyApprovalExpire)
-	registerCommand(ServerKeySetType, applyServerKeySet)
+// ServerKeySet records a server's public key (the key it signs trust
+// bundles with), as the server gossips it. Only the leader issues it, from
+// Serf membership, which is authenticated by the gossip encryption key.
+type ServerKeySet struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"`
+	At        int64  `json:"at"`
 }
 
 func applyServerKeySet(s *State, e *Entry) (any, error) {
@@ -106,6 +102,16 @@ func touchTrust(s *State, e *Entry) {
 	s.touch(TableMembers, e.Index)
 }
 
+// MemberRegister adds an agent, approver or server member with its first
+// key. Auth must be signed by that key (proof of possession).
+type MemberRegister struct {
+	ID        string      `json:"id"`
+	Kind      string      `json:"kind"`
+	PublicKey string      `json:"public_key"`
+	Auth      *SignedAuth `json:"auth"`
+	At        int64       `json:"at"`
+}
+
 func applyMemberRegister(s *State, e *Entry) (any, error) {
 	var cmd MemberRegister
 	e.decode(&cmd)
@@ -141,6 +147,15 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 	recordNonce(s, cmd.Auth, cmd.At)
 	touchTrust(s, e)
 	return m, nil
+}
+
+// KeyRotate announces a member's new key, signed by one of its current
+// keys; the signing key stays valid for the policy's overlap window.
+type KeyRotate struct {
+	Member    string      `json:"member"`
+	PublicKey string      `json:"public_key"`
+	Auth      *SignedAuth `json:"auth"`
+	At        int64       `json:"at"`
 }
 
 func applyKeyRotate(s *State, e *Entry) (any, error) {
@@ -184,6 +199,13 @@ func applyKeyRotate(s *State, e *Entry) (any, error) {
 	return &m, nil
 }
 
+// KeyRevoke revokes a key at once, on every server, when committed.
+type KeyRevoke struct {
+	Member string `json:"member"`
+	KeyID  string `json:"key_id"`
+	At     int64  `json:"at"`
+}
+
 func applyKeyRevoke(s *State, e *Entry) (any, error) {
 	var cmd KeyRevoke
 	e.decode(&cmd)
@@ -205,6 +227,12 @@ func applyKeyRevoke(s *State, e *Entry) (any, error) {
 	s.Members[m.ID] = &m
 	touchTrust(s, e)
 	return &m, nil
+}
+
+// MemberDelete removes an agent, approver or server member and its keys.
+type MemberDelete struct {
+	ID string `json:"id"`
+	At int64  `json:"at"`
 }
 
 func applyMemberDelete(s *State, e *Entry) (any, error) {
@@ -229,6 +257,12 @@ func deleteMember(s *State, e *Entry, m *Member) {
 	touchTrust(s, e)
 }
 
+// TokenCreate stores a new API token (only its secret's SHA-256).
+type TokenCreate struct {
+	Token Token `json:"token"`
+	At    int64 `json:"at"`
+}
+
 func applyTokenCreate(s *State, e *Entry) (any, error) {
 	var cmd TokenCreate
 	e.decode(&cmd)
@@ -250,6 +284,12 @@ func applyTokenCreate(s *State, e *Entry) (any, error) {
 	return &t, nil
 }
 
+// TokenDelete revokes a token.
+type TokenDelete struct {
+	Accessor string `json:"accessor"`
+	At       int64  `json:"at"`
+}
+
 func applyTokenDelete(s *State, e *Entry) (any, error) {
 	var cmd TokenDelete
 	e.decode(&cmd)
@@ -261,6 +301,12 @@ func applyTokenDelete(s *State, e *Entry) (any, error) {
 	delete(s.tokenHashes, t.SecretHash)
 	s.touch(TableTokens, e.Index)
 	return &Deleted{Kind: "token", Name: cmd.Accessor, At: cmd.At}, nil
+}
+
+// PolicySet replaces the trust and approval policy.
+type PolicySet struct {
+	Policy Policy `json:"policy"`
+	At     int64  `json:"at"`
 }
 
 func applyPolicySet(s *State, e *Entry) (any, error) {
@@ -326,6 +372,17 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (acti
 	},
 }
 
+// ApprovalCreate records a gated action as a pending approval.
+type ApprovalCreate struct {
+	ID          string `json:"id"`
+	Action      string `json:"action"`
+	Summary     string `json:"summary"`
+	CommandType uint8  `json:"command_type"`
+	Command     []byte `json:"command"`
+	RequestedBy string `json:"requested_by"`
+	At          int64  `json:"at"`
+}
+
 func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	var cmd ApprovalCreate
 	e.decode(&cmd)
@@ -365,6 +422,13 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	return a, nil
 }
 
+// ApprovalVote is an approver's signed approval of a pending action.
+type ApprovalVote struct {
+	ID   string      `json:"id"`
+	Auth *SignedAuth `json:"auth"`
+	At   int64       `json:"at"`
+}
+
 func applyApprovalVote(s *State, e *Entry) (any, error) {
 	var cmd ApprovalVote
 	e.decode(&cmd)
@@ -384,7 +448,7 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	if signer.Kind != MemberApprover {
 		return nil, forbiddenf("not_an_approver", "%s %s is not an approver", signer.Kind, signer.ID)
 	}
-	if len(old.Approvers) > 0 && !contains(old.Approvers, signer.ID) {
+	if len(old.Approvers) > 0 && !slices.Contains(old.Approvers, signer.ID) {
 		return nil, forbiddenf("not_an_approver", "approver %s is not among the approvers of %s (%v)", signer.ID, old.Action, old.Approvers)
 	}
 	for _, v := range old.Votes {
@@ -410,6 +474,12 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	return &a, nil
 }
 
+// ApprovalExpire marks pending approvals whose time has passed as expired.
+type ApprovalExpire struct {
+	IDs []string `json:"ids"`
+	At  int64    `json:"at"`
+}
+
 func applyApprovalExpire(s *State, e *Entry) (any, error) {
 	var cmd ApprovalExpire
 	e.decode(&cmd)
@@ -429,13 +499,4 @@ func applyApprovalExpire(s *State, e *Entry) (any, error) {
 	}
 	s.touch(TableApprovals, e.Index)
 	return map[string]int{"expired": n}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

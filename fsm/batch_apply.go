@@ -5,17 +5,6 @@ import (
 	"fmt"
 )
 
-// BatchType is a log entry that carries several commands, committed
-// together: the leader groups concurrent writes of different objects into
-// one entry, so that one raft round (one fsync on each server, one
-// AppendEntries) carries them all. The commands apply in order at the
-// entry's index; each has its own result, and a rejected one changes
-// nothing while the others apply. Every command in a batch has the same
-// raft index, so the leader never puts two commands for the same object in
-// one batch (BatchKey): an object's modify index still changes with every
-// write to it.
-const BatchType MessageType = 40
-
 // batchCodec is the layout of a batch body: uvarint count, then per
 // command uvarint length and the encoded command (type, codec, body).
 const batchCodec byte = 1
