@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -360,5 +361,69 @@ func TestComputePlan(t *testing.T) {
 	delete(st.Regions, "r1")
 	if p := cluster.ComputePlan(st); p == nil || len(p.Delete) != 1 || len(p.Create) != 0 {
 		t.Fatalf("a deleted region must delete its probe: %+v", p)
+	}
+}
+
+// TestRestoreRaisesTaskGenerations: a snapshot saved while an agent runs
+// a task at generation G0 is restored after the agent has seen a later
+// generation of that task. Fencing tokens only grow: the restore gives
+// every task a generation above anything issued before it, and the agent,
+// alive throughout, runs the restored task again instead of refusing it as
+// stale.
+func TestRestoreRaisesTaskGenerations(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	registerRegion(t, c, "r1", c.Nodes[1].URL)
+	c.AddAgent("r1-a1", "r1")
+	saved := probeTask(t, c, "r1", "")
+	ctx := testcluster.Ctx(t, time.Minute)
+	var archive bytes.Buffer
+	tu.Eventually(t, 20*time.Second, func() error {
+		archive.Reset()
+		_, err := c.WaitLeader().Client.SnapshotSave(ctx, &archive)
+		return err
+	})
+
+	// The task is deleted and made again: the agent sees a later generation.
+	if err := c.WaitLeader().Client.DeleteRegion(ctx, "r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, 15*time.Second, func() error {
+		tasks, _, err := c.WaitLeader().Client.Tasks(ctx, "r1", "probe", "", nil)
+		if err != nil || len(tasks) != 0 {
+			return fmt.Errorf("probe task of a deleted region: %d (%v)", len(tasks), err)
+		}
+		return nil
+	})
+	registerRegion(t, c, "r1", c.Nodes[1].URL)
+	later := probeTask(t, c, "r1", "")
+	if later.Generation <= saved.Generation {
+		t.Fatalf("the re-made task is at generation %d, not past %d", later.Generation, saved.Generation)
+	}
+
+	tu.Eventually(t, 20*time.Second, func() error {
+		_, err := c.WaitLeader().Client.SnapshotRestore(ctx, bytes.NewReader(archive.Bytes()))
+		return err
+	})
+	tu.Eventually(t, 15*time.Second, func() error {
+		tasks, _, err := c.WaitLeader().Client.Tasks(ctx, "", "", "", nil)
+		if err != nil {
+			return err
+		}
+		for _, tk := range tasks {
+			if tk.Generation <= later.Generation {
+				return fmt.Errorf("task %s at generation %d after the restore, not past %d", tk.ID, tk.Generation, later.Generation)
+			}
+			if tk.Agent != "r1-a1" || tk.Status != fsm.TaskRunning {
+				return fmt.Errorf("task %s on %q is %s after the restore", tk.ID, tk.Agent, tk.Status)
+			}
+		}
+		if len(tasks) == 0 {
+			return fmt.Errorf("no task after the restore")
+		}
+		return nil
+	})
+	ag, _, err := c.WaitLeader().Client.Agents(ctx, "r1", nil)
+	if err != nil || len(ag) != 1 || ag[0].Status != fsm.AgentAlive {
+		t.Fatalf("agents after the restore: %+v (%v)", ag, err)
 	}
 }

@@ -156,7 +156,28 @@ func (s *Server) schedulerRoutine(ctx context.Context) error {
 	for {
 		watch := s.fsm.WatchCh()
 		var plan *fsm.TaskPlan
-		s.fsm.Read(func(st *fsm.State) { plan = ComputePlan(st) })
+		var refence bool
+		s.fsm.Read(func(st *fsm.State) {
+			if refence = st.RefencePending; !refence {
+				plan = ComputePlan(st)
+			}
+		})
+		if refence {
+			// A user's snapshot was restored: its tasks carry generations
+			// agents have already passed. Raise them all before placing
+			// anything (fencing tokens only grow).
+			if err := s.applyQuiet(ctx, fsm.TasksRefenceType, fsm.TasksRefence{At: time.Now().UnixNano(), Reason: "snapshot restored"}); err != nil {
+				s.logger.Warn("scheduler: tasks not refenced after a restore; retrying", "error", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+			} else {
+				s.logger.Info("scheduler: every task has a new generation after a snapshot restore")
+			}
+			continue
+		}
 		if plan != nil {
 			plan.At = time.Now().UnixNano()
 			res, err := s.Apply(ctx, fsm.TaskPlanType, plan)

@@ -218,10 +218,41 @@ func (s *Server) RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error) {
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
+	// Restored into a running federation, the snapshot's tasks carry the
+	// generations of the day it was saved: marked, the leader's scheduler
+	// gives them new ones before it places anything.
+	if state, err = fsm.MarkRestored(state); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
 	meta := *am.Raft
+	meta.Size = int64(len(state))
 	if err := s.raft.Restore(&meta, bytes.NewReader(state), restoreTimeout); err != nil {
 		return nil, classifyApplyError(err)
 	}
 	s.logger.Info("restored snapshot", "from_node", am.Node, "audit_head", am.AuditHead)
+	s.waitRefenced(restoreTimeout)
 	return am.summary(), nil
+}
+
+// waitRefenced waits (up to timeout) until the scheduler has refenced the
+// tasks of a restored snapshot, so that the restore's caller sees tasks
+// agents will take. A leader lost meanwhile leaves it to the next one.
+func (s *Server) waitRefenced(timeout time.Duration) {
+	deadline := time.After(timeout)
+	for {
+		watch := s.fsm.WatchCh()
+		var pending bool
+		s.fsm.Read(func(st *fsm.State) { pending = st.RefencePending })
+		if !pending {
+			return
+		}
+		select {
+		case <-watch:
+		case <-deadline:
+			s.logger.Warn("restored snapshot: tasks not refenced yet; the leader's scheduler will")
+			return
+		case <-s.shutdownCtx.Done():
+			return
+		}
+	}
 }

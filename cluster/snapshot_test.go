@@ -60,11 +60,27 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		}
 		return err
 	})
-	if got := mustView(t, b.WaitLeader(), "linearizable"); !reflect.DeepEqual(got, want) {
-		t.Fatalf("B after restore holds %v, want A's %v", got, want)
+	// B holds A's regions and tenants; its audit chain goes on from A's
+	// head, and the restore itself is on it: the scheduler's refence of
+	// A's tasks (their generations must pass what agents saw).
+	b.Settle()
+	got := mustView(t, b.WaitLeader(), "linearizable")
+	if !reflect.DeepEqual(got.Regions, want.Regions) || !reflect.DeepEqual(got.Tenants, want.Tenants) || got.Index <= want.Index {
+		t.Fatalf("B after restore holds %v, want A's %v and a later index", got, want)
+	}
+	audit, err := b.WaitLeader().Client.Audit(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refenced := false
+	for _, e := range audit.Recent {
+		refenced = refenced || e.Type == "tasks_refence" && e.Index > want.Index
+	}
+	if !refenced {
+		t.Fatalf("no tasks_refence after the restore in the audit chain: %+v", audit.Recent)
 	}
 	for _, n := range b.Running() {
-		waitView(t, n, want)
+		waitView(t, n, got)
 	}
 	refuseCorrupt(t, b, archive.Bytes())
 

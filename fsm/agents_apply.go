@@ -375,3 +375,35 @@ func agentSigner(s *State, node string, auth *SignedAuth, at int64) error {
 	}
 	return nil
 }
+
+// TasksRefence gives every task a new generation, the entry's index: above
+// every generation issued before it, so that no agent refuses an
+// assignment as stale and no report fenced by an older generation is
+// taken. The leader commits it after restoring a user's snapshot, whose
+// tasks carry the generations of the day it was saved (fencing tokens must
+// only grow), and clears State.RefencePending with it. Assignments stay as
+// they are; each agent restarts its tasks under the new generation.
+type TasksRefence struct {
+	At     int64  `json:"at"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func applyTasksRefence(s *State, e *Entry) (any, error) {
+	var cmd TasksRefence
+	e.decode(&cmd)
+	nodes := map[string]bool{}
+	for id, t := range s.Tasks {
+		c := *t
+		c.Generation, c.Term, c.ModifyIndex = e.Index, e.Term, e.Index
+		s.Tasks[id] = &c
+		if c.Agent != "" {
+			nodes[c.Agent] = true
+		}
+	}
+	s.RefencePending = false
+	s.touch(TableTasks, e.Index)
+	for n := range nodes {
+		s.touch(AgentTasksTable(n), e.Index)
+	}
+	return map[string]any{"tasks": len(s.Tasks), "generation": e.Index}, nil
+}

@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -39,6 +41,15 @@ func agentRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *Ap
 		}
 		if h := s.RegionHealth("us-east"); h.Status != HealthHealthy || h.Probe == nil || h.Probe.LatencyMS != 3 {
 			t.Fatalf("health after a good probe: %+v", h)
+		}
+	})
+	check(TasksRefenceType, TasksRefence{At: 54, Reason: "test"}, func(s *State, res *ApplyResult) {
+		tk := s.Tasks["probe/us-east"]
+		if tk.Generation != res.Index || tk.Generation <= gen || tk.Agent != "a1" || tk.ModifyIndex != res.Index {
+			t.Fatalf("task after refence (generation %d before): %+v", gen, tk)
+		}
+		if s.TableIndex(AgentTasksTable("a1")) != res.Index || s.RefencePending {
+			t.Fatal("refence did not wake the agent's watch or left the restore mark")
 		}
 	})
 	check(AgentLeaveType, AgentLeave{Node: "a1", At: 54}, func(s *State, res *ApplyResult) {
@@ -192,5 +203,54 @@ func TestRegionHealth(t *testing.T) {
 	report(`{"ok":true,"latency_ms":2}`)
 	if got := health("us-east"); got.Status != HealthHealthy {
 		t.Fatalf("good probe, all alive: %+v", got)
+	}
+}
+
+// TestRestoredSnapshotIsRefenced: a user's snapshot restored with
+// MarkRestored carries the mark until TasksRefence raises every task's
+// generation above what agents saw; a report fenced by the snapshot's
+// generation is refused afterwards.
+func TestRestoredSnapshotIsRefenced(t *testing.T) {
+	h := agentHarness(t)
+	var saved bytes.Buffer
+	var oldGen uint64
+	h.f.Read(func(s *State) {
+		oldGen = s.Tasks["t1"].Generation
+		if err := WriteSnapshot(&saved, s); err != nil {
+			t.Fatal(err)
+		}
+	})
+	marked, err := MarkRestored(saved.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.Restore(io.NopCloser(bytes.NewReader(marked))); err != nil {
+		t.Fatal(err)
+	}
+	h.f.Read(func(s *State) {
+		if !s.RefencePending {
+			t.Fatal("a restored user snapshot is not marked for refencing")
+		}
+	})
+	res := h.mustApply(TasksRefenceType, TasksRefence{At: 2})
+	h.f.Read(func(s *State) {
+		for id, tk := range s.Tasks {
+			if tk.Generation != res.Index || tk.Generation <= oldGen {
+				t.Fatalf("task %s at generation %d after refence at %d", id, tk.Generation, res.Index)
+			}
+		}
+		if s.RefencePending {
+			t.Fatal("the mark stayed after the refence")
+		}
+	})
+	rep := h.mustApply(AgentReportType, AgentReport{Node: "a1", At: 3, Tasks: []TaskReport{{ID: "t1", Generation: oldGen, Status: TaskRunning}}})
+	if r := rep.Value.(*ReportResult); r.Applied != 0 {
+		t.Fatalf("a report fenced by the pre-restore generation was applied: %+v", r)
+	}
+	var again bytes.Buffer
+	h.f.Read(func(s *State) { _ = WriteSnapshot(&again, s) })
+	back, err := ReadSnapshot(&again)
+	if err != nil || back.RefencePending {
+		t.Fatalf("a refenced state's snapshot: %v, pending %v", err, back != nil && back.RefencePending)
 	}
 }

@@ -42,6 +42,7 @@ var typeBlocks = []typeBlock{
 	{40, 49, "log envelopes: entries that carry other commands"},
 	{50, 59, "compliance and reports"},
 	{60, 79, "disaster recovery and failover"},
+	{80, 89, "agents and tasks, continued (1-9 is full)"},
 }
 
 // Command types, by block.
@@ -75,6 +76,9 @@ const (
 	TenantSyncStateType   MessageType = 31
 	GlobalTableUpsertType MessageType = 32
 	GlobalTableDeleteType MessageType = 33
+
+	// 80-89: agents and tasks, continued (agents_apply.go).
+	TasksRefenceType MessageType = 80
 )
 
 // BatchType is a log entry that carries several commands, committed
@@ -121,6 +125,8 @@ var typeNames = map[MessageType]string{
 	GlobalTableUpsertType: "global_table_upsert",
 	GlobalTableDeleteType: "global_table_delete",
 
+	TasksRefenceType: "tasks_refence",
+
 	BatchType: "batch",
 }
 
@@ -162,6 +168,8 @@ func init() {
 	registerCommand(TenantSyncStateType, applyTenantSyncState)
 	registerCommand(GlobalTableUpsertType, applyGlobalTableUpsert)
 	registerCommand(GlobalTableDeleteType, applyGlobalTableDelete)
+
+	registerCommand(TasksRefenceType, applyTasksRefence)
 }
 
 // applyFn applies one command entry to s. A returned error must be an

@@ -132,6 +132,8 @@ func newCommand(t MessageType) any {
 		return &GlobalTableUpsert{}
 	case GlobalTableDeleteType:
 		return &GlobalTableDelete{}
+	case TasksRefenceType:
+		return &TasksRefence{}
 	case MemberRegisterType:
 		return &MemberRegister{}
 	case KeyRotateType:

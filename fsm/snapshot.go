@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +34,8 @@ type snapshotDoc struct {
 	TrustSeq  uint64            `json:"trust_seq,omitempty"`
 	Nonces    []nonceEntry      `json:"nonces,omitempty"`
 	Applied   uint64            `json:"applied_index,omitempty"`
+	// RefencePending: see State.RefencePending.
+	RefencePending bool `json:"refence_pending,omitempty"`
 
 	Databases    []*RegionDatabase  `json:"databases,omitempty"`
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
@@ -78,6 +81,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Nonces:    s.liveNonces(),
 		Applied:   s.applied,
 
+		RefencePending: s.RefencePending,
+
 		Databases:    s.SortedDatabases(),
 		SyncStates:   s.SortedSyncStates(),
 		GlobalTables: s.SortedGlobalTables(),
@@ -103,6 +108,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	}
 	s := newState()
 	s.Index, s.AuditHead, s.Audit, s.applied = doc.Index, doc.AuditHead, doc.Audit, doc.Applied
+	s.RefencePending = doc.RefencePending
 	if len(s.AuditHead) != 64 {
 		return nil, fmt.Errorf("snapshot audit head %q is not a sha256", s.AuditHead)
 	}
@@ -190,4 +196,22 @@ func readReplicationSnapshot(doc *snapshotDoc, s *State) error {
 		s.GlobalTables[g.Name] = g
 	}
 	return nil
+}
+
+// MarkRestored returns the snapshot with RefencePending set: the form in
+// which a user's snapshot is restored into a running federation. The
+// tasks in it carry generations from when it was saved, below what the
+// agents have seen since; the leader's TasksRefence raises them all (see
+// cluster.Server.RestoreSnapshot).
+func MarkRestored(snapshot []byte) ([]byte, error) {
+	s, err := ReadSnapshot(bytes.NewReader(snapshot))
+	if err != nil {
+		return nil, err
+	}
+	s.RefencePending = true
+	var b bytes.Buffer
+	if err := WriteSnapshot(&b, s); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }

@@ -46,6 +46,11 @@ type State struct {
 	Nonces     map[string]int64
 	nonceQueue []nonceEntry
 
+	// RefencePending is set in a state restored from a user's snapshot
+	// (MarkRestored) until a TasksRefence command gives every task a
+	// generation above anything issued before the restore.
+	RefencePending bool
+
 	// applied is the FSM's applied index when the state was captured for a
 	// snapshot (and restored from one).
 	applied uint64
@@ -166,6 +171,8 @@ func (s *State) clone() *State {
 		Policy:       s.Policy,
 		TrustSeq:     s.TrustSeq,
 		Nonces:       make(map[string]int64, len(s.Nonces)),
+
+		RefencePending: s.RefencePending,
 
 		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}
