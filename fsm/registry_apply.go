@@ -1,5 +1,7 @@
 package fsm
 
+import "strings"
+
 // Deleted is the apply result of a deletion.
 type Deleted struct {
 	Kind string `json:"kind"`
@@ -197,16 +199,43 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 	return &Deleted{Kind: "tenant", Name: cmd.ID, At: cmd.At}, nil
 }
 
-// RegionUpsertAction returns the approvable action a region write is: the
-// registration of a production region (new, or moved to production), or "".
+// RegionUpsertAction returns the approvable action a region write is, or
+// "": the registration of a production region (new, or moved to
+// production), and any change of what approvers approved to a region that
+// is production now (its tier, URL or status; its key: KeyRotateAction).
+// Such a change needs the same approvals as the registration, so that the
+// region's own key cannot undo an approval, for instance by downgrading
+// the region to staging and back.
 func RegionUpsertAction(s *State, r *Region) string {
-	if r.Tier != TierProduction {
-		return ""
-	}
-	if old := s.Regions[r.Name]; old != nil && old.Tier == TierProduction {
+	if RegionUpsertChange(s, r) == "" {
 		return ""
 	}
 	return ActionRegisterProductionRegion
+}
+
+// RegionUpsertChange describes the approval-guarded change a region write
+// makes ("" when it makes none): "new production region", or the fields of
+// a production region it changes, "tier production -> staging".
+func RegionUpsertChange(s *State, r *Region) string {
+	old := s.Regions[r.Name]
+	if old == nil || old.Tier != TierProduction {
+		if r.Tier != TierProduction {
+			return ""
+		}
+		if old == nil {
+			return "new production region"
+		}
+		return "tier " + old.Tier + " -> " + r.Tier
+	}
+	var changes []string
+	for _, f := range []struct{ name, from, to string }{
+		{"tier", old.Tier, r.Tier}, {"url", old.URL, r.URL}, {"status", old.Status, r.Status},
+	} {
+		if f.from != f.to {
+			changes = append(changes, f.name+" "+f.from+" -> "+f.to)
+		}
+	}
+	return strings.Join(changes, ", ")
 }
 
 // regionSigner checks that a region write is signed by the region: by one

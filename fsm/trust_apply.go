@@ -165,12 +165,17 @@ func applyKeyRotate(s *State, e *Entry) (any, error) {
 	if old == nil {
 		return nil, notFoundf("member_not_found", "member %q does not exist", cmd.Member)
 	}
-	signer, signKey, err := verifyAuth(s, cmd.Auth, cmd.At, true, nil)
+	signer, signKey, err := verifyAuth(s, cmd.Auth, cmd.At, !e.Approved, nil)
 	if err != nil {
 		return nil, err
 	}
 	if signer.ID != old.ID {
 		return nil, forbiddenf("wrong_signer", "a key rotation of %s must be signed by one of its own current keys, not by %s %s", old.ID, signer.Kind, signer.ID)
+	}
+	if action := KeyRotateAction(s, cmd.Member); action != "" {
+		if err := requireApproval(s, e, action); err != nil {
+			return nil, err
+		}
 	}
 	key, err := newKey(cmd.PublicKey, cmd.At)
 	if err != nil {
@@ -194,7 +199,9 @@ func applyKeyRotate(s *State, e *Entry) (any, error) {
 	m.ModifyIndex = e.Index
 	s.Members[m.ID] = &m
 	s.keyOwners[key.KeyID] = m.ID
-	recordNonce(s, cmd.Auth, cmd.At)
+	if !e.Approved {
+		recordNonce(s, cmd.Auth, cmd.At)
+	}
 	touchTrust(s, e)
 	return &m, nil
 }
@@ -363,6 +370,20 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (acti
 		}
 		return ActionDeregisterRegion, "", nil, nil
 	},
+	KeyRotateType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+		var c KeyRotate
+		if err := decodeBody(codecJSON, body, &c); err != nil {
+			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
+		}
+		signer, _, err := verifyAuth(s, c.Auth, at, true, nil)
+		if err != nil {
+			return "", "", nil, err
+		}
+		if signer.ID != c.Member {
+			return "", "", nil, forbiddenf("wrong_signer", "a key rotation of %s must be signed by one of its own current keys, not by %s %s", c.Member, signer.Kind, signer.ID)
+		}
+		return KeyRotateAction(s, c.Member), signer.ID, c.Auth, nil
+	},
 	KeyRevokeType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
 		var c KeyRevoke
 		if err := decodeBody(codecJSON, body, &c); err != nil {
@@ -499,4 +520,18 @@ func applyApprovalExpire(s *State, e *Entry) (any, error) {
 	}
 	s.touch(TableApprovals, e.Index)
 	return map[string]int{"expired": n}, nil
+}
+
+// KeyRotateAction returns the approvable action a key rotation of member
+// is: a new key of a production region is a change of what approvers
+// approved (RegionUpsertAction), so it needs the same approvals; any other
+// rotation needs none ("").
+func KeyRotateAction(s *State, member string) string {
+	if m := s.Members[member]; m == nil || m.Kind != MemberRegion {
+		return ""
+	}
+	if r := s.Regions[member]; r != nil && r.Tier == TierProduction {
+		return ActionRegisterProductionRegion
+	}
+	return ""
 }

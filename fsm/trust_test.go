@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -291,4 +292,94 @@ func TestNoncesArePrunedAfterTheirWindow(t *testing.T) {
 	if n > 2 {
 		t.Fatalf("%d nonces remembered; those older than twice the skew (600 s) must be forgotten", n)
 	}
+}
+
+// TestProductionRegionChangesNeedApproval: once approvers approved a
+// production region, its own key cannot change what they approved (tier,
+// URL, status, key) without the same approvals; other fields (labels)
+// stay the region's to change.
+func TestProductionRegionChangesNeedApproval(t *testing.T) {
+	const now = int64(5_000_000e9)
+	h := newHarness(t)
+	for _, a := range []string{"alice", "bob"} {
+		if res := h.register(a, MemberApprover, now); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	n := 0
+	approve := func(typ MessageType, cmd any, at int64) *ApplyResult {
+		t.Helper()
+		n++
+		id := fmt.Sprintf("appr-change-%d", n)
+		data, _ := EncodeJSON(typ, h.autosign(cmd))
+		h.mustApply(ApprovalCreateType, ApprovalCreate{ID: id, Action: ActionRegisterProductionRegion, Summary: "change prod-1",
+			CommandType: uint8(typ), Command: data[2:], At: at})
+		h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.sign("alice", []byte("approve "+id), at), At: at})
+		return h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.sign("bob", []byte("approve "+id), at), At: at})
+	}
+	prod := testRegion("prod-1")
+	prod.Tier = TierProduction
+	if a := approve(RegionUpsertType, RegionUpsert{Region: prod, At: now}, now).Value.(*Approval); a.Status != ApprovalApplied {
+		t.Fatalf("production registration: %+v", a)
+	}
+	update := func(r Region, at int64) *ApplyResult {
+		return h.apply(RegionUpsertType, RegionUpsert{Region: r, At: at, Auth: h.sign("prod-1", []byte("update"), at)})
+	}
+	for i, change := range []struct {
+		field string
+		edit  func(r *Region)
+	}{
+		{"tier", func(r *Region) { r.Tier = TierStaging }},
+		{"url", func(r *Region) { r.URL = "https://elsewhere.example.com:8401" }},
+		{"status", func(r *Region) { r.Status = RegionDraining }},
+	} {
+		r := prod
+		change.edit(&r)
+		before := snapshotBytes(t, h.f)
+		at := now + int64(i+1)*1e9
+		res := update(r, at)
+		if codeOf(res.Err) != "approval_required" || !strings.Contains(res.Err.Error(), ActionRegisterProductionRegion) {
+			t.Fatalf("%s of a production region with its own key: %v, want approval_required naming %s", change.field, res.Err, ActionRegisterProductionRegion)
+		}
+		if string(before) != string(snapshotBytes(t, h.f)) {
+			t.Fatalf("a refused %s change changed the state", change.field)
+		}
+		var s0 *State
+		h.f.Read(func(s *State) { s0 = s })
+		if got := RegionUpsertChange(s0, &r); !strings.HasPrefix(got, change.field+" ") {
+			t.Fatalf("the change is described as %q, want it to name %s", got, change.field)
+		}
+	}
+	labels := prod
+	labels.Labels = map[string]string{"env": "prod", "team": "edge"}
+	if res := update(labels, now+10e9); res.Err != nil {
+		t.Fatalf("a label change needs no approval: %v", res.Err)
+	}
+
+	next := h.key("prod-1-next")
+	rotate := KeyRotate{Member: "prod-1", PublicKey: string(next.PublicPEM), Auth: h.sign("prod-1", []byte("rotate"), now+11e9), At: now + 11e9}
+	if res := h.apply(KeyRotateType, rotate); codeOf(res.Err) != "approval_required" {
+		t.Fatalf("a production region's key rotation without approval: %v", res.Err)
+	}
+	rotate.Auth = h.sign("prod-1", []byte("rotate"), now+12e9)
+	rotate.At = now + 12e9
+	if a := approve(KeyRotateType, rotate, now+12e9).Value.(*Approval); a.Status != ApprovalApplied {
+		t.Fatalf("approved key rotation: %+v", a)
+	}
+	h.f.Read(func(s *State) {
+		if s.KeyOwner(next.KeyID) == nil || s.KeyOwner(next.KeyID).ID != "prod-1" {
+			t.Fatal("the approved rotation did not add the key")
+		}
+	})
+	staging := prod
+	staging.Tier = TierStaging
+	staging.Labels = labels.Labels
+	if a := approve(RegionUpsertType, RegionUpsert{Region: staging, At: now + 13e9, Auth: h.sign("prod-1", []byte("down"), now+13e9)}, now+13e9).Value.(*Approval); a.Status != ApprovalApplied {
+		t.Fatalf("approved downgrade: %+v", a)
+	}
+	h.f.Read(func(s *State) {
+		if s.Regions["prod-1"].Tier != TierStaging {
+			t.Fatal("the approved downgrade was not applied")
+		}
+	})
 }
