@@ -251,10 +251,6 @@ func maxIndex(idx ...uint64) uint64 {
 	return m
 }
 
-func notFound(code, msg string) error {
-	return &apiError{status: http.StatusNotFound, code: code, message: msg}
-}
-
 // quote quotes a user-supplied name for an error message, truncated so a
 // huge name cannot bloat the response.
 func quote(s string) string {

@@ -70,7 +70,7 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if identityOf(r).Role == fsm.RoleAgent && in.Kind != fsm.MemberAgent {
-		writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden_role", message: "an agent token may only register agent keys"})
+		writeError(w, forbidden("forbidden_role", "an agent token may only register agent keys"))
 		return
 	}
 	auth, err := signedAuth(r, body, in.Envelope)
@@ -185,7 +185,7 @@ type SignedBundle struct {
 // key (itself in the bundle), so a region can verify what it fetched.
 func (a *API) trustBundle(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Signer == nil {
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "no_server_key", message: "this server has no signing key"})
+		writeError(w, unavailable("no_server_key", "this server has no signing key"))
 		return
 	}
 	now := a.now().UnixNano()
