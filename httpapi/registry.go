@@ -8,21 +8,8 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
-
-// RegionView is a region with its derived health.
-type RegionView struct {
-	*fsm.Region
-	Health fsm.RegionHealth `json:"health"`
-	// Database is the region's PostgreSQL endpoint as its agents report it
-	// (host, port, database; never a credential).
-	Database *fsm.DatabaseEndpoint `json:"database,omitempty"`
-}
-
-// RegionList answers GET /region/list and GET /v1/regions.
-type RegionList struct {
-	Regions []RegionView `json:"regions"`
-}
 
 // regionInput is a region write's body: a region, plus the read-only fields
 // a GET returns, accepted and ignored so a read-modify-write round trip
@@ -34,16 +21,22 @@ type regionInput struct {
 	// PublicKey is the region's key, required on its first registration,
 	// which it must sign (proof of possession).
 	PublicKey string `json:"public_key,omitempty"`
-	Envelope
+	wire.Envelope
 }
 
-func regionViews(s *fsm.State) []RegionView {
+func regionViews(s *fsm.State) []wire.RegionView {
 	regs := s.SortedRegions()
-	out := make([]RegionView, len(regs))
+	out := make([]wire.RegionView, len(regs))
 	for i, r := range regs {
-		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
+		out[i] = regionView(s, r)
 	}
 	return out
+}
+
+// regionView is a region as the API shows it: a copy of the stored value,
+// with its health and database endpoint.
+func regionView(s *fsm.State, r *fsm.Region) wire.RegionView {
+	return wire.RegionView{Region: *r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
 }
 
 func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
@@ -52,18 +45,6 @@ func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
 		return &ep
 	}
 	return nil
-}
-
-// TenantList answers GET /v1/tenants.
-type TenantList struct {
-	Tenants []*fsm.Tenant `json:"tenants"`
-}
-
-// DeleteResponse answers a successful DELETE.
-type DeleteResponse struct {
-	Deleted string `json:"deleted"`
-	Name    string `json:"name"`
-	Index   uint64 `json:"index"`
 }
 
 // decodeWrite reads and strictly decodes a write's body into v, and its
@@ -135,7 +116,7 @@ func createdOrOK(create, modify uint64) int {
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
+		return wire.RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
 	})
 }
 
@@ -147,7 +128,7 @@ func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return RegionView{Region: reg, Health: s.RegionHealth(name), Database: regionEndpoint(s, name)}, idx, nil
+		return regionView(s, reg), idx, nil
 	})
 }
 
@@ -167,7 +148,7 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 		return fsm.ActionDeregisterRegion
 	}
 	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, "deregister region "+name, nil, at, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
 	})
 }
 
@@ -176,7 +157,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
 		all := s.SortedTenants()
 		if region == "" {
-			return TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
+			return wire.TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
 		}
 		out := make([]*fsm.Tenant, 0)
 		for _, t := range all {
@@ -184,7 +165,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 				out = append(out, t)
 			}
 		}
-		return TenantList{Tenants: out}, s.TableIndex(fsm.TableTenants), nil
+		return wire.TenantList{Tenants: out}, s.TableIndex(fsm.TableTenants), nil
 	})
 }
 
@@ -235,7 +216,7 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd := fsm.TenantDelete{ID: id, CAS: cas, At: a.stamp()}
 	a.write(w, r, nil, fsm.TenantDeleteType, cmd, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
 	})
 }
 
