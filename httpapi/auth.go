@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -78,11 +79,7 @@ func (a *API) auth(roles []string, h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		allowed := false
-		for _, role := range roles {
-			allowed = allowed || role == id.Role
-		}
-		if !allowed {
+		if !slices.Contains(roles, id.Role) {
 			a.metrics.authFailures.WithLabelValues("role").Inc()
 			writeError(w, forbidden("forbidden_role",
 				fmt.Sprintf("a %s token may not do this; it needs one of: %s", id.Role, strings.Join(roles, ", "))))

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestReadConsistency(t *testing.T) {
 					t.Fatalf("X-Atomfed-Index went back from %d to %d", last, r.Index())
 				}
 				last = r.Index()
-				if !contains(tenantIDs(t, r), "stale") || r.Index() < wrote.ModifyIndex {
+				if !slices.Contains(tenantIDs(t, r), "stale") || r.Index() < wrote.ModifyIndex {
 					return fmt.Errorf("follower has not applied index %d yet (at %d)", wrote.ModifyIndex, r.Index())
 				}
 				return nil

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/gorilla/mux"
@@ -161,7 +162,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 		}
 		out := make([]*fsm.Tenant, 0)
 		for _, t := range all {
-			if t.HomeRegion == region || contains(t.Mirrors, region) {
+			if t.HomeRegion == region || slices.Contains(t.Mirrors, region) {
 				out = append(out, t)
 			}
 		}
@@ -239,13 +240,4 @@ func quote(s string) string {
 		s = s[:80] + "..."
 	}
 	return strconv.Quote(s)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

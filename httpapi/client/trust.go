@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -242,19 +243,12 @@ func (c *Client) TrustBundle(ctx context.Context, pinned ...string) (*wire.Trust
 	if err := c.decode(bytes.NewReader(sb.Bundle), &b); err != nil {
 		return nil, fmt.Errorf("decode the trust bundle: %w", err)
 	}
-	listed := false
-	for _, k := range b.Keys {
-		listed = listed || (k.KeyID == sb.KeyID && k.Kind == fsm.MemberServer)
-	}
+	listed := slices.ContainsFunc(b.Keys, func(k wire.BundleKey) bool { return k.KeyID == sb.KeyID && k.Kind == fsm.MemberServer })
 	if !listed {
 		return nil, fmt.Errorf("%w: key %s is not a server key of the bundle", ErrBundleSignature, sb.KeyID)
 	}
 	if len(pinned) > 0 {
-		ok := false
-		for _, p := range pinned {
-			ok = ok || p == sb.KeyID
-		}
-		if !ok {
+		if !slices.Contains(pinned, sb.KeyID) {
 			return nil, fmt.Errorf("%w: signed by %s, not a pinned server key", ErrBundleSignature, sb.KeyID)
 		}
 	}
