@@ -312,10 +312,10 @@ func (c *Client) RegisterRegionGated(ctx context.Context, r *fsm.Region, cas *ui
 	}
 	if m.Status == http.StatusAccepted {
 		var a fsm.Approval
-		return nil, &a, json.Unmarshal(raw, &a)
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
 	}
 	var out fsm.Region
-	return &out, nil, json.Unmarshal(raw, &out)
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // Regions lists the regions.

@@ -139,10 +139,10 @@ func (c *Client) RevokeKey(ctx context.Context, member, keyID string) (*fsm.Memb
 	}
 	if m.Status == http.StatusAccepted {
 		var a fsm.Approval
-		return nil, &a, json.Unmarshal(raw, &a)
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
 	}
 	var out fsm.Member
-	return &out, nil, json.Unmarshal(raw, &out)
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // DeleteRegionGated deregisters a region; under the default policy the
@@ -154,7 +154,7 @@ func (c *Client) DeleteRegionGated(ctx context.Context, name string, cas *uint64
 		return nil, err
 	}
 	var a fsm.Approval
-	return &a, json.Unmarshal(raw, &a)
+	return &a, c.decode(bytes.NewReader(raw), &a)
 }
 
 // Approve signs and sends an approval of a pending action with the
