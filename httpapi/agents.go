@@ -6,24 +6,8 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
-
-// AgentList answers GET /v1/agents.
-type AgentList struct {
-	Agents []*fsm.Agent `json:"agents"`
-}
-
-// TaskList answers GET /v1/tasks and GET /v1/agents/{node}/tasks.
-type TaskList struct {
-	Tasks []*fsm.Task `json:"tasks"`
-}
-
-// NearestRegions answers GET /v1/regions/nearest.
-type NearestRegions struct {
-	From    string              `json:"from"`
-	Regions []structs.RegionRTT `json:"regions"`
-}
 
 func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 	region := r.URL.Query().Get("region")
@@ -34,7 +18,7 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 				out = append(out, ag)
 			}
 		}
-		return AgentList{Agents: out}, s.TableIndex(fsm.TableAgents), nil
+		return wire.AgentList{Agents: out}, s.TableIndex(fsm.TableAgents), nil
 	})
 }
 
@@ -55,7 +39,7 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 func (a *API) agentTasks(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return TaskList{Tasks: nonNilTasks(s.AgentTasks(node))}, s.TableIndex(fsm.AgentTasksTable(node)), nil
+		return wire.TaskList{Tasks: nonNilTasks(s.AgentTasks(node))}, s.TableIndex(fsm.AgentTasksTable(node)), nil
 	})
 }
 
@@ -69,7 +53,7 @@ func (a *API) listTasks(w http.ResponseWriter, r *http.Request) {
 				out = append(out, t)
 			}
 		}
-		return TaskList{Tasks: out}, s.TableIndex(fsm.TableTasks), nil
+		return wire.TaskList{Tasks: out}, s.TableIndex(fsm.TableTasks), nil
 	})
 }
 
@@ -85,7 +69,7 @@ func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
 	var in struct {
 		fsm.AgentReport
-		Envelope
+		wire.Envelope
 	}
 	body, _, err := decodeWrite(w, r, &in)
 	if err != nil {
@@ -112,7 +96,7 @@ func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 // agentLeave hands an agent's tasks back before it leaves.
 func (a *API) agentLeave(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
-	var env Envelope
+	var env wire.Envelope
 	body, _, err := decodeWrite(w, r, &env)
 	if err != nil {
 		writeError(w, err)
@@ -144,5 +128,5 @@ func (a *API) nearestRegions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, NearestRegions{From: from, Regions: out})
+	writeJSON(w, http.StatusOK, wire.NearestRegions{From: from, Regions: out})
 }

@@ -248,7 +248,7 @@ func recoverer(log hclog.Logger) mux.MiddlewareFunc {
 						panic(v)
 					}
 					log.Error("handler panic", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-					writeJSON(w, http.StatusInternalServerError, structs.ErrorBody{Error: structs.ErrorDetail{Code: "internal", Message: "internal error"}})
+					writeError(w, errInternal)
 				}
 			}()
 			next.ServeHTTP(w, r)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -53,8 +54,8 @@ func (a *API) authn(r *http.Request) (identity, error) {
 	h := r.Header.Get("Authorization")
 	secret, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || secret == "" {
-		return identity{}, &apiError{status: http.StatusUnauthorized, code: "unauthenticated",
-			message: "this endpoint needs a token: send Authorization: Bearer <token> (the servers' FEDERATION_TOKEN, or one made with atomfed token create)"}
+		return identity{}, unauthenticated("unauthenticated",
+			"this endpoint needs a token: send Authorization: Bearer <token> (the servers' FEDERATION_TOKEN, or one made with atomfed token create)")
 	}
 	if b := a.cfg.BootstrapToken; b != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(b)) == 1 {
 		return identity{Accessor: BootstrapAccessor, Role: fsm.RoleOperator}, nil
@@ -63,7 +64,7 @@ func (a *API) authn(r *http.Request) (identity, error) {
 	hash := HashToken(secret)
 	a.c.FSM().Read(func(s *fsm.State) { t = s.TokenByHash(hash) })
 	if t == nil {
-		return identity{}, &apiError{status: http.StatusUnauthorized, code: "invalid_token", message: "the token is unknown or was revoked"}
+		return identity{}, unauthenticated("invalid_token", "the token is unknown or was revoked")
 	}
 	return identity{Accessor: t.Accessor, Role: t.Role}, nil
 }
@@ -78,14 +79,10 @@ func (a *API) auth(roles []string, h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		allowed := false
-		for _, role := range roles {
-			allowed = allowed || role == id.Role
-		}
-		if !allowed {
+		if !slices.Contains(roles, id.Role) {
 			a.metrics.authFailures.WithLabelValues("role").Inc()
-			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden_role",
-				message: fmt.Sprintf("a %s token may not do this; it needs one of: %s", id.Role, strings.Join(roles, ", "))})
+			writeError(w, forbidden("forbidden_role",
+				fmt.Sprintf("a %s token may not do this; it needs one of: %s", id.Role, strings.Join(roles, ", "))))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))

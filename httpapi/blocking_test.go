@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ func TestBlockingQuery(t *testing.T) {
 		q.stillBlocked(t, 500*time.Millisecond, "on a region write")
 		w := mustWrite(t, l, http.MethodPut, "/v1/tenants/first", tenantJSON("first", "home"), http.StatusCreated)
 		r := q.wait(t, 10*time.Second)
-		if r.Status != http.StatusOK || r.Index() < w.Index() || !contains(tenantIDs(t, r), "first") {
+		if r.Status != http.StatusOK || r.Index() < w.Index() || !slices.Contains(tenantIDs(t, r), "first") {
 			t.Fatalf("woken query: index %d (write at %d): %s", r.Index(), w.Index(), body(r))
 		}
 	})
@@ -131,7 +132,7 @@ func TestBlockingQuery(t *testing.T) {
 		if took := q.end.Sub(q.start); took > 10*time.Second || q.end.Before(written) {
 			t.Fatalf("returned after %s (wait was 30s): not because of the write", took)
 		}
-		if r.Index() <= n || r.Index() < w.Index() || !contains(tenantIDs(t, r), "woke") {
+		if r.Index() <= n || r.Index() < w.Index() || !slices.Contains(tenantIDs(t, r), "woke") {
 			t.Fatalf("woken query: index %d (blocked on %d, write at %d), tenants %v", r.Index(), n, w.Index(), tenantIDs(t, r))
 		}
 	})
@@ -159,7 +160,7 @@ func TestBlockingQuery(t *testing.T) {
 		q.stillBlocked(t, 500*time.Millisecond, "on a region write")
 		w := mustWrite(t, l, http.MethodPut, "/v1/tenants/late", tenantJSON("late", "home"), http.StatusCreated)
 		r := q.wait(t, 10*time.Second)
-		if r.Status != http.StatusOK || r.Index() < w.Index() || !contains(tenantIDs(t, r), "late") {
+		if r.Status != http.StatusOK || r.Index() < w.Index() || !slices.Contains(tenantIDs(t, r), "late") {
 			t.Fatalf("woken query: index %d (write at %d): %s", r.Index(), w.Index(), body(r))
 		}
 	})
@@ -178,7 +179,7 @@ func TestBlockingQuery(t *testing.T) {
 		q.stillBlocked(t, 500*time.Millisecond, "on a region write")
 		w := mustWrite(t, l, http.MethodPut, "/v1/tenants/stale", tenantJSON("stale", "home"), http.StatusCreated)
 		r := q.wait(t, 10*time.Second)
-		if r.Status != http.StatusOK || r.ServedBy() != f.ID || r.Index() < w.Index() || !contains(tenantIDs(t, r), "stale") {
+		if r.Status != http.StatusOK || r.ServedBy() != f.ID || r.Index() < w.Index() || !slices.Contains(tenantIDs(t, r), "stale") {
 			t.Fatalf("woken stale query on %s: served by %q, index %d (write at %d): %s", f.ID, r.ServedBy(), r.Index(), w.Index(), body(r))
 		}
 	})

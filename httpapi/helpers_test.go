@@ -190,15 +190,6 @@ func tenantIDs(t *testing.T, r *testcluster.Response) []string {
 	return ids
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // keys returns the sorted top-level keys of a JSON object.
 func keys(t *testing.T, b []byte) []string {
 	t.Helper()

@@ -25,8 +25,8 @@ func PlaintextGuardWith(extra ...string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.TLS == nil && !public[r.URL.Path] {
-				writeError(w, &apiError{status: http.StatusBadRequest, code: "tls_required",
-					message: "this server speaks HTTPS: use https://" + r.Host + r.URL.Path + " with the federation CA (--cacert) and a token; plain HTTP serves only " + what})
+				writeError(w, badRequest("tls_required",
+					"this server speaks HTTPS: use https://"+r.Host+r.URL.Path+" with the federation CA (--cacert) and a token; plain HTTP serves only "+what))
 				return
 			}
 			next.ServeHTTP(w, r)

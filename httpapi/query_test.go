@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -13,10 +14,12 @@ import (
 )
 
 // TestReadConsistency checks each consistency mode on a follower:
-// linearizable (the default) and default reads are answered by the leader
-// and see the latest write at once; stale reads are answered by the
-// follower itself, converge, and keep working without a leader. The
-// X-Atomfed-Index of successive reads never goes back.
+// linearizable (the default) reads are answered by the follower after a
+// read-index round (or by the leader when the follower is behind) and
+// default reads by the leader, and both see the latest write at once;
+// stale reads are answered by the follower itself, converge, and keep
+// working without a leader. The X-Atomfed-Index of successive reads never
+// goes back.
 func TestReadConsistency(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{})
 	l := c.WaitLeader()
@@ -50,11 +53,10 @@ func TestReadConsistency(t *testing.T) {
 					t.Fatalf("read right after the write saw modify_index %d labels %v, want %d v=%d", got.ModifyIndex, got.Labels, wrote.ModifyIndex, v)
 				}
 				// A linearizable read (the default mode) is served by the
-				// follower itself
-				// after a read-index round with the leader; a default
-				// read is answered by the leader.
-				// (unless the follower has not learnt of the commit yet:
-				// then the leader answers rather than hold the read).
+				// follower itself after a read-index round with the
+				// leader, unless the follower has not learnt of the commit
+				// yet: then the leader answers rather than hold the read.
+				// A default read is answered by the leader.
 				by := r.ServedBy()
 				if mode == "default" && by != l.ID {
 					t.Fatalf("X-Atomfed-Served-By %q: a default read sent to follower %s must be served by the leader %s", by, f.ID, l.ID)
@@ -107,7 +109,7 @@ func TestReadConsistency(t *testing.T) {
 					t.Fatalf("X-Atomfed-Index went back from %d to %d", last, r.Index())
 				}
 				last = r.Index()
-				if !contains(tenantIDs(t, r), "stale") || r.Index() < wrote.ModifyIndex {
+				if !slices.Contains(tenantIDs(t, r), "stale") || r.Index() < wrote.ModifyIndex {
 					return fmt.Errorf("follower has not applied index %d yet (at %d)", wrote.ModifyIndex, r.Index())
 				}
 				return nil

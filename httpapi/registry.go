@@ -3,26 +3,14 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
-
-// RegionView is a region with its derived health.
-type RegionView struct {
-	*fsm.Region
-	Health fsm.RegionHealth `json:"health"`
-	// Database is the region's PostgreSQL endpoint as its agents report it
-	// (host, port, database; never a credential).
-	Database *fsm.DatabaseEndpoint `json:"database,omitempty"`
-}
-
-// RegionList answers GET /region/list and GET /v1/regions.
-type RegionList struct {
-	Regions []RegionView `json:"regions"`
-}
 
 // regionInput is a region write's body: a region, plus the read-only fields
 // a GET returns, accepted and ignored so a read-modify-write round trip
@@ -34,16 +22,22 @@ type regionInput struct {
 	// PublicKey is the region's key, required on its first registration,
 	// which it must sign (proof of possession).
 	PublicKey string `json:"public_key,omitempty"`
-	Envelope
+	wire.Envelope
 }
 
-func regionViews(s *fsm.State) []RegionView {
+func regionViews(s *fsm.State) []wire.RegionView {
 	regs := s.SortedRegions()
-	out := make([]RegionView, len(regs))
+	out := make([]wire.RegionView, len(regs))
 	for i, r := range regs {
-		out[i] = RegionView{Region: r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
+		out[i] = regionView(s, r)
 	}
 	return out
+}
+
+// regionView is a region as the API shows it: a copy of the stored value,
+// with its health and database endpoint.
+func regionView(s *fsm.State, r *fsm.Region) wire.RegionView {
+	return wire.RegionView{Region: *r, Health: s.RegionHealth(r.Name), Database: regionEndpoint(s, r.Name)}
 }
 
 func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
@@ -52,18 +46,6 @@ func regionEndpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
 		return &ep
 	}
 	return nil
-}
-
-// TenantList answers GET /v1/tenants.
-type TenantList struct {
-	Tenants []*fsm.Tenant `json:"tenants"`
-}
-
-// DeleteResponse answers a successful DELETE.
-type DeleteResponse struct {
-	Deleted string `json:"deleted"`
-	Name    string `json:"name"`
-	Index   uint64 `json:"index"`
 }
 
 // decodeWrite reads and strictly decodes a write's body into v, and its
@@ -135,7 +117,7 @@ func createdOrOK(create, modify uint64) int {
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
+		return wire.RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
 	})
 }
 
@@ -147,7 +129,7 @@ func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return RegionView{Region: reg, Health: s.RegionHealth(name), Database: regionEndpoint(s, name)}, idx, nil
+		return regionView(s, reg), idx, nil
 	})
 }
 
@@ -167,7 +149,7 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 		return fsm.ActionDeregisterRegion
 	}
 	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, "deregister region "+name, nil, at, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
 	})
 }
 
@@ -176,15 +158,15 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
 		all := s.SortedTenants()
 		if region == "" {
-			return TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
+			return wire.TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
 		}
 		out := make([]*fsm.Tenant, 0)
 		for _, t := range all {
-			if t.HomeRegion == region || contains(t.Mirrors, region) {
+			if t.HomeRegion == region || slices.Contains(t.Mirrors, region) {
 				out = append(out, t)
 			}
 		}
-		return TenantList{Tenants: out}, s.TableIndex(fsm.TableTenants), nil
+		return wire.TenantList{Tenants: out}, s.TableIndex(fsm.TableTenants), nil
 	})
 }
 
@@ -235,7 +217,7 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd := fsm.TenantDelete{ID: id, CAS: cas, At: a.stamp()}
 	a.write(w, r, nil, fsm.TenantDeleteType, cmd, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "tenant", Name: id, Index: res.Index})
 	})
 }
 
@@ -251,10 +233,6 @@ func maxIndex(idx ...uint64) uint64 {
 	return m
 }
 
-func notFound(code, msg string) error {
-	return &apiError{status: http.StatusNotFound, code: code, message: msg}
-}
-
 // quote quotes a user-supplied name for an error message, truncated so a
 // huge name cannot bloat the response.
 func quote(s string) string {
@@ -262,13 +240,4 @@ func quote(s string) string {
 		s = s[:80] + "..."
 	}
 	return strconv.Quote(s)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

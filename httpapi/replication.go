@@ -6,19 +6,8 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
-
-// GlobalTableList answers GET /v1/global-tables.
-type GlobalTableList struct {
-	Tables []*fsm.GlobalTable `json:"global_tables"`
-}
-
-// GlobalTableStatus answers GET /v1/global-tables/{name}: the table and
-// its federation sync state in every region.
-type GlobalTableStatus struct {
-	*fsm.GlobalTable
-	Sync fsm.GlobalTableView `json:"sync"`
-}
 
 // globalTableInput is a global table write's body; sync is read-only.
 type globalTableInput struct {
@@ -29,9 +18,8 @@ type globalTableInput struct {
 // databaseInput is an agent's report of its region's database endpoint,
 // signed with the agent's key.
 type databaseInput struct {
-	Endpoint fsm.DatabaseEndpoint `json:"endpoint"`
-	Node     string               `json:"node"`
-	Envelope
+	wire.DatabaseReport
+	wire.Envelope
 }
 
 // putRegionDatabase records the endpoint an agent reports for its region.
@@ -97,7 +85,7 @@ func replicationIndex(s *fsm.State) uint64 {
 
 func (a *API) listGlobalTables(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return GlobalTableList{Tables: s.SortedGlobalTables()}, s.TableIndex(fsm.TableGlobalTables), nil
+		return wire.GlobalTableList{Tables: s.SortedGlobalTables()}, s.TableIndex(fsm.TableGlobalTables), nil
 	})
 }
 
@@ -109,7 +97,7 @@ func (a *API) getGlobalTable(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return nil, idx, notFound("global_table_not_found", "global table "+quote(name)+" does not exist")
 		}
-		out := GlobalTableStatus{GlobalTable: g}
+		out := wire.GlobalTableStatus{GlobalTable: g}
 		for _, v := range s.GlobalTableViews() {
 			if v.Name == name {
 				out.Sync = v
@@ -154,6 +142,6 @@ func (a *API) deleteGlobalTable(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd := fsm.GlobalTableDelete{Name: name, CAS: cas, At: a.stamp()}
 	a.write(w, r, nil, fsm.GlobalTableDeleteType, cmd, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "global_table", Name: name, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "global_table", Name: name, Index: res.Index})
 	})
 }

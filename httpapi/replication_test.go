@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
@@ -31,7 +31,7 @@ func TestReplicationEndpoints(t *testing.T) {
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/acme", `{"home_region":"us-east","mirrors":["eu-west"],"tables":[{"name":"orders","pii_columns":["email"]}],"sync_mode":"sync","sync_degrade_after_ms":5000}`, http.StatusCreated)
 	c.Settle()
 
-	var g httpapi.GlobalTableStatus
+	var g wire.GlobalTableStatus
 	do(t, l, http.MethodGet, "/v1/global-tables/public.currencies", nil, nil).JSON(t, &g)
 	if g.GlobalTable == nil || g.WriterRegion != "us-east" || g.Sync.Status != fsm.ReplStatusPending || len(g.Sync.Regions) != 1 {
 		t.Fatalf("global table: %s", do(t, l, http.MethodGet, "/v1/global-tables/public.currencies", nil, nil).Body)
@@ -42,7 +42,7 @@ func TestReplicationEndpoints(t *testing.T) {
 		v.Publisher == nil || len(v.Publisher.Issues) == 0 || v.Publisher.Issues[0].Code != "no_agent" || len(v.Mirrors) != 1 {
 		t.Fatalf("without agents the replication view must say nothing runs it: %+v", v)
 	}
-	var gs httpapi.GlobalStatus
+	var gs wire.GlobalStatus
 	do(t, l, http.MethodGet, "/global-status", nil, nil).JSON(t, &gs)
 	if gs.Replication == nil || len(gs.Replication.GlobalTables) != 1 || len(gs.Replication.Tenants) != 1 || gs.Replication.Drift == nil {
 		t.Fatalf("/global-status replication: %+v", gs.Replication)
@@ -128,9 +128,9 @@ func TestRegionDatabaseReportedByItsAgent(t *testing.T) {
 	mustWrite(t, l, http.MethodPost, "/region/register", regionJSON("eu-west"), http.StatusCreated)
 	ep := fsm.DatabaseEndpoint{Host: "10.1.2.3", Port: 5432, Database: "atomfed"}
 	c.AddAgentWith("eu-west-a1", "eu-west", testcluster.AgentOptions{Database: &ep})
-	var rv httpapi.RegionView
+	var rv wire.RegionView
 	testutil.Eventually(t, 30*time.Second, func() error {
-		rv = httpapi.RegionView{}
+		rv = wire.RegionView{}
 		do(t, l, http.MethodGet, "/v1/regions/eu-west", nil, nil).JSON(t, &rv)
 		if rv.Database == nil || *rv.Database != ep {
 			return fmt.Errorf("region view without the reported endpoint: %+v", rv)
@@ -151,7 +151,7 @@ func TestRegionDatabaseReportedByItsAgent(t *testing.T) {
 	// The agent keeps heartbeating, so the refusals are checked on the
 	// database records and the audit trail rather than the whole state.
 	reports := func() int {
-		var audit httpapi.AuditStatus
+		var audit wire.AuditStatus
 		do(t, l, http.MethodGet, "/v1/status/audit", nil, nil).JSON(t, &audit)
 		n := 0
 		for _, e := range audit.Recent {

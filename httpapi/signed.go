@@ -5,26 +5,18 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
 
 // HeaderSignature carries the base64 ECDSA signature of the exact request
 // body, as `cosign sign-blob --key` prints it.
 const HeaderSignature = "X-Atomfed-Signature"
 
-// Envelope is what a signed body declares besides its payload: the signing
-// key, an RFC 3339 timestamp and a fresh nonce. It is embedded in the
-// request types of every signed endpoint.
-type Envelope struct {
-	KeyID     string `json:"key_id,omitempty"`
-	Timestamp string `json:"timestamp,omitempty"`
-	Nonce     string `json:"nonce,omitempty"`
-}
-
 // signedAuth builds the proof a signed request carries into the log. A
 // request with no signature at all still gets one (with an empty
 // signature), so that the FSM refuses it as unsigned, with the same answer
 // everywhere.
-func signedAuth(r *http.Request, body []byte, env Envelope) (*fsm.SignedAuth, error) {
+func signedAuth(r *http.Request, body []byte, env wire.Envelope) (*fsm.SignedAuth, error) {
 	a := &fsm.SignedAuth{KeyID: env.KeyID, Signature: r.Header.Get(HeaderSignature), Body: body, Nonce: env.Nonce}
 	if env.Timestamp != "" {
 		ts, err := time.Parse(time.RFC3339Nano, env.Timestamp)

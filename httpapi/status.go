@@ -6,42 +6,9 @@ import (
 	"strconv"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
-
-// AuditStatus answers GET /v1/status/audit.
-type AuditStatus struct {
-	Head   string           `json:"head"`
-	Index  uint64           `json:"index"`
-	Recent []fsm.AuditEntry `json:"recent"`
-}
-
-// RaftConfiguration answers GET /v1/operator/raft/configuration.
-type RaftConfiguration struct {
-	Servers []structs.Peer `json:"servers"`
-	Index   uint64         `json:"index"`
-}
-
-// GlobalStatus answers GET /global-status: one node's view of the whole
-// federation.
-type GlobalStatus struct {
-	Node      string         `json:"node"`
-	Region    string         `json:"region"`
-	Leader    string         `json:"leader"`
-	Servers   []structs.Peer `json:"servers"`
-	Regions   []RegionView   `json:"regions"`
-	Agents    int            `json:"agents"`
-	Tasks     int            `json:"tasks"`
-	Tenants   int            `json:"tenants"`
-	Index     uint64         `json:"index"`
-	AuditHead string         `json:"audit_head"`
-	// Replication is the data plane: global tables per region with their
-	// schema digests and drift, and each tenant's replication status.
-	Replication *fsm.ReplicationSummary `json:"replication"`
-	// SimulationMode and Simulation are this node's.
-	SimulationMode bool                `json:"simulation_mode"`
-	Simulation     *structs.Simulation `json:"simulation,omitempty"`
-}
 
 // health answers GET /health from local state only: it must work with no
 // leader, so that operators can see why.
@@ -95,7 +62,7 @@ func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
+		return wire.AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
 	})
 }
 
@@ -120,7 +87,7 @@ func (a *API) raftConfiguration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
-	writeJSON(w, http.StatusOK, RaftConfiguration{Servers: peers, Index: idx})
+	writeJSON(w, http.StatusOK, wire.RaftConfiguration{Servers: peers, Index: idx})
 }
 
 func (a *API) removePeer(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +104,7 @@ func (a *API) removePeer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "raft_peer", Name: id})
+	writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "raft_peer", Name: id})
 }
 
 // snapshotSave streams a snapshot archive taken on the leader (or, with
@@ -190,7 +157,7 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 	peers, _, _ := a.c.Configuration()
 	leader, _ := a.c.Leader()
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return GlobalStatus{
+		return wire.GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
 			Replication:    s.ReplicationSummary(),

@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
 
 // writeGated commits cmd directly, or, when the policy gates its action,
@@ -56,10 +57,8 @@ func randomHex(n int) string {
 
 // memberInput registers an agent, approver or server key.
 type memberInput struct {
-	ID        string `json:"id"`
-	Kind      string `json:"kind"`
-	PublicKey string `json:"public_key"`
-	Envelope
+	wire.MemberRequest
+	wire.Envelope
 }
 
 func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +69,7 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if identityOf(r).Role == fsm.RoleAgent && in.Kind != fsm.MemberAgent {
-		writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden_role", message: "an agent token may only register agent keys"})
+		writeError(w, forbidden("forbidden_role", "an agent token may only register agent keys"))
 		return
 	}
 	auth, err := signedAuth(r, body, in.Envelope)
@@ -86,11 +85,6 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// MemberList answers GET /v1/trust/members.
-type MemberList struct {
-	Members []*fsm.Member `json:"members"`
-}
-
 func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
 	kind := r.URL.Query().Get("kind")
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
@@ -100,7 +94,7 @@ func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
 				out = append(out, m)
 			}
 		}
-		return MemberList{Members: out}, s.TableIndex(fsm.TableMembers), nil
+		return wire.MemberList{Members: out}, s.TableIndex(fsm.TableMembers), nil
 	})
 }
 
@@ -117,8 +111,8 @@ func (a *API) getMember(w http.ResponseWriter, r *http.Request) {
 
 // rotateInput announces a member's new key, signed by a current one.
 type rotateInput struct {
-	PublicKey string `json:"public_key"`
-	Envelope
+	wire.KeyRotateRequest
+	wire.Envelope
 }
 
 func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) {
@@ -151,50 +145,24 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 func (a *API) deleteMember(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	a.write(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: a.stamp()}, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "member", Name: id, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "member", Name: id, Index: res.Index})
 	})
-}
-
-// BundleKey is one trusted key in the trust bundle.
-type BundleKey struct {
-	Member    string `json:"member"`
-	Kind      string `json:"kind"`
-	KeyID     string `json:"key_id"`
-	PublicKey string `json:"public_key"`
-	NotAfter  int64  `json:"not_after,omitempty"`
-}
-
-// TrustBundle is the set of keys trusted at Sequence.
-type TrustBundle struct {
-	Sequence uint64      `json:"sequence"`
-	IssuedAt time.Time   `json:"issued_at"`
-	Issuer   string      `json:"issuer"`
-	Keys     []BundleKey `json:"keys"`
-}
-
-// SignedBundle answers GET /v1/trust/bundle: the bundle's exact JSON bytes
-// and the serving server's signature over them.
-type SignedBundle struct {
-	Bundle    json.RawMessage `json:"bundle"`
-	Signature string          `json:"signature"`
-	KeyID     string          `json:"key_id"`
-	PublicKey string          `json:"public_key"`
 }
 
 // trustBundle serves the currently trusted keys, signed by this server's
 // key (itself in the bundle), so a region can verify what it fetched.
 func (a *API) trustBundle(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Signer == nil {
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "no_server_key", message: "this server has no signing key"})
+		writeError(w, unavailable("no_server_key", "this server has no signing key"))
 		return
 	}
 	now := a.now().UnixNano()
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		b := TrustBundle{Sequence: s.TrustSeq, IssuedAt: time.Unix(0, now).UTC(), Issuer: a.c.NodeID(), Keys: []BundleKey{}}
+		b := wire.TrustBundle{Sequence: s.TrustSeq, IssuedAt: time.Unix(0, now).UTC(), Issuer: a.c.NodeID(), Keys: []wire.BundleKey{}}
 		for _, m := range s.SortedMembers() {
 			for _, k := range m.Keys {
 				if k.ValidAt(now) {
-					b.Keys = append(b.Keys, BundleKey{Member: m.ID, Kind: m.Kind, KeyID: k.KeyID, PublicKey: k.PublicKey, NotAfter: k.NotAfter})
+					b.Keys = append(b.Keys, wire.BundleKey{Member: m.ID, Kind: m.Kind, KeyID: k.KeyID, PublicKey: k.PublicKey, NotAfter: k.NotAfter})
 				}
 			}
 		}
@@ -206,25 +174,12 @@ func (a *API) trustBundle(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, 0, err
 		}
-		return SignedBundle{Bundle: raw, Signature: sig, KeyID: a.cfg.Signer.KeyID, PublicKey: string(a.cfg.Signer.PublicPEM)}, s.TableIndex(fsm.TableMembers), nil
+		return wire.SignedBundle{Bundle: raw, Signature: sig, KeyID: a.cfg.Signer.KeyID, PublicKey: string(a.cfg.Signer.PublicPEM)}, s.TableIndex(fsm.TableMembers), nil
 	})
 }
 
-// TokenSecret answers POST /v1/tokens: the only time the secret is shown.
-type TokenSecret struct {
-	Accessor    string `json:"accessor"`
-	Secret      string `json:"secret"`
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-}
-
-type tokenInput struct {
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-}
-
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
-	var in tokenInput
+	var in wire.TokenRequest
 	body, _, err := decodeWrite(w, r, &in)
 	if err != nil {
 		writeError(w, err)
@@ -237,32 +192,24 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	secret := "atf_" + randomHex(32)
 	tok := fsm.Token{Accessor: randomHex(16), SecretHash: HashToken(secret), Role: in.Role, Description: in.Description}
 	a.write(w, r, body, fsm.TokenCreateType, fsm.TokenCreate{Token: tok, At: a.stamp()}, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusCreated, TokenSecret{Accessor: tok.Accessor, Secret: secret, Role: tok.Role, Description: tok.Description})
+		writeJSON(w, http.StatusCreated, wire.TokenSecret{Accessor: tok.Accessor, Secret: secret, Role: tok.Role, Description: tok.Description})
 	})
-}
-
-// TokenInfo is a token as listed: never its secret or its hash.
-type TokenInfo struct {
-	Accessor    string `json:"accessor"`
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-	CreatedAt   int64  `json:"created_at"`
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		out := []TokenInfo{}
+		out := wire.TokenList{Tokens: []wire.TokenInfo{}}
 		for _, t := range s.SortedTokens() {
-			out = append(out, TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, CreatedAt: t.CreatedAt})
+			out.Tokens = append(out.Tokens, wire.TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, CreatedAt: t.CreatedAt})
 		}
-		return map[string]any{"tokens": out}, s.TableIndex(fsm.TableTokens), nil
+		return out, s.TableIndex(fsm.TableTokens), nil
 	})
 }
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request) {
 	acc := mux.Vars(r)["accessor"]
 	a.write(w, r, nil, fsm.TokenDeleteType, fsm.TokenDelete{Accessor: acc, At: a.stamp()}, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusOK, DeleteResponse{Deleted: "token", Name: acc, Index: res.Index})
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "token", Name: acc, Index: res.Index})
 	})
 }
 
@@ -284,11 +231,6 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// ApprovalList answers GET /v1/approvals.
-type ApprovalList struct {
-	Approvals []*fsm.Approval `json:"approvals"`
-}
-
 func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	status := r.URL.Query().Get("status")
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
@@ -298,7 +240,7 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 				out = append(out, ap)
 			}
 		}
-		return ApprovalList{Approvals: out}, s.TableIndex(fsm.TableApprovals), nil
+		return wire.ApprovalList{Approvals: out}, s.TableIndex(fsm.TableApprovals), nil
 	})
 }
 
@@ -316,7 +258,7 @@ func (a *API) getApproval(w http.ResponseWriter, r *http.Request) {
 // approve records an approver's signed approval; the m-th one applies the
 // action in the same raft entry.
 func (a *API) approve(w http.ResponseWriter, r *http.Request) {
-	var env Envelope
+	var env wire.Envelope
 	body, _, err := decodeWrite(w, r, &env)
 	if err != nil {
 		writeError(w, err)

@@ -10,16 +10,16 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // globalStatus reads /global-status through a follower; it returns an
 // empty status while the answer is not a 200 (a leader election), so that
 // polls go on.
-func (f *fed) globalStatus() *httpapi.GlobalStatus {
+func (f *fed) globalStatus() *wire.GlobalStatus {
 	f.t.Helper()
-	var gs httpapi.GlobalStatus
+	var gs wire.GlobalStatus
 	r := f.do(f.c.Nodes[1], http.MethodGet, "/global-status", nil)
 	if r.Status != http.StatusOK {
 		return &gs
@@ -28,7 +28,7 @@ func (f *fed) globalStatus() *httpapi.GlobalStatus {
 	return &gs
 }
 
-func globalView(gs *httpapi.GlobalStatus, name string) *fsm.GlobalTableView {
+func globalView(gs *wire.GlobalStatus, name string) *fsm.GlobalTableView {
 	if gs.Replication == nil {
 		return nil
 	}
@@ -90,7 +90,7 @@ func TestGlobalTableReplicatesFromWriterAndDriftIsDetectedWithinOneInterval(t *t
 	f.exec("c", `ALTER TABLE currencies ADD COLUMN rogue int`)
 	var seen time.Time
 	var g *fsm.GlobalTableView
-	var gs *httpapi.GlobalStatus
+	var gs *wire.GlobalStatus
 	testutil.Eventually(t, 30*time.Second, func() error {
 		gs = f.globalStatus()
 		g = globalView(gs, "currencies")

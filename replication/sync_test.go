@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
@@ -28,9 +28,9 @@ func (f *fed) waitSync(id, recorded, current string) *fsm.TenantReplication {
 	return v
 }
 
-func (f *fed) audit() *client.AuditStatus {
+func (f *fed) audit() *wire.AuditStatus {
 	f.t.Helper()
-	var a *client.AuditStatus
+	var a *wire.AuditStatus
 	testutil.Eventually(f.t, 30*time.Second, func() error {
 		var err error
 		a, err = f.api.Audit(f.ctx(10*time.Second), nil)

@@ -9,29 +9,20 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
-// RegionView is a region with its derived health, as the API returns it.
-type RegionView struct {
-	fsm.Region
-	Health fsm.RegionHealth `json:"health"`
-}
-
-// RegionViews lists the regions with their health.
-func (c *Client) RegionViews(ctx context.Context, q *QueryOptions) ([]RegionView, *Meta, error) {
-	var out struct {
-		Regions []RegionView `json:"regions"`
-	}
+// RegionViews lists the regions with their health and database endpoint.
+func (c *Client) RegionViews(ctx context.Context, q *QueryOptions) ([]wire.RegionView, *Meta, error) {
+	var out wire.RegionList
 	m, err := c.Do(ctx, http.MethodGet, "/v1/regions", q.values(nil), nil, &out)
 	return out.Regions, m, err
 }
 
 // Agents lists the agent registry, optionally of one region.
 func (c *Client) Agents(ctx context.Context, region string, q *QueryOptions) ([]*fsm.Agent, *Meta, error) {
-	var out struct {
-		Agents []*fsm.Agent `json:"agents"`
-	}
+	var out wire.AgentList
 	v := url.Values{}
 	if region != "" {
 		v.Set("region", region)
@@ -42,9 +33,7 @@ func (c *Client) Agents(ctx context.Context, region string, q *QueryOptions) ([]
 
 // Tasks lists tasks, filtered by region, type and agent when not empty.
 func (c *Client) Tasks(ctx context.Context, region, typ, agent string, q *QueryOptions) ([]*fsm.Task, *Meta, error) {
-	var out struct {
-		Tasks []*fsm.Task `json:"tasks"`
-	}
+	var out wire.TaskList
 	v := url.Values{}
 	for k, val := range map[string]string{"region": region, "type": typ, "agent": agent} {
 		if val != "" {
@@ -57,9 +46,7 @@ func (c *Client) Tasks(ctx context.Context, region, typ, agent string, q *QueryO
 
 // AgentTasks is the blocking query for an agent's assignments.
 func (c *Client) AgentTasks(ctx context.Context, node string, index uint64, wait time.Duration) ([]*fsm.Task, uint64, error) {
-	var out struct {
-		Tasks []*fsm.Task `json:"tasks"`
-	}
+	var out wire.TaskList
 	q := &QueryOptions{Index: index, Wait: wait, Consistency: "default"}
 	m, err := c.Do(ctx, http.MethodGet, "/v1/agents/"+url.PathEscape(node)+"/tasks", q.values(nil), nil, &out)
 	if err != nil {
@@ -92,9 +79,7 @@ func (c *Client) Coordinates(ctx context.Context) ([]structs.Coordinate, error) 
 
 // NearestRegions ranks regions by estimated RTT from a node or region.
 func (c *Client) NearestRegions(ctx context.Context, from string) ([]structs.RegionRTT, error) {
-	var out struct {
-		Regions []structs.RegionRTT `json:"regions"`
-	}
+	var out wire.NearestRegions
 	_, err := c.Do(ctx, http.MethodGet, "/v1/regions/nearest", url.Values{"from": {from}}, nil, &out)
 	return out.Regions, err
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
@@ -29,6 +30,7 @@ type Client struct {
 	signer *signing.Signer
 	tlsCfg *tls.Config
 	retry  time.Duration
+	strict bool
 }
 
 // Option configures a Client.
@@ -50,6 +52,13 @@ func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tlsCfg = cfg }
 // waits grow from 100 ms to 1 s, or follow Retry-After. Streamed bodies
 // (io.Reader) are sent once.
 func WithRetry(d time.Duration) Option { return func(c *Client) { c.retry = d } }
+
+// WithStrictDecoding makes the client refuse an answer that has a field
+// its types (httpapi/wire, internal/structs, fsm) do not: the tests run
+// with it so that the server and the client cannot drift apart unnoticed.
+// Without it, unknown fields are ignored, so that an older client can talk
+// to a newer server.
+func WithStrictDecoding() Option { return func(c *Client) { c.strict = true } }
 
 // WithHTTPClient replaces the underlying HTTP client.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
@@ -237,10 +246,20 @@ func (c *Client) once(ctx context.Context, method, path string, query url.Values
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return meta, 0, nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := c.decode(resp.Body, out); err != nil {
 		return meta, 0, fmt.Errorf("decode response from %s: %w", path, err)
 	}
 	return meta, 0, nil
+}
+
+// decode decodes one JSON answer into out, refusing unknown fields when
+// the client is strict.
+func (c *Client) decode(r io.Reader, out any) error {
+	dec := json.NewDecoder(r)
+	if c.strict {
+		dec.DisallowUnknownFields()
+	}
+	return dec.Decode(out)
 }
 
 func decodeError(resp *http.Response) error {
@@ -293,24 +312,34 @@ func (c *Client) RegisterRegionGated(ctx context.Context, r *fsm.Region, cas *ui
 	}
 	if m.Status == http.StatusAccepted {
 		var a fsm.Approval
-		return nil, &a, json.Unmarshal(raw, &a)
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
 	}
 	var out fsm.Region
-	return &out, nil, json.Unmarshal(raw, &out)
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // Regions lists the regions.
 func (c *Client) Regions(ctx context.Context, q *QueryOptions) ([]*fsm.Region, *Meta, error) {
-	var out struct {
-		Regions []*fsm.Region `json:"regions"`
+	views, m, err := c.RegionViews(ctx, q)
+	if err != nil {
+		return nil, m, err
 	}
-	m, err := c.Do(ctx, http.MethodGet, "/v1/regions", q.values(nil), nil, &out)
-	return out.Regions, m, err
+	regions := make([]*fsm.Region, len(views))
+	for i := range views {
+		regions[i] = &views[i].Region
+	}
+	return regions, m, nil
 }
 
-// Region reads one region.
+// Region reads one region (RegionView also has its health and database).
 func (c *Client) Region(ctx context.Context, name string, q *QueryOptions) (*fsm.Region, *Meta, error) {
-	var out fsm.Region
+	v, m, err := c.RegionView(ctx, name, q)
+	return &v.Region, m, err
+}
+
+// RegionView reads one region with its health and database endpoint.
+func (c *Client) RegionView(ctx context.Context, name string, q *QueryOptions) (*wire.RegionView, *Meta, error) {
+	var out wire.RegionView
 	m, err := c.Do(ctx, http.MethodGet, "/v1/regions/"+url.PathEscape(name), q.values(nil), nil, &out)
 	return &out, m, err
 }
@@ -337,9 +366,7 @@ func (c *Client) Tenant(ctx context.Context, id string, q *QueryOptions) (*fsm.T
 
 // Tenants lists tenants, optionally those placed in one region.
 func (c *Client) Tenants(ctx context.Context, region string, q *QueryOptions) ([]*fsm.Tenant, *Meta, error) {
-	var out struct {
-		Tenants []*fsm.Tenant `json:"tenants"`
-	}
+	var out wire.TenantList
 	v := url.Values{}
 	if region != "" {
 		v.Set("region", region)
@@ -375,16 +402,9 @@ func (c *Client) Peers(ctx context.Context) ([]structs.Peer, error) {
 	return out, err
 }
 
-// AuditStatus is the answer of /v1/status/audit.
-type AuditStatus struct {
-	Head   string           `json:"head"`
-	Index  uint64           `json:"index"`
-	Recent []fsm.AuditEntry `json:"recent"`
-}
-
 // Audit reads the audit chain head and recent entries.
-func (c *Client) Audit(ctx context.Context, q *QueryOptions) (*AuditStatus, error) {
-	var out AuditStatus
+func (c *Client) Audit(ctx context.Context, q *QueryOptions) (*wire.AuditStatus, error) {
+	var out wire.AuditStatus
 	_, err := c.Do(ctx, http.MethodGet, "/v1/status/audit", q.values(nil), nil, &out)
 	return &out, err
 }
@@ -398,9 +418,7 @@ func (c *Client) Members(ctx context.Context) ([]structs.Member, error) {
 
 // RaftConfiguration reads the raft configuration from the leader.
 func (c *Client) RaftConfiguration(ctx context.Context, q *QueryOptions) ([]structs.Peer, error) {
-	var out struct {
-		Servers []structs.Peer `json:"servers"`
-	}
+	var out wire.RaftConfiguration
 	_, err := c.Do(ctx, http.MethodGet, "/v1/operator/raft/configuration", q.values(nil), nil, &out)
 	return out.Servers, err
 }

@@ -6,12 +6,13 @@ import (
 	"net/url"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
 
 // ReportDatabase records the endpoint of the agent's region database,
 // signed with the client's key (the agent's).
 func (c *Client) ReportDatabase(ctx context.Context, r *fsm.RegionDatabaseReport) error {
-	payload := map[string]any{"endpoint": r.Endpoint, "node": r.Node}
+	payload := wire.DatabaseReport{Endpoint: r.Endpoint, Node: r.Node}
 	_, err := c.signedDo(ctx, http.MethodPut, "/v1/regions/"+url.PathEscape(r.Region)+"/database", nil, payload, nil, nil)
 	return err
 }

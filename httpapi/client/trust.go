@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/signing"
 )
 
@@ -20,21 +22,13 @@ import (
 // without a key.
 var ErrNoSigner = errors.New("this request must be signed: give the client a key (COSIGN_KEY_PATH, or --key)")
 
-// SignBody adds the signed-request envelope (key_id, an RFC 3339 timestamp,
-// a random nonce) to payload, an object, and returns the exact body bytes
-// and their base64 signature for X-Atomfed-Signature.
+// SignBody adds the signed-request envelope (wire.Envelope: key_id, an
+// RFC 3339 timestamp, a random nonce) to payload, an object, and returns
+// the exact body bytes and their base64 signature for X-Atomfed-Signature.
 func SignBody(s *signing.Signer, payload any, extra map[string]any) ([]byte, string, error) {
 	fields := map[string]any{}
-	if payload != nil {
-		b, err := json.Marshal(payload)
-		if err != nil {
-			return nil, "", err
-		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber() // keep large integers (indexes, generations) exact
-		if err := dec.Decode(&fields); err != nil {
-			return nil, "", fmt.Errorf("signed payload must be a JSON object: %w", err)
-		}
+	if err := addFields(fields, payload); err != nil {
+		return nil, "", fmt.Errorf("signed payload must be a JSON object: %w", err)
 	}
 	for k, v := range extra {
 		fields[k] = v
@@ -43,15 +37,30 @@ func SignBody(s *signing.Signer, payload any, extra map[string]any) ([]byte, str
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, "", err
 	}
-	fields["key_id"] = s.KeyID
-	fields["timestamp"] = time.Now().UTC().Format(time.RFC3339Nano)
-	fields["nonce"] = hex.EncodeToString(nonce)
+	env := wire.Envelope{KeyID: s.KeyID, Timestamp: time.Now().UTC().Format(time.RFC3339Nano), Nonce: hex.EncodeToString(nonce)}
+	if err := addFields(fields, env); err != nil {
+		return nil, "", err
+	}
 	body, err := json.Marshal(fields)
 	if err != nil {
 		return nil, "", err
 	}
 	sig, err := s.Sign(body)
 	return body, sig, err
+}
+
+// addFields adds the fields of v, which encodes as a JSON object, to fields.
+func addFields(fields map[string]any, v any) error {
+	if v == nil {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // keep large integers (indexes, generations) exact
+	return dec.Decode(&fields)
 }
 
 // signedDo sends payload (plus extra fields) signed with the client's key.
@@ -92,16 +101,14 @@ func (c *Client) RegisterMember(ctx context.Context, id, kind string) (*fsm.Memb
 		return nil, ErrNoSigner
 	}
 	var out fsm.Member
-	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members", nil, nil,
-		map[string]any{"id": id, "kind": kind, "public_key": string(c.signer.PublicPEM)}, &out)
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members", nil,
+		wire.MemberRequest{ID: id, Kind: kind, PublicKey: string(c.signer.PublicPEM)}, nil, &out)
 	return &out, err
 }
 
-// Members lists the trust members, optionally of one kind.
+// TrustMembers lists the trust members, optionally of one kind.
 func (c *Client) TrustMembers(ctx context.Context, kind string) ([]*fsm.Member, error) {
-	var out struct {
-		Members []*fsm.Member `json:"members"`
-	}
+	var out wire.MemberList
 	v := url.Values{}
 	if kind != "" {
 		v.Set("kind", kind)
@@ -117,8 +124,8 @@ func (c *Client) RotateKey(ctx context.Context, member string, newPub []byte) (*
 		return nil, ErrNoSigner
 	}
 	var out fsm.Member
-	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys", nil, nil,
-		map[string]any{"public_key": string(newPub)}, &out)
+	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys", nil,
+		wire.KeyRotateRequest{PublicKey: string(newPub)}, nil, &out)
 	return &out, err
 }
 
@@ -132,10 +139,10 @@ func (c *Client) RevokeKey(ctx context.Context, member, keyID string) (*fsm.Memb
 	}
 	if m.Status == http.StatusAccepted {
 		var a fsm.Approval
-		return nil, &a, json.Unmarshal(raw, &a)
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
 	}
 	var out fsm.Member
-	return &out, nil, json.Unmarshal(raw, &out)
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // DeleteRegionGated deregisters a region; under the default policy the
@@ -147,7 +154,7 @@ func (c *Client) DeleteRegionGated(ctx context.Context, name string, cas *uint64
 		return nil, err
 	}
 	var a fsm.Approval
-	return &a, json.Unmarshal(raw, &a)
+	return &a, c.decode(bytes.NewReader(raw), &a)
 }
 
 // Approve signs and sends an approval of a pending action with the
@@ -163,9 +170,7 @@ func (c *Client) Approve(ctx context.Context, id string) (*fsm.Approval, error) 
 
 // Approvals lists approvals, optionally with one status.
 func (c *Client) Approvals(ctx context.Context, status string) ([]*fsm.Approval, error) {
-	var out struct {
-		Approvals []*fsm.Approval `json:"approvals"`
-	}
+	var out wire.ApprovalList
 	v := url.Values{}
 	if status != "" {
 		v.Set("status", status)
@@ -195,34 +200,17 @@ func (c *Client) SetPolicy(ctx context.Context, p *fsm.Policy) (*fsm.Policy, err
 	return &out, err
 }
 
-// TokenSecret is a created token; Secret is shown only once.
-type TokenSecret struct {
-	Accessor    string `json:"accessor"`
-	Secret      string `json:"secret"`
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-}
-
-// TokenInfo is a token as listed.
-type TokenInfo struct {
-	Accessor    string `json:"accessor"`
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-	CreatedAt   int64  `json:"created_at"`
-}
-
-// CreateToken makes a token with role.
-func (c *Client) CreateToken(ctx context.Context, role, description string) (*TokenSecret, error) {
-	var out TokenSecret
-	_, err := c.Do(ctx, http.MethodPost, "/v1/tokens", nil, map[string]string{"role": role, "description": description}, &out)
+// CreateToken makes a token with role; the answer's Secret is shown only
+// once.
+func (c *Client) CreateToken(ctx context.Context, role, description string) (*wire.TokenSecret, error) {
+	var out wire.TokenSecret
+	_, err := c.Do(ctx, http.MethodPost, "/v1/tokens", nil, wire.TokenRequest{Role: role, Description: description}, &out)
 	return &out, err
 }
 
 // ListTokens lists tokens (never their secrets).
-func (c *Client) ListTokens(ctx context.Context) ([]TokenInfo, error) {
-	var out struct {
-		Tokens []TokenInfo `json:"tokens"`
-	}
+func (c *Client) ListTokens(ctx context.Context) ([]wire.TokenInfo, error) {
+	var out wire.TokenList
 	_, err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
 	return out.Tokens, err
 }
@@ -233,36 +221,14 @@ func (c *Client) RevokeToken(ctx context.Context, accessor string) error {
 	return err
 }
 
-// BundleKey is one trusted key of a trust bundle.
-type BundleKey struct {
-	Member    string `json:"member"`
-	Kind      string `json:"kind"`
-	KeyID     string `json:"key_id"`
-	PublicKey string `json:"public_key"`
-	NotAfter  int64  `json:"not_after,omitempty"`
-}
-
-// TrustBundle is a verified trust bundle.
-type TrustBundle struct {
-	Sequence uint64      `json:"sequence"`
-	IssuedAt time.Time   `json:"issued_at"`
-	Issuer   string      `json:"issuer"`
-	Keys     []BundleKey `json:"keys"`
-}
-
 // ErrBundleSignature means a fetched trust bundle failed verification.
 var ErrBundleSignature = errors.New("trust bundle signature does not verify")
 
 // TrustBundle fetches the trust bundle and verifies it: the signature over
 // the bundle's exact bytes, by a server key that the bundle itself lists.
 // pinned, when not empty, is the set of server key ids to accept.
-func (c *Client) TrustBundle(ctx context.Context, pinned ...string) (*TrustBundle, error) {
-	var sb struct {
-		Bundle    json.RawMessage `json:"bundle"`
-		Signature string          `json:"signature"`
-		KeyID     string          `json:"key_id"`
-		PublicKey string          `json:"public_key"`
-	}
+func (c *Client) TrustBundle(ctx context.Context, pinned ...string) (*wire.TrustBundle, error) {
+	var sb wire.SignedBundle
 	if _, err := c.Do(ctx, http.MethodGet, "/v1/trust/bundle", nil, nil, &sb); err != nil {
 		return nil, err
 	}
@@ -273,24 +239,16 @@ func (c *Client) TrustBundle(ctx context.Context, pinned ...string) (*TrustBundl
 	if err := v.Verify(sb.Bundle, sb.Signature); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBundleSignature, err)
 	}
-	var b TrustBundle
-	dec := json.NewDecoder(bytes.NewReader(sb.Bundle))
-	if err := dec.Decode(&b); err != nil {
-		return nil, err
+	var b wire.TrustBundle
+	if err := c.decode(bytes.NewReader(sb.Bundle), &b); err != nil {
+		return nil, fmt.Errorf("decode the trust bundle: %w", err)
 	}
-	listed := false
-	for _, k := range b.Keys {
-		listed = listed || (k.KeyID == sb.KeyID && k.Kind == fsm.MemberServer)
-	}
+	listed := slices.ContainsFunc(b.Keys, func(k wire.BundleKey) bool { return k.KeyID == sb.KeyID && k.Kind == fsm.MemberServer })
 	if !listed {
 		return nil, fmt.Errorf("%w: key %s is not a server key of the bundle", ErrBundleSignature, sb.KeyID)
 	}
 	if len(pinned) > 0 {
-		ok := false
-		for _, p := range pinned {
-			ok = ok || p == sb.KeyID
-		}
-		if !ok {
+		if !slices.Contains(pinned, sb.KeyID) {
 			return nil, fmt.Errorf("%w: signed by %s, not a pinned server key", ErrBundleSignature, sb.KeyID)
 		}
 	}

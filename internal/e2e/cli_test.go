@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
@@ -279,7 +280,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 
 // auditHas reports whether head is the audit head or one of the recent
 // entries of a.
-func auditHas(a *client.AuditStatus, head string) bool {
+func auditHas(a *wire.AuditStatus, head string) bool {
 	if a.Head == head {
 		return true
 	}

@@ -25,7 +25,7 @@ const recording = `{"Time":"2026-01-01T10:00:00Z","Action":"start","Package":"gi
 {"Time":"2026-01-01T10:00:04Z","Action":"output","Package":"github.com/atomcloud/atomfed/httpapi/client","Output":"?   \tgithub.com/atomcloud/atomfed/httpapi/client\t[no test files]\n"}
 {"Time":"2026-01-01T10:00:04Z","Action":"skip","Package":"github.com/atomcloud/atomfed/httpapi/client","Elapsed":0}
 go: some line that is not JSON
-{"Time":"2026-01-01T10:00:05Z","Action":"run","Package":"github.com/atomcloud/atomfed/internal/testing/procs","Test":"TestSlow"}
+{"Time":"2026-01-01T10:00:05Z","Action":"run","Package":"github.com/atomcloud/atomfed/internal/e2e","Test":"TestSlow"}
 `
 
 func writeRecording(t *testing.T) string {

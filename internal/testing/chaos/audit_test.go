@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/atomcloud/atomfed/fsm"
-	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
@@ -40,20 +40,20 @@ func TestDivergenceNamesTheFirstDifferingEntry(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		heads map[string]*client.AuditStatus
+		heads map[string]*wire.AuditStatus
 		want  []string
 	}{
-		{"hash differs", map[string]*client.AuditStatus{
+		{"hash differs", map[string]*wire.AuditStatus{
 			"s1": {Recent: ring(10, 40, same)},
 			"s2": {Recent: ring(12, 40, same)},
 			"s3": {Recent: ring(10, 40, forked(25))},
 		}, []string{"at index 25:", "s3 tenant_upsert f"}},
-		{"applied on one server only", map[string]*client.AuditStatus{
+		{"applied on one server only", map[string]*wire.AuditStatus{
 			"s1": {Recent: ring(10, 40, same)},
 			"s2": {Recent: ring(10, 40, same, 31)},
 			"s3": {Recent: ring(10, 40, same)},
 		}, []string{"at index 31:", "s2 (nothing applied)"}},
-		{"parted before the rings", map[string]*client.AuditStatus{
+		{"parted before the rings", map[string]*wire.AuditStatus{
 			"s1": {Recent: ring(10, 40, same)},
 			"s2": {Recent: ring(20, 40, same)},
 			"s3": {Recent: ring(15, 40, same)},

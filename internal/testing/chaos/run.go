@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
@@ -374,7 +375,7 @@ func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string,
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		heads := map[string]*client.AuditStatus{}
+		heads := map[string]*wire.AuditStatus{}
 		var errs []error
 		for _, n := range c.Nodes {
 			actx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -419,7 +420,7 @@ func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string,
 // divergence names the first audit entry, within the servers' recent
 // audit rings, where their chains part: its index and each server's
 // command type there, so a failed run says which command to look at.
-func divergence(c *Cluster, heads map[string]*client.AuditStatus) string {
+func divergence(c *Cluster, heads map[string]*wire.AuditStatus) string {
 	type entry struct{ typ, hash string }
 	byNode := map[string]map[uint64]entry{}
 	var lo, hi uint64

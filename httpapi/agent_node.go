@@ -9,6 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// This file is the region agent's own small HTTP router, served by
+// `atomfed agent` on its --http-addr: /health, /global-status and /metrics
+// about that agent alone. It is not the servers' API: the servers' /v1/agents
+// endpoints, through which agents report and watch their tasks, are in
+// agents.go, and the route table of the servers' API is in api.go.
+
 // AgentSource is what the agent's own small API reads.
 type AgentSource interface {
 	// AgentStatus returns the agent's view of itself (JSON-encodable).
