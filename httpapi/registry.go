@@ -101,8 +101,10 @@ func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName stri
 	}
 	at := a.stamp()
 	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: at, Auth: auth, PublicKey: in.PublicKey}
-	action := func(s *fsm.State) string { return fsm.RegionUpsertAction(s, &reg) }
-	a.writeGated(w, r, body, fsm.RegionUpsertType, cmd, action, "register production region "+reg.Name, auth, at, func(res *fsm.ApplyResult) {
+	action := func(s *fsm.State) (string, string) {
+		return fsm.RegionUpsertAction(s, &reg), "production region " + reg.Name + ": " + fsm.RegionUpsertChange(s, &reg)
+	}
+	a.writeGated(w, r, body, fsm.RegionUpsertType, cmd, action, auth, at, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Region)
 		writeJSON(w, createdOrOK(out.CreateIndex, out.ModifyIndex), out)
 	})
@@ -142,13 +144,13 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 	}
 	at := a.stamp()
 	cmd := fsm.RegionDelete{Name: name, CAS: cas, At: at}
-	action := func(s *fsm.State) string {
+	action := func(s *fsm.State) (string, string) {
 		if s.Regions[name] == nil {
-			return "" // let the FSM answer 404
+			return "", "" // let the FSM answer 404
 		}
-		return fsm.ActionDeregisterRegion
+		return fsm.ActionDeregisterRegion, "deregister region " + name
 	}
-	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, "deregister region "+name, nil, at, func(res *fsm.ApplyResult) {
+	a.writeGated(w, r, nil, fsm.RegionDeleteType, cmd, action, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "region", Name: name, Index: res.Index})
 	})
 }

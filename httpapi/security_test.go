@@ -211,6 +211,28 @@ func TestProductionRegistrationNeedsTwoApprovals(t *testing.T) {
 	if len(entries) != 1 || entries[0].Type != "approval_vote" {
 		t.Fatalf("audit entries after the second approval: %+v, want one approval_vote", entries)
 	}
+
+	// The region's own key cannot undo the approval: a downgrade to
+	// staging, like a key rotation, becomes a pending approval that names
+	// the change, and the region stays production everywhere.
+	rc := c.RegionClient(c.Followers()[0], "prod-1")
+	reg, pending, err = rc.RegisterRegionGated(ctx, &fsm.Region{Name: "prod-1", URL: "https://prod-1.example.com", Tier: fsm.TierStaging}, nil)
+	if err != nil || reg != nil || pending == nil || !strings.Contains(pending.Summary, "tier production -> staging") {
+		t.Fatalf("downgrade with the region's own key: region %+v approval %+v err %v", reg, pending, err)
+	}
+	next, err := signing.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, pending, err := rc.RotateKey(ctx, "prod-1", next.PublicPEM); err != nil || m != nil || pending == nil || pending.Action != fsm.ActionRegisterProductionRegion {
+		t.Fatalf("key rotation of a production region: member %+v approval %+v err %v", m, pending, err)
+	}
+	for _, n := range c.Running() {
+		r, _, err := n.Client.Region(ctx, "prod-1", &client.QueryOptions{Consistency: "stale"})
+		if err != nil || r.Tier != fsm.TierProduction {
+			t.Fatalf("%s: prod-1 after the refused downgrade: %+v %v", n.ID, r, err)
+		}
+	}
 }
 
 // TestKeyRotationOverlap: after a rotation the region keeps working with
@@ -229,7 +251,7 @@ func TestKeyRotationOverlap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.RegionClient(l, "us-east").RotateKey(ctx, "us-east", next.PublicPEM); err != nil {
+	if _, _, err := c.RegionClient(l, "us-east").RotateKey(ctx, "us-east", next.PublicPEM); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	update := func(key *signing.Signer, at time.Time, nonce string) *testcluster.Response {

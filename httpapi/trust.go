@@ -15,19 +15,20 @@ import (
 
 // writeGated commits cmd directly, or, when the policy gates its action,
 // records it as a pending approval and answers 202 Accepted with the
-// approval. action derives the gated action from the state ("" = none).
+// approval. action derives the gated action from the state ("" = none) and
+// the approval's summary: what approvers are asked to approve.
 func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t fsm.MessageType, cmd any,
-	action func(*fsm.State) string, summary string, auth *fsm.SignedAuth, at int64, ok func(*fsm.ApplyResult)) {
+	action func(*fsm.State) (act, summary string), auth *fsm.SignedAuth, at int64, ok func(*fsm.ApplyResult)) {
 	if auth != nil {
 		if err := a.precheckAuth(auth, at); err != nil {
 			writeError(w, err)
 			return
 		}
 	}
-	var act string
+	var act, summary string
 	gated := false
 	a.c.FSM().Read(func(s *fsm.State) {
-		if act = action(s); act != "" {
+		if act, summary = action(s); act != "" {
 			_, gated = s.ApprovalRuleFor(act)
 		}
 	})
@@ -129,7 +130,10 @@ func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	at := a.stamp()
 	cmd := fsm.KeyRotate{Member: mux.Vars(r)["id"], PublicKey: in.PublicKey, Auth: auth, At: at}
-	a.writeSigned(w, r, body, fsm.KeyRotateType, cmd, auth, at, func(res *fsm.ApplyResult) {
+	action := func(s *fsm.State) (string, string) {
+		return fsm.KeyRotateAction(s, cmd.Member), "new key for production region " + cmd.Member
+	}
+	a.writeGated(w, r, body, fsm.KeyRotateType, cmd, action, auth, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }
@@ -138,8 +142,10 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
 	at := a.stamp()
 	cmd := fsm.KeyRevoke{Member: v["id"], KeyID: v["key"], At: at}
-	a.writeGated(w, r, nil, fsm.KeyRevokeType, cmd, func(*fsm.State) string { return fsm.ActionRevokeKey },
-		"revoke key "+v["key"]+" of "+v["id"], nil, at, func(res *fsm.ApplyResult) { writeJSON(w, http.StatusOK, res.Value) })
+	action := func(*fsm.State) (string, string) {
+		return fsm.ActionRevokeKey, "revoke key " + v["key"] + " of " + v["id"]
+	}
+	a.writeGated(w, r, nil, fsm.KeyRevokeType, cmd, action, nil, at, func(res *fsm.ApplyResult) { writeJSON(w, http.StatusOK, res.Value) })
 }
 
 func (a *API) deleteMember(w http.ResponseWriter, r *http.Request) {

@@ -206,9 +206,12 @@ func newTrustCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--new-public-key: %w", err)
 				}
-				m, err := c.RotateKey(ctx, args[0], pub)
+				m, pending, err := c.RotateKey(ctx, args[0], pub)
 				if err != nil {
 					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
 				}
 				return cf.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s now has %d keys\n", m.ID, len(m.Keys)) })
 			})

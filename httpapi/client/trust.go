@@ -119,14 +119,22 @@ func (c *Client) TrustMembers(ctx context.Context, kind string) ([]*fsm.Member, 
 
 // RotateKey announces newPub as member's new key, signed by the client's
 // (current) key.
-func (c *Client) RotateKey(ctx context.Context, member string, newPub []byte) (*fsm.Member, error) {
+func (c *Client) RotateKey(ctx context.Context, member string, newPub []byte) (*fsm.Member, *fsm.Approval, error) {
 	if c.signer == nil {
-		return nil, ErrNoSigner
+		return nil, nil, ErrNoSigner
+	}
+	var raw json.RawMessage
+	m, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys", nil,
+		wire.KeyRotateRequest{PublicKey: string(newPub)}, nil, &raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Status == http.StatusAccepted {
+		var a fsm.Approval
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
 	}
 	var out fsm.Member
-	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members/"+url.PathEscape(member)+"/keys", nil,
-		wire.KeyRotateRequest{PublicKey: string(newPub)}, nil, &out)
-	return &out, err
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // RevokeKey revokes a member's key; under the default policy it becomes a
