@@ -5,12 +5,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // Role sets routes accept.
@@ -60,13 +63,53 @@ func (a *API) authn(r *http.Request) (identity, error) {
 	if b := a.cfg.BootstrapToken; b != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(b)) == 1 {
 		return identity{Accessor: BootstrapAccessor, Role: fsm.RoleOperator}, nil
 	}
-	var t *fsm.Token
 	hash := HashToken(secret)
-	a.c.FSM().Read(func(s *fsm.State) { t = s.TokenByHash(hash) })
+	lookup := func() (t *fsm.Token) {
+		a.c.FSM().Read(func(s *fsm.State) { t = s.TokenByHash(hash) })
+		return t
+	}
+	t := lookup()
+	if t == nil {
+		// The token may be younger than this server's state: its creator
+		// was answered once the leader applied it, and a follower learns
+		// the commit a moment later. Catch up with the leader's commit
+		// index before refusing, so that a token works on the next request
+		// to any server (read-your-writes).
+		if err := a.catchUp(r.Context()); err != nil {
+			return identity{}, err
+		}
+		t = lookup()
+	}
 	if t == nil {
 		return identity{}, unauthenticated("invalid_token", "the token is unknown or was revoked")
 	}
 	return identity{Accessor: t.Accessor, Role: t.Role}, nil
+}
+
+// tokenCatchUpWait bounds how long an unknown token waits for this server
+// to apply the leader's commit index.
+const tokenCatchUpWait = 2 * time.Second
+
+// catchUp waits until this server has applied everything the leader had
+// committed when it was asked (a linearizable read barrier). A follower
+// still behind after a read index round tries again until
+// tokenCatchUpWait; no leader to ask is 503, since the token may be valid.
+func (a *API) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, tokenCatchUpWait)
+	defer cancel()
+	for {
+		err := a.c.ConsistentRead(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, structs.ErrFollowerBehind) && ctx.Err() == nil:
+			continue
+		case ctx.Err() != nil:
+			return unavailable("token_check_timeout", "this server could not catch up with the leader to check the token; retry")
+		default:
+			return unavailable("no_leader", "this server cannot reach a leader to check the token; retry shortly")
+		}
+	}
 }
 
 // auth wraps a handler with token authentication and a role check: no or

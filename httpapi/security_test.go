@@ -314,3 +314,30 @@ func TestTrustBundleVerifies(t *testing.T) {
 		t.Fatal("a bundle signed by an unpinned key was accepted")
 	}
 }
+
+// TestNewTokenWorksAtOnceOnEveryServer: a token is usable on the next
+// request to any server once its creator has been told it exists
+// (read-your-writes across servers): a follower that does not know it yet
+// catches up with the leader's commit index before refusing it.
+func TestNewTokenWorksAtOnceOnEveryServer(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	l := c.WaitLeader()
+	ctx := testcluster.Ctx(t, 2*time.Minute)
+	followers := c.Followers()
+	for i := 0; i < 100; i++ {
+		tok, err := l.Client.CreateToken(ctx, fsm.RoleReader, fmt.Sprintf("rw-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range followers {
+			if _, _, err := c.NewClient(f, client.WithToken(tok.Secret)).Regions(ctx, &client.QueryOptions{Consistency: "stale"}); err != nil {
+				t.Fatalf("token %d used on %s right after it was created: %v", i, f.ID, err)
+			}
+		}
+	}
+	// An unknown token is still refused, after the catch-up.
+	_, _, err := c.NewClient(followers[0], client.WithToken("atf_not_a_token")).Regions(ctx, nil)
+	if client.StatusOf(err) != http.StatusUnauthorized || !client.IsCode(err, "invalid_token") {
+		t.Fatalf("an unknown token on a follower: %v, want 401 invalid_token", err)
+	}
+}
