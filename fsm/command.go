@@ -42,7 +42,7 @@ var typeBlocks = []typeBlock{
 	{40, 49, "log envelopes: entries that carry other commands"},
 	{50, 59, "compliance and reports"},
 	{60, 79, "disaster recovery and failover"},
-	{80, 89, "agents and tasks, continued (1-9 is full)"},
+	{80, 89, "registry, agents and tasks, continued (1-9 is full)"},
 }
 
 // Command types, by block.
@@ -77,8 +77,10 @@ const (
 	GlobalTableUpsertType MessageType = 32
 	GlobalTableDeleteType MessageType = 33
 
-	// 80-89: agents and tasks, continued (agents_apply.go).
+	// 80-89: registry, agents and tasks, continued (agents_apply.go,
+	// registry_apply.go).
 	TasksRefenceType MessageType = 80
+	TenantPatchType  MessageType = 81
 )
 
 // BatchType is a log entry that carries several commands, committed
@@ -126,6 +128,7 @@ var typeNames = map[MessageType]string{
 	GlobalTableDeleteType: "global_table_delete",
 
 	TasksRefenceType: "tasks_refence",
+	TenantPatchType:  "tenant_patch",
 
 	BatchType: "batch",
 }
@@ -170,6 +173,7 @@ func init() {
 	registerCommand(GlobalTableDeleteType, applyGlobalTableDelete)
 
 	registerCommand(TasksRefenceType, applyTasksRefence)
+	registerCommand(TenantPatchType, applyTenantPatch)
 }
 
 // applyFn applies one command entry to s. A returned error must be an
@@ -203,7 +207,7 @@ func ResultValue(t MessageType) any {
 	switch t {
 	case RegionUpsertType:
 		return &Region{}
-	case TenantUpsertType:
+	case TenantUpsertType, TenantPatchType:
 		return &Tenant{}
 	case RegionDeleteType, TenantDeleteType, AgentDeleteType, MemberDeleteType, TokenDeleteType:
 		return &Deleted{}

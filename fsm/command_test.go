@@ -164,7 +164,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		14: "token_create", 15: "token_delete", 16: "policy_set", 17: "approval_create",
 		18: "approval_vote", 19: "approval_expire", 20: "server_key_set",
 		30: "region_database", 31: "tenant_sync_state", 32: "global_table_upsert", 33: "global_table_delete",
-		80: "tasks_refence",
+		80: "tasks_refence", 81: "tenant_patch",
 		40: "batch",
 	}
 	for typ, name := range want {

@@ -216,6 +216,12 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("tenant after upsert (want sorted tables and columns): %+v", tn)
 		}
 	})
+	check(TenantPatchType, TenantPatch{ID: "acme", Patch: json.RawMessage(`{"labels":{"tier":"gold"},"tables":[{"name":"c"}]}`), At: 9}, func(s *State, res *ApplyResult) {
+		tn := s.Tenants["acme"]
+		if tn == nil || tn.ModifyIndex != res.Index || tn.HomeRegion != "us-east" || len(tn.Tables) != 1 || tn.Tables[0].Name != "c" || tn.Labels["tier"] != "gold" || tn.CreatedAt != 8 {
+			t.Fatalf("tenant after patch (want home kept, tables replaced, label added): %+v", tn)
+		}
+	})
 	check(TenantDeleteType, TenantDelete{ID: "acme", At: 9}, func(s *State, res *ApplyResult) {
 		if s.Tenants["acme"] != nil || res.Value.(*Deleted).Name != "acme" {
 			t.Fatalf("tenant still there after delete")

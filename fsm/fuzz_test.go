@@ -134,6 +134,8 @@ func newCommand(t MessageType) any {
 		return &GlobalTableDelete{}
 	case TasksRefenceType:
 		return &TasksRefence{}
+	case TenantPatchType:
+		return &TenantPatch{}
 	case MemberRegisterType:
 		return &MemberRegister{}
 	case KeyRotateType:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -273,5 +274,35 @@ func TestTenantReplicationViewFromReports(t *testing.T) {
 	}
 	if _, ok := s.TenantReplicationView("nobody"); ok {
 		t.Fatal("a view for a tenant that never existed")
+	}
+}
+
+// TestPatchTenantMergeSemantics: RFC 7396 on a tenant: named fields
+// replace, null removes, objects merge key by key; bad patches are refused
+// with a code that says why.
+func TestPatchTenantMergeSemantics(t *testing.T) {
+	cur := &Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"eu-west"}, Labels: map[string]string{"a": "1", "b": "2"},
+		SyncMode: SyncModeSync, CreateIndex: 3, ModifyIndex: 7}
+	got, err := PatchTenant(cur, json.RawMessage(`{"labels":{"a":null,"c":"3"},"sync_mode":null,"mirrors":["ap-south","eu-west"],"create_index":99}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"ap-south", "eu-west"}, Labels: map[string]string{"b": "2", "c": "3"},
+		CreateIndex: 3, ModifyIndex: 7}
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("patched tenant\n%+v\nwant\n%+v", *got, want)
+	}
+	for patch, code := range map[string]string{
+		`[1]`:                    "bad_patch",
+		`{"mirrorz":["x"]}`:      "bad_patch",
+		`{"mirrors":"eu-west"}`:  "bad_patch",
+		`{"id":"globex"}`:        "id_mismatch",
+		`{"home_region":"Bad!"}`: "invalid_home_region",
+		`{"home_region":null}`:   "invalid_home_region",
+		`not json`:               "bad_patch",
+	} {
+		if _, err := PatchTenant(cur, json.RawMessage(patch)); codeOf(err) != code {
+			t.Errorf("patch %s: %v, want %s", patch, err, code)
+		}
 	}
 }

@@ -173,6 +173,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/tenants", a.auth(anyRole, a.listTenants)).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants/{id}", a.auth(anyRole, a.getTenant)).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants/{id}", a.auth(operators, a.putTenant)).Methods(http.MethodPut)
+	v1.HandleFunc("/tenants/{id}", a.auth(operators, a.patchTenant)).Methods(http.MethodPatch)
 	v1.HandleFunc("/tenants/{id}", a.auth(operators, a.deleteTenant)).Methods(http.MethodDelete)
 	v1.HandleFunc("/tenants/{id}/replication", a.auth(anyRole, a.tenantReplication)).Methods(http.MethodGet)
 	v1.HandleFunc("/global-tables", a.auth(anyRole, a.listGlobalTables)).Methods(http.MethodGet)

@@ -91,9 +91,11 @@ func (a *API) authn(r *http.Request) (identity, error) {
 const tokenCatchUpWait = 2 * time.Second
 
 // catchUp waits until this server has applied everything the leader had
-// committed when it was asked (a linearizable read barrier). A follower
-// still behind after a read index round tries again until
-// tokenCatchUpWait; no leader to ask is 503, since the token may be valid.
+// committed when it was asked (a linearizable read barrier), for a request
+// that found nothing where its client may just have been told something
+// exists (a token, a tenant to patch). A follower still behind after a
+// read index round tries again until tokenCatchUpWait; no leader to ask
+// is 503, since the object may exist.
 func (a *API) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, tokenCatchUpWait)
 	defer cancel()
@@ -105,9 +107,9 @@ func (a *API) catchUp(ctx context.Context) error {
 		case errors.Is(err, structs.ErrFollowerBehind) && ctx.Err() == nil:
 			continue
 		case ctx.Err() != nil:
-			return unavailable("token_check_timeout", "this server could not catch up with the leader to check the token; retry")
+			return unavailable("token_check_timeout", "this server could not catch up with the leader in time; retry")
 		default:
-			return unavailable("no_leader", "this server cannot reach a leader to check the token; retry shortly")
+			return unavailable("no_leader", "this server cannot reach a leader to catch up with; retry shortly")
 		}
 	}
 }

@@ -171,7 +171,7 @@ func newTenantCmd() *cobra.Command {
 	var degradeAfter time.Duration
 	put := &cobra.Command{
 		Use:   "put ID",
-		Short: "Create or replace a tenant's placement",
+		Short: "Create or replace a tenant's placement (a full replace: what is not given is dropped; see tenant patch)",
 		Example: `  atomfed tenant put acme --home us-east --mirror eu-west --mirror ap-south \
     --table orders:email,phone --table invoices`,
 		Args: cobra.ExactArgs(1),
@@ -185,15 +185,7 @@ func newTenantCmd() *cobra.Command {
 			if t.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
-			t.Tables = nil
-			for _, spec := range tables {
-				name, cols, _ := strings.Cut(spec, ":")
-				tb := fsm.TenantTable{Name: name}
-				if cols != "" {
-					tb.PIIColumns = strings.Split(cols, ",")
-				}
-				t.Tables = append(t.Tables, tb)
-			}
+			t.Tables = parseTables(tables)
 			ctx, cancel := cf.ctx()
 			defer cancel()
 			out, err := c.PutTenant(ctx, &t, optCAS(cmd, cas))
@@ -272,7 +264,7 @@ func newTenantCmd() *cobra.Command {
 		},
 	}
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
-	cmd.AddCommand(put, get, list, del, newTenantReplicationCmd(&cf))
+	cmd.AddCommand(put, newTenantPatchCmd(&cf), get, list, del, newTenantReplicationCmd(&cf))
 	return cmd
 }
 
@@ -297,4 +289,97 @@ func fmtTime(ns int64) string {
 		return "-"
 	}
 	return time.Unix(0, ns).UTC().Format(time.RFC3339)
+}
+
+// parseTables turns --table table[:pii_col,pii_col] flags into tables.
+func parseTables(specs []string) []fsm.TenantTable {
+	var out []fsm.TenantTable
+	for _, spec := range specs {
+		name, cols, _ := strings.Cut(spec, ":")
+		tb := fsm.TenantTable{Name: name}
+		if cols != "" {
+			tb.PIIColumns = strings.Split(cols, ",")
+		}
+		out = append(out, tb)
+	}
+	return out
+}
+
+// newTenantPatchCmd changes only what its flags name (PATCH, a JSON merge
+// patch), where tenant put replaces the whole tenant.
+func newTenantPatchCmd(cf *clientFlags) *cobra.Command {
+	var home, syncMode, syncFallback string
+	var mirrors, tables, labels, unlabels []string
+	var degradeAfter time.Duration
+	var cas uint64
+	cmd := &cobra.Command{
+		Use:   "patch ID",
+		Short: "Change only the named fields of a tenant; everything else stays",
+		Long: `Change only what the flags name and keep the rest of the tenant, on the
+tenant as it is when the server applies the change. --mirror and --table
+replace the whole list (--mirror '' leaves no mirror); --label adds or
+changes one label and --remove-label drops one.`,
+		Example: `  atomfed tenant patch acme --mirror eu-west --mirror ap-south
+  atomfed tenant patch acme --label tier=gold --remove-label trial`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			patch := map[string]any{}
+			if f.Changed("home") {
+				patch["home_region"] = home
+			}
+			if f.Changed("mirror") {
+				patch["mirrors"] = splitList(mirrors)
+			}
+			if f.Changed("table") {
+				patch["tables"] = parseTables(tables)
+			}
+			if f.Changed("sync-mode") {
+				patch["sync_mode"] = syncMode
+			}
+			if f.Changed("sync-fallback") {
+				patch["sync_fallback"] = syncFallback
+			}
+			if f.Changed("sync-degrade-after") {
+				patch["sync_degrade_after_ms"] = int(degradeAfter / time.Millisecond)
+			}
+			if len(labels) > 0 || len(unlabels) > 0 {
+				set, err := parseLabels(labels)
+				if err != nil {
+					return err
+				}
+				lp := map[string]any{}
+				for k, v := range set {
+					lp[k] = v
+				}
+				for _, k := range unlabels {
+					lp[k] = nil
+				}
+				patch["labels"] = lp
+			}
+			if len(patch) == 0 {
+				return fmt.Errorf("nothing to change: name at least one of --home, --mirror, --table, --label, --remove-label, --sync-mode, --sync-fallback, --sync-degrade-after")
+			}
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				out, err := c.PatchTenant(ctx, args[0], patch, optCAS(cmd, cas))
+				if err != nil {
+					return err
+				}
+				return cf.print(out, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "tenant %s changed (modify_index %d): home %s, mirrors %s\n", out.ID, out.ModifyIndex, out.HomeRegion, joinOrDash(out.Mirrors))
+				})
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&home, "home", "", "new home region")
+	f.StringSliceVar(&mirrors, "mirror", nil, "mirror region (repeatable; replaces the list)")
+	f.StringArrayVar(&tables, "table", nil, "table[:pii_col,pii_col] (repeatable; replaces the list)")
+	f.StringArrayVar(&labels, "label", nil, "label key=value to add or change (repeatable)")
+	f.StringArrayVar(&unlabels, "remove-label", nil, "label key to remove (repeatable)")
+	f.StringVar(&syncMode, "sync-mode", "", "async or sync")
+	f.StringVar(&syncFallback, "sync-fallback", "", "with sync: degrade or wait")
+	f.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down")
+	f.Uint64Var(&cas, "cas", 0, "only change the tenant if its modify_index is this")
+	return cmd
 }

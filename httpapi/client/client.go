@@ -357,6 +357,15 @@ func (c *Client) PutTenant(ctx context.Context, t *fsm.Tenant, cas *uint64) (*fs
 	return &out, err
 }
 
+// PatchTenant changes the fields of a tenant that patch names (a JSON merge
+// patch: a named field replaces the current value, nil removes it) and
+// keeps the rest.
+func (c *Client) PatchTenant(ctx context.Context, id string, patch map[string]any, cas *uint64) (*fsm.Tenant, error) {
+	var out fsm.Tenant
+	_, err := c.Do(ctx, http.MethodPatch, "/v1/tenants/"+url.PathEscape(id), casQuery(cas), patch, &out)
+	return &out, err
+}
+
 // Tenant reads one tenant.
 func (c *Client) Tenant(ctx context.Context, id string, q *QueryOptions) (*fsm.Tenant, *Meta, error) {
 	var out fsm.Tenant
