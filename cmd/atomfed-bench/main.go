@@ -20,6 +20,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
@@ -132,7 +133,7 @@ func command() string {
 const region = "bench"
 
 func run(ctx context.Context, o *options) error {
-	rep := &bench.Report{Date: time.Now(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+	rep := &bench.Report{Date: time.Now(), Machine: machine.Detect(), Version: machine.GitDescribe(),
 		Command: command(), FailoverTarget: time.Second}
 	bin, cleanup, err := binary(o.bin, rep.Version)
 	if err != nil {
@@ -314,7 +315,7 @@ func run(ctx context.Context, o *options) error {
 				rep.Scale.AllAlive.Round(time.Millisecond), rep.Scale.DetectFailed.Round(time.Millisecond), rep.Scale.CPUCores, rep.Scale.RSSMiB)
 		}
 	}
-	rep.LoadAvgEnd = bench.LoadAvg()
+	rep.LoadAvgEnd = machine.LoadAvg()
 	if rep.Machine.Cores <= 4 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("This machine has %d cores shared by the three servers and the load generator (and whatever else runs: see the load averages), "+
 			"so the figures are a floor, not what three dedicated servers would do.", rep.Machine.Cores))
