@@ -33,34 +33,34 @@ func atomfedSystem(bin string, o *options) bench.System {
 // when plaintext.
 func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.System {
 	return bench.System{Name: name, Start: func(ctx context.Context) (*bench.SystemRun, error) {
-		c, err := bench.StartClusterWith(procs.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
+		c, err := procs.StartCluster(procs.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
 		if err != nil {
 			return nil, err
 		}
 		leader, err := c.WaitLeader(30 * time.Second)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		rc, err := c.Sec.SigningClient(leader.URL, region)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		if _, err := rc.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		hc := bench.NewHTTP(64).Secure(c.Sec.TLSConfig(), procs.Token)
 		a, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		run := &bench.SystemRun{
 			Write: a.Upsert, Read: a.Read(""), StaleRead: a.Read("stale"),
 			Populate: func(ctx context.Context) error { return a.Populate(ctx, 16) },
-			Stop:     func() { c.Close(false) },
+			Stop:     func() { c.Remove(false) },
 			Term:     c.Term,
 			PIDs: func() []int {
 				var out []int

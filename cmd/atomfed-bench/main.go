@@ -145,14 +145,14 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
-	c, err := bench.StartCluster(bin, 3)
+	c, err := procs.StartCluster(procs.ClusterOptions{Bin: bin, Servers: 3})
 	if err != nil {
 		return err
 	}
 	rep.Machine.Disk = bench.Disk(c.Dir)
 	keep := o.keepLogs
 	defer func() {
-		c.Close(keep)
+		c.Remove(keep)
 		if keep {
 			logf("server logs kept in %s", c.LogDir)
 		}
@@ -266,7 +266,7 @@ func run(ctx context.Context, o *options) error {
 	hc.CloseIdle()
 
 	for i := 1; i <= o.rounds && ctx.Err() == nil; i++ {
-		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), Region: region, Steady: time.Second})
+		f, err := bench.Failover(ctx, c, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), Region: region, Steady: time.Second})
 		if err != nil {
 			rep.FailoverErr = err
 			keep = true
@@ -292,7 +292,7 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	if o.securityRounds > 0 && ctx.Err() == nil {
-		c.Close(keep) // each setup gets the machine to itself
+		c.Remove(keep) // each setup gets the machine to itself
 		logf("security: default flags against --insecure-plaintext, %d runs each", o.securityRounds)
 		rep.Security, rep.SecurityErr = runSecurityCost(ctx, o, bin)
 		if rep.SecurityErr != nil {
@@ -300,7 +300,7 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {
-		c.Close(keep) // the scale test wants the machine to itself
+		c.Remove(keep) // the scale test wants the machine to itself
 		dir, err := os.MkdirTemp("", "atomfed-scale-")
 		if err != nil {
 			return err

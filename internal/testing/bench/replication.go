@@ -21,7 +21,7 @@ import (
 // ReplicationOptions shape the tenant replication benchmark.
 type ReplicationOptions struct {
 	Bin     string
-	Cluster *Cluster
+	Cluster *procs.Cluster
 	// Rate is the insert rate at the home (rows per second), Duration
 	// the length of each measured run, Rounds how many runs of each setup
 	// (alternating, so drift in the machine's load hits both alike).
