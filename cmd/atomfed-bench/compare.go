@@ -13,6 +13,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
@@ -32,34 +33,34 @@ func atomfedSystem(bin string, o *options) bench.System {
 // when plaintext.
 func atomfedSystemWith(name, bin string, o *options, plaintext bool) bench.System {
 	return bench.System{Name: name, Start: func(ctx context.Context) (*bench.SystemRun, error) {
-		c, err := bench.StartClusterWith(procs.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
+		c, err := procs.StartCluster(procs.ClusterOptions{Bin: bin, Servers: 3, Extra: []string{"--enable-debug"}, Plaintext: plaintext})
 		if err != nil {
 			return nil, err
 		}
 		leader, err := c.WaitLeader(30 * time.Second)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		rc, err := c.Sec.SigningClient(leader.URL, region)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		if _, err := rc.RegisterRegion(ctx, &fsm.Region{Name: region, URL: "http://127.0.0.1:1"}, nil); err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		hc := bench.NewHTTP(64).Secure(c.Sec.TLSConfig(), procs.Token)
 		a, err := bench.NewAtomfed(hc, c.URLs(), region, o.keys, o.readKeys, o.labelBytes)
 		if err != nil {
-			c.Close(false)
+			c.Remove(false)
 			return nil, err
 		}
 		run := &bench.SystemRun{
 			Write: a.Upsert, Read: a.Read(""), StaleRead: a.Read("stale"),
 			Populate: func(ctx context.Context) error { return a.Populate(ctx, 16) },
-			Stop:     func() { c.Close(false) },
+			Stop:     func() { c.Remove(false) },
 			Term:     c.Term,
 			PIDs: func() []int {
 				var out []int
@@ -206,13 +207,13 @@ func runCompare(ctx context.Context, o *options, bin string) error {
 	steps = append(steps, bench.CompareStep{Name: "stale read", Concurrency: o.readConc[len(o.readConc)-1]})
 	systems := []bench.System{atomfedSystem(bin, o), etcdSystem(o.compare.etcdBin, o)}
 	start := time.Now()
-	machine := bench.DetectMachine()
+	facts := machine.Detect()
 	res, err := bench.Compare(ctx, systems, bench.CompareOptions{Steps: steps, Rounds: o.compare.rounds,
 		Warmup: o.warmup, Duration: o.duration, FailoverRounds: o.rounds, Logf: logf})
 	if err != nil {
 		return err
 	}
-	md := compareMarkdown(res, o, machine, start, bin, systems)
+	md := compareMarkdown(res, o, facts, start, bin, systems)
 	fmt.Println(md)
 	if o.out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
@@ -226,13 +227,13 @@ func runCompare(ctx context.Context, o *options, bin string) error {
 	return nil
 }
 
-func compareMarkdown(res *bench.CompareResult, o *options, m bench.Machine, start time.Time, bin string, systems []bench.System) string {
+func compareMarkdown(res *bench.CompareResult, o *options, m machine.Facts, start time.Time, bin string, systems []bench.System) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	p("# atomfed and etcd, side by side\n\n")
 	p("- Date: %s; finished %s\n", start.UTC().Format("2006-01-02 15:04 MST"), time.Now().UTC().Format("15:04 MST"))
-	p("- Machine: %s, %d cores, %s RAM, Linux %s; %s; load average at start %s, at end %s\n", m.CPU, m.Cores, m.RAM, m.Kernel, m.Go, m.LoadAvg, bench.LoadAvg())
-	p("- atomfed %s; command: `%s`\n", bench.GitDescribe(), command())
+	p("- Machine: %s, %d cores, %s RAM, Linux %s; %s; load average at start %s, at end %s\n", m.CPU, m.Cores, m.RAM, m.Kernel, m.Go, m.LoadAvg, machine.LoadAvg())
+	p("- atomfed %s; command: `%s`\n", machine.GitDescribe(), command())
 	p("- Load: the same Go closed-loop generator for both, over persistent HTTP/1.1 connections; %d keys; values of %d bytes "+
 		"(atomfed: a tenant with a %d-byte label, etcd: a %d-byte value); each step %s warm-up and %s measured; "+
 		"the systems run one at a time, alternating A B A B (%d runs each); the table shows the median run (throughput) and the medians of p50 and p99.\n",

@@ -20,6 +20,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
@@ -132,7 +133,7 @@ func command() string {
 const region = "bench"
 
 func run(ctx context.Context, o *options) error {
-	rep := &bench.Report{Date: time.Now(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+	rep := &bench.Report{Date: time.Now(), Machine: machine.Detect(), Version: machine.GitDescribe(),
 		Command: command(), FailoverTarget: time.Second}
 	bin, cleanup, err := binary(o.bin, rep.Version)
 	if err != nil {
@@ -144,14 +145,14 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
-	c, err := bench.StartCluster(bin, 3)
+	c, err := procs.StartCluster(procs.ClusterOptions{Bin: bin, Servers: 3})
 	if err != nil {
 		return err
 	}
 	rep.Machine.Disk = bench.Disk(c.Dir)
 	keep := o.keepLogs
 	defer func() {
-		c.Close(keep)
+		c.Remove(keep)
 		if keep {
 			logf("server logs kept in %s", c.LogDir)
 		}
@@ -265,7 +266,7 @@ func run(ctx context.Context, o *options) error {
 	hc.CloseIdle()
 
 	for i := 1; i <= o.rounds && ctx.Err() == nil; i++ {
-		f, err := c.Failover(ctx, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), Region: region, Steady: time.Second})
+		f, err := bench.Failover(ctx, c, i, bench.FailoverOptions{HTTP: bench.NewHTTP(4).Secure(c.Sec.TLSConfig(), procs.Token), Region: region, Steady: time.Second})
 		if err != nil {
 			rep.FailoverErr = err
 			keep = true
@@ -291,7 +292,7 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	if o.securityRounds > 0 && ctx.Err() == nil {
-		c.Close(keep) // each setup gets the machine to itself
+		c.Remove(keep) // each setup gets the machine to itself
 		logf("security: default flags against --insecure-plaintext, %d runs each", o.securityRounds)
 		rep.Security, rep.SecurityErr = runSecurityCost(ctx, o, bin)
 		if rep.SecurityErr != nil {
@@ -299,7 +300,7 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {
-		c.Close(keep) // the scale test wants the machine to itself
+		c.Remove(keep) // the scale test wants the machine to itself
 		dir, err := os.MkdirTemp("", "atomfed-scale-")
 		if err != nil {
 			return err
@@ -314,7 +315,7 @@ func run(ctx context.Context, o *options) error {
 				rep.Scale.AllAlive.Round(time.Millisecond), rep.Scale.DetectFailed.Round(time.Millisecond), rep.Scale.CPUCores, rep.Scale.RSSMiB)
 		}
 	}
-	rep.LoadAvgEnd = bench.LoadAvg()
+	rep.LoadAvgEnd = machine.LoadAvg()
 	if rep.Machine.Cores <= 4 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("This machine has %d cores shared by the three servers and the load generator (and whatever else runs: see the load averages), "+
 			"so the figures are a floor, not what three dedicated servers would do.", rep.Machine.Cores))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // cliResult is one run of the atomfed CLI.
@@ -295,15 +297,11 @@ func auditHas(a *wire.AuditStatus, head string) bool {
 // waitAuditHas waits until s's own audit trail holds head.
 func waitAuditHas(t *testing.T, s *procs.ServerProc, head string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		a, err := s.Client.Audit(context.Background(), &client.QueryOptions{Consistency: "stale"})
 		if err == nil && auditHas(a, head) {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: audit trail lacks %s after 20s (%+v, err %v)", s.ID(), head, a, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("%s: audit trail lacks %s (%+v, err %v)", s.ID(), head, a, err)
+	})
 }

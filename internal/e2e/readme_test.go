@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -179,20 +180,18 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 // its ports was taken, rather than starting every server and agent (it
 // prints the export line for the CLI once all are up).
 func exitsOnPortInUse(p *procs.Proc) bool {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	inUse := false
+	_ = testutil.Poll(60*time.Second, func() error {
 		if !p.Running() {
-			return p.LogContains("address already in use")
+			inUse = p.LogContains("address already in use")
+			return nil
 		}
 		if p.LogContains("export ATOMFED_ADDR=") {
-			return false
+			return nil
 		}
-		select {
-		case <-p.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return false
+		return errors.New("dev is still starting")
+	})
+	return inUse
 }
 
 // consecutiveFreePorts returns the first of n consecutive loopback ports

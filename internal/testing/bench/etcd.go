@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // Etcd is a 3-member etcd cluster on loopback, started from the installed
@@ -129,35 +130,30 @@ func (e *Etcd) Leader(ctx context.Context) (int, error) {
 
 // WaitLeader polls Leader until one answers or ctx ends.
 func (e *Etcd) WaitLeader(ctx context.Context) (int, error) {
-	for {
-		i, err := e.Leader(ctx)
-		if err == nil {
-			return i, nil
-		}
-		select {
-		case <-ctx.Done():
-			return -1, fmt.Errorf("etcd: no leader: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
+	var leader int
+	var last error
+	err := testutil.PollEvery(ctx, testutil.Forever, 20*time.Millisecond, func() error {
+		leader, last = e.Leader(ctx)
+		return last
+	})
+	if err != nil {
+		return -1, fmt.Errorf("etcd: no leader: %v", last)
 	}
+	return leader, nil
 }
 
 // WaitHealthy waits until every member answers a linearizable range.
 func (e *Etcd) WaitHealthy(ctx context.Context) error {
 	for i := range e.Members {
-		for {
+		var last error
+		if err := testutil.PollEvery(ctx, testutil.Forever, 50*time.Millisecond, func() error {
 			var out map[string]any
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := e.post(cctx, e.ClientURLs[i]+"/v3/kv/range", map[string]any{"key": b64("health")}, &out)
-			cancel()
-			if err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("etcd member %d: %v", i+1, err)
-			case <-time.After(50 * time.Millisecond):
-			}
+			defer cancel()
+			last = e.post(cctx, e.ClientURLs[i]+"/v3/kv/range", map[string]any{"key": b64("health")}, &out)
+			return last
+		}); err != nil {
+			return fmt.Errorf("etcd member %d: %v", i+1, last)
 		}
 	}
 	return nil

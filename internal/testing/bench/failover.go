@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 )
 
 // FailoverRound is one kill -9 of the leader under a steady writer.
@@ -32,13 +34,13 @@ type FailoverOptions struct {
 	Steady time.Duration
 }
 
-// Failover runs one round: a steady writer sends to every server in turn,
+// Failover runs one round on c: a steady writer sends to every server in turn,
 // the leader is killed with SIGKILL, the round measures the time to the
 // first acknowledged write after the kill, keeps writing, then reads every
 // acknowledged write back linearizably (an error wrapping ErrLostWrites
 // means one was lost), restarts the killed server and waits until it has
 // caught up.
-func (c *Cluster) Failover(ctx context.Context, round int, o FailoverOptions) (FailoverRound, error) {
+func Failover(ctx context.Context, c *procs.Cluster, round int, o FailoverOptions) (FailoverRound, error) {
 	r := FailoverRound{Round: round}
 	leader, err := c.WaitLeader(30 * time.Second)
 	if err != nil {

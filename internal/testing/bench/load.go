@@ -2,8 +2,14 @@
 // processes on loopback with fsync on, driven over HTTP by a closed-loop
 // load generator. The generator knows nothing of atomfed (an operation is a
 // function), so the same code can drive etcd's HTTP/JSON gateway for a
-// comparison; the atomfed operations, the cluster launcher and the failover
-// measurement are in this package too. cmd/atomfed-bench is the entry point.
+// comparison; the atomfed operations, the failover and replication
+// measurements and the report are in this package too. It starts nothing
+// itself: its process clusters come from procs (the same as internal/e2e's
+// and the chaos suite's), the in-process scale test's servers and agents
+// from testcluster (the same as the in-process tests', run through
+// testutil.RunTB), and its report's machine facts from machine, which the
+// chaos suite shares. cmd/atomfed-bench is the entry point; internal/e2e's
+// failover tests reuse its writer.
 package bench
 
 import (

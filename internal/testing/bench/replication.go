@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,12 +17,13 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // ReplicationOptions shape the tenant replication benchmark.
 type ReplicationOptions struct {
 	Bin     string
-	Cluster *Cluster
+	Cluster *procs.Cluster
 	// Rate is the insert rate at the home (rows per second), Duration
 	// the length of each measured run, Rounds how many runs of each setup
 	// (alternating, so drift in the machine's load hits both alike).
@@ -202,20 +204,19 @@ func (r *repl) controllerSetup(ctx context.Context) (time.Duration, error) {
 	if _, err := r.api.PutTenant(ctx, tn, nil); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		v, _, err := r.api.TenantReplication(ctx, benchTenant, nil)
-		if err == nil && len(v.Mirrors) == 1 && v.Mirrors[0].State == fsm.ReplStreaming && len(v.Mirrors[0].Tables) == 1 && v.Mirrors[0].Tables[0].State == "ready" {
-			break
+	var v *fsm.TenantReplication
+	var verr error
+	if err := pollSetup(ctx, func() error {
+		v, _, verr = r.api.TenantReplication(ctx, benchTenant, nil)
+		if verr == nil && len(v.Mirrors) == 1 && v.Mirrors[0].State == fsm.ReplStreaming && len(v.Mirrors[0].Tables) == 1 && v.Mirrors[0].Tables[0].State == "ready" {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the mirror did not stream within 2 minutes: %v %+v (agent logs: %s)", err, v, r.agents[1].LogTail(20))
-		}
-		select {
-		case <-ctx.Done():
+		return errors.New("not streaming")
+	}); err != nil {
+		if ctx.Err() != nil {
 			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
 		}
+		return 0, fmt.Errorf("the mirror did not stream within 2 minutes: %v %+v (agent logs: %s)", verr, v, r.agents[1].LogTail(20))
 	}
 	took := time.Since(start)
 	return took, execAll(ctx, r.mirror, notifyTrigger("bench_ctl")...)
@@ -241,23 +242,28 @@ func (r *repl) manualSetup(ctx context.Context) (time.Duration, error) {
 	if err := psql(ctx, r.mirror, mirror...); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, err := psqlOut(ctx, r.mirror, `SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'manual_sub' AND r.srsubstate = 'r'`)
-		if err == nil && strings.TrimSpace(out) == "1" {
-			break
+	var out string
+	var qerr error
+	if err := pollSetup(ctx, func() error {
+		out, qerr = psqlOut(ctx, r.mirror, `SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'manual_sub' AND r.srsubstate = 'r'`)
+		if qerr == nil && strings.TrimSpace(out) == "1" {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the manual subscription was not ready within 2 minutes: %v %s", err, out)
-		}
-		select {
-		case <-ctx.Done():
+		return errors.New("not ready")
+	}); err != nil {
+		if ctx.Err() != nil {
 			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
 		}
+		return 0, fmt.Errorf("the manual subscription was not ready within 2 minutes: %v %s", qerr, out)
 	}
 	took := time.Since(start)
 	return took, execAll(ctx, r.mirror, notifyTrigger("bench_manual")...)
+}
+
+// pollSetup polls a replication setup for up to 2 minutes, every 20 ms:
+// the resolution of the setup times the benchmark reports.
+func pollSetup(ctx context.Context, fn func() error) error {
+	return testutil.PollEvery(ctx, 2*time.Minute, 20*time.Millisecond, fn)
 }
 
 func psqlCmd(ctx context.Context, pg *pglocal.Cluster, sql string) *exec.Cmd {
@@ -342,22 +348,22 @@ func (r *repl) measure(ctx context.Context, table string, base int64, st *LagSta
 		n++
 	}
 	st.Sent += n
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		left := len(sent)
-		mu.Unlock()
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
+	var listenErr error
+	_ = testutil.PollEvery(context.Background(), 30*time.Second, 10*time.Millisecond, func() error {
 		select {
-		case err := <-listened:
-			return err
-		case <-time.After(10 * time.Millisecond):
+		case listenErr = <-listened:
+			return testutil.Abort(listenErr)
+		default:
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		if left := len(sent); left > 0 {
+			return fmt.Errorf("%d rows not seen yet", left)
+		}
+		return nil
+	})
+	if listenErr != nil {
+		return listenErr
 	}
 	stopListen()
 	mu.Lock()

@@ -1,78 +1,15 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/atomcloud/atomfed/cluster/agent"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 )
-
-// Machine describes where a benchmark ran.
-type Machine struct {
-	CPU     string
-	Cores   int
-	RAM     string
-	Kernel  string
-	Disk    string // see Disk
-	Go      string
-	LoadAvg string // /proc/loadavg when the run started
-}
-
-// DetectMachine reads the machine's description from /proc.
-func DetectMachine() Machine {
-	m := Machine{CPU: "unknown", RAM: "unknown", Kernel: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), LoadAvg: "unknown"}
-	if v := procField("/proc/cpuinfo", "model name"); v != "" {
-		m.CPU = v
-	}
-	if v := procField("/proc/meminfo", "MemTotal"); v != "" {
-		if kb, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64); err == nil {
-			m.RAM = fmt.Sprintf("%.1f GiB", kb/(1<<20))
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	m.LoadAvg = LoadAvg()
-	return m
-}
-
-// LoadAvg returns the 1, 5 and 15 minute load averages.
-func LoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// procField returns the value of the first "key : value" line of a /proc
-// file.
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
 
 // Disk describes the file system the servers' data directories are on,
 // and how long an fsync of a small append takes there (p50 of 50), which
@@ -120,16 +57,6 @@ func fsName(magic int64) string {
 	return fmt.Sprintf("file system 0x%x", magic)
 }
 
-// GitDescribe returns `git describe --tags --always --dirty` of the working
-// tree, or "unknown".
-func GitDescribe() string {
-	out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output()
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // Row is a measured load step with what it measured.
 type Row struct {
 	Op          string // "upsert", "read"
@@ -141,7 +68,7 @@ type Row struct {
 // Report is a benchmark run.
 type Report struct {
 	Date          time.Time
-	Machine       Machine
+	Machine       machine.Facts
 	Version       string // git describe of the source tree
 	BinaryVersion string // what the servers report in /health
 	Command       string

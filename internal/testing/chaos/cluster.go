@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // ClusterConfig shapes a chaos cluster.
@@ -149,8 +150,9 @@ func freePortPair(ips ...string) (int, error) {
 	return 0, errors.New("no port free on every address after 100 tries")
 }
 
-// StartCluster starts the servers and agents and waits for an established
-// leader. On error everything started is stopped.
+// StartCluster starts the servers (through procs, each placed behind its
+// proxy by placeServer) and agents and waits for an established leader.
+// On error everything started is stopped.
 func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 	if cfg.Servers == 0 {
 		cfg.Servers = 3
@@ -167,38 +169,20 @@ func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 			c.Close()
 		}
 	}()
-	if c.Sec, err = procs.NewSecurity(cfg.Dir); err != nil {
+	c.servers, err = procs.NewCluster(procs.ClusterOptions{
+		Bin: cfg.Bin, Dir: cfg.Dir, LogDir: filepath.Join(cfg.Dir, "logs"), Servers: cfg.Servers,
+		Extra:     []string{"--raft-multiplier", strconv.Itoa(cfg.RaftMultiplier)},
+		Env:       cfg.Env,
+		Configure: c.placeServer,
+	})
+	if err != nil {
 		return c, err
 	}
-	var join []string
-	for i := 0; i < cfg.Servers; i++ {
-		n, err := c.newNode(i)
-		if err != nil {
-			return c, err
-		}
-		c.Nodes = append(c.Nodes, n)
-		join = append(join, net.JoinHostPort(n.ProxyIP, strconv.Itoa(n.SerfPort)))
+	c.Sec = c.servers.Sec
+	for i, sp := range c.servers.Servers {
+		c.Nodes[i].ServerProc = sp
 	}
-	c.join = join
-	c.setContinents()
-	sps := make([]*procs.ServerProc, len(c.Nodes))
-	for i, n := range c.Nodes {
-		n.Config.Join = join
-		n.Args = n.Config.Args()
-		sps[i] = n.ServerProc
-	}
-	c.servers = &procs.Cluster{Servers: sps}
-	for _, n := range c.Nodes {
-		if n.Index == cfg.TmpfsNode {
-			if err := c.mountTmpfs(n); err != nil {
-				c.NoTmpfs = err.Error()
-				cfg.Logf("no disk-full node: %v", err)
-			}
-		}
-		if err := n.Start(); err != nil {
-			return c, err
-		}
-	}
+	c.join = c.servers.SerfAddrs()
 	for i := 0; i < cfg.Agents; i++ {
 		region := procs.Regions[(i%cfg.Servers)%len(procs.Regions)]
 		if _, err := c.StartAgent(region, nil, nil); err != nil {
@@ -211,42 +195,45 @@ func StartCluster(cfg ClusterConfig) (c *Cluster, err error) {
 	return c, nil
 }
 
-func (c *Cluster) newNode(i int) (*Node, error) {
+// placeServer is procs' Configure hook: it binds server i to its own
+// address, advertises its proxy (which it adds to the network with the
+// server's continent), and mounts the tmpfs data dir of the disk-full
+// node. The server's own client (ServerProc.Client) goes to its bind
+// address: the harness observes, it is not a client under test.
+func (c *Cluster) placeServer(i int, sc *procs.ServerConfig) error {
 	bind, proxy := ipOf(c.Block, subnetBind, 10+i), ipOf(c.Block, subnetProxy, 10+i)
 	var ports [3]int
 	for k := range ports {
 		p, err := freePortPair(bind, proxy)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ports[k] = p
 	}
-	name := fmt.Sprintf("s%d", i+1)
 	hp := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
-	sc := procs.ServerConfig{
-		Node: name, Region: procs.Regions[i%len(procs.Regions)], DataDir: filepath.Join(c.cfg.Dir, name),
-		HTTPAddr: hp(bind, ports[0]), RaftAddr: hp(bind, ports[1]), SerfAddr: hp(bind, ports[2]),
-		HTTPAdvertise: "https://" + hp(proxy, ports[0]), RaftAdvertise: hp(proxy, ports[1]), SerfAdvertise: hp(proxy, ports[2]),
-		BootstrapExpect: c.cfg.Servers,
-		Extra:           []string{"--raft-multiplier", strconv.Itoa(c.cfg.RaftMultiplier)},
-	}
-	// The server's own client (sp.Client) goes to its bind address: the
-	// harness observes, it is not a client under test.
-	sp, err := procs.NewServerProc(c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs"), sc, c.Sec)
-	if err != nil {
-		return nil, err
-	}
-	sp.Env = append(sp.Env, c.cfg.Env...)
+	sc.HTTPAddr, sc.RaftAddr, sc.SerfAddr = hp(bind, ports[0]), hp(bind, ports[1]), hp(bind, ports[2])
+	sc.HTTPAdvertise, sc.RaftAdvertise, sc.SerfAdvertise = "https://"+hp(proxy, ports[0]), hp(proxy, ports[1]), hp(proxy, ports[2])
 	n := &Node{
-		ServerProc: sp, Index: i, BindIP: bind, ProxyIP: proxy,
+		Index: i, BindIP: bind, ProxyIP: proxy,
 		HTTPPort: ports[0], RaftPort: ports[1], SerfPort: ports[2],
 		ProxyURL: "https://" + hp(proxy, ports[0]),
 	}
-	c.Net.AddEndpoint(name, bind)
-	if n.Proxy, err = c.Net.AddProxy(name, proxy, bind, n.tcpPorts(), []int{n.SerfPort}); err != nil {
-		return nil, err
+	c.Net.AddEndpoint(sc.Node, bind)
+	var err error
+	if n.Proxy, err = c.Net.AddProxy(sc.Node, proxy, bind, n.tcpPorts(), []int{n.SerfPort}); err != nil {
+		return err
 	}
-	return n, nil
+	c.Nodes = append(c.Nodes, n)
+	if c.cfg.Continents != nil {
+		c.setEndpointContinent(sc.Node, c.cfg.Continents[i])
+	}
+	if i == c.cfg.TmpfsNode {
+		if err := c.mountTmpfs(n, sc.DataDir); err != nil {
+			c.NoTmpfs = err.Error()
+			c.cfg.Logf("no disk-full node: %v", err)
+		}
+	}
+	return nil
 }
 
 // StartAgent starts the next agent (a1, a2, ...) in region, with its own
@@ -268,17 +255,17 @@ func (c *Cluster) StartAgent(region string, extra, env []string) (*procs.Proc, e
 	}
 	name := fmt.Sprintf("a%d", i+1)
 	hp := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
-	flags, err := c.Sec.NodeFlags(name, false, bind, proxy)
+	ap, err := procs.NewAgentProcWith(c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs"), procs.AgentConfig{
+		Node: name, Region: region, DataDir: filepath.Join(c.cfg.Dir, name),
+		HTTPAddr: hp(bind, httpPort), HTTPAdvertise: "https://" + hp(proxy, httpPort),
+		SerfAddr: hp(bind, serfPort), SerfAdvertise: hp(proxy, serfPort),
+		Join: c.join, Extra: extra,
+	}, c.Sec)
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"agent", "--node", name, "--region", region, "--data-dir", filepath.Join(c.cfg.Dir, name),
-		"--http-addr", hp(bind, httpPort), "--http-advertise", "https://" + hp(proxy, httpPort),
-		"--serf-addr", hp(bind, serfPort), "--serf-advertise", hp(proxy, serfPort),
-		"--join", strings.Join(c.join, ",")}, flags...)
-	args = append(args, extra...)
-	p := procs.NewProc(name, c.cfg.Bin, filepath.Join(c.cfg.Dir, "logs", name+".log"), args...)
-	p.Env = append(c.Sec.Env(), env...)
+	p := ap.Proc
+	p.Env = append(p.Env, env...)
 	c.Net.AddEndpoint(name, bind)
 	if _, err := c.Net.AddProxy(name, proxy, bind, []int{httpPort, serfPort}, []int{serfPort}); err != nil {
 		return nil, err
@@ -300,16 +287,6 @@ func (c *Cluster) StartAgent(region string, extra, env []string) (*procs.Proc, e
 	return p, nil
 }
 
-// setContinents places the servers on their continents.
-func (c *Cluster) setContinents() {
-	if c.cfg.Continents == nil {
-		return
-	}
-	for _, n := range c.Nodes {
-		c.setEndpointContinent(n.ID(), c.cfg.Continents[n.Index])
-	}
-}
-
 // setEndpointContinent places name on continent k: links to and from every
 // endpoint already placed on another continent get the inter-continent
 // condition.
@@ -328,17 +305,17 @@ func (c *Cluster) setEndpointContinent(name string, k int) {
 	c.continent[name] = k
 }
 
-// mountTmpfs mounts a size-limited tmpfs as n's data dir.
-func (c *Cluster) mountTmpfs(n *Node) error {
-	if err := os.MkdirAll(n.Config.DataDir, 0o700); err != nil {
+// mountTmpfs mounts a size-limited tmpfs as n's data dir, dir.
+func (c *Cluster) mountTmpfs(n *Node, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", c.cfg.TmpfsSize), "tmpfs", n.Config.DataDir).CombinedOutput()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", c.cfg.TmpfsSize), "tmpfs", dir).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mount tmpfs on %s: %v: %s", n.Config.DataDir, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("mount tmpfs on %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
 	}
 	c.mu.Lock()
-	c.mounts = append(c.mounts, n.Config.DataDir)
+	c.mounts = append(c.mounts, dir)
 	c.mu.Unlock()
 	n.Tmpfs = true
 	return nil
@@ -356,8 +333,8 @@ func (c *Cluster) TmpfsNode() *Node {
 
 // Close kills every process, stops the network and unmounts the tmpfs.
 func (c *Cluster) Close() {
-	for _, n := range c.Nodes {
-		n.Close()
+	if c.servers != nil {
+		c.servers.Close()
 	}
 	for _, a := range c.Agents {
 		a.Close()
@@ -427,28 +404,28 @@ func (c *Cluster) Restart(n *Node) error {
 // openWhenListening waits until n's own ports accept connections and then
 // opens its proxy.
 func (c *Cluster) openWhenListening(n *Node) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var exited error
+	err := testutil.PollEvery(context.Background(), 30*time.Second, 20*time.Millisecond, func() error {
 		if !n.Running() {
-			return fmt.Errorf("%s exited while starting (%s): %s", n.ID(), n.ExitStatus(), n.LogTail(5))
+			exited = fmt.Errorf("%s exited while starting (%s): %s", n.ID(), n.ExitStatus(), n.LogTail(5))
+			return testutil.Abort(exited)
 		}
-		up := true
 		for _, p := range n.tcpPorts() {
 			conn, err := net.DialTimeout("tcp", net.JoinHostPort(n.BindIP, strconv.Itoa(p)), time.Second)
 			if err != nil {
-				up = false
-				break
+				return err
 			}
 			conn.Close()
 		}
-		if up {
-			return n.Proxy.Up(n.tcpPorts()...)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not listen on all its ports 30s after start", n.ID())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	switch {
+	case exited != nil:
+		return exited
+	case err != nil:
+		return fmt.Errorf("%s does not listen on all its ports 30s after start: %w", n.ID(), err)
 	}
+	return n.Proxy.Up(n.tcpPorts()...)
 }
 
 // Pause stops n with SIGSTOP.
@@ -502,17 +479,11 @@ func (c *Cluster) Healthy(ctx context.Context) error {
 	return nil
 }
 
-// WaitHealthy polls Healthy until it holds or timeout passes.
+// WaitHealthy polls Healthy until it holds or timeout passes. It polls
+// every 50 ms: the runs time how long the cluster takes to be whole again.
 func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := c.Healthy(ctx)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("cluster not healthy within %s: %w", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testutil.PollEvery(ctx, timeout, 50*time.Millisecond, func() error { return c.Healthy(ctx) }); err != nil {
+		return fmt.Errorf("cluster not healthy within %s: %w", timeout, err)
 	}
+	return nil
 }

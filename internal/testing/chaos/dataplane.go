@@ -20,6 +20,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // DataPlaneTenant is a tenant of a data-plane run: its home and mirrors
@@ -538,22 +539,21 @@ func (d *dataPlane) api(i int) (*client.Client, error) {
 // retryAPI runs op against the servers in turn until it succeeds or
 // timeout passes.
 func (d *dataPlane) retryAPI(ctx context.Context, timeout time.Duration, what string, op func(context.Context, *client.Client) error) error {
-	deadline := time.Now().Add(timeout)
-	for i := 0; ; i++ {
+	i := 0
+	err := testutil.PollEvery(ctx, timeout, 200*time.Millisecond, func() error {
 		cl, err := d.api(i)
-		if err == nil {
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = op(rctx, cl)
-			cancel()
+		i++
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		_ = waitCtx(ctx, 200*time.Millisecond)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return op(rctx, cl)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	return nil
 }
 
 // registerTenants puts every tenant through the API, once the agents
@@ -633,22 +633,20 @@ func issuesText(is []fsm.ReplicationIssue) string {
 }
 
 func (d *dataPlane) waitStreaming(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
 	nextLog := time.Now().Add(5 * time.Second)
-	for {
-		err := d.streaming(ctx)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		if time.Now().After(nextLog) {
-			d.cfg.Logf("waiting for replication to stream: %v", err)
+	var last error
+	err := testutil.PollEvery(ctx, timeout, 250*time.Millisecond, func() error {
+		last = d.streaming(ctx)
+		if last != nil && time.Now().After(nextLog) {
+			d.cfg.Logf("waiting for replication to stream: %v", last)
 			nextLog = time.Now().Add(5 * time.Second)
 		}
-		_ = waitCtx(ctx, 250*time.Millisecond)
+		return last
+	})
+	if err != nil {
+		return last
 	}
+	return nil
 }
 
 // measureLag inserts probe rows at the homes until until, each time
@@ -691,19 +689,21 @@ func (d *dataPlane) probe(ctx context.Context, w *dpWriter) (time.Duration, erro
 	}
 	acked := time.Now()
 	for _, m := range w.t.Mirrors {
-		for {
+		// Every 5 ms, the resolution of the lag.
+		var qerr error
+		err := testutil.PollEvery(pctx, testutil.Forever, 5*time.Millisecond, func() error {
 			var n int
-			err := d.query(pctx, m, func(c *pgx.Conn) error {
+			qerr = d.query(pctx, m, func(c *pgx.Conn) error {
 				return c.QueryRow(pctx, "SELECT count(*) FROM "+pgx.Identifier{key.Table}.Sanitize()+" WHERE tenant_id = $1 AND id = $2",
 					w.t.ID, key.ID).Scan(&n)
 			})
-			if err == nil && n == 1 {
-				break
+			if qerr == nil && n != 1 {
+				return errors.New("not there yet")
 			}
-			if pctx.Err() != nil {
-				return 0, fmt.Errorf("row %s/%d not in %s within 30s (%v); %s", key.Table, key.ID, d.regions[m], err, d.replicationState(ctx, w.t, m))
-			}
-			_ = waitCtx(pctx, 5*time.Millisecond)
+			return qerr
+		})
+		if err != nil {
+			return 0, fmt.Errorf("row %s/%d not in %s within 30s (%v); %s", key.Table, key.ID, d.regions[m], qerr, d.replicationState(ctx, w.t, m))
 		}
 	}
 	return time.Since(acked), nil
@@ -820,17 +820,11 @@ func (d *dataPlane) whole(ctx context.Context) error {
 }
 
 func (d *dataPlane) waitWhole(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := d.whole(ctx)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not whole within %s: %w", timeout, err)
-		}
-		_ = waitCtx(ctx, 50*time.Millisecond)
+	// Every 50 ms: the run times how long the federation takes to be whole.
+	if err := testutil.PollEvery(ctx, timeout, 50*time.Millisecond, func() error { return d.whole(ctx) }); err != nil {
+		return fmt.Errorf("not whole within %s: %w", timeout, err)
 	}
+	return nil
 }
 
 // heal undoes every fault: servers, PostgreSQL clusters, agents.

@@ -4,7 +4,13 @@
 // checks what the clients saw. It is test-only: `make test` runs a short
 // run and a short data-plane run with fixed seeds and schedules
 // (chaos_test.go, dataplane_test.go), `make chaos` runs the long suite
-// (cmd/atomfed-chaos) and writes reports/chaos.md.
+// (cmd/atomfed-chaos) and writes reports/chaos.md. It is the top of the
+// chain of harnesses: its servers and agents are started by procs (the
+// same code as internal/e2e's and the bench tool's clusters), which it
+// hands a hook that places each server behind its proxies; what it adds is
+// the fault network, the tmpfs data dir, the nemeses, the workload and the
+// checks. Its report's machine facts come from machine, shared with the
+// bench tool.
 //
 // The pieces:
 //
@@ -15,11 +21,14 @@
 //     a proxy knows the sender and applies the fault of the directed link:
 //     pass, delay with jitter, drop (fast reset) or blackhole (held until
 //     healed). Standing conditions (80 ms between continents) sit under
-//     injected faults.
-//   - cluster.go: starts the processes with internal/testing/procs and the default
-//     security (HTTPS and Raft mutual TLS with a throwaway CA, encrypted
-//     gossip, the bootstrap token, signed region registration), mounts a
-//     tmpfs data dir for the disk-full nemesis, closes a proxy's ports
+//     injected faults. addr.go: the address plan (bind, proxy and client
+//     subnets of a cluster's 127.b.0.0/16 block).
+//   - cluster.go: starts the servers through procs.NewCluster with the
+//     default security (HTTPS and Raft mutual TLS with a throwaway CA,
+//     encrypted gossip, the bootstrap token, signed region registration),
+//     its Configure hook binding each server to its own address behind its
+//     proxy and mounting a tmpfs data dir for the disk-full nemesis; starts
+//     agents the same way (procs.NewAgentProcWith); closes a proxy's ports
 //     while its server is down (clients then see a refused connection: a
 //     write that certainly did not happen), and tells when the cluster is
 //     whole.

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // rlsReader is the role the RLS check reads mirror tables as: no
@@ -54,20 +56,21 @@ func (d *dataPlane) diverged(ctx context.Context) string {
 // converge waits until every mirror holds exactly its home's rows, for at
 // most ConvergeWithin after from.
 func (d *dataPlane) converge(ctx context.Context, from time.Time, res *DataPlaneResult) error {
-	deadline := from.Add(d.cfg.ConvergeWithin)
-	for {
-		why := d.diverged(ctx)
-		if why == "" {
-			res.Converged = true
-			res.ConvergenceS = time.Since(from).Seconds()
-			d.cfg.Logf("every mirror holds its home's rows %s after the writes ended", secs(res.ConvergenceS))
-			return nil
+	// Every 250 ms, the resolution of the convergence time it reports.
+	var why string
+	err := testutil.PollEvery(ctx, time.Until(from.Add(d.cfg.ConvergeWithin)), 250*time.Millisecond, func() error {
+		if why = d.diverged(ctx); why != "" {
+			return errors.New(why)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("mirrors did not converge within %s of the end of the writes: %s", d.cfg.ConvergeWithin, why)
-		}
-		_ = waitCtx(ctx, 250*time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mirrors did not converge within %s of the end of the writes: %s", d.cfg.ConvergeWithin, why)
 	}
+	res.Converged = true
+	res.ConvergenceS = time.Since(from).Seconds()
+	d.cfg.Logf("every mirror holds its home's rows %s after the writes ended", secs(res.ConvergenceS))
+	return nil
 }
 
 // rows reads a tenant's rows of a table in a region (without the PII
@@ -446,24 +449,25 @@ func uniq(list []string) []string {
 // slot of the same name at the home; no slot and no subscription is left
 // over. Teardown is asynchronous, so this is polled for up to 30 s.
 func (d *dataPlane) checkSlots(ctx context.Context, res *DataPlaneResult) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		orphans, missing, findings, err := d.slotState(ctx)
-		if err == nil && orphans == 0 && missing == 0 {
-			return
+	var orphans, missing int
+	var findings []string
+	var stateErr error
+	err := testutil.PollEvery(ctx, 30*time.Second, 500*time.Millisecond, func() error {
+		orphans, missing, findings, stateErr = d.slotState(ctx)
+		if stateErr == nil && (orphans != 0 || missing != 0) {
+			return fmt.Errorf("%d orphan slots, %d missing subscriptions", orphans, missing)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			if err != nil {
-				res.fail("replication slots and subscriptions: %v", err)
-				return
-			}
-			res.OrphanSlots, res.MissingSubscriptions = orphans, missing
-			for _, f := range findings {
-				res.finding("%s", f)
-			}
-			return
+		return stateErr
+	})
+	switch {
+	case err == nil:
+	case stateErr != nil:
+		res.fail("replication slots and subscriptions: %v", stateErr)
+	default:
+		res.OrphanSlots, res.MissingSubscriptions = orphans, missing
+		for _, f := range findings {
+			res.finding("%s", f)
 		}
-		_ = waitCtx(ctx, 500*time.Millisecond)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // Event is one injected fault (or a mix of two, run together).
@@ -293,21 +295,16 @@ func nemMemberReplace(ctx context.Context, r *runner, ev *Event, hold time.Durat
 	if err := r.c.Kill(n); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.PollContext(ctx, 30*time.Second, func() error {
 		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
 		l, err := r.c.Leader(lctx)
-		if err == nil {
-			err = l.Client.RemovePeer(lctx, n.ID())
+		if err != nil {
+			return err
 		}
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("remove %s from the configuration: %w", n.ID(), err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return l.Client.RemovePeer(lctx, n.ID())
+	}); err != nil {
+		return fmt.Errorf("remove %s from the configuration: %w", n.ID(), err)
 	}
 	if err := wipeDir(n.Config.DataDir); err != nil {
 		return err

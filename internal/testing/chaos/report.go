@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 )
 
 func splitMix(t string) []string { return strings.Split(t, "+") }
@@ -67,7 +67,7 @@ func (rep *Report) Markdown() string {
 	w(".\n\n")
 	w("- Date: %s\n", rep.Date.Format("2006-01-02 15:04:05 UTC"))
 	m := rep.Machine
-	w("- Machine: %s, %d cores, %s RAM, Linux %s; load average at the end %s\n", m.CPU, m.Cores, m.RAM, m.Kernel, bench.LoadAvg())
+	w("- Machine: %s, %d cores, %s RAM, Linux %s; load average at the end %s\n", m.CPU, m.Cores, m.RAM, m.Kernel, machine.LoadAvg())
 	w("- Go: %s; atomfed: %s (git describe)\n", m.Go, rep.Version)
 	if rep.Command != "" {
 		w("- Command: `%s`\n", rep.Command)

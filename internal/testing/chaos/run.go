@@ -16,6 +16,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // RunConfig shapes one chaos run: a fresh cluster, clients, faults for
@@ -372,9 +373,10 @@ func finalChecks(ctx context.Context, c *Cluster, w *Workload, res *RunResult) {
 // auditHeads polls every server's audit head (a stale read of its own
 // state) until all report the same index; then the heads must be equal.
 func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string, uint64, error) {
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
+	var head, last string
+	var index uint64
+	var diverged error
+	err := testutil.PollEvery(ctx, timeout, 100*time.Millisecond, func() error {
 		heads := map[string]*wire.AuditStatus{}
 		var errs []error
 		for _, n := range c.Nodes {
@@ -387,34 +389,40 @@ func auditHeads(ctx context.Context, c *Cluster, timeout time.Duration) (string,
 			}
 			heads[n.ID()] = a
 		}
-		if len(errs) == 0 {
-			first := heads[c.Nodes[0].ID()]
-			same := true
-			var parts []string
-			for _, n := range c.Nodes {
-				a := heads[n.ID()]
-				parts = append(parts, fmt.Sprintf("%s %d %.12s", n.ID(), a.Index, a.Head))
-				if a.Index != first.Index {
-					same = false
-				}
-			}
-			last = strings.Join(parts, ", ")
-			if same {
-				for _, n := range c.Nodes {
-					if heads[n.ID()].Head != first.Head {
-						return "", 0, fmt.Errorf("audit heads differ at index %d: %s; %s", first.Index, last, divergence(c, heads))
-					}
-				}
-				return first.Head, first.Index, nil
-			}
-		} else {
+		if len(errs) > 0 {
 			last = errors.Join(errs...).Error()
+			return errors.New(last)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "", 0, fmt.Errorf("audit heads did not meet within %s: %s", timeout, last)
+		first := heads[c.Nodes[0].ID()]
+		same := true
+		var parts []string
+		for _, n := range c.Nodes {
+			a := heads[n.ID()]
+			parts = append(parts, fmt.Sprintf("%s %d %.12s", n.ID(), a.Index, a.Head))
+			if a.Index != first.Index {
+				same = false
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		last = strings.Join(parts, ", ")
+		if !same {
+			return errors.New(last)
+		}
+		for _, n := range c.Nodes {
+			if heads[n.ID()].Head != first.Head {
+				diverged = fmt.Errorf("audit heads differ at index %d: %s; %s", first.Index, last, divergence(c, heads))
+				return testutil.Abort(diverged)
+			}
+		}
+		head, index = first.Head, first.Index
+		return nil
+	})
+	switch {
+	case diverged != nil:
+		return "", 0, diverged
+	case err != nil:
+		return "", 0, fmt.Errorf("audit heads did not meet within %s: %s", timeout, last)
 	}
+	return head, index, nil
 }
 
 // divergence names the first audit entry, within the servers' recent
@@ -467,27 +475,25 @@ func divergence(c *Cluster, heads map[string]*wire.AuditStatus) string {
 }
 
 func registerRegion(ctx context.Context, c *Cluster, name string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	err := testutil.PollContext(ctx, 30*time.Second, func() error {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		l, err := c.Leader(rctx)
-		var rc *client.Client
-		if err == nil {
-			// A registration is signed with the region's own key.
-			rc, err = c.Sec.SigningClient(l.URL, name)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			_, err = rc.RegisterRegion(rctx, &fsm.Region{Name: name, URL: "https://" + name + ".example.com"}, nil)
+		// A registration is signed with the region's own key.
+		rc, err := c.Sec.SigningClient(l.URL, name)
+		if err != nil {
+			return err
 		}
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("register region %s: %w", name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		_, err = rc.RegisterRegion(rctx, &fsm.Region{Name: name, URL: "https://" + name + ".example.com"}, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("register region %s: %w", name, err)
 	}
+	return nil
 }
 
 func (c WorkloadConfig) regionOrDefault() string {

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/atomcloud/atomfed/internal/testing/bench"
+	"github.com/atomcloud/atomfed/internal/testing/machine"
 )
 
 // SuiteConfig shapes the long suite that `make chaos` runs.
@@ -71,7 +71,7 @@ func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
 // Report is the outcome of a suite (or of a single run).
 type Report struct {
 	Date      time.Time     `json:"date"`
-	Machine   bench.Machine `json:"machine"`
+	Machine   machine.Facts `json:"machine"`
 	Version   string        `json:"version"`
 	Command   string        `json:"command"`
 	Seed      uint64        `json:"seed"`
@@ -129,7 +129,7 @@ func leaderLossBudget(typ, network string) float64 {
 
 // RunSuite runs the plan one run after the other on fresh clusters.
 func RunSuite(ctx context.Context, sc SuiteConfig) *Report {
-	rep := &Report{Date: time.Now().UTC(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+	rep := &Report{Date: time.Now().UTC(), Machine: machine.Detect(), Version: machine.GitDescribe(),
 		Command: sc.Command, Seed: sc.Seed, DurationS: sc.Duration.Seconds()}
 	logf := sc.Logf
 	if logf == nil {
@@ -190,7 +190,7 @@ func dpVerdict(r *DataPlaneResult) string {
 
 // NewDataPlaneReport wraps a single data-plane run in a report.
 func NewDataPlaneReport(command string, r *DataPlaneResult) *Report {
-	rep := &Report{Date: time.Now().UTC(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+	rep := &Report{Date: time.Now().UTC(), Machine: machine.Detect(), Version: machine.GitDescribe(),
 		Command: command, Seed: r.Seed, DurationS: r.FaultPhaseS, ElapsedS: r.ElapsedS, DataPlane: []*DataPlaneResult{r}}
 	rep.summarise()
 	return rep
@@ -205,7 +205,7 @@ func verdict(r *RunResult) string {
 
 // NewReport wraps a single run in a report.
 func NewReport(command string, r *RunResult) *Report {
-	rep := &Report{Date: time.Now().UTC(), Machine: bench.DetectMachine(), Version: bench.GitDescribe(),
+	rep := &Report{Date: time.Now().UTC(), Machine: machine.Detect(), Version: machine.GitDescribe(),
 		Command: command, Seed: r.Seed, DurationS: r.FaultPhaseS, ElapsedS: r.ElapsedS, Runs: []*RunResult{r}}
 	rep.summarise()
 	return rep

@@ -16,6 +16,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // WorkloadConfig shapes the clients.
@@ -476,15 +477,18 @@ func (w *Workload) FinalWrites(ctx context.Context, timeout time.Duration) error
 	id := w.cfg.Workers
 	deadline := time.Now().Add(timeout)
 	for k, key := range w.activeKeys() {
-		for attempt := 0; ; attempt++ {
+		attempt := 0
+		// Every attempt is recorded: a fixed pace keeps the history short.
+		err := testutil.PollEvery(ctx, time.Until(deadline), 100*time.Millisecond, func() error {
 			out := w.write(id, attempt%len(w.clients), Input{Kind: OpPut, Key: key, Value: w.value()})
-			if out.Result == ResOK {
-				break
+			attempt++
+			if out.Result != ResOK {
+				return errors.New("not acknowledged")
 			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("final write of %s not acknowledged within %s", key, timeout)
-			}
-			time.Sleep(100 * time.Millisecond) // pace retries
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("final write of %s not acknowledged within %s", key, timeout)
 		}
 		if _, ok := w.read(id, k%len(w.clients), key); !ok {
 			return fmt.Errorf("final read of %s got no answer", key)

@@ -3,27 +3,65 @@ package procs
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
+	"net"
 	"path/filepath"
 	"strings"
-	"time"
-
-	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
+
+// AgentConfig is the command line of one `atomfed agent`.
+type AgentConfig struct {
+	Node, Region, DataDir string
+	HTTPAddr, SerfAddr    string
+	// HTTPAdvertise (a URL) and SerfAdvertise (host:port) are what others
+	// dial when that is not the bind address (the chaos suite puts a fault
+	// proxy there); empty omits the flag.
+	HTTPAdvertise, SerfAdvertise string
+	// Join are the Serf addresses of servers to join through.
+	Join []string
+	// Extra flags, appended as given.
+	Extra []string
+}
+
+// Args returns the agent's command line after the binary.
+func (c AgentConfig) Args() []string {
+	args := []string{"agent", "--node", c.Node, "--region", c.Region, "--data-dir", c.DataDir, "--http-addr", c.HTTPAddr}
+	if c.HTTPAdvertise != "" {
+		args = append(args, "--http-advertise", c.HTTPAdvertise)
+	}
+	args = append(args, "--serf-addr", c.SerfAddr)
+	if c.SerfAdvertise != "" {
+		args = append(args, "--serf-advertise", c.SerfAdvertise)
+	}
+	args = append(args, "--join", strings.Join(c.Join, ","))
+	return append(args, c.Extra...)
+}
+
+// certIPs are the addresses an agent's certificate must name: the HTTP
+// bind address and the advertised addresses others dial.
+func (c AgentConfig) certIPs() []string {
+	var ips []string
+	for _, hp := range []string{c.HTTPAddr, strings.TrimPrefix(strings.TrimPrefix(c.HTTPAdvertise, "https://"), "http://"), c.SerfAdvertise} {
+		if host, _, err := net.SplitHostPort(hp); err == nil && net.ParseIP(host) != nil {
+			ips = append(ips, host)
+		}
+	}
+	return ips
+}
 
 // AgentProc is an `atomfed agent` process.
 type AgentProc struct {
 	*Proc
+	Config                AgentConfig
 	Node, Region, DataDir string
-	// URL is the base URL of the agent's own HTTP endpoints.
+	// URL is the base URL of the agent's own HTTP endpoints (its bind
+	// address).
 	URL string
 	sec *Security
 }
 
-// NewAgentProc prepares (but does not start) an agent that joins the given
-// Serf addresses. Its log is logDir/<node>.log.
+// NewAgentProc prepares (but does not start) an agent on fresh ports of
+// 127.0.0.1 that joins the given Serf addresses, with its data dir
+// dataDir/<node> and its log logDir/<node>.log.
 func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, error), join []string, sec *Security, extra ...string) (*AgentProc, error) {
 	httpPort, err := uniquePort(port)
 	if err != nil {
@@ -33,24 +71,32 @@ func NewAgentProc(bin, logDir, dataDir, node, region string, port func() (int, e
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(dataDir, node)
-	flags, err := sec.NodeFlags(node, false)
+	return NewAgentProcWith(bin, logDir, AgentConfig{
+		Node: node, Region: region, DataDir: filepath.Join(dataDir, node),
+		HTTPAddr: loopback(httpPort), SerfAddr: loopback(serfPort), Join: join, Extra: extra,
+	}, sec)
+}
+
+// NewAgentProcWith prepares (but does not start) the agent cfg describes,
+// with the cluster's security; its log is logDir/<node>.log.
+func NewAgentProcWith(bin, logDir string, cfg AgentConfig, sec *Security) (*AgentProc, error) {
+	flags, err := sec.NodeFlags(cfg.Node, false, cfg.certIPs()...)
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"agent", "--node", node, "--region", region, "--data-dir", dir,
-		"--http-addr", loopback(httpPort), "--serf-addr", loopback(serfPort),
-		"--join", strings.Join(join, ",")}, append(flags, extra...)...)
-	p := NewProc(node, bin, filepath.Join(logDir, node+".log"), args...)
+	cfg.Extra = append(flags, cfg.Extra...)
+	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
-	return &AgentProc{Proc: p, Node: node, Region: region, DataDir: dir, URL: sec.Scheme() + "://" + loopback(httpPort), sec: sec}, nil
+	return &AgentProc{Proc: p, Config: cfg, Node: cfg.Node, Region: cfg.Region, DataDir: cfg.DataDir,
+		URL: sec.Scheme() + "://" + cfg.HTTPAddr, sec: sec}, nil
 }
 
-// SerfAddrs returns the Serf addresses of the cluster's servers.
+// SerfAddrs returns the Serf addresses the cluster's servers are dialled
+// on (advertised, else bound): what an agent joins.
 func (c *Cluster) SerfAddrs() []string {
 	var out []string
 	for _, s := range c.Servers {
-		out = append(out, s.Config.SerfAddr)
+		out = append(out, s.Config.serfDial())
 	}
 	return out
 }
@@ -80,15 +126,7 @@ func (a *AgentProc) Metric(ctx context.Context, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(body, "\n") {
-		var v float64
-		if strings.HasPrefix(line, name+" ") {
-			if _, err := fmt.Sscanf(line[len(name)+1:], "%g", &v); err == nil {
-				return v, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("metric %s not on %s/metrics", name, a.URL)
+	return metricValue(body, name, a.URL)
 }
 
 func (a *AgentProc) getJSON(ctx context.Context, path string, out any) error {
@@ -100,24 +138,6 @@ func (a *AgentProc) getJSON(ctx context.Context, path string, out any) error {
 }
 
 func (a *AgentProc) get(ctx context.Context, path string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+path, nil)
-	if err != nil {
-		return "", err
-	}
-	cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: a.sec.CAPath}, "")
-	if err != nil {
-		return "", err
-	}
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
-	}
+	b, err := a.sec.get(ctx, a.URL+path, false)
 	return string(b), err
 }

@@ -33,6 +33,15 @@ type ServerConfig struct {
 	Extra []string
 }
 
+// serfDial is the Serf address peers dial: the advertised one, else the
+// bind address.
+func (c ServerConfig) serfDial() string {
+	if c.SerfAdvertise != "" {
+		return c.SerfAdvertise
+	}
+	return c.SerfAddr
+}
+
 // Args returns the server's command line after the binary.
 func (c ServerConfig) Args() []string {
 	args := []string{"server",
@@ -62,6 +71,7 @@ type ServerProc struct {
 	// URL is the base URL of the server's HTTP API.
 	URL    string
 	Client *client.Client
+	sec    *Security
 }
 
 // NewServerProc prepares (but does not start) a server whose log is
@@ -79,7 +89,7 @@ func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*Server
 	}
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
-	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c}, nil
+	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c, sec: sec}, nil
 }
 
 // certIPs are the addresses a server's certificate must name: the HTTP
@@ -108,9 +118,11 @@ func (s *ServerProc) Health(ctx context.Context) (*structs.Health, error) {
 type ClusterOptions struct {
 	// Bin is the atomfed binary.
 	Bin string
-	// Dir holds the servers' data directories (Dir/<node>).
+	// Dir holds the servers' data directories (Dir/<node>) and the
+	// security material. Empty: a new temporary directory, which Remove
+	// deletes.
 	Dir string
-	// LogDir holds the servers' logs; default Dir.
+	// LogDir holds the servers' logs; default Dir/logs.
 	LogDir string
 	// Servers is the number of servers bootstrapped together (default 3).
 	Servers int
@@ -119,9 +131,20 @@ type ClusterOptions struct {
 	Port func() (int, error)
 	// Extra flags for every server (e.g. "--log-level", "debug").
 	Extra []string
+	// Env is added to every server's environment.
+	Env []string
 	// Plaintext starts the servers with --insecure-plaintext (see
 	// Security.Plaintext).
 	Plaintext bool
+	// Configure, when set, adjusts server i's config before any server
+	// starts: NewCluster has set the node name, region, data dir,
+	// --bootstrap-expect and Extra, and afterwards binds whichever of
+	// HTTPAddr, RaftAddr and SerfAddr is still empty to a fresh port on
+	// 127.0.0.1 and sets Join (if still empty) to every server's
+	// advertised Serf address (its bind address when it advertises none).
+	// The chaos suite binds each server to its own loopback address and
+	// advertises its fault proxy, which it sets up here.
+	Configure func(i int, cfg *ServerConfig) error
 }
 
 // Regions are the region names the servers of a cluster run in, in order.
@@ -131,53 +154,57 @@ var Regions = []string{"us-east", "eu-west", "ap-south", "us-west", "eu-north"}
 type Cluster struct {
 	Servers []*ServerProc
 	// Sec is the cluster's TLS, token and key material.
-	Sec  *Security
-	opts ClusterOptions
+	Sec *Security
+	// Dir and LogDir are ClusterOptions.Dir and LogDir as used.
+	Dir, LogDir string
+
+	opts    ClusterOptions
+	tempDir bool // Dir was made by NewCluster
 }
 
-// NewCluster prepares the servers (node names s1..sN, regions from Regions,
-// fresh ports, each joining every other's Serf address) and starts them. It
-// does not wait for a leader: see WaitLeader.
-func NewCluster(o ClusterOptions) (*Cluster, error) {
+// NewCluster prepares the servers (node names s1..sN, regions from
+// Regions, data dirs under Dir, fresh ports or what Configure chose, each
+// joining every server's Serf address) and starts them. It does not wait
+// for a leader: see StartCluster, WaitFormed and WaitLeader. When it fails
+// nothing it started runs.
+func NewCluster(o ClusterOptions) (c *Cluster, err error) {
 	if o.Servers == 0 {
 		o.Servers = 3
 	}
+	tempDir := false
+	if o.Dir == "" {
+		if o.Dir, err = os.MkdirTemp("", "atomfed-cluster-"); err != nil {
+			return nil, err
+		}
+		tempDir = true
+		defer func() {
+			if err != nil {
+				os.RemoveAll(o.Dir)
+			}
+		}()
+	}
 	if o.LogDir == "" {
-		o.LogDir = o.Dir
+		o.LogDir = filepath.Join(o.Dir, "logs")
 	}
 	if o.Port == nil {
 		o.Port = FreePort
 	}
-	type ports struct{ http, raft, serf int }
-	ps := make([]ports, o.Servers)
-	var join []string
-	for i := range ps {
-		for _, p := range []*int{&ps[i].http, &ps[i].raft, &ps[i].serf} {
-			n, err := uniquePort(o.Port)
-			if err != nil {
-				return nil, err
-			}
-			*p = n
-		}
-		join = append(join, loopback(ps[i].serf))
+	cfgs, err := serverConfigs(o)
+	if err != nil {
+		return nil, err
 	}
 	sec, err := NewSecurity(o.Dir)
 	if err != nil {
 		return nil, err
 	}
 	sec.Plaintext = o.Plaintext
-	c := &Cluster{opts: o, Sec: sec}
-	for i, p := range ps {
-		node := fmt.Sprintf("s%d", i+1)
-		cfg := ServerConfig{
-			Node: node, Region: Regions[i%len(Regions)], DataDir: filepath.Join(o.Dir, node),
-			HTTPAddr: loopback(p.http), RaftAddr: loopback(p.raft), SerfAddr: loopback(p.serf),
-			BootstrapExpect: o.Servers, Join: join, Extra: o.Extra,
-		}
+	c = &Cluster{Sec: sec, Dir: o.Dir, LogDir: o.LogDir, opts: o, tempDir: tempDir}
+	for _, cfg := range cfgs {
 		s, err := NewServerProc(o.Bin, o.LogDir, cfg, sec)
 		if err != nil {
 			return nil, err
 		}
+		s.Env = append(s.Env, o.Env...)
 		c.Servers = append(c.Servers, s)
 	}
 	for _, s := range c.Servers {
@@ -187,6 +214,73 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// serverConfigs makes the servers' configs: defaults, Configure, ports,
+// join list.
+func serverConfigs(o ClusterOptions) ([]ServerConfig, error) {
+	cfgs := make([]ServerConfig, o.Servers)
+	for i := range cfgs {
+		node := fmt.Sprintf("s%d", i+1)
+		cfg := ServerConfig{
+			Node: node, Region: Regions[i%len(Regions)], DataDir: filepath.Join(o.Dir, node),
+			BootstrapExpect: o.Servers, Extra: append([]string(nil), o.Extra...),
+		}
+		if o.Configure != nil {
+			if err := o.Configure(i, &cfg); err != nil {
+				return nil, fmt.Errorf("configure %s: %w", node, err)
+			}
+		}
+		for _, addr := range []*string{&cfg.HTTPAddr, &cfg.RaftAddr, &cfg.SerfAddr} {
+			if *addr == "" {
+				p, err := uniquePort(o.Port)
+				if err != nil {
+					return nil, err
+				}
+				*addr = loopback(p)
+			}
+		}
+		cfgs[i] = cfg
+	}
+	var join []string
+	for _, cfg := range cfgs {
+		join = append(join, cfg.serfDial())
+	}
+	for i := range cfgs {
+		if len(cfgs[i].Join) == 0 {
+			cfgs[i].Join = join
+		}
+	}
+	return cfgs, nil
+}
+
+// StartCluster starts a cluster (NewCluster) and waits up to a minute for
+// an established leader (WaitFormed). On failure it stops the servers and
+// removes their data, keeping the logs, whose directory the error names.
+func StartCluster(o ClusterOptions) (*Cluster, error) {
+	c, err := NewCluster(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.WaitFormed(60 * time.Second); err != nil {
+		c.Remove(true)
+		return nil, fmt.Errorf("%w (logs kept in %s)", err, c.LogDir)
+	}
+	return c, nil
+}
+
+// Remove kills the servers and deletes the cluster's data: all of Dir
+// when NewCluster made it and keepLogs is not set, else each server's data
+// dir.
+func (c *Cluster) Remove(keepLogs bool) {
+	c.Close()
+	if c.tempDir && !keepLogs {
+		os.RemoveAll(c.Dir)
+		return
+	}
+	for _, s := range c.Servers {
+		os.RemoveAll(s.Config.DataDir)
+	}
 }
 
 // handedOut holds every port given to a server by this process. A port
@@ -302,17 +396,16 @@ func (c *Cluster) Leader(ctx context.Context) (*ServerProc, error) {
 
 // WaitLeader polls until Leader succeeds or timeout passes.
 func (c *Cluster) WaitLeader(timeout time.Duration) (*ServerProc, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		l, err := c.Leader(context.Background())
-		if err == nil {
-			return l, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no established leader within %s: %w (%s)", timeout, err, c.exits())
-		}
-		time.Sleep(25 * time.Millisecond)
+	var l *ServerProc
+	err := testutil.PollEvery(context.Background(), timeout, 25*time.Millisecond, func() error {
+		var err error
+		l, err = c.Leader(context.Background())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no established leader within %s: %w (%s)", timeout, err, c.exits())
 	}
+	return l, nil
 }
 
 // exits describes servers that were started and have exited, for errors.
@@ -336,15 +429,12 @@ func (c *Cluster) Close() {
 	}
 }
 
-// TB is the part of testing.TB the helpers use.
+// TB is the part of testing.TB the test helpers here use: testutil.TB,
+// and the test's name and outcome for its logs.
 type TB interface {
-	Helper()
+	testutil.TB
 	Name() string
-	Cleanup(func())
 	Failed() bool
-	Logf(format string, args ...any)
-	Fatalf(format string, args ...any)
-	TempDir() string
 }
 
 // LogDirEnv names an environment variable: when set, server logs are
@@ -395,22 +485,24 @@ func StartTestCluster(t TB, o ClusterOptions) *Cluster {
 // fails at once when a server exits (a port taken by another program, a bad
 // flag) instead of waiting for the timeout.
 func (c *Cluster) WaitFormed(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	var exited error
+	err := testutil.PollEvery(context.Background(), timeout, 25*time.Millisecond, func() error {
 		for _, s := range c.Servers {
 			if !s.Running() {
-				return fmt.Errorf("%s exited during start (%s); its log ends:\n%s", s.ID(), s.ExitStatus(), s.LogTail(5))
+				exited = fmt.Errorf("%s exited during start (%s); its log ends:\n%s", s.ID(), s.ExitStatus(), s.LogTail(5))
+				return testutil.Abort(exited)
 			}
 		}
 		_, err := c.Leader(context.Background())
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no established leader within %s: %w", timeout, err)
-		}
-		time.Sleep(25 * time.Millisecond)
+		return err
+	})
+	switch {
+	case exited != nil:
+		return exited
+	case err != nil:
+		return fmt.Errorf("no established leader within %s: %w", timeout, err)
 	}
+	return nil
 }
 
 // CleanupOnExit registers with t a cleanup that kills the servers and, if

@@ -1,20 +1,24 @@
-// Package e2e drives real atomfed processes. The helpers here start
-// `atomfed server` binaries on loopback, each with its output in its own log
-// file, and inject process faults (kill -9, SIGTERM, SIGSTOP/SIGCONT,
-// restart with the same flags, data dir and ports). The tests of this
-// directory are the multi-process end-to-end suite; the helpers are
-// exported so that the chaos suite and the benchmark start clusters the same
-// way.
+// Package procs is the one way atomfed's harnesses start real processes:
+// it turns a ServerConfig into a running `atomfed server` (an AgentConfig
+// into an `atomfed agent`), each with its output in its own log file,
+// starts clusters of them with throwaway security (a CA, a gossip key, the
+// bootstrap token, signing keys), waits for an established leader, and
+// injects process faults (kill -9, SIGTERM, SIGSTOP/SIGCONT, restart with
+// the same flags, data dir and ports). The multi-process tests of
+// internal/e2e, the bench tool (internal/testing/bench) and the chaos suite
+// (internal/testing/chaos, which places each server behind its fault
+// proxies through ClusterOptions.Configure) all start their clusters
+// here; testcluster is its in-process counterpart. It sits on testutil.
 //
-// Nothing here imports package testing: tests pass a TB, the benchmark does
-// not need one.
+// Nothing here imports package testing: tests pass a TB, the tools do not
+// need one.
 //
 // Environment of the tests: ATOMFED_BIN runs a prebuilt binary instead of
 // building cmd/atomfed once in TestMain; ATOMFED_E2E_LOG_DIR keeps every
 // server's log under that directory (by default logs live in the test's
 // temporary directory, and a failing test prints each log's path and tail).
-// Children get SIGKILL from the kernel if the test binary dies, so a
-// crashed or timed-out run leaves no atomfed behind.
+// Children get SIGKILL from the kernel if the harness dies, so a crashed or
+// timed-out run leaves no atomfed behind.
 package procs
 
 import (

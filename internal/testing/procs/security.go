@@ -1,14 +1,18 @@
 package procs
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/signing"
@@ -35,6 +39,7 @@ type Security struct {
 	mu      sync.Mutex
 	signers map[string]*signing.Signer
 	keyDir  string
+	hc      *http.Client // see get
 }
 
 // NewSecurity makes the material under dir/tls.
@@ -161,4 +166,47 @@ func (s *Security) MustSigningClient(url, member string) *client.Client {
 		panic(fmt.Sprintf("signing client for %s: %v", member, err))
 	}
 	return c
+}
+
+// get reads url (an /health or /metrics of a node) with a 3 s timeout,
+// trusting the CA, with the bootstrap token when token is set; an answer
+// other than 200 is an error. The harness's client is made on first use
+// and shared, so that repeated reads reuse their connections.
+func (s *Security) get(ctx context.Context, url string, token bool) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if token {
+		req.Header.Set("Authorization", "Bearer "+Token)
+	}
+	hc, err := s.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	return b, err
+}
+
+func (s *Security) httpClient() (*http.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hc == nil {
+		cfg, err := tlsutil.ClientConfig(tlsutil.Files{CA: s.CAPath}, "")
+		if err != nil {
+			return nil, err
+		}
+		s.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	return s.hc, nil
 }

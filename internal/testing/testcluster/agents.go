@@ -82,15 +82,17 @@ func (c *Cluster) AddAgent(id, region string) *AgentNode {
 func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 	c.t.Helper()
 	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id), opts: o}
-	ml := o.Memberlist
-	if ml == nil {
+	ml, heartbeat := o.Memberlist, AgentHeartbeat
+	if c.opts.LANTimings {
+		heartbeat = 0 // the agent's default, and nil gossip settings are LAN's
+	} else if ml == nil {
 		ml = AgentMemberlist()
 	}
 	n.cfg = agent.Config{
 		NodeID: id, Region: region, DataDir: n.Dir,
 		SerfBindAddr: "127.0.0.1:0", HTTPAdvertiseURL: "http://127.0.0.1:1",
 		Join: []string{c.Nodes[0].Server.SerfAddr()}, Capacity: 16, Version: "test",
-		Memberlist: ml, HeartbeatInterval: AgentHeartbeat, Database: o.Database,
+		Memberlist: ml, HeartbeatInterval: heartbeat, Database: o.Database,
 		GossipKey: c.sec.gossipKey,
 		NewAPI: func(servers func() []string) agent.API {
 			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
@@ -171,7 +173,7 @@ func (c *Cluster) RestartAgent(n *AgentNode) {
 // registering regions, since each region gets a probe task asynchronously.
 func (c *Cluster) Settle() {
 	c.t.Helper()
-	testutil.Eventually(c.t, 15*time.Second, func() error {
+	testutil.Eventually(c.t, c.wait(15*time.Second), func() error {
 		l := c.WaitLeader()
 		var plan *fsm.TaskPlan
 		l.Server.FSM().Read(func(s *fsm.State) { plan = cluster.ComputePlan(s) })

@@ -10,10 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
 
 // rawClient sends the raw requests of Node.Do. It never follows redirects
@@ -44,7 +44,7 @@ func (r *Response) Index() uint64 {
 func (r *Response) ServedBy() string { return r.Header.Get("X-Atomfed-Served-By") }
 
 // JSON decodes the body into v, failing the test when it is not JSON.
-func (r *Response) JSON(t testing.TB, v any) {
+func (r *Response) JSON(t testutil.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("response body is not the expected JSON (%v): %s", err, r.Body)
@@ -67,7 +67,7 @@ func (r *Response) ErrorDetail() (d structs.ErrorDetail, ok bool) {
 // Do sends a raw request to the node and returns its answer. body may be
 // nil, []byte or an io.Reader (sent without a Content-Length); hdr adds
 // headers. A transport error fails the test.
-func (n *Node) Do(t testing.TB, method, path string, body any, hdr http.Header) *Response {
+func (n *Node) Do(t testutil.TB, method, path string, body any, hdr http.Header) *Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

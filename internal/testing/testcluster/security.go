@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/atomcloud/atomfed/cluster"
@@ -37,20 +36,20 @@ type security struct {
 	signers map[string]*signing.Signer
 }
 
-func newSecurity(t testing.TB) *security {
+func newSecurity(t testutil.TB) *security {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tls")
 	ca, err := tlsutil.NewCA("test CA")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("test cluster security: %v", err)
 	}
 	s := &security{dir: dir, ca: ca, caPath: filepath.Join(dir, "ca.pem"), gossipKey: make([]byte, 32), signers: map[string]*signing.Signer{}}
 	_, _ = rand.Read(s.gossipKey)
 	if err := mkdirWrite(s.caPath, ca.CertPEM); err != nil {
-		t.Fatal(err)
+		t.Fatalf("test cluster security: %v", err)
 	}
 	if s.client, err = tlsutil.ClientConfig(tlsutil.Files{CA: s.caPath}, ""); err != nil {
-		t.Fatal(err)
+		t.Fatalf("test cluster security: %v", err)
 	}
 	return s
 }
@@ -98,7 +97,7 @@ func (c *Cluster) Signer(member string) *signing.Signer {
 	}
 	s, err := signing.NewSigner()
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("signer for %s: %v", member, err)
 	}
 	c.sec.signers[member] = s
 	return s
@@ -115,7 +114,7 @@ func (c *Cluster) CAPath() string { return c.sec.caPath }
 func (c *Cluster) NewClient(n *Node, opts ...client.Option) *client.Client {
 	cl, err := client.New(n.URL, append([]client.Option{client.WithToken(Token), client.WithTLS(c.sec.client)}, opts...)...)
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("client of %s: %v", n.ID, err)
 	}
 	return cl
 }
@@ -131,7 +130,7 @@ func (c *Cluster) RegionClient(n *Node, region string) *client.Client {
 func (c *Cluster) SignBody(member string, payload any, extra map[string]any) ([]byte, string) {
 	b, sig, err := client.SignBody(c.Signer(member), payload, extra)
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("sign body for %s: %v", member, err)
 	}
 	return b, sig
 }
@@ -191,11 +190,11 @@ func (n *Node) Cluster() *Cluster { return n.c }
 func (c *Cluster) ServerCertificate(name string) tls.Certificate {
 	certPEM, keyPEM, err := c.sec.ca.Issue(name, []string{name, tlsutil.ServerName}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("certificate for %s: %v", name, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("certificate for %s: %v", name, err)
 	}
 	return cert
 }

@@ -1,6 +1,13 @@
-// Package testcluster starts in-process atomfed clusters for tests: real
-// Raft on disk under t.TempDir(), real Serf and real HTTP over loopback
-// sockets, with timings shortened to ~50 ms. It is test-only code.
+// Package testcluster is the one way to start atomfed servers and agents
+// inside the calling process: real Raft on disk under t.TempDir(), real
+// Serf and real HTTP over loopback sockets, with a throwaway CA, gossip key
+// and signing keys, and timings shortened so that an election takes well
+// under a second. The in-process tests of cluster, httpapi and replication
+// use it, and so does the bench tool's scale test (with LANTimings and
+// Plaintext, through testutil.RunTB). It sits on testutil; procs is its
+// counterpart for clusters of real processes. It takes a testutil.TB, not
+// a testing.TB, so that the bench tool does not link package testing
+// through it.
 package testcluster
 
 import (
@@ -15,7 +22,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -52,11 +58,24 @@ type Options struct {
 	// Simulation, when set, is every server's SIMULATION_MODE evaluation
 	// (shown in /health, /global-status and /v1/policy/status).
 	Simulation *structs.Simulation
+	// LANTimings runs servers and agents with what a deployment on one LAN
+	// runs with instead of the shortened test timings: the Raft timings,
+	// reconcile interval and dead-server cleanup of cluster.DefaultConfig,
+	// the default LAN gossip settings and the agents' default heartbeat
+	// (AgentOptions.Memberlist still wins). Waits for a leader allow twice
+	// as long. For measurements that must see what a deployment sees (the
+	// bench tool's scale test), not for tests.
+	LANTimings bool
+	// Plaintext runs the HTTP API, forwarding and the Raft transport
+	// without TLS (http:// URLs, ClientTLS nil). Gossip stays encrypted;
+	// tokens and signatures still apply. For the bench tool's scale test,
+	// which measures membership and should not pay for TLS on the API.
+	Plaintext bool
 }
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	t      testing.TB
+	t      testutil.TB
 	opts   Options
 	mu     sync.Mutex
 	Nodes  []*Node
@@ -110,7 +129,7 @@ func TestMemberlist() *memberlist.Config {
 
 // New starts a cluster of opts.Servers voters and waits until one of them
 // has established leadership.
-func New(t testing.TB, opts Options) *Cluster {
+func New(t testutil.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Servers == 0 {
 		opts.Servers = 3
@@ -121,6 +140,9 @@ func New(t testing.TB, opts Options) *Cluster {
 	// run last-in first-out) and never races a node still writing.
 	t.TempDir()
 	c.sec = newSecurity(t)
+	if opts.Plaintext {
+		c.sec.client = nil
+	}
 	t.Cleanup(c.Shutdown)
 	var join []string
 	for i := 0; i < opts.Servers; i++ {
@@ -166,11 +188,13 @@ func (c *Cluster) newNode(i, expect int, join []string) *Node {
 	cfg.NodeID, cfg.Region, cfg.DataDir = id, fmt.Sprintf("r%d", i%3+1), dir
 	cfg.RaftBindAddr, cfg.SerfBindAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.BootstrapExpect, cfg.Join = expect, join
-	t := TestTimings
-	cfg.RaftTimings = &t
-	cfg.Memberlist = TestMemberlist()
-	cfg.DeadServerCleanupAfter = 0
-	cfg.ReconcileInterval = 2 * time.Second
+	if !c.opts.LANTimings {
+		t := TestTimings
+		cfg.RaftTimings = &t
+		cfg.Memberlist = TestMemberlist()
+		cfg.DeadServerCleanupAfter = 0
+		cfg.ReconcileInterval = 2 * time.Second
+	}
 	cfg.GossipKey = c.sec.gossipKey
 	cfg.Signer = c.Signer(id)
 	cfg.Now = c.opts.Now
@@ -178,9 +202,11 @@ func (c *Cluster) newNode(i, expect int, join []string) *Node {
 		c.opts.Configure(i, cfg)
 	}
 	n := &Node{ID: id, Index: i, Dir: dir, c: c, cfg: cfg, httpAddr: "127.0.0.1:0"}
-	var err error
-	if n.httpTLS, cfg.TLS, n.fwdTLS, err = c.sec.serverTLS(id); err != nil {
-		c.t.Fatalf("TLS for %s: %v", id, err)
+	if !c.opts.Plaintext {
+		var err error
+		if n.httpTLS, cfg.TLS, n.fwdTLS, err = c.sec.serverTLS(id); err != nil {
+			c.t.Fatalf("TLS for %s: %v", id, err)
+		}
 	}
 	// Ports below the kernel's ephemeral range, so that a restart on the
 	// same ports cannot find one taken by some outgoing connection; a port
@@ -236,8 +262,12 @@ func (c *Cluster) start(n *Node) error {
 		return err
 	}
 	n.httpAddr = ln.Addr().String()
-	n.URL = "https://" + n.httpAddr
-	ln = tls.NewListener(ln, n.httpTLS)
+	if c.opts.Plaintext {
+		n.URL = "http://" + n.httpAddr
+	} else {
+		n.URL = "https://" + n.httpAddr
+		ln = tls.NewListener(ln, n.httpTLS)
+	}
 	n.Reg = prometheus.NewRegistry()
 	cfg := *n.cfg
 	cfg.HTTPAdvertiseURL = n.URL
@@ -338,7 +368,7 @@ func (c *Cluster) Running() []*Node {
 func (c *Cluster) WaitLeader() *Node {
 	c.t.Helper()
 	var leader *Node
-	testutil.Eventually(c.t, 15*time.Second, func() error {
+	testutil.Eventually(c.t, c.wait(15*time.Second), func() error {
 		leader = nil
 		for _, n := range c.Running() {
 			if n.Server.IsLeader() {
@@ -377,7 +407,7 @@ func (c *Cluster) Followers() []*Node {
 // voters, and returns their ids.
 func (c *Cluster) WaitVoters(want int) {
 	c.t.Helper()
-	testutil.Eventually(c.t, 20*time.Second, func() error {
+	testutil.Eventually(c.t, c.wait(20*time.Second), func() error {
 		l := c.WaitLeader()
 		peers, _, err := l.Server.Configuration()
 		if err != nil {
@@ -396,6 +426,15 @@ func (c *Cluster) WaitVoters(want int) {
 	})
 }
 
+// wait returns how long a wait for the cluster takes at most: d with test
+// timings, twice d with LAN timings.
+func (c *Cluster) wait(d time.Duration) time.Duration {
+	if c.opts.LANTimings {
+		return 2 * d
+	}
+	return d
+}
+
 // Shutdown stops every agent and node.
 func (c *Cluster) Shutdown() {
 	for _, a := range c.Agents {
@@ -412,7 +451,7 @@ func (c *Cluster) Shutdown() {
 }
 
 // Ctx returns a context that ends with the test or after d.
-func Ctx(t testing.TB, d time.Duration) context.Context {
+func Ctx(t testutil.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

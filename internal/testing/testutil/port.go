@@ -9,12 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 )
 
 // FreePort returns a port on 127.0.0.1, free for TCP and UDP a moment ago,
 // below the kernel's ephemeral range (see PickPort).
-func FreePort(t testing.TB) int {
+func FreePort(t TB) int {
 	t.Helper()
 	p, err := PickPort()
 	if err != nil {
