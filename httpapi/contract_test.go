@@ -96,7 +96,7 @@ func TestErrorContract(t *testing.T) {
 		{"delete an unknown region", http.MethodDelete, "/v1/regions/nowhere", nil, 404, "region_not_found"},
 		{"unknown route", http.MethodGet, "/v1/nope", nil, 404, "no_such_endpoint"},
 		{"unknown top-level route", http.MethodGet, "/nope", nil, 404, "no_such_endpoint"},
-		{"wrong method on v1", http.MethodPatch, "/v1/tenants/acme", `{}`, 405, "method_not_allowed"},
+		{"wrong method on v1", http.MethodPost, "/v1/tenants/acme", `{}`, 405, "method_not_allowed"},
 		{"wrong method on a list", http.MethodPost, "/v1/regions", regionJSON("x"), 405, "method_not_allowed"},
 		{"wrong method on a seed path", http.MethodDelete, "/region/register", nil, 405, "method_not_allowed"},
 		{"trailing object", http.MethodPut, "/v1/regions/x", `{"name":"x","url":"https://x.example.com"} {}`, 400, "malformed_json"},

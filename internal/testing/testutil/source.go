@@ -2,17 +2,16 @@ package testutil
 
 import (
 	"net"
-	"testing"
 	"time"
 )
 
 // AcceptFrom listens on 127.0.0.1 and returns the listener's address and
 // a channel that yields the remote IP of the first accepted connection.
-func AcceptFrom(t testing.TB) (string, <-chan net.IP) {
+func AcceptFrom(t TB) (string, <-chan net.IP) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("listen: %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	ch := make(chan net.IP, 1)
@@ -29,7 +28,7 @@ func AcceptFrom(t testing.TB) (string, <-chan net.IP) {
 
 // WantSource waits for the IP AcceptFrom yields and fails the test unless
 // it is want: the connection must leave from the bind address.
-func WantSource(t testing.TB, ch <-chan net.IP, want string) {
+func WantSource(t TB, ch <-chan net.IP, want string) {
 	t.Helper()
 	select {
 	case ip := <-ch:
@@ -37,6 +36,6 @@ func WantSource(t testing.TB, ch <-chan net.IP, want string) {
 			t.Fatalf("connection came from %s, want the bind address %s", ip, want)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("no connection arrived")
+		t.Fatalf("no connection arrived")
 	}
 }
