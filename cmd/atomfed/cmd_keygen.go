@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -22,8 +23,9 @@ PEM public key. COSIGN_PASSWORD must be set; it may be empty
 (COSIGN_PASSWORD= atomfed keygen ...), which still encrypts, as cosign does.
 Existing files are never overwritten. Point COSIGN_KEY_PATH at PREFIX.key to
 make it a node's signing key.`,
-		Example: `  COSIGN_PASSWORD=... atomfed keygen --out /etc/atomfed/us-east-1`,
-		Args:    cobra.NoArgs,
+		Example: `  COSIGN_PASSWORD=... atomfed keygen --out ~/.atomfed/keys/sa-east
+  COSIGN_PASSWORD=... atomfed keygen --out /etc/atomfed/us-east-1`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			password, ok := os.LookupEnv(signing.PasswordEnv)
 			if !ok {
@@ -51,6 +53,11 @@ func writeKeyPair(prefix string, password []byte) (keyPath, pubPath, keyID strin
 		return "", "", "", errors.New("--out must name a path prefix")
 	}
 	keyPath, pubPath = prefix+".key", prefix+".pub"
+	// Keys belong outside a source tree (~/.atomfed/keys in the README):
+	// make the directory, private to its owner, when it is missing.
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return "", "", "", err
+	}
 	for _, p := range []string{keyPath, pubPath} {
 		if _, err := os.Lstat(p); err == nil {
 			return "", "", "", fmt.Errorf("%s already exists: refusing to overwrite a key (remove it or pick another --out)", p)

@@ -412,8 +412,8 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
   management token: %s
   approver keys:    %s
 
-  export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s
-`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token)
+  export ATOMFED_ADDR=%s ATOMFED_CACERT=%s FEDERATION_TOKEN=%s ATOMFED_DEV_DIR=%s
+`, sec.caPath, sec.server.Token, strings.Join(setup.approvers, " "), u, sec.caPath, sec.server.Token, dir)
 	if pg := pgs[devRegions[0].name]; pg != nil {
 		// What precheck needs to see a region database; the password
 		// stays in the passfile.
