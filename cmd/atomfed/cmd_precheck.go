@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -16,7 +17,9 @@ import (
 // precheck's config.
 func precheckConfigFromEnv() precheck.Config {
 	cfg := precheck.Config{
-		RegistryURL:    os.Getenv("GLOBAL_REGISTRY_URL"),
+		// The seed's GLOBAL_REGISTRY_URL, else the CLI's ATOMFED_ADDR (the
+		// server the other commands talk to), else the default.
+		RegistryURL:    cmp.Or(os.Getenv("GLOBAL_REGISTRY_URL"), os.Getenv("ATOMFED_ADDR")),
 		VaultAddr:      os.Getenv("VAULT_ADDR"),
 		CosignKeyPath:  os.Getenv("COSIGN_KEY_PATH"),
 		CosignPassword: []byte(os.Getenv("COSIGN_PASSWORD")),
@@ -45,7 +48,8 @@ func newPrecheckCmd() *cobra.Command {
 		Long: `Check the infrastructure a federation needs and decide whether a pipeline may
 go on, as the seed rules it:
 
-  registry  GET ${GLOBAL_REGISTRY_URL:-http://localhost:8401}/health answers  UP | NO_REGISTRY
+  registry  GET ${GLOBAL_REGISTRY_URL:-${ATOMFED_ADDR:-http://localhost:8401}}/health answers
+                                                                        UP | NO_REGISTRY
   vault     $VAULT_ADDR/v1/sys/health: initialized and unsealed           UP | MISSING | ERROR:<reason>
   cosign    COSIGN_KEY_PATH loads as a signing key with COSIGN_PASSWORD   OK | MISSING | ERROR:<reason>
   postgres  a pgx connection to POSTGRES_DSN within 3 s                   REACHABLE | MISSING | ERROR:<reason>

@@ -7,9 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,54 +16,6 @@ import (
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
-
-// TestREADMESignedRegistrationWithCurl runs the README's shell recipe for a
-// signed registration (jq, openssl, curl) against a real cluster, with
-// `openssl dgst -sign` standing in for `cosign sign-blob` (same signature
-// format; cosign is not installed here), and then replays it: the replay
-// must be refused.
-func TestREADMESignedRegistrationWithCurl(t *testing.T) {
-	for _, tool := range []string{"bash", "curl", "jq", "openssl", "sha256sum"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install %s)", tool, tool)
-		}
-	}
-	c := startCluster(t)
-	leader := waitLeader(t, c)
-	dir := t.TempDir()
-	script := `set -euo pipefail
-cd "$WORK"
-openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out sa-east.key
-openssl pkey -in sa-east.key -pubout -out sa-east.pub
-alias afcurl='curl -s --cacert "$ATOMFED_CACERT" -H "Authorization: Bearer $FEDERATION_TOKEN"'
-shopt -s expand_aliases
-KEY_ID=$(openssl pkey -pubin -in sa-east.pub -outform DER | sha256sum | cut -c1-32)
-jq -n --arg pub "$(cat sa-east.pub)" --arg kid "$KEY_ID" --arg ts "$(date -u +%FT%TZ)" --arg nonce "$(openssl rand -hex 16)" \
-  '{name:"sa-east", url:"https://sa-east.example.com:8401", tier:"staging", public_key:$pub, key_id:$kid, timestamp:$ts, nonce:$nonce}' > body.json
-openssl dgst -sha256 -sign sa-east.key body.json | base64 -w0 > body.sig
-afcurl -o first.json -w '%{http_code}\n' -XPOST -H "X-Atomfed-Signature: $(cat body.sig)" --data-binary @body.json $ATOMFED_ADDR/region/register
-afcurl -o replay.json -w '%{http_code}\n' -XPOST -H "X-Atomfed-Signature: $(cat body.sig)" --data-binary @body.json $ATOMFED_ADDR/region/register
-`
-	cmd := exec.Command("bash", "-c", script)
-	cmd.Env = append(os.Environ(), "WORK="+dir, "ATOMFED_ADDR="+leader.URL, "ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+procs.Token)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("recipe failed: %v\n%s", err, out)
-	}
-	codes := strings.Fields(string(out))
-	first, _ := os.ReadFile(filepath.Join(dir, "first.json"))
-	replay, _ := os.ReadFile(filepath.Join(dir, "replay.json"))
-	if len(codes) != 2 || codes[0] != "201" {
-		t.Fatalf("signed registration: %s %s", out, first)
-	}
-	if codes[1] != "403" || !strings.Contains(string(replay), "replayed_nonce") {
-		t.Fatalf("replay: %s %s", codes[1], replay)
-	}
-	r, _, err := leader.Client.Region(ctx(t, 10*time.Second), "sa-east", nil)
-	if err != nil || r.URL != "https://sa-east.example.com:8401" {
-		t.Fatalf("registered region: %+v %v", r, err)
-	}
-}
 
 // TestPlainHTTPServesOnlyPublicEndpoints: the API port answers plain HTTP
 // for /health and /metrics (load balancers, scrapers, the precheck), and
@@ -101,37 +50,7 @@ func TestPlainHTTPServesOnlyPublicEndpoints(t *testing.T) {
 // anonymous token reads the catalog) and nothing else: the rest of the API
 // still wants TLS and a token.
 func TestDevRegionListOverPlainHTTP(t *testing.T) {
-	dir := t.TempDir()
-	// The 15 ports were free when picked, but tests of other packages run
-	// alongside and may take one before dev binds it: start again on other
-	// ports when dev exits on a port in use.
-	var p *procs.Proc
-	var base int
-	for attempt := 1; ; attempt++ {
-		base = consecutiveFreePorts(t, 15)
-		p = procs.NewProc("dev", atomfedBin, filepath.Join(dir, fmt.Sprintf("dev-%d.log", attempt)), "dev", "--no-postgres",
-			"--data-dir", filepath.Join(dir, fmt.Sprintf("data-%d", attempt)),
-			"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
-			"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12))
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		proc := p
-		t.Cleanup(func() {
-			_ = proc.Term()
-			if _, err := proc.Wait(30 * time.Second); err != nil {
-				_ = proc.Kill9()
-			}
-			if t.Failed() {
-				t.Logf("log of atomfed dev (%s):\n%s", proc.ExitStatus(), proc.LogTail(60))
-			}
-			proc.Close()
-		})
-		if attempt == 3 || !exitsOnPortInUse(p) {
-			break
-		}
-		t.Logf("atomfed dev found one of ports %d-%d taken; trying other ports", base, base+14)
-	}
+	p, base, _ := startDev(t, t.TempDir(), false)
 	url := fmt.Sprintf("http://127.0.0.1:%d", base)
 	get := func(path string) (int, string, error) {
 		resp, err := http.Get(url + path)

@@ -67,7 +67,7 @@ type dependency struct {
 var critical = map[Role][]dependency{
 	RoleServer: {
 		{Vault, []structs.SimulatedPart{{Part: "secrets", What: "federation secrets (bootstrap token, TLS and gossip keys) come from flags, the environment and local files, not from Vault"}}},
-		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "this server has no signing key: it cannot sign trust bundles, so signed requests (P2) cannot pass"}}},
+		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this server signs trust bundles with a key it generated in its data dir (server.key), which nobody vouched for out of band"}}},
 	},
 	RoleAgent: {
 		{Postgres, []structs.SimulatedPart{
@@ -75,7 +75,7 @@ var critical = map[Role][]dependency{
 			{Part: "tenant_rls", What: "row-level security of tenant mirrors is not applied: there is no region database"},
 			{Part: "backups", What: "DR backups, their validation and restores of this region run simulated: there is no region database"},
 		}},
-		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "this agent has no signing key: its reports to the servers are not signed"}}},
+		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this agent signs its reports with a key it generated in its data dir (agent.key) and registered as its trust member on first contact"}}},
 		{Vault, []structs.SimulatedPart{{Part: "secrets", What: "the region database credentials come from POSTGRES_DSN, not from Vault"}}},
 	},
 }
