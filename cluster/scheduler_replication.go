@@ -66,7 +66,7 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		if !fsm.IsReplicationTask(t.Type) || present[t.ID] || s.Regions[t.Region] == nil {
 			continue
 		}
-		spec, wasAbsent := absentSpec(t.Spec)
+		spec, wasAbsent := fsm.AbsentSpec(t.Spec)
 		if wasAbsent && t.Status == fsm.TaskSucceeded {
 			continue // torn down: the task goes
 		}
@@ -112,17 +112,4 @@ func endpoint(s *fsm.State, region string) *fsm.DatabaseEndpoint {
 		return &ep
 	}
 	return nil
-}
-
-// absentSpec returns spec with ensure set to absent, and whether it was
-// absent already.
-func absentSpec(spec json.RawMessage) (json.RawMessage, bool) {
-	var m map[string]any
-	if json.Unmarshal(spec, &m) != nil || m == nil {
-		m = map[string]any{}
-	}
-	was := m["ensure"] == fsm.EnsureAbsent
-	m["ensure"] = fsm.EnsureAbsent
-	b, _ := json.Marshal(m)
-	return b, was
 }

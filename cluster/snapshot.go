@@ -220,8 +220,10 @@ func (s *Server) RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error) {
 	}
 	// Restored into a running federation, the snapshot's tasks carry the
 	// generations of the day it was saved: marked, the leader's scheduler
-	// gives them new ones before it places anything.
-	if state, err = fsm.MarkRestored(state); err != nil {
+	// gives them new ones before it places anything. Replication set up
+	// since the save is carried over as teardowns (fsm.MarkRestored).
+	s.fsm.Read(func(cur *fsm.State) { state, err = fsm.MarkRestored(state, cur) })
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
 	meta := *am.Raft

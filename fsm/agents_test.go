@@ -220,7 +220,7 @@ func TestRestoredSnapshotIsRefenced(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	marked, err := MarkRestored(saved.Bytes())
+	marked, err := MarkRestored(saved.Bytes(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 )
 
@@ -343,4 +344,18 @@ func regionKey(r string) string {
 func shortHash(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:4])
+}
+
+// AbsentSpec returns a replication task's spec with ensure set to absent
+// (its executor tears down what the task set up), and whether it was
+// absent already.
+func AbsentSpec(spec json.RawMessage) (json.RawMessage, bool) {
+	var m map[string]any
+	if json.Unmarshal(spec, &m) != nil || m == nil {
+		m = map[string]any{}
+	}
+	was := m["ensure"] == EnsureAbsent
+	m["ensure"] = EnsureAbsent
+	b, _ := json.Marshal(m)
+	return b, was
 }

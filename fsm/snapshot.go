@@ -198,17 +198,34 @@ func readReplicationSnapshot(doc *snapshotDoc, s *State) error {
 	return nil
 }
 
-// MarkRestored returns the snapshot with RefencePending set: the form in
-// which a user's snapshot is restored into a running federation. The
-// tasks in it carry generations from when it was saved, below what the
-// agents have seen since; the leader's TasksRefence raises them all (see
-// cluster.Server.RestoreSnapshot).
-func MarkRestored(snapshot []byte) ([]byte, error) {
+// MarkRestored returns the snapshot in the form in which a user's snapshot
+// is restored into a running federation whose state is now cur:
+//
+//   - RefencePending is set: the snapshot's tasks carry generations from
+//     when it was saved, below what the agents have seen since; the
+//     leader's TasksRefence raises them all (cluster.Server.RestoreSnapshot).
+//   - Every replication task that cur has and the snapshot does not (a
+//     mirror added after the save) is carried over to be torn down
+//     (ensure absent, unassigned): restoring the placement must not leave
+//     its subscription, publication or slot behind, where a slot would
+//     hold the home's WAL for ever. The scheduler drops it once its
+//     executor reports the teardown done.
+func MarkRestored(snapshot []byte, cur *State) ([]byte, error) {
 	s, err := ReadSnapshot(bytes.NewReader(snapshot))
 	if err != nil {
 		return nil, err
 	}
 	s.RefencePending = true
+	if cur != nil {
+		for _, t := range cur.SortedTasks() {
+			if !IsReplicationTask(t.Type) || s.Tasks[t.ID] != nil || s.Regions[t.Region] == nil {
+				continue
+			}
+			spec, _ := AbsentSpec(t.Spec)
+			s.Tasks[t.ID] = &Task{ID: t.ID, Type: t.Type, Region: t.Region, Spec: spec, Status: TaskPending,
+				Generation: t.Generation, Term: t.Term, CreateIndex: t.CreateIndex, ModifyIndex: t.ModifyIndex}
+		}
+	}
 	var b bytes.Buffer
 	if err := WriteSnapshot(&b, s); err != nil {
 		return nil, err

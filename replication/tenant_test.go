@@ -1,6 +1,7 @@
 package replication_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -246,5 +247,69 @@ func TestDeletingTenantLeavesNoPublicationSubscriptionOrSlot(t *testing.T) {
 	resp := f.do(f.c.Nodes[0], http.MethodGet, "/v1/tenants/acme/replication", nil)
 	if d, ok := resp.ErrorDetail(); resp.Status != http.StatusNotFound || !ok || d.Code != "tenant_not_found" {
 		t.Fatalf("GET replication of a deleted tenant: %d %s", resp.Status, resp.Body)
+	}
+}
+
+// TestRestoreConvergesReplication restores a snapshot saved while acme was
+// mirrored to b, after acme moved its mirror to c: with every agent alive
+// throughout, b streams again (its tasks get generations above the ones
+// the agents saw) and c's subscription and its slot at the home are torn
+// down, not abandoned.
+func TestRestoreConvergesReplication(t *testing.T) {
+	f := newFed(t, "a", "b", "c")
+	f.exec("a", ordersDDL, `INSERT INTO orders SELECT 'acme', g, g, 'n', 'e@x' FROM generate_series(1, 20) g`)
+	tn := acme("b")
+	f.putTenant(tn)
+	f.waitStreaming("acme", "b")
+	f.waitSame("orders", "acme", orderCols, "a", "b")
+	var archive bytes.Buffer
+	f.write("save a snapshot", func(ctx context.Context) error {
+		archive.Reset()
+		_, err := f.c.WaitLeader().Client.SnapshotSave(ctx, &archive)
+		return err
+	})
+
+	t.Log("move the mirror from b to c")
+	tn.Mirrors = []string{"c"}
+	f.putTenant(tn)
+	f.waitStreaming("acme", "c")
+	subC := fsm.TenantSubscription("acme", "c")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if v, err := f.replication("acme"); err != nil || mirror(v, "b") != nil {
+			return fmt.Errorf("mirror b is still listed (%v)", err)
+		}
+		return nil
+	})
+
+	t.Log("restore the snapshot")
+	f.write("restore the snapshot", func(ctx context.Context) error {
+		_, err := f.c.WaitLeader().Client.SnapshotRestore(ctx, bytes.NewReader(archive.Bytes()))
+		return err
+	})
+	f.exec("a", `INSERT INTO orders VALUES ('acme', 21, 21, 'after-restore', 'e@x')`)
+	f.waitStreaming("acme", "b")
+	f.waitSame("orders", "acme", orderCols, "a", "b")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, c := range []struct{ region, sql, want string }{
+			{"c", `SELECT count(*)::text FROM pg_subscription WHERE subname = '` + subC + `'`, "0"},
+			{"a", `SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '` + subC + `'`, "0"},
+		} {
+			if got := f.mustValue(c.region, c.sql); got != c.want {
+				return fmt.Errorf("%s: %s = %s, want %s", c.region, c.sql, got, c.want)
+			}
+		}
+		if v, err := f.replication("acme"); err != nil || mirror(v, "c") != nil {
+			return fmt.Errorf("mirror c is still listed after its teardown (%v)", err)
+		}
+		return nil
+	})
+	agents, _, err := f.c.WaitLeader().Client.Agents(f.ctx(10*time.Second), "", nil)
+	if err != nil || len(agents) != len(f.agents) {
+		t.Fatalf("agents after the restore: %d of %d (%v)", len(agents), len(f.agents), err)
+	}
+	for _, ag := range agents {
+		if ag.Status != fsm.AgentAlive {
+			t.Fatalf("agent %s is %s after the restore", ag.Node, ag.Status)
+		}
 	}
 }
