@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -473,20 +474,11 @@ func (r *runner) chooseNemesis(allowed []string, mixPct int) string {
 	if mixPct > 0 && r.rng.IntN(100) < mixPct {
 		a := mixNetwork[r.rng.IntN(len(mixNetwork))]
 		b := mixProcess[r.rng.IntN(len(mixProcess))]
-		if contains(allowed, a) && contains(allowed, b) {
+		if slices.Contains(allowed, a) && slices.Contains(allowed, b) {
 			return a + "+" + b
 		}
 	}
 	return allowed[r.rng.IntN(len(allowed))]
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sortedKeys returns m's keys in order.

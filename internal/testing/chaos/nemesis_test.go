@@ -3,6 +3,7 @@ package chaos
 import (
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestChooseNemesisReplaysFromSeed(t *testing.T) {
 	for _, n := range a[len(Nemeses):] {
 		if parts := strings.Split(n, "+"); len(parts) == 2 {
 			mixed++
-			if !contains(mixNetwork, parts[0]) || !contains(mixProcess, parts[1]) {
+			if !slices.Contains(mixNetwork, parts[0]) || !slices.Contains(mixProcess, parts[1]) {
 				t.Errorf("mix %q is not a network fault plus a process fault", n)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,7 +188,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 			cc.Continents = []int{0, 0, 1, 1, 2}
 		}
 	}
-	if contains(cfg.Nemeses, "disk-full") || scheduleHas(cfg.Schedule, "disk-full") {
+	if slices.Contains(cfg.Nemeses, "disk-full") || scheduleHas(cfg.Schedule, "disk-full") {
 		cc.TmpfsNode = rng.IntN(cfg.Servers)
 	}
 	c, err := StartCluster(cc)
