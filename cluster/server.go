@@ -20,6 +20,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // Sentinel errors, re-exported from structs so callers of this package need
@@ -212,7 +213,12 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return err
 	}
-	stream.tls = s.cfg.TLS
+	if t := s.cfg.TLS; t != nil {
+		// Only servers may open Raft or forwarding connections: a
+		// certificate of the same CA that does not name a server (an
+		// agent's) is refused in the handshake.
+		stream.tls = &TLSConfig{Server: tlsutil.ServerOnly(t.Server), Client: t.Client}
+	}
 	stream.fwd = s.serveForward
 	s.stream = stream
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

@@ -200,3 +200,26 @@ func PeerIsServer(st *tls.ConnectionState) bool {
 	}
 	return false
 }
+
+// ServerOnly returns a copy of a listener's config that completes a
+// handshake only with a federation server: the client certificate must be
+// verified against the CA and name ServerName. Agents, operators and
+// anything else holding a certificate of the same CA are refused during
+// the handshake, before they can send a byte (the Raft port carries Raft
+// and the leader-forwarding RPC, which only servers may use).
+func ServerOnly(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	c.VerifyConnection = func(st tls.ConnectionState) error {
+		if PeerIsServer(&st) {
+			return nil
+		}
+		var who string
+		if len(st.PeerCertificates) > 0 {
+			leaf := st.PeerCertificates[0]
+			who = fmt.Sprintf(" (%s, names %v)", leaf.Subject.CommonName, leaf.DNSNames)
+		}
+		return fmt.Errorf("the peer's certificate%s does not name %s: only federation servers may connect here", who, ServerName)
+	}
+	return c
+}
