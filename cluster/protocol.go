@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -15,6 +16,14 @@ const (
 	protocolForwardRPC = 2
 	protocolBatch      = 2
 )
+
+// commandProtocol is the protocol version from which a command may be
+// logged: every server that applies the log must know it (a command a
+// server does not know stops it). Commands not listed need version 1.
+var commandProtocol = map[fsm.MessageType]int{
+	fsm.TasksRefenceType: 3,
+	fsm.TenantPatchType:  3,
+}
 
 // protocolCache is the cluster's protocol view, recomputed at most once a
 // second (it reads the raft configuration and the Serf member list).
@@ -78,8 +87,12 @@ func (s *Server) protocols() (min, leader int) {
 
 // encode encodes a command with the codec every server can read.
 func (s *Server) encode(t fsm.MessageType, body any) ([]byte, error) {
+	min, _ := s.protocols()
+	if need := commandProtocol[t]; min < need {
+		return nil, fmt.Errorf("%w (%s needs protocol %d, the cluster speaks %d)", ErrUpgradeInProgress, t, need, min)
+	}
 	codec := fsm.CodecMsgpack
-	if min, _ := s.protocols(); min < protocolMsgpack {
+	if min < protocolMsgpack {
 		codec = fsm.CodecJSON
 	}
 	return fsm.EncodeWith(codec, t, body)

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/node"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -140,4 +142,47 @@ func forwarded(t *testing.T, n *testcluster.Node) float64 {
 		}
 	}
 	return sum
+}
+
+// TestNewCommandsWaitForTheUpgrade: while one server still speaks protocol
+// 2, no server logs a command of protocol 3 (a tenant PATCH), which that
+// server could not apply: the write is refused with 409
+// upgrade_in_progress and nothing is logged. Once every server speaks 3,
+// the same PATCH applies.
+func TestNewCommandsWaitForTheUpgrade(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *cluster.Config) {
+		if i == 0 {
+			cfg.Protocol = 2
+		}
+	}})
+	old := c.Nodes[0]
+	c.RegisterRegion(&fsm.Region{Name: "home", URL: "https://home.example:8443", Tier: fsm.TierStaging})
+	ctx := testcluster.Ctx(t, time.Minute)
+	if _, err := c.WaitLeader().Client.PutTenant(ctx, &fsm.Tenant{ID: "acme", HomeRegion: "home"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	patch := map[string]any{"labels": map[string]any{"tier": "gold"}}
+	for _, n := range c.Running() {
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if m, _ := n.Server.Protocols(); m != 2 {
+				return fmt.Errorf("%s sees protocol %d, want the old server's 2", n.ID, m)
+			}
+			return nil
+		})
+		_, err := n.Client.PatchTenant(ctx, "acme", patch, nil)
+		if client.StatusOf(err) != http.StatusConflict || !client.IsCode(err, "upgrade_in_progress") {
+			t.Fatalf("PATCH via %s during the upgrade: %v, want 409 upgrade_in_progress", n.ID, err)
+		}
+	}
+	if tn, _, err := c.WaitLeader().Client.Tenant(ctx, "acme", nil); err != nil || tn.Labels["tier"] != "" {
+		t.Fatalf("the refused PATCH changed acme: %+v %v", tn, err)
+	}
+	c.Stop(old)
+	c.Reconfigure(old, func(cfg *cluster.Config) { cfg.Protocol = 0 })
+	c.Restart(old)
+	speaks(t, c, node.ProtocolVersion, node.ProtocolVersion)
+	tn, err := c.WaitLeader().Client.PatchTenant(ctx, "acme", patch, nil)
+	if err != nil || tn.Labels["tier"] != "gold" {
+		t.Fatalf("PATCH after the upgrade: %+v %v", tn, err)
+	}
 }

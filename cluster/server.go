@@ -26,12 +26,15 @@ import (
 // Sentinel errors, re-exported from structs so callers of this package need
 // not import it.
 var (
-	ErrNotLeader      = structs.ErrNotLeader
-	ErrNoLeader       = structs.ErrNoLeader
-	ErrOutcomeUnknown = structs.ErrOutcomeUnknown
-	ErrBusy           = structs.ErrBusy
-	ErrShuttingDown   = structs.ErrShuttingDown
-	ErrFollowerBehind = structs.ErrFollowerBehind
+	ErrNotLeader = structs.ErrNotLeader
+	// ErrUpgradeInProgress: a server speaks a protocol too old for the
+	// command (see commandProtocol).
+	ErrUpgradeInProgress = structs.ErrUpgradeInProgress
+	ErrNoLeader          = structs.ErrNoLeader
+	ErrOutcomeUnknown    = structs.ErrOutcomeUnknown
+	ErrBusy              = structs.ErrBusy
+	ErrShuttingDown      = structs.ErrShuttingDown
+	ErrFollowerBehind    = structs.ErrFollowerBehind
 
 	ErrForwardUnsupported = structs.ErrForwardUnsupported
 )

@@ -109,6 +109,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusForbidden, orCode(code, "forbidden")
 	case errors.Is(err, structs.ErrBadSnapshot):
 		return http.StatusBadRequest, "bad_snapshot"
+	case errors.Is(err, structs.ErrUpgradeInProgress):
+		return http.StatusConflict, "upgrade_in_progress"
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "body_too_large"
 	case errors.Is(err, errMethod):

@@ -33,6 +33,10 @@ var (
 	// RPC (an older server, during a rolling upgrade): proxy the request
 	// to it over HTTP instead. Nothing was sent.
 	ErrForwardUnsupported = errors.New("the leader does not serve the forwarding RPC")
+	// ErrUpgradeInProgress means a server of the cluster speaks an older
+	// protocol that does not know the command: nothing was applied; finish
+	// the rolling upgrade first.
+	ErrUpgradeInProgress = errors.New("a server of this cluster is older and does not know this command yet: finish the rolling upgrade first")
 	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
 	ErrBadSnapshot = errors.New("bad snapshot archive")
 )
