@@ -66,7 +66,7 @@ var fsmKinds = map[string]error{
 
 var clusterErrs = map[string]error{
 	"not_leader": ErrNotLeader, "no_leader": ErrNoLeader, "outcome_unknown": ErrOutcomeUnknown,
-	"busy": ErrBusy, "shutting_down": ErrShuttingDown,
+	"busy": ErrBusy, "shutting_down": ErrShuttingDown, "upgrade_in_progress": ErrUpgradeInProgress,
 }
 
 func toFwdErr(err error) *fwdErr {
@@ -241,7 +241,7 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 		}
 		stamp := time.Unix(0, int64(binary.BigEndian.Uint64(payload[:8])))
 		klen := int(binary.BigEndian.Uint16(payload[8:10]))
-		if len(payload) < 10+klen+2 {
+		if len(payload) < 10+klen {
 			fail(errors.New("short forwarded command"))
 			return
 		}
@@ -252,6 +252,21 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 		}
 		if d := now().Sub(stamp); d > fwdMaxStampSkew || d < -fwdMaxStampSkew {
 			fail(fmt.Errorf("%w: the forwarding server's clock is %s off the leader's; keep the servers' clocks in sync", ErrBusy, d.Round(time.Millisecond)))
+			return
+		}
+		// The leader logs only what it can vouch for: a command it
+		// applies, whose body decodes, of a protocol every server of the
+		// configuration speaks. A forwarder never reaches raft.Apply with
+		// bytes a server could not decode.
+		t, _, err := fsm.DecodeCommand(data)
+		if err != nil {
+			s.metrics.forwardRefused.Inc()
+			s.logger.Warn("refused a forwarded command that does not decode", "error", err)
+			fail(err)
+			return
+		}
+		if min, _ := s.protocols(); min < commandProtocol[t] {
+			fail(fmt.Errorf("%w (%s needs protocol %d, the cluster speaks %d)", ErrUpgradeInProgress, t, commandProtocol[t], min))
 			return
 		}
 		res, err := s.applyKeyed(ctx, data, key)
@@ -458,13 +473,18 @@ func (s *Server) ForwardApply(ctx context.Context, t fsm.MessageType, body any, 
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.fwd.conn(addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: dial the leader at %s: %v", ErrNoLeader, addr, err)
-	}
 	key := fsm.BatchKey(t, body)
 	if len(key) > 1024 {
 		key = "" // not worth batching; keeps the frame header small
+	}
+	return s.forwardData(ctx, addr, data, key, stamp)
+}
+
+// forwardData sends an encoded command to the leader at addr.
+func (s *Server) forwardData(ctx context.Context, addr string, data []byte, key string, stamp int64) (*structs.ForwardResult, error) {
+	c, err := s.fwd.conn(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial the leader at %s: %v", ErrNoLeader, addr, err)
 	}
 	payload := make([]byte, 10, 10+len(key)+len(data))
 	binary.BigEndian.PutUint64(payload[:8], uint64(stamp))

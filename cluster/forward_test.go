@@ -9,6 +9,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
+	"github.com/hashicorp/raft"
 )
 
 // TestForwardApply commits commands from a follower through the leader
@@ -75,4 +76,56 @@ func TestForwardApply(t *testing.T) {
 			t.Fatalf("a refused command was applied (applied index %d → %d)", before, l.Server.FSM().AppliedIndex())
 		}
 	})
+}
+
+// TestLeaderRefusesForwardedBytesItCannotDecode: a follower (a misbehaving
+// server) that forwards bytes which are not a command the FSM applies gets
+// invalid_command from the leader, and nothing reaches the log: every
+// server keeps running and applies the next good write.
+func TestLeaderRefusesForwardedBytesItCannotDecode(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	l := c.WaitLeader()
+	f := c.Followers()[0]
+	ctx := testcluster.Ctx(t, 30*time.Second)
+	c.RegisterRegion(&fsm.Region{Name: "home", URL: "https://home.example:8443", Tier: fsm.TierStaging})
+	tenant, _ := fsm.Encode(fsm.TenantUpsertType, fsm.TenantUpsert{Tenant: fsm.Tenant{ID: "x", HomeRegion: "home"}})
+	before := l.Server.FSM().AppliedIndex()
+	for name, data := range map[string][]byte{
+		"unknown type":  {77, fsm.CodecJSON, '{', '}'},
+		"bad body":      append([]byte{byte(fsm.TenantUpsertType), fsm.CodecJSON}, "{not json"...),
+		"unknown codec": append([]byte{byte(fsm.TenantUpsertType), 9}, "{}"...),
+		"a batch":       fsm.EncodeBatch([][]byte{tenant}),
+		"too short":     {byte(fsm.TenantDeleteType)},
+	} {
+		_, err := f.Server.ForwardRawData(ctx, data)
+		var fe *fsm.Error
+		if !errors.As(err, &fe) || fe.Code != "invalid_command" {
+			t.Errorf("%s: %v, want invalid_command", name, err)
+		}
+	}
+	after, err := f.Client.PutTenant(ctx, &fsm.Tenant{ID: "after", HomeRegion: "home"}, nil)
+	if err != nil {
+		t.Fatalf("a good write after the refused ones: %v", err)
+	}
+	for _, n := range c.Running() {
+		if err := n.Server.FSM().WaitApplied(ctx, after.ModifyIndex); err != nil {
+			t.Fatalf("%s did not apply the good write: %v", n.ID, err)
+		}
+		var cmds int
+		var idx uint64
+		for i := before + 1; i <= n.Server.FSM().AppliedIndex(); i++ {
+			var lg raft.Log
+			if n.Server.LogStore().GetLog(i, &lg) != nil || lg.Type != raft.LogCommand {
+				continue
+			}
+			if _, _, err := fsm.DecodeCommand(lg.Data); err != nil && fsm.MessageType(lg.Data[0]) != fsm.BatchType {
+				t.Fatalf("%s logged an undecodable command at %d: %v", n.ID, i, err)
+			}
+			cmds++
+			idx = i
+		}
+		if cmds == 0 || idx == 0 {
+			t.Fatalf("%s applied nothing after the refused commands", n.ID)
+		}
+	}
 }

@@ -21,8 +21,10 @@ type metrics struct {
 	batchSize  prometheus.Histogram
 	logSync    prometheus.Histogram
 	plans      *prometheus.CounterVec
-	collector  *collector
-	repl       *replicationCollector
+	// forwardRefused counts forwarded commands the leader would not log.
+	forwardRefused prometheus.Counter
+	collector      *collector
+	repl           *replicationCollector
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -47,11 +49,15 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Name: "atomfed_scheduler_tasks_total",
 			Help: "Task changes in plans the scheduler applied, by kind (created, assigned, deleted).",
 		}, []string{"kind"}),
+		forwardRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atomfed_forward_refused_total",
+			Help: "Commands a follower forwarded that the leader refused to log because they do not decode as a command it applies.",
+		}),
 		collector: &collector{s: s},
 		repl:      &replicationCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.collector, m.repl)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.collector, m.repl)
 	}
 	return m
 }
@@ -65,6 +71,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.batchSize)
 	m.reg.Unregister(m.logSync)
 	m.reg.Unregister(m.plans)
+	m.reg.Unregister(m.forwardRefused)
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
 }

@@ -145,50 +145,79 @@ func (t MessageType) String() string {
 // named type but BatchType is here; ApplyBatch unwraps a batch and
 // dispatches the commands it carries through this same table.
 func init() {
-	registerCommand(RegionUpsertType, applyRegionUpsert)
-	registerCommand(RegionDeleteType, applyRegionDelete)
-	registerCommand(TenantUpsertType, applyTenantUpsert)
-	registerCommand(TenantDeleteType, applyTenantDelete)
-	registerCommand(AgentUpsertType, applyAgentUpsert)
-	registerCommand(AgentDeleteType, applyAgentDelete)
-	registerCommand(TaskPlanType, applyTaskPlan)
-	registerCommand(AgentReportType, applyAgentReport)
-	registerCommand(AgentLeaveType, applyAgentLeave)
+	registerCommand[RegionUpsert](RegionUpsertType, applyRegionUpsert)
+	registerCommand[RegionDelete](RegionDeleteType, applyRegionDelete)
+	registerCommand[TenantUpsert](TenantUpsertType, applyTenantUpsert)
+	registerCommand[TenantDelete](TenantDeleteType, applyTenantDelete)
+	registerCommand[AgentUpsert](AgentUpsertType, applyAgentUpsert)
+	registerCommand[AgentDelete](AgentDeleteType, applyAgentDelete)
+	registerCommand[TaskPlan](TaskPlanType, applyTaskPlan)
+	registerCommand[AgentReport](AgentReportType, applyAgentReport)
+	registerCommand[AgentLeave](AgentLeaveType, applyAgentLeave)
 
-	registerCommand(MemberRegisterType, applyMemberRegister)
-	registerCommand(KeyRotateType, applyKeyRotate)
-	registerCommand(KeyRevokeType, applyKeyRevoke)
-	registerCommand(MemberDeleteType, applyMemberDelete)
-	registerCommand(TokenCreateType, applyTokenCreate)
-	registerCommand(TokenDeleteType, applyTokenDelete)
-	registerCommand(PolicySetType, applyPolicySet)
-	registerCommand(ApprovalCreateType, applyApprovalCreate)
-	registerCommand(ApprovalVoteType, applyApprovalVote)
-	registerCommand(ApprovalExpireType, applyApprovalExpire)
-	registerCommand(ServerKeySetType, applyServerKeySet)
+	registerCommand[MemberRegister](MemberRegisterType, applyMemberRegister)
+	registerCommand[KeyRotate](KeyRotateType, applyKeyRotate)
+	registerCommand[KeyRevoke](KeyRevokeType, applyKeyRevoke)
+	registerCommand[MemberDelete](MemberDeleteType, applyMemberDelete)
+	registerCommand[TokenCreate](TokenCreateType, applyTokenCreate)
+	registerCommand[TokenDelete](TokenDeleteType, applyTokenDelete)
+	registerCommand[PolicySet](PolicySetType, applyPolicySet)
+	registerCommand[ApprovalCreate](ApprovalCreateType, applyApprovalCreate)
+	registerCommand[ApprovalVote](ApprovalVoteType, applyApprovalVote)
+	registerCommand[ApprovalExpire](ApprovalExpireType, applyApprovalExpire)
+	registerCommand[ServerKeySet](ServerKeySetType, applyServerKeySet)
 
-	registerCommand(RegionDatabaseType, applyRegionDatabase)
-	registerCommand(TenantSyncStateType, applyTenantSyncState)
-	registerCommand(GlobalTableUpsertType, applyGlobalTableUpsert)
-	registerCommand(GlobalTableDeleteType, applyGlobalTableDelete)
+	registerCommand[RegionDatabaseReport](RegionDatabaseType, applyRegionDatabase)
+	registerCommand[TenantSyncStateSet](TenantSyncStateType, applyTenantSyncState)
+	registerCommand[GlobalTableUpsert](GlobalTableUpsertType, applyGlobalTableUpsert)
+	registerCommand[GlobalTableDelete](GlobalTableDeleteType, applyGlobalTableDelete)
 
-	registerCommand(TasksRefenceType, applyTasksRefence)
-	registerCommand(TenantPatchType, applyTenantPatch)
+	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
+	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
 }
 
 // applyFn applies one command entry to s. A returned error must be an
 // *Error and means s was left unchanged.
 type applyFn func(s *State, e *Entry) (any, error)
 
-var commands = map[MessageType]applyFn{}
+// command is an entry of the dispatch table: how to apply the command, and
+// a new value of its body type (to check a body decodes before it is
+// logged).
+type command struct {
+	apply applyFn
+	body  func() any
+}
 
-// registerCommand adds a command to the dispatch table; it panics on a
-// duplicate so that two commands can never share a number.
-func registerCommand(t MessageType, fn applyFn) {
+var commands = map[MessageType]command{}
+
+// registerCommand adds a command with body type C to the dispatch table; it
+// panics on a duplicate so that two commands can never share a number.
+func registerCommand[C any](t MessageType, fn applyFn) {
 	if _, dup := commands[t]; dup {
 		panic(fmt.Sprintf("fsm: command type %d registered twice", t))
 	}
-	commands[t] = fn
+	commands[t] = command{apply: fn, body: func() any { return new(C) }}
+}
+
+// DecodeCommand checks that data is a command of this FSM's dispatch
+// table whose body decodes as that command, and returns its type and body.
+// The leader runs it on every command a follower forwards, before it is
+// logged, so that nothing a server cannot decode reaches the log that way.
+// A batch envelope is not a command: only the leader makes batches.
+func DecodeCommand(data []byte) (MessageType, any, error) {
+	if len(data) < 2 {
+		return 0, nil, invalidf("invalid_command", "a command is at least 2 bytes (type and codec); got %d", len(data))
+	}
+	t := MessageType(data[0])
+	c, ok := commands[t]
+	if !ok {
+		return t, nil, invalidf("invalid_command", "command type %s is not one this server applies", t)
+	}
+	body := c.body()
+	if err := decodeBody(data[1], data[2:], body); err != nil {
+		return t, nil, invalidf("invalid_command", "the body of %s does not decode: %v", t, err)
+	}
+	return t, body, nil
 }
 
 // RegisteredTypes returns every command type in the dispatch table.

@@ -212,5 +212,34 @@ func TestRegisterCommandPanicsOnDuplicate(t *testing.T) {
 			t.Fatal("registering a type twice did not panic")
 		}
 	}()
-	registerCommand(RegionUpsertType, applyRegionUpsert)
+	registerCommand[RegionUpsert](RegionUpsertType, applyRegionUpsert)
+}
+
+// TestDecodeCommand: what the leader accepts from a forwarding follower is
+// a registered command whose body decodes; anything else is refused as
+// invalid_command before it could be logged.
+func TestDecodeCommand(t *testing.T) {
+	good, err := Encode(TenantDeleteType, TenantDelete{ID: "acme", At: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ, body, err := DecodeCommand(good)
+	if err != nil || typ != TenantDeleteType || body.(*TenantDelete).ID != "acme" {
+		t.Fatalf("a good command: %v %+v %v", typ, body, err)
+	}
+	tenant, _ := Encode(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "x", HomeRegion: "us-east"}})
+	for name, data := range map[string][]byte{
+		"empty":              nil,
+		"type only":          {byte(TenantDeleteType)},
+		"unknown type":       {77, codecJSON, '{', '}'},
+		"ignorable, unknown": {byte(IgnoreUnknownTypeFlag | 77), codecJSON, '{', '}'},
+		"a batch":            EncodeBatch([][]byte{tenant}),
+		"bad json":           append([]byte{byte(TenantUpsertType), codecJSON}, "{not json"...),
+		"unknown codec":      append([]byte{byte(TenantUpsertType), 9}, "{}"...),
+		"wrong field type":   append([]byte{byte(RegionDeleteType), codecJSON}, `{"name":5}`...),
+	} {
+		if _, _, err := DecodeCommand(data); codeOf(err) != "invalid_command" {
+			t.Errorf("%s: %v, want invalid_command", name, err)
+		}
+	}
 }

@@ -156,7 +156,7 @@ func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 		panic(fmt.Sprintf("fsm: entry at index %d is %d bytes, too short for a command", index, len(data)))
 	}
 	t := MessageType(data[0])
-	fn, ok := commands[t]
+	c, ok := commands[t]
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {
 			f.logger.Warn("ignoring unknown command type", "type", uint8(t), "index", index)
@@ -165,7 +165,7 @@ func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
 	}
 	start := time.Now()
-	val, err := fn(f.state, &Entry{Index: index, Term: term, Version: data[1], Body: data[2:]})
+	val, err := c.apply(f.state, &Entry{Index: index, Term: term, Version: data[1], Body: data[2:]})
 	f.metrics.observe(t, err, start)
 	if err != nil {
 		var ferr *Error

@@ -80,12 +80,13 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, typ uint8, codecVersion byte, body []byte) {
 		mt := MessageType(typ)
-		if _, ok := commands[mt]; !ok {
+		c, ok := commands[mt]
+		if !ok {
 			return
 		}
 		// Only bodies that decode as the command's type reach Apply in a
 		// real cluster; the leader encoded them.
-		if decodeBody(codecVersion, body, newCommand(mt)) != nil {
+		if decodeBody(codecVersion, body, c.body()) != nil {
 			return
 		}
 		h := &harness{t: t, f: New(nil, nil)}
@@ -103,64 +104,6 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	})
 }
 
-// newCommand returns a pointer to a zero command body of type t.
-func newCommand(t MessageType) any {
-	switch t {
-	case RegionUpsertType:
-		return &RegionUpsert{}
-	case RegionDeleteType:
-		return &RegionDelete{}
-	case TenantUpsertType:
-		return &TenantUpsert{}
-	case TenantDeleteType:
-		return &TenantDelete{}
-	case AgentUpsertType:
-		return &AgentUpsert{}
-	case AgentDeleteType:
-		return &AgentDelete{}
-	case TaskPlanType:
-		return &TaskPlan{}
-	case AgentReportType:
-		return &AgentReport{}
-	case AgentLeaveType:
-		return &AgentLeave{}
-	case RegionDatabaseType:
-		return &RegionDatabaseReport{}
-	case TenantSyncStateType:
-		return &TenantSyncStateSet{}
-	case GlobalTableUpsertType:
-		return &GlobalTableUpsert{}
-	case GlobalTableDeleteType:
-		return &GlobalTableDelete{}
-	case TasksRefenceType:
-		return &TasksRefence{}
-	case TenantPatchType:
-		return &TenantPatch{}
-	case MemberRegisterType:
-		return &MemberRegister{}
-	case KeyRotateType:
-		return &KeyRotate{}
-	case KeyRevokeType:
-		return &KeyRevoke{}
-	case MemberDeleteType:
-		return &MemberDelete{}
-	case TokenCreateType:
-		return &TokenCreate{}
-	case TokenDeleteType:
-		return &TokenDelete{}
-	case PolicySetType:
-		return &PolicySet{}
-	case ApprovalCreateType:
-		return &ApprovalCreate{}
-	case ApprovalVoteType:
-		return &ApprovalVote{}
-	case ApprovalExpireType:
-		return &ApprovalExpire{}
-	case ServerKeySetType:
-		return &ServerKeySet{}
-	}
-	return &struct{}{}
-}
 
 // seedCommands are valid commands of several types, for fuzz seeds.
 func seedCommands() []struct {

@@ -482,8 +482,7 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	a.ModifyIndex = e.Index
 	recordNonce(s, cmd.Auth, cmd.At)
 	if len(a.Votes) >= a.Required {
-		fn := commands[MessageType(a.CommandType)]
-		_, err := fn(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true})
+		_, err := commands[MessageType(a.CommandType)].apply(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true})
 		if err != nil {
 			a.Status, a.Result = ApprovalFailed, err.Error()
 		} else {
