@@ -104,7 +104,6 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	})
 }
 
-
 // seedCommands are valid commands of several types, for fuzz seeds.
 func seedCommands() []struct {
 	typ  MessageType
