@@ -92,11 +92,14 @@ type BatchResult struct {
 	Results []*ApplyResult
 }
 
-// applyBatchEntry applies the commands of a batch entry with f.mu held.
-func (f *FSM) applyBatchEntry(index, term uint64, data []byte) *BatchResult {
+// applyBatchEntry applies the commands of a batch entry with f.mu held. A
+// batch that does not decode is refused whole, the same way on every
+// server (see applyOne): the answer is then that refusal, not a
+// BatchResult.
+func (f *FSM) applyBatchEntry(index, term uint64, data []byte) any {
 	cmds, err := decodeBatch(data[1], data[2:])
 	if err != nil {
-		panic(fmt.Sprintf("fsm: batch entry at index %d: %v", index, err))
+		return f.refuse(index, data, fmt.Errorf("batch: %w", err))
 	}
 	out := &BatchResult{Results: make([]*ApplyResult, len(cmds))}
 	for i, c := range cmds {

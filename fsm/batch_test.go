@@ -58,7 +58,9 @@ func TestBatchEntry(t *testing.T) {
 }
 
 // TestBatchEntryRefusesWhatItCannotCarry: a batch holding a command that
-// is not batchable, or malformed, is a corrupt entry: the FSM stops.
+// is not batchable, or malformed, is refused whole, the same way on every
+// replica: nothing in it applies, the audit chain records the refusal,
+// and the FSM goes on.
 func TestBatchEntryRefusesWhatItCannotCarry(t *testing.T) {
 	plan, _ := Encode(TaskPlanType, TaskPlan{})
 	tenant, _ := Encode(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "x", HomeRegion: "us-east"}})
@@ -72,12 +74,19 @@ func TestBatchEntryRefusesWhatItCannotCarry(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			seed(h)
-			defer func() {
-				if recover() == nil {
-					t.Fatal("a malformed batch entry applied")
-				}
-			}()
-			h.f.Apply(&raft.Log{Index: h.index + 1, Type: raft.LogCommand, Data: data})
+			before := stateWithoutAudit(t, h.f)
+			res, ok := h.f.Apply(&raft.Log{Index: h.index + 1, Type: raft.LogCommand, Data: data}).(*ApplyResult)
+			if !ok || codeOf(res.Err) != "undecodable_command" {
+				t.Fatalf("a malformed batch entry: %+v, want it refused", res)
+			}
+			if stateWithoutAudit(t, h.f) != before {
+				t.Fatal("a refused batch changed the state")
+			}
+			var recent []AuditEntry
+			h.f.Read(func(s *State) { recent = s.RecentAudit() })
+			if last := recent[len(recent)-1]; last.Type != "refused:batch" {
+				t.Fatalf("the audit chain records %+v, want refused:batch", last)
+			}
 		})
 	}
 }

@@ -4,10 +4,15 @@
 // Every change is a command: one MessageType byte, one codec version byte and
 // a body. Apply is deterministic: it reads nothing but the log entry (no clock,
 // no randomness, no I/O); the leader stamps times into the command before it
-// is logged. An entry that cannot be decoded panics with its index, because a
-// replica that skips it would silently diverge. A business rejection (a cas
-// conflict, an unknown home region) is returned as a value inside
-// ApplyResult, changes nothing, and does not extend the audit chain.
+// is logged. An entry of a known type that does not decode is refused the
+// same way on every replica: it changes nothing but the audit chain, which
+// records it as refused:<type>, and the FSM goes on (a leader never logs
+// one: it decodes forwarded commands first, DecodeCommand). An entry of a
+// type this server does not know stops it with its index, because a newer
+// replica applies it and skipping it would diverge silently. A business
+// rejection (a cas conflict, an unknown home region) is returned as a
+// value inside ApplyResult, changes nothing, and does not extend the audit
+// chain.
 //
 // # Where things are
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,10 +32,22 @@ type Entry struct {
 	// Approved is set when the command is applied by the approval that
 	// gated it, in the entry that recorded the last approval.
 	Approved bool
+
+	// body is the command's body as applyOne decoded it before applying
+	// (nil for a command an approval carries).
+	body any
 }
 
-// decode parses the entry's body into out or panics with its index.
+// decode gives out the entry's body: the one applyOne decoded already (out
+// must be of the command's registered body type), or, for the command an
+// approval carries, decoded here. That command was decoded when the
+// approval was created, so a failure here means the code changed under a
+// pending approval; it panics with the index.
 func (e *Entry) decode(out any) {
+	if e.body != nil {
+		reflect.ValueOf(out).Elem().Set(reflect.ValueOf(e.body).Elem())
+		return
+	}
 	if err := decodeBody(e.Version, e.Body, out); err != nil {
 		panic(fmt.Sprintf("fsm: cannot decode %T at index %d: %v", out, e.Index, err))
 	}
@@ -95,11 +108,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			continue
 		}
 		if len(l.Data) >= 2 && MessageType(l.Data[0]) == BatchType {
-			b := f.applyBatchEntry(l.Index, l.Term, l.Data)
-			for _, r := range b.Results {
-				changed = changed || r.Err == nil
+			r := f.applyBatchEntry(l.Index, l.Term, l.Data)
+			if b, ok := r.(*BatchResult); ok {
+				for _, r := range b.Results {
+					changed = changed || r.Err == nil
+				}
 			}
-			out[i] = b
+			out[i] = r
 			continue
 		}
 		res := f.applyOne(l.Index, l.Term, l.Data)
@@ -149,11 +164,22 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-// applyOne applies a command entry with f.mu held. It panics when the entry
-// cannot be decoded: skipping it would make this replica diverge.
+// applyOne applies a command entry with f.mu held.
+//
+// An entry of a known type whose body does not decode is refused the same
+// way on every server (the same bytes fail the same decoder): it changes
+// nothing but the audit chain, which records the refusal, and the FSM
+// keeps running. A leader never logs such an entry (it encodes its own
+// commands and decodes forwarded ones first); only a misbehaving one
+// could, and it must not stop every server for good.
+//
+// An entry of a type this server does not know, without
+// IgnoreUnknownTypeFlag, stops it: a newer server applies it, so refusing
+// it here would make this replica diverge silently. Leaders log a new type
+// only once every server speaks its protocol (cluster/protocol.go).
 func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 	if len(data) < 2 {
-		panic(fmt.Sprintf("fsm: entry at index %d is %d bytes, too short for a command", index, len(data)))
+		return f.refuse(index, data, fmt.Errorf("%d bytes, too short for a command", len(data)))
 	}
 	t := MessageType(data[0])
 	c, ok := commands[t]
@@ -162,10 +188,14 @@ func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 			f.logger.Warn("ignoring unknown command type", "type", uint8(t), "index", index)
 			return nil
 		}
-		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
+		panic(fmt.Sprintf("fsm: unknown command type %d at index %d: the leader that logged it is newer than this server; upgrade this server (docs/operations.md, Upgrades)", t, index))
+	}
+	body := c.body()
+	if err := decodeBody(data[1], data[2:], body); err != nil {
+		return f.refuse(index, data, fmt.Errorf("the body of %s does not decode: %w", t, err))
 	}
 	start := time.Now()
-	val, err := c.apply(f.state, &Entry{Index: index, Term: term, Version: data[1], Body: data[2:]})
+	val, err := c.apply(f.state, &Entry{Index: index, Term: term, Version: data[1], Body: data[2:], body: body})
 	f.metrics.observe(t, err, start)
 	if err != nil {
 		var ferr *Error
@@ -178,12 +208,35 @@ func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 	return &ApplyResult{Index: index, Value: val}
 }
 
+// refuse records an undecodable entry: the same result on every server,
+// and the audit chain says so (an entry of type "refused:<type>" whose
+// hash covers the raw bytes).
+func (f *FSM) refuse(index uint64, data []byte, why error) *ApplyResult {
+	var t MessageType
+	if len(data) > 0 {
+		t = MessageType(data[0])
+	}
+	f.logger.Error("refused a committed entry that does not decode", "index", index, "type", t.String(), "error", why)
+	f.metrics.refused.Inc()
+	var body []byte
+	if len(data) > 1 {
+		body = data[1:]
+	}
+	f.chain(index, t, body, "refused:"+t.String(), 0)
+	return &ApplyResult{Index: index, Err: invalidf("undecodable_command", "entry %d was refused: %v", index, why)}
+}
+
 // extendAudit links the applied command into the hash chain.
 func (f *FSM) extendAudit(index uint64, t MessageType, body []byte, at int64) {
+	f.chain(index, t, body, t.String(), at)
+}
+
+// chain extends the hash chain with an entry named name.
+func (f *FSM) chain(index uint64, t MessageType, body []byte, name string, at int64) {
 	s := f.state
 	s.AuditHead = chainHash(s.AuditHead, index, t, body)
 	s.Index = index
-	e := AuditEntry{Index: index, Type: t.String(), Hash: s.AuditHead, At: at}
+	e := AuditEntry{Index: index, Type: name, Hash: s.AuditHead, At: at}
 	// Append, and only every auditRingSize entries move the newest ring
 	// to the front: amortised O(1) rather than shifting the whole ring on
 	// every apply.

@@ -480,10 +480,30 @@ func TestAuditChain(t *testing.T) {
 	}
 }
 
-func TestApplyPanicsOnUndecodableEntries(t *testing.T) {
+// stateWithoutAudit is a state's snapshot without the audit chain and
+// the index, which a refusal moves.
+func stateWithoutAudit(t *testing.T, f *FSM) string {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(snapshotBytes(t, f), &doc); err != nil {
+		t.Fatal(err)
+	}
+	delete(doc, "audit_head")
+	delete(doc, "audit")
+	delete(doc, "index")
+	delete(doc, "indexes")
+	b, _ := json.Marshal(doc)
+	return string(b)
+}
+
+// TestUndecodableEntriesAreRefusedTheSameEverywhere: a committed entry of
+// a known type that does not decode does not stop the FSM. Two replicas
+// refuse it the same way: the same error, the same audit head, an audit
+// entry that says refused, and no other change.
+func TestUndecodableEntriesAreRefusedTheSameEverywhere(t *testing.T) {
 	cases := map[string][]byte{
+		"empty":              {},
 		"too short":          {byte(RegionUpsertType)},
-		"unknown type":       {77, codecJSON, '{', '}'},
 		"bad json":           append([]byte{byte(TenantUpsertType), codecJSON}, []byte("{not json")...),
 		"unknown codec":      append([]byte{byte(TenantUpsertType), 9}, []byte("{}")...),
 		"wrong field type":   append([]byte{byte(RegionDeleteType), codecJSON}, []byte(`{"name":5}`)...),
@@ -491,19 +511,57 @@ func TestApplyPanicsOnUndecodableEntries(t *testing.T) {
 	}
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {
-			f := New(nil, nil)
-			defer func() {
-				v := recover()
-				if v == nil {
-					t.Fatal("undecodable entry did not panic")
+			h := newHarness(t)
+			seed(h)
+			// A second replica with the same state.
+			other := New(nil, nil)
+			if err := other.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.f)))); err != nil {
+				t.Fatal(err)
+			}
+			var heads []string
+			for replica, f := range []*FSM{h.f, other} {
+				before := stateWithoutAudit(t, f)
+				head, _ := f.AuditHead()
+				res, _ := f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: data}).(*ApplyResult)
+				if res == nil || codeOf(res.Err) != "undecodable_command" || !strings.Contains(res.Err.Error(), "entry 42") {
+					t.Fatalf("replica %d: %+v, want undecodable_command naming the entry", replica, res)
 				}
-				if !strings.Contains(v.(string), "index 42") {
-					t.Fatalf("panic does not name the index: %v", v)
+				if stateWithoutAudit(t, f) != before {
+					t.Fatalf("replica %d: the refusal changed the state", replica)
 				}
-			}()
-			f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: data})
+				after, _ := f.AuditHead()
+				var recent []AuditEntry
+				f.Read(func(s *State) { recent = s.RecentAudit() })
+				if last := recent[len(recent)-1]; after == head || last.Index != 42 || !strings.HasPrefix(last.Type, "refused:") {
+					t.Fatalf("replica %d: the audit chain does not record the refusal: %+v", replica, last)
+				}
+				heads = append(heads, after)
+			}
+			if heads[0] != heads[1] {
+				t.Fatalf("the replicas refused differently: %s vs %s", heads[0], heads[1])
+			}
+			// The FSM keeps applying.
+			h.index = 42
+			h.mustApply(TenantDeleteType, TenantDelete{ID: "acme", At: 200})
 		})
 	}
+}
+
+// TestUnknownCommandTypeStopsTheServer: a type this server does not know
+// (a newer leader's) stops it rather than letting it diverge, naming the
+// index and what to do.
+func TestUnknownCommandTypeStopsTheServer(t *testing.T) {
+	f := New(nil, nil)
+	defer func() {
+		v := recover()
+		if v == nil {
+			t.Fatal("an unknown command type applied")
+		}
+		if msg := fmt.Sprint(v); !strings.Contains(msg, "index 42") || !strings.Contains(msg, "upgrade") {
+			t.Fatalf("the stop does not name the index and the upgrade: %v", v)
+		}
+	}()
+	f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: []byte{77, codecJSON, '{', '}'}})
 }
 
 func TestUnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {

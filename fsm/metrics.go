@@ -12,6 +12,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	persist  prometheus.Histogram
 	restore  prometheus.Histogram
+	refused  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "atomfed_fsm_restore_seconds",
 			Help: "Time to restore the FSM from a snapshot.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atomfed_fsm_refused_total",
+			Help: "Committed entries the FSM refused because they do not decode (recorded in the audit chain as refused:<type>); a leader never logs one.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.applied, m.duration, m.persist, m.restore)
+		reg.MustRegister(m.applied, m.duration, m.persist, m.restore, m.refused)
 	}
 	return m
 }
