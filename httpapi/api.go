@@ -84,8 +84,10 @@ type Config struct {
 	// AnonymousRegionList serves GET /region/list without a token (and,
 	// behind PlaintextGuard with AnonymousPaths, over plain HTTP), the way
 	// Consul's anonymous token may read the catalog: region names, URLs,
-	// tiers and health, nothing else. Off by default; `atomfed dev` turns
-	// it on for its loopback federation.
+	// tiers, statuses and health status, nothing else (no database
+	// endpoint, labels, agents or probe detail; a request with a token gets
+	// the whole view). Off by default; `atomfed dev` turns it on for its
+	// loopback federation.
 	AnonymousRegionList bool
 }
 
@@ -152,7 +154,7 @@ func (a *API) routes() *mux.Router {
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
 	if a.cfg.AnonymousRegionList {
-		r.HandleFunc("/region/list", a.listRegions).Methods(http.MethodGet)
+		r.HandleFunc("/region/list", a.anonymousRegionList).Methods(http.MethodGet)
 	} else {
 		r.HandleFunc("/region/list", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
 	}

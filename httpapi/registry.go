@@ -123,6 +123,27 @@ func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// anonymousRegionList is /region/list with Config.AnonymousRegionList: a
+// request with a token gets the whole view (after the token is checked);
+// one without gets each region's name, URL, tier, status and health
+// status, and nothing about its database, labels, location, agents or
+// probe.
+func (a *API) anonymousRegionList(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "" {
+		a.auth(anyRole, a.listRegions)(w, r)
+		return
+	}
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		out := wire.AnonymousRegionList{Regions: []wire.AnonymousRegion{}}
+		for _, v := range regionViews(s) {
+			ar := wire.AnonymousRegion{Name: v.Name, URL: v.URL, Tier: v.Tier, Status: v.Status}
+			ar.Health.Status = v.Health.Status
+			out.Regions = append(out.Regions, ar)
+		}
+		return out, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks)), nil
+	})
+}
+
 func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	a.read(w, r, func(s *fsm.State) (any, uint64, error) {

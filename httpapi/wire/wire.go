@@ -35,6 +35,24 @@ type RegionList struct {
 	Regions []RegionView `json:"regions"`
 }
 
+// AnonymousRegion is a region as GET /region/list shows it to a caller
+// without a token (httpapi.Config.AnonymousRegionList): what a catalog
+// shows, nothing about its database, labels, location, agents or probe.
+type AnonymousRegion struct {
+	Name   string `json:"name"`
+	URL    string `json:"url"`
+	Tier   string `json:"tier"`
+	Status string `json:"status"`
+	Health struct {
+		Status string `json:"status"`
+	} `json:"health"`
+}
+
+// AnonymousRegionList answers GET /region/list without a token.
+type AnonymousRegionList struct {
+	Regions []AnonymousRegion `json:"regions"`
+}
+
 // TenantList answers GET /v1/tenants.
 type TenantList struct {
 	Tenants []*fsm.Tenant `json:"tenants"`

@@ -88,6 +88,12 @@ func TestDevRegionListOverPlainHTTP(t *testing.T) {
 		if strings.Join(names, ",") != "ap-south,eu-west,us-east" {
 			return fmt.Errorf("plain /region/list lists %v, want the three dev regions", names)
 		}
+		// Anonymous readers learn names, URLs, tiers and health only.
+		for _, detail := range []string{`"labels"`, `"location"`, `"database"`, `"probe"`, `"agents_alive"`} {
+			if strings.Contains(body, detail) {
+				t.Fatalf("the anonymous region list shows %s: %s", detail, body)
+			}
+		}
 		return nil
 	})
 	if code, body, err := get("/v1/tenants"); err != nil || code != http.StatusBadRequest || !strings.Contains(body, "tls_required") {
