@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/pflag"
@@ -22,9 +23,14 @@ import (
 type securityOptions struct {
 	TLS       tlsutil.Files
 	Insecure  bool   // --insecure-plaintext
-	GossipKey string // base64, --encrypt or ATOMFED_GOSSIP_KEY
-	Token     string // FEDERATION_TOKEN
-	KeyPath   string // COSIGN_KEY_PATH
+	GossipKey string // base64, from --encrypt-file or ATOMFED_GOSSIP_KEY
+	// GossipKeyFile holds the base64 gossip key (--encrypt-file).
+	GossipKeyFile string
+	// gossipKeyFlag is the refused --encrypt: a key on the command line
+	// is visible to every user of the host (ps, /proc).
+	gossipKeyFlag string
+	Token         string // FEDERATION_TOKEN
+	KeyPath       string // COSIGN_KEY_PATH
 }
 
 func addSecurityFlags(f *pflag.FlagSet, s *securityOptions) {
@@ -32,7 +38,28 @@ func addSecurityFlags(f *pflag.FlagSet, s *securityOptions) {
 	f.StringVar(&s.TLS.Cert, "tls-cert", os.Getenv("ATOMFED_TLS_CERT"), "this node's certificate, signed by the federation CA (env ATOMFED_TLS_CERT)")
 	f.StringVar(&s.TLS.Key, "tls-key", os.Getenv("ATOMFED_TLS_KEY"), "this node's certificate key (env ATOMFED_TLS_KEY)")
 	f.BoolVar(&s.Insecure, "insecure-plaintext", false, "serve HTTP, Raft and gossip without TLS or encryption (local experiments only)")
-	f.StringVar(&s.GossipKey, "encrypt", os.Getenv("ATOMFED_GOSSIP_KEY"), "base64 32-byte key encrypting Serf gossip (env ATOMFED_GOSSIP_KEY; make one with: openssl rand -base64 32)")
+	f.StringVar(&s.GossipKeyFile, "encrypt-file", "", "file holding the base64 32-byte key that encrypts Serf gossip, the same on every node (else env ATOMFED_GOSSIP_KEY; make one with: openssl rand -base64 32 > gossip.key; chmod 600 gossip.key)")
+	f.StringVar(&s.gossipKeyFlag, "encrypt", "", "refused: a key on the command line is visible to every user of the host; use --encrypt-file or ATOMFED_GOSSIP_KEY")
+	_ = f.MarkHidden("encrypt")
+}
+
+// gossipKey returns the base64 gossip key: from --encrypt-file, else
+// ATOMFED_GOSSIP_KEY, else the GossipKey set by atomfed dev.
+func (o securityOptions) gossipKey() (string, error) {
+	if o.gossipKeyFlag != "" {
+		return "", errors.New("--encrypt puts the gossip key on the command line, where every user of the host can read it (ps, /proc): put it in a file and pass --encrypt-file, or set ATOMFED_GOSSIP_KEY")
+	}
+	if o.GossipKeyFile != "" {
+		b, err := os.ReadFile(o.GossipKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("--encrypt-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if k := os.Getenv("ATOMFED_GOSSIP_KEY"); k != "" {
+		return k, nil
+	}
+	return o.GossipKey, nil
 }
 
 // security is resolved security material.
@@ -51,6 +78,10 @@ type security struct {
 // --insecure-plaintext, TLS and a gossip key are required.
 func (o securityOptions) resolve(dataDir, keyFile string, server bool, log hclog.Logger) (*security, error) {
 	sec := &security{scheme: "http"}
+	var err error
+	if o.GossipKey, err = o.gossipKey(); err != nil {
+		return nil, err
+	}
 	if o.Insecure {
 		log.Warn("*** --insecure-plaintext: HTTP, Raft and gossip are NOT encrypted and peers are NOT authenticated by certificate. Use only for local experiments. ***")
 	} else {
@@ -85,17 +116,16 @@ func (o securityOptions) resolve(dataDir, keyFile string, server bool, log hclog
 		sec.roots.AppendCertsFromPEM(ca)
 		sec.scheme = "https"
 		if o.GossipKey == "" {
-			return nil, errors.New("gossip must be encrypted: give --encrypt (or ATOMFED_GOSSIP_KEY) a base64 32-byte key, the same on every node (openssl rand -base64 32)")
+			return nil, errors.New("gossip must be encrypted: give --encrypt-file (a file holding a base64 32-byte key) or ATOMFED_GOSSIP_KEY, the same key on every node (openssl rand -base64 32)")
 		}
 	}
 	if o.GossipKey != "" {
 		k, err := base64.StdEncoding.DecodeString(o.GossipKey)
 		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
-			return nil, errors.New("--encrypt must be a base64 key of 16, 24 or 32 bytes")
+			return nil, errors.New("the gossip key (--encrypt-file or ATOMFED_GOSSIP_KEY) must be a base64 key of 16, 24 or 32 bytes")
 		}
 		sec.gossipKey = k
 	}
-	var err error
 	sec.signer, err = loadOrCreateSigner(o.KeyPath, filepath.Join(dataDir, keyFile))
 	if err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ func newServerCmd() *cobra.Command {
 Three servers started with --bootstrap-expect 3 and --join pointing at each
 other's Serf addresses form a cluster. Every server needs FEDERATION_TOKEN
 (the bootstrap management token, the same everywhere), TLS material
-(--tls-ca, --tls-cert, --tls-key) and a gossip key (--encrypt); its signing
+(--tls-ca, --tls-cert, --tls-key) and a gossip key (--encrypt-file); its signing
 key is COSIGN_KEY_PATH (password COSIGN_PASSWORD) or one it makes in its
 data dir. SIGTERM or SIGINT leaves gracefully:
 a leader first hands leadership over, the server leaves Serf so that the

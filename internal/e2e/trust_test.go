@@ -68,3 +68,20 @@ func TestOnlyServersOpenTheRaftPort(t *testing.T) {
 		t.Fatalf("a server's certificate was refused: %v", err)
 	}
 }
+
+// TestSecretsStayOffTheCommandLine: the gossip key is never taken from the
+// command line, where every user of the host reads it (ps, /proc), and no
+// secret of the environment shows in --help.
+func TestSecretsStayOffTheCommandLine(t *testing.T) {
+	const key = "c2VjcmV0LWdvc3NpcC1rZXktMzItYnl0ZXMtbG9uZyE="
+	r := cli(t, []string{"FEDERATION_TOKEN=atf_secret_token_value"}, "server", "--encrypt", key, "--node", "n1", "--data-dir", t.TempDir())
+	if r.code == 0 || !strings.Contains(r.stderr, "--encrypt-file") || strings.Contains(r.stderr, key) {
+		t.Fatalf("server --encrypt KEY: exit %d, %s; want it refused, naming --encrypt-file, without echoing the key", r.code, r.stderr)
+	}
+	for _, args := range [][]string{{"server", "--help"}, {"agent", "--help"}, {"region", "list", "--help"}, {"report", "--help"}} {
+		h := cli(t, []string{"FEDERATION_TOKEN=atf_secret_token_value", "ATOMFED_GOSSIP_KEY=" + key}, args...)
+		if out := h.stdout + h.stderr; strings.Contains(out, "atf_secret_token_value") || strings.Contains(out, key) {
+			t.Fatalf("atomfed %s prints a secret of the environment:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}

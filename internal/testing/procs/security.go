@@ -31,6 +31,8 @@ type Security struct {
 	CA        *tlsutil.CA
 	CAPath    string
 	GossipKey string // base64
+	// GossipKeyFile holds GossipKey, for --encrypt-file.
+	GossipKeyFile string
 	// Plaintext runs the nodes with --insecure-plaintext (no TLS, no
 	// gossip encryption; tokens and signatures still apply), for measuring
 	// what the default security costs.
@@ -63,6 +65,10 @@ func NewSecurity(dir string) (*Security, error) {
 		return nil, err
 	}
 	s.GossipKey = base64.StdEncoding.EncodeToString(k)
+	s.GossipKeyFile = filepath.Join(s.Dir, "gossip.key")
+	if err := os.WriteFile(s.GossipKeyFile, []byte(s.GossipKey+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -84,7 +90,7 @@ func (s *Security) NodeFlags(name string, server bool, ips ...string) ([]string,
 	if err != nil {
 		return nil, err
 	}
-	return []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key, "--encrypt", s.GossipKey}, nil
+	return []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key, "--encrypt-file", s.GossipKeyFile}, nil
 }
 
 // Scheme is the URL scheme of the nodes' HTTP APIs: https, or http when
