@@ -258,15 +258,22 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 		// applies, whose body decodes, of a protocol every server of the
 		// configuration speaks. A forwarder never reaches raft.Apply with
 		// bytes a server could not decode.
-		t, _, err := fsm.DecodeCommand(data)
+		t, decoded, err := fsm.DecodeCommand(data)
 		if err != nil {
 			s.metrics.forwardRefused.Inc()
 			s.logger.Warn("refused a forwarded command that does not decode", "error", err)
 			fail(err)
 			return
 		}
-		if min, _ := s.protocols(); min < commandProtocol[t] {
+		min, _ := s.protocols()
+		if min < commandProtocol[t] {
 			fail(fmt.Errorf("%w (%s needs protocol %d, the cluster speaks %d)", ErrUpgradeInProgress, t, commandProtocol[t], min))
+			return
+		}
+		if r, ok := decoded.(fsm.Ruled); ok && r.LoggedRules() > min {
+			// Stamped under rules a server of the configuration does not
+			// apply: it would come to another state.
+			fail(fmt.Errorf("%w (%s under rules %d, the cluster speaks %d)", ErrUpgradeInProgress, t, r.LoggedRules(), min))
 			return
 		}
 		res, err := s.applyKeyed(ctx, data, key)

@@ -91,6 +91,11 @@ func (s *Server) encode(t fsm.MessageType, body any) ([]byte, error) {
 	if need := commandProtocol[t]; min < need {
 		return nil, fmt.Errorf("%w (%s needs protocol %d, the cluster speaks %d)", ErrUpgradeInProgress, t, need, min)
 	}
+	if r, ok := body.(fsm.Ruled); ok {
+		// Logged under the rules every server of the configuration
+		// applies (fsm/rules.go).
+		body = r.WithRules(min)
+	}
 	codec := fsm.CodecMsgpack
 	if min < protocolMsgpack {
 		codec = fsm.CodecJSON

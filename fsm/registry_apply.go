@@ -40,6 +40,8 @@ type RegionUpsert struct {
 	// later ones by a valid key of the region.
 	Auth      *SignedAuth `json:"auth,omitempty"`
 	PublicKey string      `json:"public_key,omitempty"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyRegionUpsert(s *State, e *Entry) (any, error) {
@@ -53,7 +55,7 @@ func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	if _, err := regionSigner(s, &cmd, cmd.At, !e.Approved); err != nil {
 		return nil, err
 	}
-	if action := RegionUpsertAction(s, &r); action != "" {
+	if action := RegionUpsertAction(s, &r, cmd.Rules); action != "" {
 		if err := requireApproval(s, e, action); err != nil {
 			return nil, err
 		}
@@ -292,8 +294,15 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 // is production now (its tier, URL or status; its key: KeyRotateAction).
 // Such a change needs the same approvals as the registration, so that the
 // region's own key cannot undo an approval, for instance by downgrading
-// the region to staging and back.
-func RegionUpsertAction(s *State, r *Region) string {
+// the region to staging and back. Under rules before RulesApprovalBound
+// only the registration (new, or moved to production) was gated.
+func RegionUpsertAction(s *State, r *Region, rules int) string {
+	if rules < RulesApprovalBound {
+		if old := s.Regions[r.Name]; r.Tier != TierProduction || old != nil && old.Tier == TierProduction {
+			return ""
+		}
+		return ActionRegisterProductionRegion
+	}
 	if RegionUpsertChange(s, r) == "" {
 		return ""
 	}

@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -152,6 +155,28 @@ type Approval struct {
 	ExpiresAt   int64    `json:"expires_at"`
 	CreateIndex uint64   `json:"create_index"`
 	ModifyIndex uint64   `json:"modify_index"`
+}
+
+// ApprovalDigest is what an approver's signature binds a vote to: the hex
+// SHA-256 of the approval's id, action, command type and command bytes. A
+// vote's signed body names the approval (`approval`) and this digest
+// (`digest`), so that a captured vote cannot be replayed onto another
+// approval, nor onto the same id with another action.
+func ApprovalDigest(a *Approval) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", a.ID, a.Action, a.CommandType)
+	h.Write(a.Command)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// VoteBody is the body an approver signs to approve an approval: the
+// envelope (key, timestamp, nonce) and what it approves.
+type VoteBody struct {
+	KeyID     string `json:"key_id"`
+	Timestamp string `json:"timestamp"`
+	Nonce     string `json:"nonce"`
+	Approval  string `json:"approval"`
+	Digest    string `json:"digest"`
 }
 
 // Vote is one approver's signed approval.

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -156,6 +157,8 @@ type KeyRotate struct {
 	PublicKey string      `json:"public_key"`
 	Auth      *SignedAuth `json:"auth"`
 	At        int64       `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyKeyRotate(s *State, e *Entry) (any, error) {
@@ -172,7 +175,7 @@ func applyKeyRotate(s *State, e *Entry) (any, error) {
 	if signer.ID != old.ID {
 		return nil, forbiddenf("wrong_signer", "a key rotation of %s must be signed by one of its own current keys, not by %s %s", old.ID, signer.Kind, signer.ID)
 	}
-	if action := KeyRotateAction(s, cmd.Member); action != "" {
+	if action := KeyRotateAction(s, cmd.Member, cmd.Rules); action != "" {
 		if err := requireApproval(s, e, action); err != nil {
 			return nil, err
 		}
@@ -354,23 +357,23 @@ func requireApproval(s *State, e *Entry, action string) error {
 // return its requester: the command decodes, is the gated action it claims
 // to be, and its own signature (if it carries one) is fresh, so that its
 // nonce is spent now.
-var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (action, requester string, auth *SignedAuth, err error){
-	RegionUpsertType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+var approvalChecks = map[MessageType]func(s *State, at int64, body []byte, rules int) (action, requester string, auth *SignedAuth, err error){
+	RegionUpsertType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
 		var c RegionUpsert
 		if err := decodeBody(codecJSON, body, &c); err != nil {
 			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
 		}
 		signer, err := regionSigner(s, &c, at, true)
-		return RegionUpsertAction(s, &c.Region), signer, c.Auth, err
+		return RegionUpsertAction(s, &c.Region, rules), signer, c.Auth, err
 	},
-	RegionDeleteType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+	RegionDeleteType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
 		var c RegionDelete
 		if err := decodeBody(codecJSON, body, &c); err != nil {
 			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
 		}
 		return ActionDeregisterRegion, "", nil, nil
 	},
-	KeyRotateType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+	KeyRotateType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
 		var c KeyRotate
 		if err := decodeBody(codecJSON, body, &c); err != nil {
 			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
@@ -382,9 +385,12 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte) (acti
 		if signer.ID != c.Member {
 			return "", "", nil, forbiddenf("wrong_signer", "a key rotation of %s must be signed by one of its own current keys, not by %s %s", c.Member, signer.Kind, signer.ID)
 		}
-		return KeyRotateAction(s, c.Member), signer.ID, c.Auth, nil
+		if rules < RulesApprovalBound {
+			return "", "", nil, invalidf("invalid_approval", "a key rotation needs no approval under rules %d", rules)
+		}
+		return KeyRotateAction(s, c.Member, rules), signer.ID, c.Auth, nil
 	},
-	KeyRevokeType: func(s *State, at int64, body []byte) (string, string, *SignedAuth, error) {
+	KeyRevokeType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
 		var c KeyRevoke
 		if err := decodeBody(codecJSON, body, &c); err != nil {
 			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
@@ -402,6 +408,9 @@ type ApprovalCreate struct {
 	Command     []byte `json:"command"`
 	RequestedBy string `json:"requested_by"`
 	At          int64  `json:"at"`
+	// Rules the command was logged under (rules.go); the approval checks
+	// its embedded command under them.
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyApprovalCreate(s *State, e *Entry) (any, error) {
@@ -414,7 +423,7 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	if check == nil {
 		return nil, invalidf("invalid_approval", "command %s cannot be approved", MessageType(cmd.CommandType))
 	}
-	action, signer, auth, err := check(s, cmd.At, cmd.Command)
+	action, signer, auth, err := check(s, cmd.At, cmd.Command, cmd.Rules)
 	if err != nil {
 		return nil, err
 	}
@@ -443,11 +452,27 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	return a, nil
 }
 
+// countingVotes counts the votes whose key is still trusted: a vote made
+// with a key revoked since no longer counts towards m of n.
+func countingVotes(s *State, votes []Vote) int {
+	n := 0
+	for _, v := range votes {
+		if m := s.KeyOwner(v.KeyID); m != nil {
+			if k := m.Key(v.KeyID); k != nil && !k.Revoked {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // ApprovalVote is an approver's signed approval of a pending action.
 type ApprovalVote struct {
 	ID   string      `json:"id"`
 	Auth *SignedAuth `json:"auth"`
 	At   int64       `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyApprovalVote(s *State, e *Entry) (any, error) {
@@ -466,6 +491,15 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cmd.Rules >= RulesApprovalBound {
+		var vb VoteBody
+		if json.Unmarshal(cmd.Auth.Body, &vb) != nil || vb.Approval != old.ID {
+			return nil, forbiddenf("wrong_approval", "the signed body approves %q, not %s: sign a body that names the approval (approval) and its digest", vb.Approval, old.ID)
+		}
+		if want := ApprovalDigest(old); vb.Digest != want {
+			return nil, forbiddenf("wrong_digest", "the signed digest %q is not approval %s's (%s): the action changed, or the vote was made for another", vb.Digest, old.ID, want)
+		}
+	}
 	if signer.Kind != MemberApprover {
 		return nil, forbiddenf("not_an_approver", "%s %s is not an approver", signer.Kind, signer.ID)
 	}
@@ -481,7 +515,11 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 	a.Votes = append(append([]Vote(nil), old.Votes...), Vote{Approver: signer.ID, KeyID: key.KeyID, At: cmd.At})
 	a.ModifyIndex = e.Index
 	recordNonce(s, cmd.Auth, cmd.At)
-	if len(a.Votes) >= a.Required {
+	counted := len(a.Votes)
+	if cmd.Rules >= RulesApprovalBound {
+		counted = countingVotes(s, a.Votes)
+	}
+	if counted >= a.Required {
 		_, err := commands[MessageType(a.CommandType)].apply(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true})
 		if err != nil {
 			a.Status, a.Result = ApprovalFailed, err.Error()
@@ -525,7 +563,10 @@ func applyApprovalExpire(s *State, e *Entry) (any, error) {
 // is: a new key of a production region is a change of what approvers
 // approved (RegionUpsertAction), so it needs the same approvals; any other
 // rotation needs none ("").
-func KeyRotateAction(s *State, member string) string {
+func KeyRotateAction(s *State, member string, rules int) string {
+	if rules < RulesApprovalBound {
+		return ""
+	}
 	if m := s.Members[member]; m == nil || m.Kind != MemberRegion {
 		return ""
 	}

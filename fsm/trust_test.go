@@ -3,6 +3,7 @@ package fsm
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +14,19 @@ func tokenFor(secret, role string) Token {
 	sum := sha256.Sum256([]byte(secret))
 	acc := sha256.Sum256([]byte("acc" + secret))
 	return Token{Accessor: hex.EncodeToString(acc[:16]), SecretHash: hex.EncodeToString(sum[:]), Role: role}
+}
+
+// voteAuth signs, as member, a vote for approval id as it is now.
+func (h *harness) voteAuth(member, id string, at int64) *SignedAuth {
+	h.t.Helper()
+	var digest string
+	h.f.Read(func(s *State) {
+		if a := s.Approvals[id]; a != nil {
+			digest = ApprovalDigest(a)
+		}
+	})
+	b, _ := json.Marshal(VoteBody{Approval: id, Digest: digest})
+	return h.sign(member, b, at)
 }
 
 // register makes an approver (or agent, server) member with its harness key.
@@ -65,14 +79,14 @@ func trustRoundTrips(t *testing.T, h *harness, check func(MessageType, any, func
 				t.Fatalf("approval: %+v", a)
 			}
 		})
-	check(ApprovalVoteType, ApprovalVote{ID: "appr-0001", Auth: h.sign("bob", []byte("approve"), 27), At: 27}, func(s *State, res *ApplyResult) {
+	check(ApprovalVoteType, ApprovalVote{ID: "appr-0001", Auth: h.voteAuth("bob", "appr-0001", 27), At: 27}, func(s *State, res *ApplyResult) {
 		if a := s.Approvals["appr-0001"]; len(a.Votes) != 1 || a.Status != ApprovalPending {
 			t.Fatalf("after one vote: %+v", a)
 		}
 	})
 	// alice votes with her new key; that is the second distinct approver.
 	h.keys["alice"] = newKeySigner
-	check(ApprovalVoteType, ApprovalVote{ID: "appr-0001", Auth: h.sign("alice", []byte("approve"), 28), At: 28}, func(s *State, res *ApplyResult) {
+	check(ApprovalVoteType, ApprovalVote{ID: "appr-0001", Auth: h.voteAuth("alice", "appr-0001", 28), At: 28}, func(s *State, res *ApplyResult) {
 		a := s.Approvals["appr-0001"]
 		if a.Status != ApprovalApplied || !s.Members["alice"].Key(old.KeyID).Revoked {
 			t.Fatalf("after the second vote: %+v", a)
@@ -205,7 +219,7 @@ func TestApprovalFlow(t *testing.T) {
 	h.mustApply(ApprovalCreateType, ApprovalCreate{ID: "appr-prod-1", Action: ActionRegisterProductionRegion, Summary: "register prod-1",
 		CommandType: uint8(RegionUpsertType), Command: data[2:], At: now})
 	vote := func(who string, at int64) *ApplyResult {
-		return h.apply(ApprovalVoteType, ApprovalVote{ID: "appr-prod-1", Auth: h.sign(who, []byte("approve appr-prod-1"), at), At: at})
+		return h.apply(ApprovalVoteType, ApprovalVote{ID: "appr-prod-1", Auth: h.voteAuth(who, "appr-prod-1", at), At: at})
 	}
 	if res := vote("alice", now+1e9); res.Err != nil {
 		t.Fatal(res.Err)
@@ -266,8 +280,8 @@ func TestApprovalRechecksPreconditions(t *testing.T) {
 	}
 	del, _ := EncodeJSON(RegionDeleteType, RegionDelete{Name: "eu-west", At: now})
 	h.mustApply(ApprovalCreateType, ApprovalCreate{ID: "appr-del-1", Action: ActionDeregisterRegion, CommandType: uint8(RegionDeleteType), Command: del[2:], At: now})
-	h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.sign("alice", []byte("a"), now), At: now})
-	res := h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.sign("bob", []byte("b"), now), At: now})
+	h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.voteAuth("alice", "appr-del-1", now), At: now})
+	res := h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-del-1", Auth: h.voteAuth("bob", "appr-del-1", now), At: now})
 	a := res.Value.(*Approval)
 	if a.Status != ApprovalFailed || !strings.Contains(a.Result, "mirrors tenant") {
 		t.Fatalf("approved deletion of a region in use: %+v", a)
@@ -313,9 +327,9 @@ func TestProductionRegionChangesNeedApproval(t *testing.T) {
 		id := fmt.Sprintf("appr-change-%d", n)
 		data, _ := EncodeJSON(typ, h.autosign(cmd))
 		h.mustApply(ApprovalCreateType, ApprovalCreate{ID: id, Action: ActionRegisterProductionRegion, Summary: "change prod-1",
-			CommandType: uint8(typ), Command: data[2:], At: at})
-		h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.sign("alice", []byte("approve "+id), at), At: at})
-		return h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.sign("bob", []byte("approve "+id), at), At: at})
+			CommandType: uint8(typ), Command: data[2:], At: at, Rules: RulesApprovalBound})
+		h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.voteAuth("alice", id, at), At: at, Rules: RulesApprovalBound})
+		return h.mustApply(ApprovalVoteType, ApprovalVote{ID: id, Auth: h.voteAuth("bob", id, at), At: at, Rules: RulesApprovalBound})
 	}
 	prod := testRegion("prod-1")
 	prod.Tier = TierProduction
@@ -323,7 +337,7 @@ func TestProductionRegionChangesNeedApproval(t *testing.T) {
 		t.Fatalf("production registration: %+v", a)
 	}
 	update := func(r Region, at int64) *ApplyResult {
-		return h.apply(RegionUpsertType, RegionUpsert{Region: r, At: at, Auth: h.sign("prod-1", []byte("update"), at)})
+		return h.apply(RegionUpsertType, RegionUpsert{Region: r, At: at, Auth: h.sign("prod-1", []byte("update"), at), Rules: RulesApprovalBound})
 	}
 	for i, change := range []struct {
 		field string
@@ -357,7 +371,7 @@ func TestProductionRegionChangesNeedApproval(t *testing.T) {
 	}
 
 	next := h.key("prod-1-next")
-	rotate := KeyRotate{Member: "prod-1", PublicKey: string(next.PublicPEM), Auth: h.sign("prod-1", []byte("rotate"), now+11e9), At: now + 11e9}
+	rotate := KeyRotate{Member: "prod-1", PublicKey: string(next.PublicPEM), Auth: h.sign("prod-1", []byte("rotate"), now+11e9), At: now + 11e9, Rules: RulesApprovalBound}
 	if res := h.apply(KeyRotateType, rotate); codeOf(res.Err) != "approval_required" {
 		t.Fatalf("a production region's key rotation without approval: %v", res.Err)
 	}
@@ -374,12 +388,95 @@ func TestProductionRegionChangesNeedApproval(t *testing.T) {
 	staging := prod
 	staging.Tier = TierStaging
 	staging.Labels = labels.Labels
-	if a := approve(RegionUpsertType, RegionUpsert{Region: staging, At: now + 13e9, Auth: h.sign("prod-1", []byte("down"), now+13e9)}, now+13e9).Value.(*Approval); a.Status != ApprovalApplied {
+	if a := approve(RegionUpsertType, RegionUpsert{Region: staging, At: now + 13e9, Auth: h.sign("prod-1", []byte("down"), now+13e9), Rules: RulesApprovalBound}, now+13e9).Value.(*Approval); a.Status != ApprovalApplied {
 		t.Fatalf("approved downgrade: %+v", a)
 	}
 	h.f.Read(func(s *State) {
 		if s.Regions["prod-1"].Tier != TierStaging {
 			t.Fatal("the approved downgrade was not applied")
+		}
+	})
+}
+
+// TestVotesAreBoundToTheirApproval: a vote's signature names the approval
+// and its digest, so a captured vote does not count for another approval
+// or for a changed action, and a vote whose key is revoked before the
+// approval applies no longer counts.
+func TestVotesAreBoundToTheirApproval(t *testing.T) {
+	const now = int64(6_000_000e9)
+	h := newHarness(t)
+	for _, a := range []string{"alice", "bob", "carol"} {
+		if res := h.register(a, MemberApprover, now); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	create := func(id, region string) {
+		t.Helper()
+		r := testRegion(region)
+		r.Tier = TierProduction
+		data, _ := EncodeJSON(RegionUpsertType, h.autosign(RegionUpsert{Region: r, At: now}))
+		h.mustApply(ApprovalCreateType, ApprovalCreate{ID: id, Action: ActionRegisterProductionRegion, Summary: "register " + region,
+			CommandType: uint8(RegionUpsertType), Command: data[2:], At: now, Rules: RulesApprovalBound})
+	}
+	create("appr-one-0001", "prod-1")
+	create("appr-two-0002", "prod-2")
+
+	// Alice's vote for approval one, replayed onto approval two.
+	auth := h.voteAuth("alice", "appr-one-0001", now+1e9)
+	if res := h.apply(ApprovalVoteType, ApprovalVote{ID: "appr-two-0002", Auth: auth, At: now + 1e9, Rules: RulesApprovalBound}); codeOf(res.Err) != "wrong_approval" {
+		t.Fatalf("a vote for one approval replayed onto another: %v, want wrong_approval", res.Err)
+	}
+	// A vote naming the approval with a digest of another action.
+	b, _ := json.Marshal(VoteBody{Approval: "appr-two-0002", Digest: strings.Repeat("0", 64)})
+	if res := h.apply(ApprovalVoteType, ApprovalVote{ID: "appr-two-0002", Auth: h.sign("alice", b, now+2e9), At: now + 2e9, Rules: RulesApprovalBound}); codeOf(res.Err) != "wrong_digest" {
+		t.Fatalf("a vote with another digest: %v, want wrong_digest", res.Err)
+	}
+
+	// Alice votes for approval one, then her key is revoked: Bob's vote
+	// is the second, but only one of the two counts.
+	h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-one-0001", Auth: h.voteAuth("alice", "appr-one-0001", now+3e9), At: now + 3e9, Rules: RulesApprovalBound})
+	h.mustApply(PolicySetType, PolicySet{Policy: Policy{SkewSeconds: 300, RotationOverlapSeconds: 3600, Rules: map[string]ApprovalRule{
+		ActionRegisterProductionRegion: {Required: 2, TTLSeconds: 3600}}}, At: now + 3e9})
+	h.mustApply(KeyRevokeType, KeyRevoke{Member: "alice", KeyID: h.key("alice").KeyID, At: now + 4e9})
+	res := h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-one-0001", Auth: h.voteAuth("bob", "appr-one-0001", now+5e9), At: now + 5e9, Rules: RulesApprovalBound})
+	if a := res.Value.(*Approval); a.Status != ApprovalPending {
+		t.Fatalf("applied with a revoked approver's vote counted: %+v", a)
+	}
+	res = h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-one-0001", Auth: h.voteAuth("carol", "appr-one-0001", now+6e9), At: now + 6e9, Rules: RulesApprovalBound})
+	if a := res.Value.(*Approval); a.Status != ApprovalApplied {
+		t.Fatalf("two valid votes did not apply it: %+v", a)
+	}
+}
+
+// TestEntriesReplayUnderTheRulesTheyWereLoggedUnder: an entry logged
+// before RulesApprovalBound (no rules field) applies as it did then, so a
+// server replaying an old log, or one of the previous release applying a
+// new entry, comes to the same state as every other: a production region
+// downgraded by its own key, and a vote signed over any body.
+func TestEntriesReplayUnderTheRulesTheyWereLoggedUnder(t *testing.T) {
+	const now = int64(7_000_000e9)
+	h := newHarness(t)
+	for _, a := range []string{"alice", "bob"} {
+		if res := h.register(a, MemberApprover, now); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	prod := testRegion("prod-1")
+	prod.Tier = TierProduction
+	data, _ := EncodeJSON(RegionUpsertType, h.autosign(RegionUpsert{Region: prod, At: now}))
+	h.mustApply(ApprovalCreateType, ApprovalCreate{ID: "appr-old-0001", Action: ActionRegisterProductionRegion, Summary: "register prod-1",
+		CommandType: uint8(RegionUpsertType), Command: data[2:], At: now})
+	for _, who := range []string{"alice", "bob"} {
+		h.mustApply(ApprovalVoteType, ApprovalVote{ID: "appr-old-0001", Auth: h.sign(who, []byte("approve"), now+1e9), At: now + 1e9})
+	}
+	staging := prod
+	staging.Tier = TierStaging
+	if res := h.apply(RegionUpsertType, RegionUpsert{Region: staging, At: now + 2e9, Auth: h.sign("prod-1", []byte("down"), now+2e9)}); res.Err != nil {
+		t.Fatalf("an old-rules downgrade (as logged before the rule): %v", res.Err)
+	}
+	h.f.Read(func(s *State) {
+		if s.Regions["prod-1"].Tier != TierStaging {
+			t.Fatal("the old-rules downgrade did not apply")
 		}
 	})
 }

@@ -32,6 +32,10 @@ type Cluster interface {
 	// ForwardApply commits a command through the leader from a follower
 	// (see cluster.Server.ForwardApply).
 	ForwardApply(ctx context.Context, t fsm.MessageType, body any, stamp int64) (*structs.ForwardResult, error)
+	// Protocols is the protocol version the cluster speaks (the lowest of
+	// the servers in the configuration) and the leader's: the rules a
+	// command is logged under (fsm/rules.go).
+	Protocols() (cluster, leader int)
 	IsLeader() bool
 	State() string
 	Leader() (id, addr string)

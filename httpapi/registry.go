@@ -101,8 +101,9 @@ func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName stri
 	}
 	at := a.stamp()
 	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: at, Auth: auth, PublicKey: in.PublicKey}
+	rules, _ := a.c.Protocols()
 	action := func(s *fsm.State) (string, string) {
-		return fsm.RegionUpsertAction(s, &reg), "production region " + reg.Name + ": " + fsm.RegionUpsertChange(s, &reg)
+		return fsm.RegionUpsertAction(s, &reg, rules), "production region " + reg.Name + ": " + fsm.RegionUpsertChange(s, &reg)
 	}
 	a.writeGated(w, r, body, fsm.RegionUpsertType, cmd, action, auth, at, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Region)

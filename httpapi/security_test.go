@@ -132,9 +132,15 @@ func TestSecurityAttacks(t *testing.T) {
 	c.Settle()
 	approvePath := "/v1/approvals/" + pending.ID + "/approve"
 	vote := func(who string, ts time.Time, nonce string) ([]byte, http.Header) {
-		b, sig := signed(t, c.Signer(who), nil, ts, nonce)
+		b, sig := signed(t, c.Signer(who), map[string]any{"approval": pending.ID, "digest": fsm.ApprovalDigest(&pending)}, ts, nonce)
 		return b, sigHeader(sig)
 	}
+	t.Run("vote bound to another approval", func(t *testing.T) {
+		b, sig := signed(t, c.Signer("alice"), map[string]any{"approval": "appr-0000000000000000", "digest": fsm.ApprovalDigest(&pending)}, time.Now(), "other-appr-01")
+		attack(t, c, f, http.MethodPost, approvePath, b, sigHeader(sig), 400, "wrong_approval")
+		b, sig = signed(t, c.Signer("alice"), map[string]any{"approval": pending.ID, "digest": strings.Repeat("0", 64)}, time.Now(), "other-digest-01")
+		attack(t, c, f, http.MethodPost, approvePath, b, sigHeader(sig), 403, "wrong_digest")
+	})
 	t.Run("approval by a non-approver", func(t *testing.T) {
 		b, h := vote("us-east", time.Now(), "nonappr-0001")
 		attack(t, c, f, http.MethodPost, approvePath, b, h, 403, "not_an_approver")

@@ -36,6 +36,12 @@ func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t 
 		a.write(w, r, body, t, cmd, ok)
 		return
 	}
+	// The approved command carries the rules it is checked under, as the
+	// approval does (stamped when it is logged).
+	if r, ok := cmd.(fsm.Ruled); ok {
+		rules, _ := a.c.Protocols()
+		cmd = r.WithRules(rules)
+	}
 	data, err := fsm.EncodeJSON(t, cmd)
 	if err != nil {
 		writeError(w, err)
@@ -130,8 +136,9 @@ func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	at := a.stamp()
 	cmd := fsm.KeyRotate{Member: mux.Vars(r)["id"], PublicKey: in.PublicKey, Auth: auth, At: at}
+	rules, _ := a.c.Protocols()
 	action := func(s *fsm.State) (string, string) {
-		return fsm.KeyRotateAction(s, cmd.Member), "new key for production region " + cmd.Member
+		return fsm.KeyRotateAction(s, cmd.Member, rules), "new key for production region " + cmd.Member
 	}
 	a.writeGated(w, r, body, fsm.KeyRotateType, cmd, action, auth, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
@@ -264,13 +271,17 @@ func (a *API) getApproval(w http.ResponseWriter, r *http.Request) {
 // approve records an approver's signed approval; the m-th one applies the
 // action in the same raft entry.
 func (a *API) approve(w http.ResponseWriter, r *http.Request) {
-	var env wire.Envelope
-	body, _, err := decodeWrite(w, r, &env)
+	var vote wire.VoteRequest
+	body, _, err := decodeWrite(w, r, &vote)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	auth, err := signedAuth(r, body, env)
+	if vote.Approval != mux.Vars(r)["id"] {
+		writeError(w, badRequest("wrong_approval", "the body approves "+quote(vote.Approval)+" but the path names "+quote(mux.Vars(r)["id"])+": sign a body with approval and digest as GET /v1/approvals/{id} shows them"))
+		return
+	}
+	auth, err := signedAuth(r, body, vote.Envelope)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -171,8 +171,15 @@ func (c *Client) Approve(ctx context.Context, id string) (*fsm.Approval, error) 
 	if c.signer == nil {
 		return nil, ErrNoSigner
 	}
+	// The signature binds the vote to this approval as it stands: its id
+	// and the digest of its action.
+	a, err := c.Approval(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	var out fsm.Approval
-	_, err := c.signedDo(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, nil, nil, &out)
+	_, err = c.signedDo(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, nil,
+		map[string]any{"approval": id, "digest": fsm.ApprovalDigest(a)}, &out)
 	return &out, err
 }
 

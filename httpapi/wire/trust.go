@@ -17,6 +17,16 @@ type Envelope struct {
 	Nonce     string `json:"nonce,omitempty"`
 }
 
+// VoteRequest is the body of POST /v1/approvals/{id}/approve: the
+// envelope and what the approver approves, the approval's id and its
+// digest (fsm.ApprovalDigest, served as the approval's "digest"), so that
+// the signature holds for this approval only.
+type VoteRequest struct {
+	Envelope
+	Approval string `json:"approval"`
+	Digest   string `json:"digest"`
+}
+
 // MemberRequest is the body of POST /v1/trust/members: it registers an
 // agent, approver or server key and must be signed by that key (proof of
 // possession).
