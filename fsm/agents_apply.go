@@ -40,8 +40,7 @@ type AgentUpsert struct {
 }
 
 func applyAgentUpsert(s *State, e *Entry) (any, error) {
-	var cmd AgentUpsert
-	e.decode(&cmd)
+	cmd := body[AgentUpsert](e)
 	a := cmd.Agent
 	if err := ValidateAgent(&a); err != nil {
 		return nil, err
@@ -72,8 +71,7 @@ type AgentDelete struct {
 }
 
 func applyAgentDelete(s *State, e *Entry) (any, error) {
-	var cmd AgentDelete
-	e.decode(&cmd)
+	cmd := body[AgentDelete](e)
 	if s.Agents[cmd.Node] == nil {
 		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
 	}
@@ -91,8 +89,7 @@ type AgentLeave struct {
 }
 
 func applyAgentLeave(s *State, e *Entry) (any, error) {
-	var cmd AgentLeave
-	e.decode(&cmd)
+	cmd := body[AgentLeave](e)
 	old := s.Agents[cmd.Node]
 	if old == nil {
 		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
@@ -159,9 +156,8 @@ type Assignment struct {
 }
 
 func applyTaskPlan(s *State, e *Entry) (any, error) {
-	var cmd TaskPlan
-	e.decode(&cmd)
-	if err := checkPlan(s, &cmd); err != nil {
+	cmd := body[TaskPlan](e)
+	if err := checkPlan(s, cmd); err != nil {
 		return nil, err
 	}
 	touched := map[string]bool{}
@@ -311,8 +307,7 @@ type TaskReport struct {
 }
 
 func applyAgentReport(s *State, e *Entry) (any, error) {
-	var cmd AgentReport
-	e.decode(&cmd)
+	cmd := body[AgentReport](e)
 	old := s.Agents[cmd.Node]
 	if old == nil {
 		return nil, notFoundf("agent_not_found", "agent %q is not registered", cmd.Node)
@@ -389,8 +384,8 @@ type TasksRefence struct {
 }
 
 func applyTasksRefence(s *State, e *Entry) (any, error) {
-	var cmd TasksRefence
-	e.decode(&cmd)
+	// The body (when, why) is for the audit chain; applying needs only
+	// the entry's index.
 	nodes := map[string]bool{}
 	for id, t := range s.Tasks {
 		c := *t

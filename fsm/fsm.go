@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,19 +37,20 @@ type Entry struct {
 	body any
 }
 
-// decode gives out the entry's body: the one applyOne decoded already (out
-// must be of the command's registered body type), or, for the command an
+// body returns the entry's command body: the one applyOne decoded already
+// (C is the command's registered body type), or, for the command an
 // approval carries, decoded here. That command was decoded when the
 // approval was created, so a failure here means the code changed under a
 // pending approval; it panics with the index.
-func (e *Entry) decode(out any) {
+func body[C any](e *Entry) *C {
 	if e.body != nil {
-		reflect.ValueOf(out).Elem().Set(reflect.ValueOf(e.body).Elem())
-		return
+		return e.body.(*C)
 	}
+	out := new(C)
 	if err := decodeBody(e.Version, e.Body, out); err != nil {
 		panic(fmt.Sprintf("fsm: cannot decode %T at index %d: %v", out, e.Index, err))
 	}
+	return out
 }
 
 // FSM implements raft.FSM and raft.BatchingFSM over a State.

@@ -45,14 +45,13 @@ type RegionUpsert struct {
 }
 
 func applyRegionUpsert(s *State, e *Entry) (any, error) {
-	var cmd RegionUpsert
-	e.decode(&cmd)
+	cmd := body[RegionUpsert](e)
 	r := cmd.Region
 	NormalizeRegion(&r)
 	if err := ValidateRegion(&r); err != nil {
 		return nil, err
 	}
-	if _, err := regionSigner(s, &cmd, cmd.At, !e.Approved); err != nil {
+	if _, err := regionSigner(s, cmd, cmd.At, !e.Approved); err != nil {
 		return nil, err
 	}
 	if action := RegionUpsertAction(s, &r, cmd.Rules); action != "" {
@@ -96,8 +95,7 @@ type RegionDelete struct {
 }
 
 func applyRegionDelete(s *State, e *Entry) (any, error) {
-	var cmd RegionDelete
-	e.decode(&cmd)
+	cmd := body[RegionDelete](e)
 	old := s.Regions[cmd.Name]
 	if old == nil {
 		return nil, notFoundf("region_not_found", "region %q is not registered", cmd.Name)
@@ -139,8 +137,7 @@ type TenantUpsert struct {
 }
 
 func applyTenantUpsert(s *State, e *Entry) (any, error) {
-	var cmd TenantUpsert
-	e.decode(&cmd)
+	cmd := body[TenantUpsert](e)
 	return upsertTenant(s, e, cmd.Tenant, cmd.CAS, cmd.At)
 }
 
@@ -195,8 +192,7 @@ type TenantPatch struct {
 }
 
 func applyTenantPatch(s *State, e *Entry) (any, error) {
-	var cmd TenantPatch
-	e.decode(&cmd)
+	cmd := body[TenantPatch](e)
 	cur := s.Tenants[cmd.ID]
 	if cur == nil {
 		return nil, notFoundf("tenant_not_found", "tenant %q does not exist: create it with PUT", cmd.ID)
@@ -269,8 +265,7 @@ type TenantDelete struct {
 }
 
 func applyTenantDelete(s *State, e *Entry) (any, error) {
-	var cmd TenantDelete
-	e.decode(&cmd)
+	cmd := body[TenantDelete](e)
 	old := s.Tenants[cmd.ID]
 	if old == nil {
 		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.ID)

@@ -48,8 +48,7 @@ type RegionDatabaseReport struct {
 }
 
 func applyRegionDatabase(s *State, e *Entry) (any, error) {
-	var cmd RegionDatabaseReport
-	e.decode(&cmd)
+	cmd := body[RegionDatabaseReport](e)
 	if !ValidRegionName(cmd.Region) || !ValidRegionName(cmd.Node) {
 		return nil, invalidf("invalid_region_database", "region %q and node %q must be DNS labels", cmd.Region, cmd.Node)
 	}
@@ -88,8 +87,7 @@ type TenantSyncStateSet struct {
 }
 
 func applyTenantSyncState(s *State, e *Entry) (any, error) {
-	var cmd TenantSyncStateSet
-	e.decode(&cmd)
+	cmd := body[TenantSyncStateSet](e)
 	t := s.Tenants[cmd.Tenant]
 	switch {
 	case t == nil:
@@ -117,8 +115,7 @@ type GlobalTableUpsert struct {
 }
 
 func applyGlobalTableUpsert(s *State, e *Entry) (any, error) {
-	var cmd GlobalTableUpsert
-	e.decode(&cmd)
+	cmd := body[GlobalTableUpsert](e)
 	g := cmd.Table
 	if err := ValidateGlobalTable(&g); err != nil {
 		return nil, err
@@ -153,8 +150,7 @@ type GlobalTableDelete struct {
 }
 
 func applyGlobalTableDelete(s *State, e *Entry) (any, error) {
-	var cmd GlobalTableDelete
-	e.decode(&cmd)
+	cmd := body[GlobalTableDelete](e)
 	old := s.GlobalTables[cmd.Name]
 	if old == nil {
 		return nil, notFoundf("global_table_not_found", "global table %q does not exist", cmd.Name)

@@ -17,8 +17,7 @@ type ServerKeySet struct {
 }
 
 func applyServerKeySet(s *State, e *Entry) (any, error) {
-	var cmd ServerKeySet
-	e.decode(&cmd)
+	cmd := body[ServerKeySet](e)
 	key, err := newKey(cmd.PublicKey, cmd.At)
 	if err != nil {
 		return nil, err
@@ -114,8 +113,7 @@ type MemberRegister struct {
 }
 
 func applyMemberRegister(s *State, e *Entry) (any, error) {
-	var cmd MemberRegister
-	e.decode(&cmd)
+	cmd := body[MemberRegister](e)
 	if cmd.Kind == MemberRegion {
 		return nil, invalidf("invalid_member", "regions get their key by registering (POST /region/register with public_key)")
 	}
@@ -162,8 +160,7 @@ type KeyRotate struct {
 }
 
 func applyKeyRotate(s *State, e *Entry) (any, error) {
-	var cmd KeyRotate
-	e.decode(&cmd)
+	cmd := body[KeyRotate](e)
 	old := s.Members[cmd.Member]
 	if old == nil {
 		return nil, notFoundf("member_not_found", "member %q does not exist", cmd.Member)
@@ -217,8 +214,7 @@ type KeyRevoke struct {
 }
 
 func applyKeyRevoke(s *State, e *Entry) (any, error) {
-	var cmd KeyRevoke
-	e.decode(&cmd)
+	cmd := body[KeyRevoke](e)
 	old := s.Members[cmd.Member]
 	if old == nil || old.Key(cmd.KeyID) == nil {
 		return nil, notFoundf("key_not_found", "member %q has no key %q", cmd.Member, cmd.KeyID)
@@ -246,8 +242,7 @@ type MemberDelete struct {
 }
 
 func applyMemberDelete(s *State, e *Entry) (any, error) {
-	var cmd MemberDelete
-	e.decode(&cmd)
+	cmd := body[MemberDelete](e)
 	old := s.Members[cmd.ID]
 	if old == nil {
 		return nil, notFoundf("member_not_found", "member %q does not exist", cmd.ID)
@@ -274,8 +269,7 @@ type TokenCreate struct {
 }
 
 func applyTokenCreate(s *State, e *Entry) (any, error) {
-	var cmd TokenCreate
-	e.decode(&cmd)
+	cmd := body[TokenCreate](e)
 	t := cmd.Token
 	switch {
 	case !accessorRe.MatchString(t.Accessor) || !secretHashRe.MatchString(t.SecretHash):
@@ -301,8 +295,7 @@ type TokenDelete struct {
 }
 
 func applyTokenDelete(s *State, e *Entry) (any, error) {
-	var cmd TokenDelete
-	e.decode(&cmd)
+	cmd := body[TokenDelete](e)
 	t := s.Tokens[cmd.Accessor]
 	if t == nil {
 		return nil, notFoundf("token_not_found", "no token with accessor %q", cmd.Accessor)
@@ -320,8 +313,7 @@ type PolicySet struct {
 }
 
 func applyPolicySet(s *State, e *Entry) (any, error) {
-	var cmd PolicySet
-	e.decode(&cmd)
+	cmd := body[PolicySet](e)
 	p := cmd.Policy
 	if p.Rules == nil {
 		p.Rules = map[string]ApprovalRule{}
@@ -414,8 +406,7 @@ type ApprovalCreate struct {
 }
 
 func applyApprovalCreate(s *State, e *Entry) (any, error) {
-	var cmd ApprovalCreate
-	e.decode(&cmd)
+	cmd := body[ApprovalCreate](e)
 	if !approvalIDRe.MatchString(cmd.ID) || s.Approvals[cmd.ID] != nil {
 		return nil, invalidf("invalid_approval", "approval id %q is malformed or taken", cmd.ID)
 	}
@@ -476,8 +467,7 @@ type ApprovalVote struct {
 }
 
 func applyApprovalVote(s *State, e *Entry) (any, error) {
-	var cmd ApprovalVote
-	e.decode(&cmd)
+	cmd := body[ApprovalVote](e)
 	old := s.Approvals[cmd.ID]
 	switch {
 	case old == nil:
@@ -539,8 +529,7 @@ type ApprovalExpire struct {
 }
 
 func applyApprovalExpire(s *State, e *Entry) (any, error) {
-	var cmd ApprovalExpire
-	e.decode(&cmd)
+	cmd := body[ApprovalExpire](e)
 	n := 0
 	for _, id := range cmd.IDs {
 		old := s.Approvals[id]
