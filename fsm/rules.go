@@ -16,6 +16,11 @@ const (
 	// bound to its approval's id and digest, and a vote whose key was
 	// revoked no longer counts (ApprovalVote).
 	RulesApprovalBound = 3
+
+	// RulesTrustBound (protocol 4): the trust boundaries between agents,
+	// operators and approvers (issue 16); each command whose apply changed
+	// at this version says how in its own documentation.
+	RulesTrustBound = 4
 )
 
 // Ruled is a command whose apply rules changed at some protocol version:

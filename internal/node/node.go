@@ -46,13 +46,16 @@ const (
 //	3: commands 80-81 (fsm.TasksRefenceType, fsm.TenantPatchType): a
 //	   server of version 2 cannot apply them, so they are issued only once
 //	   every server of the configuration speaks 3.
+//	4: trust boundaries: commands 21-29 (approval-gated operator actions,
+//	   agent identities, approval pruning) and fsm.RulesTrustBound; issued
+//	   only once every server of the configuration speaks 4.
 //
 // During a rolling upgrade the cluster speaks the lowest version among the
 // servers in its raft configuration (cluster/protocol.go): commands stay
 // JSON until every server that applies the log can read MessagePack, and a
 // follower uses the RPC only with a leader that serves it. So servers can
 // be upgraded one at a time, in any order.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // ClaimDataDir records which node owns a data dir and refuses to start a
 // different node on it, which would corrupt both nodes' Raft or Serf
