@@ -284,6 +284,8 @@ func applyKeyRevoke(s *State, e *Entry) (any, error) {
 	return &m, nil
 }
 
+// MemberDelete removes an agent, approver or server member and its keys.
+//
 // Under RulesTrustBound: once the trust is sealed, only through its
 // approval (ActionDeleteMember), and never an approver the trust rules
 // still need.
@@ -349,6 +351,8 @@ func applyTokenCreate(s *State, e *Entry) (any, error) {
 	return &t, nil
 }
 
+// TokenDelete revokes a token.
+//
 // Under RulesTrustBound, the last operator token cannot be revoked once
 // the bootstrap token is retired.
 type TokenDelete struct {
