@@ -72,6 +72,7 @@ type Server struct {
 	followerReads  *readBarrier // a follower's read-index requests, shared
 	fwd            *fwdClient   // a follower's connections to the leader
 	proto          protocolCache
+	restoreMu      sync.Mutex // one snapshot restore at a time (snapshot.go)
 	batch          *batcher
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context

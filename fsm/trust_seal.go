@@ -68,6 +68,9 @@ func (s *State) eligibleApprovers(listed []string) int {
 	return n
 }
 
+// EligibleApprovers counts the approvers that hold a key not revoked.
+func (s *State) EligibleApprovers() int { return s.eligibleApprovers(nil) }
+
 // TrustSealed reports whether the bootstrap window is closed: sealed
 // already, or enough approvers to seal it.
 func (s *State) TrustSealed() bool {
