@@ -164,7 +164,8 @@ func (a *API) deleteMember(w http.ResponseWriter, r *http.Request) {
 	action := func(s *fsm.State) (string, string) {
 		return trustAction(s, fsm.ActionDeleteMember), "delete member " + id
 	}
-	a.writeGated(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: a.stamp()}, action, nil, 0, func(res *fsm.ApplyResult) {
+	at := a.stamp()
+	a.writeGated(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: at}, action, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "member", Name: id, Index: res.Index})
 	})
 }
@@ -276,7 +277,8 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 	action := func(s *fsm.State) (string, string) {
 		return trustAction(s, fsm.ActionSetPolicy), "set the approval policy"
 	}
-	a.writeGated(w, r, body, fsm.PolicySetType, fsm.PolicySet{Policy: p, At: a.stamp()}, action, nil, 0, func(res *fsm.ApplyResult) {
+	at := a.stamp()
+	a.writeGated(w, r, body, fsm.PolicySetType, fsm.PolicySet{Policy: p, At: at}, action, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }
