@@ -195,12 +195,15 @@ const (
 // action is a complete command, applied in the same raft entry that records
 // the m-th approval, after its preconditions are checked again.
 type Approval struct {
-	ID          string   `json:"id"`
-	Action      string   `json:"action"`
-	Summary     string   `json:"summary"`
-	CommandType uint8    `json:"command_type"`
-	Command     []byte   `json:"command"` // the command body (codec 1)
-	RequestedBy string   `json:"requested_by"`
+	ID          string `json:"id"`
+	Action      string `json:"action"`
+	Summary     string `json:"summary"`
+	CommandType uint8  `json:"command_type"`
+	Command     []byte `json:"command"` // the command body (codec 1)
+	RequestedBy string `json:"requested_by"`
+	// Token is the accessor of the token that sent a signed request, when
+	// RequestedBy is its signer (RulesTrustBound): the quota counts both.
+	Token       string   `json:"token,omitempty"`
 	Required    int      `json:"required"`
 	Approvers   []string `json:"approvers,omitempty"`
 	Votes       []Vote   `json:"votes"`

@@ -568,8 +568,11 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 		if len(cmd.Command) > MaxApprovalCommand || len(cmd.Summary) > maxApprovalSummary {
 			return nil, invalidf("approval_too_large", "a request that needs approval is at most %d bytes (its summary %d): send only the object's fields", MaxApprovalCommand, maxApprovalSummary)
 		}
-		if q := s.EffectivePolicy().PendingApprovalQuota(); s.pendingApprovalsOf(requester) >= q {
-			return nil, tooManyf("approval_quota", "%s has %d pending approvals, its quota (policy max_pending_approvals_per_principal): wait for them to be approved or to expire", requester, q)
+		q := s.EffectivePolicy().PendingApprovalQuota()
+		for _, p := range []string{requester, cmd.RequestedBy} {
+			if p != "" && s.pendingApprovalsOf(p) >= q {
+				return nil, tooManyf("approval_quota", "%s has %d pending approvals, its quota (policy max_pending_approvals_per_principal): wait for them to be approved or to expire", p, q)
+			}
 		}
 	}
 	if auth != nil {
@@ -580,6 +583,9 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 		RequestedBy: requester, Required: rule.Required, Approvers: rule.Approvers, Votes: []Vote{},
 		Status: ApprovalPending, CreatedAt: cmd.At, ExpiresAt: cmd.At + rule.TTLSeconds*1e9,
 		CreateIndex: e.Index, ModifyIndex: e.Index,
+	}
+	if cmd.Rules >= RulesTrustBound && requester != cmd.RequestedBy {
+		a.Token = cmd.RequestedBy
 	}
 	s.Approvals[a.ID] = a
 	s.touch(TableApprovals, e.Index)

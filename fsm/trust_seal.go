@@ -155,11 +155,12 @@ func lastOperatorToken(s *State, t *Token) error {
 	return preconditionf("last_operator", "token %s is the last operator token and the bootstrap token is retired: create another operator token first", t.Accessor)
 }
 
-// pendingApprovalsOf counts the pending approvals principal requested.
+// pendingApprovalsOf counts the pending approvals principal requested, as
+// signer or as the token that sent them.
 func (s *State) pendingApprovalsOf(principal string) int {
 	n := 0
 	for _, a := range s.Approvals {
-		if a.Status == ApprovalPending && a.RequestedBy == principal {
+		if a.Status == ApprovalPending && (a.RequestedBy == principal || a.Token == principal) {
 			n++
 		}
 	}

@@ -213,7 +213,8 @@ func TestRaisingSkewKeepsNoncesForTheLongerWindow(t *testing.T) {
 func TestApprovalAndMemberQuotas(t *testing.T) {
 	h := newTrustHarness(t)
 	h.mustApply(PolicySetType, PolicySet{Policy: Policy{SkewSeconds: 300, MaxPendingApprovals: 2, MaxMembers: 1,
-		Rules: map[string]ApprovalRule{ActionRevokeKey: {Required: 2, TTLSeconds: 600}}}, At: h.tick(), Rules: RulesTrustBound})
+		Rules: map[string]ApprovalRule{ActionRevokeKey: {Required: 2, TTLSeconds: 600}, ActionRegisterProductionRegion: {Required: 2, TTLSeconds: 600}}},
+		At: h.tick(), Rules: RulesTrustBound})
 	revoke, _ := EncodeJSON(KeyRevokeType, KeyRevoke{Member: "x", KeyID: "y"})
 	create := func(id, by, summary string) error {
 		return h.apply(ApprovalCreateType, ApprovalCreate{ID: id, Action: ActionRevokeKey, Summary: summary, CommandType: uint8(KeyRevokeType),
@@ -226,6 +227,17 @@ func TestApprovalAndMemberQuotas(t *testing.T) {
 	}
 	if err := create("appr-q-0003", "tok-a", ""); codeOf(err) != "approval_quota" || !errors.Is(err, ErrTooMany) {
 		t.Fatalf("third pending approval: %v", err)
+	}
+	// A signed request counts against its signer and against the token
+	// that sent it: fresh keys do not get around the token's quota.
+	r := testRegion("prod-1")
+	r.Tier = TierProduction
+	at := h.tick()
+	ru := h.autosign(RegionUpsert{Region: r, At: at, Rules: RulesTrustBound}).(RegionUpsert)
+	data, _ := EncodeJSON(RegionUpsertType, ru)
+	if err := h.apply(ApprovalCreateType, ApprovalCreate{ID: "appr-q-0006", Action: ActionRegisterProductionRegion, CommandType: uint8(RegionUpsertType),
+		Command: data[2:], RequestedBy: "tok-a", At: at, Rules: RulesTrustBound}).Err; codeOf(err) != "approval_quota" || !strings.Contains(err.Error(), "tok-a") {
+		t.Fatalf("a signed request sent with a token over quota: %v", err)
 	}
 	if err := create("appr-q-0004", "tok-b", ""); err != nil {
 		t.Fatalf("another principal: %v", err)

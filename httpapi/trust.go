@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -45,6 +46,12 @@ func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t 
 	data, err := fsm.EncodeJSON(t, cmd)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if len(data)-2 > fsm.MaxApprovalCommand {
+		// Every server keeps an approval until it is pruned: refused
+		// before it reaches the log (the FSM refuses it too).
+		writeError(w, badRequest("approval_too_large", fmt.Sprintf("a request that needs approval is at most %d bytes once encoded (this one is %d): send only the object's fields, without padding", fsm.MaxApprovalCommand, len(data)-2)))
 		return
 	}
 	ac := fsm.ApprovalCreate{ID: "appr-" + randomHex(8), Action: act, Summary: summary, CommandType: uint8(t),

@@ -181,6 +181,30 @@ func TestSecurityApprovalsBindTheOperator(t *testing.T) {
 		}
 		unchangedEverywhere(t, c, want, head)
 	})
+	// Approvals were ~1.4 MB each: the signed body of the request is
+	// stored with it, and JSON whitespace padded it to the body limit.
+	t.Run("an approval padded to the body limit", func(t *testing.T) {
+		head := settled(t, c)
+		want := trustView(t, op)
+		k, _, err := c.Sec.Signer("sa-east")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _, err := client.SignBody(k, map[string]any{"name": "sa-east", "url": "https://sa-east.example.com", "tier": fsm.TierProduction},
+			map[string]any{"public_key": string(k.PublicPEM)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		padded := append(append(body[:len(body)-1:len(body)-1], bytes.Repeat([]byte(" "), 900<<10)...), '}')
+		sig, err := k.Sign(padded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, code := rawRequest(t, c, http.MethodPost, f.URL+"/region/register", procs.Token, padded, http.Header{"X-Atomfed-Signature": {sig}}); st != http.StatusBadRequest || code != "approval_too_large" {
+			t.Fatalf("a padded production registration: %d %s, want 400 approval_too_large", st, code)
+		}
+		unchangedEverywhere(t, c, want, head)
+	})
 	tok, err := op.CreateToken(cx, fsm.RoleOperator, "ops")
 	if err != nil {
 		t.Fatal(err)
