@@ -309,9 +309,10 @@ func applyMemberDelete(s *State, e *Entry) (any, error) {
 		if err := requireTrustApproval(s, e, ActionDeleteMember); err != nil {
 			return nil, err
 		}
-		if old.Kind == MemberApprover && s.Trust.Sealed && s.eligibleApprovers(nil)-1 < s.TrustThreshold() {
+		if old.Kind == MemberApprover && s.TrustSealed() && s.eligibleApprovers(nil)-1 < s.TrustThreshold() {
 			return nil, preconditionf("not_enough_approvers", "deleting approver %s would leave fewer approvers than the trust rules need (%d): register its successor first", cmd.ID, s.TrustThreshold())
 		}
+		sealIfReady(s, e) // before the count goes down: the window stays closed
 	}
 	deleteMember(s, e, old)
 	return &Deleted{Kind: "member", Name: cmd.ID, At: cmd.At}, nil
@@ -659,6 +660,12 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 		counted = countingVotes(s, a.Votes)
 	}
 	if counted >= a.Required {
+		if cmd.Rules >= RulesTrustBound {
+			// A federation sealed by its count alone (its approvers were
+			// registered before the seal existed) records it before an
+			// approved action lowers the count.
+			sealIfReady(s, e)
+		}
 		_, err := commands[MessageType(a.CommandType)].apply(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true, approval: &a})
 		if err != nil {
 			a.Status, a.Result = ApprovalFailed, err.Error()

@@ -392,3 +392,32 @@ func TestPrepareRestoreNeverTakesTheTrustBackwards(t *testing.T) {
 		}
 	})
 }
+
+// TestAFederationSealedByItsCountStaysSealed: approvers registered before
+// the seal existed seal the federation by their number; an approved
+// action that lowers it (a revoked approver key) records the seal first,
+// so the bootstrap window does not open again.
+func TestAFederationSealedByItsCountStaysSealed(t *testing.T) {
+	h := newTrustHarness(t)
+	for _, a := range []string{"alice", "bob"} {
+		at := h.tick()
+		h.mustApply(MemberRegisterType, MemberRegister{ID: a, Kind: MemberApprover, PublicKey: string(h.key(a).PublicPEM), Auth: h.sign(a, []byte("register "+a), at), At: at})
+	}
+	h.mustApply(PolicySetType, PolicySet{Policy: Policy{SkewSeconds: 300, Rules: map[string]ApprovalRule{ActionRevokeKey: {Required: 2, TTLSeconds: 600}}}, At: h.tick()})
+	h.f.Read(func(s *State) {
+		if s.Trust.Sealed || !s.TrustSealed() {
+			t.Fatalf("before: flag %v, sealed by count %v", s.Trust.Sealed, s.TrustSealed())
+		}
+	})
+	if a, err := h.approve("appr-revoke-bob", ActionRevokeKey, KeyRevokeType, KeyRevoke{Member: "bob", KeyID: h.key("bob").KeyID}, "alice", "bob"); err != nil || a.Status != ApprovalApplied {
+		t.Fatalf("revoke bob's key: %+v %v", a, err)
+	}
+	h.f.Read(func(s *State) {
+		if !s.Trust.Sealed || s.EligibleApprovers() != 1 {
+			t.Fatalf("after: %+v, %d approvers", s.Trust, s.EligibleApprovers())
+		}
+	})
+	if res := h.registerMember("mallory", MemberApprover, "op"); codeOf(res.Err) != "approval_required" {
+		t.Fatalf("an approver registered alone after the count went down: %v", res.Err)
+	}
+}
