@@ -227,14 +227,43 @@ func (s *Server) RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, 
 	}
 	sum := am.summary()
 	sum.Digest = sha(state)
+	// Not approved: answered without holding writes back.
+	var approved bool
+	s.fsm.Read(func(cur *fsm.State) { approved = !cur.TrustSealed() || cur.RestoreGrantFor(sum.Digest) != nil })
+	if !approved {
+		return sum, structs.ErrRestoreNeedsApproval
+	}
 	// One restore at a time: a grant is used once.
 	s.restoreMu.Lock()
 	defer s.restoreMu.Unlock()
+	prepared, err := s.install(state, am.Raft, sum, by)
+	if errors.Is(err, structs.ErrRestoreNeedsApproval) {
+		return sum, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.logger.Info("restored snapshot", "from_node", am.Node, "audit_head", am.AuditHead, "digest", sum.Digest, "size", len(prepared))
+	s.waitRefenced(restoreTimeout)
+	return sum, nil
+}
+
+// install builds the state to install from the archive's state and the
+// live one (fsm.PrepareRestore) and restores it, with new writes held back
+// from the read to the install (applyGate) and everything logged before
+// applied first (a barrier): no write is applied in between and lost.
+func (s *Server) install(state []byte, raftMeta *raft.SnapshotMeta, sum *structs.ArchiveMeta, by string) ([]byte, error) {
+	s.applyGate.Lock()
+	defer s.applyGate.Unlock()
+	if err := s.raft.Barrier(barrierTimeout).Error(); err != nil {
+		return nil, classifyApplyError(err)
+	}
 	// Restored into a running federation, the snapshot's tasks carry the
 	// generations of the day it was saved: marked, the leader's scheduler
 	// gives them new ones before it places anything. Replication set up
 	// since the save is carried over as teardowns (fsm.MarkRestored).
 	var prepared []byte
+	var err error
 	s.fsm.Read(func(cur *fsm.State) {
 		rec := fsm.RestoreRecord{Digest: sum.Digest, RequestedBy: by, At: time.Now().UnixNano()}
 		if cur.TrustSealed() {
@@ -250,20 +279,15 @@ func (s *Server) RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, 
 			err = fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
 	})
-	if errors.Is(err, structs.ErrRestoreNeedsApproval) {
-		return sum, err
-	}
 	if err != nil {
 		return nil, err
 	}
-	meta := *am.Raft
+	meta := *raftMeta
 	meta.Size = int64(len(prepared))
 	if err := s.raft.Restore(&meta, bytes.NewReader(prepared), restoreTimeout); err != nil {
 		return nil, classifyApplyError(err)
 	}
-	s.logger.Info("restored snapshot", "from_node", am.Node, "audit_head", am.AuditHead, "digest", sum.Digest)
-	s.waitRefenced(restoreTimeout)
-	return sum, nil
+	return prepared, nil
 }
 
 // waitRefenced waits (up to timeout) until the scheduler has refenced the
