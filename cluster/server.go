@@ -76,7 +76,7 @@ type Server struct {
 	// applyGate holds new writes back while a snapshot restore reads the
 	// live state and installs the state it built from it (snapshot.go):
 	// nothing may be applied in between and lost.
-	applyGate sync.RWMutex
+	applyGate      sync.RWMutex
 	batch          *batcher
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
