@@ -285,6 +285,7 @@ func TestSecurityApprovalsBindTheOperator(t *testing.T) {
 		want := trustView(t, op)
 		p := fsm.DefaultPolicy()
 		p.Rules[fsm.ActionRegisterProductionRegion] = fsm.ApprovalRule{Required: 1, TTLSeconds: 600}
+		p.MaxPendingApprovals = 3
 		_, a, err := opTok.SetPolicyGated(cx, p)
 		expectPending("policy", a, err, fsm.ActionSetPolicy)
 		unchangedEverywhere(t, c, want, head, "approval_create")
@@ -335,6 +336,22 @@ func TestSecurityApprovalsBindTheOperator(t *testing.T) {
 				t.Fatalf("%s after the approved changes: %s", s.ID(), view)
 			}
 		}
+	})
+	t.Run("a token over its pending approvals quota", func(t *testing.T) {
+		// The operator token has one pending approval (bob's deletion);
+		// the approved policy allows it 3.
+		for i := 0; i < 2; i++ {
+			if a, err := opTok.DeleteMember(cx, "evil"); err != nil || a == nil {
+				t.Fatalf("pending approval %d of 3: %+v %v", i+2, a, err)
+			}
+		}
+		head := settled(t, c)
+		want := trustView(t, op)
+		_, err := opTok.DeleteMember(cx, "evil")
+		if client.StatusOf(err) != http.StatusTooManyRequests || !client.IsCode(err, "approval_quota") {
+			t.Fatalf("a fourth pending approval: %v, want 429 approval_quota", err)
+		}
+		unchangedEverywhere(t, c, want, head)
 	})
 	t.Run("an approved restore keeps the nonces and continues the audit chain", func(t *testing.T) {
 		vote(fsm.ActionRestoreSnapshot, "alice", "mallory")
