@@ -72,12 +72,16 @@ type RestoreRecord struct {
 //   - the nonce store is the union of both, each nonce kept until the
 //     later of its expiries: a request signed before the restore is
 //     still refused after it;
-//   - tokens, the policy, approvals and the trust facts are the live
-//     ones (no revoked token comes back, the bootstrap token stays
-//     retired, the trust stays sealed), less the grant consumed;
-//   - trust members other than regions' are the live ones; a region's
-//     is the live one too, or, for a region only the snapshot has, the
-//     snapshot's with every key revoked in cur still revoked;
+//   - once cur's trust is sealed, tokens, the policy, approvals and the
+//     trust facts are the live ones (no revoked token comes back, the
+//     bootstrap token stays retired, the trust stays sealed), less the
+//     grant consumed; trust members other than regions' are the live
+//     ones; a region's is the live one too, or, for a region only the
+//     snapshot has, the snapshot's with every key revoked in cur still
+//     revoked (mergeTrust);
+//   - in the bootstrap window (cur not sealed: a new federation the
+//     operator recovers into), the snapshot's trust is adopted, without
+//     dropping what cur has (adoptTrust);
 //   - the audit chain continues from cur's head with one entry of type
 //     snapshot_restore, whose hash covers rec and whose note says it.
 func PrepareRestore(snapshot []byte, cur *State, rec RestoreRecord) ([]byte, error) {
@@ -90,7 +94,11 @@ func PrepareRestore(snapshot []byte, cur *State, rec RestoreRecord) ([]byte, err
 		return nil, err
 	}
 	rec.PreviousHead, rec.RestoredHead = cur.AuditHead, s.AuditHead
-	mergeTrust(s, cur, rec.Digest)
+	if cur.TrustSealed() {
+		mergeTrust(s, cur, rec.Digest)
+	} else {
+		adoptTrust(s, cur)
+	}
 	mergeNonces(s, cur)
 	index := max(cur.Index, s.Index) + 1
 	body, err := json.Marshal(rec)
@@ -124,14 +132,7 @@ func restoreNote(r *RestoreRecord) string {
 
 // mergeTrust keeps cur's trust in s (see PrepareRestore).
 func mergeTrust(s, cur *State, digest string) {
-	revoked := map[string]int64{}
-	for _, m := range cur.Members {
-		for _, k := range m.Keys {
-			if k.Revoked {
-				revoked[k.KeyID] = k.RevokedAt
-			}
-		}
-	}
+	revoked := revokedKeys(cur)
 	members := map[string]*Member{}
 	for id, m := range cur.Members {
 		if m.Kind != MemberRegion {
@@ -146,14 +147,7 @@ func mergeTrust(s, cur *State, digest string) {
 			members[id] = cm // its keys as they are now
 			continue
 		}
-		c := *m
-		c.Keys = slices.Clone(m.Keys)
-		for i := range c.Keys {
-			if at, ok := revoked[c.Keys[i].KeyID]; ok && !c.Keys[i].Revoked {
-				c.Keys[i].Revoked, c.Keys[i].RevokedAt = true, at
-			}
-		}
-		members[id] = &c
+		members[id] = withRevoked(m, revoked)
 	}
 	s.Members = members
 	s.Tokens = map[string]*Token{}
@@ -169,6 +163,75 @@ func mergeTrust(s, cur *State, digest string) {
 	s.Trust = cur.Trust
 	s.Trust.RestoreGrants = slices.DeleteFunc(slices.Clone(cur.Trust.RestoreGrants), func(g RestoreGrant) bool { return g.Digest == digest })
 	s.reindexTrust()
+}
+
+// adoptTrust takes the snapshot's trust into a federation whose own is not
+// sealed (disaster recovery into new servers): the snapshot's members,
+// tokens, policy and approvals, plus cur's members and tokens the
+// snapshot does not have (the new servers' keys, the operator's token);
+// keys revoked in cur stay revoked, and the seal and the bootstrap
+// token's retirement hold if either side has them. No restore grant
+// survives.
+func adoptTrust(s, cur *State) {
+	revoked := revokedKeys(cur)
+	members := map[string]*Member{}
+	for id, m := range s.Members {
+		members[id] = withRevoked(m, revoked)
+	}
+	owners := map[string]bool{}
+	for _, m := range members {
+		for _, k := range m.Keys {
+			owners[k.KeyID] = true
+		}
+	}
+	for id, m := range cur.Members {
+		if members[id] == nil && !slices.ContainsFunc(m.Keys, func(k MemberKey) bool { return owners[k.KeyID] }) {
+			members[id] = m
+		}
+	}
+	s.Members = members
+	hashes := map[string]bool{}
+	for _, t := range s.Tokens {
+		hashes[t.SecretHash] = true
+	}
+	for k, t := range cur.Tokens {
+		if s.Tokens[k] == nil && !hashes[t.SecretHash] {
+			s.Tokens[k] = t
+		}
+	}
+	s.TrustSeq = max(s.TrustSeq, cur.TrustSeq) + 1
+	s.Trust.Sealed = s.Trust.Sealed || cur.Trust.Sealed
+	s.Trust.BootstrapRetired = s.Trust.BootstrapRetired || cur.Trust.BootstrapRetired
+	s.Trust.RestoreGrants = nil
+	s.reindexTrust()
+}
+
+// revokedKeys returns the keys revoked in st, with when.
+func revokedKeys(st *State) map[string]int64 {
+	revoked := map[string]int64{}
+	for _, m := range st.Members {
+		for _, k := range m.Keys {
+			if k.Revoked {
+				revoked[k.KeyID] = k.RevokedAt
+			}
+		}
+	}
+	return revoked
+}
+
+// withRevoked returns m with every key in revoked marked revoked.
+func withRevoked(m *Member, revoked map[string]int64) *Member {
+	if !slices.ContainsFunc(m.Keys, func(k MemberKey) bool { _, ok := revoked[k.KeyID]; return ok && !k.Revoked }) {
+		return m
+	}
+	c := *m
+	c.Keys = slices.Clone(m.Keys)
+	for i := range c.Keys {
+		if at, ok := revoked[c.Keys[i].KeyID]; ok && !c.Keys[i].Revoked {
+			c.Keys[i].Revoked, c.Keys[i].RevokedAt = true, at
+		}
+	}
+	return &c
 }
 
 // mergeNonces makes s remember every nonce either state remembers, until

@@ -421,3 +421,51 @@ func TestAFederationSealedByItsCountStaysSealed(t *testing.T) {
 		t.Fatalf("an approver registered alone after the count went down: %v", res.Err)
 	}
 }
+
+// TestRestoreIntoANewFederationAdoptsTheSnapshotsTrust: recovering into
+// new servers (their trust not sealed) brings the snapshot's approvers,
+// tokens and seal, keeps the new servers' keys and the operator's token,
+// and still keeps both sides' nonces.
+func TestRestoreIntoANewFederationAdoptsTheSnapshotsTrust(t *testing.T) {
+	old := newTrustHarness(t)
+	oldTok := tokenFor("old-operator", RoleOperator)
+	old.mustApply(TokenCreateType, TokenCreate{Token: oldTok, At: old.tick()})
+	for _, a := range []string{"alice", "bob"} {
+		old.registerMember(a, MemberApprover, oldTok.Accessor)
+	}
+	old.mustApply(BootstrapRetireType, BootstrapRetire{By: oldTok.Accessor, At: old.tick()})
+	archive := snapshotBytes(t, old.f)
+
+	fresh := newTrustHarness(t)
+	fresh.at = old.at
+	newTok := tokenFor("new-operator", RoleOperator)
+	fresh.mustApply(TokenCreateType, TokenCreate{Token: newTok, At: fresh.tick()})
+	fresh.mustApply(ServerKeySetType, ServerKeySet{ID: "s1", PublicKey: string(fresh.key("s1").PublicPEM), At: fresh.tick()})
+	signed := fresh.memberRegister("agent-1", MemberAgent, newTok.Accessor, fresh.tick())
+	fresh.mustApply(MemberRegisterType, signed)
+	var out []byte
+	fresh.f.Read(func(s *State) {
+		var err error
+		if out, err = PrepareRestore(archive, s, RestoreRecord{Digest: strings.Repeat("e", 64), RequestedBy: "bootstrap", At: fresh.tick()}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	f := New(nil, nil)
+	if err := f.Restore(ioNopCloser{bytes.NewReader(out)}); err != nil {
+		t.Fatal(err)
+	}
+	f.Read(func(s *State) {
+		switch {
+		case !s.Trust.Sealed || !s.Trust.BootstrapRetired:
+			t.Fatalf("trust facts: %+v", s.Trust)
+		case s.Members["alice"] == nil || s.Members["bob"] == nil || s.Members["s1"] == nil || s.Members["agent-1"] == nil:
+			t.Fatalf("members: %v", s.Members)
+		case s.Tokens[oldTok.Accessor] == nil || s.Tokens[newTok.Accessor] == nil:
+			t.Fatalf("tokens: %v", s.Tokens)
+		case s.Nonces[signed.Auth.Nonce] == 0:
+			t.Fatal("the new federation's nonce was forgotten")
+		case !strings.Contains(s.Audit[len(s.Audit)-1].Note, "bootstrap window"):
+			t.Fatalf("restore note: %+v", s.Audit[len(s.Audit)-1])
+		}
+	})
+}
