@@ -229,7 +229,8 @@ func (s *Server) RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, 
 	sum.Digest = sha(state)
 	// Not approved: answered without holding writes back.
 	var approved bool
-	s.fsm.Read(func(cur *fsm.State) { approved = !cur.TrustSealed() || cur.RestoreGrantFor(sum.Digest) != nil })
+	now := time.Now().UnixNano()
+	s.fsm.Read(func(cur *fsm.State) { approved = !cur.TrustSealed() || cur.RestoreGrantFor(sum.Digest, now) != nil })
 	if !approved {
 		return sum, structs.ErrRestoreNeedsApproval
 	}
@@ -267,7 +268,7 @@ func (s *Server) install(state []byte, raftMeta *raft.SnapshotMeta, sum *structs
 	s.fsm.Read(func(cur *fsm.State) {
 		rec := fsm.RestoreRecord{Digest: sum.Digest, RequestedBy: by, At: time.Now().UnixNano()}
 		if cur.TrustSealed() {
-			g := cur.RestoreGrantFor(sum.Digest)
+			g := cur.RestoreGrantFor(sum.Digest, rec.At)
 			if g == nil {
 				err = structs.ErrRestoreNeedsApproval
 				return

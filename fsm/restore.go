@@ -31,19 +31,20 @@ func applySnapshotRestore(s *State, e *Entry) (any, error) {
 	g := RestoreGrant{Digest: cmd.Digest, Approval: e.approval.ID, At: cmd.At}
 	for _, v := range e.approval.Votes {
 		g.Approvers = append(g.Approvers, v.Approver)
+		g.At = max(g.At, v.At)
 	}
-	grants := slices.DeleteFunc(slices.Clone(s.Trust.RestoreGrants), func(o RestoreGrant) bool { return o.Digest == cmd.Digest })
+	g.ExpiresAt = g.At + s.trustRule(ActionRestoreSnapshot).TTLSeconds*1e9
+	grants := slices.DeleteFunc(slices.Clone(s.Trust.RestoreGrants), func(o RestoreGrant) bool { return o.Digest == cmd.Digest || o.ExpiresAt < g.At })
 	s.Trust.RestoreGrants = append(grants, g)
 	s.touch(TablePolicy, e.Index)
 	return &g, nil
 }
 
 // RestoreGrantFor returns the approved, not yet used restore of the
-// snapshot with digest, or nil.
-func (s *State) RestoreGrantFor(digest string) *RestoreGrant {
+// snapshot with digest that is still valid at time at, or nil.
+func (s *State) RestoreGrantFor(digest string, at int64) *RestoreGrant {
 	for i := range s.Trust.RestoreGrants {
-		if s.Trust.RestoreGrants[i].Digest == digest {
-			g := s.Trust.RestoreGrants[i]
+		if g := s.Trust.RestoreGrants[i]; g.Digest == digest && at <= g.ExpiresAt {
 			return &g
 		}
 	}

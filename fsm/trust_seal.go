@@ -31,6 +31,9 @@ type RestoreGrant struct {
 	Approval  string   `json:"approval"`
 	Approvers []string `json:"approvers"`
 	At        int64    `json:"at"`
+	// ExpiresAt: an approved restore is carried out within the
+	// snapshot.restore rule's TTL of its last vote, or approved again.
+	ExpiresAt int64 `json:"expires_at"`
 }
 
 // trustRule returns the rule of a trust action: the policy's, or the

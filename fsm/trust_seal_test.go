@@ -351,9 +351,12 @@ func TestPrepareRestoreNeverTakesTheTrustBackwards(t *testing.T) {
 	var cur *State
 	h.f.Read(func(s *State) {
 		cur = s.clone()
-		g := s.RestoreGrantFor(digest)
-		if g == nil || g.Approval != "appr-restore" || strings.Join(g.Approvers, ",") != "alice,bob" {
+		g := s.RestoreGrantFor(digest, h.at)
+		if g == nil || g.Approval != "appr-restore" || strings.Join(g.Approvers, ",") != "alice,bob" || g.ExpiresAt != h.at+3600e9 {
 			t.Fatalf("grant: %+v", g)
+		}
+		if late := s.RestoreGrantFor(digest, g.ExpiresAt+1); late != nil {
+			t.Fatalf("a grant used after its approval's TTL: %+v", late)
 		}
 		var err error
 		out, err = PrepareRestore(old, s, RestoreRecord{Digest: digest, Approval: g.Approval, Approvers: g.Approvers, RequestedBy: op.Accessor, At: h.tick()})
@@ -367,7 +370,7 @@ func TestPrepareRestoreNeverTakesTheTrustBackwards(t *testing.T) {
 	}
 	f.Read(func(s *State) {
 		switch {
-		case !s.Trust.Sealed || !s.Trust.BootstrapRetired || s.RestoreGrantFor(digest) != nil:
+		case !s.Trust.Sealed || !s.Trust.BootstrapRetired || s.RestoreGrantFor(digest, h.at) != nil:
 			t.Fatalf("trust facts after restore: %+v", s.Trust)
 		case s.Tokens[op.Accessor] == nil || s.Members["alice"] == nil || s.Members["agent-1"] == nil || s.Regions["us-east"] == nil:
 			t.Fatalf("restored state lost live trust or the snapshot's data: tokens %v members %v", s.Tokens, s.Members)
