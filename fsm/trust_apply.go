@@ -180,7 +180,7 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 				return nil, err
 			}
 		}
-		if q := s.EffectivePolicy().MemberQuota(); cmd.RequestedBy != "" && s.membersOf(cmd.RequestedBy) >= q {
+		if q := s.EffectivePolicy().MemberQuota(); s.memberQuotaApplies(cmd.RequestedBy) && s.membersOf(cmd.RequestedBy) >= q {
 			return nil, tooManyf("member_quota", "token %s has registered %d members, its quota (policy max_members_per_principal); delete unused members or raise the quota", cmd.RequestedBy, q)
 		}
 		m.CreatedBy = cmd.RequestedBy

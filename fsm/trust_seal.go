@@ -170,6 +170,15 @@ func (s *State) pendingApprovalsOf(principal string) int {
 	return n
 }
 
+// memberQuotaApplies reports whether the members quota bounds the token
+// with accessor acc: any token but an operator's (the bootstrap token is
+// none in the state) — the quota stops an agent's token from minting
+// members, not the operator from running the federation.
+func (s *State) memberQuotaApplies(acc string) bool {
+	t := s.Tokens[acc]
+	return t != nil && t.Role != RoleOperator
+}
+
 // membersOf counts the members principal registered.
 func (s *State) membersOf(principal string) int {
 	n := 0

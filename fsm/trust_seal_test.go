@@ -245,14 +245,28 @@ func TestApprovalAndMemberQuotas(t *testing.T) {
 	if err := create("appr-q-0005", "tok-c", strings.Repeat("x", 1000)); codeOf(err) != "approval_too_large" {
 		t.Fatalf("oversized approval: %v", err)
 	}
-	if res := h.registerMember("agent-1", MemberAgent, "tok-a"); res.Err != nil {
+	agentA, agentB, op := tokenFor("agent-a", RoleAgent), tokenFor("agent-b", RoleAgent), tokenFor("op", RoleOperator)
+	for _, tok := range []Token{agentA, agentB, op} {
+		h.mustApply(TokenCreateType, TokenCreate{Token: tok, At: h.tick()})
+	}
+	if res := h.registerMember("agent-1", MemberAgent, agentA.Accessor); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if res := h.registerMember("agent-2", MemberAgent, "tok-a"); codeOf(res.Err) != "member_quota" || !errors.Is(res.Err, ErrTooMany) {
-		t.Fatalf("second member of a token with quota 1: %v", res.Err)
+	if res := h.registerMember("agent-2", MemberAgent, agentA.Accessor); codeOf(res.Err) != "member_quota" || !errors.Is(res.Err, ErrTooMany) {
+		t.Fatalf("second member of an agent token with quota 1: %v", res.Err)
 	}
-	if res := h.registerMember("agent-2", MemberAgent, "tok-b"); res.Err != nil {
+	if res := h.registerMember("agent-2", MemberAgent, agentB.Accessor); res.Err != nil {
 		t.Fatalf("another token's member: %v", res.Err)
+	}
+	// The operator (its tokens, the bootstrap token) runs the federation:
+	// the members quota does not bound it.
+	for _, id := range []string{"agent-3", "agent-4"} {
+		if res := h.registerMember(id, MemberAgent, op.Accessor); res.Err != nil {
+			t.Fatalf("operator token's member %s: %v", id, res.Err)
+		}
+	}
+	if res := h.registerMember("agent-5", MemberAgent, "bootstrap"); res.Err != nil {
+		t.Fatalf("bootstrap token's member: %v", res.Err)
 	}
 }
 
