@@ -40,7 +40,9 @@ func (s *Server) ApplyRaw(ctx context.Context, data []byte) (*fsm.ApplyResult, e
 		return nil, err
 	}
 	start := time.Now()
+	s.applyGate.RLock()
 	f := s.raft.Apply(data, enqueueTimeout)
+	s.applyGate.RUnlock()
 	err := f.Error()
 	s.metrics.observeApply(start, err)
 	if err != nil {

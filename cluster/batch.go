@@ -129,7 +129,9 @@ func (b *batcher) flushLocked() {
 		}
 		b.inflight++
 		start := time.Now()
+		b.s.applyGate.RLock()
 		f := b.s.raft.Apply(data, enqueueTimeout)
+		b.s.applyGate.RUnlock()
 		go b.await(f, take, start)
 	}
 }

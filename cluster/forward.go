@@ -62,6 +62,7 @@ type fwdErr struct {
 var fsmKinds = map[string]error{
 	"invalid": fsm.ErrInvalid, "not_found": fsm.ErrNotFound, "conflict": fsm.ErrConflict,
 	"failed_precondition": fsm.ErrFailedPrecondition, "forbidden": fsm.ErrForbidden,
+	"too_many": fsm.ErrTooMany, // protocol 4: only rules 4 refuse with it
 }
 
 var clusterErrs = map[string]error{

@@ -66,23 +66,31 @@ func (s *Server) serverKeysRoutine(ctx context.Context) error {
 }
 
 // approvalExpiryRoutine marks pending approvals whose time has passed as
-// expired, so that they show as such everywhere.
+// expired, so that they show as such everywhere, and prunes the closed
+// ones whose retention (the policy's approval_retention_seconds) has
+// passed; their audit entries stay.
 func (s *Server) approvalExpiryRoutine(ctx context.Context) error {
 	tick := time.NewTicker(trustRoutineInterval)
 	defer tick.Stop()
 	for {
 		now := time.Now().UnixNano()
-		var ids []string
+		var ids, prune []string
 		s.fsm.Read(func(st *fsm.State) {
 			for _, a := range st.SortedApprovals() {
 				if a.Status == fsm.ApprovalPending && a.ExpiresAt < now {
 					ids = append(ids, a.ID)
 				}
 			}
+			prune = st.PrunableApprovals(now)
 		})
 		if len(ids) > 0 {
 			if err := s.applyQuiet(ctx, fsm.ApprovalExpireType, fsm.ApprovalExpire{IDs: ids, At: now}); err != nil {
 				s.logger.Warn("could not expire approvals", "error", err)
+			}
+		}
+		if len(prune) > 0 {
+			if err := s.applyQuiet(ctx, fsm.ApprovalPruneType, fsm.ApprovalPrune{IDs: prune, At: now}); err != nil {
+				s.logger.Warn("could not prune approvals", "error", err)
 			}
 		}
 		select {

@@ -23,6 +23,10 @@ const (
 var commandProtocol = map[fsm.MessageType]int{
 	fsm.TasksRefenceType: 3,
 	fsm.TenantPatchType:  3,
+
+	fsm.BootstrapRetireType: 4,
+	fsm.SnapshotRestoreType: 4,
+	fsm.ApprovalPruneType:   4,
 }
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

@@ -72,6 +72,11 @@ type Server struct {
 	followerReads  *readBarrier // a follower's read-index requests, shared
 	fwd            *fwdClient   // a follower's connections to the leader
 	proto          protocolCache
+	restoreMu      sync.Mutex // one snapshot restore at a time (snapshot.go)
+	// applyGate holds new writes back while a snapshot restore reads the
+	// live state and installs the state it built from it (snapshot.go):
+	// nothing may be applied in between and lost.
+	applyGate      sync.RWMutex
 	batch          *batcher
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context

@@ -209,8 +209,15 @@ func readArchive(r io.Reader) (*archiveMetaDoc, []byte, error) {
 }
 
 // RestoreSnapshot verifies an archive and restores it into the cluster. It
-// must run on the leader; every server ends with the archive's state.
-func (s *Server) RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error) {
+// must run on the leader; every server ends with the state
+// fsm.PrepareRestore builds from the archive and the live state: the
+// archive's data, the live trust, nonces and audit chain, extended by an
+// entry that records the restore. Once the trust is sealed, the archive's
+// digest must have been approved (an applied snapshot.restore approval);
+// otherwise it returns the archive's metadata and
+// structs.ErrRestoreNeedsApproval, and changes nothing. by is the
+// requesting token's accessor, for the audit.
+func (s *Server) RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, error) {
 	am, state, err := readArchive(r)
 	if err != nil {
 		return nil, err
@@ -218,22 +225,70 @@ func (s *Server) RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error) {
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
+	sum := am.summary()
+	sum.Digest = sha(state)
+	// Not approved: answered without holding writes back.
+	var approved bool
+	now := time.Now().UnixNano()
+	s.fsm.Read(func(cur *fsm.State) { approved = !cur.TrustSealed() || cur.RestoreGrantFor(sum.Digest, now) != nil })
+	if !approved {
+		return sum, structs.ErrRestoreNeedsApproval
+	}
+	// One restore at a time: a grant is used once.
+	s.restoreMu.Lock()
+	defer s.restoreMu.Unlock()
+	prepared, err := s.install(state, am.Raft, sum, by)
+	if errors.Is(err, structs.ErrRestoreNeedsApproval) {
+		return sum, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.logger.Info("restored snapshot", "from_node", am.Node, "audit_head", am.AuditHead, "digest", sum.Digest, "size", len(prepared))
+	s.waitRefenced(restoreTimeout)
+	return sum, nil
+}
+
+// install builds the state to install from the archive's state and the
+// live one (fsm.PrepareRestore) and restores it, with new writes held back
+// from the read to the install (applyGate) and everything logged before
+// applied first (a barrier): no write is applied in between and lost.
+func (s *Server) install(state []byte, raftMeta *raft.SnapshotMeta, sum *structs.ArchiveMeta, by string) ([]byte, error) {
+	s.applyGate.Lock()
+	defer s.applyGate.Unlock()
+	if err := s.raft.Barrier(barrierTimeout).Error(); err != nil {
+		return nil, classifyApplyError(err)
+	}
 	// Restored into a running federation, the snapshot's tasks carry the
 	// generations of the day it was saved: marked, the leader's scheduler
 	// gives them new ones before it places anything. Replication set up
 	// since the save is carried over as teardowns (fsm.MarkRestored).
-	s.fsm.Read(func(cur *fsm.State) { state, err = fsm.MarkRestored(state, cur) })
+	var prepared []byte
+	var err error
+	s.fsm.Read(func(cur *fsm.State) {
+		rec := fsm.RestoreRecord{Digest: sum.Digest, RequestedBy: by, At: time.Now().UnixNano()}
+		if cur.TrustSealed() {
+			g := cur.RestoreGrantFor(sum.Digest, rec.At)
+			if g == nil {
+				err = structs.ErrRestoreNeedsApproval
+				return
+			}
+			rec.Approval, rec.Approvers = g.Approval, g.Approvers
+		}
+		prepared, err = fsm.PrepareRestore(state, cur, rec)
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		return nil, err
 	}
-	meta := *am.Raft
-	meta.Size = int64(len(state))
-	if err := s.raft.Restore(&meta, bytes.NewReader(state), restoreTimeout); err != nil {
+	meta := *raftMeta
+	meta.Size = int64(len(prepared))
+	if err := s.raft.Restore(&meta, bytes.NewReader(prepared), restoreTimeout); err != nil {
 		return nil, classifyApplyError(err)
 	}
-	s.logger.Info("restored snapshot", "from_node", am.Node, "audit_head", am.AuditHead)
-	s.waitRefenced(restoreTimeout)
-	return am.summary(), nil
+	return prepared, nil
 }
 
 // waitRefenced waits (up to timeout) until the scheduler has refenced the

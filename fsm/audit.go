@@ -26,6 +26,10 @@ type AuditEntry struct {
 	Type  string `json:"type"`
 	Hash  string `json:"hash"` // hex sha256(prev || index || type || body)
 	At    int64  `json:"at,omitempty"`
+	// Note says what the entry did beyond its command, when that matters
+	// to an auditor: the trust sealed, approvals pruned, a snapshot
+	// restored over the chain (previous and restored heads, approvers).
+	Note string `json:"note,omitempty"`
 }
 
 // GenesisHash is the audit head of an empty state.

@@ -70,6 +70,10 @@ const (
 	ApprovalVoteType   MessageType = 18
 	ApprovalExpireType MessageType = 19
 	ServerKeySetType   MessageType = 20
+	// 21-25: the trust bound to its approvers (trust_seal.go, restore.go).
+	BootstrapRetireType MessageType = 21
+	SnapshotRestoreType MessageType = 22
+	ApprovalPruneType   MessageType = 23
 
 	// 30-39: replication and federation sync (replication_apply.go).
 	RegionDatabaseType    MessageType = 30
@@ -122,6 +126,10 @@ var typeNames = map[MessageType]string{
 	ApprovalExpireType: "approval_expire",
 	ServerKeySetType:   "server_key_set",
 
+	BootstrapRetireType: "bootstrap_retire",
+	SnapshotRestoreType: "snapshot_restore",
+	ApprovalPruneType:   "approval_prune",
+
 	RegionDatabaseType:    "region_database",
 	TenantSyncStateType:   "tenant_sync_state",
 	GlobalTableUpsertType: "global_table_upsert",
@@ -166,6 +174,9 @@ func init() {
 	registerCommand[ApprovalVote](ApprovalVoteType, applyApprovalVote)
 	registerCommand[ApprovalExpire](ApprovalExpireType, applyApprovalExpire)
 	registerCommand[ServerKeySet](ServerKeySetType, applyServerKeySet)
+	registerCommand[BootstrapRetire](BootstrapRetireType, applyBootstrapRetire)
+	registerCommand[SnapshotRestore](SnapshotRestoreType, applySnapshotRestore)
+	registerCommand[ApprovalPrune](ApprovalPruneType, applyApprovalPrune)
 
 	registerCommand[RegionDatabaseReport](RegionDatabaseType, applyRegionDatabase)
 	registerCommand[TenantSyncStateSet](TenantSyncStateType, applyTenantSyncState)
@@ -238,7 +249,7 @@ func ResultValue(t MessageType) any {
 		return &Region{}
 	case TenantUpsertType, TenantPatchType:
 		return &Tenant{}
-	case RegionDeleteType, TenantDeleteType, AgentDeleteType, MemberDeleteType, TokenDeleteType:
+	case RegionDeleteType, TenantDeleteType, AgentDeleteType, MemberDeleteType, TokenDeleteType, BootstrapRetireType:
 		return &Deleted{}
 	case AgentUpsertType:
 		return &Agent{}
@@ -252,6 +263,8 @@ func ResultValue(t MessageType) any {
 		return &Policy{}
 	case ApprovalCreateType, ApprovalVoteType:
 		return &Approval{}
+	case SnapshotRestoreType:
+		return &RestoreGrant{}
 	case RegionDatabaseType:
 		return &RegionDatabase{}
 	case TenantSyncStateType:

@@ -163,6 +163,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		10: "member_register", 11: "key_rotate", 12: "key_revoke", 13: "member_delete",
 		14: "token_create", 15: "token_delete", 16: "policy_set", 17: "approval_create",
 		18: "approval_vote", 19: "approval_expire", 20: "server_key_set",
+		21: "bootstrap_retire", 22: "snapshot_restore", 23: "approval_prune",
 		30: "region_database", 31: "tenant_sync_state", 32: "global_table_upsert", 33: "global_table_delete",
 		80: "tasks_refence", 81: "tenant_patch",
 		40: "batch",

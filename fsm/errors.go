@@ -25,6 +25,9 @@ var (
 	// or expired key, a stale timestamp, a replayed nonce, the wrong signer,
 	// or an approval refused. The code says which check failed.
 	ErrForbidden = errors.New("forbidden")
+	// ErrTooMany marks a write refused because its principal is over a
+	// quota of the policy (pending approvals, members).
+	ErrTooMany = errors.New("over quota")
 )
 
 // Error is a rejection with a stable machine-readable code and a message for
@@ -54,6 +57,10 @@ func conflictf(format string, args ...any) *Error {
 
 func preconditionf(code, format string, args ...any) *Error {
 	return &Error{Kind: ErrFailedPrecondition, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func tooManyf(code, format string, args ...any) *Error {
+	return &Error{Kind: ErrTooMany, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 func forbiddenf(code, format string, args ...any) *Error {

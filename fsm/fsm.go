@@ -31,6 +31,9 @@ type Entry struct {
 	// Approved is set when the command is applied by the approval that
 	// gated it, in the entry that recorded the last approval.
 	Approved bool
+	// approval is that approval (with the votes that approved it), when
+	// Approved.
+	approval *Approval
 
 	// body is the command's body as applyOne decoded it before applying
 	// (nil for a command an approval carries).
@@ -202,6 +205,7 @@ func (f *FSM) applyOne(index, term uint64, data []byte) *ApplyResult {
 		if !errors.As(err, &ferr) {
 			panic(fmt.Sprintf("fsm: %s at index %d returned a non-business error: %v", t, index, err))
 		}
+		f.state.auditNote = ""
 		return &ApplyResult{Index: index, Err: err}
 	}
 	f.extendAudit(index, t, data[1:], atOf(val))
@@ -236,7 +240,8 @@ func (f *FSM) chain(index uint64, t MessageType, body []byte, name string, at in
 	s := f.state
 	s.AuditHead = chainHash(s.AuditHead, index, t, body)
 	s.Index = index
-	e := AuditEntry{Index: index, Type: name, Hash: s.AuditHead, At: at}
+	e := AuditEntry{Index: index, Type: name, Hash: s.AuditHead, At: at, Note: s.auditNote}
+	s.auditNote = ""
 	// Append, and only every auditRingSize entries move the newest ring
 	// to the front: amortised O(1) rather than shifting the whole ring on
 	// every apply.

@@ -70,6 +70,11 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(PolicySetType), codecJSON, []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
 	f.Add(uint8(ApprovalVoteType), codecJSON, []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
 	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
+	f.Add(uint8(PolicySetType), codecJSON, []byte(`{"policy":{"rules":{"policy.set":{"required":0}},"skew_seconds":60},"rules":4}`))
+	f.Add(uint8(MemberDeleteType), codecJSON, []byte(`{"id":"alice","rules":4}`))
+	f.Add(uint8(BootstrapRetireType), codecJSON, []byte(`{"by":"bootstrap","at":1}`))
+	f.Add(uint8(SnapshotRestoreType), codecJSON, []byte(`{"digest":"`+strings.Repeat("a", 64)+`","at":1}`))
+	f.Add(uint8(ApprovalPruneType), codecJSON, []byte(`{"ids":["appr-0001"],"at":9999999999999999}`))
 	// The same commands as servers write them.
 	for _, c := range seedCommands() {
 		data, err := Encode(c.typ, c.body)

@@ -55,3 +55,27 @@ func (c ApprovalCreate) WithRules(v int) any { c.Rules = v; return c }
 
 // WithRules stamps the rules the command is logged under.
 func (c ApprovalVote) WithRules(v int) any { c.Rules = v; return c }
+
+// LoggedRules is the rules the command carries.
+func (c MemberRegister) LoggedRules() int { return c.Rules }
+
+// LoggedRules is the rules the command carries.
+func (c MemberDelete) LoggedRules() int { return c.Rules }
+
+// LoggedRules is the rules the command carries.
+func (c TokenDelete) LoggedRules() int { return c.Rules }
+
+// LoggedRules is the rules the command carries.
+func (c PolicySet) LoggedRules() int { return c.Rules }
+
+// WithRules stamps the rules the command is logged under.
+func (c MemberRegister) WithRules(v int) any { c.Rules = v; return c }
+
+// WithRules stamps the rules the command is logged under.
+func (c MemberDelete) WithRules(v int) any { c.Rules = v; return c }
+
+// WithRules stamps the rules the command is logged under.
+func (c TokenDelete) WithRules(v int) any { c.Rules = v; return c }
+
+// WithRules stamps the rules the command is logged under.
+func (c PolicySet) WithRules(v int) any { c.Rules = v; return c }

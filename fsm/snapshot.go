@@ -33,6 +33,7 @@ type snapshotDoc struct {
 	Policy    *Policy           `json:"policy,omitempty"`
 	TrustSeq  uint64            `json:"trust_seq,omitempty"`
 	Nonces    []nonceEntry      `json:"nonces,omitempty"`
+	Trust     *TrustFacts       `json:"trust,omitempty"`
 	Applied   uint64            `json:"applied_index,omitempty"`
 	// RefencePending: see State.RefencePending.
 	RefencePending bool `json:"refence_pending,omitempty"`
@@ -79,6 +80,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Policy:    s.Policy,
 		TrustSeq:  s.TrustSeq,
 		Nonces:    s.liveNonces(),
+		Trust:     trustFactsDoc(s.Trust),
 		Applied:   s.applied,
 
 		RefencePending: s.RefencePending,
@@ -158,7 +160,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.Approvals[a.ID] = a
 	}
 	if doc.Policy != nil {
-		if err := validatePolicy(doc.Policy); err != nil {
+		if err := validatePolicy(doc.Policy, RulesTrustBound); err != nil {
 			return nil, fmt.Errorf("snapshot policy: %w", err)
 		}
 	}
@@ -170,9 +172,26 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.Nonces[n.Nonce] = n.Expires
 		s.nonceQueue = append(s.nonceQueue, n)
 	}
+	if doc.Trust != nil {
+		for _, g := range doc.Trust.RestoreGrants {
+			if len(g.Digest) != 64 || g.Approval == "" {
+				return nil, fmt.Errorf("snapshot holds an invalid restore grant")
+			}
+		}
+		s.Trust = *doc.Trust
+	}
 	s.reindexTrust()
 	s.reindexTenants()
 	return s, readReplicationSnapshot(&doc, s)
+}
+
+// trustFactsDoc is the snapshot form of f: omitted while it is empty, so
+// that a snapshot of a federation that never used them is unchanged.
+func trustFactsDoc(f TrustFacts) *TrustFacts {
+	if !f.Sealed && !f.BootstrapRetired && len(f.RestoreGrants) == 0 {
+		return nil
+	}
+	return &f
 }
 
 // readReplicationSnapshot checks and restores the replication objects.

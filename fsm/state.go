@@ -45,6 +45,8 @@ type State struct {
 	// are forgotten; nonceQueue holds them in insertion order for pruning.
 	Nonces     map[string]int64
 	nonceQueue []nonceEntry
+	// Trust holds the trust facts that only move forward (trust_seal.go).
+	Trust TrustFacts
 
 	// RefencePending is set in a state restored from a user's snapshot
 	// (MarkRestored) until a TasksRefence command gives every task a
@@ -58,6 +60,10 @@ type State struct {
 	keyOwners   map[string]string  // key id -> member id (derived)
 	tokenHashes map[string]*Token  // secret hash -> token (derived)
 	replicated  map[string]*Tenant // tenants with tables (derived)
+
+	// auditNote is what the command being applied adds to its audit
+	// entry (FSM.chain takes it); empty for most.
+	auditNote string
 }
 
 type nonceEntry struct {
@@ -171,6 +177,7 @@ func (s *State) clone() *State {
 		Policy:       s.Policy,
 		TrustSeq:     s.TrustSeq,
 		Nonces:       make(map[string]int64, len(s.Nonces)),
+		Trust:        s.Trust,
 
 		RefencePending: s.RefencePending,
 

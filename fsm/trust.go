@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -45,11 +47,14 @@ const (
 
 // Member is a participant of the federation with its public keys.
 type Member struct {
-	ID          string      `json:"id"`
-	Kind        string      `json:"kind"`
-	Keys        []MemberKey `json:"keys"`
-	CreateIndex uint64      `json:"create_index"`
-	ModifyIndex uint64      `json:"modify_index"`
+	ID   string      `json:"id"`
+	Kind string      `json:"kind"`
+	Keys []MemberKey `json:"keys"`
+	// CreatedBy is the token accessor that registered the member (the
+	// principal its quota counts against); empty before RulesTrustBound.
+	CreatedBy   string `json:"created_by,omitempty"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
 }
 
 // MemberKey is one public key of a member. A rotated-out key stays valid
@@ -94,10 +99,27 @@ const (
 	ActionDeregisterRegion         = "region.deregister"
 	ActionFailover                 = "failover"
 	ActionRevokeKey                = "key.revoke"
+
+	// Trust actions (RulesTrustBound): once the federation's first
+	// approvers are registered (the trust is sealed, trust_seal.go), these
+	// always need approvals; their rules cannot require fewer than one.
+	ActionRegisterApprover = "member.register.approver"
+	ActionSetPolicy        = "policy.set"
+	ActionDeleteMember     = "member.delete"
+	ActionRestoreSnapshot  = "snapshot.restore"
 )
 
 // ApprovableActions lists every action a policy can gate.
-var ApprovableActions = []string{ActionRegisterProductionRegion, ActionDeregisterRegion, ActionFailover, ActionRevokeKey}
+var ApprovableActions = []string{ActionRegisterProductionRegion, ActionDeregisterRegion, ActionFailover, ActionRevokeKey,
+	ActionRegisterApprover, ActionSetPolicy, ActionDeleteMember, ActionRestoreSnapshot}
+
+// TrustActions are the approvable actions that guard the approvals
+// themselves: who approves, how many must, what is trusted, and the
+// state as a whole.
+var TrustActions = []string{ActionRegisterApprover, ActionSetPolicy, ActionDeleteMember, ActionRestoreSnapshot}
+
+// IsTrustAction reports whether action is one of TrustActions.
+func IsTrustAction(action string) bool { return slices.Contains(TrustActions, action) }
 
 // Policy is the federation's trust and approval policy.
 type Policy struct {
@@ -108,6 +130,39 @@ type Policy struct {
 	SkewSeconds int64 `json:"skew_seconds"`
 	// RotationOverlapSeconds is how long a rotated-out key stays valid.
 	RotationOverlapSeconds int64 `json:"rotation_overlap_seconds"`
+	// MaxPendingApprovals bounds the pending approvals one principal (a
+	// token, or the member that signed the request) may have open at once;
+	// 0 is DefaultMaxPendingApprovals.
+	MaxPendingApprovals int `json:"max_pending_approvals_per_principal,omitempty"`
+	// MaxMembers bounds the trust members one token may register; 0 is
+	// DefaultMaxMembers.
+	MaxMembers int `json:"max_members_per_principal,omitempty"`
+	// ApprovalRetentionSeconds is how long a closed (applied, failed or
+	// expired) approval is kept before the leader prunes it; its audit
+	// entries stay. 0 is DefaultApprovalRetention.
+	ApprovalRetentionSeconds int64 `json:"approval_retention_seconds,omitempty"`
+}
+
+// Quota and retention defaults (a policy field left at 0).
+const (
+	DefaultMaxPendingApprovals = 16
+	DefaultMaxMembers          = 64
+	DefaultApprovalRetention   = 7 * 86400 // seconds
+)
+
+// PendingApprovalQuota returns the effective per-principal pending
+// approvals quota.
+func (p *Policy) PendingApprovalQuota() int {
+	return cmp.Or(p.MaxPendingApprovals, DefaultMaxPendingApprovals)
+}
+
+// MemberQuota returns the effective per-principal members quota.
+func (p *Policy) MemberQuota() int { return cmp.Or(p.MaxMembers, DefaultMaxMembers) }
+
+// ApprovalRetention returns the effective retention of closed approvals,
+// in nanoseconds.
+func (p *Policy) ApprovalRetention() int64 {
+	return cmp.Or(p.ApprovalRetentionSeconds, DefaultApprovalRetention) * 1e9
 }
 
 // ApprovalRule gates one action: Required distinct approvals (m) from the
@@ -140,12 +195,15 @@ const (
 // action is a complete command, applied in the same raft entry that records
 // the m-th approval, after its preconditions are checked again.
 type Approval struct {
-	ID          string   `json:"id"`
-	Action      string   `json:"action"`
-	Summary     string   `json:"summary"`
-	CommandType uint8    `json:"command_type"`
-	Command     []byte   `json:"command"` // the command body (codec 1)
-	RequestedBy string   `json:"requested_by"`
+	ID          string `json:"id"`
+	Action      string `json:"action"`
+	Summary     string `json:"summary"`
+	CommandType uint8  `json:"command_type"`
+	Command     []byte `json:"command"` // the command body (codec 1)
+	RequestedBy string `json:"requested_by"`
+	// Token is the accessor of the token that sent a signed request, when
+	// RequestedBy is its signer (RulesTrustBound): the quota counts both.
+	Token       string   `json:"token,omitempty"`
 	Required    int      `json:"required"`
 	Approvers   []string `json:"approvers,omitempty"`
 	Votes       []Vote   `json:"votes"`

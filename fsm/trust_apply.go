@@ -55,6 +55,7 @@ var (
 	accessorRe   = regexp.MustCompile(`^[a-f0-9]{32}$`)
 	secretHashRe = regexp.MustCompile(`^[a-f0-9]{64}$`)
 	approvalIDRe = regexp.MustCompile(`^[a-z0-9-]{8,64}$`)
+	sha256Re     = regexp.MustCompile(`^[a-f0-9]{64}$`)
 )
 
 func validateMember(m *Member) error {
@@ -70,7 +71,17 @@ func validateMember(m *Member) error {
 	return nil
 }
 
-func validatePolicy(p *Policy) error {
+// validatePolicy checks a policy under rules: the trust actions and the
+// quota fields exist from RulesTrustBound.
+func validatePolicy(p *Policy, rules int) error {
+	switch {
+	case p.MaxPendingApprovals < 0 || p.MaxPendingApprovals > 1000:
+		return invalidf("invalid_policy", "max_pending_approvals_per_principal %d must be between 1 and 1000 (0: the default, %d)", p.MaxPendingApprovals, DefaultMaxPendingApprovals)
+	case p.MaxMembers < 0 || p.MaxMembers > 10000:
+		return invalidf("invalid_policy", "max_members_per_principal %d must be between 1 and 10000 (0: the default, %d)", p.MaxMembers, DefaultMaxMembers)
+	case p.ApprovalRetentionSeconds != 0 && (p.ApprovalRetentionSeconds < 3600 || p.ApprovalRetentionSeconds > 365*86400):
+		return invalidf("invalid_policy", "approval_retention_seconds must be between 1 hour and 365 days (0: the default, %d)", DefaultApprovalRetention)
+	}
 	if p.SkewSeconds < 5 || p.SkewSeconds > 3600 {
 		return invalidf("invalid_policy", "skew_seconds %d must be between 5 and 3600", p.SkewSeconds)
 	}
@@ -80,7 +91,7 @@ func validatePolicy(p *Policy) error {
 	for action, r := range p.Rules {
 		known := false
 		for _, a := range ApprovableActions {
-			known = known || a == action
+			known = known || (a == action && (rules >= RulesTrustBound || !IsTrustAction(a)))
 		}
 		switch {
 		case !known:
@@ -104,12 +115,32 @@ func touchTrust(s *State, e *Entry) {
 
 // MemberRegister adds an agent, approver or server member with its first
 // key. Auth must be signed by that key (proof of possession).
+//
+// Under RulesTrustBound: once the trust is sealed, an approver or server
+// member is registered only through its approval
+// (ActionRegisterApprover); the member records the token that registered
+// it (RequestedBy), and each token may register at most the policy's
+// member quota.
 type MemberRegister struct {
 	ID        string      `json:"id"`
 	Kind      string      `json:"kind"`
 	PublicKey string      `json:"public_key"`
 	Auth      *SignedAuth `json:"auth"`
 	At        int64       `json:"at"`
+	// RequestedBy is the accessor of the token that sent the request.
+	RequestedBy string `json:"requested_by,omitempty"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
+}
+
+// MemberRegisterAction returns the approvable action registering a member
+// of kind is: an approver or a server (whose key signs trust bundles) is
+// a change of who is trusted; any other kind needs no approval ("").
+func MemberRegisterAction(kind string, rules int) string {
+	if rules >= RulesTrustBound && (kind == MemberApprover || kind == MemberServer) {
+		return ActionRegisterApprover
+	}
+	return ""
 }
 
 func applyMemberRegister(s *State, e *Entry) (any, error) {
@@ -125,7 +156,7 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 	if err := validateMember(m); err != nil {
 		return nil, err
 	}
-	if _, _, err := verifyAuth(s, cmd.Auth, cmd.At, true, key); err != nil {
+	if _, _, err := verifyAuth(s, cmd.Auth, cmd.At, !e.Approved, key); err != nil {
 		return nil, err
 	}
 	if cmd.Auth.KeyID != key.KeyID {
@@ -133,7 +164,9 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 	}
 	if old := s.Members[cmd.ID]; old != nil {
 		if old.Kind == cmd.Kind && old.Key(key.KeyID) != nil {
-			recordNonce(s, cmd.Auth, cmd.At)
+			if !e.Approved {
+				recordNonce(s, cmd.Auth, cmd.At)
+			}
 			return old, nil // already registered with this key
 		}
 		return nil, preconditionf("member_exists", "member %q already exists with other keys; rotate its key instead", cmd.ID)
@@ -141,10 +174,26 @@ func applyMemberRegister(s *State, e *Entry) (any, error) {
 	if owner := s.KeyOwner(key.KeyID); owner != nil {
 		return nil, preconditionf("key_in_use", "key %s already belongs to %s %s", key.KeyID, owner.Kind, owner.ID)
 	}
+	if cmd.Rules >= RulesTrustBound {
+		if action := MemberRegisterAction(cmd.Kind, cmd.Rules); action != "" {
+			if err := requireTrustApproval(s, e, action); err != nil {
+				return nil, err
+			}
+		}
+		if q := s.EffectivePolicy().MemberQuota(); s.memberQuotaApplies(cmd.RequestedBy) && s.membersOf(cmd.RequestedBy) >= q {
+			return nil, tooManyf("member_quota", "token %s has registered %d members, its quota (policy max_members_per_principal); delete unused members or raise the quota", cmd.RequestedBy, q)
+		}
+		m.CreatedBy = cmd.RequestedBy
+	}
 	s.Members[m.ID] = m
 	s.keyOwners[key.KeyID] = m.ID
-	recordNonce(s, cmd.Auth, cmd.At)
+	if !e.Approved {
+		recordNonce(s, cmd.Auth, cmd.At)
+	}
 	touchTrust(s, e)
+	if cmd.Rules >= RulesTrustBound {
+		sealIfReady(s, e)
+	}
 	return m, nil
 }
 
@@ -236,9 +285,15 @@ func applyKeyRevoke(s *State, e *Entry) (any, error) {
 }
 
 // MemberDelete removes an agent, approver or server member and its keys.
+//
+// Under RulesTrustBound: once the trust is sealed, only through its
+// approval (ActionDeleteMember), and never an approver the trust rules
+// still need.
 type MemberDelete struct {
 	ID string `json:"id"`
 	At int64  `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyMemberDelete(s *State, e *Entry) (any, error) {
@@ -249,6 +304,15 @@ func applyMemberDelete(s *State, e *Entry) (any, error) {
 	}
 	if old.Kind == MemberRegion {
 		return nil, preconditionf("region_member", "%s is a region's key: deregister the region instead", cmd.ID)
+	}
+	if cmd.Rules >= RulesTrustBound {
+		if err := requireTrustApproval(s, e, ActionDeleteMember); err != nil {
+			return nil, err
+		}
+		if old.Kind == MemberApprover && s.TrustSealed() && s.eligibleApprovers(nil)-1 < s.TrustThreshold() {
+			return nil, preconditionf("not_enough_approvers", "deleting approver %s would leave fewer approvers than the trust rules need (%d): register its successor first", cmd.ID, s.TrustThreshold())
+		}
+		sealIfReady(s, e) // before the count goes down: the window stays closed
 	}
 	deleteMember(s, e, old)
 	return &Deleted{Kind: "member", Name: cmd.ID, At: cmd.At}, nil
@@ -289,9 +353,14 @@ func applyTokenCreate(s *State, e *Entry) (any, error) {
 }
 
 // TokenDelete revokes a token.
+//
+// Under RulesTrustBound, the last operator token cannot be revoked once
+// the bootstrap token is retired.
 type TokenDelete struct {
 	Accessor string `json:"accessor"`
 	At       int64  `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyTokenDelete(s *State, e *Entry) (any, error) {
@@ -300,16 +369,27 @@ func applyTokenDelete(s *State, e *Entry) (any, error) {
 	if t == nil {
 		return nil, notFoundf("token_not_found", "no token with accessor %q", cmd.Accessor)
 	}
+	if cmd.Rules >= RulesTrustBound {
+		if err := lastOperatorToken(s, t); err != nil {
+			return nil, err
+		}
+	}
 	delete(s.Tokens, cmd.Accessor)
 	delete(s.tokenHashes, t.SecretHash)
 	s.touch(TableTokens, e.Index)
 	return &Deleted{Kind: "token", Name: cmd.Accessor, At: cmd.At}, nil
 }
 
-// PolicySet replaces the trust and approval policy.
+// Under RulesTrustBound: once the trust is sealed, only through its
+// approval (ActionSetPolicy); a trust action's rule requires at least one
+// approval and no more than there are approvers; and a larger skew window
+// keeps the remembered nonces for as much longer (extendNonces), so that
+// a request signed before the change cannot be replayed after it.
 type PolicySet struct {
 	Policy Policy `json:"policy"`
 	At     int64  `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyPolicySet(s *State, e *Entry) (any, error) {
@@ -318,10 +398,22 @@ func applyPolicySet(s *State, e *Entry) (any, error) {
 	if p.Rules == nil {
 		p.Rules = map[string]ApprovalRule{}
 	}
-	if err := validatePolicy(&p); err != nil {
+	if err := validatePolicy(&p, cmd.Rules); err != nil {
 		return nil, err
 	}
+	if cmd.Rules >= RulesTrustBound {
+		if err := checkTrustRules(s, &p); err != nil {
+			return nil, err
+		}
+		if err := requireTrustApproval(s, e, ActionSetPolicy); err != nil {
+			return nil, err
+		}
+		extendNonces(s, s.EffectivePolicy().SkewSeconds, p.SkewSeconds)
+	}
 	s.Policy = &p
+	if cmd.Rules >= RulesTrustBound {
+		sealIfReady(s, e)
+	}
 	s.touch(TablePolicy, e.Index)
 	return &p, nil
 }
@@ -329,6 +421,9 @@ func applyPolicySet(s *State, e *Entry) (any, error) {
 // ApprovalRuleFor returns the rule gating action and whether it needs any
 // approval at all.
 func (s *State) ApprovalRuleFor(action string) (ApprovalRule, bool) {
+	if IsTrustAction(action) {
+		return s.trustRule(action), true
+	}
 	r, ok := s.EffectivePolicy().Rules[action]
 	return r, ok && r.Required > 0
 }
@@ -389,6 +484,47 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte, rules
 		}
 		return ActionRevokeKey, "", nil, nil
 	},
+	MemberRegisterType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
+		var c MemberRegister
+		if err := decodeBody(codecJSON, body, &c); err != nil || rules < RulesTrustBound || c.Rules < RulesTrustBound {
+			return "", "", nil, invalidf("invalid_approval", "embedded member registration does not decode or predates rules %d", RulesTrustBound)
+		}
+		key, err := newKey(c.PublicKey, at)
+		if err != nil {
+			return "", "", nil, err
+		}
+		if _, _, err := verifyAuth(s, c.Auth, at, true, key); err != nil {
+			return "", "", nil, err
+		}
+		return MemberRegisterAction(c.Kind, c.Rules), "", c.Auth, nil
+	},
+	PolicySetType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
+		var c PolicySet
+		if err := decodeBody(codecJSON, body, &c); err != nil || rules < RulesTrustBound || c.Rules < RulesTrustBound {
+			return "", "", nil, invalidf("invalid_approval", "embedded policy does not decode or predates rules %d", RulesTrustBound)
+		}
+		if err := validatePolicy(&c.Policy, c.Rules); err != nil {
+			return "", "", nil, err
+		}
+		return ActionSetPolicy, "", nil, checkTrustRules(s, &c.Policy)
+	},
+	MemberDeleteType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
+		var c MemberDelete
+		if err := decodeBody(codecJSON, body, &c); err != nil || rules < RulesTrustBound || c.Rules < RulesTrustBound {
+			return "", "", nil, invalidf("invalid_approval", "embedded member deletion does not decode or predates rules %d", RulesTrustBound)
+		}
+		if m := s.Members[c.ID]; m == nil || m.Kind == MemberRegion {
+			return "", "", nil, notFoundf("member_not_found", "member %q does not exist or is a region's key", c.ID)
+		}
+		return ActionDeleteMember, "", nil, nil
+	},
+	SnapshotRestoreType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
+		var c SnapshotRestore
+		if err := decodeBody(codecJSON, body, &c); err != nil || rules < RulesTrustBound || !sha256Re.MatchString(c.Digest) {
+			return "", "", nil, invalidf("invalid_approval", "embedded snapshot restore does not decode or names no snapshot digest")
+		}
+		return ActionRestoreSnapshot, "", nil, nil
+	},
 }
 
 // ApprovalCreate records a gated action as a pending approval.
@@ -425,18 +561,32 @@ func applyApprovalCreate(s *State, e *Entry) (any, error) {
 	if !gated {
 		return nil, preconditionf("not_gated", "%s needs no approval under the current policy; send it directly", action)
 	}
-	if auth != nil {
-		recordNonce(s, auth, cmd.At)
-	}
 	requester := cmd.RequestedBy
 	if signer != "" {
 		requester = signer
+	}
+	if cmd.Rules >= RulesTrustBound {
+		if len(cmd.Command) > MaxApprovalCommand || len(cmd.Summary) > maxApprovalSummary {
+			return nil, invalidf("approval_too_large", "a request that needs approval is at most %d bytes (its summary %d): send only the object's fields", MaxApprovalCommand, maxApprovalSummary)
+		}
+		q := s.EffectivePolicy().PendingApprovalQuota()
+		for _, p := range []string{requester, cmd.RequestedBy} {
+			if p != "" && s.pendingApprovalsOf(p) >= q {
+				return nil, tooManyf("approval_quota", "%s has %d pending approvals, its quota (policy max_pending_approvals_per_principal): wait for them to be approved or to expire", p, q)
+			}
+		}
+	}
+	if auth != nil {
+		recordNonce(s, auth, cmd.At)
 	}
 	a := &Approval{
 		ID: cmd.ID, Action: action, Summary: cmd.Summary, CommandType: cmd.CommandType, Command: cmd.Command,
 		RequestedBy: requester, Required: rule.Required, Approvers: rule.Approvers, Votes: []Vote{},
 		Status: ApprovalPending, CreatedAt: cmd.At, ExpiresAt: cmd.At + rule.TTLSeconds*1e9,
 		CreateIndex: e.Index, ModifyIndex: e.Index,
+	}
+	if cmd.Rules >= RulesTrustBound && requester != cmd.RequestedBy {
+		a.Token = cmd.RequestedBy
 	}
 	s.Approvals[a.ID] = a
 	s.touch(TableApprovals, e.Index)
@@ -510,7 +660,13 @@ func applyApprovalVote(s *State, e *Entry) (any, error) {
 		counted = countingVotes(s, a.Votes)
 	}
 	if counted >= a.Required {
-		_, err := commands[MessageType(a.CommandType)].apply(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true})
+		if cmd.Rules >= RulesTrustBound {
+			// A federation sealed by its count alone (its approvers were
+			// registered before the seal existed) records it before an
+			// approved action lowers the count.
+			sealIfReady(s, e)
+		}
+		_, err := commands[MessageType(a.CommandType)].apply(s, &Entry{Index: e.Index, Term: e.Term, Version: codecJSON, Body: a.Command, Approved: true, approval: &a})
 		if err != nil {
 			a.Status, a.Result = ApprovalFailed, err.Error()
 		} else {

@@ -115,6 +115,19 @@ func trustRoundTrips(t *testing.T, h *harness, check func(MessageType, any, func
 			t.Fatal("member still there after delete")
 		}
 	})
+	check(TokenCreateType, TokenCreate{Token: tokenFor("op", RoleOperator), At: 33}, func(s *State, res *ApplyResult) {})
+	check(BootstrapRetireType, BootstrapRetire{By: "bootstrap", At: 34}, func(s *State, res *ApplyResult) {
+		if !s.Trust.BootstrapRetired || s.Trust.BootstrapRetiredIndex != res.Index {
+			t.Fatalf("bootstrap not retired: %+v", s.Trust)
+		}
+	})
+	check(SnapshotRestoreType, SnapshotRestore{Digest: strings.Repeat("ab", 32), At: 35}, func(s *State, res *ApplyResult) {})
+	// appr-0002 expired at 29+60e9; the default retention is a week.
+	check(ApprovalPruneType, ApprovalPrune{IDs: []string{"appr-0002"}, At: 29 + 61e9 + DefaultApprovalRetention*1e9}, func(s *State, res *ApplyResult) {
+		if s.Approvals["appr-0002"] != nil || s.Approvals["appr-0001"] == nil {
+			t.Fatalf("prune: %v", s.Approvals)
+		}
+	})
 }
 
 // TestSignatureChecks sends every kind of bad signature: each is refused

@@ -45,7 +45,7 @@ type Cluster interface {
 	RemovePeer(ctx context.Context, id string) error
 	Members() []structs.Member
 	SaveSnapshot(w io.Writer) (*structs.ArchiveMeta, error)
-	RestoreSnapshot(r io.Reader) (*structs.ArchiveMeta, error)
+	RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, error)
 	Stats() map[string]string
 	Coordinates() []structs.Coordinate
 	NearestRegions(from string) ([]structs.RegionRTT, error)
@@ -203,6 +203,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/trust/members/{id}/keys", a.auth(signers, a.rotateKey)).Methods(http.MethodPost)
 	v1.HandleFunc("/trust/members/{id}/keys/{key}/revoke", a.auth(operators, a.revokeKey)).Methods(http.MethodPost)
 	v1.HandleFunc("/trust/bundle", a.auth(anyRole, a.trustBundle)).Methods(http.MethodGet)
+	v1.HandleFunc("/trust/status", a.auth(anyRole, a.trustStatus)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", a.auth(operators, a.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", a.auth(operators, a.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{accessor}", a.auth(operators, a.deleteToken)).Methods(http.MethodDelete)

@@ -23,6 +23,10 @@ func (leaderless) Leader() (string, string)        { return "", "" }
 func (leaderless) LeaderChangeCh() <-chan struct{} { return make(chan struct{}) }
 func (leaderless) LeaderHTTP() (string, error)     { return "", structs.ErrNoLeader }
 
+// FSM is an empty state: the bootstrap token is checked against it (not
+// retired).
+func (leaderless) FSM() *fsm.FSM { return fsm.New(nil, nil) }
+
 // ForwardApply answers as a follower that knows no leader does: nothing was
 // sent.
 func (leaderless) ForwardApply(context.Context, fsm.MessageType, any, int64) (*structs.ForwardResult, error) {

@@ -107,6 +107,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusConflict, orCode(code, "failed_precondition")
 	case errors.Is(err, fsm.ErrForbidden):
 		return http.StatusForbidden, orCode(code, "forbidden")
+	case errors.Is(err, fsm.ErrTooMany):
+		return http.StatusTooManyRequests, orCode(code, "over_quota")
 	case errors.Is(err, structs.ErrBadSnapshot):
 		return http.StatusBadRequest, "bad_snapshot"
 	case errors.Is(err, structs.ErrUpgradeInProgress):

@@ -2,6 +2,9 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -145,12 +148,49 @@ func (a *API) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 		a.forward(w, r, body, true)
 		return
 	}
-	meta, err := a.c.RestoreSnapshot(bytes.NewReader(body))
+	meta, err := a.c.RestoreSnapshot(bytes.NewReader(body), identityOf(r).Accessor)
+	if errors.Is(err, structs.ErrRestoreNeedsApproval) {
+		a.requestRestore(w, r, meta)
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, meta)
+}
+
+// requestRestore answers a restore the approvers have not approved yet:
+// 202 with the pending approval bound to the snapshot's digest (the one
+// already pending for it, or a new one). Once it is applied, the same
+// upload restores the snapshot.
+func (a *API) requestRestore(w http.ResponseWriter, r *http.Request, meta *structs.ArchiveMeta) {
+	cmd := fsm.SnapshotRestore{Digest: meta.Digest, AuditHead: meta.AuditHead, Index: meta.Index, At: a.stamp()}
+	var pending *fsm.Approval
+	a.c.FSM().Read(func(s *fsm.State) {
+		for _, ap := range s.SortedApprovals() {
+			var c fsm.SnapshotRestore
+			if ap.Status == fsm.ApprovalPending && ap.Action == fsm.ActionRestoreSnapshot &&
+				json.Unmarshal(ap.Command, &c) == nil && c.Digest == meta.Digest {
+				pending = ap
+			}
+		}
+	})
+	if pending != nil {
+		writeJSON(w, http.StatusAccepted, pending)
+		return
+	}
+	data, err := fsm.EncodeJSON(fsm.SnapshotRestoreType, cmd)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ac := fsm.ApprovalCreate{ID: "appr-" + randomHex(8), Action: fsm.ActionRestoreSnapshot, CommandType: uint8(fsm.SnapshotRestoreType),
+		Command: data[2:], RequestedBy: identityOf(r).Accessor, At: cmd.At,
+		Summary: fmt.Sprintf("restore snapshot %s taken by %s at state index %d (audit head %s)", meta.Digest, meta.Node, meta.Index, meta.AuditHead)}
+	a.write(w, r, nil, fsm.ApprovalCreateType, ac, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusAccepted, res.Value)
+	})
 }
 
 func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {

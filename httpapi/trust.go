@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -47,6 +48,12 @@ func (a *API) writeGated(w http.ResponseWriter, r *http.Request, body []byte, t 
 		writeError(w, err)
 		return
 	}
+	if len(data)-2 > fsm.MaxApprovalCommand {
+		// Every server keeps an approval until it is pruned: refused
+		// before it reaches the log (the FSM refuses it too).
+		writeError(w, badRequest("approval_too_large", fmt.Sprintf("a request that needs approval is at most %d bytes once encoded (this one is %d): send only the object's fields, without padding", fsm.MaxApprovalCommand, len(data)-2)))
+		return
+	}
 	ac := fsm.ApprovalCreate{ID: "appr-" + randomHex(8), Action: act, Summary: summary, CommandType: uint8(t),
 		Command: data[2:], RequestedBy: identityOf(r).Accessor, At: at}
 	a.write(w, r, body, fsm.ApprovalCreateType, ac, func(res *fsm.ApplyResult) {
@@ -85,8 +92,12 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	at := a.stamp()
-	cmd := fsm.MemberRegister{ID: in.ID, Kind: in.Kind, PublicKey: in.PublicKey, Auth: auth, At: at}
-	a.writeSigned(w, r, body, fsm.MemberRegisterType, cmd, auth, at, func(res *fsm.ApplyResult) {
+	cmd := fsm.MemberRegister{ID: in.ID, Kind: in.Kind, PublicKey: in.PublicKey, Auth: auth, At: at, RequestedBy: identityOf(r).Accessor}
+	rules, _ := a.c.Protocols()
+	action := func(s *fsm.State) (string, string) {
+		return trustAction(s, fsm.MemberRegisterAction(in.Kind, rules)), "register " + in.Kind + " member " + in.ID
+	}
+	a.writeGated(w, r, body, fsm.MemberRegisterType, cmd, action, auth, at, func(res *fsm.ApplyResult) {
 		m := res.Value.(*fsm.Member)
 		writeJSON(w, createdOrOK(m.CreateIndex, res.Index), m)
 	})
@@ -157,9 +168,23 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) deleteMember(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	a.write(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: a.stamp()}, func(res *fsm.ApplyResult) {
+	action := func(s *fsm.State) (string, string) {
+		return trustAction(s, fsm.ActionDeleteMember), "delete member " + id
+	}
+	at := a.stamp()
+	a.writeGated(w, r, nil, fsm.MemberDeleteType, fsm.MemberDelete{ID: id, At: at}, action, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "member", Name: id, Index: res.Index})
 	})
+}
+
+// trustAction is action once the trust is sealed (the federation has its
+// approvers), and "" (direct, the bootstrap window) before: the leader's
+// FSM decides again when it applies the command.
+func trustAction(s *fsm.State, action string) string {
+	if action == "" || !s.TrustSealed() {
+		return ""
+	}
+	return action
 }
 
 // trustBundle serves the currently trusted keys, signed by this server's
@@ -221,8 +246,25 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request) {
 	acc := mux.Vars(r)["accessor"]
+	if acc == BootstrapAccessor {
+		// The servers' FEDERATION_TOKEN: retired on every server, for good.
+		a.write(w, r, nil, fsm.BootstrapRetireType, fsm.BootstrapRetire{By: identityOf(r).Accessor, At: a.stamp()}, func(res *fsm.ApplyResult) {
+			writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "token", Name: acc, Index: res.Index})
+		})
+		return
+	}
 	a.write(w, r, nil, fsm.TokenDeleteType, fsm.TokenDelete{Accessor: acc, At: a.stamp()}, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, wire.DeleteResponse{Deleted: "token", Name: acc, Index: res.Index})
+	})
+}
+
+// trustStatus answers GET /v1/trust/status: whether the bootstrap window
+// is closed and the bootstrap token retired.
+func (a *API) trustStatus(w http.ResponseWriter, r *http.Request) {
+	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+		return wire.TrustStatus{Sealed: s.TrustSealed(), SealedIndex: s.Trust.SealedIndex, ApproversNeeded: s.TrustThreshold(),
+			Approvers: s.EligibleApprovers(), BootstrapRetired: s.Trust.BootstrapRetired, BootstrapRetiredIndex: s.Trust.BootstrapRetiredIndex,
+			RestoreGrants: s.Trust.RestoreGrants}, s.TableIndex(fsm.TablePolicy), nil
 	})
 }
 
@@ -239,7 +281,11 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	a.write(w, r, body, fsm.PolicySetType, fsm.PolicySet{Policy: p, At: a.stamp()}, func(res *fsm.ApplyResult) {
+	action := func(s *fsm.State) (string, string) {
+		return trustAction(s, fsm.ActionSetPolicy), "set the approval policy"
+	}
+	at := a.stamp()
+	a.writeGated(w, r, body, fsm.PolicySetType, fsm.PolicySet{Policy: p, At: at}, action, nil, at, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value)
 	})
 }

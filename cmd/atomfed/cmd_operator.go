@@ -178,7 +178,7 @@ func newSnapshotCmd() *cobra.Command {
 	}
 	restore := &cobra.Command{
 		Use:   "restore FILE",
-		Short: "Restore the state from a snapshot FILE (replaces the whole state on every server)",
+		Short: "Restore the state from a snapshot FILE (replaces the data on every server; trust, nonces and the audit chain stay); once the federation has its approvers, the first run asks for their approval of this snapshot and the run after it restores",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cf.client()
@@ -192,11 +192,18 @@ func newSnapshotCmd() *cobra.Command {
 			defer f.Close()
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			meta, err := c.SnapshotRestore(ctx, f)
+			meta, pending, err := c.SnapshotRestoreGated(ctx, f)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("restored snapshot taken by %s at state index %d (audit head %s)\n", meta.Node, meta.Index, meta.AuditHead)
+			if pending != nil {
+				if err := printApproval(&cf, pending); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "once approved, run the same command again to restore this snapshot\n")
+				return nil
+			}
+			fmt.Printf("restored snapshot %s taken by %s at state index %d (audit head %s)\n", meta.Digest, meta.Node, meta.Index, meta.AuditHead)
 			return nil
 		},
 	}

@@ -126,13 +126,17 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	revoke := &cobra.Command{
-		Use:   "revoke ACCESSOR",
-		Short: "Revoke a token (effective on every server once committed)",
+		Use:   "revoke ACCESSOR|bootstrap",
+		Short: "Revoke a token (effective on every server once committed); 'bootstrap' retires the servers' FEDERATION_TOKEN for good, once another operator token exists",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.do(func(ctx context.Context, c *client.Client) error {
 				if err := c.RevokeToken(ctx, args[0]); err != nil {
 					return err
+				}
+				if args[0] == "bootstrap" {
+					fmt.Println("bootstrap token retired: every server now refuses FEDERATION_TOKEN; use your operator token")
+					return nil
 				}
 				fmt.Printf("token %s revoked\n", args[0])
 				return nil
@@ -179,12 +183,15 @@ func newTrustCmd() *cobra.Command {
 	var id, regKind string
 	register := &cobra.Command{
 		Use:   "register --id ID --kind approver|agent",
-		Short: "Register the key given by --key as a member (signed by it: proof of possession)",
+		Short: "Register the key given by --key as a member (signed by it: proof of possession); once the federation has its approvers, a new approver waits for their approvals",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
-				m, err := c.RegisterMember(ctx, id, regKind)
+				m, pending, err := c.RegisterMemberGated(ctx, id, regKind)
 				if err != nil {
 					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
 				}
 				return cf.print(m, func(w *tabwriter.Writer) {
 					fmt.Fprintf(w, "%s %s registered with key %s\n", m.Kind, m.ID, m.Keys[0].KeyID)
@@ -254,7 +261,41 @@ func newTrustCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(members, register, rotate, revoke, bundle)
+	del := &cobra.Command{
+		Use:   "delete MEMBER",
+		Short: "Delete an agent, approver or server member and its keys (waits for approvals once the federation has its approvers)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				pending, err := c.DeleteMember(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if pending != nil {
+					return printApproval(&cf, pending)
+				}
+				fmt.Printf("member %s deleted\n", args[0])
+				return nil
+			})
+		},
+	}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the bootstrap window is closed (trust sealed) and the bootstrap token retired",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				st, err := c.TrustStatus(ctx)
+				if err != nil {
+					return err
+				}
+				return cf.print(st, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "sealed:\t%v\napprovers:\t%d (the trust rules need %d)\nbootstrap token retired:\t%v\n",
+						st.Sealed, st.Approvers, st.ApproversNeeded, st.BootstrapRetired)
+				})
+			})
+		},
+	}
+	cmd.AddCommand(members, register, rotate, revoke, del, status, bundle)
 	return cmd
 }
 
@@ -301,9 +342,12 @@ func newPolicyCmd() *cobra.Command {
 			}
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			out, err := c.SetPolicy(ctx, &p)
+			out, pending, err := c.SetPolicyGated(ctx, &p)
 			if err != nil {
 				return err
+			}
+			if pending != nil {
+				return printApproval(&cf, pending)
 			}
 			return cf.print(out, nil)
 		},

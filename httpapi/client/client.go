@@ -444,8 +444,20 @@ func (c *Client) SnapshotSave(ctx context.Context, w io.Writer) (*Meta, error) {
 }
 
 // SnapshotRestore uploads an archive and restores it.
+//
+// Once the federation has its approvers, a snapshot is restored only
+// after they approved its digest: the first upload answers with the
+// pending approval (a *PendingError), the same upload after the approval
+// restores it.
 func (c *Client) SnapshotRestore(ctx context.Context, r io.Reader) (*structs.ArchiveMeta, error) {
-	var out structs.ArchiveMeta
-	_, err := c.Do(ctx, http.MethodPut, "/v1/snapshot", nil, r, &out)
-	return &out, err
+	out, a, err := c.SnapshotRestoreGated(ctx, r)
+	return out, pendingErr(a, err)
+}
+
+// SnapshotRestoreGated is SnapshotRestore that returns a pending approval
+// as such.
+func (c *Client) SnapshotRestoreGated(ctx context.Context, r io.Reader) (*structs.ArchiveMeta, *fsm.Approval, error) {
+	var raw json.RawMessage
+	m, err := c.Do(ctx, http.MethodPut, "/v1/snapshot", nil, r, &raw)
+	return gated[structs.ArchiveMeta](c, m, raw, err)
 }

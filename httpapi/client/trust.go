@@ -96,14 +96,70 @@ func merge(payload any, extra map[string]any) any {
 
 // RegisterMember registers the client's key as member id of kind (agent,
 // approver or server), signed by that key (proof of possession).
+//
+// Once the federation has its approvers, registering an approver answers
+// with a pending approval: RegisterMember returns it as a *PendingError.
 func (c *Client) RegisterMember(ctx context.Context, id, kind string) (*fsm.Member, error) {
+	m, a, err := c.RegisterMemberGated(ctx, id, kind)
+	return m, pendingErr(a, err)
+}
+
+// RegisterMemberGated is RegisterMember that returns a pending approval
+// as such.
+func (c *Client) RegisterMemberGated(ctx context.Context, id, kind string) (*fsm.Member, *fsm.Approval, error) {
 	if c.signer == nil {
-		return nil, ErrNoSigner
+		return nil, nil, ErrNoSigner
 	}
-	var out fsm.Member
-	_, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members", nil,
-		wire.MemberRequest{ID: id, Kind: kind, PublicKey: string(c.signer.PublicPEM)}, nil, &out)
+	var raw json.RawMessage
+	m, err := c.signedDo(ctx, http.MethodPost, "/v1/trust/members", nil,
+		wire.MemberRequest{ID: id, Kind: kind, PublicKey: string(c.signer.PublicPEM)}, nil, &raw)
+	return gated[fsm.Member](c, m, raw, err)
+}
+
+// DeleteMember deletes a trust member; once the federation has its
+// approvers, the answer is a pending approval (nil member deleted yet).
+func (c *Client) DeleteMember(ctx context.Context, id string) (*fsm.Approval, error) {
+	var raw json.RawMessage
+	m, err := c.Do(ctx, http.MethodDelete, "/v1/trust/members/"+url.PathEscape(id), nil, nil, &raw)
+	_, a, err := gated[wire.DeleteResponse](c, m, raw, err)
+	return a, err
+}
+
+// TrustStatus returns whether the bootstrap window is closed and the
+// bootstrap token retired.
+func (c *Client) TrustStatus(ctx context.Context) (*wire.TrustStatus, error) {
+	var out wire.TrustStatus
+	_, err := c.Do(ctx, http.MethodGet, "/v1/trust/status", nil, nil, &out)
 	return &out, err
+}
+
+// PendingError is the answer of a call whose request now waits for
+// approvals (202 Accepted): nothing changed yet.
+type PendingError struct{ Approval *fsm.Approval }
+
+func (e *PendingError) Error() string {
+	return fmt.Sprintf("pending approval %s (%s): it needs %d approvals (atomfed approve %s)", e.Approval.ID, e.Approval.Action, e.Approval.Required, e.Approval.ID)
+}
+
+func pendingErr(a *fsm.Approval, err error) error {
+	if err == nil && a != nil {
+		return &PendingError{Approval: a}
+	}
+	return err
+}
+
+// gated decodes an answer that is either T or, with 202, a pending
+// approval.
+func gated[T any](c *Client, m *Meta, raw json.RawMessage, err error) (*T, *fsm.Approval, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Status == http.StatusAccepted {
+		var a fsm.Approval
+		return nil, &a, c.decode(bytes.NewReader(raw), &a)
+	}
+	var out T
+	return &out, nil, c.decode(bytes.NewReader(raw), &out)
 }
 
 // TrustMembers lists the trust members, optionally of one kind.
@@ -209,10 +265,19 @@ func (c *Client) Policy(ctx context.Context) (*fsm.Policy, error) {
 }
 
 // SetPolicy replaces the approval and trust policy.
+//
+// Once the federation has its approvers, the answer is a pending
+// approval, returned as a *PendingError.
 func (c *Client) SetPolicy(ctx context.Context, p *fsm.Policy) (*fsm.Policy, error) {
-	var out fsm.Policy
-	_, err := c.Do(ctx, http.MethodPut, "/v1/policy/approvals", nil, p, &out)
-	return &out, err
+	out, a, err := c.SetPolicyGated(ctx, p)
+	return out, pendingErr(a, err)
+}
+
+// SetPolicyGated is SetPolicy that returns a pending approval as such.
+func (c *Client) SetPolicyGated(ctx context.Context, p *fsm.Policy) (*fsm.Policy, *fsm.Approval, error) {
+	var raw json.RawMessage
+	m, err := c.Do(ctx, http.MethodPut, "/v1/policy/approvals", nil, p, &raw)
+	return gated[fsm.Policy](c, m, raw, err)
 }
 
 // CreateToken makes a token with role; the answer's Secret is shown only

@@ -105,3 +105,21 @@ type TokenList struct {
 type ApprovalList struct {
 	Approvals []*fsm.Approval `json:"approvals"`
 }
+
+// TrustStatus answers GET /v1/trust/status.
+type TrustStatus struct {
+	// Sealed: the federation has its first approvers, and approver
+	// registration, policy changes, member deletions and snapshot restores
+	// need their approvals.
+	Sealed      bool   `json:"sealed"`
+	SealedIndex uint64 `json:"sealed_index,omitempty"`
+	// Approvers holding a key that is not revoked, and how many the trust
+	// rules need (the bootstrap window closes when Approvers reaches it).
+	Approvers       int `json:"approvers"`
+	ApproversNeeded int `json:"approvers_needed"`
+	// BootstrapRetired: every server refuses the bootstrap token.
+	BootstrapRetired      bool   `json:"bootstrap_retired"`
+	BootstrapRetiredIndex uint64 `json:"bootstrap_retired_index,omitempty"`
+	// RestoreGrants are approved snapshot restores not yet carried out.
+	RestoreGrants []fsm.RestoreGrant `json:"restore_grants,omitempty"`
+}

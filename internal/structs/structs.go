@@ -39,6 +39,10 @@ var (
 	ErrUpgradeInProgress = errors.New("a server of this cluster is older and does not know this command yet: finish the rolling upgrade first")
 	// ErrBadSnapshot marks a snapshot archive that cannot be restored.
 	ErrBadSnapshot = errors.New("bad snapshot archive")
+	// ErrRestoreNeedsApproval marks a restore of a snapshot that the
+	// approvers have not approved (by its digest) while the trust is
+	// sealed: nothing changed.
+	ErrRestoreNeedsApproval = errors.New("snapshot restore needs approval")
 )
 
 // MaxSnapshotSize bounds a snapshot archive and each of its members.
@@ -80,6 +84,9 @@ type ArchiveMeta struct {
 	RaftIndex uint64 `json:"raft_index"`
 	RaftTerm  uint64 `json:"raft_term"`
 	Size      int64  `json:"size"`
+	// Digest is the hex SHA-256 of the archive's state (state.bin): what
+	// a restore's approval is bound to.
+	Digest string `json:"digest,omitempty"`
 }
 
 // LeaderInfo answers GET /v1/status/leader.
