@@ -174,6 +174,15 @@ func (s *subscriber) converge(ctx context.Context, conn, src *pgx.Conn) []fsm.Re
 		return []fsm.ReplicationIssue{{Code: fsm.IssueWaitingForPublisher, At: time.Now().UnixNano(),
 			Message: "the spec does not validate against region " + s.spec.Source + ", so nothing is changed here: " + bad[0].Message}}
 	}
+	// Everything read from the source is untrusted: the column types the
+	// mirror's DDL will name are this database's own (see resolveTypes).
+	for i := range plan {
+		cols, is := resolveTypes(ctx, conn, s.spec.Source, plan[i].ref.display(), plan[i].columns)
+		if is != nil {
+			return []fsm.ReplicationIssue{*is}
+		}
+		plan[i].columns = cols
+	}
 	s.plan = plan
 	if s.spec.Kind == fsm.KindTenant {
 		if home, err := s.isHomeHere(ctx, conn); err != nil || home {
