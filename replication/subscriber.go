@@ -100,7 +100,7 @@ func (s *subscriber) source(ctx context.Context) (*pgx.Conn, *fsm.ReplicationIss
 	if s.src != nil && !s.src.IsClosed() {
 		return s.src, nil
 	}
-	c, err := connectSource(ctx, s.spec.SourceDB, s.cfg.ReplicationUser, s.cfg.ReplicationPassfile)
+	c, err := connectSource(ctx, s.spec.SourceDB, &s.cfg)
 	if err != nil {
 		is := unreachable("publisher", err)
 		is.Message = fmt.Sprintf("cannot reach region %s's PostgreSQL at %s:%d as %s: %s", s.spec.Source,
@@ -575,7 +575,7 @@ func readSubscription(ctx context.Context, conn *pgx.Conn, name string) (*subscr
 }
 
 func (s *subscriber) connInfo() string {
-	return sourceConnString(s.spec.SourceDB, s.cfg.ReplicationUser, s.cfg.ReplicationPassfile)
+	return sourceConnString(s.spec.SourceDB, &s.cfg)
 }
 
 // sameSource reports whether two of our connection strings reach the same
