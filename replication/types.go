@@ -38,7 +38,7 @@ func resolveTypes(ctx context.Context, q querier, source, table string, cols []c
 		refuse := func(why string) ([]column, *fsm.ReplicationIssue) {
 			return nil, &fsm.ReplicationIssue{Code: fsm.IssueUnsafeType, Table: table, At: time.Now().UnixNano(), Message: fmt.Sprintf(
 				"region %s reports column %s of %s with type %q, which %s; nothing is changed here "+
-					"(create the type in this region first, or fix the column in %s)", source, c.Name, table, c.Type, why, source)}
+					"(create the type in this region first, or fix the column in %s)", source, clip(c.Name), table, clip(c.Type), why, source)}
 		}
 		var kind, typ string
 		var same *bool
@@ -60,4 +60,13 @@ func resolveTypes(ctx context.Context, q querier, source, table string, cols []c
 		out[i].Type = typ
 	}
 	return out, nil
+}
+
+// clip bounds a text a source reports before it goes into a status
+// message.
+func clip(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
 }
