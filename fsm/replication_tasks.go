@@ -139,6 +139,9 @@ const (
 	IssueSchemaDrift          = "schema_drift"
 	IssueSlotRetained         = "slot_inactive"
 	IssueSQL                  = "sql_error"
+	// IssueUnsafeType: a source reports a column type the mirror does not
+	// have or may not create; the mirror changes nothing.
+	IssueUnsafeType = "unsafe_type"
 )
 
 // ReplicationIssue is one problem an executor reports.

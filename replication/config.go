@@ -16,6 +16,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // Defaults.
@@ -48,6 +49,16 @@ type Config struct {
 	// and by the agent. Without one, the role logs in without a password,
 	// which works only where the publishers trust it (pg_hba.conf).
 	ReplicationPassfile string
+	// ReplicationCA is the CA certificate file (PEM) that signs the other
+	// regions' PostgreSQL server certificates. Every connection to
+	// another region's database (a subscription's, and the agent's own)
+	// uses TLS with sslmode=verify-full against it, so that only the
+	// source region's server, under the name the federation records for
+	// it, gets the replication role's login. Like the passfile, it must be
+	// readable by this region's PostgreSQL server and by the agent.
+	// Without one, libpq and the agent verify against their default roots
+	// (for libpq, ~/.postgresql/root.crt of the server's OS user).
+	ReplicationCA string
 	// Interval is how often executors converge and probe (lag, drift).
 	Interval   time.Duration
 	Logger     hclog.Logger
@@ -67,6 +78,14 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.ReplicationPassfile, "'\\") {
 		return fmt.Errorf("--replication-passfile must not contain quotes or backslashes")
+	}
+	if strings.ContainsAny(c.ReplicationCA, "'\\") {
+		return fmt.Errorf("--replication-ca must not contain quotes or backslashes")
+	}
+	if c.ReplicationCA != "" {
+		if _, err := tlsutil.Pool(c.ReplicationCA); err != nil {
+			return fmt.Errorf("--replication-ca: %w", err)
+		}
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
@@ -123,6 +142,10 @@ func Executors(cfg Config) ([]Executor, error) {
 	if cfg.ReplicationPassfile == "" {
 		cfg.Logger.Warn("no replication passfile (--replication-passfile, ATOMFED_REPLICATION_PASSFILE): subscriptions log in to other regions as "+
 			cfg.ReplicationUser+" without a password, which works only where their PostgreSQL trusts that role", "user", cfg.ReplicationUser)
+	}
+	if cfg.ReplicationCA == "" {
+		cfg.Logger.Warn("no replication CA (--replication-ca, ATOMFED_REPLICATION_CA): connections to other regions' PostgreSQL verify their " +
+			"certificates (sslmode=verify-full) against the default roots, for subscriptions those of this region's PostgreSQL server's OS user (~/.postgresql/root.crt)")
 	}
 	m := newMetrics(cfg.Registerer)
 	return []Executor{

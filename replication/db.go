@@ -48,17 +48,25 @@ func connectLocal(ctx context.Context, dsn string) (*pgx.Conn, error) {
 
 // sourceConnString is the connection string to a source region's database
 // as the replication role, with the password in a passfile: it is both the
-// subscription's CONNECTION and the agent's own way to the publisher.
-func sourceConnString(ep *fsm.DatabaseEndpoint, user, passfile string) string {
-	s := fmt.Sprintf("host=%s port=%d dbname=%s user=%s", ep.Host, ep.Port, ep.Database, user)
-	if passfile != "" {
-		s += " passfile=" + quoteConnValue(passfile)
+// subscription's CONNECTION and the agent's own way to the publisher. It
+// always asks for TLS with the server's certificate verified against the
+// replication CA and its name against the endpoint's host (verify-full):
+// the source is another region, reached over networks atomfed does not
+// own, and the role's password must reach only the source's server.
+func sourceConnString(ep *fsm.DatabaseEndpoint, cfg *Config) string {
+	s := fmt.Sprintf("host=%s port=%d dbname=%s user=%s", ep.Host, ep.Port, ep.Database, cfg.ReplicationUser)
+	if cfg.ReplicationPassfile != "" {
+		s += " passfile=" + quoteConnValue(cfg.ReplicationPassfile)
+	}
+	s += " sslmode=verify-full"
+	if cfg.ReplicationCA != "" {
+		s += " sslrootcert=" + quoteConnValue(cfg.ReplicationCA)
 	}
 	return s + " connect_timeout=10"
 }
 
-func connectSource(ctx context.Context, ep *fsm.DatabaseEndpoint, user, passfile string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(sourceConnString(ep, user, passfile))
+func connectSource(ctx context.Context, ep *fsm.DatabaseEndpoint, c *Config) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(sourceConnString(ep, c))
 	if err != nil {
 		return nil, err
 	}

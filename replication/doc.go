@@ -11,7 +11,10 @@
 //     identity, no PII column in that key), sets the replica identity, and
 //     keeps one publication per tenant with the row filter
 //     tenant_id = '<id>' and a column list without the PII columns. It
-//     drops slots of the tenant that no mirror holds any more.
+//     limits the replication role to what is published (grants.go): SELECT
+//     on the published columns only, and a row-level security policy per
+//     tenant publication. It drops slots of the tenant that no mirror
+//     holds any more.
 //   - tenant-subscriber, on each mirror: creates missing tables without PII
 //     columns, enables row-level security with the tenant policy (P5), keeps
 //     the subscription, drops newly marked PII columns once the publication
@@ -36,5 +39,11 @@
 // of a password ("passfile=/etc/atomfed/replication.pgpass"), so the
 // mirror's PostgreSQL server reads the password from the file, which must
 // be readable by the server's OS user; the agent reads the same file to
-// inspect the publisher (its schema, slot and lag).
+// inspect the publisher (its schema, slot and lag). Both connections use
+// TLS with sslmode=verify-full against the replication CA.
+//
+// A source region's database is another trust domain: what a mirror reads
+// there (column names, types, keys) is data, never SQL. Names are quoted
+// identifiers and types are resolved in the mirror's own catalog
+// (types.go).
 package replication

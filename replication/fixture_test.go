@@ -72,7 +72,7 @@ func newFedWith(t *testing.T, o fedOptions, regions ...string) *fed {
 		f.agents[r] = f.c.AddAgentWith(r+"-a1", r, testcluster.AgentOptions{
 			Database: &fsm.DatabaseEndpoint{Host: host, Port: port, Database: db},
 			Executors: func(reg prometheus.Registerer) ([]agent.Executor, error) {
-				ex, err := replication.Executors(replication.Config{DSN: dsn, ReplicationPassfile: pg.Passfile,
+				ex, err := replication.Executors(replication.Config{DSN: dsn, ReplicationPassfile: pg.Passfile, ReplicationCA: pg.RootCert,
 					Interval: interval, Registerer: reg, Logger: testLogger(r)})
 				out := make([]agent.Executor, len(ex))
 				for i, e := range ex {

@@ -63,6 +63,10 @@ type publisher struct {
 	cfg  Config
 	db   *localConn
 	log  hclog.Logger
+	// warn collects, during a step, what keeps the replication role from
+	// being limited to what is published without stopping replication
+	// (see grants.go); the step reports it.
+	warn []fsm.ReplicationIssue
 	// filters remembers the row filters this run set, as PostgreSQL
 	// deparsed them, to recognise its own publication later.
 	filters map[string]string
@@ -79,6 +83,7 @@ type plannedTable struct {
 
 func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 	res := &fsm.PublisherResult{Publication: p.spec.Publication, At: time.Now().UnixNano()}
+	p.warn = nil
 	conn, err := p.db.get(ctx)
 	if err != nil {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{unreachable("region", err)}
@@ -110,6 +115,8 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 		return res, false
 	}
 	res.Slots, res.Issues = p.slots(ctx, conn, false)
+	p.roleBypassesRLS(ctx, conn)
+	res.Issues = dedupe(append(res.Issues, p.warn...))
 	res.State = fsm.ReplReady
 	return res, false
 }
@@ -223,8 +230,9 @@ func (p *publisher) validate(ctx context.Context, conn *pgx.Conn) ([]plannedTabl
 	return plan, issues, nil
 }
 
-// apply sets replica identities and grants, and makes the publication
-// match the plan.
+// apply sets replica identities, makes the publication match the plan,
+// and then limits the replication role to what the publications publish
+// (see grants.go).
 func (p *publisher) apply(ctx context.Context, conn *pgx.Conn, plan []plannedTable) *fsm.ReplicationIssue {
 	fail := func(table, what string, err error) *fsm.ReplicationIssue {
 		if !isPgError(err) {
@@ -240,12 +248,32 @@ func (p *publisher) apply(ctx context.Context, conn *pgx.Conn, plan []plannedTab
 			}
 			p.log.Info("replica identity set", "table", pt.ref.String(), "index", pt.key)
 		}
-		if is := p.grant(ctx, conn, pt); is != nil {
+		// Before the publication changes too, so that a subscription's
+		// first copy finds the grants in place.
+		if is := p.grant(ctx, conn, pt, p.piiOf(pt.ref)); is != nil {
 			return is
 		}
 	}
 	if err := p.publication(ctx, conn, plan); err != nil {
 		return fail("", "publication "+p.spec.Publication, err)
+	}
+	for _, pt := range plan {
+		if is := p.grant(ctx, conn, pt, p.piiOf(pt.ref)); is != nil {
+			return is
+		}
+	}
+	if err := p.dropRowPolicies(ctx, conn, plan); err != nil {
+		return fail("", "drop the replication role's policies of tables no longer published", err)
+	}
+	return nil
+}
+
+// piiOf returns the spec's PII columns of a table.
+func (p *publisher) piiOf(ref tableRef) []string {
+	for _, tt := range p.spec.Tables {
+		if parseTable(tt.Name) == ref {
+			return tt.PIIColumns
+		}
 	}
 	return nil
 }
@@ -262,38 +290,6 @@ func replicaIdentityStmt(pt plannedTable) string {
 		return ""
 	}
 	return "ALTER TABLE " + pt.ref.Quoted() + " REPLICA IDENTITY USING INDEX " + ident(pt.key)
-}
-
-// grant lets the replication role read the table: the initial copy of a
-// subscription runs as that role.
-func (p *publisher) grant(ctx context.Context, conn *pgx.Conn, pt plannedTable) *fsm.ReplicationIssue {
-	user := p.cfg.ReplicationUser
-	var schemaOK, tableOK bool
-	err := conn.QueryRow(ctx, `SELECT has_schema_privilege($1, $2, 'USAGE'), has_table_privilege($1, $3::oid, 'SELECT')`,
-		user, pt.ref.Schema, pt.info.OID).Scan(&schemaOK, &tableOK)
-	if sqlState(err) == "42704" {
-		return &fsm.ReplicationIssue{Code: fsm.IssuePermissionDenied, Table: pt.ref.display(), At: time.Now().UnixNano(), Message: fmt.Sprintf(
-			"the replication role %s does not exist in region %s's database; create it (CREATE ROLE %s LOGIN REPLICATION PASSWORD '...') with the password in the agents' replication passfile",
-			user, p.spec.Region, user)}
-	}
-	if err != nil {
-		is := issueFromErr(pt.ref.display(), "check privileges", err)
-		return &is
-	}
-	var stmts []string
-	if !schemaOK {
-		stmts = append(stmts, "GRANT USAGE ON SCHEMA "+ident(pt.ref.Schema)+" TO "+ident(user))
-	}
-	if !tableOK {
-		stmts = append(stmts, "GRANT SELECT ON "+pt.ref.Quoted()+" TO "+ident(user))
-	}
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			is := issueFromErr(pt.ref.display(), "grant the replication role access", err)
-			return &is
-		}
-	}
-	return nil
 }
 
 func (p *publisher) publishOption() string {
@@ -481,6 +477,14 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, name string, pid int) error {
 func (p *publisher) teardown(ctx context.Context, conn *pgx.Conn, res *fsm.PublisherResult) (*fsm.PublisherResult, bool) {
 	if _, err := conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+ident(p.spec.Publication)); err != nil {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "drop publication", err)}
+		return res, false
+	}
+	if err := p.dropRowPolicies(ctx, conn, nil); err != nil {
+		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "drop the replication role's row policies", err)}
+		return res, false
+	}
+	if err := p.revokeUnpublished(ctx, conn); err != nil {
+		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "revoke the replication role's column grants", err)}
 		return res, false
 	}
 	res.Slots, res.Issues = p.slots(ctx, conn, true)

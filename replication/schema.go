@@ -21,8 +21,12 @@ type querier interface {
 }
 
 type column struct {
-	Name    string
+	Name string
+	// Type is the column's type as format_type prints it. Read from a
+	// remote database it is only a name to look up, never SQL: see
+	// resolveTypes.
 	Type    string
+	TypMod  int32
 	NotNull bool
 }
 
@@ -70,14 +74,14 @@ func inspectTable(ctx context.Context, q querier, ref tableRef) (*tableInfo, err
 		return nil, err
 	}
 	ti.Exists = true
-	rows, err := q.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+	rows, err := q.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), atttypmod, attnotnull FROM pg_attribute
 		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, ti.OID)
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
 		var c column
-		if err := rows.Scan(&c.Name, &c.Type, &c.NotNull); err != nil {
+		if err := rows.Scan(&c.Name, &c.Type, &c.TypMod, &c.NotNull); err != nil {
 			return nil, err
 		}
 		ti.Columns = append(ti.Columns, c)

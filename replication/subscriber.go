@@ -100,7 +100,7 @@ func (s *subscriber) source(ctx context.Context) (*pgx.Conn, *fsm.ReplicationIss
 	if s.src != nil && !s.src.IsClosed() {
 		return s.src, nil
 	}
-	c, err := connectSource(ctx, s.spec.SourceDB, s.cfg.ReplicationUser, s.cfg.ReplicationPassfile)
+	c, err := connectSource(ctx, s.spec.SourceDB, &s.cfg)
 	if err != nil {
 		is := unreachable("publisher", err)
 		is.Message = fmt.Sprintf("cannot reach region %s's PostgreSQL at %s:%d as %s: %s", s.spec.Source,
@@ -173,6 +173,15 @@ func (s *subscriber) converge(ctx context.Context, conn, src *pgx.Conn) []fsm.Re
 	if len(bad) > 0 {
 		return []fsm.ReplicationIssue{{Code: fsm.IssueWaitingForPublisher, At: time.Now().UnixNano(),
 			Message: "the spec does not validate against region " + s.spec.Source + ", so nothing is changed here: " + bad[0].Message}}
+	}
+	// Everything read from the source is untrusted: the column types the
+	// mirror's DDL will name are this database's own (see resolveTypes).
+	for i := range plan {
+		cols, is := resolveTypes(ctx, conn, s.spec.Source, plan[i].ref.display(), plan[i].columns)
+		if is != nil {
+			return []fsm.ReplicationIssue{*is}
+		}
+		plan[i].columns = cols
 	}
 	s.plan = plan
 	if s.spec.Kind == fsm.KindTenant {
@@ -459,23 +468,28 @@ var tenantPolicyQual = regexp.MustCompile(`^\(\(?tenant_id\)?(::[a-z ]+)? = curr
 
 // readRLS reads a mirror table's row-level security: the relation flags
 // and every policy on it; hasPolicy says whether a policy of the tenant
-// policy's name exists, whatever it says.
-func readRLS(ctx context.Context, conn *pgx.Conn, local *tableInfo) (st *fsm.RLSState, hasPolicy bool, err error) {
+// policy's name exists, whatever it says. The policies a publisher here
+// gives the replication role (user) to read a published tenant's rows, if
+// the table is also a home table, widen nothing for a session and are
+// left out.
+func readRLS(ctx context.Context, conn *pgx.Conn, local *tableInfo, user string) (st *fsm.RLSState, hasPolicy bool, err error) {
 	st = &fsm.RLSState{Enabled: local.RLS, Forced: local.ForceRLS}
 	rows, err := conn.Query(ctx, `SELECT polname::text, polpermissive, polcmd::text, polroles = '{0}'::oid[],
-			coalesce(pg_get_expr(polqual, polrelid), '')
-		FROM pg_policy WHERE polrelid = $1 ORDER BY polname`, local.OID)
+			coalesce(pg_get_expr(polqual, polrelid), ''),
+			polcmd = 'r' AND polroles = ARRAY[(SELECT oid FROM pg_roles WHERE rolname = $2)]
+		FROM pg_policy WHERE polrelid = $1 ORDER BY polname`, local.OID, user)
 	if err != nil {
 		return nil, false, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name, cmd, qual string
-		var permissive, public bool
-		if err := rows.Scan(&name, &permissive, &cmd, &public, &qual); err != nil {
+		var permissive, public, replicatorOnly bool
+		if err := rows.Scan(&name, &permissive, &cmd, &public, &qual, &replicatorOnly); err != nil {
 			return nil, false, err
 		}
 		switch {
+		case replicatorOnly && name != fsm.TenantPolicyName:
 		case name == fsm.TenantPolicyName:
 			hasPolicy, st.Policy = true, qual
 			st.PolicyOK = permissive && cmd == "*" && public && tenantPolicyQual.MatchString(qual)
@@ -494,7 +508,7 @@ func (s *subscriber) rls(ctx context.Context, conn *pgx.Conn, pt plannedTable, l
 	if skipRLS() {
 		return nil
 	}
-	cur, hasPolicy, err := readRLS(ctx, conn, local)
+	cur, hasPolicy, err := readRLS(ctx, conn, local, s.cfg.ReplicationUser)
 	if err != nil {
 		is := issueFromErr(pt.ref.display(), "read row-level security", err)
 		return &is
@@ -511,6 +525,12 @@ func (s *subscriber) rls(ctx context.Context, conn *pgx.Conn, pt plannedTable, l
 			stmts = append(stmts, "DROP POLICY IF EXISTS "+fsm.TenantPolicyName+" ON "+pt.ref.Quoted())
 		}
 		stmts = append(stmts, "CREATE POLICY "+fsm.TenantPolicyName+" ON "+pt.ref.Quoted()+" USING ("+tenantPolicyUsing+")")
+	}
+	if slices.Contains(cur.OtherPolicies, othersPolicy) {
+		// A publisher here enabled row-level security on this home
+		// table and let every other role see all of it; as a mirror
+		// table too, sessions see their tenant's rows only.
+		stmts = append(stmts, "DROP POLICY IF EXISTS "+othersPolicy+" ON "+pt.ref.Quoted())
 	}
 	if len(stmts) == 0 {
 		return nil
@@ -566,7 +586,7 @@ func readSubscription(ctx context.Context, conn *pgx.Conn, name string) (*subscr
 }
 
 func (s *subscriber) connInfo() string {
-	return sourceConnString(s.spec.SourceDB, s.cfg.ReplicationUser, s.cfg.ReplicationPassfile)
+	return sourceConnString(s.spec.SourceDB, &s.cfg)
 }
 
 // sameSource reports whether two of our connection strings reach the same

@@ -190,7 +190,7 @@ func relState(s string) string {
 // report (policy P5). A table found in order is remembered, so that rls
 // can tell a lost setting (restored and reported) from a first set-up.
 func (s *subscriber) observeRLS(ctx context.Context, conn *pgx.Conn, ref tableRef, local *tableInfo) *fsm.RLSState {
-	st, _, err := readRLS(ctx, conn, local)
+	st, _, err := readRLS(ctx, conn, local, s.cfg.ReplicationUser)
 	if err != nil {
 		return nil
 	}

@@ -124,3 +124,22 @@ func TestConfigKeepsSecretsOutOfErrors(t *testing.T) {
 		t.Fatal("a unix socket cannot be shared with other regions")
 	}
 }
+
+func TestConfigChecksTheReplicationCA(t *testing.T) {
+	dsn := "host=db.example dbname=app user=u"
+	for _, ca := range []string{"/nonexistent/ca.pem", "/etc/hostname"} {
+		c := Config{DSN: dsn, ReplicationCA: ca}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--replication-ca") {
+			t.Fatalf("CA %s: %v, want an error naming --replication-ca", ca, err)
+		}
+	}
+	c := Config{DSN: dsn, ReplicationCA: "/etc/ca'.pem"}
+	if err := c.Validate(); err == nil {
+		t.Fatal("a CA path that would break a connection string was accepted")
+	}
+	s := sourceConnString(&fsm.DatabaseEndpoint{Host: "db.eu.example", Port: 5432, Database: "app"},
+		&Config{ReplicationUser: "r", ReplicationPassfile: "/p", ReplicationCA: "/etc/atomfed/pg ca.pem"})
+	if want := "host=db.eu.example port=5432 dbname=app user=r passfile=/p sslmode=verify-full sslrootcert='/etc/atomfed/pg ca.pem' connect_timeout=10"; s != want {
+		t.Fatalf("connection string %q, want %q", s, want)
+	}
+}

@@ -36,6 +36,7 @@ type agentOptions struct {
 	// name and passfile.
 	PostgresDSN, PostgresAdvertise   string
 	ReplicationUser, ReplicationPass string
+	ReplicationCA                    string
 	ReplicationInterval              time.Duration
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
@@ -148,7 +149,7 @@ func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport ht
 		return execs, nil, nil
 	}
 	cfg := replication.Config{DSN: o.PostgresDSN, Advertise: o.PostgresAdvertise, ReplicationUser: o.ReplicationUser,
-		ReplicationPassfile: o.ReplicationPass, Interval: o.ReplicationInterval, Logger: o.Logger, Registerer: reg}
+		ReplicationPassfile: o.ReplicationPass, ReplicationCA: o.ReplicationCA, Interval: o.ReplicationInterval, Logger: o.Logger, Registerer: reg}
 	repl, err := replication.Executors(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -208,6 +209,9 @@ SIMULATION_MODE=false it refuses to start instead.`,
 			if o.ReplicationPass == "" {
 				o.ReplicationPass = os.Getenv("ATOMFED_REPLICATION_PASSFILE")
 			}
+			if o.ReplicationCA == "" {
+				o.ReplicationCA = os.Getenv("ATOMFED_REPLICATION_CA")
+			}
 			o.Security.KeyPath = os.Getenv("COSIGN_KEY_PATH")
 			o.Logger = newLogger(o.Node, logLevel, logJSON)
 			return runAgent(o)
@@ -227,6 +231,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringVar(&o.PostgresAdvertise, "postgres-advertise", "", "host:port other regions' PostgreSQL servers use to reach this one (default: from the DSN)")
 	f.StringVar(&o.ReplicationUser, "replication-user", replication.DefaultReplicationUser, "role subscriptions log in as on publishers (the same in every region)")
 	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
+	f.StringVar(&o.ReplicationCA, "replication-ca", "", "CA certificate (PEM) that signs the other regions' PostgreSQL server certificates; connections to them use sslmode=verify-full against it; readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_CA)")
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
 	f.StringVar(&o.Security.Token, "token", "", "token with the agent role (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)

@@ -168,7 +168,7 @@ func runDev(o devOptions) error {
 			Simulation: agentSims[r.name], ReplicationInterval: 2 * time.Second,
 		}
 		if pg := pgs[r.name]; pg != nil {
-			ao.PostgresDSN, ao.ReplicationPass = pg.DSN(pglocal.Database), pg.Passfile
+			ao.PostgresDSN, ao.ReplicationPass, ao.ReplicationCA = pg.DSN(pglocal.Database), pg.Passfile, pg.RootCert
 		}
 		a, err := startAgent(ao)
 		if err != nil {
@@ -343,10 +343,17 @@ func startDevPostgres(o devOptions) (map[string]*pglocal.Cluster, string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A sibling of the federation CA signs the regions' PostgreSQL server
+	// certificates: subscriptions and agents reach other regions over TLS
+	// with sslmode=verify-full against it (each cluster's RootCert).
+	ca, err := tlsutil.NewCA("atomfed dev PostgreSQL CA")
+	if err != nil {
+		return nil, "  SIMULATION: replication is simulated: " + err.Error() + "."
+	}
 	pw := ""
 	out := map[string]*pglocal.Cluster{}
 	for _, r := range devRegions {
-		pg, err := pglocal.Start(ctx, pglocal.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw})
+		pg, err := pglocal.Start(ctx, pglocal.Options{Name: r.name, Parent: o.dataDir, ReplicationPassword: pw, CA: ca})
 		if err != nil {
 			removeDevPostgres(out, false)
 			return nil, "  SIMULATION: replication is simulated: PostgreSQL did not start (" + err.Error() + ")."

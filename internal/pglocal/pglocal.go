@@ -6,7 +6,10 @@
 // logical with room for dozens of slots and senders, a password-protected
 // superuser, and a replication role whose password sits in a passfile that
 // the server itself can read (how subscriptions authenticate without a
-// password in their connection string). When the process runs as root,
+// password in their connection string). The server speaks TLS with a
+// certificate for localhost, 127.0.0.1 and ::1, and lets the replication
+// role in over TLS only (hostssl), so that connections between clusters
+// can verify each other with sslmode=verify-full and RootCert. When the process runs as root,
 // initdb and the server run as the postgres user, since initdb refuses root.
 //
 // Clusters are started as child processes of the caller (not daemonised by
@@ -35,6 +38,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // Defaults of every cluster.
@@ -97,6 +102,17 @@ type Options struct {
 	ReplicationPassword string
 	// Settings are extra postgresql.conf settings (raw values).
 	Settings map[string]string
+	// CA signs the server's certificate (default: one throwaway CA per
+	// process, shared by the clusters it starts, so that they verify one
+	// another like the regions of one federation).
+	CA *tlsutil.CA
+	// TLSNames, when set, are the only names (DNS) in the server's
+	// certificate, instead of localhost, 127.0.0.1 and ::1: a server
+	// presenting a certificate for another name.
+	TLSNames []string
+	// NoTLS starts the server without TLS (ssl = off), and lets the
+	// replication role in without it.
+	NoTLS bool
 	// Output receives the server's stderr before its log collector takes
 	// over (default: discarded; the server log is in Dir/data/log).
 	Output io.Writer
@@ -119,6 +135,10 @@ type Cluster struct {
 	// SuperuserPassfile is a pgpass file with the superuser's password,
 	// for psql (PGPASSFILE=...).
 	SuperuserPassfile string
+	// RootCert is a copy of the CA certificate that signs the server
+	// certificates of the cluster's federation, readable by everyone: the
+	// sslrootcert of connections to the other clusters ("" with NoTLS).
+	RootCert string
 
 	opts Options
 	cred *syscall.Credential
@@ -169,6 +189,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		if c.Port, err = freePort(); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.writeTLS(); err != nil {
+		return nil, err
+	}
+	if err := c.writeHBA(); err != nil {
+		return nil, err
 	}
 	if err := c.writeConfig(); err != nil {
 		return nil, err
@@ -307,6 +333,11 @@ func (c *Cluster) writeConfig() error {
 		"log_directory":     "'log'",
 		"log_min_messages":  "warning",
 	}
+	if !c.opts.NoTLS {
+		settings["ssl"] = "on"
+		settings["ssl_cert_file"] = "'server.crt'"
+		settings["ssl_key_file"] = "'server.key'"
+	}
 	for k, v := range c.opts.Settings {
 		settings[k] = v
 	}
@@ -393,7 +424,9 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 	}
 	defer conn.Close(context.Background())
 	stmts := []string{
-		"CREATE ROLE " + ReplicationUser + " WITH LOGIN REPLICATION BYPASSRLS PASSWORD " + quoteLiteral(c.ReplicationPassword),
+		// No BYPASSRLS: the role reads only the rows the publishers'
+		// row-level security policies give it (replication/publisher.go).
+		"CREATE ROLE " + ReplicationUser + " WITH LOGIN REPLICATION NOBYPASSRLS PASSWORD " + quoteLiteral(c.ReplicationPassword),
 		"CREATE DATABASE " + Database,
 	}
 	for _, s := range stmts {

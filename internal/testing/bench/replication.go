@@ -150,7 +150,7 @@ func (r *repl) start(ctx context.Context, dir string) error {
 		}
 		// The DSN holds a password: it goes in the environment, never on
 		// the command line.
-		ap.Env = append(ap.Env, "POSTGRES_DSN="+a.pg.DSN(pglocal.Database), "ATOMFED_REPLICATION_PASSFILE="+a.pg.Passfile)
+		ap.Env = append(ap.Env, "POSTGRES_DSN="+a.pg.DSN(pglocal.Database), "ATOMFED_REPLICATION_PASSFILE="+a.pg.Passfile, "ATOMFED_REPLICATION_CA="+a.pg.RootCert)
 		if err := ap.Start(); err != nil {
 			return err
 		}
@@ -233,8 +233,8 @@ func (r *repl) manualSetup(ctx context.Context) (time.Duration, error) {
 	}
 	mirror := []string{
 		`CREATE TABLE bench_manual (tenant_id text NOT NULL, id bigint NOT NULL, payload text NOT NULL, created timestamptz NOT NULL, PRIMARY KEY (tenant_id, id))`,
-		fmt.Sprintf(`CREATE SUBSCRIPTION manual_sub CONNECTION 'host=%s port=%d dbname=%s user=%s passfile=%s' PUBLICATION manual_pub WITH (synchronous_commit = 'off')`,
-			r.home.Host, r.home.Port, pglocal.Database, pglocal.ReplicationUser, r.mirror.Passfile),
+		fmt.Sprintf(`CREATE SUBSCRIPTION manual_sub CONNECTION 'host=%s port=%d dbname=%s user=%s passfile=%s sslmode=verify-full sslrootcert=%s' PUBLICATION manual_pub WITH (synchronous_commit = 'off')`,
+			r.home.Host, r.home.Port, pglocal.Database, pglocal.ReplicationUser, r.mirror.Passfile, r.mirror.RootCert),
 	}
 	if err := psql(ctx, r.home, home...); err != nil {
 		return 0, err

@@ -519,7 +519,7 @@ func (d *dataPlane) seedRows(ctx context.Context, n int) error {
 func (d *dataPlane) startAgents() error {
 	for i, r := range d.regions {
 		pg := d.pgs[i]
-		extra := []string{"--replication-passfile", pg.Passfile, "--replication-interval", d.cfg.ReplicationInterval.String()}
+		extra := []string{"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", d.cfg.ReplicationInterval.String()}
 		env := append([]string{"POSTGRES_DSN=" + pg.DSN(pglocal.Database)}, d.cfg.Env...)
 		a, err := d.c.StartAgent(r, extra, env)
 		if err != nil {
