@@ -93,6 +93,12 @@ type Config struct {
 	// the whole view). Off by default; `atomfed dev` turns it on for its
 	// loopback federation.
 	AnonymousRegionList bool
+	// MaxBlockingQueries caps the blocking queries (?index=) this server
+	// holds open in total, MaxBlockingPerToken those of one token
+	// (accessor); over a cap a query is answered 429 with Retry-After.
+	// 0: DefaultMaxBlockingQueries, DefaultMaxBlockingPerToken.
+	MaxBlockingQueries  int
+	MaxBlockingPerToken int
 }
 
 // AnonymousPaths are the paths AnonymousRegionList opens to requests
@@ -101,14 +107,15 @@ var AnonymousPaths = []string{"/region/list"}
 
 // API is the HTTP API of one server.
 type API struct {
-	cfg     Config
-	c       Cluster
-	log     hclog.Logger
-	router  *mux.Router
-	fwd     *http.Client
-	metrics *metrics
-	now     func() time.Time
-	policy  *policy.Engine
+	cfg      Config
+	c        Cluster
+	log      hclog.Logger
+	router   *mux.Router
+	fwd      *http.Client
+	metrics  *metrics
+	blocking *blockingLimiter
+	now      func() time.Time
+	policy   *policy.Engine
 }
 
 // New builds the API and its router.
@@ -132,12 +139,13 @@ func New(cfg Config) *API {
 		}
 	}
 	a := &API{
-		cfg:     cfg,
-		c:       cfg.Cluster,
-		log:     cfg.Logger.Named("http"),
-		fwd:     &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		metrics: newMetrics(cfg.Registerer),
-		now:     cfg.Now,
+		cfg:      cfg,
+		c:        cfg.Cluster,
+		log:      cfg.Logger.Named("http"),
+		fwd:      &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		metrics:  newMetrics(cfg.Registerer),
+		blocking: newBlockingLimiter(cfg.MaxBlockingQueries, cfg.MaxBlockingPerToken, cfg.Registerer),
+		now:      cfg.Now,
 	}
 	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
 	a.router = a.routes()

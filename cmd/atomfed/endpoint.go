@@ -64,6 +64,21 @@ type httpEndpoint struct {
 	done       chan error
 }
 
+// Timeouts of a node's HTTP server. A client must send its request line
+// and headers within httpReadHeaderTimeout and its whole request within
+// httpReadTimeout (a snapshot restore moves its own deadline); an answer
+// must be written within httpWriteTimeout, which blocking queries move
+// past their wait (httpapi, read); an idle keep-alive connection is closed
+// after httpIdleTimeout. A slowloris client trickling its headers is
+// dropped at httpReadHeaderTimeout.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = time.Minute
+	httpWriteTimeout      = 2 * time.Minute
+	httpIdleTimeout       = 2 * time.Minute
+	httpMaxHeaderBytes    = 64 << 10
+)
+
 // serveHTTP serves h on ln until stop. Requests' contexts end when stop
 // begins (blocking queries return), and handshake failures of clients
 // (scanners, closed connections) are logged at debug level only.
@@ -72,7 +87,11 @@ func serveHTTP(ln net.Listener, h http.Handler, log hclog.Logger) *httpEndpoint 
 	e := &httpEndpoint{
 		srv: &http.Server{
 			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: httpReadHeaderTimeout,
+			ReadTimeout:       httpReadTimeout,
+			WriteTimeout:      httpWriteTimeout,
+			IdleTimeout:       httpIdleTimeout,
+			MaxHeaderBytes:    httpMaxHeaderBytes,
 			BaseContext:       func(net.Listener) context.Context { return baseCtx },
 			ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 		},
