@@ -162,7 +162,7 @@ func (a *API) routes() *mux.Router {
 	r.Use(a.instrument, recoverer(a.log))
 
 	// Seed paths, kept exactly. Everything but /health and /metrics needs
-	// a token with a fitting role.
+	// a token with a fitting role; /metrics shows more with one.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
 	if a.cfg.AnonymousRegionList {
@@ -245,12 +245,25 @@ func (p prefixed) HandleFunc(path string, f func(http.ResponseWriter, *http.Requ
 	return p.r.HandleFunc(p.prefix+path, f)
 }
 
+// metricsHandler serves /metrics: without a token the series that name
+// tenants, tables or tasks are left out (RedactedGatherer); a valid token
+// of any role sees them all; an unknown token is 401.
 func (a *API) metricsHandler() http.Handler {
 	g := a.cfg.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer
 	}
-	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: a.log.StandardLogger(nil)})
+	opts := promhttp.HandlerOpts{ErrorLog: a.log.StandardLogger(nil)}
+	full := promhttp.HandlerFor(g, opts)
+	anonymous := promhttp.HandlerFor(RedactedGatherer(g), opts)
+	authed := a.auth(anyRole, full.ServeHTTP)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			anonymous.ServeHTTP(w, r)
+			return
+		}
+		authed(w, r)
+	})
 }
 
 // recoverer turns a handler panic into a 500 with the error envelope.
