@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -68,4 +70,32 @@ func value(m prometheus.Collector) float64 {
 		return d.GetCounter().GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+// TestInstrumentedHandlersCanMoveTheirDeadline: behind the metrics
+// middleware a handler still reaches the connection through
+// http.ResponseController, as a blocking query must to outlive the
+// server's WriteTimeout.
+func TestInstrumentedHandlersCanMoveTheirDeadline(t *testing.T) {
+	a := &API{metrics: newMetrics(nil)}
+	h := a.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Errorf("SetWriteDeadline through the middleware: %v", err)
+		}
+		time.Sleep(600 * time.Millisecond)
+		_, _ = w.Write([]byte("answered"))
+	}))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.WriteTimeout = 200 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "answered" {
+		t.Fatalf("answer after the server's write timeout: %q %v", b, err)
+	}
 }
