@@ -166,7 +166,13 @@ func run(ctx context.Context, o *options) error {
 	}
 	if o.only == "blocking" {
 		runBlocking(ctx, o, bin, rep)
-		return writeReport(ctx, o, rep, o.outSet)
+		if err := writeReport(ctx, o, rep, o.outSet); err != nil {
+			return err
+		}
+		if rep.BlockingErr != nil {
+			return fmt.Errorf("blocking: %w", rep.BlockingErr)
+		}
+		return nil
 	}
 
 	logf("starting 3 atomfed servers (%s)", bin)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
@@ -81,6 +82,13 @@ func (r *BlockingResult) Medians() (p50, p99, max time.Duration) {
 func RunBlocking(ctx context.Context, o BlockingOptions) (*BlockingResult, error) {
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
+	}
+	// Each watcher is a connection here and one on the leader. Go raises
+	// the soft open-file limit to the hard one at start; the servers,
+	// Go processes too, get the same.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(o.Watchers)+1024 {
+		return nil, fmt.Errorf("the open-file limit is %d, too low for %d blocking queries: raise ulimit -n to at least %d", lim.Cur, o.Watchers, o.Watchers+1024)
 	}
 	c, err := procs.StartCluster(procs.ClusterOptions{Bin: o.Bin, Servers: 3})
 	if err != nil {
