@@ -71,6 +71,9 @@ type Options struct {
 	// tokens and signatures still apply. For the bench tool's scale test,
 	// which measures membership and should not pay for TLS on the API.
 	Plaintext bool
+	// HTTPWriteTimeout is the servers' http.Server WriteTimeout (0: none),
+	// for tests of what outlives it.
+	HTTPWriteTimeout time.Duration
 }
 
 // Cluster is a running in-process cluster.
@@ -288,7 +291,8 @@ func (c *Cluster) start(n *Node) error {
 		n.inflight = newInflight()
 	}
 	n.http = &http.Server{Handler: n.inflight.wrap(api.Handler()), BaseContext: func(net.Listener) context.Context { return base },
-		ErrorLog: cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+		WriteTimeout: c.opts.HTTPWriteTimeout,
+		ErrorLog:     cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	n.cancel = cancel
 	go n.http.Serve(ln)
 	n.Server = srv
