@@ -32,3 +32,46 @@ func TestBlockingQueryOutlivesWriteTimeout(t *testing.T) {
 		t.Fatalf("blocking query: %d after %s, want 200 after its 1 s wait", resp.Status, time.Since(start))
 	}
 }
+
+// TestForwardedBlockingQueriesCountOnTheFollower: a blocking query a
+// follower forwards to the leader (consistency=default) holds a slot on the
+// follower too, which keeps the client's connection open: over the cap the
+// follower refuses it itself, 429 with Retry-After, before forwarding.
+func TestForwardedBlockingQueriesCountOnTheFollower(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Servers: 3, MaxBlockingPerToken: 1})
+	c.WaitLeader()
+	f := c.Followers()[0]
+	path := "/v1/agents/nobody/tasks?consistency=default&wait=30s&index=1"
+	// The first is held on the leader, through the follower.
+	block(t, f, c.WaitLeader(), path)
+	refused := func() float64 {
+		mfs, err := f.Reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "atomfed_http_blocking_refused_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "cap" && l.GetValue() == "token" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	before := refused()
+	resp, err := f.DoCtx(context.Background(), http.MethodGet, path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("second forwarded blocking query of a token with a cap of 1: %d %s", resp.Status, resp.Body)
+	}
+	if got := refused(); got != before+1 {
+		t.Fatalf("the follower counted %v refusals, want %v: the 429 did not come from it", got, before+1)
+	}
+}

@@ -124,6 +124,21 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 		// longest wait: move this response's deadline past it.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(opts.wait + opts.wait/16 + blockingWriteMargin))
 	}
+	held := false
+	// forward sends the read to the leader. A blocking one holds a slot
+	// here too while the leader holds it: this server keeps the client's
+	// connection open all that time.
+	forward := func() {
+		if blocking && !held {
+			done, err := a.blocking.acquire(identityOf(r).Accessor)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer done()
+		}
+		a.forward(w, r, nil, false)
+	}
 	switch opts.consistency {
 	case Linearizable:
 		// Served here: ConsistentRead makes a follower's read linearizable
@@ -132,7 +147,7 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 		// Only once leadership is established: before its Barrier a new
 		// leader may not have applied everything its predecessor committed.
 		if !a.c.IsLeader() {
-			a.forward(w, r, nil, false)
+			forward()
 			return
 		}
 	}
@@ -148,12 +163,11 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	f := a.c.FSM()
 	timedOut := false
 	var tables []string // what the previous read consulted
-	held := false
 	for {
 		if opts.consistency == Linearizable && !a.skipReadBarrier() {
 			if err := a.c.ConsistentRead(ctx); err != nil {
 				if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
-					a.forward(w, r, nil, false)
+					forward()
 					return
 				}
 				writeError(w, err)
