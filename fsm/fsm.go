@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +68,13 @@ type FSM struct {
 
 	watchMu sync.Mutex
 	watchCh chan struct{}
+	// tableWatches are the open watches on sets of tables, by watchKey:
+	// each is closed (and dropped) when a command changes one of its
+	// tables, or at a restore. Only the watchers of what changed wake.
+	tableWatches map[string]*tableWatch
+	// watchesOn indexes tableWatches by table, so that a change visits
+	// only the watches on what it touched.
+	watchesOn map[string]map[*tableWatch]struct{}
 
 	// applied is the raft index of the last entry handed to the FSM
 	// (commands and configuration entries, changing or not); appliedCh is
@@ -92,6 +101,9 @@ func New(logger hclog.Logger, reg prometheus.Registerer) *FSM {
 		state:     newState(),
 		watchCh:   make(chan struct{}),
 		appliedCh: make(chan struct{}),
+
+		tableWatches: map[string]*tableWatch{},
+		watchesOn:    map[string]map[*tableWatch]struct{}{},
 	}
 }
 
@@ -129,9 +141,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		out[i] = res
 	}
+	touched := f.state.takeTouched()
 	f.mu.Unlock()
 	if changed {
 		f.notify()
+	}
+	if len(touched) > 0 {
+		f.notifyTables(touched)
 	}
 	if n := len(logs); n > 0 {
 		f.setApplied(logs[n-1].Index)
@@ -288,6 +304,93 @@ func (f *FSM) notify() {
 	f.watchMu.Unlock()
 }
 
+// tableWatch is one open watch on a set of tables, shared by every watcher
+// of the same set.
+type tableWatch struct {
+	key    string
+	tables []string
+	ch     chan struct{}
+	refs   int
+}
+
+func watchKey(tables []string) string { return strings.Join(tables, "\x00") }
+
+// WatchTables returns a channel that is closed when a command changes one
+// of tables (moves its TableIndex) or the state is restored, and a release
+// function the caller must call once it stops waiting. Take it before
+// reading, so no change can be missed. Unlike WatchCh, a change to another
+// table does not close it: a blocking query on the tasks of one agent does
+// not wake for a token created elsewhere. tables must not be empty.
+func (f *FSM) WatchTables(tables ...string) (<-chan struct{}, func()) {
+	key := watchKey(tables)
+	f.watchMu.Lock()
+	w := f.tableWatches[key]
+	if w == nil {
+		w = &tableWatch{key: key, tables: slices.Clone(tables), ch: make(chan struct{})}
+		f.tableWatches[key] = w
+		for _, t := range w.tables {
+			m := f.watchesOn[t]
+			if m == nil {
+				m = map[*tableWatch]struct{}{}
+				f.watchesOn[t] = m
+			}
+			m[w] = struct{}{}
+		}
+	}
+	w.refs++
+	f.watchMu.Unlock()
+	var once sync.Once
+	return w.ch, func() {
+		once.Do(func() {
+			f.watchMu.Lock()
+			defer f.watchMu.Unlock()
+			w.refs--
+			// Dropped when its last watcher leaves, so that watches on
+			// tables nobody writes (an agent that never registered) do
+			// not pile up.
+			if w.refs == 0 && f.tableWatches[key] == w {
+				f.dropWatch(w)
+			}
+		})
+	}
+}
+
+// dropWatch forgets w, with f.watchMu held.
+func (f *FSM) dropWatch(w *tableWatch) {
+	delete(f.tableWatches, w.key)
+	for _, t := range w.tables {
+		if m := f.watchesOn[t]; m != nil {
+			delete(m, w)
+			if len(m) == 0 {
+				delete(f.watchesOn, t)
+			}
+		}
+	}
+}
+
+// notifyTables wakes the watches on any of the touched tables (nil: all).
+func (f *FSM) notifyTables(touched map[string]struct{}) {
+	f.watchMu.Lock()
+	defer f.watchMu.Unlock()
+	var hit []*tableWatch
+	if touched == nil {
+		for _, w := range f.tableWatches {
+			hit = append(hit, w)
+		}
+	}
+	for t := range touched {
+		for w := range f.watchesOn[t] {
+			hit = append(hit, w)
+		}
+	}
+	for _, w := range hit {
+		if f.tableWatches[w.key] == w { // a watch on two touched tables is hit twice
+			close(w.ch)
+			f.dropWatch(w)
+		}
+	}
+}
+
 // Snapshot captures an immutable copy of the state. Persist writes it out
 // while Apply goes on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
@@ -312,6 +415,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	f.state = s
 	f.mu.Unlock()
 	f.notify()
+	f.notifyTables(nil)
 	f.setApplied(s.applied)
 	f.metrics.restore.Observe(time.Since(start).Seconds())
 	f.logger.Info("restored state from snapshot", "index", s.Index, "audit_head", s.AuditHead,

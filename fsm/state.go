@@ -57,6 +57,10 @@ type State struct {
 	// snapshot (and restored from one).
 	applied uint64
 
+	// touched collects the tables changed since the FSM last took them
+	// (takeTouched), to wake only their watchers. Not state: never copied.
+	touched map[string]struct{}
+
 	keyOwners   map[string]string  // key id -> member id (derived)
 	tokenHashes map[string]*Token  // secret hash -> token (derived)
 	replicated  map[string]*Tenant // tenants with tables (derived)
@@ -227,4 +231,16 @@ func (s *State) clone() *State {
 // touch records that index changed table.
 func (s *State) touch(table string, index uint64) {
 	s.Indexes[table] = index
+	if s.touched == nil {
+		s.touched = map[string]struct{}{}
+	}
+	s.touched[table] = struct{}{}
+}
+
+// takeTouched returns the tables touched since the last call and forgets
+// them.
+func (s *State) takeTouched() map[string]struct{} {
+	t := s.touched
+	s.touched = nil
+	return t
 }

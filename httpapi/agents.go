@@ -11,7 +11,7 @@ import (
 
 func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 	region := r.URL.Query().Get("region")
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := make([]*fsm.Agent, 0, len(s.Agents))
 		for _, ag := range s.SortedAgents() {
 			if region == "" || ag.Region == region {
@@ -24,7 +24,7 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := s.TableIndex(fsm.TableAgents)
 		ag, ok := s.Agents[node]
 		if !ok {
@@ -38,7 +38,7 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 // agent's assignments change.
 func (a *API) agentTasks(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.TaskList{Tasks: nonNilTasks(s.AgentTasks(node))}, s.TableIndex(fsm.AgentTasksTable(node)), nil
 	})
 }
@@ -46,7 +46,7 @@ func (a *API) agentTasks(w http.ResponseWriter, r *http.Request) {
 func (a *API) listTasks(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	region, typ, agent := q.Get("region"), q.Get("type"), q.Get("agent")
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := []*fsm.Task{}
 		for _, t := range s.SortedTasks() {
 			if (region == "" || t.Region == region) && (typ == "" || t.Type == typ) && (agent == "" || t.Agent == agent) {

@@ -93,6 +93,12 @@ type Config struct {
 	// the whole view). Off by default; `atomfed dev` turns it on for its
 	// loopback federation.
 	AnonymousRegionList bool
+	// MaxBlockingQueries caps the blocking queries (?index=) this server
+	// holds open in total, MaxBlockingPerToken those of one token
+	// (accessor); over a cap a query is answered 429 with Retry-After.
+	// 0: DefaultMaxBlockingQueries, DefaultMaxBlockingPerToken.
+	MaxBlockingQueries  int
+	MaxBlockingPerToken int
 }
 
 // AnonymousPaths are the paths AnonymousRegionList opens to requests
@@ -101,14 +107,15 @@ var AnonymousPaths = []string{"/region/list"}
 
 // API is the HTTP API of one server.
 type API struct {
-	cfg     Config
-	c       Cluster
-	log     hclog.Logger
-	router  *mux.Router
-	fwd     *http.Client
-	metrics *metrics
-	now     func() time.Time
-	policy  *policy.Engine
+	cfg      Config
+	c        Cluster
+	log      hclog.Logger
+	router   *mux.Router
+	fwd      *http.Client
+	metrics  *metrics
+	blocking *blockingLimiter
+	now      func() time.Time
+	policy   *policy.Engine
 }
 
 // New builds the API and its router.
@@ -132,12 +139,13 @@ func New(cfg Config) *API {
 		}
 	}
 	a := &API{
-		cfg:     cfg,
-		c:       cfg.Cluster,
-		log:     cfg.Logger.Named("http"),
-		fwd:     &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		metrics: newMetrics(cfg.Registerer),
-		now:     cfg.Now,
+		cfg:      cfg,
+		c:        cfg.Cluster,
+		log:      cfg.Logger.Named("http"),
+		fwd:      &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		metrics:  newMetrics(cfg.Registerer),
+		blocking: newBlockingLimiter(cfg.MaxBlockingQueries, cfg.MaxBlockingPerToken, cfg.Registerer),
+		now:      cfg.Now,
 	}
 	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
 	a.router = a.routes()
@@ -154,7 +162,7 @@ func (a *API) routes() *mux.Router {
 	r.Use(a.instrument, recoverer(a.log))
 
 	// Seed paths, kept exactly. Everything but /health and /metrics needs
-	// a token with a fitting role.
+	// a token with a fitting role; /metrics shows more with one.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
 	if a.cfg.AnonymousRegionList {
@@ -238,12 +246,25 @@ func (p prefixed) HandleFunc(path string, f func(http.ResponseWriter, *http.Requ
 	return p.r.HandleFunc(p.prefix+path, f)
 }
 
+// metricsHandler serves /metrics: without a token the series that name
+// tenants, tables or tasks are left out (RedactedGatherer); a valid token
+// of any role sees them all; an unknown token is 401.
 func (a *API) metricsHandler() http.Handler {
 	g := a.cfg.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer
 	}
-	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: a.log.StandardLogger(nil)})
+	opts := promhttp.HandlerOpts{ErrorLog: a.log.StandardLogger(nil)}
+	full := promhttp.HandlerFor(g, opts)
+	anonymous := promhttp.HandlerFor(RedactedGatherer(g), opts)
+	authed := a.auth(anyRole, full.ServeHTTP)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			anonymous.ServeHTTP(w, r)
+			return
+		}
+		authed(w, r)
+	})
 }
 
 // recoverer turns a handler panic into a 500 with the error envelope.

@@ -113,6 +113,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusBadRequest, "bad_snapshot"
 	case errors.Is(err, structs.ErrUpgradeInProgress):
 		return http.StatusConflict, "upgrade_in_progress"
+	case errors.Is(err, errTooManyRequests):
+		return http.StatusTooManyRequests, orCode(code, "too_many_requests")
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "body_too_large"
 	case errors.Is(err, errMethod):
@@ -154,6 +156,9 @@ func writeError(w http.ResponseWriter, err error) {
 	status, code := statusFor(err)
 	if status == http.StatusServiceUnavailable && code != "outcome_unknown" {
 		w.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", blockingRetryAfter)
 	}
 	msg := err.Error()
 	if status == http.StatusInternalServerError && !errors.Is(err, errInternal) {

@@ -68,6 +68,10 @@ func (s *statusRecorder) Flush() {
 	}
 }
 
+// Unwrap lets http.ResponseController reach the connection (blocking
+// queries move their write deadline).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 // instrument counts and times every request by its route template, so that
 // ids in paths do not explode the label space.
 func (a *API) instrument(next http.Handler) http.Handler {

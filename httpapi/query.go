@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -75,8 +76,32 @@ func parseQuery(r *http.Request) (queryOptions, error) {
 }
 
 // readFn builds a response from the state. It runs under the FSM's read
-// lock, must not block, and returns the index the response reflects.
-type readFn func(s *fsm.State) (body any, index uint64, err error)
+// lock, must not block, and returns the index the response reflects. That
+// index must come from v.TableIndex (or from the state index, s.Index, in
+// a read that calls no TableIndex at all): the tables a read asked for are
+// the ones its blocking query watches.
+type readFn func(v *view) (body any, index uint64, err error)
+
+// view is the state as a read sees it: it records the tables whose index
+// the read consulted, so that a blocking query wakes only when one of them
+// changes. A read that consulted none watches every change.
+type view struct {
+	*fsm.State
+	tables []string
+}
+
+// TableIndex returns the table's index and records that the read watches
+// it.
+func (v *view) TableIndex(table string) uint64 {
+	if !slices.Contains(v.tables, table) {
+		v.tables = append(v.tables, table)
+	}
+	return v.State.TableIndex(table)
+}
+
+// blockingWriteMargin is how far past a blocking query's longest wait its
+// connection's write deadline is moved, to write the answer.
+const blockingWriteMargin = time.Minute
 
 // read answers a GET under the request's consistency mode, blocking when
 // ?index is given. Reads this server cannot answer go to the leader.
@@ -86,6 +111,34 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 		writeError(w, err)
 		return
 	}
+	blocking := opts.minIndex > 0 && opts.wait > 0
+	if blocking {
+		if identityOf(r).Accessor == "" {
+			// Only the anonymous region list reads without a token; it
+			// answers at once and never holds a connection open.
+			writeError(w, unauthenticated("blocking_query_unauthenticated",
+				"a blocking query (?index=) needs a token: send Authorization: Bearer <token>, or drop index and wait"))
+			return
+		}
+		// The server's WriteTimeout is shorter than a blocking query's
+		// longest wait: move this response's deadline past it.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(opts.wait + opts.wait/16 + blockingWriteMargin))
+	}
+	held := false
+	// forward sends the read to the leader. A blocking one holds a slot
+	// here too while the leader holds it: this server keeps the client's
+	// connection open all that time.
+	forward := func() {
+		if blocking && !held {
+			done, err := a.blocking.acquire(identityOf(r).Accessor)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer done()
+		}
+		a.forward(w, r, nil, false)
+	}
 	switch opts.consistency {
 	case Linearizable:
 		// Served here: ConsistentRead makes a follower's read linearizable
@@ -94,13 +147,13 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 		// Only once leadership is established: before its Barrier a new
 		// leader may not have applied everything its predecessor committed.
 		if !a.c.IsLeader() {
-			a.forward(w, r, nil, false)
+			forward()
 			return
 		}
 	}
 	ctx := r.Context()
 	var timeout <-chan time.Time
-	if opts.minIndex > 0 && opts.wait > 0 {
+	if blocking {
 		// Jitter spreads the wake-ups of many watchers with the same wait.
 		d := opts.wait + time.Duration(rand.Int64N(int64(opts.wait/16)+1))
 		t := time.NewTimer(d)
@@ -109,23 +162,37 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 	}
 	f := a.c.FSM()
 	timedOut := false
+	var tables []string // what the previous read consulted
 	for {
 		if opts.consistency == Linearizable && !a.skipReadBarrier() {
 			if err := a.c.ConsistentRead(ctx); err != nil {
 				if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
-					a.forward(w, r, nil, false)
+					forward()
 					return
 				}
 				writeError(w, err)
 				return
 			}
 		}
-		watch := f.WatchCh()
+		// The watch is taken before the read, so no change between the
+		// two is missed. The first read does not know its tables yet and
+		// watches everything; the ones after watch only what it consulted
+		// (a read's tables do not change between two rounds).
+		var watch <-chan struct{}
+		release := func() {}
+		if len(tables) > 0 {
+			watch, release = f.WatchTables(tables...)
+		} else {
+			watch = f.WatchCh()
+		}
+		v := &view{}
 		var body any
 		var index uint64
 		var rerr error
-		f.Read(func(s *fsm.State) { body, index, rerr = fn(s) })
+		f.Read(func(s *fsm.State) { v.State = s; body, index, rerr = fn(v) })
+		v.State = nil
 		if opts.minIndex == 0 || index > opts.minIndex || timedOut {
+			release()
 			a.setReadHeaders(w, index, opts.consistency)
 			if rerr != nil {
 				writeError(w, rerr)
@@ -134,13 +201,35 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
 			writeJSON(w, http.StatusOK, body)
 			return
 		}
+		if !held {
+			// Counted only once it is about to wait: a query whose answer
+			// is ready holds nothing.
+			done, err := a.blocking.acquire(identityOf(r).Accessor)
+			if err != nil {
+				release()
+				writeError(w, err)
+				return
+			}
+			defer done()
+			held = true
+		}
+		if len(tables) == 0 && len(v.tables) > 0 {
+			// Now that the tables are known, watch only them. Taken
+			// after the read, so a change in between is caught by the
+			// index check of the next round.
+			release()
+			tables = v.tables
+			continue
+		}
 		select {
 		case <-watch:
 		case <-timeout:
 			timedOut = true
 		case <-ctx.Done():
+			release()
 			return
 		}
+		release()
 	}
 }
 

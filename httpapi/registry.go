@@ -119,8 +119,8 @@ func createdOrOK(create, modify uint64) int {
 }
 
 func (a *API) listRegions(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
-		return wire.RegionList{Regions: regionViews(s)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
+	a.read(w, r, func(s *view) (any, uint64, error) {
+		return wire.RegionList{Regions: regionViews(s.State)}, maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases)), nil
 	})
 }
 
@@ -134,9 +134,9 @@ func (a *API) anonymousRegionList(w http.ResponseWriter, r *http.Request) {
 		a.auth(anyRole, a.listRegions)(w, r)
 		return
 	}
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := wire.AnonymousRegionList{Regions: []wire.AnonymousRegion{}}
-		for _, v := range regionViews(s) {
+		for _, v := range regionViews(s.State) {
 			ar := wire.AnonymousRegion{Name: v.Name, URL: v.URL, Tier: v.Tier, Status: v.Status}
 			ar.Health.Status = v.Health.Status
 			out.Regions = append(out.Regions, ar)
@@ -147,13 +147,13 @@ func (a *API) anonymousRegionList(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getRegion(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := maxIndex(s.TableIndex(fsm.TableRegions), s.TableIndex(fsm.TableAgents), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableDatabases))
 		reg, ok := s.Regions[name]
 		if !ok {
 			return nil, idx, notFound("region_not_found", "region "+quote(name)+" is not registered")
 		}
-		return regionView(s, reg), idx, nil
+		return regionView(s.State, reg), idx, nil
 	})
 }
 
@@ -179,7 +179,7 @@ func (a *API) deleteRegion(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 	region := r.URL.Query().Get("region")
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		all := s.SortedTenants()
 		if region == "" {
 			return wire.TenantList{Tenants: all}, s.TableIndex(fsm.TableTenants), nil
@@ -196,7 +196,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getTenant(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := s.TableIndex(fsm.TableTenants)
 		t, ok := s.Tenants[id]
 		if !ok {

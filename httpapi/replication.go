@@ -48,7 +48,7 @@ func (a *API) putRegionDatabase(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getRegionDatabase(w http.ResponseWriter, r *http.Request) {
 	region := mux.Vars(r)["name"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := s.TableIndex(fsm.TableDatabases)
 		d, ok := s.Databases[region]
 		if !ok {
@@ -61,7 +61,7 @@ func (a *API) getRegionDatabase(w http.ResponseWriter, r *http.Request) {
 // tenantReplication answers GET /v1/tenants/{id}/replication.
 func (a *API) tenantReplication(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := maxIndex(s.TableIndex(fsm.TableTenants), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableSyncStates))
 		v, ok := s.TenantReplicationView(id)
 		if !ok {
@@ -73,25 +73,25 @@ func (a *API) tenantReplication(w http.ResponseWriter, r *http.Request) {
 
 // replicationSummary answers GET /v1/replication.
 func (a *API) replicationSummary(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return s.ReplicationSummary(), replicationIndex(s), nil
 	})
 }
 
-func replicationIndex(s *fsm.State) uint64 {
+func replicationIndex(s *view) uint64 {
 	return maxIndex(s.TableIndex(fsm.TableTenants), s.TableIndex(fsm.TableTasks), s.TableIndex(fsm.TableSyncStates),
 		s.TableIndex(fsm.TableGlobalTables), s.TableIndex(fsm.TableRegions))
 }
 
 func (a *API) listGlobalTables(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.GlobalTableList{Tables: s.SortedGlobalTables()}, s.TableIndex(fsm.TableGlobalTables), nil
 	})
 }
 
 func (a *API) getGlobalTable(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		idx := replicationIndex(s)
 		g, ok := s.GlobalTables[name]
 		if !ok {

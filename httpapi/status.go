@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/wire"
@@ -64,7 +65,7 @@ func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
 	})
 }
@@ -112,7 +113,19 @@ func (a *API) removePeer(w http.ResponseWriter, r *http.Request) {
 
 // snapshotSave streams a snapshot archive taken on the leader (or, with
 // ?consistency=stale, on this server).
+// snapshotDeadline is how long a snapshot save or restore may take to
+// transfer, past the server's read and write timeouts.
+const snapshotDeadline = 30 * time.Minute
+
+// extendDeadlines moves this request's read and write deadlines d ahead.
+func extendDeadlines(w http.ResponseWriter, d time.Duration) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(d))
+	_ = rc.SetWriteDeadline(time.Now().Add(d))
+}
+
 func (a *API) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	extendDeadlines(w, snapshotDeadline)
 	opts, err := parseQuery(r)
 	if err != nil {
 		writeError(w, err)
@@ -139,6 +152,7 @@ func (a *API) snapshotSave(w http.ResponseWriter, r *http.Request) {
 // snapshotRestore verifies an uploaded archive and restores it on the
 // leader; every server ends up with its state.
 func (a *API) snapshotRestore(w http.ResponseWriter, r *http.Request) {
+	extendDeadlines(w, snapshotDeadline)
 	body, err := readBody(w, r, structs.MaxSnapshotSize)
 	if err != nil {
 		writeError(w, err)
@@ -196,10 +210,10 @@ func (a *API) requestRestore(w http.ResponseWriter, r *http.Request, meta *struc
 func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 	peers, _, _ := a.c.Configuration()
 	leader, _ := a.c.Leader()
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.GlobalStatus{
 			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
-			Regions: regionViews(s), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
+			Regions: regionViews(s.State), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
 			Replication:    s.ReplicationSummary(),
 			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
 		}, s.Index, nil

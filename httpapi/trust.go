@@ -105,7 +105,7 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
 	kind := r.URL.Query().Get("kind")
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := []*fsm.Member{}
 		for _, m := range s.SortedMembers() {
 			if kind == "" || m.Kind == kind {
@@ -118,7 +118,7 @@ func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getMember(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		m := s.Members[id]
 		if m == nil {
 			return nil, s.TableIndex(fsm.TableMembers), notFound("member_not_found", "member "+quote(id)+" does not exist")
@@ -195,7 +195,7 @@ func (a *API) trustBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.now().UnixNano()
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		b := wire.TrustBundle{Sequence: s.TrustSeq, IssuedAt: time.Unix(0, now).UTC(), Issuer: a.c.NodeID(), Keys: []wire.BundleKey{}}
 		for _, m := range s.SortedMembers() {
 			for _, k := range m.Keys {
@@ -235,7 +235,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := wire.TokenList{Tokens: []wire.TokenInfo{}}
 		for _, t := range s.SortedTokens() {
 			out.Tokens = append(out.Tokens, wire.TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, CreatedAt: t.CreatedAt})
@@ -269,7 +269,7 @@ func (a *API) trustStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPolicy(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return s.EffectivePolicy(), s.TableIndex(fsm.TablePolicy), nil
 	})
 }
@@ -292,7 +292,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	status := r.URL.Query().Get("status")
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := []*fsm.Approval{}
 		for _, ap := range s.SortedApprovals() {
 			if status == "" || ap.Status == status {
@@ -305,7 +305,7 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getApproval(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		ap := s.Approvals[id]
 		if ap == nil {
 			return nil, s.TableIndex(fsm.TableApprovals), notFound("approval_not_found", "approval "+quote(id)+" does not exist")

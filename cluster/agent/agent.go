@@ -583,6 +583,41 @@ func (a *Agent) Status() Status {
 	return st
 }
 
+// Summary is the agent's view of itself without detail: what its /health
+// shows to anyone.
+type Summary struct {
+	Status   string `json:"status"`
+	Node     string `json:"node"`
+	Region   string `json:"region"`
+	Role     string `json:"role"`
+	Version  string `json:"version"`
+	Members  int    `json:"members"`
+	Capacity int    `json:"capacity"`
+	// ServerCount is how many servers the agent knows.
+	ServerCount int `json:"server_count"`
+	// TaskCount is how many tasks it runs, TasksByStatus by status.
+	TaskCount     int            `json:"task_count"`
+	TasksByStatus map[string]int `json:"tasks_by_status"`
+	// DatabaseConfigured says whether it serves a region database
+	// (without naming it).
+	DatabaseConfigured bool `json:"database_configured"`
+}
+
+// Summary returns the agent's view of itself without task, tenant or
+// database detail.
+func (a *Agent) Summary() Summary {
+	s := Summary{Status: "ok", Node: a.cfg.NodeID, Region: a.cfg.Region, Role: node.RoleAgent, Version: a.cfg.Version,
+		Members: a.serf.NumNodes(), Capacity: a.cfg.Capacity, ServerCount: len(a.Servers()),
+		TasksByStatus: map[string]int{}, DatabaseConfigured: a.cfg.Database != nil}
+	a.mu.Lock()
+	for _, r := range a.running {
+		s.TaskCount++
+		s.TasksByStatus[r.status]++
+	}
+	a.mu.Unlock()
+	return s
+}
+
 // Leave stops the agent gracefully: it stops its tasks, hands them back to
 // the leader so they move to a peer at once, leaves Serf and shuts down.
 func (a *Agent) Leave(ctx context.Context) error {

@@ -40,6 +40,9 @@ type options struct {
 	replDuration     time.Duration
 	replRounds       int
 	securityRounds   int
+	blocking         bench.BlockingOptions
+	only             string
+	outSet           bool
 	compareEtcd      bool
 	compare          compareOptions
 	profileDir       string
@@ -79,12 +82,30 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.replDuration, "repl-duration", 10*time.Second, "length of each replication lag run")
 	fs.IntVar(&o.replRounds, "repl-rounds", 2, "replication lag runs per setup (atomfed and by hand, alternating)")
 	fs.IntVar(&o.securityRounds, "security-rounds", 2, "runs each of default security and --insecure-plaintext, alternating, for the cost of security (0 skips it)")
+	fs.IntVar(&o.blocking.Watchers, "blocking-watchers", 5000, "blocking queries held open on the leader while GET /health is timed (0 skips it)")
+	fs.IntVar(&o.blocking.Tokens, "blocking-tokens", 8, "reader tokens the blocking queries spread over (each within the default per-token cap)")
+	fs.IntVar(&o.blocking.HealthRequests, "blocking-health", 3000, "GET /health requests timed per blocking-query round")
+	fs.IntVar(&o.blocking.Rounds, "blocking-rounds", 3, "blocking-query rounds (the report shows the medians)")
+	fs.DurationVar(&o.blocking.WriteEvery, "blocking-write-every", 50*time.Millisecond, "pace of the tenant writer during the blocking-query rounds (0: none)")
+	fs.StringVar(&o.only, "only", "", "run only this phase: blocking (the report is printed, and written only with an explicit -out)")
 	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
 	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
 	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "with -compare-etcd: also save the CPU profiles of the leader and of a follower (puts, 64 clients) here")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	fs.Visit(func(f *flag.Flag) { o.outSet = o.outSet || f.Name == "out" })
+	switch o.only {
+	case "", "blocking":
+	default:
+		return nil, fmt.Errorf("-only %q: the phases that run alone are: blocking", o.only)
+	}
+	if o.only == "blocking" && o.blocking.Watchers <= 0 {
+		return nil, errors.New("-only blocking needs -blocking-watchers > 0")
+	}
+	if o.blocking.Watchers > 0 && (o.blocking.Tokens < 1 || o.blocking.HealthRequests < 1 || o.blocking.Rounds < 1) {
+		return nil, errors.New("-blocking-tokens, -blocking-health and -blocking-rounds must be positive")
 	}
 	var err error
 	if o.writeConc, err = intList(*wc); err != nil {
@@ -142,6 +163,16 @@ func run(ctx context.Context, o *options) error {
 	defer cleanup()
 	if o.compareEtcd {
 		return runCompare(ctx, o, bin)
+	}
+	if o.only == "blocking" {
+		runBlocking(ctx, o, bin, rep)
+		if err := writeReport(ctx, o, rep, o.outSet); err != nil {
+			return err
+		}
+		if rep.BlockingErr != nil {
+			return fmt.Errorf("blocking: %w", rep.BlockingErr)
+		}
+		return nil
 	}
 
 	logf("starting 3 atomfed servers (%s)", bin)
@@ -299,6 +330,10 @@ func run(ctx context.Context, o *options) error {
 			logf("security: %v", rep.SecurityErr)
 		}
 	}
+	if o.blocking.Watchers > 0 && ctx.Err() == nil {
+		c.Remove(keep) // its own cluster, with the machine to itself
+		runBlocking(ctx, o, bin, rep)
+	}
 	if o.scaleAgents > 0 && ctx.Err() == nil {
 		c.Remove(keep) // the scale test wants the machine to itself
 		dir, err := os.MkdirTemp("", "atomfed-scale-")
@@ -315,6 +350,17 @@ func run(ctx context.Context, o *options) error {
 				rep.Scale.AllAlive.Round(time.Millisecond), rep.Scale.DetectFailed.Round(time.Millisecond), rep.Scale.CPUCores, rep.Scale.RSSMiB)
 		}
 	}
+	if err := writeReport(ctx, o, rep, o.out != ""); err != nil {
+		return err
+	}
+	if rep.FailoverErr != nil {
+		return fmt.Errorf("failover: %w", rep.FailoverErr)
+	}
+	return nil
+}
+
+// writeReport prints the report, and splices it into o.out when write.
+func writeReport(ctx context.Context, o *options, rep *bench.Report, write bool) error {
 	rep.LoadAvgEnd = machine.LoadAvg()
 	if rep.Machine.Cores <= 4 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("This machine has %d cores shared by the three servers and the load generator (and whatever else runs: see the load averages), "+
@@ -326,7 +372,7 @@ func run(ctx context.Context, o *options) error {
 	md := rep.Markdown()
 	fmt.Println()
 	fmt.Print(md)
-	if o.out != "" {
+	if write && o.out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 			return err
 		}
@@ -335,10 +381,24 @@ func run(ctx context.Context, o *options) error {
 		}
 		logf("wrote %s", o.out)
 	}
-	if rep.FailoverErr != nil {
-		return fmt.Errorf("failover: %w", rep.FailoverErr)
-	}
 	return nil
+}
+
+// runBlocking runs the blocking-query phase into rep.
+func runBlocking(ctx context.Context, o *options, bin string, rep *bench.Report) {
+	b := o.blocking
+	b.Bin, b.Log = bin, logf
+	logf("blocking: GET /health under %d blocking queries on the leader, %d rounds", b.Watchers, b.Rounds)
+	rep.Blocking, rep.BlockingErr = bench.RunBlocking(ctx, b)
+	if rep.BinaryVersion == "" && rep.Blocking != nil {
+		rep.BinaryVersion = rep.Blocking.Version
+	}
+	if rep.BlockingErr != nil {
+		logf("blocking: %v", rep.BlockingErr)
+	} else {
+		p50, p99, _ := rep.Blocking.Medians()
+		logf("blocking: median GET /health p50 %s p99 %s", p50, p99)
+	}
 }
 
 // binary returns the atomfed binary to run: path if it exists, else one

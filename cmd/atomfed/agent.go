@@ -68,6 +68,19 @@ func (s agentStatus) AgentStatus() any {
 	return agentView{Status: s.a.Status(), SimulationMode: s.sim.Active(), Simulation: s.sim}
 }
 
+// agentSummaryView is what an agent's /health and /global-status show
+// without its token: status and counts, no task, tenant or database
+// detail.
+type agentSummaryView struct {
+	agent.Summary
+	SimulationMode bool                `json:"simulation_mode"`
+	Simulation     *structs.Simulation `json:"simulation,omitempty"`
+}
+
+func (s agentStatus) AgentSummary() any {
+	return agentSummaryView{Summary: s.a.Summary(), SimulationMode: s.sim.Active(), Simulation: s.sim.Summary()}
+}
+
 func startAgent(o agentOptions) (*agentNode, error) {
 	if o.Security.Token == "" {
 		return nil, errors.New("the agent needs a token with the agent role (--token or FEDERATION_TOKEN; make one with: atomfed token create --role agent)")
@@ -126,7 +139,7 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	return &agentNode{
 		agent: ag,
-		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), o.Logger),
+		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Security.Token, o.Logger)), o.Logger),
 		url:   adv,
 		log:   o.Logger.Named("agent"),
 	}, nil

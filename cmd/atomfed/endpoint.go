@@ -64,6 +64,24 @@ type httpEndpoint struct {
 	done       chan error
 }
 
+// httpLimits are the timeouts and header limit of a node's HTTP server
+// (a variable so that tests can shorten them). A client must send its
+// request line and headers within ReadHeader and its whole request within
+// Read (a snapshot restore moves its own deadline); an answer must be
+// written within Write, which blocking queries move past their wait
+// (httpapi, read); an idle keep-alive connection is closed after Idle. A
+// slowloris client trickling its headers is dropped at ReadHeader.
+var httpLimits = struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}{
+	ReadHeader:     10 * time.Second,
+	Read:           time.Minute,
+	Write:          2 * time.Minute,
+	Idle:           2 * time.Minute,
+	MaxHeaderBytes: 64 << 10,
+}
+
 // serveHTTP serves h on ln until stop. Requests' contexts end when stop
 // begins (blocking queries return), and handshake failures of clients
 // (scanners, closed connections) are logged at debug level only.
@@ -72,7 +90,11 @@ func serveHTTP(ln net.Listener, h http.Handler, log hclog.Logger) *httpEndpoint 
 	e := &httpEndpoint{
 		srv: &http.Server{
 			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: httpLimits.ReadHeader,
+			ReadTimeout:       httpLimits.Read,
+			WriteTimeout:      httpLimits.Write,
+			IdleTimeout:       httpLimits.Idle,
+			MaxHeaderBytes:    httpLimits.MaxHeaderBytes,
 			BaseContext:       func(net.Listener) context.Context { return baseCtx },
 			ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 		},

@@ -35,6 +35,9 @@ type serverOptions struct {
 	EnableDebug             bool
 	// AnonymousRegionList: see httpapi.Config.AnonymousRegionList.
 	AnonymousRegionList bool
+	// MaxBlockingQueries, MaxBlockingPerToken: see httpapi.Config.
+	MaxBlockingQueries  int
+	MaxBlockingPerToken int
 	Logger              hclog.Logger
 	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
 	// startServer evaluate it from the environment and announce it.
@@ -55,6 +58,9 @@ func startServer(o serverOptions) (*serverNode, error) {
 	tuneGC()
 	if o.Security.Token == "" {
 		return nil, errors.New("FEDERATION_TOKEN is not set: every server needs the same bootstrap management token (e.g. export FEDERATION_TOKEN=$(openssl rand -hex 32))")
+	}
+	if o.MaxBlockingQueries < 0 || o.MaxBlockingPerToken < 0 {
+		return nil, errors.New("--max-blocking-queries and --max-blocking-per-token must be positive (0 takes the default)")
 	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
 		return nil, err
@@ -110,6 +116,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
 		BootstrapToken: o.Security.Token, Signer: sec.signer,
 		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
+		MaxBlockingQueries: o.MaxBlockingQueries, MaxBlockingPerToken: o.MaxBlockingPerToken,
 		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, sec.client),
 	})
 	return &serverNode{

@@ -292,14 +292,27 @@ func TestSimulationModeOnNodes(t *testing.T) {
 		t.Error("the agent's log shows its database password")
 	}
 	for _, path := range []string{"/health", "/global-status"} {
-		resp, err := secure.Get(full.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(b), "agent-db-pass-51d0") || !strings.Contains(string(b), precheck.Mask) {
-			t.Errorf("the agent's %s shows its database password, or no masked DSN:\n%s", path, b)
+		// Anonymous: no database at all; with the agent's own token: the
+		// masked DSN, never the password.
+		for _, token := range []string{"", procs.Token} {
+			req, _ := http.NewRequest(http.MethodGet, full.URL+path, nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := secure.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case strings.Contains(string(b), "agent-db-pass-51d0"):
+				t.Errorf("the agent's %s shows its database password:\n%s", path, b)
+			case token == "" && (strings.Contains(string(b), precheck.Mask) || strings.Contains(string(b), fmt.Sprintf(":%d", pg.Port))):
+				t.Errorf("the agent's anonymous %s shows its database:\n%s", path, b)
+			case token != "" && !strings.Contains(string(b), precheck.Mask):
+				t.Errorf("the agent's %s with its token shows no masked DSN:\n%s", path, b)
+			}
 		}
 	}
 	forced := newAgent("forced-agent", "SIMULATION_MODE=true", "POSTGRES_DSN="+pg.DSN("agent-db-pass-51d0"), "COSIGN_KEY_PATH="+key, "COSIGN_PASSWORD=agent-key-pass", "VAULT_ADDR="+vault)

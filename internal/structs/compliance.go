@@ -1,6 +1,10 @@
 package structs
 
-import "time"
+import (
+	"sort"
+	"strings"
+	"time"
+)
 
 // InfraCheck is the result of one infrastructure check of the precheck
 // (registry, vault, cosign, postgres), in the seed's vocabulary.
@@ -108,4 +112,39 @@ type PolicyStatus struct {
 	Simulation     *Simulation    `json:"simulation,omitempty"`
 	Summary        PolicySummary  `json:"summary"`
 	Policies       []PolicyResult `json:"policies"`
+}
+
+// Summary returns what an anonymous caller may see of s: whether the node
+// runs in simulation mode, which parts and the status of each check, with
+// no check detail or target (hosts, DSNs, paths) and a reason that names
+// checks only. nil stays nil.
+func (s *Simulation) Summary() *Simulation {
+	if s == nil {
+		return nil
+	}
+	out := &Simulation{Enabled: s.Enabled, Role: s.Role, Setting: s.Setting, CheckedAt: s.CheckedAt,
+		Simulated: []SimulatedPart{}, Checks: map[string]InfraCheck{}}
+	var failing []string
+	for name, c := range s.Checks {
+		status, _, _ := strings.Cut(c.Status, ":")
+		out.Checks[name] = InfraCheck{Status: status, DurationMS: c.DurationMS}
+		switch status {
+		case "UP", "OK", "REACHABLE":
+		default:
+			failing = append(failing, name+" "+status)
+		}
+	}
+	for _, p := range s.Simulated {
+		because, _, _ := strings.Cut(p.Because, ":")
+		out.Simulated = append(out.Simulated, SimulatedPart{Part: p.Part, What: p.What, Because: because})
+	}
+	sort.Strings(failing)
+	// The full reason quotes the failing checks' detail; keep what comes
+	// before it and name the checks instead.
+	reason, _, cut := strings.Cut(s.Reason, "missing: ")
+	if cut {
+		reason += "missing: " + strings.Join(failing, ", ")
+	}
+	out.Reason = reason
+	return out
 }

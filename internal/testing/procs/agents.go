@@ -111,10 +111,16 @@ type AgentView struct {
 	} `json:"tasks"`
 }
 
-// Status reads the agent's /health.
+// Status reads the agent's /health with the agent's own token (the
+// cluster's FEDERATION_TOKEN, which agents are started with): the view
+// with its tasks.
 func (a *AgentProc) Status(ctx context.Context) (*AgentView, error) {
 	var v AgentView
-	if err := a.getJSON(ctx, "/health", &v); err != nil {
+	b, err := a.sec.get(ctx, a.URL+"/health", true)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -127,14 +133,6 @@ func (a *AgentProc) Metric(ctx context.Context, name string) (float64, error) {
 		return 0, err
 	}
 	return metricValue(body, name, a.URL)
-}
-
-func (a *AgentProc) getJSON(ctx context.Context, path string, out any) error {
-	body, err := a.get(ctx, path)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal([]byte(body), out)
 }
 
 func (a *AgentProc) get(ctx context.Context, path string) (string, error) {

@@ -71,6 +71,12 @@ type Options struct {
 	// tokens and signatures still apply. For the bench tool's scale test,
 	// which measures membership and should not pay for TLS on the API.
 	Plaintext bool
+	// HTTPWriteTimeout is the servers' http.Server WriteTimeout (0: none),
+	// for tests of what outlives it.
+	HTTPWriteTimeout time.Duration
+	// MaxBlockingPerToken is the servers' cap on one token's blocking
+	// queries (0: the default).
+	MaxBlockingPerToken int
 }
 
 // Cluster is a running in-process cluster.
@@ -282,13 +288,14 @@ func (c *Cluster) start(n *Node) error {
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
 	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test",
-		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, Token: Token, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
+		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, Token: Token, MaxBlockingPerToken: c.opts.MaxBlockingPerToken, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
 	}
 	n.http = &http.Server{Handler: n.inflight.wrap(api.Handler()), BaseContext: func(net.Listener) context.Context { return base },
-		ErrorLog: cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+		WriteTimeout: c.opts.HTTPWriteTimeout,
+		ErrorLog:     cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	n.cancel = cancel
 	go n.http.Serve(ln)
 	n.Server = srv
