@@ -261,10 +261,11 @@ func (a *API) deleteToken(w http.ResponseWriter, r *http.Request) {
 // trustStatus answers GET /v1/trust/status: whether the bootstrap window
 // is closed and the bootstrap token retired.
 func (a *API) trustStatus(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *fsm.State) (any, uint64, error) {
+	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.TrustStatus{Sealed: s.TrustSealed(), SealedIndex: s.Trust.SealedIndex, ApproversNeeded: s.TrustThreshold(),
 			Approvers: s.EligibleApprovers(), BootstrapRetired: s.Trust.BootstrapRetired, BootstrapRetiredIndex: s.Trust.BootstrapRetiredIndex,
-			RestoreGrants: s.Trust.RestoreGrants}, s.TableIndex(fsm.TablePolicy), nil
+			RestoreGrants: s.Trust.RestoreGrants},
+			max(s.TableIndex(fsm.TablePolicy), s.TableIndex(fsm.TableMembers), s.TableIndex(fsm.TableTokens), s.TableIndex(fsm.TableApprovals)), nil
 	})
 }
 
