@@ -263,8 +263,8 @@ func (a *API) deleteToken(w http.ResponseWriter, r *http.Request) {
 func (a *API) trustStatus(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.TrustStatus{Sealed: s.TrustSealed(), SealedIndex: s.Trust.SealedIndex, ApproversNeeded: s.TrustThreshold(),
-			Approvers: s.EligibleApprovers(), BootstrapRetired: s.Trust.BootstrapRetired, BootstrapRetiredIndex: s.Trust.BootstrapRetiredIndex,
-			RestoreGrants: s.Trust.RestoreGrants},
+				Approvers: s.EligibleApprovers(), BootstrapRetired: s.Trust.BootstrapRetired, BootstrapRetiredIndex: s.Trust.BootstrapRetiredIndex,
+				RestoreGrants: s.Trust.RestoreGrants},
 			max(s.TableIndex(fsm.TablePolicy), s.TableIndex(fsm.TableMembers), s.TableIndex(fsm.TableTokens), s.TableIndex(fsm.TableApprovals)), nil
 	})
 }
