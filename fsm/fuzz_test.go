@@ -70,6 +70,7 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(PolicySetType), codecJSON, []byte(`{"policy":{"rules":{"failover":{"required":1,"ttl_seconds":600}},"skew_seconds":60}}`))
 	f.Add(uint8(ApprovalVoteType), codecJSON, []byte(`{"id":"appr-0001","auth":{"key_id":"x","signature":"AAAA","body":"e30=","nonce":"abcdefgh"}}`))
 	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"reader"}}`))
+	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"agent","node":"n1","region":"us-east"},"rules":4}`))
 	// The same commands as servers write them.
 	for _, c := range seedCommands() {
 		data, err := Encode(c.typ, c.body)

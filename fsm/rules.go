@@ -55,3 +55,9 @@ func (c ApprovalCreate) WithRules(v int) any { c.Rules = v; return c }
 
 // WithRules stamps the rules the command is logged under.
 func (c ApprovalVote) WithRules(v int) any { c.Rules = v; return c }
+
+// LoggedRules is the rules the command carries.
+func (c TokenCreate) LoggedRules() int { return c.Rules }
+
+// WithRules stamps the rules the command is logged under.
+func (c TokenCreate) WithRules(v int) any { c.Rules = v; return c }

@@ -156,7 +156,9 @@ func (a *API) routes() *mux.Router {
 	// Seed paths, kept exactly. Everything but /health and /metrics needs
 	// a token with a fitting role.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
+	// Region writes are the operator's (signed by the region's key when it
+	// registers): an agent's token acts only as its own node.
+	r.HandleFunc("/region/register", a.auth(operators, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
 	if a.cfg.AnonymousRegionList {
 		r.HandleFunc("/region/list", a.anonymousRegionList).Methods(http.MethodGet)
 	} else {
@@ -172,7 +174,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/regions", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/nearest", a.auth(anyRole, a.nearestRegions)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.auth(anyRole, a.getRegion)).Methods(http.MethodGet)
-	v1.HandleFunc("/regions/{name}", a.auth(agents, a.putRegion)).Methods(http.MethodPut)
+	v1.HandleFunc("/regions/{name}", a.auth(operators, a.putRegion)).Methods(http.MethodPut)
 	v1.HandleFunc("/regions/{name}", a.auth(operators, a.deleteRegion)).Methods(http.MethodDelete)
 	v1.HandleFunc("/regions/{name}/database", a.auth(anyRole, a.getRegionDatabase)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}/database", a.auth(agents, a.putRegionDatabase)).Methods(http.MethodPut)
@@ -206,6 +208,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/tokens", a.auth(operators, a.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", a.auth(operators, a.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{accessor}", a.auth(operators, a.deleteToken)).Methods(http.MethodDelete)
+	v1.HandleFunc("/token/self", a.auth(anyRole, a.tokenSelf)).Methods(http.MethodGet)
 	v1.HandleFunc("/policy/approvals", a.auth(anyRole, a.getPolicy)).Methods(http.MethodGet)
 	v1.HandleFunc("/policy/approvals", a.auth(operators, a.putPolicy)).Methods(http.MethodPut)
 	v1.HandleFunc("/approvals", a.auth(anyRole, a.listApprovals)).Methods(http.MethodGet)

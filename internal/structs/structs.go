@@ -17,6 +17,10 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrNoLeader means no leader is known right now; retry shortly.
 	ErrNoLeader = errors.New("no cluster leader")
+	// ErrWrongAgentToken means an agent was given a token that is not an
+	// agent token bound to it (an operator's, another agent's, a revoked
+	// one): it refuses to use it.
+	ErrWrongAgentToken = errors.New("the token is not an agent token bound to this agent")
 	// ErrOutcomeUnknown means the command reached Raft but its commit could
 	// not be confirmed (leadership lost, shutdown): it may or may not have
 	// been applied.
@@ -66,6 +70,10 @@ type Member struct {
 	Region string            `json:"region"`
 	Status string            `json:"status"`
 	Tags   map[string]string `json:"tags"`
+	// Refused says why this server, as leader, did not admit the member
+	// (no server identity under its name, no agent token bound to its
+	// name and region); empty when admitted or not judged here.
+	Refused string `json:"refused,omitempty"`
 }
 
 // ArchiveMeta describes a snapshot archive.
