@@ -138,10 +138,10 @@ type Agent struct {
 	registered chan struct{}
 	// checked receives the outcome of the token check (nil: the token is
 	// this agent's), once.
-	checked chan error
-	leaving    bool
-	stopOnce   sync.Once
-	stopErr    error
+	checked  chan error
+	leaving  bool
+	stopOnce sync.Once
+	stopErr  error
 }
 
 type runningTask struct {
