@@ -192,6 +192,16 @@ func (s *Server) maybeBootstrap() {
 		if !ok || sm.Status != serf.StatusAlive || sm.NonVoter {
 			continue
 		}
+		// Only a member proving a server identity counts: a rogue tagged
+		// role=server could otherwise join the first configuration, or
+		// stop the bootstrap with a bootstrapped or expect tag.
+		if sm.ID != s.cfg.NodeID {
+			if err := s.verifyServer(sm); err != nil {
+				s.refuse(sm.ID, refusedServerIdentity, err.Error())
+				continue
+			}
+			s.admit(sm.ID)
+		}
 		if sm.Boot {
 			// Someone already has a cluster; it will add us.
 			s.markBootstrapped()
@@ -246,12 +256,13 @@ func (s *Server) Members() []structs.Member {
 			tags[k] = v
 		}
 		out = append(out, structs.Member{
-			Name:   m.Name,
-			Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-			Role:   m.Tags[node.TagRole],
-			Region: m.Tags[node.TagRegion],
-			Status: m.Status.String(),
-			Tags:   tags,
+			Name:    m.Name,
+			Addr:    net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			Role:    m.Tags[node.TagRole],
+			Region:  m.Tags[node.TagRegion],
+			Status:  m.Status.String(),
+			Tags:    tags,
+			Refused: s.refusal(m.Name),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -130,17 +130,17 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := awaitTokenCheck(ag, o.Logger); err != nil {
-		_ = ag.Shutdown()
-		ln.Close()
-		return nil, err
-	}
-	return &agentNode{
+	n := &agentNode{
 		agent: ag,
 		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Logger)), o.Logger),
 		url:   adv,
 		log:   o.Logger.Named("agent"),
-	}, nil
+	}
+	if err := awaitTokenCheck(ag, o.Logger); err != nil {
+		_ = n.shutdown()
+		return nil, err
+	}
+	return n, nil
 }
 
 // tokenCheckWait bounds how long an agent waits at start for a server to

@@ -56,7 +56,12 @@ type AgentProc struct {
 	// URL is the base URL of the agent's own HTTP endpoints (its bind
 	// address).
 	URL string
-	sec *Security
+	// Token is the agent's own token, bound to its node and region (its
+	// FEDERATION_TOKEN); empty when no server could make one, and the
+	// agent then has the bootstrap token, which it refuses once a server
+	// tells it what that token is.
+	Token string
+	sec   *Security
 }
 
 // NewAgentProc prepares (but does not start) an agent on fresh ports of
@@ -87,8 +92,12 @@ func NewAgentProcWith(bin, logDir string, cfg AgentConfig, sec *Security) (*Agen
 	cfg.Extra = append(flags, cfg.Extra...)
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
+	tok, err := sec.AgentToken(cfg.Node, cfg.Region)
+	if err == nil {
+		p.Env = []string{"FEDERATION_TOKEN=" + tok}
+	}
 	return &AgentProc{Proc: p, Config: cfg, Node: cfg.Node, Region: cfg.Region, DataDir: cfg.DataDir,
-		URL: sec.Scheme() + "://" + cfg.HTTPAddr, sec: sec}, nil
+		URL: sec.Scheme() + "://" + cfg.HTTPAddr, Token: tok, sec: sec}, nil
 }
 
 // SerfAddrs returns the Serf addresses the cluster's servers are dialled

@@ -39,6 +39,7 @@ type Security struct {
 	Plaintext bool
 
 	mu      sync.Mutex
+	servers []string // HTTP URLs of the servers made with this material
 	signers map[string]*signing.Signer
 	keyDir  string
 	hc      *http.Client // see get
@@ -104,6 +105,49 @@ func (s *Security) Scheme() string {
 
 // Env is the environment every process of the cluster gets.
 func (s *Security) Env() []string { return []string{"FEDERATION_TOKEN=" + Token} }
+
+func (s *Security) addServer(url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.servers = append(s.servers, url)
+}
+
+// AgentToken makes, through the servers made with this material, an agent
+// token bound to node and region, as an operator provisions each agent
+// (`atomfed token create --role agent --node N --region R`). It retries
+// while a server answers without a leader (up to 20 s) and gives up at
+// once when none is reachable.
+func (s *Security) AgentToken(node, region string) (string, error) {
+	s.mu.Lock()
+	urls := append([]string(nil), s.servers...)
+	s.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var last error
+		noLeader := false
+		for _, u := range urls {
+			c, err := s.Client(u)
+			if err != nil {
+				return "", err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			t, err := c.CreateAgentToken(ctx, node, region, "agent "+node)
+			cancel()
+			if err == nil {
+				return t.Secret, nil
+			}
+			last = err
+			noLeader = noLeader || client.StatusOf(err) == http.StatusServiceUnavailable
+		}
+		if last == nil {
+			return "", fmt.Errorf("no server to make agent %s's token with", node)
+		}
+		if !noLeader || time.Now().After(deadline) {
+			return "", fmt.Errorf("agent %s's token: %w", node, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
 
 // Signer returns member's key, made on first use and written (unencrypted
 // PKCS#8) to keys/<member>.key for CLI tests.
