@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -79,9 +80,11 @@ type Config struct {
 	// Simulation is the node's SIMULATION_MODE evaluation, shown in
 	// /health, /global-status and /v1/policy/status (nil: not evaluated).
 	Simulation *structs.Simulation
-	// Token is the bearer token this server sends when it calls other
-	// nodes' endpoints (policy evaluation).
-	Token string
+	// ProbeTLS is the TLS client config of this server's calls to other
+	// nodes' endpoints (policy evaluation): it trusts the federation CA,
+	// and each call requires a certificate naming the node called. nil in
+	// plaintext mode. Those calls carry no token.
+	ProbeTLS *tls.Config
 	// Policies replaces the policy evaluators of /v1/policy/status
 	// (nil: policy.Policies()).
 	Policies []policy.Policy
@@ -139,7 +142,7 @@ func New(cfg Config) *API {
 		metrics: newMetrics(cfg.Registerer),
 		now:     cfg.Now,
 	}
-	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
+	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Policies: cfg.Policies, TLS: cfg.ProbeTLS})
 	a.router = a.routes()
 	return a
 }
