@@ -207,7 +207,7 @@ func (p *Pool) CheckAgentToken(ctx context.Context, node, region string) error {
 	}
 	switch {
 	case self.Role != fsm.RoleAgent:
-		return fmt.Errorf("%w: it is a %s token (accessor %s); an agent needs its own agent token: atomfed token create --role agent --node %s --region %s",
+		return fmt.Errorf("%w: it is a token of role %s (accessor %s); an agent needs its own agent token: atomfed token create --role agent --node %s --region %s",
 			structs.ErrWrongAgentToken, self.Role, self.Accessor, node, region)
 	case self.Node == "":
 		return fmt.Errorf("%w: it is an agent token bound to no node (made before protocol 4, accessor %s); make one with: atomfed token create --role agent --node %s --region %s",

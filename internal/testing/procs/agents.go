@@ -20,6 +20,10 @@ type AgentConfig struct {
 	Join []string
 	// Extra flags, appended as given.
 	Extra []string
+	// Token, when set, is the agent's FEDERATION_TOKEN as given (tests of
+	// wrong tokens); else NewAgentProcWith makes one bound to Node and
+	// Region.
+	Token string
 }
 
 // Args returns the agent's command line after the binary.
@@ -92,8 +96,13 @@ func NewAgentProcWith(bin, logDir string, cfg AgentConfig, sec *Security) (*Agen
 	cfg.Extra = append(flags, cfg.Extra...)
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
-	tok, err := sec.AgentToken(cfg.Node, cfg.Region)
-	if err == nil {
+	tok := cfg.Token
+	if tok == "" {
+		if tok, err = sec.AgentToken(cfg.Node, cfg.Region); err != nil {
+			tok = ""
+		}
+	}
+	if tok != "" {
 		p.Env = []string{"FEDERATION_TOKEN=" + tok}
 	}
 	return &AgentProc{Proc: p, Config: cfg, Node: cfg.Node, Region: cfg.Region, DataDir: cfg.DataDir,
