@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/node"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -225,8 +227,15 @@ func TestIdentityAttacks(t *testing.T) {
 	fake := newRecorder(t, &tls.Config{Certificates: []tls.Certificate{stolen}})
 
 	// Rogue members holding only the gossip key.
+	rogueKey, err := signing.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := pem.Decode(rogueKey.PublicPEM)
 	rogueMember(t, c, "rogue-server", map[string]string{node.TagRole: node.RoleServer, node.TagRegion: "us-east",
-		node.TagRaftAddr: fake.Listener.Addr().String(), node.TagHTTP: plain.URL, node.TagExpect: "3"})
+		node.TagRaftAddr: fake.Listener.Addr().String(), node.TagHTTP: plain.URL, node.TagExpect: "3",
+		node.TagPublicKey: base64.StdEncoding.EncodeToString(der.Bytes)})
+	rogueJoined := time.Now()
 	rogueMember(t, c, "rogue-twin", map[string]string{node.TagRole: node.RoleServer, node.TagRegion: "us-east",
 		node.TagRaftAddr: leader.Config.RaftAddr, node.TagHTTP: fake.URL, node.TagExpect: "3"})
 	rogueMember(t, c, "rogue-agent", map[string]string{node.TagRole: node.RoleAgent, node.TagRegion: "eu-west",
@@ -268,6 +277,18 @@ func TestIdentityAttacks(t *testing.T) {
 			if err != nil || v < min {
 				t.Errorf("refusals counted for %s: %v, %v; want at least %v", reason, v, err, min)
 			}
+		}
+	})
+
+	t.Run("a rogue server's gossiped key is not recorded as a server's", func(t *testing.T) {
+		// The leader records server keys every 2 s: watch three passes.
+		for time.Since(rogueJoined) < 6*time.Second {
+			var m fsm.Member
+			_, err := leader.Client.Do(ctx(t, 5*time.Second), http.MethodGet, "/v1/trust/members/rogue-server", nil, nil, &m)
+			if client.StatusOf(err) != http.StatusNotFound {
+				t.Fatalf("the rogue server is a trust member: %+v, %v", m, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 
