@@ -195,12 +195,13 @@ func (s *Server) maybeBootstrap() {
 		// Only a member proving a server identity counts: a rogue tagged
 		// role=server could otherwise join the first configuration, or
 		// stop the bootstrap with a bootstrapped or expect tag.
+		// A peer whose Raft port is not up yet fails too: it is tried
+		// again on the next tick, and the leader records real refusals.
 		if sm.ID != s.cfg.NodeID {
 			if err := s.verifyServer(sm); err != nil {
-				s.refuse(sm.ID, refusedServerIdentity, err.Error())
+				s.logger.Debug("not counting a server for bootstrap: no server identity yet", "member", sm.ID, "error", err)
 				continue
 			}
-			s.admit(sm.ID)
 		}
 		if sm.Boot {
 			// Someone already has a cluster; it will add us.
