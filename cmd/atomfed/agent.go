@@ -219,6 +219,12 @@ capabilities, watches its task assignments with blocking queries, runs them,
 and reports heartbeats and task status through the servers. SIGTERM or SIGINT
 hands its tasks back, leaves Serf and exits 0.
 
+Each agent has its own token, bound to its --node and --region (make it with
+atomfed token create --role agent --node <node> --region <region>): the
+leader admits the agent only with it, and the agent refuses to start with any
+other token (an operator's FEDERATION_TOKEN, another agent's). It sends the
+token only to servers whose certificate names server.atomfed.
+
 At start the agent checks its critical infrastructure: its region database
 (POSTGRES_DSN), its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD) and Vault
 (VAULT_ADDR). When one is missing it runs in SIMULATION_MODE (without a
