@@ -445,3 +445,72 @@ func TestIdentityAttacks(t *testing.T) {
 		}
 	})
 }
+
+// TestRogueServerCannotJoinTheFirstConfiguration: two real servers expect a
+// third; a rogue Serf member with the gossip key, tagged role=server with
+// the same bootstrap-expect and an agent's certificate on its Raft address,
+// completes the count. The servers do not bootstrap with it: no leader,
+// no Raft configuration, however long they see it.
+func TestRogueServerCannotJoinTheFirstConfiguration(t *testing.T) {
+	c, err := procs.NewCluster(procs.ClusterOptions{
+		Bin: atomfedBin, Servers: 2, Dir: t.TempDir(),
+		Port:      func() (int, error) { return testutil.FreePort(t), nil },
+		Configure: func(_ int, cfg *procs.ServerConfig) error { cfg.BootstrapExpect = 3; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range c.Servers {
+				t.Logf("log of %s:\n%s", s.ID(), s.LogTail(30))
+			}
+		}
+		c.Close()
+	})
+	dir := t.TempDir()
+	agentCert, err := c.Sec.CA.WriteNode(dir, "stolen-agent", c.Sec.CAPath, []string{"stolen-agent", tlsutil.AgentName, "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen, err := tls.LoadX509KeyPair(agentCert.Cert, agentCert.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := newRecorder(t, &tls.Config{Certificates: []tls.Certificate{stolen}})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for _, s := range c.Servers {
+			if _, err := s.Health(ctx(t, 2*time.Second)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	rogueMember(t, c, "rogue-boot", map[string]string{node.TagRole: node.RoleServer, node.TagRegion: "us-east",
+		node.TagRaftAddr: fake.Listener.Addr().String(), node.TagHTTP: fake.URL, node.TagExpect: "3"})
+	// Both servers see three servers expecting three (they bootstrap
+	// within a second of that, checking every second): watch five checks.
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for _, s := range c.Servers {
+			ms, err := s.Client.Members(ctx(t, 2*time.Second))
+			if err != nil {
+				return err
+			}
+			if len(ms) != 3 {
+				return fmt.Errorf("%s sees %d members", s.ID(), len(ms))
+			}
+		}
+		return nil
+	})
+	for seen := time.Now(); time.Since(seen) < 5*time.Second; time.Sleep(250 * time.Millisecond) {
+		for _, s := range c.Servers {
+			h, err := s.Health(ctx(t, 2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.KnownLeader || s.LogContains("bootstrapped a new cluster") {
+				t.Fatalf("%s bootstrapped with the rogue member: leader %q", s.ID(), h.Leader)
+			}
+		}
+	}
+}
