@@ -53,7 +53,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		forwardRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "atomfed_forward_refused_total",
-			Help: "Commands a follower forwarded that the leader refused to log because they do not decode as a command it applies.",
+			Help: "Commands a follower forwarded that the leader refused to log: they do not decode as a command it applies, or their caller may not make them.",
 		}),
 		membersRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atomfed_serf_members_refused_total",

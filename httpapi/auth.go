@@ -133,7 +133,11 @@ func (a *API) auth(roles []string, h http.HandlerFunc) http.HandlerFunc {
 				fmt.Sprintf("a %s token may not do this; it needs one of: %s", id.Role, strings.Join(roles, ", "))))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		ctx := context.WithValue(r.Context(), identityKey{}, id)
+		// A write this server forwards names its caller: the leader checks
+		// the caller's authority itself (AuthorizeForwarded).
+		secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		h(w, r.WithContext(structs.WithCaller(ctx, secret)))
 	}
 }
 

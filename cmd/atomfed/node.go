@@ -113,6 +113,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 		Simulation: o.Simulation, ProbeTLS: sec.client, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
 		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, serverPinned(sec.client)),
 	})
+	srv.SetForwardAuthorizer(api.AuthorizeForwarded)
 	return &serverNode{
 		srv:  srv,
 		http: serveHTTP(ln, handlerWrap(api.Handler()), o.Logger),

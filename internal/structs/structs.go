@@ -5,6 +5,7 @@
 package structs
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -175,4 +176,19 @@ type ForwardResult struct {
 	Index uint64
 	Err   error
 	Value []byte
+}
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying the bearer token of the API caller a
+// write is made for: a follower forwards it with the command, so that the
+// leader checks the caller's authority itself.
+func WithCaller(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, callerKey{}, token)
+}
+
+// CallerOf returns the caller's token WithCaller put in ctx.
+func CallerOf(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(callerKey{}).(string)
+	return t, ok && t != ""
 }
