@@ -18,7 +18,9 @@ import (
 // states, refences) are never accepted from a forwarder.
 
 // forwardedRoles is, per command an API route makes, the roles its routes
-// accept. A command not listed (a newer one) is an operator's.
+// accept. A command not listed here is checked only for a valid token of a
+// role that writes (writers): list every new command an API route makes,
+// with its routes' roles and, in authorizeCommand, its binding.
 var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.RegionUpsertType:      operators,
 	fsm.RegionDeleteType:      operators,
@@ -40,6 +42,9 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.ApprovalVoteType:      approvers,
 	fsm.ApprovalCreateType:    anyRole, // checked as the action it wraps
 }
+
+// writers are the roles that make some write; a reader makes none.
+var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 
 // leaderOnly are the commands the leader issues itself.
 var leaderOnly = map[fsm.MessageType]bool{
@@ -77,7 +82,7 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 	}
 	roles, ok := forwardedRoles[t]
 	if !ok {
-		roles = operators
+		roles = writers
 	}
 	if !slices.Contains(roles, id.Role) {
 		return forbiddenCmd("forbidden_role", "a "+id.Role+" token may not make "+t.String()+"; it needs one of: "+strings.Join(roles, ", "))
