@@ -36,6 +36,11 @@ const (
 	fwdResult    byte = 3 // answer to fwdApply: index (uint64), outcome byte, the value (MessagePack) or a fwdErr (JSON)
 	fwdIndex     byte = 4 // answer to fwdReadIndex
 	fwdError     byte = 5 // answer: JSON fwdErr
+	// fwdApplyAs is fwdApply naming its caller (protocol 4): payload:
+	// stamp, key length (uint16), batch key, token length (uint16), the
+	// caller's bearer token, encoded command. The leader checks with the
+	// token that the caller may make the command.
+	fwdApplyAs byte = 6
 
 	fwdMaxFrame = 8 << 20
 	// fwdMaxStampSkew bounds how far a follower's stamp of a command may be
@@ -235,7 +240,7 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 		answer(id, fwdError, b)
 	}
 	switch kind {
-	case fwdApply:
+	case fwdApply, fwdApplyAs:
 		if len(payload) < 10 {
 			fail(errors.New("short forwarded command"))
 			return
@@ -247,6 +252,15 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			return
 		}
 		key, data := string(payload[10:10+klen]), payload[10+klen:]
+		var caller string
+		if kind == fwdApplyAs {
+			if len(data) < 2 || len(data) < 2+int(binary.BigEndian.Uint16(data[:2])) {
+				fail(errors.New("short forwarded command"))
+				return
+			}
+			tlen := int(binary.BigEndian.Uint16(data[:2]))
+			caller, data = string(data[2:2+tlen]), data[2+tlen:]
+		}
 		now := time.Now
 		if s.cfg.Now != nil {
 			now = s.cfg.Now
@@ -275,6 +289,12 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 			// Stamped under rules a server of the configuration does not
 			// apply: it would come to another state.
 			fail(fmt.Errorf("%w (%s under rules %d, the cluster speaks %d)", ErrUpgradeInProgress, t, r.LoggedRules(), min))
+			return
+		}
+		if err := s.authorizeForwarded(kind, caller, t, decoded, min); err != nil {
+			s.metrics.forwardRefused.Inc()
+			s.logger.Warn("refused a forwarded command its caller may not make", "command", t.String(), "error", err)
+			fail(err)
 			return
 		}
 		res, err := s.applyKeyed(ctx, data, key)
@@ -311,6 +331,34 @@ func (s *Server) handleForward(id uint64, kind byte, payload []byte, answer func
 	default:
 		fail(fmt.Errorf("unknown forwarding request %d", kind))
 	}
+}
+
+// ForwardAuthorizer checks, on the leader, that the caller whose bearer
+// token a follower forwarded may make command t (its decoded body): what
+// the follower's API checked, checked again by the leader, so that a
+// server cannot commit more than its caller could. It returns an
+// fsm.Error (kind forbidden) when not.
+type ForwardAuthorizer func(token string, t fsm.MessageType, cmd any) error
+
+// SetForwardAuthorizer installs the check the leader applies to forwarded
+// commands (the HTTP API's, built after the server).
+func (s *Server) SetForwardAuthorizer(f ForwardAuthorizer) { s.fwdAuth.Store(&f) }
+
+// authorizeForwarded applies the forward authorizer: to the caller of a
+// fwdApplyAs, and, once every server forwards callers (protocol 4), it
+// refuses a forwarded command that names none.
+func (s *Server) authorizeForwarded(kind byte, caller string, t fsm.MessageType, cmd any, min int) error {
+	f := s.fwdAuth.Load()
+	if f == nil {
+		return nil
+	}
+	if kind != fwdApplyAs {
+		if min < protocolForwardCaller {
+			return nil // a follower of an older release
+		}
+		return &fsm.Error{Kind: fsm.ErrForbidden, Code: "no_caller", Message: "a forwarded write must name its caller"}
+	}
+	return (*f)(caller, t, cmd)
 }
 
 // fwdClient is a follower's pool of connections to the leader.
@@ -485,11 +533,24 @@ func (s *Server) ForwardApply(ctx context.Context, t fsm.MessageType, body any, 
 	if len(key) > 1024 {
 		key = "" // not worth batching; keeps the frame header small
 	}
+	if caller, ok := structs.CallerOf(ctx); ok && len(caller) <= 1024 {
+		if _, leader := s.protocols(); leader >= protocolForwardCaller {
+			tok := make([]byte, 2, 2+len(caller)+len(data))
+			binary.BigEndian.PutUint16(tok, uint16(len(caller)))
+			return s.forwardKind(ctx, addr, fwdApplyAs, append(append(tok, caller...), data...), key, stamp)
+		}
+	}
 	return s.forwardData(ctx, addr, data, key, stamp)
 }
 
 // forwardData sends an encoded command to the leader at addr.
 func (s *Server) forwardData(ctx context.Context, addr string, data []byte, key string, stamp int64) (*structs.ForwardResult, error) {
+	return s.forwardKind(ctx, addr, fwdApply, data, key, stamp)
+}
+
+// forwardKind sends a fwdApply or fwdApplyAs (data then starts with the
+// caller) to the leader at addr.
+func (s *Server) forwardKind(ctx context.Context, addr string, kind byte, data []byte, key string, stamp int64) (*structs.ForwardResult, error) {
 	c, err := s.fwd.conn(addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial the leader at %s: %v", ErrNoLeader, addr, err)
@@ -498,7 +559,7 @@ func (s *Server) forwardData(ctx context.Context, addr string, data []byte, key 
 	binary.BigEndian.PutUint64(payload[:8], uint64(stamp))
 	binary.BigEndian.PutUint16(payload[8:10], uint16(len(key)))
 	payload = append(append(payload, key...), data...)
-	a, sent := c.call(ctx, fwdApply, payload)
+	a, sent := c.call(ctx, kind, payload)
 	switch {
 	case a.err != nil && !sent:
 		return nil, fmt.Errorf("%w: %v", ErrNoLeader, a.err)

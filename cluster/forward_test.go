@@ -20,7 +20,8 @@ func TestForwardApply(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{})
 	l := c.WaitLeader()
 	f := c.Followers()[0]
-	ctx := testcluster.Ctx(t, 20*time.Second)
+	// Forwarded for an operator: the leader checks the caller itself.
+	ctx := structs.WithCaller(testcluster.Ctx(t, 20*time.Second), testcluster.Token)
 
 	c.RegisterRegion(&fsm.Region{Name: "home", URL: "https://home.example:8443", Tier: fsm.TierStaging})
 	tenant := func(id string) fsm.TenantUpsert {

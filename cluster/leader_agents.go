@@ -59,12 +59,24 @@ func (s *Server) reconcileAgent(m serf.Member, reaped bool) error {
 	ctx, cancel := context.WithTimeout(s.shutdownCtx, configChangeTimeout)
 	defer cancel()
 	if reaped {
+		s.admit(m.Name)
 		if cur == nil {
 			return nil
 		}
 		return s.applyQuiet(ctx, fsm.AgentDeleteType, fsm.AgentDelete{Node: m.Name, At: time.Now().UnixNano()})
 	}
 	want := agentFromMember(m)
+	if err := s.agentBound(&want); err != nil {
+		// Tags are not authority: without a token bound to this name and
+		// region the member gets no registry entry, hence no tasks; one
+		// admitted before (its token since revoked) is forgotten.
+		s.refuse(m.Name, refusedAgentUnbound, err.Error())
+		if cur == nil {
+			return nil
+		}
+		return s.applyQuiet(ctx, fsm.AgentDeleteType, fsm.AgentDelete{Node: m.Name, At: time.Now().UnixNano()})
+	}
+	s.admit(m.Name)
 	if cur != nil && sameAgent(cur, want) {
 		return nil
 	}

@@ -70,6 +70,7 @@ func (s *Server) reconcileMember(m serf.Member, reaped bool) error {
 	}
 	if reaped {
 		s.clearFailed(sm.ID)
+		s.admit(sm.ID)
 		return s.removeServer(sm.ID, "reaped by serf")
 	}
 	switch m.Status {
@@ -106,6 +107,13 @@ func (s *Server) addServer(sm serverMember) error {
 		}
 		break
 	}
+	// A role=server tag is not authority: only a member that proves a
+	// server identity under its own name joins the configuration.
+	if err := s.verifyServer(sm); err != nil {
+		s.refuse(sm.ID, refusedServerIdentity, err.Error())
+		return nil
+	}
+	s.admit(sm.ID)
 	var f raft.IndexFuture
 	if sm.NonVoter {
 		s.logger.Info("adding non-voter", "server", sm.ID, "addr", sm.RaftAddr)

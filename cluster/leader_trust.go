@@ -33,14 +33,23 @@ func tagPublicKey(tag string) string {
 }
 
 // serverKeysRoutine keeps a trust member of kind server for every alive
-// server, with the key it gossips, so that trust bundles signed by any
-// server verify against the bundle itself.
+// server of the Raft configuration, with the key it gossips, so that trust
+// bundles signed by any server verify against the bundle itself. A member
+// merely tagged role=server (anyone with the gossip key) is not a server:
+// only those the leader admitted, on a server certificate naming them, get
+// a key recorded.
 func (s *Server) serverKeysRoutine(ctx context.Context) error {
 	tick := time.NewTicker(trustRoutineInterval)
 	defer tick.Stop()
 	for {
+		voters := map[string]bool{}
+		if f := s.raft.GetConfiguration(); f.Error() == nil {
+			for _, srv := range f.Configuration().Servers {
+				voters[string(srv.ID)] = true
+			}
+		}
 		for _, m := range s.serf.Members() {
-			if m.Status != serf.StatusAlive || m.Tags[node.TagRole] != node.RoleServer || m.Tags[node.TagPublicKey] == "" {
+			if m.Status != serf.StatusAlive || m.Tags[node.TagRole] != node.RoleServer || m.Tags[node.TagPublicKey] == "" || !voters[m.Name] {
 				continue
 			}
 			pub := tagPublicKey(m.Tags[node.TagPublicKey])

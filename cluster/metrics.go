@@ -23,6 +23,8 @@ type metrics struct {
 	plans      *prometheus.CounterVec
 	// forwardRefused counts forwarded commands the leader would not log.
 	forwardRefused prometheus.Counter
+	// membersRefused counts Serf members the leader would not admit.
+	membersRefused *prometheus.CounterVec
 	collector      *collector
 	repl           *replicationCollector
 }
@@ -51,13 +53,17 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		forwardRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "atomfed_forward_refused_total",
-			Help: "Commands a follower forwarded that the leader refused to log because they do not decode as a command it applies.",
+			Help: "Commands a follower forwarded that the leader refused to log: they do not decode as a command it applies, or their caller may not make them.",
 		}),
+		membersRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atomfed_serf_members_refused_total",
+			Help: "Serf members the leader refused to admit as a voter or an agent, once per member and reason (server_identity, agent_unbound).",
+		}, []string{"reason"}),
 		collector: &collector{s: s},
 		repl:      &replicationCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.collector, m.repl)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl)
 	}
 	return m
 }
@@ -72,6 +78,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.logSync)
 	m.reg.Unregister(m.plans)
 	m.reg.Unregister(m.forwardRefused)
+	m.reg.Unregister(m.membersRefused)
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
 }

@@ -15,6 +15,9 @@ const (
 	protocolMsgpack    = 2
 	protocolForwardRPC = 2
 	protocolBatch      = 2
+	// protocolForwardCaller: a forwarded write names its caller's token
+	// and the leader checks the caller's authority itself.
+	protocolForwardCaller = 4
 )
 
 // commandProtocol is the protocol version from which a command may be

@@ -192,6 +192,17 @@ func (s *Server) maybeBootstrap() {
 		if !ok || sm.Status != serf.StatusAlive || sm.NonVoter {
 			continue
 		}
+		// Only a member proving a server identity counts: a rogue tagged
+		// role=server could otherwise join the first configuration, or
+		// stop the bootstrap with a bootstrapped or expect tag.
+		// A peer whose Raft port is not up yet fails too: it is tried
+		// again on the next tick, and the leader records real refusals.
+		if sm.ID != s.cfg.NodeID {
+			if err := s.verifyServer(sm); err != nil {
+				s.logger.Debug("not counting a server for bootstrap: no server identity yet", "member", sm.ID, "error", err)
+				continue
+			}
+		}
 		if sm.Boot {
 			// Someone already has a cluster; it will add us.
 			s.markBootstrapped()
@@ -246,12 +257,13 @@ func (s *Server) Members() []structs.Member {
 			tags[k] = v
 		}
 		out = append(out, structs.Member{
-			Name:   m.Name,
-			Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-			Role:   m.Tags[node.TagRole],
-			Region: m.Tags[node.TagRegion],
-			Status: m.Status.String(),
-			Tags:   tags,
+			Name:    m.Name,
+			Addr:    net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			Role:    m.Tags[node.TagRole],
+			Region:  m.Tags[node.TagRegion],
+			Status:  m.Status.String(),
+			Tags:    tags,
+			Refused: s.refusal(m.Name),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -68,6 +68,8 @@ type Server struct {
 	readyForReads  atomic.Bool
 	leaderHTTP     atomic.Pointer[map[string]string] // server id -> http URL
 	failedSince    map[string]time.Time              // leader-only, guarded by leaderMu
+	refused        refusals                          // members the leader would not admit
+	fwdAuth        atomic.Pointer[ForwardAuthorizer] // checks forwarded callers (leader)
 	readBarrier    *readBarrier
 	followerReads  *readBarrier // a follower's read-index requests, shared
 	fwd            *fwdClient   // a follower's connections to the leader

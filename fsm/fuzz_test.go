@@ -75,6 +75,7 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(BootstrapRetireType), codecJSON, []byte(`{"by":"bootstrap","at":1}`))
 	f.Add(uint8(SnapshotRestoreType), codecJSON, []byte(`{"digest":"`+strings.Repeat("a", 64)+`","at":1}`))
 	f.Add(uint8(ApprovalPruneType), codecJSON, []byte(`{"ids":["appr-0001"],"at":9999999999999999}`))
+	f.Add(uint8(TokenCreateType), codecJSON, []byte(`{"token":{"accessor":"00112233445566778899aabbccddeeff","secret_hash":"`+strings.Repeat("a", 64)+`","role":"agent","node":"n1","region":"us-east"},"rules":4}`))
 	// The same commands as servers write them.
 	for _, c := range seedCommands() {
 		data, err := Encode(c.typ, c.body)

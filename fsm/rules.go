@@ -79,3 +79,9 @@ func (c TokenDelete) WithRules(v int) any { c.Rules = v; return c }
 
 // WithRules stamps the rules the command is logged under.
 func (c PolicySet) WithRules(v int) any { c.Rules = v; return c }
+
+// LoggedRules is the rules the command carries.
+func (c TokenCreate) LoggedRules() int { return c.Rules }
+
+// WithRules stamps the rules the command is logged under.
+func (c TokenCreate) WithRules(v int) any { c.Rules = v; return c }

@@ -151,6 +151,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		if t == nil || t.Accessor == "" || len(t.SecretHash) != 64 || !ValidRole(t.Role) || s.Tokens[t.Accessor] != nil {
 			return nil, fmt.Errorf("snapshot holds an invalid or duplicate token")
 		}
+		if (t.Node != "" || t.Region != "") && validateTokenBinding(t) != nil {
+			return nil, fmt.Errorf("snapshot holds token %s with an invalid binding", t.Accessor)
+		}
 		s.Tokens[t.Accessor] = t
 	}
 	for _, a := range doc.Approvals {

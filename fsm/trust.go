@@ -89,6 +89,14 @@ type Token struct {
 	SecretHash  string `json:"secret_hash"`
 	Role        string `json:"role"`
 	Description string `json:"description,omitempty"`
+	// Node and Region bind an agent token to one agent node of one
+	// region (RulesTrustBound): the leader admits a Serf member as an
+	// agent only when a token is bound to its name and region, and the
+	// token reports, watches tasks and registers keys only as Node and
+	// sets only Region's database. Empty on other roles, and on agent
+	// tokens made before protocol 4 (which agent routes refuse).
+	Node        string `json:"node,omitempty"`
+	Region      string `json:"region,omitempty"`
 	CreatedAt   int64  `json:"created_at"`
 	CreateIndex uint64 `json:"create_index"`
 }
@@ -252,6 +260,39 @@ func (s *State) SortedMembers() []*Member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// Bound reports whether t is an agent token bound to a node and region.
+func (t *Token) Bound() bool { return t.Role == RoleAgent && t.Node != "" && t.Region != "" }
+
+// validateTokenBinding checks a token's node and region binding: an agent
+// token names a node and a region, other roles name neither.
+func validateTokenBinding(t *Token) error {
+	if t.Role != RoleAgent {
+		if t.Node != "" || t.Region != "" {
+			return invalidf("invalid_token_binding", "only agent tokens are bound to a node and region; drop node and region for a %s token", t.Role)
+		}
+		return nil
+	}
+	switch {
+	case t.Node == "" || t.Region == "":
+		return invalidf("token_binding_required", "an agent token is bound to one agent node and its region: give node and region (atomfed token create --role agent --node <name> --region <region>)")
+	case !ValidRegionName(t.Node):
+		return invalidf("invalid_token_binding", "node %q must be a DNS label (the agent's --node)", t.Node)
+	case !ValidRegionName(t.Region):
+		return invalidf("invalid_token_binding", "region %q must be a DNS label (the agent's --region)", t.Region)
+	}
+	return nil
+}
+
+// BoundAgentToken returns a token bound to agent node in region, or nil.
+func (s *State) BoundAgentToken(node, region string) *Token {
+	for _, t := range s.Tokens {
+		if t.Bound() && t.Node == node && t.Region == region {
+			return t
+		}
+	}
+	return nil
 }
 
 // SortedTokens returns the tokens ordered by accessor.

@@ -327,9 +327,15 @@ func deleteMember(s *State, e *Entry, m *Member) {
 }
 
 // TokenCreate stores a new API token (only its secret's SHA-256).
+//
+// Under RulesTrustBound an agent token must be bound to a node and a
+// region and other tokens must not be; under older rules a token carries
+// no binding (servers of older releases would drop it and hold another
+// state).
 type TokenCreate struct {
 	Token Token `json:"token"`
 	At    int64 `json:"at"`
+	Rules int   `json:"rules,omitempty"`
 }
 
 func applyTokenCreate(s *State, e *Entry) (any, error) {
@@ -344,6 +350,13 @@ func applyTokenCreate(s *State, e *Entry) (any, error) {
 		return nil, invalidf("invalid_token", "description is longer than 256 bytes")
 	case s.Tokens[t.Accessor] != nil || s.tokenHashes[t.SecretHash] != nil:
 		return nil, preconditionf("token_exists", "a token with this accessor or secret exists")
+	}
+	if cmd.Rules >= RulesTrustBound {
+		if err := validateTokenBinding(&t); err != nil {
+			return nil, err
+		}
+	} else if t.Node != "" || t.Region != "" {
+		return nil, invalidf("token_binding_unsupported", "binding a token to a node and region needs every server at protocol %d: finish the upgrade first", RulesTrustBound)
 	}
 	t.CreatedAt, t.CreateIndex = cmd.At, e.Index
 	s.Tokens[t.Accessor] = &t

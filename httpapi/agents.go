@@ -38,6 +38,10 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 // agent's assignments change.
 func (a *API) agentTasks(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
+	if err := actsAs(identityOf(r), node); err != nil {
+		writeError(w, err)
+		return
+	}
 	a.read(w, r, func(s *view) (any, uint64, error) {
 		return wire.TaskList{Tasks: nonNilTasks(s.AgentTasks(node))}, s.TableIndex(fsm.AgentTasksTable(node)), nil
 	})
@@ -67,6 +71,10 @@ func nonNilTasks(t []*fsm.Task) []*fsm.Task {
 // agentReport commits an agent's heartbeat and task statuses.
 func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
+	if err := actsAs(identityOf(r), node); err != nil {
+		writeError(w, err)
+		return
+	}
 	var in struct {
 		fsm.AgentReport
 		wire.Envelope
@@ -96,6 +104,10 @@ func (a *API) agentReport(w http.ResponseWriter, r *http.Request) {
 // agentLeave hands an agent's tasks back before it leaves.
 func (a *API) agentLeave(w http.ResponseWriter, r *http.Request) {
 	node := mux.Vars(r)["node"]
+	if err := actsAs(identityOf(r), node); err != nil {
+		writeError(w, err)
+		return
+	}
 	var env wire.Envelope
 	body, _, err := decodeWrite(w, r, &env)
 	if err != nil {

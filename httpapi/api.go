@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -79,9 +80,11 @@ type Config struct {
 	// Simulation is the node's SIMULATION_MODE evaluation, shown in
 	// /health, /global-status and /v1/policy/status (nil: not evaluated).
 	Simulation *structs.Simulation
-	// Token is the bearer token this server sends when it calls other
-	// nodes' endpoints (policy evaluation).
-	Token string
+	// ProbeTLS is the TLS client config of this server's calls to other
+	// nodes' endpoints (policy evaluation): it trusts the federation CA,
+	// and each call requires a certificate naming the node called. nil in
+	// plaintext mode. Those calls carry no token.
+	ProbeTLS *tls.Config
 	// Policies replaces the policy evaluators of /v1/policy/status
 	// (nil: policy.Policies()).
 	Policies []policy.Policy
@@ -147,7 +150,7 @@ func New(cfg Config) *API {
 		blocking: newBlockingLimiter(cfg.MaxBlockingQueries, cfg.MaxBlockingPerToken, cfg.Registerer),
 		now:      cfg.Now,
 	}
-	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Token: cfg.Token, Policies: cfg.Policies, Transport: tr})
+	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Policies: cfg.Policies, TLS: cfg.ProbeTLS})
 	a.router = a.routes()
 	return a
 }
@@ -164,7 +167,9 @@ func (a *API) routes() *mux.Router {
 	// Seed paths, kept exactly. Everything but /health and /metrics needs
 	// a token with a fitting role; /metrics shows more with one.
 	r.HandleFunc("/health", a.health).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/region/register", a.auth(agents, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
+	// Region writes are the operator's (signed by the region's key when it
+	// registers): an agent's token acts only as its own node.
+	r.HandleFunc("/region/register", a.auth(operators, a.registerRegion)).Methods(http.MethodPost, http.MethodPut)
 	if a.cfg.AnonymousRegionList {
 		r.HandleFunc("/region/list", a.anonymousRegionList).Methods(http.MethodGet)
 	} else {
@@ -180,7 +185,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/regions", a.auth(anyRole, a.listRegions)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/nearest", a.auth(anyRole, a.nearestRegions)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}", a.auth(anyRole, a.getRegion)).Methods(http.MethodGet)
-	v1.HandleFunc("/regions/{name}", a.auth(agents, a.putRegion)).Methods(http.MethodPut)
+	v1.HandleFunc("/regions/{name}", a.auth(operators, a.putRegion)).Methods(http.MethodPut)
 	v1.HandleFunc("/regions/{name}", a.auth(operators, a.deleteRegion)).Methods(http.MethodDelete)
 	v1.HandleFunc("/regions/{name}/database", a.auth(anyRole, a.getRegionDatabase)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}/database", a.auth(agents, a.putRegionDatabase)).Methods(http.MethodPut)
@@ -215,6 +220,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/tokens", a.auth(operators, a.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", a.auth(operators, a.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{accessor}", a.auth(operators, a.deleteToken)).Methods(http.MethodDelete)
+	v1.HandleFunc("/token/self", a.auth(anyRole, a.tokenSelf)).Methods(http.MethodGet)
 	v1.HandleFunc("/policy/approvals", a.auth(anyRole, a.getPolicy)).Methods(http.MethodGet)
 	v1.HandleFunc("/policy/approvals", a.auth(operators, a.putPolicy)).Methods(http.MethodPut)
 	v1.HandleFunc("/approvals", a.auth(anyRole, a.listApprovals)).Methods(http.MethodGet)

@@ -29,10 +29,13 @@ var (
 // approvals' requested_by.
 const BootstrapAccessor = "bootstrap"
 
-// identity is who a request's token says the caller is.
+// identity is who a request's token says the caller is; Node and Region
+// are an agent token's binding.
 type identity struct {
 	Accessor string
 	Role     string
+	Node     string
+	Region   string
 }
 
 type identityKey struct{}
@@ -89,7 +92,7 @@ func (a *API) authn(r *http.Request) (identity, error) {
 	if t == nil {
 		return identity{}, unauthenticated("invalid_token", "the token is unknown or was revoked")
 	}
-	return identity{Accessor: t.Accessor, Role: t.Role}, nil
+	return identity{Accessor: t.Accessor, Role: t.Role, Node: t.Node, Region: t.Region}, nil
 }
 
 // tokenCatchUpWait bounds how long an unknown token waits for this server
@@ -136,6 +139,44 @@ func (a *API) auth(roles []string, h http.HandlerFunc) http.HandlerFunc {
 				fmt.Sprintf("a %s token may not do this; it needs one of: %s", id.Role, strings.Join(roles, ", "))))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		ctx := context.WithValue(r.Context(), identityKey{}, id)
+		// A write this server forwards names its caller: the leader checks
+		// the caller's authority itself (AuthorizeForwarded).
+		secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		h(w, r.WithContext(structs.WithCaller(ctx, secret)))
 	}
 }
+
+// actsAs refuses an agent token acting for another agent node than the
+// one it is bound to, and an agent token bound to none (made before
+// protocol 4). Other roles are not bound; node "" skips the node check.
+func actsAs(id identity, node string) error {
+	if id.Role != fsm.RoleAgent {
+		return nil
+	}
+	if id.Node == "" {
+		return errUnboundAgentToken
+	}
+	if node != id.Node {
+		return forbidden("token_binding", "this agent token is bound to agent "+quote(id.Node)+"; it may not act as "+quote(node))
+	}
+	return nil
+}
+
+// actsFor refuses an agent token acting for another region than its own.
+func actsFor(id identity, region string) error {
+	if id.Role != fsm.RoleAgent {
+		return nil
+	}
+	if id.Node == "" {
+		return errUnboundAgentToken
+	}
+	if region != id.Region {
+		return forbidden("token_binding", "this agent token is bound to region "+quote(id.Region)+"; it may not act for region "+quote(region))
+	}
+	return nil
+}
+
+// errUnboundAgentToken answers an agent token made before protocol 4.
+var errUnboundAgentToken = forbidden("agent_token_unbound",
+	"this agent token is bound to no agent node and region: make one per agent with `atomfed token create --role agent --node <node> --region <region>`, restart the agent with it, then revoke this one")

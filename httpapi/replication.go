@@ -25,6 +25,10 @@ type databaseInput struct {
 // putRegionDatabase records the endpoint an agent reports for its region.
 func (a *API) putRegionDatabase(w http.ResponseWriter, r *http.Request) {
 	region := mux.Vars(r)["name"]
+	if err := actsFor(identityOf(r), region); err != nil {
+		writeError(w, err)
+		return
+	}
 	var in databaseInput
 	body, _, err := decodeWrite(w, r, &in)
 	if err != nil {

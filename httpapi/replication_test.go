@@ -83,6 +83,9 @@ func TestReplicationEndpoints(t *testing.T) {
 	tokens := map[string]string{}
 	for _, role := range []string{fsm.RoleReader, fsm.RoleAgent, fsm.RoleApprover} {
 		tok, err := l.Client.CreateToken(ctx, role, "replication roles test")
+		if role == fsm.RoleAgent {
+			tok, err = l.Client.CreateAgentToken(ctx, "us-east-a1", "us-east", "replication roles test")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -86,6 +86,10 @@ func (a *API) registerMember(w http.ResponseWriter, r *http.Request) {
 		writeError(w, forbidden("forbidden_role", "an agent token may only register agent keys"))
 		return
 	}
+	if err := actsAs(identityOf(r), in.ID); err != nil {
+		writeError(w, err)
+		return
+	}
 	auth, err := signedAuth(r, body, in.Envelope)
 	if err != nil {
 		writeError(w, err)
@@ -134,6 +138,10 @@ type rotateInput struct {
 }
 
 func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) {
+	if err := actsAs(identityOf(r), mux.Vars(r)["id"]); err != nil {
+		writeError(w, err)
+		return
+	}
 	var in rotateInput
 	body, _, err := decodeWrite(w, r, &in)
 	if err != nil {
@@ -228,17 +236,35 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret := "atf_" + randomHex(32)
-	tok := fsm.Token{Accessor: randomHex(16), SecretHash: HashToken(secret), Role: in.Role, Description: in.Description}
+	tok := fsm.Token{Accessor: randomHex(16), SecretHash: HashToken(secret), Role: in.Role, Description: in.Description, Node: in.Node, Region: in.Region}
 	a.write(w, r, body, fsm.TokenCreateType, fsm.TokenCreate{Token: tok, At: a.stamp()}, func(res *fsm.ApplyResult) {
-		writeJSON(w, http.StatusCreated, wire.TokenSecret{Accessor: tok.Accessor, Secret: secret, Role: tok.Role, Description: tok.Description})
+		writeJSON(w, http.StatusCreated, wire.TokenSecret{Accessor: tok.Accessor, Secret: secret, Role: tok.Role, Description: tok.Description, Node: tok.Node, Region: tok.Region})
 	})
+}
+
+// tokenSelf is GET /v1/token/self: what the caller's token is (accessor,
+// role, binding; never the secret), so that an agent can check at start
+// that it was given a token bound to it, and an operator what a token is.
+func (a *API) tokenSelf(w http.ResponseWriter, r *http.Request) {
+	id := identityOf(r)
+	out := wire.TokenInfo{Accessor: id.Accessor, Role: id.Role, Node: id.Node, Region: id.Region}
+	if id.Accessor != BootstrapAccessor {
+		a.c.FSM().Read(func(s *fsm.State) {
+			if t := s.Tokens[id.Accessor]; t != nil {
+				out.Description, out.CreatedAt = t.Description, t.CreatedAt
+			}
+		})
+	} else {
+		out.Description = "the servers' FEDERATION_TOKEN"
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
 	a.read(w, r, func(s *view) (any, uint64, error) {
 		out := wire.TokenList{Tokens: []wire.TokenInfo{}}
 		for _, t := range s.SortedTokens() {
-			out.Tokens = append(out.Tokens, wire.TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, CreatedAt: t.CreatedAt})
+			out.Tokens = append(out.Tokens, wire.TokenInfo{Accessor: t.Accessor, Role: t.Role, Description: t.Description, Node: t.Node, Region: t.Region, CreatedAt: t.CreatedAt})
 		}
 		return out, s.TableIndex(fsm.TableTokens), nil
 	})

@@ -39,7 +39,16 @@ type API interface {
 	// AgentRegister registers the agent's signing key as a trust member
 	// (idempotent); its reports are signed with that key.
 	AgentRegister(ctx context.Context, node string) error
+	// CheckAgentToken asks a server what the agent's token is, and returns
+	// an error wrapping ErrWrongToken when it is not an agent token bound
+	// to node and region (an operator's, a reader's, another agent's, a
+	// revoked one); other errors mean no server could say.
+	CheckAgentToken(ctx context.Context, node, region string) error
 }
+
+// ErrWrongToken means the agent was given a token that is not its own:
+// it refuses to use it.
+var ErrWrongToken = structs.ErrWrongAgentToken
 
 // Executor runs the tasks of one type. Run blocks until ctx ends (the task
 // was moved, deleted, or the agent stops) or the task is done, and reports
@@ -127,9 +136,12 @@ type Agent struct {
 	reportCh chan struct{}
 	// registered is closed once the agent's key is a trust member.
 	registered chan struct{}
-	leaving    bool
-	stopOnce   sync.Once
-	stopErr    error
+	// checked receives the outcome of the token check (nil: the token is
+	// this agent's), once.
+	checked  chan error
+	leaving  bool
+	stopOnce sync.Once
+	stopErr  error
 }
 
 type runningTask struct {
@@ -174,6 +186,7 @@ func New(cfg Config) (*Agent, error) {
 		reportCh: make(chan struct{}, 1),
 
 		registered: make(chan struct{}),
+		checked:    make(chan error, 1),
 	}
 	for _, e := range cfg.Executors {
 		a.execs[e.Type()] = e
@@ -304,6 +317,9 @@ func (a *Agent) Servers() []string {
 // server accepts it, then opens the registered channel: nothing is watched
 // or reported before, since reports are signed with that key.
 func (a *Agent) registerKey() {
+	if !a.checkToken() {
+		return
+	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
@@ -327,6 +343,43 @@ func (a *Agent) registerKey() {
 		}
 	}
 }
+
+// checkToken asks the servers, until one answers, whether the agent's token
+// is an agent token bound to this node and region. A token that is not
+// (an operator's given by mistake, another agent's) is never used again:
+// the agent logs why, reports it on TokenChecked and stays idle.
+func (a *Agent) checkToken() bool {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		err := a.api.CheckAgentToken(ctx, a.cfg.NodeID, a.cfg.Region)
+		cancel()
+		switch {
+		case err == nil:
+			a.checked <- nil
+			return true
+		case errors.Is(err, ErrWrongToken):
+			a.log.Error("refusing to use the token: it is not this agent's", "error", err)
+			a.checked <- err
+			return false
+		case attempt == 1 || attempt%20 == 0:
+			a.log.Warn("checking the agent token failed; retrying", "error", err)
+		}
+		select {
+		case <-a.ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// TokenChecked receives, once, the outcome of the agent's token check: nil
+// when the token is an agent token bound to this agent, else why not
+// (wrapping ErrWrongToken).
+func (a *Agent) TokenChecked() <-chan error { return a.checked }
 
 // watchLoop follows the agent's assignments with blocking queries.
 func (a *Agent) watchLoop() {
@@ -628,8 +681,12 @@ func (a *Agent) Leave(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	var errs []error
-	if err := a.api.AgentLeave(ctx, a.cfg.NodeID); err != nil {
-		errs = append(errs, fmt.Errorf("hand back tasks: %w", err))
+	select {
+	case <-a.registered: // else the token was never used, or is not ours
+		if err := a.api.AgentLeave(ctx, a.cfg.NodeID); err != nil {
+			errs = append(errs, fmt.Errorf("hand back tasks: %w", err))
+		}
+	default:
 	}
 	if err := a.serf.Leave(); err != nil {
 		errs = append(errs, fmt.Errorf("serf leave: %w", err))

@@ -77,6 +77,7 @@ func (f *fenceAPI) AgentReport(ctx context.Context, r *fsm.AgentReport) (*fsm.Re
 
 func (f *fenceAPI) AgentLeave(context.Context, string) error                        { return nil }
 func (f *fenceAPI) AgentRegister(context.Context, string) error                     { return nil }
+func (f *fenceAPI) CheckAgentToken(context.Context, string, string) error           { return nil }
 func (f *fenceAPI) ReportDatabase(context.Context, *fsm.RegionDatabaseReport) error { return nil }
 func (f *fenceAPI) RegionDatabase(context.Context, string) (*fsm.RegionDatabase, error) {
 	return nil, nil

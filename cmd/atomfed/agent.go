@@ -19,6 +19,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 	"github.com/atomcloud/atomfed/replication"
 )
 
@@ -83,7 +84,7 @@ func (s agentStatus) AgentSummary() any {
 
 func startAgent(o agentOptions) (*agentNode, error) {
 	if o.Security.Token == "" {
-		return nil, errors.New("the agent needs a token with the agent role (--token or FEDERATION_TOKEN; make one with: atomfed token create --role agent)")
+		return nil, errors.New("the agent needs its own agent token (--token or FEDERATION_TOKEN; make one with: atomfed token create --role agent --node <node> --region <region>)")
 	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil && o.DataDir != "" {
 		return nil, err
@@ -112,7 +113,13 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	reg := newRegistry()
 	opts := []client.Option{client.WithToken(o.Security.Token), client.WithSigner(sec.signer)}
 	if sec.client != nil {
-		opts = append(opts, client.WithTLS(sec.client))
+		// The agent's token goes only to a server of the federation: the
+		// server names Serf members gossip are not trusted, the
+		// certificate must name a server (a member advertising a fake
+		// server's http URL fails the handshake before any request).
+		pinned := sec.client.Clone()
+		pinned.ServerName = tlsutil.ServerName
+		opts = append(opts, client.WithTLS(pinned))
 	}
 	var probeTransport http.RoundTripper
 	if sec.roots != nil {
@@ -137,12 +144,39 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &agentNode{
+	n := &agentNode{
 		agent: ag,
 		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Security.Token, o.Logger)), o.Logger),
 		url:   adv,
 		log:   o.Logger.Named("agent"),
-	}, nil
+	}
+	if err := awaitTokenCheck(ag, o.Logger); err != nil {
+		_ = n.shutdown()
+		return nil, err
+	}
+	return n, nil
+}
+
+// tokenCheckWait bounds how long an agent waits at start for a server to
+// say what its token is; it keeps asking afterwards.
+const tokenCheckWait = 30 * time.Second
+
+// awaitTokenCheck refuses to start an agent given a token that is not an
+// agent token bound to it (an operator's FEDERATION_TOKEN, a reader's,
+// another agent's). When no server answers in time the agent starts and
+// goes on asking; it uses the token for nothing else until a server
+// confirms it.
+func awaitTokenCheck(ag *agent.Agent, log hclog.Logger) error {
+	select {
+	case err := <-ag.TokenChecked():
+		if err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+		return nil
+	case <-time.After(tokenCheckWait):
+		log.Warn("no server confirmed the agent's token yet; the agent starts and uses it only once one does")
+		return nil
+	}
 }
 
 // agentExecutors returns the probe executor and, when the agent knows its
@@ -199,6 +233,12 @@ capabilities, watches its task assignments with blocking queries, runs them,
 and reports heartbeats and task status through the servers. SIGTERM or SIGINT
 hands its tasks back, leaves Serf and exits 0.
 
+Each agent has its own token, bound to its --node and --region (make it with
+atomfed token create --role agent --node <node> --region <region>): the
+leader admits the agent only with it, and the agent refuses to start with any
+other token (an operator's FEDERATION_TOKEN, another agent's). It sends the
+token only to servers whose certificate names server.atomfed.
+
 At start the agent checks its critical infrastructure: its region database
 (POSTGRES_DSN), its signing key (COSIGN_KEY_PATH, COSIGN_PASSWORD) and Vault
 (VAULT_ADDR). When one is missing it runs in SIMULATION_MODE (without a
@@ -246,7 +286,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
 	f.StringVar(&o.ReplicationCA, "replication-ca", "", "CA certificate (PEM) that signs the other regions' PostgreSQL server certificates; connections to them use sslmode=verify-full against it; readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_CA)")
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
-	f.StringVar(&o.Security.Token, "token", "", "token with the agent role (default $FEDERATION_TOKEN)")
+	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")

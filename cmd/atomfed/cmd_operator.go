@@ -16,7 +16,7 @@ func newMembersCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "members",
-		Short: "List the servers and agents Serf knows, with region, role and status",
+		Short: "List the servers and agents Serf knows, with region, role and status, and (asked on the leader) the members it refused",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.do(func(ctx context.Context, c *client.Client) error {
 				ms, err := c.Members(ctx)
@@ -64,6 +64,12 @@ func newMembersCmd() *cobra.Command {
 							rttS = fmt.Sprintf("%.3fms", *r.RTTMillis)
 						}
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Role, r.Region, r.Status, coordErr, rttS)
+					}
+					// A refusal is the leader's: it admits members by identity.
+					for _, r := range rows {
+						if r.Refused != "" {
+							fmt.Fprintf(w, "REFUSED %s: %s\n", r.Name, r.Refused)
+						}
 					}
 				})
 			})

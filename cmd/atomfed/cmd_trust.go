@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"io"
 	"os"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 )
 
 func printApproval(cf *clientFlags, a *fsm.Approval) error {
@@ -89,24 +90,48 @@ func newTokenCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens (operator)"}
 	cf.register(cmd)
-	var role, desc string
+	var role, desc, tokNode, tokRegion string
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token; its secret is shown once",
+		Long: `Create a token; its secret is shown once. An agent token is bound to one
+agent node and its region (--node, --region): the leader admits only an
+agent whose name and region a token is bound to, and the token acts only as
+that node, for that region.`,
+		Example: `  atomfed token create --role reader --description dashboards
+  atomfed token create --role agent --node us-east-a1 --region us-east`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if role == fsm.RoleAgent && (tokNode == "" || tokRegion == "") {
+				return fmt.Errorf("an agent token is bound to one agent: give --node <agent node name> and --region <its region>")
+			}
+			if role != fsm.RoleAgent && (tokNode != "" || tokRegion != "") {
+				return fmt.Errorf("--node and --region bind agent tokens only; drop them for a %s token", role)
+			}
 			return cf.do(func(ctx context.Context, c *client.Client) error {
-				t, err := c.CreateToken(ctx, role, desc)
+				var t *wire.TokenSecret
+				var err error
+				if role == fsm.RoleAgent {
+					t, err = c.CreateAgentToken(ctx, tokNode, tokRegion, desc)
+				} else {
+					t, err = c.CreateToken(ctx, role, desc)
+				}
 				if err != nil {
 					return err
 				}
 				return cf.print(t, func(w *tabwriter.Writer) {
-					fmt.Fprintf(w, "Accessor\t%s\nRole\t%s\nSecret\t%s\n\nThe secret is shown only now.\n", t.Accessor, t.Role, t.Secret)
+					fmt.Fprintf(w, "Accessor\t%s\nRole\t%s\n", t.Accessor, t.Role)
+					if t.Node != "" {
+						fmt.Fprintf(w, "Node\t%s\nRegion\t%s\n", t.Node, t.Region)
+					}
+					fmt.Fprintf(w, "Secret\t%s\n\nThe secret is shown only now.\n", t.Secret)
 				})
 			})
 		},
 	}
 	create.Flags().StringVar(&role, "role", "reader", "operator, approver, agent or reader")
 	create.Flags().StringVar(&desc, "description", "", "what the token is for")
+	create.Flags().StringVar(&tokNode, "node", "", "agent tokens: the agent node name (its --node) the token is bound to")
+	create.Flags().StringVar(&tokRegion, "region", "", "agent tokens: the region (the agent's --region) the token is bound to")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List tokens (never their secrets)",
@@ -117,9 +142,13 @@ func newTokenCmd() *cobra.Command {
 					return err
 				}
 				return cf.print(map[string]any{"tokens": ts}, func(w *tabwriter.Writer) {
-					fmt.Fprintln(w, "ACCESSOR\tROLE\tCREATED\tDESCRIPTION")
+					fmt.Fprintln(w, "ACCESSOR\tROLE\tBOUND TO\tCREATED\tDESCRIPTION")
 					for _, t := range ts {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Accessor, t.Role, fmtTime(t.CreatedAt), orDash(t.Description))
+						bound := "-"
+						if t.Node != "" {
+							bound = t.Node + " (" + t.Region + ")"
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.Accessor, t.Role, bound, fmtTime(t.CreatedAt), orDash(t.Description))
 					}
 				})
 			})

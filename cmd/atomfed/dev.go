@@ -160,7 +160,7 @@ func runDev(o devOptions) error {
 		name := fmt.Sprintf("%s-a1", r.name)
 		opts := sec.server
 		opts.TLS = sec.files[name]
-		opts.Token = setup.agentToken
+		opts.Token = setup.agentTokens[name]
 		ao := agentOptions{
 			Node: name, Region: r.name, DataDir: filepath.Join(o.dataDir, name),
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
@@ -264,14 +264,14 @@ func readOrCreate(path string, make func() string) (string, error) {
 
 // devSetup is what setupDevFederation made.
 type devSetup struct {
-	agentToken string
-	approvers  []string // key paths
-	regionKeys []string // key paths
+	agentTokens map[string]string // by agent node: each agent's own bound token
+	approvers   []string          // key paths
+	regionKeys  []string          // key paths
 }
 
 // setupDevFederation waits for a leader, then, through the API like any
 // operator would: registers the three regions (each signed by its own key),
-// registers two approvers, and makes a token for the agents.
+// registers two approvers, and makes each agent's own token.
 func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, sec *devSec) (*devSetup, error) {
 	keys := filepath.Join(dir, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
@@ -322,13 +322,22 @@ func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, se
 			return nil, err
 		}
 	}
-	return setup, retry("create the agent token", func() error {
-		t, err := op.CreateToken(ctx, fsm.RoleAgent, "dev agents")
-		if err == nil {
-			setup.agentToken = t.Secret
+	// One token per agent, bound to its node and region: the leader admits
+	// an agent only with one, and it acts only as that agent.
+	setup.agentTokens = map[string]string{}
+	for _, r := range devRegions {
+		name := r.name + "-a1"
+		if err := retry("create the token of agent "+name, func() error {
+			t, err := op.CreateAgentToken(ctx, name, r.name, "dev agent "+name)
+			if err == nil {
+				setup.agentTokens[name] = t.Secret
+			}
+			return err
+		}); err != nil {
+			return nil, err
 		}
-		return err
-	})
+	}
+	return setup, nil
 }
 
 // startDevPostgres starts one throwaway PostgreSQL cluster per region when

@@ -17,6 +17,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -115,10 +116,11 @@ func startServer(o serverOptions) (*serverNode, error) {
 	api := httpapi.New(httpapi.Config{
 		Cluster: srv, Logger: o.Logger, Registerer: reg, Gatherer: reg, Version: version,
 		BootstrapToken: o.Security.Token, Signer: sec.signer,
-		Simulation: o.Simulation, Token: o.Security.Token, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
+		Simulation: o.Simulation, ProbeTLS: sec.client, EnableDebug: o.EnableDebug, AnonymousRegionList: o.AnonymousRegionList,
 		MaxBlockingQueries: o.MaxBlockingQueries, MaxBlockingPerToken: o.MaxBlockingPerToken,
-		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, sec.client),
+		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, serverPinned(sec.client)),
 	})
+	srv.SetForwardAuthorizer(api.AuthorizeForwarded)
 	return &serverNode{
 		srv:  srv,
 		http: serveHTTP(ln, handlerWrap(api.Handler()), o.Logger),
@@ -158,6 +160,18 @@ func forwardTransport(listen net.IP, tlsConf *tls.Config) http.RoundTripper {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 	}
+}
+
+// serverPinned returns a copy of a client config that accepts only a
+// server's certificate: a forwarded request carries its caller's token, and
+// goes to a URL a Serf member gossiped.
+func serverPinned(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	p := c.Clone()
+	p.ServerName = tlsutil.ServerName
+	return p
 }
 
 // defaultGCPercent is the garbage collector's target when GOGC is not set.

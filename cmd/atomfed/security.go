@@ -84,6 +84,9 @@ func (o securityOptions) resolve(dataDir, keyFile string, server bool, log hclog
 	}
 	if o.Insecure {
 		log.Warn("*** --insecure-plaintext: HTTP, Raft and gossip are NOT encrypted and peers are NOT authenticated by certificate. Use only for local experiments. ***")
+		if server {
+			log.Warn("*** --insecure-plaintext: servers have no identity to verify, so the gossip key is trusted: any member holding it that tags itself role=server is made a Raft voter. Plaintext is for local experiments and benchmarks only. ***")
+		}
 	} else {
 		if err := o.TLS.Validate(); err != nil {
 			return nil, err

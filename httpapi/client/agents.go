@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
@@ -186,6 +187,35 @@ func (p *Pool) AgentRegister(ctx context.Context, node string) error {
 		_, err := c.RegisterMember(ctx, node, fsm.MemberAgent)
 		return err
 	})
+}
+
+// CheckAgentToken asks a server of the pool what the pool's token is, and
+// returns an error wrapping structs.ErrWrongAgentToken unless it is an agent
+// token bound to node and region.
+func (p *Pool) CheckAgentToken(ctx context.Context, node, region string) error {
+	var self *wire.TokenInfo
+	err := p.do(ctx, func(c *Client) error {
+		var err error
+		self, err = c.TokenSelf(ctx)
+		return err
+	})
+	if st := StatusOf(err); st == http.StatusUnauthorized || st == http.StatusForbidden {
+		return fmt.Errorf("%w: %v", structs.ErrWrongAgentToken, err)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case self.Role != fsm.RoleAgent:
+		return fmt.Errorf("%w: it is a token of role %s (accessor %s); an agent needs its own agent token: atomfed token create --role agent --node %s --region %s",
+			structs.ErrWrongAgentToken, self.Role, self.Accessor, node, region)
+	case self.Node == "":
+		return fmt.Errorf("%w: it is an agent token bound to no node (made before protocol 4, accessor %s); make one with: atomfed token create --role agent --node %s --region %s",
+			structs.ErrWrongAgentToken, self.Accessor, node, region)
+	case self.Node != node || self.Region != region:
+		return fmt.Errorf("%w: it is bound to agent %s in region %s, not to %s in %s", structs.ErrWrongAgentToken, self.Node, self.Region, node, region)
+	}
+	return nil
 }
 
 // AgentLeave implements the agent's leave over the pool.

@@ -288,6 +288,23 @@ func (c *Client) CreateToken(ctx context.Context, role, description string) (*wi
 	return &out, err
 }
 
+// CreateAgentToken makes an agent token bound to one agent node and its
+// region; the answer's Secret is shown only once.
+func (c *Client) CreateAgentToken(ctx context.Context, node, region, description string) (*wire.TokenSecret, error) {
+	var out wire.TokenSecret
+	req := wire.TokenRequest{Role: fsm.RoleAgent, Node: node, Region: region, Description: description}
+	_, err := c.Do(ctx, http.MethodPost, "/v1/tokens", nil, req, &out)
+	return &out, err
+}
+
+// TokenSelf returns what the client's own token is: its accessor, role and
+// binding (never its secret).
+func (c *Client) TokenSelf(ctx context.Context) (*wire.TokenInfo, error) {
+	var out wire.TokenInfo
+	_, err := c.Do(ctx, http.MethodGet, "/v1/token/self", nil, nil, &out)
+	return &out, err
+}
+
 // ListTokens lists tokens (never their secrets).
 func (c *Client) ListTokens(ctx context.Context) ([]wire.TokenInfo, error) {
 	var out wire.TokenList

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,21 +13,43 @@ import (
 	"sync"
 	"time"
 
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
-// Fetcher calls other nodes' HTTP endpoints with a short timeout.
+// Fetcher calls other nodes' anonymous endpoints with a short timeout. It
+// sends no credential: what a probe reads needs none, and a member's
+// advertised URL is the member's to choose. Under TLS it refuses plain
+// http:// URLs and requires the peer's certificate to name the member.
 type Fetcher struct {
 	hc      *http.Client
-	token   string
+	tls     *tls.Config
 	timeout time.Duration
 }
 
-func newFetcher(tr http.RoundTripper, token string, timeout time.Duration) *Fetcher {
-	if tr == nil {
-		tr = &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+func newFetcher(tlsCfg *tls.Config, timeout time.Duration) *Fetcher {
+	f := &Fetcher{tls: tlsCfg, timeout: timeout}
+	if tlsCfg == nil {
+		f.hc = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}, CheckRedirect: noRedirect}
 	}
-	return &Fetcher{hc: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, token: token, timeout: timeout}
+	return f
+}
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// client returns the HTTP client that may call member at base: under TLS,
+// one whose handshake requires a certificate naming member, and an error
+// for a plain http:// URL.
+func (f *Fetcher) client(member, base string) (*http.Client, error) {
+	if f.tls == nil {
+		return f.hc, nil
+	}
+	if !strings.HasPrefix(base, "https://") {
+		return nil, fmt.Errorf("refused: the member advertises %q, not an https:// URL, and the federation runs TLS", base)
+	}
+	cfg := f.tls.Clone()
+	cfg.ServerName = member
+	return &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: cfg, DisableKeepAlives: true}, CheckRedirect: noRedirect}, nil
 }
 
 // EndpointResult is one GET of a node's endpoint.
@@ -37,8 +60,9 @@ type EndpointResult struct {
 	Error      string  `json:"error,omitempty"`
 }
 
-// Get fetches url (at most 4 MiB of body) within the fetcher's timeout.
-func (f *Fetcher) Get(ctx context.Context, url string) ([]byte, EndpointResult) {
+// Get fetches url (at most 4 MiB of body) from hc within the fetcher's
+// timeout, without a credential.
+func (f *Fetcher) Get(ctx context.Context, hc *http.Client, url string) ([]byte, EndpointResult) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	start := time.Now()
@@ -49,10 +73,7 @@ func (f *Fetcher) Get(ctx context.Context, url string) ([]byte, EndpointResult) 
 		res.Error = err.Error()
 		return nil, res
 	}
-	if f.token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.token)
-	}
-	resp, err := f.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		res.Error = err.Error()
 		res.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
@@ -95,19 +116,29 @@ type EndpointsEvidence struct {
 	// NotAlive lists members Serf reports failed or leaving: they are
 	// not asked (Serf already says they cannot answer).
 	NotAlive []string `json:"not_alive,omitempty"`
+	// NotContacted lists members the federation does not know (a server
+	// not in the Raft configuration, an agent not admitted to the
+	// registry): a Serf tag is not an identity, so they are not called.
+	NotContacted []string `json:"not_contacted,omitempty"`
 	// InSimulation lists the nodes that say they run in SIMULATION_MODE.
 	InSimulation []string `json:"in_simulation"`
 }
 
-// EndpointsServed is P4: every alive Serf member, servers and agents
-// alike, answers GET /metrics with Prometheus text and GET /global-status
-// with its own status, each within the fetch timeout.
+// EndpointsServed is P4: every alive member the federation knows (the
+// servers of the Raft configuration, the agents of the registry) answers
+// GET /metrics with Prometheus text and GET /global-status, each within the
+// fetch timeout. Probes carry no token: a server's /global-status that
+// answers 401 with the API's error body serves it (to callers with a
+// token); an agent's answers with its own status.
 func EndpointsServed(ctx context.Context, in *Input) structs.PolicyResult {
 	ev := EndpointsEvidence{Failing: []string{}, Nodes: []NodeEndpoints{}, InSimulation: []string{}}
+	known := knownMembers(in.Source)
 	var targets []structs.Member
 	for _, m := range in.Source.Members() {
 		switch {
 		case m.Status == "left":
+		case !known[m.Name]:
+			ev.NotContacted = append(ev.NotContacted, m.Name+" ("+m.Role+")")
 		case m.Status != "alive":
 			ev.NotAlive = append(ev.NotAlive, m.Name+" ("+m.Status+")")
 		default:
@@ -162,6 +193,25 @@ func roleCounts(nodes []NodeEndpoints) string {
 	return strings.Join(parts, ", ")
 }
 
+// knownMembers are the members the federation knows by identity: the
+// servers of the Raft configuration (each proved a server certificate
+// naming it, under TLS) and the agents admitted to the registry (each has
+// a token bound to its name and region).
+func knownMembers(src Source) map[string]bool {
+	known := map[string]bool{src.NodeID(): true}
+	if peers, _, err := src.Configuration(); err == nil {
+		for _, p := range peers {
+			known[p.ID] = true
+		}
+	}
+	src.FSM().Read(func(s *fsm.State) {
+		for n := range s.Agents {
+			known[n] = true
+		}
+	})
+	return known
+}
+
 // checkNode fetches one member's /metrics and /global-status.
 func checkNode(ctx context.Context, f *Fetcher, m structs.Member) NodeEndpoints {
 	base := strings.TrimRight(m.Tags["http"], "/")
@@ -171,15 +221,25 @@ func checkNode(ctx context.Context, f *Fetcher, m structs.Member) NodeEndpoints 
 		n.GlobalStatus.Error = n.Metrics.Error
 		return n
 	}
-	body, r := f.Get(ctx, base+"/metrics")
+	hc, err := f.client(m.Name, base)
+	if err != nil {
+		n.Metrics.Error = err.Error()
+		n.GlobalStatus.Error = n.Metrics.Error
+		return n
+	}
+	body, r := f.Get(ctx, hc, base+"/metrics")
 	if r.OK && !bytes.Contains(body, []byte("# TYPE ")) {
 		r.OK, r.Error = false, "the answer is not Prometheus text"
 	}
 	n.Metrics = r
 	// stale: each node answers from itself rather than forwarding to the
 	// leader, which is what P4 asks of it.
-	body, r = f.Get(ctx, base+"/global-status?consistency=stale")
-	if r.OK {
+	body, r = f.Get(ctx, hc, base+"/global-status?consistency=stale")
+	if r.HTTPStatus == http.StatusUnauthorized && bytes.Contains(body, []byte(`"unauthenticated"`)) {
+		// Served, to callers with a token: the probe sends none.
+		r.OK, r.Error = true, ""
+	}
+	if r.OK && r.HTTPStatus == http.StatusOK {
 		var gs struct {
 			Node           string `json:"node"`
 			SimulationMode *bool  `json:"simulation_mode"`

@@ -11,8 +11,8 @@ package policy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -27,6 +27,9 @@ type Source interface {
 	Region() string
 	FSM() *fsm.FSM
 	Members() []structs.Member
+	// Configuration is the Raft configuration: the servers probes may
+	// call.
+	Configuration() ([]structs.Peer, uint64, error)
 	Coordinates() []structs.Coordinate
 	Stats() map[string]string
 }
@@ -88,10 +91,11 @@ func NotEvaluated(reason string) Evaluator {
 type Config struct {
 	Source     Source
 	Simulation *structs.Simulation
-	// Token is sent to other nodes as a bearer token.
-	Token string
-	// Transport carries calls to other nodes; nil uses a pooled one.
-	Transport http.RoundTripper
+	// TLS is the client config calls to other nodes use (it trusts the
+	// federation CA); each call requires the peer's certificate to name
+	// the member called. nil: plaintext mode, plain HTTP. Calls carry no
+	// token.
+	TLS *tls.Config
 	// Timeout bounds each call to another node (default 2 s).
 	Timeout time.Duration
 	// Policies replaces Policies() (tests).
@@ -129,7 +133,7 @@ func New(cfg Config) *Engine {
 	if ps == nil {
 		ps = Policies()
 	}
-	return &Engine{cfg: cfg, policies: ps, fetch: newFetcher(cfg.Transport, cfg.Token, cfg.Timeout), now: cfg.Now, cache: map[string]*cached{}}
+	return &Engine{cfg: cfg, policies: ps, fetch: newFetcher(cfg.TLS, cfg.Timeout), now: cfg.Now, cache: map[string]*cached{}}
 }
 
 // Status evaluates every policy (concurrently) and returns the matrix.

@@ -118,8 +118,7 @@ func TestP4BlocksOnANodeWithoutEndpoints(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	e := policy.New(policy.Config{Source: c.Nodes[0].Server, Now: clock, Timeout: time.Second,
-		Token: testcluster.Token, Transport: &http.Transport{TLSClientConfig: c.ClientTLS()}})
+	e := policy.New(policy.Config{Source: c.Nodes[0].Server, Now: clock, Timeout: time.Second, TLS: c.ClientTLS()})
 	p4 := func() structs.PolicyResult {
 		for _, p := range e.Status(testcluster.Ctx(t, 20*time.Second)).Policies {
 			if p.ID == "P4" {
@@ -136,12 +135,14 @@ func TestP4BlocksOnANodeWithoutEndpoints(t *testing.T) {
 	// testcluster agents advertise http://127.0.0.1:1, where nothing listens.
 	c.AddAgent("mute-agent", "r1")
 	testutil.Eventually(t, 15*time.Second, func() error {
+		admitted := false
+		c.Nodes[0].Server.FSM().Read(func(s *fsm.State) { admitted = s.Agents["mute-agent"] != nil })
 		for _, m := range c.Nodes[0].Server.Members() {
-			if m.Name == "mute-agent" && m.Status == "alive" {
+			if m.Name == "mute-agent" && m.Status == "alive" && admitted {
 				return nil
 			}
 		}
-		return fmt.Errorf("the agent is not an alive member yet")
+		return fmt.Errorf("the agent is not an alive, admitted member yet")
 	})
 	advance(time.Second)
 	if again := p4(); again.Status != structs.PolicyPass || !again.EvaluatedAt.Equal(first.EvaluatedAt) {
@@ -161,6 +162,10 @@ func TestP4BlocksOnANodeWithoutEndpoints(t *testing.T) {
 	for _, n := range ev.Nodes {
 		if n.Role == "server" && (!n.Metrics.OK || !n.GlobalStatus.OK || n.Metrics.LatencyMS <= 0) {
 			t.Errorf("server %s: %+v", n.Node, n)
+		}
+		// Under TLS a plain http:// URL is refused, not called.
+		if n.Node == "mute-agent" && !strings.Contains(n.Metrics.Error, "not an https:// URL") {
+			t.Errorf("the agent's http:// URL was not refused: %+v", n.Metrics)
 		}
 	}
 }

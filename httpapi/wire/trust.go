@@ -78,6 +78,10 @@ type SignedBundle struct {
 type TokenRequest struct {
 	Role        string `json:"role"`
 	Description string `json:"description,omitempty"`
+	// Node and Region bind an agent token to one agent node and its
+	// region (required for agent tokens from protocol 4 on).
+	Node   string `json:"node,omitempty"`
+	Region string `json:"region,omitempty"`
 }
 
 // TokenSecret answers POST /v1/tokens: the only time the secret is shown.
@@ -86,13 +90,18 @@ type TokenSecret struct {
 	Secret      string `json:"secret"`
 	Role        string `json:"role"`
 	Description string `json:"description,omitempty"`
+	Node        string `json:"node,omitempty"`
+	Region      string `json:"region,omitempty"`
 }
 
-// TokenInfo is a token as listed: never its secret or its hash.
+// TokenInfo is a token as listed (GET /v1/tokens) or as it sees itself
+// (GET /v1/token/self): never its secret or its hash.
 type TokenInfo struct {
 	Accessor    string `json:"accessor"`
 	Role        string `json:"role"`
 	Description string `json:"description,omitempty"`
+	Node        string `json:"node,omitempty"`
+	Region      string `json:"region,omitempty"`
 	CreatedAt   int64  `json:"created_at"`
 }
 

@@ -225,7 +225,7 @@ func TestSimulationModeOnNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Env = append(sec.Env(), withEnv(env...)...)
+		a.Env = append(a.Env, withEnv(env...)...) // a.Env holds its own agent token
 		t.Cleanup(a.Close)
 		if err := a.Start(); err != nil {
 			t.Fatal(err)

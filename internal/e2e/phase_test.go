@@ -62,7 +62,7 @@ func TestPhaseG1Reports(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Env = append(c.Sec.Env(), withEnv()...)
+		a.Env = append(a.Env, withEnv()...) // a.Env holds its own agent token
 		if err := a.Start(); err != nil {
 			t.Fatal(err)
 		}

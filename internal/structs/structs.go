@@ -5,6 +5,7 @@
 package structs
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -17,6 +18,10 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrNoLeader means no leader is known right now; retry shortly.
 	ErrNoLeader = errors.New("no cluster leader")
+	// ErrWrongAgentToken means an agent was given a token that is not an
+	// agent token bound to it (an operator's, another agent's, a revoked
+	// one): it refuses to use it.
+	ErrWrongAgentToken = errors.New("the token is not an agent token bound to this agent")
 	// ErrOutcomeUnknown means the command reached Raft but its commit could
 	// not be confirmed (leadership lost, shutdown): it may or may not have
 	// been applied.
@@ -70,6 +75,10 @@ type Member struct {
 	Region string            `json:"region"`
 	Status string            `json:"status"`
 	Tags   map[string]string `json:"tags"`
+	// Refused says why this server, as leader, did not admit the member
+	// (no server identity under its name, no agent token bound to its
+	// name and region); empty when admitted or not judged here.
+	Refused string `json:"refused,omitempty"`
 }
 
 // ArchiveMeta describes a snapshot archive.
@@ -174,4 +183,19 @@ type ForwardResult struct {
 	Index uint64
 	Err   error
 	Value []byte
+}
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying the bearer token of the API caller a
+// write is made for: a follower forwards it with the command, so that the
+// leader checks the caller's authority itself.
+func WithCaller(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, callerKey{}, token)
+}
+
+// CallerOf returns the caller's token WithCaller put in ctx.
+func CallerOf(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(callerKey{}).(string)
+	return t, ok && t != ""
 }

@@ -20,6 +20,10 @@ type AgentConfig struct {
 	Join []string
 	// Extra flags, appended as given.
 	Extra []string
+	// Token, when set, is the agent's FEDERATION_TOKEN as given (tests of
+	// wrong tokens); else NewAgentProcWith makes one bound to Node and
+	// Region.
+	Token string
 }
 
 // Args returns the agent's command line after the binary.
@@ -56,7 +60,12 @@ type AgentProc struct {
 	// URL is the base URL of the agent's own HTTP endpoints (its bind
 	// address).
 	URL string
-	sec *Security
+	// Token is the agent's own token, bound to its node and region (its
+	// FEDERATION_TOKEN); empty when no server could make one, and the
+	// agent then has the bootstrap token, which it refuses once a server
+	// tells it what that token is.
+	Token string
+	sec   *Security
 }
 
 // NewAgentProc prepares (but does not start) an agent on fresh ports of
@@ -87,8 +96,17 @@ func NewAgentProcWith(bin, logDir string, cfg AgentConfig, sec *Security) (*Agen
 	cfg.Extra = append(flags, cfg.Extra...)
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
+	tok := cfg.Token
+	if tok == "" {
+		if tok, err = sec.AgentToken(cfg.Node, cfg.Region); err != nil {
+			tok = ""
+		}
+	}
+	if tok != "" {
+		p.Env = []string{"FEDERATION_TOKEN=" + tok}
+	}
 	return &AgentProc{Proc: p, Config: cfg, Node: cfg.Node, Region: cfg.Region, DataDir: cfg.DataDir,
-		URL: sec.Scheme() + "://" + cfg.HTTPAddr, sec: sec}, nil
+		URL: sec.Scheme() + "://" + cfg.HTTPAddr, Token: tok, sec: sec}, nil
 }
 
 // SerfAddrs returns the Serf addresses the cluster's servers are dialled
@@ -111,12 +129,11 @@ type AgentView struct {
 	} `json:"tasks"`
 }
 
-// Status reads the agent's /health with the agent's own token (the
-// cluster's FEDERATION_TOKEN, which agents are started with): the view
-// with its tasks.
+// Status reads the agent's /health with the agent's own token (bound to
+// its node and region): the view with its tasks.
 func (a *AgentProc) Status(ctx context.Context) (*AgentView, error) {
 	var v AgentView
-	b, err := a.sec.get(ctx, a.URL+"/health", true)
+	b, err := a.sec.get(ctx, a.URL+"/health", a.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +153,6 @@ func (a *AgentProc) Metric(ctx context.Context, name string) (float64, error) {
 }
 
 func (a *AgentProc) get(ctx context.Context, path string) (string, error) {
-	b, err := a.sec.get(ctx, a.URL+path, false)
+	b, err := a.sec.get(ctx, a.URL+path, "")
 	return string(b), err
 }

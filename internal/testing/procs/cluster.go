@@ -89,6 +89,7 @@ func NewServerProc(bin, logDir string, cfg ServerConfig, sec *Security) (*Server
 	}
 	p := NewProc(cfg.Node, bin, filepath.Join(logDir, cfg.Node+".log"), cfg.Args()...)
 	p.Env = sec.Env()
+	sec.addServer(url)
 	return &ServerProc{Proc: p, Config: cfg, URL: url, Client: c, sec: sec}, nil
 }
 

@@ -13,7 +13,7 @@ import (
 // Metric returns the value of an unlabelled metric on the server's
 // /metrics.
 func (s *ServerProc) Metric(ctx context.Context, name string) (float64, error) {
-	body, err := s.sec.get(ctx, s.URL+"/metrics", true)
+	body, err := s.sec.get(ctx, s.URL+"/metrics", Token)
 	if err != nil {
 		return 0, err
 	}

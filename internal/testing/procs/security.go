@@ -39,6 +39,7 @@ type Security struct {
 	Plaintext bool
 
 	mu      sync.Mutex
+	servers []string // HTTP URLs of the servers made with this material
 	signers map[string]*signing.Signer
 	keyDir  string
 	hc      *http.Client // see get
@@ -104,6 +105,49 @@ func (s *Security) Scheme() string {
 
 // Env is the environment every process of the cluster gets.
 func (s *Security) Env() []string { return []string{"FEDERATION_TOKEN=" + Token} }
+
+func (s *Security) addServer(url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.servers = append(s.servers, url)
+}
+
+// AgentToken makes, through the servers made with this material, an agent
+// token bound to node and region, as an operator provisions each agent
+// (`atomfed token create --role agent --node N --region R`). It retries
+// while a server answers without a leader (up to 20 s) and gives up at
+// once when none is reachable.
+func (s *Security) AgentToken(node, region string) (string, error) {
+	s.mu.Lock()
+	urls := append([]string(nil), s.servers...)
+	s.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var last error
+		noLeader := false
+		for _, u := range urls {
+			c, err := s.Client(u)
+			if err != nil {
+				return "", err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			t, err := c.CreateAgentToken(ctx, node, region, "agent "+node)
+			cancel()
+			if err == nil {
+				return t.Secret, nil
+			}
+			last = err
+			noLeader = noLeader || client.StatusOf(err) == http.StatusServiceUnavailable
+		}
+		if last == nil {
+			return "", fmt.Errorf("no server to make agent %s's token with", node)
+		}
+		if !noLeader || time.Now().After(deadline) {
+			return "", fmt.Errorf("agent %s's token: %w", node, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
 
 // Signer returns member's key, made on first use and written (unencrypted
 // PKCS#8) to keys/<member>.key for CLI tests.
@@ -175,18 +219,18 @@ func (s *Security) MustSigningClient(url, member string) *client.Client {
 }
 
 // get reads url (an /health or /metrics of a node) with a 3 s timeout,
-// trusting the CA, with the bootstrap token when token is set; an answer
+// trusting the CA, with token as the bearer when it is set; an answer
 // other than 200 is an error. The harness's client is made on first use
 // and shared, so that repeated reads reuse their connections.
-func (s *Security) get(ctx context.Context, url string, token bool) ([]byte, error) {
+func (s *Security) get(ctx context.Context, url, token string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	if token {
-		req.Header.Set("Authorization", "Bearer "+Token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	hc, err := s.httpClient()
 	if err != nil {

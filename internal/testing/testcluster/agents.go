@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // AgentNode is a region agent of a test cluster.
@@ -24,6 +26,8 @@ type AgentNode struct {
 	Dir    string
 	Agent  *agent.Agent
 	Reg    *prometheus.Registry
+	// Token is the agent's own token, bound to its node and region.
+	Token string
 
 	cfg     agent.Config
 	opts    AgentOptions
@@ -82,6 +86,7 @@ func (c *Cluster) AddAgent(id, region string) *AgentNode {
 func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 	c.t.Helper()
 	n := &AgentNode{ID: id, Region: region, Dir: filepath.Join(c.t.TempDir(), id), opts: o}
+	n.Token = c.AgentToken(id, region)
 	ml, heartbeat := o.Memberlist, AgentHeartbeat
 	if c.opts.LANTimings {
 		heartbeat = 0 // the agent's default, and nil gossip settings are LAN's
@@ -95,7 +100,7 @@ func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 		Memberlist: ml, HeartbeatInterval: heartbeat, Database: o.Database,
 		GossipKey: c.sec.gossipKey,
 		NewAPI: func(servers func() []string) agent.API {
-			return client.NewPool(servers, client.WithToken(Token), client.WithTLS(c.sec.client), client.WithSigner(c.Signer(id)))
+			return client.NewPool(servers, client.WithToken(n.Token), client.WithTLS(c.agentTLS()), client.WithSigner(c.Signer(id)))
 		},
 		Logger: c.logger(id),
 	}
@@ -135,6 +140,37 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.cfg.SerfBindAddr = a.SerfAddr()
 	n.Agent, n.running = a, true
 	return nil
+}
+
+// AgentToken makes an agent token bound to node and region through the
+// leader, as an operator provisions each agent, and returns its secret.
+func (c *Cluster) AgentToken(node, region string) string {
+	c.t.Helper()
+	var secret string
+	testutil.Eventually(c.t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tok, err := c.WaitLeader().Client.CreateAgentToken(ctx, node, region, "agent "+node)
+		if st := client.StatusOf(err); err != nil && st != 0 && st != http.StatusServiceUnavailable {
+			c.t.Fatalf("agent token for %s: %v", node, err)
+		}
+		if err == nil {
+			secret = tok.Secret
+		}
+		return err
+	})
+	return secret
+}
+
+// agentTLS is the TLS config agents call servers with: it accepts only a
+// server's certificate, as `atomfed agent` does.
+func (c *Cluster) agentTLS() *tls.Config {
+	if c.sec.client == nil {
+		return nil
+	}
+	cfg := c.sec.client.Clone()
+	cfg.ServerName = tlsutil.ServerName
+	return cfg
 }
 
 // StopAgent crashes an agent: it stops without leaving.

@@ -288,7 +288,8 @@ func (c *Cluster) start(n *Node) error {
 	n.cfg.RaftBindAddr = srv.RaftAddr()
 	n.cfg.SerfBindAddr = srv.SerfAddr()
 	api := httpapi.New(httpapi.Config{Cluster: srv, Logger: cfg.Logger, Registerer: n.Reg, Gatherer: n.Reg, Version: "test",
-		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, Token: Token, MaxBlockingPerToken: c.opts.MaxBlockingPerToken, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
+		BootstrapToken: Token, Signer: cfg.Signer, Now: c.opts.Now, Simulation: c.opts.Simulation, ProbeTLS: c.sec.client, MaxBlockingPerToken: c.opts.MaxBlockingPerToken, ForwardTransport: &http.Transport{TLSClientConfig: n.fwdTLS, MaxIdleConnsPerHost: 64}})
+	srv.SetForwardAuthorizer(api.AuthorizeForwarded)
 	base, cancel := context.WithCancel(context.Background())
 	if n.inflight == nil {
 		n.inflight = newInflight()
