@@ -5,11 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/atomcloud/atomfed/cluster"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
-	"github.com/hashicorp/raft"
 )
 
 // TestForwardApply commits commands from a follower through the leader

@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"sort"
 	"text/tabwriter"
 	"time"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
 
 	"github.com/hashicorp/serf/coordinate"
 	"github.com/spf13/cobra"

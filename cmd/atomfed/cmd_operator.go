@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"os"
 	"text/tabwriter"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
 
 	"github.com/spf13/cobra"
 

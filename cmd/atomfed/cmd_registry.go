@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
 
 	"github.com/spf13/cobra"
 

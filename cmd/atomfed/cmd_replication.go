@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/atomcloud/atomfed/httpapi/client"
 	"text/tabwriter"
+
+	"github.com/atomcloud/atomfed/httpapi/client"
 
 	"github.com/spf13/cobra"
 
