@@ -294,7 +294,7 @@ func TestSimulationModeOnNodes(t *testing.T) {
 	for _, path := range []string{"/health", "/global-status"} {
 		// Anonymous: no database at all; with the agent's own token: the
 		// masked DSN, never the password.
-		for _, token := range []string{"", procs.Token} {
+		for _, token := range []string{"", full.Token} {
 			req, _ := http.NewRequest(http.MethodGet, full.URL+path, nil)
 			if token != "" {
 				req.Header.Set("Authorization", "Bearer "+token)

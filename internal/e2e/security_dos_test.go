@@ -311,7 +311,7 @@ func TestSecurityDoS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ag.Env = append(c.Sec.Env(), withEnv("POSTGRES_DSN="+pg.DSN("dos-db-pass-7c21"), "COSIGN_KEY_PATH="+key,
+		ag.Env = append(ag.Env, withEnv("POSTGRES_DSN="+pg.DSN("dos-db-pass-7c21"), "COSIGN_KEY_PATH="+key,
 			"COSIGN_PASSWORD=dos-key-pass", "VAULT_ADDR="+standInVault(t))...)
 		t.Cleanup(ag.Close)
 		if err := ag.Start(); err != nil {
@@ -334,7 +334,7 @@ func TestSecurityDoS(t *testing.T) {
 					return fmt.Errorf("%s's /metrics with a token has no series for %s yet", s.ID(), tenant.ID)
 				}
 			}
-			if a := do(ctx(t, 5*time.Second), ag.URL+"/health", procs.Token); !strings.Contains(a.body, taskID) || !strings.Contains(a.body, dbPort) {
+			if a := do(ctx(t, 5*time.Second), ag.URL+"/health", ag.Token); !strings.Contains(a.body, taskID) || !strings.Contains(a.body, dbPort) {
 				return fmt.Errorf("the agent's /health with its token does not show %s and its database yet: %s", taskID, a.body)
 			}
 			return nil
@@ -352,7 +352,7 @@ func TestSecurityDoS(t *testing.T) {
 			}
 		}
 		for _, path := range []string{"/health", "/global-status", "/metrics"} {
-			for _, token := range []string{"", "not-the-agents-token"} {
+			for _, token := range []string{"", "not-the-agents-token", procs.Token} {
 				a := do(ctx(t, 5*time.Second), ag.URL+path, token)
 				if a.code != 200 {
 					t.Fatalf("the agent's %s (token %q): %d", path, token, a.code)

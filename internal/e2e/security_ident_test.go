@@ -199,7 +199,7 @@ func TestIdentityAttacks(t *testing.T) {
 	}
 	usEast := startAgent("us-east-a1", "us-east", "")
 	euWest := startAgent("eu-west-a1", "eu-west", "")
-	if usEast.Token == "" || euWest.Token == "" {
+	if usEast.Token == procs.Token || euWest.Token == procs.Token {
 		t.Fatal("the harness made no bound agent token")
 	}
 	f := &federation{Cluster: c}

@@ -60,10 +60,9 @@ type AgentProc struct {
 	// URL is the base URL of the agent's own HTTP endpoints (its bind
 	// address).
 	URL string
-	// Token is the agent's own token, bound to its node and region (its
-	// FEDERATION_TOKEN); empty when no server could make one, and the
-	// agent then has the bootstrap token, which it refuses once a server
-	// tells it what that token is.
+	// Token is the agent's FEDERATION_TOKEN: its own, bound to its node
+	// and region, or the bootstrap token when no server could make one
+	// (the agent refuses that one once a server tells it what it is).
 	Token string
 	sec   *Security
 }
@@ -104,6 +103,8 @@ func NewAgentProcWith(bin, logDir string, cfg AgentConfig, sec *Security) (*Agen
 	}
 	if tok != "" {
 		p.Env = []string{"FEDERATION_TOKEN=" + tok}
+	} else {
+		tok = Token
 	}
 	return &AgentProc{Proc: p, Config: cfg, Node: cfg.Node, Region: cfg.Region, DataDir: cfg.DataDir,
 		URL: sec.Scheme() + "://" + cfg.HTTPAddr, Token: tok, sec: sec}, nil
