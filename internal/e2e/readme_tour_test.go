@@ -39,23 +39,7 @@ func TestREADMETour(t *testing.T) {
 			t.Fatalf("%s is required by the README's tour (.ci/run installs it)", tool)
 		}
 	}
-	if _, err := pglocal.Find(); err != nil {
-		t.Fatalf("the tour needs PostgreSQL: %v", err)
-	}
-	work := t.TempDir()
-	// dev's PostgreSQL runs as the postgres user when the test runs as
-	// root: it must be able to reach its data dir under work.
-	for _, d := range []string{filepath.Dir(work), work} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, base, logPath := startDev(t, work, true)
-	logBytes, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	banner := string(logBytes)
+	work, base, banner := startDevWithPostgres(t, "the tour")
 	exports := regexp.MustCompile(`(?m)^\s*(export (ATOMFED_ADDR|POSTGRES_DSN)=.*?)(\s+#.*)?$`).FindAllStringSubmatch(banner, -1)
 	if len(exports) != 2 {
 		t.Fatalf("dev printed %d export lines, want ATOMFED_ADDR... and POSTGRES_DSN:\n%s", len(exports), banner)
@@ -261,6 +245,30 @@ func checkTourEffects(t *testing.T, work string, base int, env map[string]string
 // others when one was taken meanwhile) and waits until it is up. It
 // returns the process, its first port (the first server's API) and its
 // log file.
+// startDevWithPostgres starts `atomfed dev` with a PostgreSQL per region
+// (what needs it says so when PostgreSQL is missing) in a new work dir,
+// and returns the dir, its first port and its banner.
+func startDevWithPostgres(t *testing.T, what string) (string, int, string) {
+	t.Helper()
+	if _, err := pglocal.Find(); err != nil {
+		t.Fatalf("%s needs PostgreSQL: %v", what, err)
+	}
+	work := t.TempDir()
+	// dev's PostgreSQL runs as the postgres user when the test runs as
+	// root: it must be able to reach its data dir under work.
+	for _, d := range []string{filepath.Dir(work), work} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, base, logPath := startDev(t, work, true)
+	logBytes, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return work, base, string(logBytes)
+}
+
 func startDev(t *testing.T, dir string, postgres bool) (*procs.Proc, int, string) {
 	t.Helper()
 	var p *procs.Proc

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -51,21 +50,7 @@ func (d devRegionDB) replicatorDSN(from devRegionDB, ssl string) string {
 // is SQL (item 4). Each is refused, and the control plane's state, its
 // audit head, and the other regions stay as they were.
 func TestSecurityReplicationAttacks(t *testing.T) {
-	if _, err := pglocal.Find(); err != nil {
-		t.Fatalf("this test needs PostgreSQL: %v", err)
-	}
-	work := t.TempDir()
-	for _, d := range []string{filepath.Dir(work), work} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, base, logPath := startDev(t, work, true)
-	logBytes, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	banner := string(logBytes)
+	_, base, banner := startDevWithPostgres(t, "this test")
 	dbs := map[string]devRegionDB{}
 	for _, m := range regexp.MustCompile(`postgres\s+region (\S+)\s+\S+\s+PGPASSFILE=(\S+) psql -h (\S+) -p (\d+) -U (\S+) (\S+)`).FindAllStringSubmatch(banner, -1) {
 		dbs[m[1]] = devRegionDB{host: m[3], port: m[4], user: m[5], db: m[6], superPassfile: m[2]}
