@@ -100,8 +100,7 @@ func TestREADMETour(t *testing.T) {
 	sh := exec.CommandContext(ctx, "bash", "-c", script.String())
 	sh.Dir = work
 	sh.Env = append(os.Environ(), "HOME="+home)
-	var out []byte
-	out, err = sh.CombinedOutput()
+	out, err := sh.CombinedOutput()
 	segments := splitSegments(string(out))
 	if err != nil {
 		last := len(segments) - 1
