@@ -83,6 +83,11 @@ type FSM struct {
 	applied   atomic.Uint64
 	appliedMu sync.Mutex
 	appliedCh chan struct{}
+
+	// bootstrapRetired mirrors State.Trust.BootstrapRetired for the API's
+	// token check, which runs on every request of the bootstrap token and
+	// should not take the state's lock for it.
+	bootstrapRetired atomic.Bool
 }
 
 var (
@@ -142,6 +147,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		out[i] = res
 	}
 	touched := f.state.takeTouched()
+	f.bootstrapRetired.Store(f.state.Trust.BootstrapRetired)
 	f.mu.Unlock()
 	if changed {
 		f.notify()
@@ -162,6 +168,10 @@ func (f *FSM) setApplied(index uint64) {
 	f.appliedCh = make(chan struct{})
 	f.appliedMu.Unlock()
 }
+
+// BootstrapRetired reports whether the bootstrap token was retired, as of
+// the last entry applied, without taking the state's lock.
+func (f *FSM) BootstrapRetired() bool { return f.bootstrapRetired.Load() }
 
 // AppliedIndex returns the raft index of the last entry the FSM applied.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
@@ -413,6 +423,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.bootstrapRetired.Store(s.Trust.BootstrapRetired)
 	f.mu.Unlock()
 	f.notify()
 	f.notifyTables(nil)

@@ -64,9 +64,7 @@ func (a *API) authn(r *http.Request) (identity, error) {
 			"this endpoint needs a token: send Authorization: Bearer <token> (the servers' FEDERATION_TOKEN, or one made with atomfed token create)")
 	}
 	if b := a.cfg.BootstrapToken; b != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(b)) == 1 {
-		var retired bool
-		a.c.FSM().Read(func(s *fsm.State) { retired = s.Trust.BootstrapRetired })
-		if retired {
+		if a.c.FSM().BootstrapRetired() {
 			return identity{}, unauthenticated("bootstrap_retired",
 				"the bootstrap token (FEDERATION_TOKEN) was retired on every server: use an operator token made with atomfed token create")
 		}

@@ -69,7 +69,9 @@ func (a *API) AuthorizeForwarded(token string, t fsm.MessageType, cmd any) error
 
 func (a *API) identityOfToken(secret string) (identity, bool) {
 	if b := a.cfg.BootstrapToken; b != "" && secret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(b)) == 1 {
-		return identity{Accessor: BootstrapAccessor, Role: fsm.RoleOperator}, true
+		// A follower a moment behind the retirement may still take it;
+		// the leader does not.
+		return identity{Accessor: BootstrapAccessor, Role: fsm.RoleOperator}, !a.c.FSM().BootstrapRetired()
 	}
 	var t *fsm.Token
 	a.c.FSM().Read(func(s *fsm.State) { t = s.TokenByHash(HashToken(secret)) })
