@@ -225,6 +225,11 @@ func (a *API) putTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	t.Epoch = 0 // read-only, like the indexes: accepted so that a GET round-trips, and set by the FSM
+	if err := a.homeChangeCheck(id, t.HomeRegion); err != nil {
+		writeError(w, err)
+		return
+	}
 	cmd := fsm.TenantUpsert{Tenant: t, CAS: cas, At: a.stamp()}
 	a.write(w, r, body, fsm.TenantUpsertType, cmd, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Tenant)
