@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 )
@@ -76,3 +78,95 @@ func tearingDown(s *State, id string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TaskEpoch is the placement of a tenant a task was planned for: the
+// tenant, its incarnation (the index that created it, so that a tenant
+// deleted and created again under the same id starts over) and its epoch.
+// The leader writes it into the spec of every replication task of a tenant
+// ("tenant", "tenant_created", "epoch"); specs of tenants from before
+// epochs carry neither number, which reads as 0, 0: older than any epoch.
+type TaskEpoch struct {
+	Tenant  string `json:"tenant"`
+	Created uint64 `json:"tenant_created,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+}
+
+// TaskEpochOf returns the tenant placement a task's spec names; ok is
+// false for a task that is not about one tenant.
+func TaskEpochOf(t *Task) (e TaskEpoch, ok bool) {
+	if json.Unmarshal(t.Spec, &e) != nil || e.Tenant == "" {
+		return TaskEpoch{}, false
+	}
+	return e, true
+}
+
+// Older reports whether e is an older placement of its tenant than o: an
+// older incarnation, or an older epoch of the same one.
+func (e TaskEpoch) Older(o TaskEpoch) bool {
+	if e.Created != o.Created {
+		return e.Created < o.Created
+	}
+	return e.Epoch < o.Epoch
+}
+
+// String is the placement as messages name it.
+func (e TaskEpoch) String() string {
+	return fmt.Sprintf("tenant %s epoch %d (incarnation %d)", e.Tenant, e.Epoch, e.Created)
+}
+
+// epochOf is the task placement of tenant t now: nothing for a tenant from
+// before epochs, so that its specs do not change when servers upgrade.
+func epochOf(t *Tenant) (created, epoch uint64) {
+	if t.Epoch == 0 {
+		return 0, 0
+	}
+	return t.CreateIndex, t.Epoch
+}
+
+// TenantTaskEpoch returns the placement the specs of tenant t's tasks
+// carry (tenant_created, epoch).
+func TenantTaskEpoch(t *Tenant) (created, epoch uint64) { return epochOf(t) }
+
+// RestampEpoch returns a kept task's spec (one being torn down) with the
+// current placement of its tenant, if the tenant still exists: the
+// teardown is what the current epoch wants, and an agent that has seen
+// that epoch would refuse a task of an older one. A spec of no tenant, or
+// of a deleted one, is returned as it is.
+func (s *State) RestampEpoch(spec json.RawMessage) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(spec, &m) != nil || m == nil {
+		return spec
+	}
+	id, _ := m["tenant"].(string)
+	t := s.Tenants[id]
+	if id == "" || t == nil {
+		return spec
+	}
+	created, epoch := epochOf(t)
+	delete(m, "tenant_created")
+	delete(m, "epoch")
+	if epoch > 0 {
+		m["tenant_created"], m["epoch"] = created, epoch
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// StaleEpochResult is what an agent reports, in place of running it, for a
+// task of a tenant placement older than one it has already seen: it never
+// acts for an epoch that has ended. It reads as a replication result whose
+// state is ReplStaleEpoch.
+type StaleEpochResult struct {
+	State  string             `json:"state"`
+	Tenant string             `json:"tenant"`
+	Epoch  uint64             `json:"epoch"`
+	Seen   uint64             `json:"seen_epoch"`
+	Issues []ReplicationIssue `json:"issues"`
+}
+
+// ReplStaleEpoch is the state of a task an agent did not run because its
+// tenant's epoch has ended (StaleEpochResult); IssueStaleEpoch its issue.
+const (
+	ReplStaleEpoch  = "stale_epoch"
+	IssueStaleEpoch = "stale_epoch"
+)
