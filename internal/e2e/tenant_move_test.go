@@ -203,6 +203,15 @@ func TestMovingAReplicatedTenantOntoItsMirrorIsRefused(t *testing.T) {
 			t.Fatalf("the audit chain has a %s entry (%d) after the refusals", e.Type, e.Index)
 		}
 	}
+
+	// A tenant without mirrors may change its home: its epoch moves with it.
+	if _, err := api.PutTenant(ctx, &fsm.Tenant{ID: "globex", HomeRegion: "us-east"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := c.Others(leader)[0].Client.PatchTenant(ctx, "globex", map[string]any{"home_region": "eu-west"}, nil)
+	if err != nil || moved.Epoch != 2 || moved.HomeRegion != "eu-west" {
+		t.Fatalf("moving an unreplicated tenant: %+v %v, want home eu-west at epoch 2", moved, err)
+	}
 }
 
 // homeWriter inserts acme's rows at home one statement at a time, until
