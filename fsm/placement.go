@@ -40,8 +40,8 @@ func nextEpoch(old *Tenant, newHome string, rules int) uint64 {
 // A tenant that is created, or keeps its home, passes. The API runs it
 // before logging a write; the FSM again at apply (RulesTrustBound).
 func HomeChangeCheck(s *State, old *Tenant, newHome string) error {
-	if old == nil || old.HomeRegion == newHome {
-		return nil
+	if old == nil || old.HomeRegion == newHome || !ValidRegionName(newHome) {
+		return nil // an invalid home is refused as such
 	}
 	id, home := old.ID, old.HomeRegion
 	then := "Removing the mirrors first does not move the data either: a removed mirror deletes its copy of the tenant's rows, " +

@@ -92,6 +92,8 @@ func TestErrorContract(t *testing.T) {
 		{"move a replicated tenant's home", http.MethodPut, "/v1/tenants/globex", tenantJSON("globex", "eu-west", "ap-south"), 409, "home_change_needs_switchover"},
 		{"move a replicated tenant's home, dropping its mirrors", http.MethodPut, "/v1/tenants/globex", tenantJSON("globex", "eu-west"), 409, "home_change_needs_switchover"},
 		{"patch a replicated tenant's home", http.MethodPatch, "/v1/tenants/globex", `{"home_region":"us-east"}`, 409, "home_change_needs_switchover"},
+		{"patch a replicated tenant's home onto its mirror", http.MethodPatch, "/v1/tenants/globex", `{"home_region":"eu-west"}`, 409, "home_change_needs_switchover"},
+		{"put a replicated tenant's home onto its mirror, still listed", http.MethodPut, "/v1/tenants/globex", tenantJSON("globex", "eu-west", "eu-west"), 409, "home_change_needs_switchover"},
 		{"patch the epoch", http.MethodPatch, "/v1/tenants/globex", `{"epoch":3}`, 400, "read_only_field"},
 		{"stale cas on delete", http.MethodDelete, "/v1/tenants/acme?cas=" + staleCAS, nil, 409, "cas_conflict"},
 		{"delete a home region in use", http.MethodDelete, "/v1/regions/us-east", nil, 409, "region_in_use"},

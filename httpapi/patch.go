@@ -39,12 +39,18 @@ func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	next, err := fsm.PatchTenant(cur, patch)
-	if err != nil {
-		writeError(w, err)
-		return
+	// A move of a replicated tenant is refused first: other faults of
+	// such a patch (the new home still listed as a mirror) would hide why.
+	var named struct {
+		Home *string `json:"home_region"`
 	}
-	if err := a.homeChangeCheck(id, next.HomeRegion); err != nil {
+	if json.Unmarshal(patch, &named) == nil && named.Home != nil {
+		if err := a.homeChangeCheck(id, *named.Home); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if _, err := fsm.PatchTenant(cur, patch); err != nil {
 		writeError(w, err)
 		return
 	}
