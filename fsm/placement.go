@@ -34,11 +34,12 @@ func nextEpoch(old *Tenant, newHome string, rules int) uint64 {
 }
 
 // HomeChangeCheck refuses a change of old's home to newHome while the
-// tenant is replicated: while it has mirrors (those the same write would
-// remove included: their teardown is what deletes the copies), or while
-// the subscriptions of mirrors removed earlier are still being torn down.
-// A tenant that is created, or keeps its home, passes. The API runs it
-// before logging a write; the FSM again at apply (RulesTrustBound).
+// tenant is replicated: while it has mirrors and tables (mirrors the same
+// write would remove included: their teardown is what deletes the
+// copies), or while the subscriptions of mirrors removed earlier are still
+// being torn down. A tenant that is created, keeps its home, or has no
+// tables (nothing of it is replicated) passes. The API runs it before
+// logging a write; the FSM again at apply (RulesTrustBound).
 func HomeChangeCheck(s *State, old *Tenant, newHome string) error {
 	if old == nil || old.HomeRegion == newHome || !ValidRegionName(newHome) {
 		return nil // an invalid home is refused as such
@@ -47,7 +48,7 @@ func HomeChangeCheck(s *State, old *Tenant, newHome string) error {
 	then := "Removing the mirrors first does not move the data either: a removed mirror deletes its copy of the tenant's rows, " +
 		"and a change of home copies no rows to the new home (they stay in " + home + "'s database). " +
 		"Until the switchover exists, keep home_region " + home + ", or move the rows yourself after removing the mirrors."
-	if len(old.Mirrors) > 0 {
+	if len(old.Mirrors) > 0 && len(old.Tables) > 0 {
 		return preconditionf(CodeHomeChangeNeedsSwitchover,
 			"tenant %s is replicated from its home %s to %s: changing home_region to %s would lose its data "+
 				"(the mirrors' tables hold no PII columns, so the new home cannot publish them, and the teardown of the old mirrors deletes their copies). "+

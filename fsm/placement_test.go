@@ -76,9 +76,9 @@ func TestTenantEpoch(t *testing.T) {
 }
 
 // TestHomeChangeOfAReplicatedTenantIsRefused: under RulesTrustBound a
-// change of home_region for a tenant with mirrors (those removed by the
-// same write included), or whose removed mirrors are still being torn
-// down, is refused with a message that names the switchover and changes
+// change of home_region for a tenant with mirrors and tables (mirrors
+// removed by the same write included), or whose removed mirrors are still
+// being torn down, is refused with a message that names the switchover and changes
 // nothing; under older rules it applies as it always did.
 func TestHomeChangeOfAReplicatedTenantIsRefused(t *testing.T) {
 	h := newHarness(t)
@@ -126,6 +126,10 @@ func TestHomeChangeOfAReplicatedTenantIsRefused(t *testing.T) {
 	if res := h.apply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "acme", HomeRegion: "eu-west", Tables: tables}, At: 6, Rules: RulesTrustBound}); res.Err != nil {
 		t.Fatalf("a tenant without mirrors may change its home: %v", res.Err)
 	}
+
+	// A tenant with mirrors but no tables has nothing replicated: it moves.
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "bare", HomeRegion: "us-east", Mirrors: []string{"eu-west"}}, At: 7, Rules: RulesTrustBound})
+	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "bare", HomeRegion: "ap-south", Mirrors: []string{"eu-west"}}, At: 7, Rules: RulesTrustBound})
 
 	// Older rules: the entry applies as it did when it was logged.
 	h.mustApply(TenantUpsertType, TenantUpsert{Tenant: Tenant{ID: "legacy", HomeRegion: "us-east", Mirrors: []string{"eu-west"}, Tables: tables}, At: 7})
