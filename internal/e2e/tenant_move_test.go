@@ -26,7 +26,8 @@ import (
 // home_change_needs_switchover and a message that names the switchover;
 // afterwards no row is lost at home, every row acknowledged at home
 // arrives at the mirror, and the tenant's placement (and epoch 1) is the
-// same on every server, with no tenant write in the audit chain.
+// same on every server, with no tenant write in the audit chain. A tenant
+// without mirrors still moves, and its epoch moves with it.
 func TestMovingAReplicatedTenantOntoItsMirrorIsRefused(t *testing.T) {
 	if _, err := pglocal.Find(); err != nil {
 		t.Fatalf("this test needs PostgreSQL: %v", err)
