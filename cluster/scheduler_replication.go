@@ -17,8 +17,12 @@ import (
 //     (global-pub/<writer>) and a global-subscriber in every other
 //     registered region (global-sub/<writer>/<region>).
 //
+// Every task of a tenant carries the tenant's placement epoch
+// (fsm.TaskEpoch), with which agents refuse tasks of an ended epoch.
+//
 // A replication task that is no longer wanted is kept with its spec turned
-// to ensure "absent" until its executor reports success, so that its
+// to ensure "absent" (and its tenant's current epoch, if the tenant still
+// exists) until its executor reports success, so that its
 // publication, subscription or slot is torn down, not abandoned. Only when
 // its region is no longer registered is there nothing left to clean.
 func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
@@ -38,15 +42,17 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		for _, m := range t.Mirrors {
 			subs = append(subs, fsm.TenantSubscription(t.ID, m))
 		}
+		created, epoch := fsm.TenantTaskEpoch(t)
 		add(fsm.TenantPublisherTaskID(t.ID, t.HomeRegion), fsm.TaskTypeTenantPublisher, t.HomeRegion, fsm.PublisherSpec{
 			Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant, Tenant: t.ID, Region: t.HomeRegion,
 			Publication: fsm.TenantPublication(t.ID), Tables: t.Tables, Subscriptions: subs, SlotPrefix: fsm.TenantSlotPrefix(t.ID),
+			TenantCreated: created, Epoch: epoch,
 		})
 		for _, m := range t.Mirrors {
 			add(fsm.TenantSubscriberTaskID(t.ID, m), fsm.TaskTypeTenantSubscriber, m, fsm.SubscriberSpec{
 				Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant, Tenant: t.ID, Source: t.HomeRegion, SourceDB: endpoint(s, t.HomeRegion),
 				Region: m, Publication: fsm.TenantPublication(t.ID), Subscription: fsm.TenantSubscription(t.ID, m),
-				Tables: t.Tables, Sync: t.IsSync(),
+				Tables: t.Tables, Sync: t.IsSync(), TenantCreated: created, Epoch: epoch,
 			})
 		}
 		if t.IsSync() && len(subs) > 0 {
@@ -70,6 +76,7 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 		if wasAbsent && t.Status == fsm.TaskSucceeded {
 			continue // torn down: the task goes
 		}
+		spec = s.RestampEpoch(spec)
 		out[t.ID] = fsm.TaskSpec{ID: t.ID, Type: t.Type, Region: t.Region, Spec: spec}
 	}
 }

@@ -83,15 +83,23 @@ func TestReplicationTasksFollowTenantSpec(t *testing.T) {
 
 func TestRemovedReplicationTasksTearDownBeforeTheyGo(t *testing.T) {
 	s := replState("a", "b", "c", "d")
-	acme := &fsm.Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b", "c"}, Tables: []fsm.TenantTable{{Name: "orders"}}}
+	acme := &fsm.Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b", "c"}, Tables: []fsm.TenantTable{{Name: "orders"}}, Epoch: 1, CreateIndex: 5}
 	s.Tenants["acme"] = acme
 	materialise(s, desiredOf(s), fsm.TaskRunning)
+	if e, ok := fsm.TaskEpochOf(s.Tasks["tenant-sub/acme/c"]); !ok || e != (fsm.TaskEpoch{Tenant: "acme", Created: 5, Epoch: 1}) {
+		t.Fatalf("a tenant task carries placement %+v, want the tenant's epoch 1 of incarnation 5", e)
+	}
 
-	// Mirror c removed, home moved to d.
+	// Mirror c removed, home moved to d (the epoch moves with it).
 	moved := *acme
-	moved.HomeRegion, moved.Mirrors = "d", []string{"b"}
+	moved.HomeRegion, moved.Mirrors, moved.Epoch = "d", []string{"b"}, 2
 	s.Tenants["acme"] = &moved
 	d := desiredOf(s)
+	for id, ts := range d {
+		if e, ok := fsm.TaskEpochOf(&fsm.Task{Spec: ts.Spec}); ok && e != (fsm.TaskEpoch{Tenant: "acme", Created: 5, Epoch: 2}) {
+			t.Fatalf("%s carries placement %+v, want epoch 2: a teardown is what the current epoch wants", id, e)
+		}
+	}
 	for id, ensure := range map[string]string{
 		"tenant-pub/acme/a": fsm.EnsureAbsent, "tenant-sub/acme/c": fsm.EnsureAbsent,
 		"tenant-pub/acme/d": fsm.EnsurePresent, "tenant-sub/acme/b": fsm.EnsurePresent,

@@ -81,6 +81,11 @@ const (
 	GlobalTableUpsertType MessageType = 32
 	GlobalTableDeleteType MessageType = 33
 
+	// 60-69: disaster recovery and failover (placement.go). No command
+	// yet: a tenant's epoch is kept by TenantUpsert and TenantPatch, and
+	// the steps of a switchover or failover (fence, promote, commit the
+	// new home and epoch) take their numbers from here.
+
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
 	TasksRefenceType MessageType = 80

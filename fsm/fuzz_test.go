@@ -57,6 +57,9 @@ func FuzzReadSnapshot(f *testing.F) {
 func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a"},"at":1}`))
 	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
+	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"acme","home_region":"eu-west","mirrors":["us-east"],"epoch":7},"rules":4}`))
+	f.Add(uint8(TenantPatchType), codecJSON, []byte(`{"id":"acme","patch":{"home_region":"eu-west","mirrors":null},"rules":4}`))
+	f.Add(uint8(TenantPatchType), codecJSON, []byte(`{"id":"acme","patch":{"epoch":0},"rules":4}`))
 	f.Add(uint8(RegionDeleteType), codecJSON, []byte(`{"name":"eu-west"}`))
 	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
 	f.Add(uint8(AgentUpsertType), codecJSON, []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))

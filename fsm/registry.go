@@ -61,9 +61,19 @@ type Tenant struct {
 	SyncFallback string `json:"sync_fallback,omitempty"`
 	// SyncDegradeAfterMS bounds how long commits wait with every mirror
 	// down before a "degrade" tenant goes async (default 10000).
-	SyncDegradeAfterMS int    `json:"sync_degrade_after_ms,omitempty"`
-	CreatedAt          int64  `json:"created_at"`
-	UpdatedAt          int64  `json:"updated_at"`
-	CreateIndex        uint64 `json:"create_index"`
-	ModifyIndex        uint64 `json:"modify_index"`
+	SyncDegradeAfterMS int `json:"sync_degrade_after_ms,omitempty"`
+	// Epoch is the tenant's placement epoch, set by the FSM and never by
+	// a write: 1 when the tenant is created, one more with every change of
+	// its home, in the same entry, and changed by nothing else. Every
+	// replication task of the tenant carries it (with CreateIndex, which
+	// tells incarnations of one id apart), and an agent acts on the tenant
+	// only for the newest epoch it has seen, so that a stale view can
+	// never act as the home of an epoch that has ended. 0 (absent) is a
+	// tenant created before epochs (rules before RulesTrustBound), until
+	// its home changes.
+	Epoch       uint64 `json:"epoch,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+	UpdatedAt   int64  `json:"updated_at"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
 }

@@ -129,20 +129,27 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 	return &Deleted{Kind: "region", Name: cmd.Name, At: cmd.At}, nil
 }
 
-// TenantUpsert creates or replaces a tenant's placement.
+// TenantUpsert creates or replaces a tenant's placement. Under
+// RulesTrustBound it also keeps the tenant's epoch (set at creation,
+// bumped by a change of home) and refuses a change of home for a
+// replicated tenant (HomeChangeCheck); before, the epoch stays as it was
+// and any home change applies.
 type TenantUpsert struct {
 	Tenant Tenant  `json:"tenant"`
 	CAS    *uint64 `json:"cas,omitempty"`
 	At     int64   `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyTenantUpsert(s *State, e *Entry) (any, error) {
 	cmd := body[TenantUpsert](e)
-	return upsertTenant(s, e, cmd.Tenant, cmd.CAS, cmd.At)
+	return upsertTenant(s, e, cmd.Tenant, cmd.CAS, cmd.At, cmd.Rules)
 }
 
-// upsertTenant stores t, checked, as the tenant's new version.
-func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64) (*Tenant, error) {
+// upsertTenant stores t, checked, as the tenant's new version, under the
+// given rules.
+func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64, rules int) (*Tenant, error) {
 	NormalizeTenant(&t)
 	if err := ValidateTenant(&t); err != nil {
 		return nil, err
@@ -163,6 +170,12 @@ func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64) (*Tenant,
 	if err := checkCAS("tenant", t.ID, cas, cur); err != nil {
 		return nil, err
 	}
+	if rules >= RulesTrustBound {
+		if err := HomeChangeCheck(s, old, t.HomeRegion); err != nil {
+			return nil, err
+		}
+	}
+	t.Epoch = nextEpoch(old, t.HomeRegion, rules)
 	t.ModifyIndex, t.UpdatedAt = e.Index, at
 	if old != nil {
 		t.CreateIndex, t.CreatedAt = old.CreateIndex, old.CreatedAt
@@ -184,11 +197,15 @@ func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64) (*Tenant,
 // field replaces the current value (a list the whole list), null removes
 // it, objects (labels) merge key by key. Applied in the FSM, a patch never
 // loses a concurrent write to a field it does not name.
+//
+// Its rules are TenantUpsert's: the patched tenant is stored as an upsert.
 type TenantPatch struct {
 	ID    string          `json:"id"`
 	Patch json.RawMessage `json:"patch"`
 	CAS   *uint64         `json:"cas,omitempty"`
 	At    int64           `json:"at"`
+	// Rules the command was logged under (rules.go).
+	Rules int `json:"rules,omitempty"`
 }
 
 func applyTenantPatch(s *State, e *Entry) (any, error) {
@@ -201,7 +218,7 @@ func applyTenantPatch(s *State, e *Entry) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return upsertTenant(s, e, *t, cmd.CAS, cmd.At)
+	return upsertTenant(s, e, *t, cmd.CAS, cmd.At, cmd.Rules)
 }
 
 // PatchTenant applies a JSON merge patch to cur and returns the tenant it
@@ -219,6 +236,11 @@ func PatchTenant(cur *Tenant, patch json.RawMessage) (*Tenant, error) {
 	if id, ok := po["id"]; ok && id != cur.ID {
 		return nil, invalidf("id_mismatch", "the patch names tenant %v but patches %q", id, cur.ID)
 	}
+	if _, ok := po["epoch"]; ok {
+		// A server without epochs refuses the field as unknown; every
+		// server refuses it, so that all come to the same state.
+		return nil, invalidf("read_only_field", "epoch is set by atomfed (1 at creation, one more with each change of home): leave it out of the patch")
+	}
 	b, _ := json.Marshal(cur) // a Tenant always encodes
 	var doc any
 	_ = json.Unmarshal(b, &doc)
@@ -229,7 +251,7 @@ func PatchTenant(cur *Tenant, patch json.RawMessage) (*Tenant, error) {
 	if err := dec.Decode(&t); err != nil {
 		return nil, invalidf("bad_patch", "the patched tenant does not decode: %v", err)
 	}
-	t.ID, t.CreateIndex, t.ModifyIndex, t.CreatedAt, t.UpdatedAt = cur.ID, cur.CreateIndex, cur.ModifyIndex, cur.CreatedAt, cur.UpdatedAt
+	t.ID, t.CreateIndex, t.ModifyIndex, t.CreatedAt, t.UpdatedAt, t.Epoch = cur.ID, cur.CreateIndex, cur.ModifyIndex, cur.CreatedAt, cur.UpdatedAt, cur.Epoch
 	NormalizeTenant(&t)
 	if err := ValidateTenant(&t); err != nil {
 		return nil, err

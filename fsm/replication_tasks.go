@@ -59,6 +59,10 @@ type PublisherSpec struct {
 	Region      string        `json:"region"`
 	Publication string        `json:"publication"`
 	Tables      []TenantTable `json:"tables"`
+	// TenantCreated and Epoch are the tenant's placement the task was
+	// planned for (TaskEpoch); absent for tenants from before epochs.
+	TenantCreated uint64 `json:"tenant_created,omitempty"`
+	Epoch         uint64 `json:"epoch,omitempty"`
 	// Subscriptions are the slot names the subscribers hold; any other
 	// slot starting with SlotPrefix is an orphan and is dropped.
 	Subscriptions []string `json:"subscriptions,omitempty"`
@@ -82,6 +86,9 @@ type SubscriberSpec struct {
 	// Sync makes the subscription commit synchronously, so that the
 	// home's synchronous commits are acknowledged in about a millisecond.
 	Sync bool `json:"sync,omitempty"`
+	// TenantCreated and Epoch: as in PublisherSpec.
+	TenantCreated uint64 `json:"tenant_created,omitempty"`
+	Epoch         uint64 `json:"epoch,omitempty"`
 }
 
 // SyncStandbySpec is the spec of a region's sync-standby task: the one

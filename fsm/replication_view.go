@@ -191,7 +191,7 @@ func tenantStatus(t *Tenant, v *TenantReplication) (string, []string) {
 	if p := v.Publisher; p == nil || p.State == ReplStatusPending {
 		worse(ReplStatusPending)
 		reasons = append(reasons, "the home's publisher has not reported yet")
-	} else if p.State == ReplInvalid || p.State == ReplError {
+	} else if p.State == ReplInvalid || p.State == ReplError || p.State == ReplStaleEpoch {
 		worse(ReplStatusError)
 		for _, is := range p.Issues {
 			reasons = append(reasons, "home "+t.HomeRegion+": "+is.Message)

@@ -85,3 +85,15 @@ func (c TokenCreate) LoggedRules() int { return c.Rules }
 
 // WithRules stamps the rules the command is logged under.
 func (c TokenCreate) WithRules(v int) any { c.Rules = v; return c }
+
+// LoggedRules is the rules the command carries.
+func (c TenantUpsert) LoggedRules() int { return c.Rules }
+
+// WithRules stamps the rules the command is logged under.
+func (c TenantUpsert) WithRules(v int) any { c.Rules = v; return c }
+
+// LoggedRules is the rules the command carries.
+func (c TenantPatch) LoggedRules() int { return c.Rules }
+
+// WithRules stamps the rules the command is logged under.
+func (c TenantPatch) WithRules(v int) any { c.Rules = v; return c }

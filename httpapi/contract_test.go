@@ -66,6 +66,12 @@ func TestErrorContract(t *testing.T) {
 	created.JSON(t, &first)
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/acme", tenantJSON("acme", "us-east"), http.StatusOK)
 	mustWrite(t, l, http.MethodPut, "/v1/tenants/globex", tenantJSON("globex", "ap-south", "eu-west"), http.StatusCreated)
+	hooli := func(home string, mirrors ...string) map[string]any {
+		m := tenantJSON("hooli", home, mirrors...)
+		m["tables"] = []map[string]any{{"name": "orders", "pii_columns": []string{"email"}}}
+		return m
+	}
+	mustWrite(t, l, http.MethodPut, "/v1/tenants/hooli", hooli("ap-south", "eu-west"), http.StatusCreated)
 	c.Settle() // each region's probe task is created asynchronously
 	staleCAS := strconv.FormatUint(first.ModifyIndex, 10)
 
@@ -89,6 +95,12 @@ func TestErrorContract(t *testing.T) {
 		{"stale cas", http.MethodPut, "/v1/tenants/acme?cas=" + staleCAS, tenantJSON("acme", "us-east"), 409, "cas_conflict"},
 		{"cas=0 on an existing tenant", http.MethodPut, "/v1/tenants/acme?cas=0", tenantJSON("acme", "us-east"), 409, "cas_conflict"},
 		{"cas=0 on an existing region", http.MethodPut, "/v1/regions/us-east?cas=0", regionJSON("us-east"), 409, "cas_conflict"},
+		{"move a replicated tenant's home", http.MethodPut, "/v1/tenants/hooli", hooli("eu-west", "ap-south"), 409, "home_change_needs_switchover"},
+		{"move a replicated tenant's home, dropping its mirrors", http.MethodPut, "/v1/tenants/hooli", hooli("eu-west"), 409, "home_change_needs_switchover"},
+		{"patch a replicated tenant's home", http.MethodPatch, "/v1/tenants/hooli", `{"home_region":"us-east"}`, 409, "home_change_needs_switchover"},
+		{"patch a replicated tenant's home onto its mirror", http.MethodPatch, "/v1/tenants/hooli", `{"home_region":"eu-west"}`, 409, "home_change_needs_switchover"},
+		{"put a replicated tenant's home onto its mirror, still listed", http.MethodPut, "/v1/tenants/hooli", hooli("eu-west", "eu-west"), 409, "home_change_needs_switchover"},
+		{"patch the epoch", http.MethodPatch, "/v1/tenants/hooli", `{"epoch":3}`, 400, "read_only_field"},
 		{"stale cas on delete", http.MethodDelete, "/v1/tenants/acme?cas=" + staleCAS, nil, 409, "cas_conflict"},
 		{"delete a home region in use", http.MethodDelete, "/v1/regions/us-east", nil, 409, "region_in_use"},
 		{"delete a mirror region in use", http.MethodDelete, "/v1/regions/eu-west", nil, 409, "region_in_use"},

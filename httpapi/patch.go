@@ -39,6 +39,17 @@ func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A move of a replicated tenant is refused first: other faults of
+	// such a patch (the new home still listed as a mirror) would hide why.
+	var named struct {
+		Home *string `json:"home_region"`
+	}
+	if json.Unmarshal(patch, &named) == nil && named.Home != nil {
+		if err := a.homeChangeCheck(id, *named.Home); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	if _, err := fsm.PatchTenant(cur, patch); err != nil {
 		writeError(w, err)
 		return
@@ -47,6 +58,14 @@ func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) {
 	a.write(w, r, body, fsm.TenantPatchType, cmd, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusOK, res.Value.(*fsm.Tenant))
 	})
+}
+
+// homeChangeCheck refuses, before anything is logged, a write that would
+// move tenant id's home to home while it is replicated, as this server
+// knows it (the leader's FSM checks again at apply).
+func (a *API) homeChangeCheck(id, home string) (err error) {
+	a.c.FSM().Read(func(s *fsm.State) { err = fsm.HomeChangeCheck(s, s.Tenants[id], home) })
+	return err
 }
 
 func (a *API) tenant(id string) (t *fsm.Tenant) {

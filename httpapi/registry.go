@@ -220,11 +220,18 @@ func (a *API) putTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("id_mismatch", "the body names tenant "+quote(t.ID)+" but the path names "+quote(id)))
 		return
 	}
+	// A move of a replicated tenant is refused first: other faults of
+	// such a write (the new home still listed as a mirror) would hide why.
+	if err := a.homeChangeCheck(id, t.HomeRegion); err != nil {
+		writeError(w, err)
+		return
+	}
 	fsm.NormalizeTenant(&t)
 	if err := fsm.ValidateTenant(&t); err != nil {
 		writeError(w, err)
 		return
 	}
+	t.Epoch = 0 // read-only, like the indexes: accepted so that a GET round-trips, and set by the FSM
 	cmd := fsm.TenantUpsert{Tenant: t, CAS: cas, At: a.stamp()}
 	a.write(w, r, body, fsm.TenantUpsertType, cmd, func(res *fsm.ApplyResult) {
 		out := res.Value.(*fsm.Tenant)

@@ -26,6 +26,11 @@
 //   - global-publisher and global-subscriber: the same for global tables,
 //     whole tables from a writer region to every region.
 //
+// The database steps of a switchover or failover start here: FenceTenant
+// (fence.go) refuses a tenant's writes in one region's database, leaving
+// reads and logical replication apply alone, and returns the fenced LSN;
+// UnfenceTenant reverses it. No executor drives them yet.
+//
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a
 // mirror leaves no publication, subscription or slot behind.

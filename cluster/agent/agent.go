@@ -131,7 +131,8 @@ type Agent struct {
 
 	mu       sync.Mutex
 	running  map[string]*runningTask
-	gens     map[string]uint64 // highest generation seen per task (fencing)
+	gens     map[string]uint64        // highest generation seen per task (fencing)
+	epochs   map[string]fsm.TaskEpoch // newest placement seen per tenant (epochs.go)
 	pending  map[string]fsm.TaskReport
 	reportCh chan struct{}
 	// registered is closed once the agent's key is a trust member.
@@ -151,6 +152,8 @@ type runningTask struct {
 	since   time.Time
 	status  string
 	lastErr string
+	// stale: the task's tenant epoch has ended; it is reported, not run.
+	stale bool
 }
 
 // New starts an agent: it joins Serf with its tags, then watches its
@@ -182,6 +185,7 @@ func New(cfg Config) (*Agent, error) {
 		cancel:   cancel,
 		running:  map[string]*runningTask{},
 		gens:     map[string]uint64{},
+		epochs:   map[string]fsm.TaskEpoch{},
 		pending:  map[string]fsm.TaskReport{},
 		reportCh: make(chan struct{}, 1),
 
@@ -419,7 +423,8 @@ func (a *Agent) watchLoop() {
 
 // reconcile makes the running set match the assignments: it refuses an
 // assignment older than one already seen (the fencing token), stops tasks
-// that moved away or changed generation, and starts new ones.
+// that moved away or changed generation, and starts new ones, except that
+// a task of a tenant epoch that has ended is reported, not run (epochs.go).
 func (a *Agent) reconcile(tasks []*fsm.Task) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -438,12 +443,12 @@ func (a *Agent) reconcile(tasks []*fsm.Task) {
 		}
 		want[t.ID] = t
 	}
+	stale, changed := a.staleLocked(want)
 	for id, r := range a.running {
-		if w, ok := want[id]; !ok || w.Generation != r.task.Generation {
+		if w, ok := want[id]; !ok || w.Generation != r.task.Generation || r.stale != (stale[id] != "") {
 			a.stopLocked(id, r)
 		}
 	}
-	changed := false
 	for id, t := range want {
 		if _, ok := a.running[id]; ok {
 			continue
@@ -452,11 +457,15 @@ func (a *Agent) reconcile(tasks []*fsm.Task) {
 			a.gens[id] = t.Generation
 			changed = true
 		}
+		if why := stale[id]; why != "" {
+			a.startStaleLocked(t, why)
+			continue
+		}
 		a.startLocked(t)
 	}
 	if changed {
 		if err := a.saveStateLocked(); err != nil {
-			a.log.Error("could not persist assignment generations", "error", err)
+			a.log.Error("could not persist assignment generations and tenant epochs", "error", err)
 		}
 	}
 	a.metrics.running.Set(float64(len(a.running)))
@@ -714,6 +723,9 @@ func (a *Agent) Shutdown() error {
 // agentState is what an agent keeps on disk between runs.
 type agentState struct {
 	Generations map[string]uint64 `json:"generations"`
+	// Epochs are the newest tenant placements seen, so that a restarted
+	// agent still refuses tasks of an ended epoch.
+	Epochs map[string]fsm.TaskEpoch `json:"epochs,omitempty"`
 }
 
 func (a *Agent) statePath() string { return filepath.Join(a.cfg.DataDir, "agent-state.json") }
@@ -733,13 +745,17 @@ func (a *Agent) loadState() error {
 	for k, v := range st.Generations {
 		a.gens[k] = v
 	}
+	for k, v := range st.Epochs {
+		a.epochs[k] = v
+	}
 	return nil
 }
 
-// saveStateLocked writes the fencing generations atomically and durably, so
-// a restarted agent still refuses assignments older than it has run.
+// saveStateLocked writes the fencing generations and tenant epochs
+// atomically and durably, so a restarted agent still refuses assignments
+// older than it has run.
 func (a *Agent) saveStateLocked() error {
-	b, err := json.Marshal(agentState{Generations: a.gens})
+	b, err := json.Marshal(agentState{Generations: a.gens, Epochs: a.epochs})
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,9 @@ type agentMetrics struct {
 	reg     prometheus.Registerer
 	running prometheus.Gauge
 	refused prometheus.Counter
-	reports *prometheus.CounterVec
+	// staleEpoch counts tasks not run because their tenant epoch ended.
+	staleEpoch prometheus.Counter
+	reports    *prometheus.CounterVec
 }
 
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
@@ -20,13 +22,17 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "atomfed_agent_stale_assignments_refused_total",
 			Help: "Assignments refused because their generation was older than one already run (fencing).",
 		}),
+		staleEpoch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atomfed_agent_stale_epoch_tasks_total",
+			Help: "Tasks not run because their tenant's placement epoch is older than one this agent has seen.",
+		}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atomfed_agent_reports_total",
 			Help: "Heartbeat reports sent to the servers, by outcome.",
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.running, m.refused, m.reports)
+		reg.MustRegister(m.running, m.refused, m.staleEpoch, m.reports)
 	}
 	return m
 }
@@ -37,5 +43,6 @@ func (m *agentMetrics) unregister() {
 	}
 	m.reg.Unregister(m.running)
 	m.reg.Unregister(m.refused)
+	m.reg.Unregister(m.staleEpoch)
 	m.reg.Unregister(m.reports)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -220,8 +221,8 @@ func newTenantCmd() *cobra.Command {
 					return err
 				}
 				return cf.print(t, func(w *tabwriter.Writer) {
-					fmt.Fprintf(w, "ID\t%s\nHome\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
-						joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
+					fmt.Fprintf(w, "ID\t%s\nHome\t%s\nEpoch\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
+						fmtEpoch(t.Epoch), joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
 					for _, tb := range t.Tables {
 						fmt.Fprintf(w, "Table\t%s (PII: %s)\n", tb.Name, joinOrDash(tb.PIIColumns))
 					}
@@ -383,4 +384,13 @@ changes one label and --remove-label drops one.`,
 	f.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down")
 	f.Uint64Var(&cas, "cas", 0, "only change the tenant if its modify_index is this")
 	return cmd
+}
+
+// fmtEpoch shows a tenant's placement epoch; 0 is a tenant created before
+// epochs, whose home has not changed since.
+func fmtEpoch(e uint64) string {
+	if e == 0 {
+		return "0 (created before epochs; its first change of home makes it 1)"
+	}
+	return strconv.FormatUint(e, 10)
 }
