@@ -56,6 +56,7 @@ func FuzzReadSnapshot(f *testing.F) {
 // that decodes, and a rejection must leave the state as it was.
 func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a"},"at":1}`))
+	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a","app_url":"https://app.a"},"at":1,"rules":4}`))
 	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
 	f.Add(uint8(RegionDeleteType), codecJSON, []byte(`{"name":"eu-west"}`))
 	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
