@@ -64,6 +64,7 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),
+		newRouteCmd(),
 		newGlobalTableCmd(),
 		newMembersCmd(),
 		newOperatorCmd(),
