@@ -1,9 +1,17 @@
 package e2e_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,6 +25,7 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/pglocal"
+	"github.com/atomcloud/atomfed/internal/testing/procs"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
@@ -28,7 +37,9 @@ import (
 // mirror; once the mirror stops hearing from its home its reported lag
 // grows, a blocking route wakes, and a read whose budget is below that lag
 // goes home with the reason, and back to the mirror once it streams
-// again; a change of placement wakes a blocking route too.
+// again; `atomfed edge` proxies reads to the mirror's application and
+// writes to the home's and writes its routing table to a real Redis; a
+// change of placement wakes a blocking route too.
 func TestRouteFollowsPlacementAndLag(t *testing.T) {
 	if _, err := pglocal.Find(); err != nil {
 		t.Fatalf("this test needs PostgreSQL: %v", err)
@@ -69,18 +80,20 @@ func TestRouteFollowsPlacementAndLag(t *testing.T) {
 	op := &cliEnv{t: t, env: []string{"ATOMFED_ADDR=" + addr, "ATOMFED_CACERT=" + caPath, "FEDERATION_TOKEN=" + token}}
 	t.Logf("dev federation up in %s", time.Since(start).Round(time.Millisecond))
 
-	// Each region's application endpoint, registered by its operator with
-	// the region's key, as a region update.
+	// Each region's application (a TLS server that names its region) and
+	// its endpoint, registered by the region's operator with the region's
+	// key, as a region update.
+	apps, appCA := regionApps(t, work, "us-east", "eu-west")
 	for _, r := range []string{"us-east", "eu-west"} {
 		v, _, err := api.Region(cx, r, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		op.ok("region", "register", "--name", r, "--url", v.URL, "--app-url", "https://app."+r+".example.com",
+		op.ok("region", "register", "--name", r, "--url", v.URL, "--app-url", apps[r],
 			"--lat", strconv.FormatFloat(v.Location.Lat, 'f', -1, 64), "--lon", strconv.FormatFloat(v.Location.Lon, 'f', -1, 64),
 			"--label", "env=dev", "--key", filepath.Join(dataDir, "keys", r+".key"))
 	}
-	mustContain(t, "region show", op.ok("region", "show", "eu-west"), "https://app.eu-west.example.com")
+	mustContain(t, "region show", op.ok("region", "show", "eu-west"), apps["eu-west"])
 
 	home, mirror := connectPG(t, cx, superDSN["us-east"]), connectPG(t, cx, superDSN["eu-west"])
 	execPG(t, cx, home, `CREATE TABLE orders (tenant_id text NOT NULL, id bigint NOT NULL, amount int, PRIMARY KEY (tenant_id, id))`,
@@ -108,15 +121,15 @@ func TestRouteFollowsPlacementAndLag(t *testing.T) {
 	t.Logf("tenant mirrored and routed to its mirror after %s", time.Since(start).Round(time.Millisecond))
 
 	w := route("--op", "write", "--from", "eu-west")
-	if w.Region != "us-east" || w.AppURL != "https://app.us-east.example.com" || !strings.HasPrefix(w.Reason, "home") || len(w.Alternatives) != 0 {
+	if w.Region != "us-east" || w.AppURL != apps["us-east"] || !strings.HasPrefix(w.Reason, "home") || len(w.Alternatives) != 0 {
 		t.Fatalf("a write from eu-west goes home: %+v", w)
 	}
 	r := route("--op", "read", "--from", "eu-west", "--max-staleness", "60s")
-	if r.AppURL != "https://app.eu-west.example.com" || !strings.Contains(r.Reason, "nearest mirror within staleness budget") {
+	if r.AppURL != apps["eu-west"] || !strings.Contains(r.Reason, "nearest mirror within staleness budget") {
 		t.Fatalf("a read from eu-west with a 60 s budget: %+v", r)
 	}
 	mustContain(t, "route table", op.ok("route", "--tenant", "acme", "--op", "read", "--from", "eu-west", "--max-staleness", "60s"),
-		"eu-west", "https://app.eu-west.example.com", "us-east", "nearest mirror within staleness budget")
+		"eu-west", apps["eu-west"], "us-east", "nearest mirror within staleness budget")
 
 	// Before the outage a read with a 1 s budget goes to the mirror too.
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -180,6 +193,56 @@ func TestRouteFollowsPlacementAndLag(t *testing.T) {
 		return nil
 	})
 	t.Logf("mirror caught up and routed to again after %s", time.Since(start).Round(time.Millisecond))
+
+	// atomfed edge, from eu-west, with the routing table in Redis: reads
+	// go to the mirror's application, writes to the home's.
+	redisAddr := startRedisServer(t, work)
+	edgePort := testutil.FreePort(t)
+	edgeProc := procs.NewProc("edge", atomfedBin, filepath.Join(work, "edge.log"), "edge", "--addr", addr, "--listen", fmt.Sprintf("127.0.0.1:%d", edgePort), "--metrics-listen", "", "--from", "eu-west",
+		"--app-ca-cert", appCA)
+	edgeProc.Env = []string{"REDIS_URL=redis://" + redisAddr, "FEDERATION_TOKEN=" + token, "ATOMFED_CACERT=" + caPath}
+	if err := edgeProc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = edgeProc.Term()
+		if _, err := edgeProc.Wait(10 * time.Second); err != nil {
+			_ = edgeProc.Kill9()
+		}
+		if t.Failed() {
+			t.Logf("log of atomfed edge:\n%s", edgeProc.LogTail(40))
+		}
+		edgeProc.Close()
+	})
+	through := func(method string) (string, string) {
+		req, _ := http.NewRequestWithContext(cx, method, fmt.Sprintf("http://127.0.0.1:%d/orders", edgePort), nil)
+		req.Header.Set("X-Atomfed-Tenant", "acme")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.Header.Get("X-Atomfed-Region"), string(b)
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if region, body := through(http.MethodGet); region != "eu-west" || body != "eu-west GET /orders" {
+			return fmt.Errorf("a read through the edge: region %q, body %q", region, body)
+		}
+		return nil
+	})
+	if region, body := through(http.MethodPost); region != "us-east" || body != "us-east POST /orders" {
+		t.Fatalf("a write through the edge: region %q, body %q", region, body)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var got wire.Route
+		v, err := redisHGet(redisAddr, "atomfed:routes", "acme:read")
+		if err != nil || json.Unmarshal([]byte(v), &got) != nil || got.Region != "eu-west" || got.AppURL != apps["eu-west"] {
+			return fmt.Errorf("acme:read in Redis: %q (%v)", v, err)
+		}
+		return nil
+	})
+	t.Logf("edge routed and Redis written after %s", time.Since(start).Round(time.Millisecond))
 
 	// A change of placement wakes a blocking route: the edge's loop, from
 	// the index of each answer (lag reports wake it too).
@@ -247,4 +310,75 @@ func execPG(t *testing.T, cx context.Context, c *pgx.Conn, stmts ...string) {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
+}
+
+// regionApps starts a TLS application per region that answers
+// "<region> <method> <path>", and writes the CA that verifies them.
+func regionApps(t *testing.T, dir string, regions ...string) (map[string]string, string) {
+	apps := map[string]string{}
+	var pemBytes []byte
+	for _, r := range regions {
+		region := r
+		s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			fmt.Fprintf(w, "%s %s %s", region, req.Method, req.URL.Path)
+		}))
+		t.Cleanup(s.Close)
+		apps[r] = s.URL
+		pemBytes = append(pemBytes, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})...)
+	}
+	path := filepath.Join(dir, "apps-ca.pem")
+	if err := os.WriteFile(path, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return apps, path
+}
+
+// startRedisServer runs a private redis-server from the distribution's
+// package on a free loopback port, without persistence.
+func startRedisServer(t *testing.T, dir string) string {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("this test needs redis-server (apt-get install redis-server): %v", err)
+	}
+	port := testutil.FreePort(t)
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		_, err := redisHGet(addr, "none", "none")
+		return err
+	})
+	return addr
+}
+
+// redisHGet reads one field of a Redis hash ("" when absent).
+func redisHGet(addr, key, field string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, "*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(field), field)
+	rd := bufio.NewReader(c)
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
+	if err != nil {
+		return "", fmt.Errorf("HGET: %q", line)
+	}
+	if n < 0 {
+		return "", nil
+	}
+	b := make([]byte, n+2)
+	if _, err := io.ReadFull(rd, b); err != nil {
+		return "", err
+	}
+	return string(b[:n]), nil
 }
