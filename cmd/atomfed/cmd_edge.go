@@ -39,7 +39,8 @@ its answer is lost). Answers carry X-Atomfed-Region.
 
 With REDIS_URL (redis://[:password@]host:port[/db]) the routing table is
 also written to Redis: hash atomfed:routes, field "<tenant>:<op>", value
-the route as JSON, and a PUBLISH on channel atomfed:routes of every change;
+the route as JSON, and a PUBLISH on channel atomfed:routes whenever a route
+is learnt or sends requests elsewhere;
 then every tenant is watched (--preload), not only those seen.`,
 		Example: `  atomfed edge --listen :8080 --from eu-west --max-staleness 500ms
   REDIS_URL=redis://127.0.0.1:6379 atomfed edge --listen :8080 --from eu-west`,
