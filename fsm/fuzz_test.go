@@ -56,6 +56,7 @@ func FuzzReadSnapshot(f *testing.F) {
 // that decodes, and a rejection must leave the state as it was.
 func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a"},"at":1}`))
+	f.Add(uint8(RegionUpsertType), codecJSON, []byte(`{"region":{"name":"a","url":"https://a","app_url":"https://app.a"},"at":1,"rules":4}`))
 	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"t","home_region":"us-east","mirrors":["eu-west"]},"cas":0}`))
 	f.Add(uint8(TenantUpsertType), codecJSON, []byte(`{"tenant":{"id":"acme","home_region":"eu-west","mirrors":["us-east"],"epoch":7},"rules":4}`))
 	f.Add(uint8(TenantPatchType), codecJSON, []byte(`{"id":"acme","patch":{"home_region":"eu-west","mirrors":null},"rules":4}`))

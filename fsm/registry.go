@@ -23,8 +23,14 @@ type Location struct {
 // Region is one registered region of the federation. Values stored in the
 // FSM are never mutated: an update stores a new *Region.
 type Region struct {
-	Name        string            `json:"name"`
-	URL         string            `json:"url"`
+	Name string `json:"name"`
+	// URL is the region's atomfed API endpoint.
+	URL string `json:"url"`
+	// AppURL is the endpoint of the tenant-facing application in the
+	// region, where GET /v1/route sends a tenant's requests; optional.
+	// https, or http when URL is http too (ValidateRegion). Stored only
+	// under RulesTrustBound: an older server drops it.
+	AppURL      string            `json:"app_url,omitempty"`
 	Tier        string            `json:"tier"`
 	Location    Location          `json:"location"`
 	Status      string            `json:"status"`

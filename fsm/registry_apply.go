@@ -47,6 +47,11 @@ type RegionUpsert struct {
 func applyRegionUpsert(s *State, e *Entry) (any, error) {
 	cmd := body[RegionUpsert](e)
 	r := cmd.Region
+	if cmd.Rules < RulesTrustBound {
+		// A server before protocol 4 does not know app_url and drops it;
+		// every server stores what the oldest one does.
+		r.AppURL = ""
+	}
 	NormalizeRegion(&r)
 	if err := ValidateRegion(&r); err != nil {
 		return nil, err
@@ -308,12 +313,19 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 // RegionUpsertAction returns the approvable action a region write is, or
 // "": the registration of a production region (new, or moved to
 // production), and any change of what approvers approved to a region that
-// is production now (its tier, URL or status; its key: KeyRotateAction).
-// Such a change needs the same approvals as the registration, so that the
-// region's own key cannot undo an approval, for instance by downgrading
-// the region to staging and back. Under rules before RulesApprovalBound
-// only the registration (new, or moved to production) was gated.
+// is production now (its tier, URL, application URL or status; its key:
+// KeyRotateAction). Such a change needs the same approvals as the
+// registration, so that the region's own key cannot undo an approval, for
+// instance by downgrading the region to staging and back. Under rules
+// before RulesApprovalBound only the registration (new, or moved to
+// production) was gated; before RulesTrustBound app_url did not exist, so
+// it is not compared (the servers of then could not see it).
 func RegionUpsertAction(s *State, r *Region, rules int) string {
+	if old := s.Regions[r.Name]; rules < RulesTrustBound && old != nil && r.AppURL != old.AppURL {
+		c := *r
+		c.AppURL = old.AppURL
+		r = &c
+	}
 	if rules < RulesApprovalBound {
 		if old := s.Regions[r.Name]; r.Tier != TierProduction || old != nil && old.Tier == TierProduction {
 			return ""
@@ -342,7 +354,7 @@ func RegionUpsertChange(s *State, r *Region) string {
 	}
 	var changes []string
 	for _, f := range []struct{ name, from, to string }{
-		{"tier", old.Tier, r.Tier}, {"url", old.URL, r.URL}, {"status", old.Status, r.Status},
+		{"tier", old.Tier, r.Tier}, {"url", old.URL, r.URL}, {"app_url", old.AppURL, r.AppURL}, {"status", old.Status, r.Status},
 	} {
 		if f.from != f.to {
 			changes = append(changes, f.name+" "+f.from+" -> "+f.to)

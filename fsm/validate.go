@@ -88,6 +88,9 @@ func ValidateRegion(r *Region) error {
 	if err := validateURL(r.URL); err != nil {
 		return err
 	}
+	if err := validateAppURL(r.AppURL, r.URL); err != nil {
+		return err
+	}
 	if !validTier[r.Tier] {
 		return invalidf("invalid_tier", "tier %q must be %q or %q", r.Tier, TierStaging, TierProduction)
 	}
@@ -110,6 +113,33 @@ func validateURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return invalidf("invalid_url", "url %q must be an absolute http or https URL", raw)
+	}
+	return nil
+}
+
+// validateAppURL checks a region's application endpoint: empty (none), or
+// an absolute https URL without credentials, query or fragment, since
+// every token holder reads it in GET /v1/route. http is accepted only
+// when the region's API URL is http too: a plaintext (dev or test)
+// federation; a TLS federation never sends tenants' traffic in clear.
+func validateAppURL(raw, apiURL string) error {
+	if raw == "" {
+		return nil
+	}
+	if len(raw) > MaxURLLen {
+		return invalidf("invalid_app_url", "app_url is longer than %d bytes", MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalidf("invalid_app_url", "app_url %q must be an absolute https URL (the tenant-facing application of the region, e.g. https://app.eu-west.example.com)", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return invalidf("invalid_app_url", "app_url %q must not carry credentials, a query or a fragment: every token holder reads it", raw)
+	}
+	if u.Scheme == "http" {
+		if api, err := url.Parse(apiURL); err != nil || api.Scheme != "http" {
+			return invalidf("invalid_app_url", "app_url %q is http but the region's url is not: use https (http is only for a plaintext federation)", raw)
+		}
 	}
 	return nil
 }

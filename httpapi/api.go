@@ -200,6 +200,7 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/global-tables/{name}", a.auth(operators, a.putGlobalTable)).Methods(http.MethodPut)
 	v1.HandleFunc("/global-tables/{name}", a.auth(operators, a.deleteGlobalTable)).Methods(http.MethodDelete)
 	v1.HandleFunc("/replication", a.auth(anyRole, a.replicationSummary)).Methods(http.MethodGet)
+	v1.HandleFunc("/route", a.auth(anyRole, a.route)).Methods(http.MethodGet)
 
 	v1.HandleFunc("/agents", a.auth(anyRole, a.listAgents)).Methods(http.MethodGet)
 	v1.HandleFunc("/agents/{node}", a.auth(anyRole, a.getAgent)).Methods(http.MethodGet)

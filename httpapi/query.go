@@ -43,8 +43,14 @@ type queryOptions struct {
 }
 
 func parseQuery(r *http.Request) (queryOptions, error) {
+	return parseQueryAs(r, Linearizable)
+}
+
+// parseQueryAs parses the read parameters with consistency def when the
+// request names none.
+func parseQueryAs(r *http.Request, def string) (queryOptions, error) {
 	q := r.URL.Query()
-	o := queryOptions{consistency: Linearizable}
+	o := queryOptions{consistency: def}
 	if c := q.Get("consistency"); c != "" {
 		if c != Linearizable && c != Default && c != Stale {
 			return o, badRequest("invalid_consistency", fmt.Sprintf("consistency %q must be linearizable, default or stale", c))
@@ -106,7 +112,14 @@ const blockingWriteMargin = time.Minute
 // read answers a GET under the request's consistency mode, blocking when
 // ?index is given. Reads this server cannot answer go to the leader.
 func (a *API) read(w http.ResponseWriter, r *http.Request, fn readFn) {
-	opts, err := parseQuery(r)
+	a.readAs(w, r, Linearizable, fn)
+}
+
+// readAs is read with consistency def when the request names none: a read
+// every edge makes per request (GET /v1/route) answers from local state
+// (Stale) rather than ask the leader for a read index each time.
+func (a *API) readAs(w http.ResponseWriter, r *http.Request, def string, fn readFn) {
+	opts, err := parseQueryAs(r, def)
 	if err != nil {
 		writeError(w, err)
 		return

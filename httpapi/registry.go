@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -99,9 +100,14 @@ func (a *API) upsertRegion(w http.ResponseWriter, r *http.Request, pathName stri
 		writeError(w, err)
 		return
 	}
+	rules, _ := a.c.Protocols()
+	if reg.AppURL != "" && rules < fsm.RulesTrustBound {
+		// Stored only under RulesTrustBound: refused rather than dropped.
+		writeError(w, badRequest("app_url_unsupported", fmt.Sprintf("app_url needs every server at protocol %d (the cluster speaks %d): finish the upgrade first, or register without app_url", fsm.RulesTrustBound, rules)))
+		return
+	}
 	at := a.stamp()
 	cmd := fsm.RegionUpsert{Region: reg, CAS: cas, At: at, Auth: auth, PublicKey: in.PublicKey}
-	rules, _ := a.c.Protocols()
 	action := func(s *fsm.State) (string, string) {
 		return fsm.RegionUpsertAction(s, &reg, rules), "production region " + reg.Name + ": " + fsm.RegionUpsertChange(s, &reg)
 	}

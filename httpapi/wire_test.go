@@ -98,6 +98,11 @@ func TestClientDecodesEveryAnswerStrictly(t *testing.T) {
 	must("tenant replication", err)
 	_, err = api.Replication(ctx, nil)
 	must("replication summary", err)
+	rt, _, err := api.Route(ctx, client.RouteRequest{Tenant: "acme", Op: "read", From: "eu-west"}, nil)
+	must("route", err)
+	if rt.Region == "" || len(rt.Alternatives) == 0 {
+		t.Errorf("route decoded empty: %+v", rt)
+	}
 	_, err = api.RegionDatabase(ctx, "eu-west", nil)
 	must("region database", err)
 	members, err := api.TrustMembers(ctx, "")

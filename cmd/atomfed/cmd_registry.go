@@ -32,7 +32,8 @@ key (--key or COSIGN_KEY_PATH): a first registration proves possession of
 that key, which becomes the region's; later updates must be signed by it.
 Registering a production region waits for approvals under the default policy.`,
 		Example: `  COSIGN_KEY_PATH=eu-west.key atomfed region register --name eu-west \
-    --url https://eu-west.example.com:8401 --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
+    --url https://eu-west.example.com:8401 --app-url https://app.eu-west.example.com \
+    --tier production --lat 53.35 --lon -6.26 --label provider=aws`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.doSigned(func(ctx context.Context, c *client.Client) error {
 				var err error
@@ -55,6 +56,7 @@ Registering a production region waits for approvals under the default policy.`,
 	rf := reg.Flags()
 	rf.StringVar(&r.Name, "name", "", "region name (a DNS label)")
 	rf.StringVar(&r.URL, "url", "", "the region's API endpoint URL")
+	rf.StringVar(&r.AppURL, "app-url", "", "the region's tenant-facing application URL, where GET /v1/route sends tenants (https; http only if --url is http)")
 	rf.StringVar(&r.Tier, "tier", "staging", "staging or production")
 	rf.StringVar(&r.Status, "status", "active", "active, maintenance or draining")
 	rf.Float64Var(&r.Location.Lat, "lat", 0, "latitude")
@@ -100,8 +102,8 @@ Registering a production region waits for approvals under the default policy.`,
 					return err
 				}
 				return cf.print(r, func(w *tabwriter.Writer) {
-					fmt.Fprintf(w, "Name\t%s\nURL\t%s\nTier\t%s\nStatus\t%s\nLocation\t%.4f, %.4f\nLabels\t%s\nCreated\t%s (index %d)\nModified\t%s (index %d)\n",
-						r.Name, r.URL, r.Tier, r.Status, r.Location.Lat, r.Location.Lon, fmtLabels(r.Labels),
+					fmt.Fprintf(w, "Name\t%s\nURL\t%s\nApp URL\t%s\nTier\t%s\nStatus\t%s\nLocation\t%.4f, %.4f\nLabels\t%s\nCreated\t%s (index %d)\nModified\t%s (index %d)\n",
+						r.Name, r.URL, orDash(r.AppURL), r.Tier, r.Status, r.Location.Lat, r.Location.Lon, fmtLabels(r.Labels),
 						fmtTime(r.CreatedAt), r.CreateIndex, fmtTime(r.UpdatedAt), r.ModifyIndex)
 				})
 			})

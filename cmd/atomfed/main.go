@@ -64,6 +64,8 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newRegionCmd(),
 		newTenantCmd(),
+		newRouteCmd(),
+		newEdgeCmd(),
 		newGlobalTableCmd(),
 		newMembersCmd(),
 		newOperatorCmd(),

@@ -100,3 +100,45 @@ type DatabaseReport struct {
 	Endpoint fsm.DatabaseEndpoint `json:"endpoint"`
 	Node     string               `json:"node"`
 }
+
+// Route answers GET /v1/route: where a tenant's request of one operation
+// goes, from where, under which staleness budget (routing.Decide).
+type Route struct {
+	Tenant string `json:"tenant"`
+	Op     string `json:"op"`
+	// From is what the ranking measured from: a region name, or
+	// "lat,lon"; without ?from, the answering server's region.
+	From           string `json:"from"`
+	MaxStalenessMS int64  `json:"max_staleness_ms"`
+	HomeRegion     string `json:"home_region"`
+	RouteDecision
+}
+
+// RouteDecision is the region a request goes to and the others in order.
+type RouteDecision struct {
+	Region string `json:"region"`
+	// AppURL is the region's application endpoint; empty when the region
+	// registered none (Reason says so).
+	AppURL string `json:"app_url"`
+	Reason string `json:"reason"`
+	// Alternatives are the other regions, best first: those that may
+	// serve the request (eligible) before those that may not.
+	Alternatives []RouteChoice `json:"alternatives"`
+}
+
+// RouteChoice is one region of a route's alternatives.
+type RouteChoice struct {
+	Region   string `json:"region"`
+	AppURL   string `json:"app_url"`
+	Home     bool   `json:"home"`
+	Eligible bool   `json:"eligible"`
+	Reason   string `json:"reason"`
+	// LagMS is a mirror's last reported replication lag; absent for the
+	// home and for a mirror that has reported none.
+	LagMS *float64 `json:"lag_ms,omitempty"`
+	// RTTMS is the estimated round trip from the caller (Serf
+	// coordinates), DistanceKM the distance from its location; each
+	// absent when unknown.
+	RTTMS      *float64 `json:"rtt_ms,omitempty"`
+	DistanceKM *float64 `json:"distance_km,omitempty"`
+}
