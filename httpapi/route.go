@@ -131,7 +131,7 @@ func (a *API) route(w http.ResponseWriter, r *http.Request) {
 			cands = append(cands, c)
 		}
 		d := routing.Decide(routing.Request{Op: p.op, MaxStalenessMS: p.budget, Candidates: cands})
-		return wire.Route{Tenant: t.ID, Op: p.op, From: label, MaxStalenessMS: p.budget, HomeRegion: t.HomeRegion, RouteDecision: d}, idx, nil
+		return wire.Route{Tenant: t.ID, Op: p.op, From: label, MaxStalenessMS: p.budget, HomeRegion: t.HomeRegion, Epoch: t.Epoch, RouteDecision: d}, idx, nil
 	})
 }
 

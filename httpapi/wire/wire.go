@@ -111,6 +111,9 @@ type Route struct {
 	From           string `json:"from"`
 	MaxStalenessMS int64  `json:"max_staleness_ms"`
 	HomeRegion     string `json:"home_region"`
+	// Epoch is the tenant's placement epoch the answer was made for: an
+	// edge that sees it move knows the home changed.
+	Epoch uint64 `json:"epoch"`
 	RouteDecision
 }
 
