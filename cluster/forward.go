@@ -409,6 +409,17 @@ func (f *fwdClient) conn(leaderAddr string) (*fwdConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c, err := openFwdConn(nc)
+	if err != nil {
+		return nil, err
+	}
+	f.pool[i] = c
+	return c, nil
+}
+
+// openFwdConn turns a connection to a raft port into a forwarding-RPC
+// connection: it sends fwdMagic and starts reading answers.
+func openFwdConn(nc net.Conn) (*fwdConn, error) {
 	if _, err := nc.Write([]byte{fwdMagic}); err != nil {
 		nc.Close()
 		return nil, err
@@ -416,7 +427,6 @@ func (f *fwdClient) conn(leaderAddr string) (*fwdConn, error) {
 	c := &fwdConn{c: nc, pending: map[uint64]chan fwdAnswer{}}
 	c.w = newFrameWriter(nc, c.close)
 	go c.readLoop()
-	f.pool[i] = c
 	return c, nil
 }
 
@@ -535,9 +545,7 @@ func (s *Server) ForwardApply(ctx context.Context, t fsm.MessageType, body any, 
 	}
 	if caller, ok := structs.CallerOf(ctx); ok && len(caller) <= 1024 {
 		if _, leader := s.protocols(); leader >= protocolForwardCaller {
-			tok := make([]byte, 2, 2+len(caller)+len(data))
-			binary.BigEndian.PutUint16(tok, uint16(len(caller)))
-			return s.forwardKind(ctx, addr, fwdApplyAs, append(append(tok, caller...), data...), key, stamp)
+			return s.forwardKind(ctx, addr, fwdApplyAs, callerData(caller, data), key, stamp)
 		}
 	}
 	return s.forwardData(ctx, addr, data, key, stamp)
@@ -555,6 +563,20 @@ func (s *Server) forwardKind(ctx context.Context, addr string, kind byte, data [
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial the leader at %s: %v", ErrNoLeader, addr, err)
 	}
+	return c.apply(ctx, addr, kind, data, key, stamp)
+}
+
+// callerData prefixes an encoded command with its caller's token, as a
+// fwdApplyAs carries it.
+func callerData(caller string, data []byte) []byte {
+	tok := make([]byte, 2, 2+len(caller)+len(data))
+	binary.BigEndian.PutUint16(tok, uint16(len(caller)))
+	return append(append(tok, caller...), data...)
+}
+
+// apply sends a fwdApply or fwdApplyAs on c to the leader at addr and
+// decodes its answer.
+func (c *fwdConn) apply(ctx context.Context, addr string, kind byte, data []byte, key string, stamp int64) (*structs.ForwardResult, error) {
 	payload := make([]byte, 10, 10+len(key)+len(data))
 	binary.BigEndian.PutUint64(payload[:8], uint64(stamp))
 	binary.BigEndian.PutUint16(payload[8:10], uint16(len(key)))

@@ -149,6 +149,12 @@ const (
 	// IssueUnsafeType: a source reports a column type the mirror does not
 	// have or may not create; the mirror changes nothing.
 	IssueUnsafeType = "unsafe_type"
+	// IssueForeignLogicalSlot: a home's database holds a logical
+	// replication slot that is not one of atomfed's subscriptions' (an
+	// output plugin other than pgoutput, or a pgoutput slot under another
+	// name). Whoever reads it decodes every change of that database, PII
+	// included: policy P1 blocks while it exists. Issue.Slot names it.
+	IssueForeignLogicalSlot = "foreign_logical_slot"
 )
 
 // ReplicationIssue is one problem an executor reports.
@@ -157,6 +163,16 @@ type ReplicationIssue struct {
 	Message string `json:"message"`
 	Table   string `json:"table,omitempty"`
 	At      int64  `json:"at,omitempty"` // agent clock, unix ns
+	// Slot is the slot of a foreign_logical_slot issue.
+	Slot *ForeignSlot `json:"slot,omitempty"`
+}
+
+// ForeignSlot is a logical replication slot of a database that is not
+// atomfed's, as a publisher found it in pg_replication_slots.
+type ForeignSlot struct {
+	Name   string `json:"name"`
+	Plugin string `json:"plugin"`
+	Active bool   `json:"active"`
 }
 
 // TableState is one table as an executor sees it.

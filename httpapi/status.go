@@ -15,7 +15,11 @@ import (
 )
 
 // health answers GET /health from local state only: it must work with no
-// leader, so that operators can see why.
+// leader, so that operators can see why. It needs no token and shows no
+// infrastructure detail (check targets, addresses, paths) without one; a
+// token of any role sees it all, and a bad token gets the anonymous view
+// rather than a 401, so that a probe holding a revoked token still learns
+// that the node is up.
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	leader, _ := a.c.Leader()
 	head, auditIdx := a.c.FSM().AuditHead()
@@ -33,7 +37,14 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		AuditHead:   head,
 		AuditIndex:  auditIdx,
 		Version:     a.cfg.Version,
-		Simulation:  a.cfg.Simulation,
+		// Anonymous callers see which checks failed, not what they
+		// checked (addresses, paths): a token of any role sees it all.
+		Simulation: a.cfg.Simulation.Summary(),
+	}
+	if r.Header.Get("Authorization") != "" {
+		if _, err := a.authn(r); err == nil {
+			h.Simulation = a.cfg.Simulation
+		}
 	}
 	h.SimulationMode = a.cfg.Simulation.Active()
 	if leader == "" {

@@ -16,6 +16,7 @@ type metrics struct {
 	errors                           *prometheus.GaugeVec // kind, name, region, code
 	drift                            *prometheus.GaugeVec // kind, name, region, table
 	issues                           *prometheus.CounterVec
+	foreignSlots                     *prometheus.GaugeVec // region
 
 	mu     sync.Mutex
 	series map[string][]seriesRef // task id -> series it set
@@ -46,10 +47,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"kind", "name", "region", "table"}),
 		issues: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "atomfed_replication_issues_total",
 			Help: "Issues reported by replication executors, by kind and code."}, []string{"kind", "code"}),
+		foreignSlots: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "atomfed_replication_foreign_slots",
+			Help: "Logical replication slots in a region's database that are not atomfed's (an output plugin other than pgoutput, or a pgoutput slot atomfed did not name), as its publishers last found them: each can decode the database's changes, PII included."},
+			[]string{"region"}),
 		series: map[string][]seriesRef{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.lagSeconds, m.lagBytes, m.globalLagSeconds, m.globalLagBytes, m.errors, m.drift, m.issues)
+		reg.MustRegister(m.lagSeconds, m.lagBytes, m.globalLagSeconds, m.globalLagBytes, m.errors, m.drift, m.issues, m.foreignSlots)
 	}
 	return m
 }
@@ -84,12 +88,19 @@ func (m *metrics) observeIssues(taskID, kind, name, region string, issues []fsm.
 
 func (m *metrics) issuesLocked(taskID, kind, name, region string, issues []fsm.ReplicationIssue) {
 	seen := map[string]bool{}
+	foreign := 0
 	for _, is := range issues {
+		if is.Code == fsm.IssueForeignLogicalSlot {
+			foreign++
+		}
 		if !seen[is.Code] {
 			seen[is.Code] = true
 			m.setLocked(taskID, m.errors, 1, kind, name, region, is.Code)
 			m.issues.WithLabelValues(kind, is.Code).Inc()
 		}
+	}
+	if foreign > 0 {
+		m.setLocked(taskID, m.foreignSlots, float64(foreign), region)
 	}
 }
 

@@ -176,4 +176,64 @@ func TestPoliciesP1P5FromReplication(t *testing.T) {
 			t.Fatalf("row-level security on b's orders after the repair: %s", v)
 		}
 	})
+	t.Run("a test_decoding slot made with the replication role at the home", func(t *testing.T) {
+		f := f.with(t)
+		// The role a region's credentials log in as can make one: that is
+		// the hole this detects.
+		src := f.replicatorConn("b", "a")
+		ctx := f.ctx(2 * time.Minute)
+		if _, err := src.Exec(ctx, `SELECT pg_create_logical_replication_slot('cdc_leak', 'test_decoding')`); err != nil {
+			t.Fatalf("the replication role could not make a test_decoding slot (the test would prove nothing): %v", err)
+		}
+		t.Cleanup(func() {
+			f.exec("a", `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'cdc_leak'`)
+		})
+		f.exec("a", `INSERT INTO orders VALUES ('acme', 9001, 1, 'n', 'leak@acme.test')`)
+		var decoded string
+		if err := src.QueryRow(ctx, `SELECT coalesce(string_agg(data, E'\n'), '') FROM pg_logical_slot_peek_changes('cdc_leak', NULL, NULL)`).Scan(&decoded); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(decoded, "leak@acme.test") {
+			t.Fatalf("the slot does not decode the PII column (the test would prove nothing):\n%s", decoded)
+		}
+
+		r := f.waitPolicy("P1", structs.PolicyBlock, "logical slot cdc_leak (plugin test_decoding, inactive) in a's database")
+		if p := evidence[policy.PIIEvidence](t, r).Publications[0]; p.Verdict != policy.VerdictViolation || len(p.ForeignSlots) != 1 ||
+			p.ForeignSlots[0] != (fsm.ForeignSlot{Name: "cdc_leak", Plugin: "test_decoding"}) {
+			t.Fatalf("P1 evidence while the slot exists: %s", js(p))
+		}
+		v, err := f.replication("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found *fsm.ReplicationIssue
+		for i, is := range v.Publisher.Issues {
+			if is.Code == fsm.IssueForeignLogicalSlot {
+				found = &v.Publisher.Issues[i]
+			}
+		}
+		if found == nil || found.Slot == nil || found.Slot.Name != "cdc_leak" ||
+			!strings.Contains(found.Message, "pg_drop_replication_slot('cdc_leak')") || !strings.Contains(found.Message, "region a") {
+			t.Fatalf("the home's publisher reports no foreign_logical_slot issue naming the slot and what to do: %s", js(v.Publisher))
+		}
+		if n, err := agentMetric(f.agents["a"], "atomfed_replication_foreign_slots", map[string]string{"region": "a"}); err != nil || n != 1 {
+			t.Fatalf("atomfed_replication_foreign_slots{region=a} = %v (%v), want 1", n, err)
+		}
+		// Nothing of atomfed's was dropped with it, and nothing of the
+		// slot by atomfed: it is the operator's to drop.
+		if n := f.mustValue("a", `SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = 'cdc_leak'`); n != "1" {
+			t.Fatalf("the slot is gone (%s): atomfed must report it, not drop it", n)
+		}
+
+		if _, err := src.Exec(ctx, `SELECT pg_drop_replication_slot('cdc_leak')`); err != nil {
+			t.Fatal(err)
+		}
+		f.waitPolicy("P1", structs.PolicyPass)
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if n, err := agentMetric(f.agents["a"], "atomfed_replication_foreign_slots", map[string]string{"region": "a"}); err == nil {
+				return fmt.Errorf("atomfed_replication_foreign_slots{region=a} = %v after the slot was dropped", n)
+			}
+			return nil
+		})
+	})
 }

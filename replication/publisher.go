@@ -92,33 +92,47 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 	if p.spec.Ensure == fsm.EnsureAbsent {
 		return p.teardown(ctx, conn, res)
 	}
+	p.publish(ctx, conn, res)
+	// Whatever the publication's state, a foreign slot can carry this
+	// database's PII away: it comes first in what the task reports.
+	foreign, err := p.foreignSlots(ctx, conn)
+	switch {
+	case err != nil && res.State == fsm.ReplReady:
+		res.Issues = append(res.Issues, issueFromErr("", "list logical replication slots", err))
+	case len(foreign) > 0:
+		res.Issues = append(foreign, res.Issues...)
+	}
+	return res, false
+}
+
+// publish makes the publication match the spec and fills res.
+func (p *publisher) publish(ctx context.Context, conn *pgx.Conn, res *fsm.PublisherResult) {
 	plan, issues, err := p.validate(ctx, conn)
 	if err != nil {
 		p.db.drop()
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "inspect tables", err)}
-		return res, false
+		return
 	}
 	if len(issues) > 0 {
 		// A bad spec changes nothing: no replica identity, no grant, no
 		// publication, until every table passes.
 		res.State, res.Issues = fsm.ReplInvalid, issues
 		p.reportPublished(ctx, conn, res, nil)
-		return res, false
+		return
 	}
 	if is := p.apply(ctx, conn, plan); is != nil {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{*is}
 		p.reportPublished(ctx, conn, res, nil)
-		return res, false
+		return
 	}
 	if is := p.reportPublished(ctx, conn, res, plan); is != nil {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{*is}
-		return res, false
+		return
 	}
 	res.Slots, res.Issues = p.slots(ctx, conn, false)
 	p.roleBypassesRLS(ctx, conn)
 	res.Issues = dedupe(append(res.Issues, p.warn...))
 	res.State = fsm.ReplReady
-	return res, false
 }
 
 // reportPublished adds the published tables to res. For a tenant it reads

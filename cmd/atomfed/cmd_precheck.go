@@ -53,6 +53,12 @@ go on, as the seed rules it:
   vault     $VAULT_ADDR/v1/sys/health: initialized and unsealed           UP | MISSING | ERROR:<reason>
   cosign    COSIGN_KEY_PATH loads as a signing key with COSIGN_PASSWORD   OK | MISSING | ERROR:<reason>
   postgres  a pgx connection to POSTGRES_DSN within 3 s                   REACHABLE | MISSING | ERROR:<reason>
+            and findings (printed last, "findings" in the JSON; they do not
+            change the decision) when the replication role
+            atomfed_replicator has BYPASSRLS or superuser, or an output
+            plugin other than pgoutput (test_decoding, wal2json, ...) is in
+            $libdir (listed only when the DSN's role may: superuser, or
+            EXECUTE on pg_ls_dir and SELECT on pg_config)
 
 Decision: every check up, ok and reachable -> PROCEED (exit 0); something
 missing or in error but the registry up -> PROCEED_SIMULATION (exit 0, with a
@@ -77,6 +83,13 @@ written or printed: DSN passwords are masked everywhere.`,
 			}
 			w.Flush()
 			fmt.Printf("decision: %s\nwrote %s and %s\n", r.Decision, jp, lp)
+			// Findings do not change the decision (the seed's WARNING line
+			// is for simulation only): they are printed after it.
+			for _, n := range precheck.AllChecks {
+				for _, f := range r.Checks[n].Findings {
+					fmt.Printf("%s finding: %s\n", n, f)
+				}
+			}
 			switch r.Decision {
 			case precheck.ProceedSimulation:
 				fmt.Fprintln(os.Stderr, r.Warning())

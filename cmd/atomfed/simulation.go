@@ -38,13 +38,20 @@ func evaluateSimulationWith(role precheck.Role, cfg precheck.Config) (*structs.S
 // line per simulated part; production at info. dev announces once for
 // all its nodes and passes quiet=true.
 func announceSimulation(log hclog.Logger, sim *structs.Simulation, quiet bool) {
-	if !sim.Active() {
-		log.Info("production mode: critical infrastructure present", "checks", checkSummary(sim))
-		return
-	}
 	warn := log.Warn
 	if quiet {
 		warn = log.Info
+	}
+	if sim != nil {
+		for name, c := range sim.Checks {
+			for _, f := range c.Findings {
+				warn("check " + name + " finding: " + f)
+			}
+		}
+	}
+	if !sim.Active() {
+		log.Info("production mode: critical infrastructure present", "checks", checkSummary(sim))
+		return
 	}
 	warn("*** SIMULATION MODE *** "+sim.Reason, "checks", checkSummary(sim))
 	for _, p := range sim.Simulated {

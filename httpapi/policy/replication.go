@@ -40,6 +40,10 @@ type PublicationCheck struct {
 	Verdict    string                `json:"verdict"`
 	Reason     string                `json:"reason,omitempty"`
 	Tables     []PublishedTableCheck `json:"tables,omitempty"`
+	// ForeignSlots are the logical slots of the home's database that are
+	// not atomfed's, as the publisher found them: each can decode the
+	// tenant's rows, PII included.
+	ForeignSlots []fsm.ForeignSlot `json:"foreign_slots,omitempty"`
 }
 
 // PublishedTableCheck is one published table: its PII columns (from the
@@ -143,13 +147,17 @@ func intersect(a, b []string) []string {
 // tenant's PII columns. It checks, for every replicated tenant, the column
 // list its home's publisher read back from pg_publication_tables against
 // the tenant's PII columns, and blocks naming the tenant, table and column
-// of any PII published. Tenants whose publisher has not reported, or whose
+// of any PII published. It also blocks, naming the slot and the region,
+// while a home's publisher reports a logical replication slot there that
+// is not atomfed's (foreign_logical_slot): it can decode the PII columns
+// of every change. Tenants whose publisher has not reported, or whose
 // home runs replication simulated, are not verified: then P1 is
 // not_evaluated.
 func NoPIIInTransit(ctx context.Context, in *Input) structs.PolicyResult {
 	ev := PIIEvidence{Publications: []PublicationCheck{},
 		Checked: "for every tenant with tables and mirrors: the published column list of each table of its publication in its home region " +
-			"(pg_publication_tables.attnames, read by the home's tenant-publisher on every probe) against the tenant's PII columns"}
+			"(pg_publication_tables.attnames, read by the home's tenant-publisher on every probe) against the tenant's PII columns; " +
+			"and the logical replication slots of the home's database (pg_replication_slots): any that is not atomfed's can decode the tenant's PII"}
 	var tenants int
 	in.Source.FSM().Read(func(s *fsm.State) {
 		ts := replicatedTenants(s)
@@ -182,7 +190,7 @@ func NoPIIInTransit(ctx context.Context, in *Input) structs.PolicyResult {
 	sort.Slice(ev.Simulated, func(i, j int) bool { return ev.Simulated[i].Region < ev.Simulated[j].Region })
 	switch {
 	case len(bad) > 0:
-		return structs.PolicyResult{Status: structs.PolicyBlock, Evidence: ev, Reason: "PII is published: " + strings.Join(bad, "; ")}
+		return structs.PolicyResult{Status: structs.PolicyBlock, Evidence: ev, Reason: "PII can leave its region: " + strings.Join(bad, "; ")}
 	case len(open) > 0:
 		return structs.PolicyResult{Status: structs.PolicyNotEvaluated, Evidence: ev,
 			Reason: fmt.Sprintf("%d of %d tenant publications are not verified: %s", len(open), tenants, strings.Join(open, "; "))}
@@ -217,6 +225,19 @@ func checkPublication(s *fsm.State, t *fsm.Tenant) PublicationCheck {
 	}
 	c.Verdict = VerdictVerified
 	var leaks, missing []string
+	for _, is := range r.Issues {
+		if is.Code != fsm.IssueForeignLogicalSlot || is.Slot == nil {
+			continue
+		}
+		sl := *is.Slot
+		c.ForeignSlots = append(c.ForeignSlots, sl)
+		state := "inactive"
+		if sl.Active {
+			state = "active"
+		}
+		leaks = append(leaks, fmt.Sprintf("tenant %s: logical slot %s (plugin %s, %s) in %s's database is not atomfed's and can decode its PII columns",
+			t.ID, sl.Name, sl.Plugin, state, t.HomeRegion))
+	}
 	for _, tt := range t.Tables {
 		ts, ok := reported[tableName(tt.Name)]
 		tc := PublishedTableCheck{Table: tt.Name, PIIColumns: append([]string{}, tt.PIIColumns...), PublishedColumns: ts.Columns, RowFilter: ts.RowFilter}

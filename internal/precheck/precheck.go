@@ -170,6 +170,9 @@ func Run(ctx context.Context, cfg Config, names ...string) Checks {
 			c := fn(cctx, &cfg, hc)
 			c.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 			c.Detail, c.Target = oneLine(red.Redact(c.Detail)), red.Redact(c.Target)
+			for i, w := range c.Findings {
+				c.Findings[i] = oneLine(red.Redact(w))
+			}
 			mu.Lock()
 			out[n] = c
 			mu.Unlock()
@@ -329,6 +332,11 @@ func checkPostgres(ctx context.Context, cfg *Config, _ *http.Client) Check {
 	}
 	c.Status = StatusReachable
 	c.Detail = fmt.Sprintf("connected to PostgreSQL %s at %s:%d, database %q as %q", version, pc.Host, pc.Port, pc.Database, pc.User)
+	findings, note := postgresFindings(ctx, conn)
+	c.Findings = findings
+	if note != "" {
+		c.Detail += "; " + note
+	}
 	return c
 }
 

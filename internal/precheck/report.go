@@ -78,6 +78,9 @@ func (r *Report) LogLines() []string {
 			target = " target=" + c.Target
 		}
 		lines = append(lines, fmt.Sprintf("%s check=%s status=%s%s duration_ms=%.1f detail=%q", ts, n, c.Status, target, c.DurationMS, c.Detail))
+		for _, w := range c.Findings {
+			lines = append(lines, fmt.Sprintf("%s check=%s finding=%q", ts, n, w))
+		}
 	}
 	lines = append(lines, fmt.Sprintf("%s decision=%s simulation_mode=%t exit_code=%d", ts, r.Decision, r.SimulationMode, r.ExitCode))
 	if w := r.Warning(); w != "" {

@@ -18,6 +18,10 @@ type InfraCheck struct {
 	Target string `json:"target,omitempty"`
 	// DurationMS is how long the check took.
 	DurationMS float64 `json:"duration_ms"`
+	// Findings are what the check found present but unsafe (PostgreSQL:
+	// a replication role that bypasses row-level security, an output
+	// plugin other than pgoutput installed); they do not change Status.
+	Findings []string `json:"findings,omitempty"`
 }
 
 // SimulatedPart is one part of a node that runs simulated because the
