@@ -108,7 +108,7 @@ func TestRoute(t *testing.T) {
 		}
 		return nil
 	})
-	if rt.AppURL != "https://app.eu-west.example.com" || rt.MaxStalenessMS != 1000 || rt.HomeRegion != "us-east" || rt.From != "53.35,-6.26" ||
+	if rt.AppURL != "https://app.eu-west.example.com" || rt.MaxStalenessMS != 1000 || rt.HomeRegion != "us-east" || rt.Epoch != 1 || rt.From != "53.35,-6.26" ||
 		!strings.Contains(rt.Reason, "nearest mirror within staleness budget (lag 40 ms ≤ 1000 ms)") {
 		t.Fatalf("read route: %+v", rt)
 	}
