@@ -89,6 +89,16 @@ type SubscriberSpec struct {
 	// TenantCreated and Epoch: as in PublisherSpec.
 	TenantCreated uint64 `json:"tenant_created,omitempty"`
 	Epoch         uint64 `json:"epoch,omitempty"`
+	// FormerHome marks the subscriber of a tenant's former home, which
+	// mirrors the tenant's new home after a switchover or failover
+	// (replication/former_home.go): its tables hold the tenant's rows and
+	// PII already, so it never purges the tenant's rows (not before the
+	// subscription, not at teardown) and never clears or drops a PII
+	// column; it subscribes without an initial copy, from the slot made
+	// at the new home before that home took the tenant's writes, and
+	// waits while that slot does not exist. Only a tenant-subscriber uses
+	// it; omitted (false) for every other subscriber.
+	FormerHome bool `json:"former_home,omitempty"`
 }
 
 // SyncStandbySpec is the spec of a region's sync-standby task: the one

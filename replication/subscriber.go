@@ -357,7 +357,13 @@ func createTableStmt(pt plannedTable) string {
 // publishes (it is some other tenant's home table), or that may be one
 // (see sharedTable), keeps the column, and the tenant's values in it are
 // cleared instead.
+//
+// A former home keeps its PII columns and values: they are the tenant's
+// PII at its original home, which exists nowhere else.
 func (s *subscriber) removePII(ctx context.Context, conn, src *pgx.Conn, pt plannedTable, local *tableInfo, sub *subscriptionRow) *fsm.ReplicationIssue {
+	if s.spec.FormerHome {
+		return nil
+	}
 	var pii []string
 	for _, tt := range s.spec.Tables {
 		if parseTable(tt.Name) == pt.ref {
@@ -618,6 +624,15 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 		return &is
 	}
 	name := ident(s.spec.Subscription)
+	if s.spec.FormerHome && (sub == nil || !sameSource(sub.ConnInfo, s.connInfo())) {
+		// Never re-created with a copy: see former_home.go.
+		if err := s.subscribeFormerHome(ctx, conn, src); err != nil {
+			return formerHomeIssue(err)
+		}
+		if sub == nil {
+			return nil
+		}
+	}
 	if sub != nil && sub.ConnInfo != s.connInfo() {
 		if !sameSource(sub.ConnInfo, s.connInfo()) {
 			// The source moved: a slot there would not know this
@@ -708,7 +723,13 @@ func (s *subscriber) refresh(ctx context.Context, conn *pgx.Conn, sub *subscript
 		is := issueFromErr("", "clear the tenant's rows of an added table", err)
 		return &is
 	}
-	if _, err := conn.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.spec.Subscription)+" REFRESH PUBLICATION WITH (copy_data = true)"); err != nil {
+	// A former home holds the tenant's rows of every table it had as home;
+	// a copy would collide with them (see former_home.go).
+	copyData := "true"
+	if s.spec.FormerHome {
+		copyData = "false"
+	}
+	if _, err := conn.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.spec.Subscription)+" REFRESH PUBLICATION WITH (copy_data = "+copyData+")"); err != nil {
 		is := issueFromErr("", "refresh the subscription", err)
 		return &is
 	}
@@ -730,7 +751,12 @@ func (s *subscriber) refresh(ctx context.Context, conn *pgx.Conn, sub *subscript
 // purge removes what the subscription would copy again: the tenant's rows
 // (a tenant mirror), or the whole table (a global table's copy, which the
 // writer's replaces).
+// A former home purges nothing: its rows are the tenant's own, PII
+// included (see former_home.go).
 func (s *subscriber) purge(ctx context.Context, conn *pgx.Conn, tables []plannedTable) error {
+	if s.spec.FormerHome {
+		return nil
+	}
 	for _, pt := range tables {
 		ti, err := inspectTable(ctx, conn, pt.ref)
 		if err != nil {
@@ -810,7 +836,8 @@ func dropSubscription(ctx context.Context, conn *pgx.Conn, name string) error {
 }
 
 // teardown drops the subscription and, for a tenant, the tenant's rows
-// from the mirror's tables (a stale copy must not outlive the mirror).
+// from the mirror's tables (a stale copy must not outlive the mirror),
+// except at a former home, whose rows are the tenant's own (see purge).
 func (s *subscriber) teardown(ctx context.Context, conn *pgx.Conn, res *fsm.SubscriberResult) (*fsm.SubscriberResult, bool) {
 	fail := func(what string, err error) (*fsm.SubscriberResult, bool) {
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", what, err)}
