@@ -234,6 +234,11 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 		t.Fatalf("SubscribeFormerHome without the slot: %v, want ErrNoFormerHomeSlot", err)
 	}
 
+	// A planned switchover leaves nothing to quarantine.
+	if n, err := replication.QuarantineDivergence(ctx, old, nw, "acme", tables); err != nil || n != 0 {
+		t.Fatalf("QuarantineDivergence after a planned switchover: %d %v, want 0", n, err)
+	}
+
 	// 5. The slot at newhome, before it takes acme's writes (twice).
 	slotLSN, err := replication.CreateFormerHomeSlot(ctx, nw, "acme", "oldhome")
 	if err != nil || slotLSN == "" {
@@ -332,5 +337,80 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 	}
 	if got := value(old, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id < 100`); got != piiAfter {
 		t.Fatalf("the former home's teardown changed acme's PII: %s", got)
+	}
+}
+
+// TestQuarantineKeepsTheFormerHomesDivergentRows gives the old home
+// (real PostgreSQL) rows of acme that the new home lacks or holds with
+// other values, as an unplanned failover leaves them: QuarantineDivergence
+// copies exactly those into atomfed_quarantine.divergent_rows, with the
+// whole row (PII included, in the old home's database) and the new home's
+// row, and counts them; run again, it counts the same and duplicates
+// nothing; the old home's table and another tenant's rows are untouched.
+func TestQuarantineKeepsTheFormerHomesDivergentRows(t *testing.T) {
+	pgs := pgtest.NewFederation(t, "oldhome", "newhome")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	conns := map[string]*pgx.Conn{}
+	for r, pg := range pgs {
+		c, err := pg.Connect(ctx, pglocal.Database)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		conns[r] = c
+	}
+	old, nw := conns["oldhome"], conns["newhome"]
+	exec := func(c *pgx.Conn, stmts ...string) {
+		t.Helper()
+		for _, s := range stmts {
+			if _, err := c.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	value := func(c *pgx.Conn, sql string) string {
+		t.Helper()
+		var v string
+		if err := c.QueryRow(ctx, sql).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return v
+	}
+	tables := []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}
+	exec(old, ordersDDL,
+		`INSERT INTO orders SELECT 'acme', g, g, 'n' || g, 'u' || g || '@acme.test' FROM generate_series(1, 12) g`,
+		`INSERT INTO orders SELECT 'initech', g, g, 'i', 'x@initech.test' FROM generate_series(1, 3) g`)
+	// The new home: no 5 and no 12 (never streamed), 7 with another
+	// amount, 3 with another PII value only (not compared), 11 missing at
+	// the old home (its own insert), and no initech.
+	exec(nw, `CREATE TABLE orders (tenant_id text NOT NULL, id bigint NOT NULL, amount numeric(12,2) NOT NULL, note text, email text, PRIMARY KEY (tenant_id, id))`,
+		`INSERT INTO orders SELECT 'acme', g, g, 'n' || g, NULL FROM generate_series(1, 11) g WHERE g <> 5`,
+		`UPDATE orders SET amount = 700 WHERE id = 7`,
+		`UPDATE orders SET email = 'other@acme.test' WHERE id = 3`,
+		`CREATE PUBLICATION `+fsm.TenantPublication("acme")+` FOR TABLE orders (tenant_id, id, amount, note) WHERE (tenant_id = 'acme')`)
+	exec(old, `DELETE FROM orders WHERE tenant_id = 'acme' AND id = 11`)
+	table := value(old, `SELECT md5(string_agg(concat_ws('|', tenant_id, id, amount, note, email), ',' ORDER BY tenant_id, id)) FROM orders`)
+
+	for i := 0; i < 2; i++ {
+		n, err := replication.QuarantineDivergence(ctx, old, nw, "acme", tables)
+		if err != nil || n != 3 {
+			t.Fatalf("QuarantineDivergence (run %d): %d %v, want 3 rows (5, 7, 12)", i+1, n, err)
+		}
+	}
+	got := value(old, `SELECT string_agg(concat_ws('|', tenant_id, table_name, row_key->>'id', reason, home_row->>'email', home_row->>'amount', new_home_row->>'amount'), ',' ORDER BY (row_key->>'id')::int)
+		FROM atomfed_quarantine.divergent_rows`)
+	want := "acme|public.orders|5|missing_at_new_home|u5@acme.test|5.00," +
+		"acme|public.orders|7|differs_from_new_home|u7@acme.test|7.00|700.00," +
+		"acme|public.orders|12|missing_at_new_home|u12@acme.test|12.00"
+	if got != want {
+		t.Fatalf("the quarantine holds\n%s\nwant\n%s", got, want)
+	}
+	if after := value(old, `SELECT md5(string_agg(concat_ws('|', tenant_id, id, amount, note, email), ',' ORDER BY tenant_id, id)) FROM orders`); after != table {
+		t.Fatal("QuarantineDivergence changed the old home's table")
+	}
+	// Nothing to compare with: the new home must publish the tenant.
+	if _, err := replication.QuarantineDivergence(ctx, old, nw, "initech", tables); err == nil || !strings.Contains(err.Error(), "no publication") {
+		t.Fatalf("QuarantineDivergence of a tenant the new home does not publish: %v", err)
 	}
 }
