@@ -29,7 +29,14 @@
 // The database steps of a switchover or failover start here: FenceTenant
 // (fence.go) refuses a tenant's writes in one region's database, leaving
 // reads and logical replication apply alone, and returns the fenced LSN;
-// UnfenceTenant reverses it. No executor drives them yet.
+// UnfenceTenant reverses it. After the switchover the old home mirrors
+// the new one as a former home (former_home.go): CreateFormerHomeSlot at
+// the new home before it takes writes, then SubscribeFormerHome (or a
+// tenant-subscriber with the spec's former_home), which copies nothing
+// and keeps the old home's rows and PII; QuarantineDivergence
+// (quarantine.go) first copies the rows the new home lacks or holds
+// otherwise aside for a person. No executor drives the fence, the slot
+// or the quarantine yet.
 //
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a
