@@ -200,6 +200,13 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("oldhome's publisher teardown did not finish: %+v", teardown.status())
 	}
+	// No slot before the publication: decoding a change needs it.
+	if _, err := replication.CreateFormerHomeSlot(ctx, nw, "acme", "oldhome"); err == nil || !strings.Contains(err.Error(), "publish the tenant here first") {
+		t.Fatalf("CreateFormerHomeSlot before the publication: %v", err)
+	}
+	if n := value(nw, `SELECT count(*)::text FROM pg_replication_slots`); n != "0" {
+		t.Fatalf("a refused CreateFormerHomeSlot left %s slots", n)
+	}
 	runTask(t, pgs["newhome"], "newhome", fsm.TaskTypeTenantPublisher, pubSpec("newhome", "oldhome"))
 	testutil.Eventually(t, 60*time.Second, func() error {
 		var cols string
@@ -211,6 +218,16 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The old home's agent reads the new home as the replication role,
+	// with the old home's passfile and CA, limited to what is published.
+	host, port, db := pgs["newhome"].Endpoint()
+	repl, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d dbname=%s user=%s passfile=%s sslmode=verify-full sslrootcert=%s",
+		host, port, db, pglocal.ReplicationUser, pgs["oldhome"].Passfile, pgs["oldhome"].RootCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { repl.Close(context.Background()) })
 
 	// 4. oldhome's subscriber in former-home mode waits for the slot and
 	// changes nothing meanwhile.
@@ -229,13 +246,13 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 	if got := sum(old); got != atFence {
 		t.Fatalf("waiting for the slot, the former home's acme rows changed: %s, had %s", got, atFence)
 	}
-	err = replication.SubscribeFormerHome(ctx, old, nw, replication.Config{ReplicationPassfile: pgs["oldhome"].Passfile, ReplicationCA: pgs["oldhome"].RootCert}, former)
+	err = replication.SubscribeFormerHome(ctx, old, repl, replication.Config{ReplicationPassfile: pgs["oldhome"].Passfile, ReplicationCA: pgs["oldhome"].RootCert}, former)
 	if !errors.Is(err, replication.ErrNoFormerHomeSlot) {
 		t.Fatalf("SubscribeFormerHome without the slot: %v, want ErrNoFormerHomeSlot", err)
 	}
 
 	// A planned switchover leaves nothing to quarantine.
-	if n, err := replication.QuarantineDivergence(ctx, old, nw, "acme", tables); err != nil || n != 0 {
+	if n, err := replication.QuarantineDivergence(ctx, old, repl, "acme", tables); err != nil || n != 0 {
 		t.Fatalf("QuarantineDivergence after a planned switchover: %d %v, want 0", n, err)
 	}
 
@@ -313,7 +330,7 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 	// SubscribeFormerHome on the existing subscription changes nothing.
 	oid := value(old, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, former.Subscription)
 	for i := 0; i < 2; i++ {
-		if err := replication.SubscribeFormerHome(ctx, old, nw, replication.Config{ReplicationPassfile: pgs["oldhome"].Passfile,
+		if err := replication.SubscribeFormerHome(ctx, old, repl, replication.Config{ReplicationPassfile: pgs["oldhome"].Passfile,
 			ReplicationCA: pgs["oldhome"].RootCert}, former); err != nil {
 			t.Fatalf("SubscribeFormerHome again: %v", err)
 		}
