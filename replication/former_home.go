@@ -52,9 +52,14 @@ import (
 //     change after S, once.
 //
 // Between 1 and 4 nobody writes the tenant: A refuses (the fence), B
-// does not accept yet (it is still a mirror until the commit). A slot
-// made later than 5 would miss the writes in between, which is why
-// SubscribeFormerHome never creates one: it waits for the switchover's.
+// does not accept yet (routing sends the tenant's writes to B only from
+// the commit on; a caller that wants this enforced in B's database too
+// can fence the tenant at B until the slot exists, since the fence lets
+// subscription apply through). A slot made later than 5 would miss the
+// writes in between, which is why SubscribeFormerHome never creates one:
+// it waits for the switchover's. A slot made before the publication
+// exists would fail at the first change it decodes (pgoutput looks the
+// publication up as of each change), hence the order of 3 and 4.
 
 // ErrNoFormerHomeSlot means the slot a former home subscribes from does
 // not exist at the new home (or is not a usable logical slot there).
