@@ -134,7 +134,7 @@ func WaitCaughtUp(ctx context.Context, mirror *pgx.Conn, c CatchUp) (CatchUpStat
 		st, err := w.look(ctx, mirror)
 		if err != nil {
 			if ctx.Err() != nil {
-				return st, w.notCaughtUp(ctx, st)
+				return w.last, w.notCaughtUp(ctx, w.last)
 			}
 			return st, fmt.Errorf("wait for subscription %s to catch up: %w", c.Subscription, err)
 		}
@@ -252,9 +252,6 @@ func (w *catchUpWait) slotLSN(ctx context.Context, slot string) (*string, error)
 
 // notCaughtUp says what held the subscription back when ctx ended.
 func (w *catchUpWait) notCaughtUp(ctx context.Context, st CatchUpStatus) error {
-	if st.Subscription == "" {
-		st = w.last
-	}
 	var why []string
 	switch {
 	case st.Subscription == "":

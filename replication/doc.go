@@ -29,7 +29,10 @@
 // The database steps of a switchover or failover start here: FenceTenant
 // (fence.go) refuses a tenant's writes in one region's database, leaving
 // reads and logical replication apply alone, and returns the fenced LSN;
-// UnfenceTenant reverses it. No executor drives them yet.
+// UnfenceTenant reverses it. WaitCaughtUp (catchup.go) waits at a mirror
+// until its subscription has applied up to that LSN; PromoteMirror
+// (promote.go) then makes the mirror a writable home copy of the tenant,
+// and DropHomeSlot drops the old home's slot. No executor drives them yet.
 //
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a
