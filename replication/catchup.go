@@ -102,9 +102,9 @@ type CatchUpStatus struct {
 
 // Errors of WaitCaughtUp.
 var (
-	// ErrNoSubscription: the mirror has no subscription of that name, so
-	// nothing will ever catch up there.
-	ErrNoSubscription = errors.New("no such subscription")
+	// ErrNoSubscription: the mirror has no subscription of that name, or
+	// one detached from its slot, so nothing will ever catch up there.
+	ErrNoSubscription = errors.New("no subscription to catch up")
 	// ErrNotCaughtUp: the wait ended (its context) before the
 	// subscription had applied up to the target.
 	ErrNotCaughtUp = errors.New("subscription not caught up")
@@ -118,8 +118,8 @@ var (
 // A subscription that is disabled, whose worker is down or whose tables
 // are still copying is waited for (the subscriber may bring it back);
 // when ctx ends first, the error wraps ErrNotCaughtUp and ctx's error and
-// says what holds it back. A missing subscription fails at once with
-// ErrNoSubscription. Errors of the mirror's connection end the wait.
+// says what holds it back. A missing subscription, or one detached from
+// its slot, fails at once with ErrNoSubscription. Errors of the mirror's connection end the wait.
 func WaitCaughtUp(ctx context.Context, mirror *pgx.Conn, c CatchUp) (CatchUpStatus, error) {
 	target, ok := parseLSN(c.Target)
 	if !ok || c.Subscription == "" {
@@ -206,6 +206,9 @@ func (w *catchUpWait) look(ctx context.Context, mirror *pgx.Conn) (CatchUpStatus
 	}
 	st.CaughtUp = applied >= w.target && len(st.TablesNotReady) == 0
 	w.last = st
+	if slot == nil && !st.CaughtUp {
+		return st, fmt.Errorf("%w: %s was detached from its slot (slot_name = NONE, as a promotion does), so nothing more is applied through it", ErrNoSubscription, w.c.Subscription)
+	}
 	return st, nil
 }
 

@@ -241,6 +241,10 @@ func TestCatchUpAndPromoteAMirror(t *testing.T) {
 		// A promotion that crashed half-way through the detach: the slot
 		// name is gone from the subscription, the slot is still dropped.
 		f.exec(mir, `ALTER SUBSCRIPTION `+sub("acme")+` DISABLE`, `ALTER SUBSCRIPTION `+sub("acme")+` SET (slot_name = NONE)`)
+		ahead := f.mustValue(home, `SELECT pg_current_wal_insert_lsn()::text`)
+		if _, err := replication.WaitCaughtUp(ctx, mirror, replication.CatchUp{Subscription: sub("acme"), Target: ahead, Home: dialHome}); !errors.Is(err, replication.ErrNoSubscription) {
+			t.Fatalf("wait on a detached subscription: %v, want ErrNoSubscription at once", err)
+		}
 		res, err := replication.PromoteMirror(ctx, mirror, promotion("acme"))
 		if err != nil {
 			t.Fatal(err)
