@@ -34,7 +34,12 @@ import (
 //     applied: PostgreSQL 15 sends no transaction whose changes the row
 //     filter drops, and the fence itself writes nothing of the tenant. For
 //     a tenant idle at the fence the origin stays below the fenced LSN
-//     forever, so it alone cannot end the wait.
+//     forever, so it alone cannot end the wait. And the origin moves
+//     inside the worker's commit, a moment before the commit is visible
+//     to other sessions: it counts only once the worker, looked at after
+//     the origin, holds no transaction id (pg_stat_activity.backend_xid).
+//     The slot has no such gap: the worker confirms a commit only after
+//     it has completed.
 //   - The slot at the home (pg_replication_slots.confirmed_flush_lsn) is
 //     the position the mirror reported as flushed. The apply worker
 //     reports the end of each applied transaction once its local commit is
@@ -190,7 +195,17 @@ func (w *catchUpWait) look(ctx context.Context, mirror *pgx.Conn) (CatchUpStatus
 	if err := mirror.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text`, fmt.Sprintf("pg_%d", oid)).Scan(&origin); err != nil {
 		return st, fmt.Errorf("read the progress of the subscription's origin: %w", err)
 	}
+	// See the top of this file: the origin counts once the worker holds
+	// no transaction id.
+	var inTxn bool
+	if err := mirror.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_subscription w JOIN pg_stat_activity a ON a.pid = w.pid
+		WHERE w.subid = $1 AND a.backend_xid IS NOT NULL)`, oid).Scan(&inTxn); err != nil {
+		return st, fmt.Errorf("read the subscription's workers: %w", err)
+	}
 	applied := w.maxLSN(&st.OriginLSN, origin, 0)
+	if inTxn {
+		applied = 0
+	}
 	if slot == nil {
 		st.HomeError = "the subscription has no slot (slot_name = NONE): it was detached"
 	} else {

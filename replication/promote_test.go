@@ -109,6 +109,14 @@ func TestCatchUpAndPromoteAMirror(t *testing.T) {
 	t.Run("a disabled subscription runs into the deadline with a clear error", func(t *testing.T) {
 		f := f.with(t)
 		f.exec(mir, `ALTER SUBSCRIPTION `+sub("globex")+` DISABLE`)
+		// The worker stops at its next look at the catalog: until then it
+		// may still apply what comes.
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if n := f.mustValue(mir, `SELECT count(*)::text FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL`, sub("globex")); n != "0" {
+				return fmt.Errorf("%s workers of the disabled subscription still run", n)
+			}
+			return nil
+		})
 		f.exec(home, `INSERT INTO orders (tenant_id, amount) SELECT 'globex', g FROM generate_series(1, 100) g`)
 		target := fence(t, "globex")
 		short, cancel := context.WithTimeout(ctx, 3*time.Second)
