@@ -29,14 +29,17 @@
 // The database steps of a switchover or failover start here: FenceTenant
 // (fence.go) refuses a tenant's writes in one region's database, leaving
 // reads and logical replication apply alone, and returns the fenced LSN;
-// UnfenceTenant reverses it. After the switchover the old home mirrors
-// the new one as a former home (former_home.go): CreateFormerHomeSlot at
-// the new home before it takes writes, then SubscribeFormerHome (or a
-// tenant-subscriber with the spec's former_home), which copies nothing
-// and keeps the old home's rows and PII; QuarantineDivergence
-// (quarantine.go) first copies the rows the new home lacks or holds
-// otherwise aside for a person. No executor drives the fence, the slot
-// or the quarantine yet.
+// UnfenceTenant reverses it. WaitCaughtUp (catchup.go) waits at a mirror
+// until its subscription has applied up to that LSN; PromoteMirror
+// (promote.go) then makes the mirror a writable home copy of the tenant,
+// and DropHomeSlot drops the old home's slot. After the switchover the old
+// home mirrors the new one as a former home (former_home.go):
+// CreateFormerHomeSlot at the new home before it takes writes, then
+// SubscribeFormerHome (or a tenant-subscriber with the spec's
+// former_home), which copies nothing and keeps the old home's rows and
+// PII; QuarantineDivergence (quarantine.go) first copies the rows the new
+// home lacks or holds otherwise aside for a person. No executor drives any
+// of them yet.
 //
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a

@@ -36,11 +36,14 @@ import (
 //
 // The fenced LSN: the fence takes a SHARE ROW EXCLUSIVE lock on every
 // table of the tenant (waiting for the writers in flight, and holding off
-// new ones until it commits), reads pg_current_wal_lsn() under those locks
-// and records it with the fence, in one transaction. Every write of the
-// tenant that committed here lies below that position, and none can come
-// after it: a mirror that has applied up to it has everything the fenced
-// database holds of the tenant.
+// new ones until it commits), reads pg_current_wal_insert_lsn() under those
+// locks and records it with the fence, in one transaction. Every write of
+// the tenant that committed here lies below that position, and none can
+// come after it: a mirror that has applied up to it has everything the
+// fenced database holds of the tenant. It is the insert position, not
+// pg_current_wal_lsn() (the write position): a writer that committed with
+// synchronous_commit = off has its commit record inserted before it
+// releases its locks, but not necessarily written out yet.
 //
 // The state lives in the database itself (schema atomfed, table
 // tenant_fences), so a fence outlives the agent that set it.
@@ -67,8 +70,8 @@ type FenceState struct {
 	Epoch    uint64
 	WritesTo string
 	Tables   []string // schema.table
-	// LSN is the fenced position (pg_current_wal_lsn() with the fence in
-	// place), as PostgreSQL writes it ("0/16B3748").
+	// LSN is the fenced position (pg_current_wal_insert_lsn() with the
+	// fence in place), as PostgreSQL writes it ("0/16B3748").
 	LSN string
 	At  time.Time
 }
@@ -328,7 +331,7 @@ func placeFence(ctx context.Context, tx pgx.Tx, f Fence, tables []string) (strin
 		}
 	}
 	var lsn string
-	err := tx.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	err := tx.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn)
 	return lsn, err
 }
 

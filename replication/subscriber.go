@@ -823,16 +823,30 @@ func dropStaleSlot(ctx context.Context, src *pgx.Conn, name string) error {
 // the source cannot be reached, it detaches the slot first and leaves it
 // to the publisher, which drops slots no subscriber holds.
 func dropSubscription(ctx context.Context, conn *pgx.Conn, name string) error {
-	q := ident(name)
-	if _, err := conn.Exec(ctx, "DROP SUBSCRIPTION IF EXISTS "+q); err == nil {
+	if _, err := conn.Exec(ctx, "DROP SUBSCRIPTION IF EXISTS "+ident(name)); err == nil {
 		return nil
 	}
-	for _, st := range []string{"ALTER SUBSCRIPTION " + q + " DISABLE", "ALTER SUBSCRIPTION " + q + " SET (slot_name = NONE)", "DROP SUBSCRIPTION " + q} {
+	_, err := detachSubscription(ctx, conn, name)
+	return err
+}
+
+// detachSubscription drops a subscription without reaching its source:
+// it disables it, lets go of its slot (slot_name = NONE) and drops it, so
+// the slot stays on the source. Each statement is safe to run again, so
+// a detach cut short is finished by the next one. It reports whether
+// there was a subscription to drop.
+func detachSubscription(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+	sub, err := readSubscription(ctx, conn, name)
+	if err != nil || sub == nil {
+		return false, err
+	}
+	q := ident(name)
+	for _, st := range []string{"ALTER SUBSCRIPTION " + q + " DISABLE", "ALTER SUBSCRIPTION " + q + " SET (slot_name = NONE)", "DROP SUBSCRIPTION IF EXISTS " + q} {
 		if _, err := conn.Exec(ctx, st); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // teardown drops the subscription and, for a tenant, the tenant's rows
