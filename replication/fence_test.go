@@ -32,23 +32,8 @@ func TestFenceRefusesTheTenantsWritesButNotReplication(t *testing.T) {
 	pgs := pgtest.NewFederation(t, "newhome", "oldhome")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	connect := func(region string) *pgx.Conn {
-		t.Helper()
-		c, err := pgs[region].Connect(ctx, pglocal.Database)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
-	}
-	exec := func(c *pgx.Conn, stmts ...string) {
-		t.Helper()
-		for _, s := range stmts {
-			if _, err := c.Exec(ctx, s); err != nil {
-				t.Fatalf("%s: %v", s, err)
-			}
-		}
-	}
+	db := pgSQL{t: t, ctx: ctx, pgs: pgs}
+	connect, exec := db.connect, db.exec
 	value := func(c *pgx.Conn, sql string) string {
 		t.Helper()
 		var v string

@@ -88,23 +88,8 @@ func TestFormerHomeMirrorsTheNewHomeAndKeepsItsPII(t *testing.T) {
 	pgs := pgtest.NewFederation(t, "oldhome", "newhome")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	connect := func(region string) *pgx.Conn {
-		t.Helper()
-		c, err := pgs[region].Connect(ctx, pglocal.Database)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
-	}
-	exec := func(c *pgx.Conn, stmts ...string) {
-		t.Helper()
-		for _, s := range stmts {
-			if _, err := c.Exec(ctx, s); err != nil {
-				t.Fatalf("%s: %v", s, err)
-			}
-		}
-	}
+	sql := pgSQL{t: t, ctx: ctx, pgs: pgs}
+	connect, exec := sql.connect, sql.exec
 	value := func(c *pgx.Conn, sql string, args ...any) string {
 		t.Helper()
 		var v *string
@@ -368,24 +353,8 @@ func TestQuarantineKeepsTheFormerHomesDivergentRows(t *testing.T) {
 	pgs := pgtest.NewFederation(t, "oldhome", "newhome")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	conns := map[string]*pgx.Conn{}
-	for r, pg := range pgs {
-		c, err := pg.Connect(ctx, pglocal.Database)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		conns[r] = c
-	}
-	old, nw := conns["oldhome"], conns["newhome"]
-	exec := func(c *pgx.Conn, stmts ...string) {
-		t.Helper()
-		for _, s := range stmts {
-			if _, err := c.Exec(ctx, s); err != nil {
-				t.Fatalf("%s: %v", s, err)
-			}
-		}
-	}
+	sql := pgSQL{t: t, ctx: ctx, pgs: pgs}
+	old, nw, exec := sql.connect("oldhome"), sql.connect("newhome"), sql.exec
 	value := func(c *pgx.Conn, sql string) string {
 		t.Helper()
 		var v string
