@@ -41,28 +41,11 @@ import (
 // writes to the home's and writes its routing table to a real Redis; a
 // change of placement wakes a blocking route too.
 func TestRouteFollowsPlacementAndLag(t *testing.T) {
-	if _, err := pglocal.Find(); err != nil {
-		t.Fatalf("this test needs PostgreSQL: %v", err)
-	}
 	start := time.Now()
-	work := t.TempDir()
-	for _, d := range []string{filepath.Dir(work), work} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, base, logPath := startDev(t, work, true)
-	logBytes, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	banner := string(logBytes)
+	work, base, banner := startDevWithPostgres(t, "this test")
 	superDSN := map[string]string{}
-	for _, m := range regexp.MustCompile(`postgres\s+region (\S+)\s+\S+\s+PGPASSFILE=(\S+) psql -h (\S+) -p (\d+) -U (\S+) (\S+)`).FindAllStringSubmatch(banner, -1) {
-		superDSN[m[1]] = devRegionDB{host: m[3], port: m[4], user: m[5], db: m[6], superPassfile: m[2]}.superDSN()
-	}
-	if len(superDSN) != 3 {
-		t.Fatalf("dev printed %d psql lines, want 3:\n%s", len(superDSN), banner)
+	for region, db := range devRegionDBs(t, banner) {
+		superDSN[region] = db.superDSN()
 	}
 	caPath := regexp.MustCompile(`ATOMFED_CACERT=(\S+)`).FindStringSubmatch(banner)[1]
 	token := regexp.MustCompile(`FEDERATION_TOKEN=(\S+)`).FindStringSubmatch(banner)[1]

@@ -29,6 +29,20 @@ type devRegionDB struct {
 	superPassfile        string
 }
 
+// devRegionDBs reads the three region databases from atomfed dev's
+// banner (its psql lines), by region.
+func devRegionDBs(t *testing.T, banner string) map[string]devRegionDB {
+	t.Helper()
+	dbs := map[string]devRegionDB{}
+	for _, m := range regexp.MustCompile(`postgres\s+region (\S+)\s+\S+\s+PGPASSFILE=(\S+) psql -h (\S+) -p (\d+) -U (\S+) (\S+)`).FindAllStringSubmatch(banner, -1) {
+		dbs[m[1]] = devRegionDB{host: m[3], port: m[4], user: m[5], db: m[6], superPassfile: m[2]}
+	}
+	if len(dbs) != 3 {
+		t.Fatalf("dev printed %d psql lines, want 3:\n%s", len(dbs), banner)
+	}
+	return dbs
+}
+
 func (d devRegionDB) dir() string { return filepath.Dir(d.superPassfile) }
 
 func (d devRegionDB) superDSN() string {
@@ -51,13 +65,7 @@ func (d devRegionDB) replicatorDSN(from devRegionDB, ssl string) string {
 // audit head, and the other regions stay as they were.
 func TestSecurityReplicationAttacks(t *testing.T) {
 	_, base, banner := startDevWithPostgres(t, "this test")
-	dbs := map[string]devRegionDB{}
-	for _, m := range regexp.MustCompile(`postgres\s+region (\S+)\s+\S+\s+PGPASSFILE=(\S+) psql -h (\S+) -p (\d+) -U (\S+) (\S+)`).FindAllStringSubmatch(banner, -1) {
-		dbs[m[1]] = devRegionDB{host: m[3], port: m[4], user: m[5], db: m[6], superPassfile: m[2]}
-	}
-	if len(dbs) != 3 {
-		t.Fatalf("dev printed %d psql lines, want 3:\n%s", len(dbs), banner)
-	}
+	dbs := devRegionDBs(t, banner)
 	caPath := regexp.MustCompile(`ATOMFED_CACERT=(\S+)`).FindStringSubmatch(banner)[1]
 	token := regexp.MustCompile(`FEDERATION_TOKEN=(\S+)`).FindStringSubmatch(banner)[1]
 	tlsConf, err := tlsutil.ClientConfig(tlsutil.Files{CA: caPath}, "")
