@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -176,6 +177,9 @@ func runDev(o devOptions) error {
 			return fmt.Errorf("start agent %s: %w", name, err)
 		}
 		agents = append(agents, a)
+	}
+	if err := writeDevFile(o.dataDir, nodes, sec, setup, pgs); err != nil {
+		return err
 	}
 	printDev(o.dataDir, nodes, agents, sec, setup, pgs, pgNote)
 	fmt.Print("\n" + simulationBanner(serverSim, agentSims[devRegions[0].name]))
@@ -444,6 +448,56 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
 
 Press Ctrl-C to stop.
 `, strings.Replace(u, "https://", "http://", 1), self, self, setup.approvers[0], self)
+}
+
+// DevFile is the name of the file, in a dev federation's data directory,
+// that says where its parts are for the tools that work with it
+// (atomfed report --dev-dir): no secret is in it, only paths to the files
+// that hold them.
+const DevFile = "federation.json"
+
+// devFile is DevFile's content.
+type devFile struct {
+	API    []string `json:"api"`
+	CACert string   `json:"ca_cert"`
+	// ApproverKeys are the approvers' private key files.
+	ApproverKeys []string `json:"approver_keys"`
+	// RegionDBs are the regions' databases as DSNs whose password is in
+	// a passfile; absent when replication is simulated.
+	RegionDBs map[string]string `json:"region_dbs,omitempty"`
+}
+
+func writeDevFile(dir string, nodes []*serverNode, sec *devSec, setup *devSetup, pgs map[string]*pglocal.Cluster) error {
+	f := devFile{CACert: sec.caPath, ApproverKeys: setup.approvers}
+	for _, n := range nodes {
+		f.API = append(f.API, n.url)
+	}
+	for _, r := range devRegions {
+		if pg := pgs[r.name]; pg != nil {
+			if f.RegionDBs == nil {
+				f.RegionDBs = map[string]string{}
+			}
+			f.RegionDBs[r.name] = fmt.Sprintf("postgres://%s@%s/%s?passfile=%s&sslmode=disable", pglocal.Superuser, pg.Addr(), pglocal.Database, pg.SuperuserPassfile)
+		}
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, DevFile), append(b, '\n'), 0o600)
+}
+
+// readDevFile reads a dev federation's DevFile.
+func readDevFile(dir string) (*devFile, error) {
+	b, err := os.ReadFile(filepath.Join(dir, DevFile))
+	if err != nil {
+		return nil, fmt.Errorf("read the dev federation's %s: %w", DevFile, err)
+	}
+	var f devFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DevFile), err)
+	}
+	return &f, nil
 }
 
 // selfName is how the user ran this binary (bin/atomfed from make run),

@@ -165,6 +165,12 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return c.do(ctx, method, path, query, body, out, nil)
 }
 
+// DoWithHeader is Do with extra request headers, for a caller that builds
+// a signed body itself (X-Atomfed-Signature).
+func (c *Client) DoWithHeader(ctx context.Context, method, path string, query url.Values, body, out any, hdr http.Header) (*Meta, error) {
+	return c.do(ctx, method, path, query, body, out, hdr)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, hdr http.Header) (*Meta, error) {
 	var raw []byte
 	var stream io.Reader

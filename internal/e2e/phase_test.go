@@ -131,7 +131,22 @@ func TestPhaseG1Reports(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rr := cli(t, withEnv("ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+procs.Token), "report", "--out", out, "--addr", leader.URL, "--test-json", testJSON, "--settle", "60s")
+	// Two approvers, whose keys the report approves its verifications'
+	// approvals with (deregistering a region, a production region in and
+	// out).
+	var keyArgs []string
+	for _, a := range []string{"approver-1", "approver-2"} {
+		if _, err := c.Sec.MustSigningClient(leader.URL, a).RegisterMember(ctx(t, 10*time.Second), a, fsm.MemberApprover); err != nil {
+			t.Fatalf("register %s: %v", a, err)
+		}
+		_, path, err := c.Sec.Signer(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyArgs = append(keyArgs, "--approver-key", path)
+	}
+	rr := cli(t, withEnv("ATOMFED_CACERT="+c.Sec.CAPath, "FEDERATION_TOKEN="+procs.Token),
+		append([]string{"report", "--out", out, "--addr", leader.URL, "--test-json", testJSON, "--settle", "60s"}, keyArgs...)...)
 	if rr.code != 0 {
 		t.Fatalf("atomfed report: exit %d\n%s\n%s", rr.code, rr.stdout, rr.stderr)
 	}
@@ -171,8 +186,16 @@ func TestPhaseG1Reports(t *testing.T) {
 	if e, ok := chain[snap.Audit.Index]; !ok || e.Hash != snap.Audit.Head {
 		t.Errorf("report audit head %s at %d; the live chain has %+v there (live head %s at %d)", snap.Audit.Head, snap.Audit.Index, e, live.Head, live.Index)
 	}
-	if len(snap.Audit.Created) != 2 || snap.Audit.Created[0].Type != "tenant_upsert" || snap.Audit.Created[1].Type != "tenant_delete" {
-		t.Fatalf("created audit entries %+v, want a tenant_upsert and a tenant_delete", snap.Audit.Created)
+	// The registry's verification registers a region and deregisters it
+	// through an approval; the policy verification approves a production
+	// region in and out. (Replication is simulated here: its
+	// verifications write nothing.)
+	var types []string
+	for _, r := range snap.Audit.Created {
+		types = append(types, r.Type)
+	}
+	if strings.Join(types, ",") != "region_upsert,approval_vote,approval_vote,approval_vote" {
+		t.Fatalf("created audit entries %+v, want a region_upsert and three approval_votes that applied", snap.Audit.Created)
 	}
 	for _, r := range snap.Audit.Created {
 		if e := chain[r.Index]; e.Hash != r.Hash || e.Type != r.Type {
@@ -183,7 +206,7 @@ func TestPhaseG1Reports(t *testing.T) {
 		}
 	}
 	for name, md := range mds {
-		mustContain(t, name, md, snap.Audit.Head, fmt.Sprintf("| %d | tenant_upsert | `%s`", snap.Audit.Created[0].Index, snap.Audit.Created[0].Hash),
+		mustContain(t, name, md, snap.Audit.Head, fmt.Sprintf("| %d | region_upsert | `%s`", snap.Audit.Created[0].Index, snap.Audit.Created[0].Hash),
 			"SIMULATION_MODE | **true**", "| P4 Every node serves /metrics and /global-status | **pass**")
 	}
 
@@ -217,12 +240,28 @@ func TestPhaseG1Reports(t *testing.T) {
 	for _, cr := range snap.Components {
 		verdicts[cr.Task] = cr.Verdict
 	}
-	wantVerdicts := map[string]string{"G.1.1": "unverified", "G.1.2": "unverified", "G.1.3": report.VerdictNotImplemented,
+	wantVerdicts := map[string]string{"G.1.1": "unverified", "G.1.2": "unverified", "G.1.3": report.VerdictPartial,
 		"G.1.4": "unverified", "G.1.5": report.VerdictNotImplemented, "G.1.6": report.VerdictNotImplemented, "G.1.7": "unverified"}
 	if fmt.Sprint(verdicts) != fmt.Sprint(wantVerdicts) {
 		t.Errorf("verdicts %v, want %v (the packages of the built components are not all in this recorded run)", verdicts, wantVerdicts)
 	}
-	mustContain(t, "G.1.3_edge_controller.md", mds["G.1.3_edge_controller.md"], "**NOT_IMPLEMENTED**", "Not implemented: there is no status call to verify")
+	mustContain(t, "G.1.3_edge_controller.md", mds["G.1.3_edge_controller.md"], "**PARTIAL**", "No live verification is defined for this component")
+	mustContain(t, "G.1.5_metrics_aggregator.md", mds["G.1.5_metrics_aggregator.md"], "**NOT_IMPLEMENTED**", "Not implemented: there is no status call to verify")
+	// Every verification ran, and the replication ones say they were
+	// simulated (no region database here).
+	for _, cr := range snap.Components {
+		v := cr.Verification
+		switch cr.Task {
+		case "G.1.1", "G.1.7":
+			if v == nil || !v.OK {
+				t.Errorf("%s's verification failed: %+v", cr.Task, v)
+			}
+		case "G.1.2", "G.1.4":
+			if v == nil || !v.OK || len(v.Simulated) == 0 || !strings.Contains(strings.Join(v.Simulated, " "), "replication") {
+				t.Errorf("%s's verification does not say replication was simulated: %+v", cr.Task, v)
+			}
+		}
+	}
 
 	// The test summary is the recorded run's.
 	if snap.Tests.Run == nil || snap.Tests.Run.Total.Passed != 2 || snap.Tests.Run.Total.Failed != 0 {
@@ -249,7 +288,9 @@ func TestPhaseG1Reports(t *testing.T) {
 	if head := strings.TrimSuffix(procs.GitCommit(), "-dirty"); head != "" && snap.Build.Commit != head {
 		t.Errorf("report commit %q, HEAD %q", snap.Build.Commit, head)
 	}
-	if _, _, err := leader.Client.Tenant(context.Background(), report.VerifyTenant, nil); client.StatusOf(err) != http.StatusNotFound {
-		t.Errorf("the verification tenant is still there: %v", err)
+	for _, r := range []string{report.VerifyRegion, report.VerifyProdRegion, report.VerifyForgedRegion} {
+		if _, _, err := leader.Client.Region(context.Background(), r, nil); client.StatusOf(err) != http.StatusNotFound {
+			t.Errorf("the verification region %s is still there: %v", r, err)
+		}
 	}
 }

@@ -120,9 +120,16 @@ func renderVerification(b *strings.Builder, cr ComponentReport) {
 		}
 		return
 	}
-	if v.OK {
-		w("Succeeded.\n\n")
-	} else {
+	switch {
+	case v.OK && len(v.Simulated) > 0:
+		w("Succeeded, but not against real parts. Simulated:\n\n")
+		for _, p := range v.Simulated {
+			w("- %s\n", p)
+		}
+		w("\n")
+	case v.OK:
+		w("Succeeded, against real parts.\n\n")
+	default:
 		w("**Failed**: %s\n\n", v.Error)
 	}
 	for _, s := range v.Steps {
@@ -184,4 +191,54 @@ func renderAudit(b *strings.Builder, snap *Snapshot, cr ComponentReport) {
 // cell makes s safe inside a Markdown table cell.
 func cell(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+// renderLog renders a task's log (reports/logs/G.1.x.log): the commit,
+// the verdict, every step of the live verification and the result of every
+// test of the component's packages in the recorded run.
+func renderLog(snap *Snapshot, cr ComponentReport) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	dirty := ""
+	if snap.Build.Dirty {
+		dirty = "-dirty"
+	}
+	w("%s %s (%s)\n", cr.Task, cr.Name, cr.Short)
+	w("commit %s%s, atomfed %s, generated %s\n", snap.Build.Commit, dirty, snap.Build.Version, snap.GeneratedAt.Format(time.RFC3339))
+	w("federation %s, leader %s, audit head %s at index %d\n", snap.Federation.Addr, snap.Federation.Leader, snap.Audit.Head, snap.Audit.Index)
+	w("verdict %s: %s\n\n", strings.ToUpper(cr.Verdict), cr.VerdictWhy)
+	if v := cr.Verification; v != nil {
+		w("== verification (ok=%t)\n", v.OK)
+		for _, p := range v.Simulated {
+			w("simulated: %s\n", p)
+		}
+		for _, s := range v.Steps {
+			w("%s", s.Call)
+			if s.Status != 0 {
+				w(" -> %d", s.Status)
+			}
+			if s.Index != 0 {
+				w(" [index %d]", s.Index)
+			}
+			w(": %s\n", s.Result)
+		}
+		if v.Error != "" {
+			w("FAILED: %s\n", v.Error)
+		}
+		w("\n")
+	}
+	w("== tests of its packages\n")
+	if snap.Tests.Run == nil {
+		w("no recorded test run: %s\n", snap.Tests.Error)
+	}
+	for _, p := range cr.Tests {
+		w("%s %s (%d passed, %d failed, %d skipped, %.1fs)\n", strings.ToUpper(p.Result), p.Package, p.Passed, p.Failed, p.Skipped, p.ElapsedS)
+		for _, t := range p.Tests {
+			w("    --- %s: %s (%.2fs)\n", strings.ToUpper(t.Result), t.Name, t.ElapsedS)
+		}
+	}
+	for _, r := range cr.RelatedTests {
+		w("related %s: %s\n", r.Name, r.Result)
+	}
+	return b.String()
 }

@@ -89,6 +89,8 @@ func TestVerdicts(t *testing.T) {
 		want string
 	}{
 		{"built, tests pass, verified", built, run, ok, "pass"},
+		{"built, tests pass, verified with a part simulated", built, run, &Verification{OK: true, Simulated: []string{"replication on agent a1 of r1 (no database)"}}, VerdictPassSimulated},
+		{"built, verification failed with a part simulated", built, run, &Verification{Error: "boom", Simulated: []string{"replication"}}, "fail"},
 		{"built, verification failed", built, run, &Verification{Error: "boom"}, "fail"},
 		{"built, no verification", built, run, nil, "fail"},
 		{"built, a package fails", Component{Built: Built, Packages: []string{"fsm", "cluster"}}, run, ok, "fail"},
@@ -110,8 +112,14 @@ func TestComponentsCoverThePhase(t *testing.T) {
 	comps := Components()
 	seen := map[string]bool{}
 	for i, c := range comps {
-		if c.Task != "G.1."+string(rune('1'+i)) || c.Short == "" || c.Name == "" || len(c.Packages) == 0 {
+		if c.Task != "G.1."+string(rune('1'+i)) || c.Short == "" || c.Name == "" {
 			t.Errorf("component %d: %+v", i, c)
+		}
+		if c.Built != NotBuilt && len(c.Packages) == 0 {
+			t.Errorf("%s is %s but names no package", c.Task, c.Built)
+		}
+		if c.Built == Built && c.Verify == "" {
+			t.Errorf("%s is built but has no live verification", c.Task)
 		}
 		if seen[c.File()] {
 			t.Errorf("two components write %s", c.File())
@@ -126,6 +134,20 @@ func TestComponentsCoverThePhase(t *testing.T) {
 	}
 	if len(comps) != 7 {
 		t.Errorf("%d components, want G.1.1-G.1.7", len(comps))
+	}
+}
+
+// TestComponentPackagesExist: every package a component names is a
+// package of the repository, so that a report never counts the tests of a
+// package that does not exist.
+func TestComponentPackagesExist(t *testing.T) {
+	for _, c := range Components() {
+		for _, p := range c.Packages {
+			files, _ := filepath.Glob(filepath.Join("..", "..", p, "*.go"))
+			if len(files) == 0 {
+				t.Errorf("%s names package %s, which has no Go files", c.Task, p)
+			}
+		}
 	}
 }
 

@@ -4,28 +4,48 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
-// VerifyTenant is the tenant the registry verification creates, reads back
-// from every server and deletes. (A region would need its own key and, to
-// be deregistered, approvals: the verification must not leave anything
-// behind or wait for people.)
-const VerifyTenant = "report-verify"
+// The objects verifications create and delete again. Each is named so that
+// an operator can tell it apart, and a leftover of an interrupted run is
+// removed by the next one before it starts.
+const (
+	// VerifyRegion is the staging region the registry verification
+	// registers (signed with a key made for the run), reads back from
+	// every server and deregisters.
+	VerifyRegion = "report-verify"
+	// VerifyForgedRegion is the region a forged registration names: it
+	// must be refused and never exist.
+	VerifyForgedRegion = "report-verify-forged"
+	// VerifyProdRegion is the production region the policy verification
+	// registers and deregisters through m-of-n approvals.
+	VerifyProdRegion = "report-verify-prod"
+	// VerifyTenant is the tenant the replication verification replicates.
+	VerifyTenant = "report-verify"
+)
 
 // Verification is a component's live verification.
 type Verification struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	Steps []Step `json:"steps"`
+	// Simulated names the parts the verification depends on that run
+	// simulated on the federation (e.g. "replication: agents of eu-west
+	// have no region database"): the calls ran, but not against the real
+	// part, so a success is a pass_simulated, never a pass.
+	Simulated []string `json:"simulated,omitempty"`
 }
 
 // Step is one call of a verification.
@@ -47,6 +67,11 @@ func (v *Verification) fail(step Step, format string, args ...any) *Verification
 	return v
 }
 
+func (v *Verification) ok(step Step, format string, args ...any) {
+	step.Result = fmt.Sprintf(format, args...)
+	v.Steps = append(v.Steps, step)
+}
+
 // verifyEnv is what verifications work with.
 type verifyEnv struct {
 	c      *client.Client
@@ -54,83 +79,196 @@ type verifyEnv struct {
 	token  string
 	fed    *Federation
 	policy *structs.PolicyStatus // set by verifyPolicy
+	// approvers sign approvals (the policy verification); regionDBs are
+	// the regions' databases (the replication verifications).
+	approvers []*signing.Signer
+	regionDBs map[string]string
+	// timeout bounds each wait of a verification.
+	timeout time.Duration
 }
 
 var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef){
-	"registry":    verifyRegistry,
-	"policy":      verifyPolicy,
-	"replication": verifyReplication,
+	"registry":           verifyRegistry,
+	"policy":             verifyPolicy,
+	"federation_sync":    verifyFederationSync,
+	"tenant_replication": verifyTenantReplication,
 }
 
-// verifyRegistry reads GET /region/list, creates VerifyTenant at home in
-// the first region, waits until every server has it (stale reads, so each
-// answers from its own state), deletes it and waits until it is gone
-// everywhere. The two writes are the audit entries it cites.
+// dependsOn are the parts (as nodes list them simulated in /health) each
+// verification depends on: when a node runs one simulated, the
+// verification did not run against the real part, and its success is a
+// pass_simulated that names it.
+var dependsOn = map[string][]string{
+	"registry":           nil,
+	"policy":             {"signing", "secrets"},
+	"federation_sync":    {"replication"},
+	"tenant_replication": {"replication", "tenant_rls"},
+}
+
+// simulatedParts lists, once per role, part and reason, the parts of
+// parts that nodes of f run simulated: "agents: replication (postgres
+// MISSING) on eu-west-a1, us-east-a1".
+func simulatedParts(f *Federation, parts []string) []string {
+	type key struct{ role, part, because string }
+	nodes := map[key][]string{}
+	var order []key
+	for _, n := range append(append([]NodeInfo{}, f.Servers...), f.Agents...) {
+		if n.Simulation == nil {
+			continue
+		}
+		for _, p := range n.Simulation.Simulated {
+			if !slices.Contains(parts, p.Part) {
+				continue
+			}
+			k := key{n.Role, p.Part, p.Because}
+			if nodes[k] == nil {
+				order = append(order, k)
+			}
+			nodes[k] = append(nodes[k], n.Node)
+		}
+	}
+	var out []string
+	for _, k := range order {
+		out = append(out, fmt.Sprintf("%ss: %s (%s) on %s", k.role, k.part, k.because, strings.Join(nodes[k], ", ")))
+	}
+	return out
+}
+
+// signedClient is a client of the federation that signs with s.
+func (env *verifyEnv) signedClient(s *signing.Signer) (*client.Client, error) {
+	return client.New(env.c.Addr(), append(append([]client.Option{}, env.opts...), client.WithSigner(s))...)
+}
+
+// verifyRegistry registers the staging region VerifyRegion, signed with a
+// key made for this run (a first registration proves possession of the
+// key, P2), waits until every server has it (stale reads, so each answers
+// from its own state) and lists it, deregisters it and waits until it is
+// gone everywhere. The two writes are the audit entries it cites.
 func verifyRegistry(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
 	v := &Verification{OK: true}
 	var refs []AuditRef
-	regions, _, err := env.c.Regions(ctx, nil)
-	if err != nil || len(regions) == 0 {
-		return v.fail(Step{Call: "GET /v1/regions"}, "no region to place the verification tenant in (%v)", err), refs
+	if gone, err := removeLeftover(ctx, env, VerifyRegion); err != nil {
+		return v.fail(Step{Call: "DELETE /v1/regions/" + VerifyRegion}, "a region %s left by an earlier run could not be removed: %v", VerifyRegion, err), refs
+	} else if gone {
+		v.ok(Step{Call: "DELETE /v1/regions/" + VerifyRegion}, "removed a region %s left by an earlier, interrupted run", VerifyRegion)
 	}
-	ten := &fsm.Tenant{ID: VerifyTenant, HomeRegion: regions[0].Name, Labels: map[string]string{"purpose": "phase-report-verification"}}
-	var got fsm.Tenant
-	step := Step{Call: "PUT /v1/tenants/" + VerifyTenant}
-	m, err := env.c.Do(ctx, http.MethodPut, "/v1/tenants/"+VerifyTenant, nil, ten, &got)
-	step.Status = statusOf(m, err)
+	key, err := signing.NewSigner()
 	if err != nil {
-		return v.fail(step, "%v", err), refs
+		return v.fail(Step{Call: "generate a signing key"}, "%v", err), refs
 	}
-	step.Index, step.Result = got.ModifyIndex, fmt.Sprintf("created at index %d (home %s)", got.ModifyIndex, ten.HomeRegion)
-	v.Steps = append(v.Steps, step)
-	refs = append(refs, AuditRef{Index: got.ModifyIndex, What: "PUT /v1/tenants/" + VerifyTenant})
+	sc, err := env.signedClient(key)
+	if err != nil {
+		return v.fail(Step{Call: "client"}, "%v", err), refs
+	}
+	reg := &fsm.Region{Name: VerifyRegion, URL: "https://report-verify.invalid:8401", Tier: fsm.TierStaging,
+		Labels: map[string]string{"purpose": "phase-report-verification"}}
+	step := Step{Call: "POST /region/register " + VerifyRegion + " (signed, key " + key.KeyID + ")"}
+	got, pending, err := sc.RegisterRegionGated(ctx, reg, nil)
+	switch {
+	case err != nil:
+		step.Status = client.StatusOf(err)
+		return v.fail(step, "%v", err), refs
+	case pending != nil:
+		return v.fail(step, "a staging region's registration waits for approval %s: the policy gates staging regions; the verification needs one that registers directly", pending.ID), refs
+	case got.Name != VerifyRegion || got.ModifyIndex == 0:
+		return v.fail(step, "answered region %q at modify_index %d", got.Name, got.ModifyIndex), refs
+	}
+	step.Status, step.Index = http.StatusOK, got.ModifyIndex
+	v.ok(step, "registered at index %d", got.ModifyIndex)
+	refs = append(refs, AuditRef{Index: got.ModifyIndex, What: "POST /region/register " + VerifyRegion})
 
-	if err := onEveryServer(ctx, env, func(sc *client.Client) error {
-		t, _, err := sc.Tenant(ctx, VerifyTenant, &client.QueryOptions{Consistency: "stale"})
+	call := "GET /v1/regions/" + VerifyRegion + "?consistency=stale on every server"
+	if err := onEveryServer(ctx, env, func(c *client.Client) error {
+		r, _, err := c.Region(ctx, VerifyRegion, &client.QueryOptions{Consistency: "stale"})
 		if err != nil {
 			return err
 		}
-		if t.ModifyIndex < got.ModifyIndex {
-			return fmt.Errorf("at modify_index %d, want %d", t.ModifyIndex, got.ModifyIndex)
+		if r.ModifyIndex < got.ModifyIndex || r.URL != reg.URL {
+			return fmt.Errorf("at modify_index %d with url %q, want %d and %q", r.ModifyIndex, r.URL, got.ModifyIndex, reg.URL)
 		}
 		return nil
 	}); err != nil {
-		return v.fail(Step{Call: "GET /v1/tenants/" + VerifyTenant + "?consistency=stale on every server"}, "%v", err), refs
+		return v.fail(Step{Call: call}, "%v", err), refs
 	}
-	v.Steps = append(v.Steps, Step{Call: "GET /v1/tenants/" + VerifyTenant + "?consistency=stale on every server",
-		Result: fmt.Sprintf("present on all %d servers", len(env.fed.Servers))})
+	v.ok(Step{Call: call}, "present on all %d servers", len(env.fed.Servers))
 
-	var del struct {
-		Index uint64 `json:"index"`
-	}
-	step = Step{Call: "DELETE /v1/tenants/" + VerifyTenant}
-	m, err = env.c.Do(ctx, http.MethodDelete, "/v1/tenants/"+VerifyTenant, nil, nil, &del)
-	step.Status = statusOf(m, err)
+	listed, step, err := regionList(ctx, env)
 	if err != nil {
 		return v.fail(step, "%v", err), refs
 	}
-	step.Index, step.Result = del.Index, fmt.Sprintf("deleted at index %d", del.Index)
-	v.Steps = append(v.Steps, step)
-	refs = append(refs, AuditRef{Index: del.Index, What: "DELETE /v1/tenants/" + VerifyTenant})
+	if !slices.Contains(listed, VerifyRegion) {
+		return v.fail(step, "%s is not in the seed list: %s", VerifyRegion, strings.Join(listed, ", ")), refs
+	}
+	v.ok(step, "%d regions, %s among them", len(listed), VerifyRegion)
 
-	if err := onEveryServer(ctx, env, func(sc *client.Client) error {
-		_, _, err := sc.Tenant(ctx, VerifyTenant, &client.QueryOptions{Consistency: "stale"})
-		if client.StatusOf(err) == http.StatusNotFound {
-			return nil
+	idx, err := deregister(ctx, env, v, VerifyRegion)
+	if err != nil {
+		return v, refs
+	}
+	refs = append(refs, AuditRef{Index: idx, What: "region " + VerifyRegion + " deregistered"})
+	call = "GET /v1/regions/" + VerifyRegion + "?consistency=stale on every server"
+	if err := goneEverywhere(ctx, env, VerifyRegion); err != nil {
+		return v.fail(Step{Call: call}, "%v", err), refs
+	}
+	v.ok(Step{Call: call}, "gone from all %d servers", len(env.fed.Servers))
+
+	listed, step, err = regionList(ctx, env)
+	if err != nil {
+		return v.fail(step, "%v", err), refs
+	}
+	if slices.Contains(listed, VerifyRegion) {
+		return v.fail(step, "%s is still in the seed list", VerifyRegion), refs
+	}
+	v.ok(step, "%d regions: %s", len(listed), strings.Join(listed, ", "))
+	return v, refs
+}
+
+// deregister deletes region name: at once, or through the approval the
+// policy asks for (region.deregister), approved with the approver keys. It
+// records its steps in v; on error v has failed. It returns the index at
+// which the region was deleted.
+func deregister(ctx context.Context, env *verifyEnv, v *Verification, name string) (uint64, error) {
+	step := Step{Call: "DELETE /v1/regions/" + name}
+	var raw json.RawMessage
+	m, err := env.c.Do(ctx, http.MethodDelete, "/v1/regions/"+name, nil, nil, &raw)
+	step.Status = statusOf(m, err)
+	if err != nil {
+		v.fail(step, "%v", err)
+		return 0, err
+	}
+	if m.Status != http.StatusAccepted {
+		var del struct {
+			Index uint64 `json:"index"`
 		}
-		return fmt.Errorf("still there (%v)", err)
-	}); err != nil {
-		return v.fail(Step{Call: "GET /v1/tenants/" + VerifyTenant + "?consistency=stale on every server"}, "%v", err), refs
+		_ = json.Unmarshal(raw, &del)
+		step.Index = del.Index
+		v.ok(step, "deregistered at index %d", del.Index)
+		return del.Index, nil
 	}
-	v.Steps = append(v.Steps, Step{Call: "GET /v1/tenants/" + VerifyTenant + "?consistency=stale on every server",
-		Result: fmt.Sprintf("gone from all %d servers", len(env.fed.Servers))})
+	var a fsm.Approval
+	if err := json.Unmarshal(raw, &a); err != nil || a.ID == "" {
+		v.fail(step, "answered 202 without an approval: %s", raw)
+		return 0, fmt.Errorf("no approval")
+	}
+	v.ok(step, "pending approval %s (%s, %d approvals needed)", a.ID, a.Action, a.Required)
+	applied, err := approveAll(ctx, env, a.ID)
+	call := fmt.Sprintf("POST /v1/approvals/%s/approve with %d approver keys", a.ID, len(env.approvers))
+	if err != nil {
+		v.fail(Step{Call: call}, "%v", err)
+		return 0, err
+	}
+	v.ok(Step{Call: call, Index: applied.ModifyIndex}, "applied at index %d after %d approvals", applied.ModifyIndex, len(applied.Votes))
+	return applied.ModifyIndex, nil
+}
 
+// regionList reads the seed path GET /region/list and returns the names.
+func regionList(ctx context.Context, env *verifyEnv) ([]string, Step, error) {
 	var raw bytes.Buffer
-	step = Step{Call: "GET /region/list"}
-	m, err = env.c.Do(ctx, http.MethodGet, "/region/list", nil, nil, &raw)
+	step := Step{Call: "GET /region/list"}
+	m, err := env.c.Do(ctx, http.MethodGet, "/region/list", nil, nil, &raw)
 	step.Status = statusOf(m, err)
 	if err != nil {
-		return v.fail(step, "%v", err), refs
+		return nil, step, err
 	}
 	step.Index = m.Index
 	var list struct {
@@ -139,93 +277,236 @@ func verifyRegistry(ctx context.Context, env *verifyEnv) (*Verification, []Audit
 		} `json:"regions"`
 	}
 	if err := json.Unmarshal(raw.Bytes(), &list); err != nil {
-		return v.fail(step, "not JSON: %v", err), refs
+		return nil, step, fmt.Errorf("not JSON: %w", err)
 	}
+	step.Output = compact(raw.Bytes())
 	var names []string
 	for _, r := range list.Regions {
 		names = append(names, r.Name)
 	}
-	step.Output = compact(raw.Bytes())
-	step.Result = fmt.Sprintf("%d regions: %s", len(names), strings.Join(names, ", "))
-	v.Steps = append(v.Steps, step)
-	return v, refs
+	return names, step, nil
 }
 
-// verifyPolicy reads GET /v1/policy/status and checks that it reports
-// P1-P7, each with a known status and a reason. It only reads.
+// removeLeftover deletes a region an earlier, interrupted verification
+// left behind (with approvals when it is a production region), and says
+// whether there was one.
+func removeLeftover(ctx context.Context, env *verifyEnv, name string) (bool, error) {
+	if _, _, err := env.c.Region(ctx, name, nil); client.StatusOf(err) == http.StatusNotFound {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	a, err := env.c.DeleteRegionGated(ctx, name, nil)
+	if err != nil {
+		return true, err
+	}
+	if a != nil {
+		if _, err := approveAll(ctx, env, a.ID); err != nil {
+			return true, err
+		}
+	}
+	return true, goneEverywhere(ctx, env, name)
+}
+
+// goneEverywhere waits until no server has region name.
+func goneEverywhere(ctx context.Context, env *verifyEnv, name string) error {
+	return onEveryServer(ctx, env, func(c *client.Client) error {
+		_, _, err := c.Region(ctx, name, &client.QueryOptions{Consistency: "stale"})
+		if client.StatusOf(err) == http.StatusNotFound {
+			return nil
+		}
+		return fmt.Errorf("still there (%v)", err)
+	})
+}
+
+// approveAll approves approval id with each approver key in turn until it
+// is applied, and returns the approval as applied.
+func approveAll(ctx context.Context, env *verifyEnv, id string) (*fsm.Approval, error) {
+	if len(env.approvers) == 0 {
+		return nil, fmt.Errorf("approval %s needs approvers, and no approver key was given (atomfed report --approver-key, or --dev-dir of a dev federation)", id)
+	}
+	var last *fsm.Approval
+	for _, k := range env.approvers {
+		ac, err := env.signedClient(k)
+		if err != nil {
+			return nil, err
+		}
+		a, err := ac.Approve(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("approve %s with key %s: %w", id, k.KeyID, err)
+		}
+		last = a
+		if a.Status == fsm.ApprovalApplied {
+			return a, nil
+		}
+	}
+	return last, fmt.Errorf("approval %s is %s after %d approvals (every key given)", id, last.Status, len(env.approvers))
+}
+
+// verifyPolicy checks the Federation Policy Manager on the live federation:
+//
+//   - GET /v1/policy/status reports P1-P7, each with a known status and a
+//     reason;
+//   - a forged request is refused (P2): a registration of
+//     VerifyForgedRegion whose body was changed after it was signed gets
+//     403 and the region exists on no server;
+//   - an approval applies (P3): registering the production region
+//     VerifyProdRegion answers with a pending approval, which the approver
+//     keys approve one by one until it applies, and the region is then on
+//     every server; deregistering it takes an approval the same way.
 func verifyPolicy(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
 	v := &Verification{OK: true}
+	var refs []AuditRef
 	var raw bytes.Buffer
 	step := Step{Call: "GET /v1/policy/status"}
 	m, err := env.c.Do(ctx, http.MethodGet, "/v1/policy/status", nil, nil, &raw)
 	step.Status = statusOf(m, err)
 	if err != nil {
-		return v.fail(step, "%v", err), nil
+		return v.fail(step, "%v", err), refs
 	}
 	step.Index = m.Index
 	var st structs.PolicyStatus
 	if err := json.Unmarshal(raw.Bytes(), &st); err != nil {
-		return v.fail(step, "not JSON: %v", err), nil
+		return v.fail(step, "not JSON: %v", err), refs
 	}
 	env.policy = &st
+	if err := checkPolicyMatrix(&st); err != nil {
+		return v.fail(step, "%v", err), refs
+	}
+	step.Output = compact(raw.Bytes())
+	v.ok(step, "P1-P7 reported by %s: %d pass, %d block, %d not evaluated", st.Node, st.Summary.Pass, st.Summary.Block, st.Summary.NotEvaluated)
+
+	if step, err := forgedRegistration(ctx, env); err != nil {
+		return v.fail(step, "%v", err), refs
+	} else {
+		v.Steps = append(v.Steps, step)
+	}
+
+	if gone, err := removeLeftover(ctx, env, VerifyProdRegion); err != nil {
+		return v.fail(Step{Call: "DELETE /v1/regions/" + VerifyProdRegion}, "a region %s left by an earlier run could not be removed: %v", VerifyProdRegion, err), refs
+	} else if gone {
+		v.ok(Step{Call: "DELETE /v1/regions/" + VerifyProdRegion}, "removed a region %s left by an earlier, interrupted run", VerifyProdRegion)
+	}
+	key, err := signing.NewSigner()
+	if err != nil {
+		return v.fail(Step{Call: "generate a signing key"}, "%v", err), refs
+	}
+	sc, err := env.signedClient(key)
+	if err != nil {
+		return v.fail(Step{Call: "client"}, "%v", err), refs
+	}
+	reg := &fsm.Region{Name: VerifyProdRegion, URL: "https://report-verify-prod.invalid:8401", Tier: fsm.TierProduction,
+		Labels: map[string]string{"purpose": "phase-report-verification"}}
+	step = Step{Call: "POST /region/register " + VerifyProdRegion + " (tier production, signed)"}
+	got, pending, err := sc.RegisterRegionGated(ctx, reg, nil)
+	switch {
+	case err != nil:
+		step.Status = client.StatusOf(err)
+		return v.fail(step, "%v", err), refs
+	case pending == nil:
+		// Registered without approval: the policy does not gate
+		// production regions. Remove it, and fail.
+		_ = env.c.DeleteRegion(ctx, VerifyProdRegion, nil)
+		return v.fail(step, "a production region was registered at index %d without any approval: P3 is not enforced", got.ModifyIndex), refs
+	}
+	step.Status = http.StatusAccepted
+	v.ok(step, "pending approval %s (%d of %d approvals needed)", pending.ID, pending.Required, len(env.approvers))
+	if _, _, err := env.c.Region(ctx, VerifyProdRegion, nil); client.StatusOf(err) != http.StatusNotFound {
+		return v.fail(Step{Call: "GET /v1/regions/" + VerifyProdRegion}, "the region exists before its approval (%v)", err), refs
+	}
+	applied, err := approveAll(ctx, env, pending.ID)
+	call := "POST /v1/approvals/" + pending.ID + "/approve x" + fmt.Sprint(len(env.approvers))
+	if err != nil {
+		return v.fail(Step{Call: call}, "%v", err), refs
+	}
+	v.ok(Step{Call: call, Index: applied.ModifyIndex}, "applied at index %d after %d approvals", applied.ModifyIndex, len(applied.Votes))
+	refs = append(refs, AuditRef{Index: applied.ModifyIndex, What: "region " + VerifyProdRegion + " registered through approval " + pending.ID})
+	call = "GET /v1/regions/" + VerifyProdRegion + "?consistency=stale on every server"
+	if err := onEveryServer(ctx, env, func(c *client.Client) error {
+		_, _, err := c.Region(ctx, VerifyProdRegion, &client.QueryOptions{Consistency: "stale"})
+		return err
+	}); err != nil {
+		return v.fail(Step{Call: call}, "%v", err), refs
+	}
+	v.ok(Step{Call: call}, "present on all %d servers", len(env.fed.Servers))
+
+	idx, err := deregister(ctx, env, v, VerifyProdRegion)
+	if err != nil {
+		return v, refs
+	}
+	if len(v.Steps) < 2 || !strings.HasPrefix(v.Steps[len(v.Steps)-1].Call, "POST /v1/approvals/") {
+		return v.fail(Step{Call: "DELETE /v1/regions/" + VerifyProdRegion}, "a production region was deregistered without any approval: P3 is not enforced"), refs
+	}
+	refs = append(refs, AuditRef{Index: idx, What: "region " + VerifyProdRegion + " deregistered through an approval"})
+	if err := goneEverywhere(ctx, env, VerifyProdRegion); err != nil {
+		return v.fail(Step{Call: "GET /v1/regions/" + VerifyProdRegion + "?consistency=stale on every server"}, "%v", err), refs
+	}
+	v.ok(Step{Call: "GET /v1/regions/" + VerifyProdRegion + "?consistency=stale on every server"}, "gone from all %d servers", len(env.fed.Servers))
+	return v, refs
+}
+
+// checkPolicyMatrix checks that st reports P1-P7 in order, each with a
+// known status and a reason.
+func checkPolicyMatrix(st *structs.PolicyStatus) error {
 	want := []string{"P1", "P2", "P3", "P4", "P5", "P6", "P7"}
 	if len(st.Policies) != len(want) {
-		return v.fail(step, "%d policies, want P1-P7", len(st.Policies)), nil
+		return fmt.Errorf("%d policies, want P1-P7", len(st.Policies))
 	}
 	for i, p := range st.Policies {
 		switch {
 		case p.ID != want[i]:
-			return v.fail(step, "policy %d is %q, want %s", i+1, p.ID, want[i]), nil
+			return fmt.Errorf("policy %d is %q, want %s", i+1, p.ID, want[i])
 		case p.Status != structs.PolicyPass && p.Status != structs.PolicyBlock && p.Status != structs.PolicyNotEvaluated:
-			return v.fail(step, "%s has status %q", p.ID, p.Status), nil
+			return fmt.Errorf("%s has status %q", p.ID, p.Status)
 		case p.Reason == "":
-			return v.fail(step, "%s gives no reason", p.ID), nil
+			return fmt.Errorf("%s gives no reason", p.ID)
 		}
 	}
-	step.Output = compact(raw.Bytes())
-	step.Result = fmt.Sprintf("P1-P7 reported by %s: %d pass, %d block, %d not evaluated", st.Node, st.Summary.Pass, st.Summary.Block, st.Summary.NotEvaluated)
-	v.Steps = append(v.Steps, step)
-	return v, nil
+	return nil
 }
 
-// verifyReplication reads GET /v1/replication, the federation's
-// replication summary (global tables per region with digests and drift,
-// every replicated tenant's status), and checks that it answers with a
-// known status for each. It only reads: replicating a tenant needs tables
-// in the regions' databases, which a verification must not create.
-func verifyReplication(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
-	v := &Verification{OK: true}
-	var raw bytes.Buffer
-	step := Step{Call: "GET /v1/replication"}
-	m, err := env.c.Do(ctx, http.MethodGet, "/v1/replication", nil, nil, &raw)
-	step.Status = statusOf(m, err)
+// forgedRegistration sends a registration of VerifyForgedRegion whose body
+// was changed after it was signed (its URL), and checks it is refused with
+// 403 and that no server has the region.
+func forgedRegistration(ctx context.Context, env *verifyEnv) (Step, error) {
+	step := Step{Call: "POST /region/register " + VerifyForgedRegion + " (body changed after signing)"}
+	key, err := signing.NewSigner()
 	if err != nil {
-		return v.fail(step, "%v", err), nil
+		return step, err
 	}
-	step.Index = m.Index
-	var sum fsm.ReplicationSummary
-	if err := json.Unmarshal(raw.Bytes(), &sum); err != nil {
-		return v.fail(step, "not JSON: %v", err), nil
+	reg := &fsm.Region{Name: VerifyForgedRegion, URL: "https://signed.invalid:8401", Tier: fsm.TierStaging}
+	body, sig, err := client.SignBody(key, reg, map[string]any{"public_key": string(key.PublicPEM)})
+	if err != nil {
+		return step, err
 	}
-	known := map[string]bool{fsm.ReplStatusOK: true, fsm.ReplStatusPending: true, fsm.ReplStatusDegraded: true, fsm.ReplStatusError: true}
-	if !known[sum.Status] {
-		return v.fail(step, "unknown status %q", sum.Status), nil
+	forged := bytes.Replace(body, []byte("https://signed.invalid:8401"), []byte("https://forged.invalid:8401"), 1)
+	if bytes.Equal(forged, body) {
+		return step, fmt.Errorf("could not change the signed body")
 	}
-	for _, t := range sum.Tenants {
-		if !known[t.Status] {
-			return v.fail(step, "tenant %s has an unknown status %q", t.Tenant, t.Status), nil
-		}
+	var raw bytes.Buffer
+	m, err := env.c.DoWithHeader(ctx, http.MethodPost, "/region/register", nil, forged, &raw, http.Header{"X-Atomfed-Signature": {sig}})
+	step.Status = statusOf(m, err)
+	var ce *client.Error
+	switch {
+	case err == nil:
+		step.Output = compact(raw.Bytes())
+		return step, fmt.Errorf("answered %d: a body that does not match its signature was accepted", step.Status)
+	case !errors.As(err, &ce) || ce.Status != http.StatusForbidden:
+		return step, fmt.Errorf("want 403 for a body that does not match its signature, got: %w", err)
 	}
-	step.Output = compact(raw.Bytes())
-	step.Result = fmt.Sprintf("status %s: %d replicated tenants, %d global tables, %d drifted tables", sum.Status, len(sum.Tenants), len(sum.GlobalTables), len(sum.Drift))
-	v.Steps = append(v.Steps, step)
-	return v, nil
+	code := ce.Code
+	if err := goneEverywhere(ctx, env, VerifyForgedRegion); err != nil {
+		return step, fmt.Errorf("refused with 403, but: %w", err)
+	}
+	step.Result = fmt.Sprintf("refused with 403 (%s); the region exists on none of the %d servers", code, len(env.fed.Servers))
+	return step, nil
 }
 
 // onEveryServer polls check against every server until it holds on all of
-// them, for at most 15 s.
+// them, for at most the verification timeout (15 s at least).
 func onEveryServer(ctx context.Context, env *verifyEnv, check func(*client.Client) error) error {
-	deadline := time.Now().Add(15 * time.Second)
+	wait := max(env.timeout, 15*time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		var errs []string
 		for _, s := range env.fed.Servers {
@@ -241,7 +522,7 @@ func onEveryServer(ctx context.Context, env *verifyEnv, check func(*client.Clien
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not on every server within 15s: %s", strings.Join(errs, "; "))
+			return fmt.Errorf("not on every server within %s: %s", wait, strings.Join(errs, "; "))
 		}
 		select {
 		case <-ctx.Done():
