@@ -82,22 +82,28 @@ bench-compare: build
 	@command -v etcd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; }
 	$(GO) run ./cmd/atomfed-bench -compare-etcd -bin $(BIN) -etcd-bin $$(command -v etcd) -out reports/bench.md
 
-## reports: run every test recording `go test -json` in reports/logs/go-test.json,
-## start a local federation (on REPORT_PORT and the ports after it), run
-## `atomfed precheck` and `atomfed report` against it, and stop it. Writes
-## reports/G.1.1_registry.md ... G.1.7_policy_manager.md,
-## reports/PhaseG.1_Snapshot.json and reports/G.1_precheck.json. Fails when
-## a test failed, after writing the reports.
+## reports: run every test exactly as `make test` does (-race; the chaos
+## package last and alone), recording `go test -json` in
+## reports/logs/go-test.json; start a local federation with a PostgreSQL per
+## region (on REPORT_PORT and the ports after it); run `atomfed precheck` and
+## `atomfed report --dev-dir` against it (the verifications register a signed
+## region, replicate a global table and a tenant in the real databases,
+## refuse a forged request and apply approvals with the dev approver keys);
+## stop it. Writes reports/G.1.1_registry.md ... G.1.7_policy_manager.md,
+## reports/logs/G.1.x.log, reports/PhaseG.1_Snapshot.json and
+## reports/G.1_precheck.json, each naming the commit. Fails when a test
+## failed, after writing the reports.
 REPORTS ?= reports
 REPORT_PORT ?= 18401
-REPORT_TESTFLAGS ?= -count=1 -timeout 25m
 reports: build
 	@mkdir -p $(REPORTS)/logs
-	@status=0; \
-	echo "== go test -json $(REPORT_TESTFLAGS) $(PKGS) > $(REPORTS)/logs/go-test.json"; \
-	$(GO) test -json $(REPORT_TESTFLAGS) $(PKGS) > $(REPORTS)/logs/go-test.json || status=$$?; \
+	@status=0; json=$(REPORTS)/logs/go-test.json; \
+	echo "== go test -race -json -count=1 (as make test) > $$json"; \
+	$(GO) test -race -json -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -vx '$(CHAOS_PKG)') > $$json || status=$$?; \
+	$(GO) test -race -json -count=1 -timeout 15m $(CHAOS_PKG) >> $$json || status=$$?; \
 	echo "   go test exited $$status"; \
 	p=$(REPORT_PORT); log=$(REPORTS)/logs/federation.log; fed=$$(mktemp -d); \
+	chmod 711 $$fed; \
 	export FEDERATION_TOKEN=atf_reports_$$(openssl rand -hex 16); \
 	echo "== starting a local federation on 127.0.0.1:$$p (log: $$log)"; \
 	./$(BIN) dev --data-dir $$fed --http-port $$p --raft-port $$((p+100)) --serf-port $$((p+200)) \
@@ -112,8 +118,8 @@ reports: build
 	echo "== atomfed precheck"; \
 	GLOBAL_REGISTRY_URL=http://127.0.0.1:$$p ./$(BIN) precheck --out $(REPORTS) || true; \
 	echo "== atomfed report"; \
-	./$(BIN) report --out $(REPORTS) --addr https://127.0.0.1:$$p --ca-cert $$fed/tls/ca.pem --test-json $(REPORTS)/logs/go-test.json \
-	  --test-command "go test -json $(REPORT_TESTFLAGS) $(PKGS)" || exit 1; \
+	./$(BIN) report --out $(REPORTS) --addr https://127.0.0.1:$$p --dev-dir $$fed --test-json $$json \
+	  --test-command "go test -race -json -count=1 (the packages of make test, then $(CHAOS_PKG))" || exit 1; \
 	exit $$status
 
 clean:

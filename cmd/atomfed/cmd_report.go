@@ -125,7 +125,7 @@ make reports runs the tests, starts a federation, runs this and stops it.`,
 	f.DurationVar(&settle, "settle", 60*time.Second, "how long to wait for a leader and a probe result of every region")
 	f.StringArrayVar(&approverKeys, "approver-key", nil, "an approver's private key file (repeat; password in COSIGN_PASSWORD), to approve the G.1.7 verification's approvals")
 	f.StringArrayVar(&regionDBs, "region-db", nil, "REGION=DSN of a region's database (repeat), where the G.1.2 and G.1.4 verifications create, compare and drop their tables")
-	f.StringVar(&devDir, "dev-dir", "", "data directory of an atomfed dev federation: its approver keys, region databases and CA (from its "+DevFile+")")
+	f.StringVar(&devDir, "dev-dir", os.Getenv("ATOMFED_DEV_DIR"), "data directory of an atomfed dev federation: its approver keys, region databases and CA (from its "+DevFile+"; env ATOMFED_DEV_DIR, which make run's export line sets)")
 	f.DurationVar(&verifyTimeout, "verify-timeout", 60*time.Second, "how long each wait of a verification may take (rows to replicate, objects to appear everywhere)")
 	return cmd
 }

@@ -503,9 +503,9 @@ func forgedRegistration(ctx context.Context, env *verifyEnv) (Step, error) {
 }
 
 // onEveryServer polls check against every server until it holds on all of
-// them, for at most the verification timeout (15 s at least).
+// them, for at most the verification timeout.
 func onEveryServer(ctx context.Context, env *verifyEnv, check func(*client.Client) error) error {
-	wait := max(env.timeout, 15*time.Second)
+	wait := env.timeout
 	deadline := time.Now().Add(wait)
 	for {
 		var errs []string
