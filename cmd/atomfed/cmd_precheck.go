@@ -25,6 +25,9 @@ func precheckConfigFromEnv() precheck.Config {
 		CosignPassword: []byte(os.Getenv("COSIGN_PASSWORD")),
 		PostgresDSN:    os.Getenv("POSTGRES_DSN"),
 		CAFile:         os.Getenv("ATOMFED_CACERT"),
+		RedisURL:       os.Getenv("REDIS_URL"),
+		PromURL:        os.Getenv("PROM_URL"),
+		S3Endpoint:     os.Getenv("S3_ENDPOINT"),
 	}
 	// These never reach an output by construction; masking them as well
 	// costs nothing. Short values are left alone so that masking cannot
@@ -60,6 +63,14 @@ go on, as the seed rules it:
             $libdir (listed only when the DSN's role may: superuser, or
             EXECUTE on pg_ls_dir and SELECT on pg_config)
 
+The components' infrastructure is checked and reported too, after a blank
+line, but never changes the decision (a component without its part says so
+itself):
+
+  redis       REDIS_URL answers PING (edge routing table)      REACHABLE | MISSING | ERROR:<reason>
+  prometheus  $PROM_URL/-/ready answers 200 (metrics)          UP | MISSING | ERROR:<reason>
+  s3          S3_ENDPOINT answers HTTP, anonymously (DR repo)  REACHABLE | MISSING | ERROR:<reason>
+
 Decision: every check up, ok and reachable -> PROCEED (exit 0); something
 missing or in error but the registry up -> PROCEED_SIMULATION (exit 0, with a
 WARNING line on stderr); no registry -> BLOCK (exit 3). Exit 1 means the
@@ -80,6 +91,11 @@ written or printed: DSN passwords are masked everywhere.`,
 			for _, n := range precheck.AllChecks {
 				c := r.Checks[n]
 				fmt.Fprintf(w, "%s\t%s\t%s\n", n, c.Status, c.Detail)
+			}
+			fmt.Fprintln(w, "\t\t")
+			for _, n := range precheck.OptionalChecks {
+				c := r.Checks[n]
+				fmt.Fprintf(w, "%s\t%s\t%s (does not change the decision)\n", n, c.Status, c.Detail)
 			}
 			w.Flush()
 			fmt.Printf("decision: %s\nwrote %s and %s\n", r.Decision, jp, lp)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
@@ -40,8 +41,26 @@ const (
 	Postgres = "postgres"
 )
 
-// AllChecks lists the checks of the precheck, in report order.
+// AllChecks lists the checks of the precheck, in report order: the seed's
+// four, the only ones Decide weighs.
 var AllChecks = []string{Registry, Vault, Cosign, Postgres}
+
+// The infrastructure of single components, checked and reported by the
+// precheck but never weighed by Decide: the seed's rules decide on the four
+// checks above alone. A component without its part says so itself.
+const (
+	// Redis is REDIS_URL, where the edge controller publishes the routing
+	// table.
+	Redis = "redis"
+	// Prometheus is PROM_URL, the region Prometheus the metrics
+	// aggregator federates.
+	Prometheus = "prometheus"
+	// S3 is S3_ENDPOINT, the disaster recovery repository.
+	S3 = "s3"
+)
+
+// OptionalChecks lists the components' checks, in report order.
+var OptionalChecks = []string{Redis, Prometheus, S3}
 
 // Statuses, in the seed's vocabulary. A failed check that is configured is
 // "ERROR:<reason>" (see ErrorStatus).
@@ -105,6 +124,10 @@ type Config struct {
 	// CAFile, when set, is trusted besides the system roots for https
 	// targets (the federation CA, ATOMFED_CACERT).
 	CAFile string
+	// RedisURL (REDIS_URL), PromURL (PROM_URL) and S3Endpoint
+	// (S3_ENDPOINT) are the components' infrastructure (OptionalChecks);
+	// empty means missing.
+	RedisURL, PromURL, S3Endpoint string
 }
 
 // tlsConfig trusts the system roots and CAFile.
@@ -139,7 +162,7 @@ func (c *Config) registryURL() string {
 // Checks holds the result of every check that ran, by name.
 type Checks map[string]Check
 
-// Run runs the named checks (all four when names is empty) concurrently,
+// Run runs the named checks (the seed's four when names is empty) concurrently,
 // each bounded by the config's timeout, and returns their redacted results.
 func Run(ctx context.Context, cfg Config, names ...string) Checks {
 	if len(names) == 0 {
@@ -187,6 +210,10 @@ var checkFuncs = map[string]func(context.Context, *Config, *http.Client) Check{
 	Vault:    checkVault,
 	Cosign:   checkCosign,
 	Postgres: checkPostgres,
+
+	Redis:      checkRedis,
+	Prometheus: checkPrometheus,
+	S3:         checkS3,
 }
 
 // Decide applies the seed's rules to the four checks: the registry missing
@@ -419,3 +446,93 @@ func describe(err error) string {
 	}
 	return err.Error()
 }
+
+// checkRedis answers REACHABLE when REDIS_URL answers PING (with the URL's
+// credentials, if any).
+func checkRedis(ctx context.Context, cfg *Config, _ *http.Client) Check {
+	if cfg.RedisURL == "" {
+		return Check{Status: StatusMissing, Detail: "REDIS_URL is not set: the edge controller keeps its routing table in memory only"}
+	}
+	c := Check{Target: RedactURL(cfg.RedisURL)}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		c.Status, c.Detail = ErrorStatus("invalid_url"), "REDIS_URL does not parse: "+err.Error()
+		return c
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		opt.DialTimeout, opt.ReadTimeout = time.Until(deadline), time.Until(deadline)
+	}
+	opt.MaxRetries = -1
+	quietRedis.Do(func() { redis.SetLogger(silentRedisLog{}) })
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	pong, err := rc.Ping(ctx).Result()
+	if err != nil {
+		reason := reasonOf(err)
+		if strings.Contains(err.Error(), "NOAUTH") || strings.Contains(err.Error(), "WRONGPASS") {
+			reason = "auth"
+		}
+		c.Status, c.Detail = ErrorStatus(reason), "redis at "+opt.Addr+": "+err.Error()
+		return c
+	}
+	c.Status, c.Detail = StatusReachable, fmt.Sprintf("redis at %s answered PING with %s", opt.Addr, pong)
+	return c
+}
+
+// checkPrometheus answers UP when $PROM_URL/-/ready answers 200.
+func checkPrometheus(ctx context.Context, cfg *Config, hc *http.Client) Check {
+	if cfg.PromURL == "" {
+		return Check{Status: StatusMissing, Detail: "PROM_URL is not set: the metrics aggregator collects the regions' atomfed nodes only"}
+	}
+	target := strings.TrimRight(cfg.PromURL, "/") + "/-/ready"
+	c := Check{Target: RedactURL(target)}
+	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.Status, c.Detail = ErrorStatus("invalid_url"), "PROM_URL must be an http or https URL"
+		return c
+	}
+	resp, err := get(ctx, hc, target)
+	if err != nil {
+		c.Status, c.Detail = ErrorStatus(reasonOf(err)), "prometheus at "+c.Target+": "+describe(err)
+		return c
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		c.Status, c.Detail = ErrorStatus(fmt.Sprintf("http_%d", resp.StatusCode)), fmt.Sprintf("%s answered HTTP %d (not ready)", c.Target, resp.StatusCode)
+		return c
+	}
+	c.Status, c.Detail = StatusUp, "prometheus is ready"
+	return c
+}
+
+// checkS3 answers REACHABLE when S3_ENDPOINT answers HTTP at all: an
+// anonymous request gets 403 or 400 from an S3 server, which proves it is
+// there without credentials ever being sent.
+func checkS3(ctx context.Context, cfg *Config, hc *http.Client) Check {
+	if cfg.S3Endpoint == "" {
+		return Check{Status: StatusMissing, Detail: "S3_ENDPOINT is not set: disaster recovery repositories are file system paths"}
+	}
+	c := Check{Target: RedactURL(cfg.S3Endpoint)}
+	if u, err := url.Parse(cfg.S3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.Status, c.Detail = ErrorStatus("invalid_url"), "S3_ENDPOINT must be an http or https URL"
+		return c
+	}
+	resp, err := get(ctx, hc, cfg.S3Endpoint)
+	if err != nil {
+		c.Status, c.Detail = ErrorStatus(reasonOf(err)), "S3 endpoint "+c.Target+": "+describe(err)
+		return c
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	c.Status, c.Detail = StatusReachable, fmt.Sprintf("%s answered HTTP %d to an anonymous request", c.Target, resp.StatusCode)
+	return c
+}
+
+// quietRedis silences go-redis's own logger once: the check reports what
+// failed in its status, and the library's lines would only repeat it on
+// stderr.
+var quietRedis sync.Once
+
+type silentRedisLog struct{}
+
+func (silentRedisLog) Printf(context.Context, string, ...any) {}

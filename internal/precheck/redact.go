@@ -29,7 +29,7 @@ func NewRedactor(cfg Config) *Redactor {
 	for _, s := range cfg.Secrets {
 		r.add(s)
 	}
-	for _, u := range []string{cfg.RegistryURL, cfg.VaultAddr} {
+	for _, u := range []string{cfg.RegistryURL, cfg.VaultAddr, cfg.RedisURL, cfg.PromURL, cfg.S3Endpoint} {
 		if pu, err := url.Parse(u); err == nil && pu.User != nil {
 			if p, ok := pu.User.Password(); ok {
 				r.add(p)

@@ -37,9 +37,10 @@ type Report struct {
 	ExitCode int      `json:"exit_code"`
 }
 
-// Precheck runs the four checks and decides.
+// Precheck runs the four checks and decides, and reports the components'
+// checks (OptionalChecks) beside them without weighing them.
 func Precheck(ctx context.Context, cfg Config, version string) *Report {
-	checks := Run(ctx, cfg)
+	checks := Run(ctx, cfg, append(append([]string{}, AllChecks...), OptionalChecks...)...)
 	decision, reasons := Decide(checks)
 	r := &Report{Phase: "G.1", GeneratedAt: time.Now().UTC(), Version: version, Checks: checks,
 		Decision: decision, SimulationMode: decision != Proceed, Reasons: reasons}
@@ -71,8 +72,11 @@ func (r *Report) Warning() string {
 func (r *Report) LogLines() []string {
 	ts := r.GeneratedAt.Format(time.RFC3339)
 	lines := []string{fmt.Sprintf("%s precheck phase=%s atomfed=%s", ts, r.Phase, r.Version)}
-	for _, n := range AllChecks {
-		c := r.Checks[n]
+	for _, n := range append(append([]string{}, AllChecks...), OptionalChecks...) {
+		c, ok := r.Checks[n]
+		if !ok {
+			continue
+		}
 		target := ""
 		if c.Target != "" {
 			target = " target=" + c.Target
