@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -185,6 +187,19 @@ func newTenantCmd() *cobra.Command {
 				return err
 			}
 			t.ID = args[0]
+			// The seed's PRIMARY_REGION and SECONDARY_REGIONS place a
+			// tenant whose command names no region: home in the
+			// primary, mirrored in the secondaries. A command that
+			// names its home gets no default mirror.
+			if !cmd.Flags().Changed("home") && !cmd.Flags().Changed("mirror") {
+				t.HomeRegion = os.Getenv("PRIMARY_REGION")
+				if t.HomeRegion == "" {
+					return fmt.Errorf("tenant put %s: name a home region (--home us-east), or set PRIMARY_REGION (and SECONDARY_REGIONS for mirrors)", args[0])
+				}
+				t.Mirrors = secondaryRegions(t.HomeRegion)
+			} else if t.HomeRegion == "" {
+				return fmt.Errorf("tenant put %s: --mirror needs --home (the region where the tenant's data and PII live)", args[0])
+			}
 			t.SyncDegradeAfterMS = int(degradeAfter / time.Millisecond)
 			if t.Labels, err = parseLabels(labels); err != nil {
 				return err
@@ -202,14 +217,13 @@ func newTenantCmd() *cobra.Command {
 		},
 	}
 	pf := put.Flags()
-	pf.StringVar(&t.HomeRegion, "home", "", "home region (where the data and its PII live)")
-	pf.StringSliceVar(&t.Mirrors, "mirror", nil, "mirror region (repeatable)")
+	pf.StringVar(&t.HomeRegion, "home", "", "home region (where the data and its PII live; default $PRIMARY_REGION when no --mirror is given either)")
+	pf.StringSliceVar(&t.Mirrors, "mirror", nil, "mirror region (repeatable; default the regions of $SECONDARY_REGIONS when --home is not given either)")
 	pf.StringArrayVar(&tables, "table", nil, "table[:pii_col,pii_col] (repeatable)")
 	pf.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	pf.Uint64Var(&cas, "cas", 0, "only write if the tenant's modify_index is this (0: create only)")
 	pf.StringVar(&t.SyncMode, "sync-mode", "", "async (default) or sync: commits at home return once a mirror has them")
 	pf.StringVar(&t.SyncFallback, "sync-fallback", "", "with sync: degrade (default: go async when every mirror is down) or wait")
-	markRequired(put, "home")
 	pf.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down (default 10s)")
 
 	get := &cobra.Command{
@@ -395,4 +409,16 @@ func fmtEpoch(e uint64) string {
 		return "0 (created before epochs; its first change of home makes it 1)"
 	}
 	return strconv.FormatUint(e, 10)
+}
+
+// secondaryRegions returns the regions of SECONDARY_REGIONS (comma or space
+// separated), without home and duplicates.
+func secondaryRegions(home string) []string {
+	var out []string
+	for _, r := range strings.FieldsFunc(os.Getenv("SECONDARY_REGIONS"), func(c rune) bool { return c == ',' || c == ' ' }) {
+		if r != home && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

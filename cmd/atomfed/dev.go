@@ -39,6 +39,51 @@ var devRegions = []devRegion{
 	{"ap-south", fsm.Location{Lat: 19.08, Lon: 72.88}},
 }
 
+// knownLocations places dev regions named like the usual cloud regions; a
+// region of another name takes the location of the default region in its
+// place.
+var knownLocations = map[string]fsm.Location{
+	"us-east": {Lat: 39.04, Lon: -77.49}, "us-west": {Lat: 45.60, Lon: -121.18}, "ca-central": {Lat: 45.50, Lon: -73.57},
+	"sa-east": {Lat: -23.55, Lon: -46.63}, "eu-west": {Lat: 53.35, Lon: -6.26}, "eu-central": {Lat: 50.11, Lon: 8.68},
+	"eu-north": {Lat: 59.33, Lon: 18.07}, "me-south": {Lat: 26.07, Lon: 50.56}, "af-south": {Lat: -33.92, Lon: 18.42},
+	"ap-south": {Lat: 19.08, Lon: 72.88}, "ap-southeast": {Lat: 1.35, Lon: 103.82}, "ap-northeast": {Lat: 35.68, Lon: 139.69},
+}
+
+// devRegionsFromEnv names dev's three regions from the seed's
+// PRIMARY_REGION and SECONDARY_REGIONS (two names, comma or space
+// separated), each defaulting to dev's own (us-east; eu-west, ap-south).
+func devRegionsFromEnv() ([]devRegion, error) {
+	names := []string{devRegions[0].name}
+	if p := os.Getenv("PRIMARY_REGION"); p != "" {
+		names[0] = p
+	}
+	if sec := strings.FieldsFunc(os.Getenv("SECONDARY_REGIONS"), func(c rune) bool { return c == ',' || c == ' ' }); len(sec) > 0 {
+		if len(sec) != 2 {
+			return nil, fmt.Errorf("SECONDARY_REGIONS=%q: dev runs three regions, PRIMARY_REGION and two secondary ones; name two (e.g. eu-west,ap-south)", os.Getenv("SECONDARY_REGIONS"))
+		}
+		names = append(names, sec...)
+	} else {
+		names = append(names, devRegions[1].name, devRegions[2].name)
+	}
+	out := make([]devRegion, len(names))
+	for i, n := range names {
+		if !fsm.ValidRegionName(n) {
+			return nil, fmt.Errorf("region name %q (PRIMARY_REGION/SECONDARY_REGIONS) must be a DNS label: lower-case letters, digits and dashes", n)
+		}
+		for _, o := range out[:i] {
+			if o.name == n {
+				return nil, fmt.Errorf("PRIMARY_REGION and SECONDARY_REGIONS name %q twice: dev needs three different regions", n)
+			}
+		}
+		loc, ok := knownLocations[n]
+		if !ok {
+			loc = devRegions[i].loc
+		}
+		out[i] = devRegion{n, loc}
+	}
+	return out, nil
+}
+
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
 	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
@@ -47,7 +92,8 @@ func newDevCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run a whole local federation: three servers in us-east, eu-west and ap-south",
 		Long: `Run a whole local federation in one process: three servers, one per region
-(us-east, eu-west, ap-south), with the API of the first on 127.0.0.1:8401.
+(us-east, eu-west, ap-south; or PRIMARY_REGION and the two names of
+SECONDARY_REGIONS), with the API of the first on 127.0.0.1:8401.
 The three regions are registered once a leader is elected. When the
 PostgreSQL binaries are installed, every region gets its own throwaway
 PostgreSQL cluster and its agent drives real logical replication; without
@@ -81,6 +127,11 @@ type devOptions struct {
 }
 
 func runDev(o devOptions) error {
+	regions, err := devRegionsFromEnv()
+	if err != nil {
+		return err
+	}
+	devRegions = regions
 	if o.dataDir == "" {
 		d, err := os.MkdirTemp("", "atomfed-dev-")
 		if err != nil {
