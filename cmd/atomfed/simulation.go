@@ -51,6 +51,9 @@ func announceSimulation(log hclog.Logger, sim *structs.Simulation, quiet bool) {
 	}
 	if !sim.Active() {
 		log.Info("production mode: critical infrastructure present", "checks", checkSummary(sim))
+		for _, p := range sim.Simulated {
+			log.Info("not run for real by this build: "+p.Part+": "+p.What, "because", p.Because)
+		}
 		return
 	}
 	warn("*** SIMULATION MODE *** "+sim.Reason, "checks", checkSummary(sim))
@@ -77,7 +80,7 @@ func checkSummary(sim *structs.Simulation) string {
 // simulation mode.
 func simulationBanner(server, agent *structs.Simulation) string {
 	if !server.Active() && !agent.Active() {
-		return "  SIMULATION_MODE: off (vault, cosign and postgres present)\n"
+		return "  SIMULATION_MODE: off (vault, cosign and postgres present); not run for real by this build: secrets from Vault\n"
 	}
 	var b strings.Builder
 	b.WriteString("  *** SIMULATION MODE ***  critical infrastructure is missing, so parts run simulated:\n")

@@ -31,8 +31,9 @@ type Mode int
 const (
 	// ModeAuto (SIMULATION_MODE unset): simulate what is missing.
 	ModeAuto Mode = iota
-	// ModeOn (SIMULATION_MODE=true): simulate every part, even with the
-	// infrastructure present.
+	// ModeOn (SIMULATION_MODE=true): simulate every part that can do
+	// without its infrastructure (an agent's replication, tenant RLS and
+	// backups), even with the infrastructure present.
 	ModeOn
 	// ModeOff (SIMULATION_MODE=false): never simulate; refuse to start
 	// when something critical is missing.
@@ -56,28 +57,50 @@ func ParseMode(s string) (Mode, error) {
 // without it.
 type dependency struct {
 	check string
-	parts []structs.SimulatedPart // Because is filled in by Evaluate
+	parts []part
+}
+
+// part is a part of a node that runs simulated when its dependency is
+// missing. forced parts also run simulated with SIMULATION_MODE=true and
+// their infrastructure present: the node really does without it (an agent
+// runs no replication or backup task). The others cannot be forced: a
+// provisioned signing key is always used.
+type part struct {
+	structs.SimulatedPart
+	forced bool
 }
 
 // critical is what each role needs; see docs/operations.md ("Simulation
-// mode"). The registry is nobody's critical infrastructure at start: a
-// server is the registry (the first one has nothing to reach), and an agent
-// finds the servers through Serf gossip and retries until one answers.
-// PostgreSQL is an agent's alone: servers hold no region data.
+// mode", whose table TestSimulationDocsTable checks against this). The
+// registry is nobody's critical infrastructure at start: a server is the
+// registry (the first one has nothing to reach), and an agent finds the
+// servers through Serf gossip and retries until one answers. PostgreSQL is
+// an agent's alone: servers hold no region data. Vault is checked for
+// health, but nothing in this build reads from it (unbuilt).
 var critical = map[Role][]dependency{
 	RoleServer: {
-		{Vault, []structs.SimulatedPart{{Part: "secrets", What: "federation secrets (bootstrap token, TLS and gossip keys) come from flags, the environment and local files, not from Vault"}}},
-		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this server signs trust bundles with a key it generated in its data dir (server.key), which nobody vouched for out of band"}}},
+		{Vault, nil},
+		{Cosign, []part{{structs.SimulatedPart{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this server signs trust bundles with a key it generated in its data dir (server.key), which nobody vouched for out of band; signatures are real and verified as usual"}, false}}},
 	},
 	RoleAgent: {
-		{Postgres, []structs.SimulatedPart{
-			{Part: "replication", What: "federation sync and tenant replication of this region run simulated: there is no region database to publish from or subscribe to"},
-			{Part: "tenant_rls", What: "row-level security of tenant mirrors is not applied: there is no region database"},
-			{Part: "backups", What: "DR backups, their validation and restores of this region run simulated: there is no region database"},
+		{Postgres, []part{
+			{structs.SimulatedPart{Part: "replication", What: "this agent runs no replication task: federation sync and tenant replication of its region are simulated"}, true},
+			{structs.SimulatedPart{Part: "tenant_rls", What: "row-level security of tenant mirrors is not applied in this region: the agent runs no tenant subscriber"}, true},
+			{structs.SimulatedPart{Part: "backups", What: "this agent runs no backup task: the region's backups, their validation and restores are simulated"}, true},
 		}},
-		{Cosign, []structs.SimulatedPart{{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this agent signs its reports with a key it generated in its data dir (agent.key) and registered as its trust member on first contact"}}},
-		{Vault, []structs.SimulatedPart{{Part: "secrets", What: "the region database credentials come from POSTGRES_DSN, not from Vault"}}},
+		{Cosign, []part{{structs.SimulatedPart{Part: "signing", What: "no provisioned signing key (COSIGN_KEY_PATH): this agent signs its reports with a key it generated in its data dir (agent.key) and registered as its trust member on first contact; signatures are real and verified as usual"}, false}}},
+		{Vault, nil},
 	},
+}
+
+// unbuilt are the parts a role always runs simulated in this build,
+// whatever the infrastructure: they are listed so that no node claims what
+// it does not do.
+var unbuilt = map[Role][]structs.SimulatedPart{
+	RoleServer: {{Part: "secrets", What: "federation secrets (bootstrap token, TLS and gossip keys) come from flags, the environment and local files: this build reads no secret from Vault",
+		Because: "not built: no Vault client (VAULT_ADDR is only checked for health)"}},
+	RoleAgent: {{Part: "secrets", What: "the region database credentials come from POSTGRES_DSN and passfiles: this build reads no secret from Vault",
+		Because: "not built: no Vault client (VAULT_ADDR is only checked for health)"}},
 }
 
 // CriticalChecks returns the checks a role needs, in order.
@@ -104,32 +127,37 @@ func Evaluate(ctx context.Context, cfg Config, role Role, setting string) (*stru
 	}
 	checks := Run(ctx, cfg, CriticalChecks(role)...)
 	sim := &structs.Simulation{Role: string(role), Setting: setting, Checks: checks, CheckedAt: time.Now().UTC(), Simulated: []structs.SimulatedPart{}}
-	var missing []string
+	var missing, forced []string
 	for _, d := range deps {
 		c := checks[d.check]
 		healthy := Healthy(c.Status)
 		if !healthy {
 			missing = append(missing, fmt.Sprintf("%s (%s: %s)", d.check, c.Status, c.Detail))
 		}
-		if healthy && mode != ModeOn {
-			continue
-		}
-		because := d.check + " " + c.Status
-		if healthy {
-			because = "SIMULATION_MODE=" + setting
-		}
 		for _, p := range d.parts {
-			p.Because = because
-			sim.Simulated = append(sim.Simulated, p)
+			switch {
+			case !healthy:
+				p.Because = d.check + " " + c.Status
+			case mode == ModeOn && p.forced:
+				p.Because = "SIMULATION_MODE=" + setting
+				forced = append(forced, p.Part)
+			default:
+				continue
+			}
+			sim.Simulated = append(sim.Simulated, p.SimulatedPart)
 		}
 	}
+	sim.Simulated = append(sim.Simulated, unbuilt[role]...)
 	switch {
 	case mode == ModeOff && len(missing) > 0:
 		sim.Reason = "SIMULATION_MODE=" + setting + " but critical infrastructure is missing: " + strings.Join(missing, "; ")
 		return sim, fmt.Errorf("SIMULATION_MODE=%s, but %w for a %s: %s. Provide it, or unset SIMULATION_MODE to run in simulation mode", setting, ErrMissingInfrastructure, role, strings.Join(missing, "; "))
 	case mode == ModeOn:
 		sim.Enabled = true
-		sim.Reason = "SIMULATION_MODE=" + setting + ": every part that needs infrastructure runs simulated"
+		sim.Reason = "SIMULATION_MODE=" + setting + ": the parts that can do without their infrastructure run simulated"
+		if len(forced) > 0 {
+			sim.Reason += " (" + strings.Join(forced, ", ") + ")"
+		}
 	case len(missing) > 0:
 		sim.Enabled = true
 		sim.Reason = "critical infrastructure is missing: " + strings.Join(missing, "; ")

@@ -313,8 +313,8 @@ func TestEvaluateSimulationPerRole(t *testing.T) {
 	}
 
 	sim, err = Evaluate(ctx(t), Config{VaultAddr: up.URL, CosignKeyPath: key, CosignPassword: []byte("pw")}, RoleServer, "")
-	if err != nil || sim.Enabled || len(sim.Simulated) != 0 {
-		t.Errorf("server with vault and key: %+v, %v, want no simulation", sim, err)
+	if err != nil || sim.Enabled || len(sim.Simulated) != 1 || !sim.Simulates("secrets") || !strings.Contains(sim.Simulated[0].Because, "no Vault client") {
+		t.Errorf("server with vault and key: %+v, %v, want no simulation mode, and secrets listed as not built", sim, err)
 	}
 
 	sim, err = Evaluate(ctx(t), Config{VaultAddr: up.URL, CosignKeyPath: key, CosignPassword: []byte("pw")}, RoleAgent, "")
@@ -322,14 +322,14 @@ func TestEvaluateSimulationPerRole(t *testing.T) {
 		t.Errorf("agent without a database: %+v, %v, want replication and backups simulated", sim, err)
 	}
 	for _, p := range sim.Simulated {
-		if !strings.HasPrefix(p.Because, "postgres MISSING") {
+		if p.Part != "secrets" && !strings.HasPrefix(p.Because, "postgres MISSING") {
 			t.Errorf("part %s simulated because %q", p.Part, p.Because)
 		}
 	}
 
 	sim, err = Evaluate(ctx(t), Config{VaultAddr: up.URL, CosignKeyPath: key, CosignPassword: []byte("pw")}, RoleServer, "true")
-	if err != nil || !sim.Enabled || !sim.Simulates("signing") {
-		t.Errorf("SIMULATION_MODE=true with everything present: %+v, %v, want forced simulation", sim, err)
+	if err != nil || !sim.Enabled || sim.Simulates("signing") {
+		t.Errorf("SIMULATION_MODE=true with everything present: %+v, %v, want simulation mode, with the provisioned key still signing", sim, err)
 	}
 
 	_, err = Evaluate(ctx(t), Config{CosignKeyPath: key, CosignPassword: []byte("pw")}, RoleServer, "false")
