@@ -1,0 +1,562 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/pglocal"
+	"github.com/atomcloud/atomfed/internal/structs"
+	"github.com/atomcloud/atomfed/internal/testing/pgtest"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
+	"github.com/atomcloud/atomfed/replication"
+)
+
+// waitDone waits until a task run has returned, and returns its last
+// status.
+func (r *taskRun) waitDone(t *testing.T, d time.Duration) structs.TaskStatus {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(d):
+		t.Fatalf("the task did not finish within %s: %+v", d, r.status())
+	}
+	return r.status()
+}
+
+// crashMidway starts a step task and cancels it after a random moment of
+// its work, as a crash of its agent would.
+func crashMidway(t *testing.T, run func() *taskRun) {
+	t.Helper()
+	r := run()
+	time.Sleep(time.Duration(rand.Intn(120)) * time.Millisecond)
+	r.stop()
+}
+
+// TestSwitchoverStepsMoveATenantUnderWrites runs the database side of a
+// whole switchover of tenant acme through the step executors, in the
+// order the leader runs them, on three real PostgreSQL clusters: oldhome
+// (the home, written to until the fence), newhome (the target mirror) and
+// other (another mirror). Each step is cut short once at a random moment
+// and run again, and run once more after it succeeded. Meanwhile the
+// tenant-subscriber tasks of the ended placement keep running at newhome
+// and other, as a peer agent's may for a moment. Then the commit's tasks
+// run: oldhome's publisher is torn down, newhome's publisher finds the
+// promotion's publication and slots as it wants them, oldhome follows as
+// the former home and other as a hand-off mirror, and newhome takes
+// writes. At the end every acknowledged row is everywhere once with the
+// same values, sequences continue at newhome, oldhome's PII is intact,
+// nothing was copied twice (no table sync, the untouched rows are the
+// same row versions), and a plain subscriber that replaces the hand-off
+// one leaves the subscription and rows alone. A fence with ensure absent
+// lifts a fence.
+func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
+	const oldhome, newhome, other = "oldhome", "newhome", "other"
+	pgs := pgtest.NewFederation(t, oldhome, newhome, other)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	sql := pgSQL{t: t, ctx: ctx, pgs: pgs}
+	db := map[string]*pgx.Conn{}
+	for _, r := range []string{oldhome, newhome, other} {
+		db[r] = sql.connect(r)
+	}
+	query := func(region, q string, args ...any) (string, error) {
+		var v *string
+		if err := db[region].QueryRow(ctx, q, args...).Scan(&v); err != nil {
+			return "", fmt.Errorf("%s: %s: %w", region, q, err)
+		}
+		if v == nil {
+			return "<null>", nil
+		}
+		return *v, nil
+	}
+	value := func(region, q string, args ...any) string {
+		t.Helper()
+		v, err := query(region, q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	endpoint := func(region string) *fsm.DatabaseEndpoint {
+		h, p, d := pgs[region].Endpoint()
+		return &fsm.DatabaseEndpoint{Host: h, Port: p, Database: d}
+	}
+	const created, epoch, switchover = 7, 1, 42
+	tables := []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}, {Name: "tickets", PIIColumns: []string{"phone"}}}
+	pub := fsm.TenantPublication("acme")
+	sub := func(region string) string { return fsm.TenantSubscription("acme", region) }
+	subSpec := func(source, region string, ep uint64) fsm.SubscriberSpec {
+		return fsm.SubscriberSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant, Tenant: "acme", Source: source, SourceDB: endpoint(source),
+			Region: region, Publication: pub, Subscription: sub(region), Tables: tables, TenantCreated: created, Epoch: ep}
+	}
+	// sums are a count and digest of acme's published columns per table.
+	trySums := func(region string) (string, error) {
+		return query(region, `SELECT (SELECT count(*) || ':' || coalesce(md5(string_agg(concat_ws('|', tenant_id, id, amount, note), ',' ORDER BY id)), '')
+			FROM orders WHERE tenant_id = 'acme') || ' ' || (SELECT count(*) || ':' || coalesce(md5(string_agg(concat_ws('|', tenant_id, id, subject), ',' ORDER BY id)), '')
+			FROM tickets WHERE tenant_id = 'acme')`)
+	}
+	sums := func(region string) string {
+		t.Helper()
+		v, err := trySums(region)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	waitSame := func(what string, regions ...string) string {
+		t.Helper()
+		var want string
+		testutil.Eventually(t, 60*time.Second, func() error {
+			var err error
+			if want, err = trySums(regions[0]); err != nil {
+				return err
+			}
+			for _, r := range regions[1:] {
+				if got, err := trySums(r); err != nil || got != want {
+					return fmt.Errorf("%s: acme's rows at %s are %s, at %s %s", what, r, got, regions[0], want)
+				}
+			}
+			return nil
+		})
+		return want
+	}
+	// versions are the row versions (xmin) of acme's orders that newhome
+	// will not touch: a copy or a purge would make new ones.
+	versions := func(region string) string {
+		return value(region, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id <= 40`)
+	}
+
+	// orders exists in every region (the application's migrations), with
+	// its own sequence; tickets only at oldhome, so the mirrors' subscriber
+	// creates it without its PII column.
+	const ordersDDL = `CREATE TABLE orders (tenant_id text NOT NULL, id bigserial, amount numeric(12,2) NOT NULL, note text, email text,
+		PRIMARY KEY (tenant_id, id))`
+	for _, r := range []string{oldhome, newhome, other} {
+		sql.exec(db[r], ordersDDL)
+	}
+	sql.exec(db[oldhome], `CREATE TABLE tickets (tenant_id text NOT NULL, id bigint NOT NULL, subject text, phone varchar(32), PRIMARY KEY (tenant_id, id))`,
+		`INSERT INTO orders (tenant_id, amount, note, email) SELECT 'acme', g, 'n' || g, 'u' || g || '@acme.test' FROM generate_series(1, 100) g`,
+		`INSERT INTO tickets SELECT 'acme', g, 's' || g, '555-' || g FROM generate_series(1, 20) g`,
+		`INSERT INTO orders (tenant_id, amount, note, email) SELECT 'initech', g, 'i' || g, 'i' || g || '@initech.test' FROM generate_series(1, 10) g`)
+
+	// acme at home in oldhome, mirrored to newhome and other by the real
+	// executors.
+	oldPub := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
+		Tenant: "acme", Region: oldhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(newhome), sub(other)},
+		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch})
+	newSub := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, newhome, epoch))
+	otherSub := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
+	waitSame("initial copy", oldhome, newhome, other)
+
+	t.Run("a fence with ensure absent lifts it", func(t *testing.T) {
+		spec := fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "initech", Region: oldhome, Tables: tables, NewHome: newhome, NewEpoch: 5, Switchover: 9}
+		if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+			t.Fatalf("fence initech: %+v", st)
+		}
+		_, err := db[oldhome].Exec(ctx, `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`)
+		if sqlStateOf(err) != replication.FencedSQLState {
+			t.Fatalf("a write of the fenced tenant: %v", err)
+		}
+		spec.Ensure = fsm.EnsureAbsent
+		for i := 0; i < 2; i++ {
+			st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second)
+			if res, _ := st.Result.(*fsm.FenceResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepUnfenced {
+				t.Fatalf("unfence initech (run %d): %+v", i+1, st)
+			}
+		}
+		sql.exec(db[oldhome], `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`, `DELETE FROM orders WHERE tenant_id = 'initech' AND amount = 1 AND note IS NULL`)
+	})
+
+	// other's subscription stops applying before the fence, so that its
+	// catch-up has to wait (its subscriber is stopped with it, or it would
+	// enable it again).
+	otherSub.stop()
+	sql.exec(db[other], `ALTER SUBSCRIPTION `+sub(other)+` DISABLE`)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := value(other, `SELECT count(*)::text FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL`, sub(other)); n != "0" {
+			return fmt.Errorf("%s workers of the disabled subscription still run", n)
+		}
+		return nil
+	})
+
+	// The application writes acme at oldhome until the fence refuses it.
+	w := startAcmeWriter(t, ctx, pgs[oldhome].DSN(pglocal.Database))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := w.inserted(); n < 300 {
+			return fmt.Errorf("the writer has inserted %d rows", n)
+		}
+		return nil
+	})
+
+	// 1. Fence at oldhome: cut short, then to the end, then again.
+	fenceSpec := fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "acme", Region: oldhome, Tables: tables, NewHome: newhome,
+		NewEpoch: epoch + 1, Switchover: switchover, TenantCreated: created, Epoch: epoch}
+	crashMidway(t, func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec) })
+	var fenced *fsm.FenceResult
+	for i := 0; i < 2; i++ {
+		st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec).waitDone(t, 30*time.Second)
+		res, _ := st.Result.(*fsm.FenceResult)
+		if st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepFenced || res.FencedLSN == "" {
+			t.Fatalf("fence (run %d): %+v", i+1, st)
+		}
+		if fenced != nil && res.FencedLSN != fenced.FencedLSN {
+			t.Fatalf("the fence run again reports LSN %s, the first run %s", res.FencedLSN, fenced.FencedLSN)
+		}
+		fenced = res
+	}
+	wantPII := []fsm.PIIColumnType{{Table: "public.orders", Column: "email", Type: "text", TypMod: -1},
+		{Table: "public.tickets", Column: "phone", Type: "character varying(32)", TypMod: 36}}
+	if !slices.Equal(fenced.PII, wantPII) {
+		t.Fatalf("the fence reports PII %+v, want %+v", fenced.PII, wantPII)
+	}
+	acked := w.wait(t)
+	atFence := sums(oldhome)
+	piiAtFence := value(oldhome, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
+	phonesAtFence := value(oldhome, `SELECT string_agg(id || '=' || phone, ',' ORDER BY id) FROM tickets WHERE tenant_id = 'acme'`)
+	if got, want := value(oldhome, `SELECT string_agg(id::text, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`), acked; got != want {
+		t.Fatalf("acme's orders at the fence are not the acknowledged ones:\n%s\nwant\n%s", got, want)
+	}
+	maxAtFence, _ := strconv.ParseInt(value(oldhome, `SELECT max(id)::text FROM orders WHERE tenant_id = 'acme'`), 10, 64)
+
+	// 2. Catch-up at other, disabled: it waits, saying how far behind it
+	// is, until its agent crashes; its subscriber comes back and the
+	// catch-up run again ends caught up.
+	catchUp := func(region string) fsm.CatchUpSpec {
+		return fsm.CatchUpSpec{Tenant: "acme", Region: region, Subscription: sub(region), Source: oldhome, SourceDB: endpoint(oldhome),
+			Target: fenced.FencedLSN, Switchover: switchover, TenantCreated: created, Epoch: epoch}
+	}
+	waiting := runTask(t, pgs[other], other, fsm.TaskTypeTenantCatchUp, catchUp(other))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		st := waiting.status()
+		res, _ := st.Result.(*fsm.CatchUpResult)
+		if st.Status != fsm.TaskRunning || res == nil || res.State != fsm.StepBehind || res.BytesBehind <= 0 || !strings.Contains(res.Message, "disabled") {
+			return fmt.Errorf("the catch-up of a disabled subscription reports %+v", st)
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // it keeps waiting, it does not give up
+	if st := waiting.status(); st.Status != fsm.TaskRunning {
+		t.Fatalf("the catch-up gave up: %+v", st)
+	}
+	waiting.stop()
+	otherSub = runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
+	crashMidway(t, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantCatchUp, catchUp(newhome)) })
+	for _, r := range []string{newhome, other, newhome} {
+		st := runTask(t, pgs[r], r, fsm.TaskTypeTenantCatchUp, catchUp(r)).waitDone(t, 60*time.Second)
+		res, _ := st.Result.(*fsm.CatchUpResult)
+		if st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepCaughtUp || res.BytesBehind != 0 || res.Target != fenced.FencedLSN {
+			t.Fatalf("catch-up at %s: %+v", r, st)
+		}
+		// At once: caught up means the rows are there.
+		if got := sums(r); got != atFence {
+			t.Fatalf("%s reported caught up with acme's rows %s, oldhome has %s", r, got, atFence)
+		}
+	}
+	versionsAt := map[string]string{oldhome: versions(oldhome), other: versions(other)}
+
+	// 3. Promote newhome, with its subscriber of the ended placement still
+	// running (a peer agent that has not seen the change yet).
+	promote := fsm.PromoteSpec{Tenant: "acme", Region: newhome, Subscription: sub(newhome), Source: oldhome, SourceDB: endpoint(oldhome),
+		Publication: pub, Tables: tables, PII: fenced.PII, HandOff: []string{oldhome, other}, Switchover: switchover, TenantCreated: created, Epoch: epoch}
+	crashMidway(t, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote) })
+	var promoted *fsm.PromoteResult
+	for i := 0; i < 2; i++ {
+		st := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote).waitDone(t, 60*time.Second)
+		res, _ := st.Result.(*fsm.PromoteResult)
+		if st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepPromoted || len(res.Slots) != 2 || res.HomeSlotError != "" {
+			t.Fatalf("promote (run %d): %+v", i+1, js(st))
+		}
+		if promoted != nil && (res.Slots[oldhome] != promoted.Slots[oldhome] || res.Slots[other] != promoted.Slots[other]) {
+			t.Fatalf("promote run again reports slots %v, the first run %v", res.Slots, promoted.Slots)
+		}
+		promoted = res
+	}
+	// 4. Detach other, with its subscriber of the ended placement running.
+	detach := fsm.DetachSpec{Tenant: "acme", Region: other, Subscription: sub(other), Switchover: switchover, TenantCreated: created, Epoch: epoch}
+	crashMidway(t, func() *taskRun { return runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach) })
+	for i := 0; i < 2; i++ {
+		st := runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach).waitDone(t, 30*time.Second)
+		if res, _ := st.Result.(*fsm.DetachResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepDetached {
+			t.Fatalf("detach (run %d): %+v", i+1, js(st))
+		}
+	}
+	// The subscribers of the ended placement changed nothing since, and
+	// say why.
+	for _, s := range []struct {
+		region string
+		run    *taskRun
+	}{{newhome, newSub}, {other, otherSub}} {
+		testutil.Eventually(t, 30*time.Second, func() error {
+			st := s.run.status()
+			if res, _ := st.Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplStaleEpoch || !strings.Contains(st.Error, "switchover 42") {
+				return fmt.Errorf("the ended subscriber at %s reports %s", s.region, js(st))
+			}
+			return nil
+		})
+		time.Sleep(500 * time.Millisecond) // two more of its steps
+		s.run.stop()
+		if n := value(s.region, `SELECT count(*)::text FROM pg_subscription`); n != "0" {
+			t.Fatalf("%s has %s subscriptions after the promotion and detach", s.region, n)
+		}
+		if got := sums(s.region); got != atFence {
+			t.Fatalf("acme's rows at %s changed after the promotion and detach: %s, had %s", s.region, got, atFence)
+		}
+	}
+	if v := versions(other); v != versionsAt[other] {
+		t.Fatal("acme's rows at other were written again by the detach")
+	}
+	// newhome is a home now: PII columns back (nullable, NULL in mirrored
+	// rows), sequences past every row, the old home's slot dropped, the
+	// hand-off slots made.
+	if v := value(newhome, `SELECT format_type(atttypid, atttypmod) || ' ' || attnotnull FROM pg_attribute WHERE attrelid = 'tickets'::regclass AND attname = 'phone'`); v != "character varying(32) false" {
+		t.Fatalf("tickets.phone at newhome: %s", v)
+	}
+	if n := value(newhome, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme' AND email IS NOT NULL`); n != "0" {
+		t.Fatalf("%s of acme's orders at newhome hold PII", n)
+	}
+	if n := value(oldhome, `SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = $1`, sub(newhome)); n != "0" {
+		t.Fatal("the promotion left newhome's slot at oldhome")
+	}
+	if v := value(newhome, `SELECT string_agg(slot_name::text, ',' ORDER BY slot_name) FROM pg_replication_slots`); v != sub(oldhome)+","+sub(other) {
+		t.Fatalf("slots at newhome: %s", v)
+	}
+
+	// 5. The commit's tasks. oldhome's publisher is torn down; newhome's
+	// publisher finds the publication and slots as it wants them.
+	pubOID := value(newhome, `SELECT oid::text FROM pg_publication WHERE pubname = $1`, pub)
+	published := value(newhome, `SELECT string_agg(tablename || '(' || array_to_string(attnames, ',') || ') ' || rowfilter, '; ' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = $1`, pub)
+	if published != `orders(tenant_id,id,amount,note) (tenant_id = 'acme'::text); tickets(tenant_id,id,subject) (tenant_id = 'acme'::text)` {
+		t.Fatalf("newhome publishes %s", published)
+	}
+	gone := fsm.PublisherSpec{Ensure: fsm.EnsureAbsent, Kind: fsm.KindTenant, Tenant: "acme", Region: oldhome, Publication: pub, Tables: tables,
+		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch + 1}
+	oldPub.stop()
+	if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, gone).waitDone(t, 60*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("oldhome's publisher teardown: %s", js(st))
+	}
+	newPub := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
+		Tenant: "acme", Region: newhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(oldhome), sub(other)},
+		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch + 1})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if res, _ := newPub.status().Result.(*fsm.PublisherResult); res == nil || res.State != fsm.ReplReady || len(res.Slots) != 2 {
+			return fmt.Errorf("newhome's publisher: %s", js(newPub.status()))
+		}
+		return nil
+	})
+	if oid := value(newhome, `SELECT oid::text FROM pg_publication WHERE pubname = $1`, pub); oid != pubOID {
+		t.Fatalf("newhome's publisher re-created the promotion's publication")
+	}
+	if again := value(newhome, `SELECT string_agg(tablename || '(' || array_to_string(attnames, ',') || ') ' || rowfilter, '; ' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = $1`, pub); again != published {
+		t.Fatalf("newhome's publisher changed the publication: %s", again)
+	}
+	former := subSpec(newhome, oldhome, epoch+1)
+	former.FormerHome = true
+	handOff := subSpec(newhome, other, epoch+1)
+	handOff.HandOff = true
+	formerSub := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantSubscriber, former)
+	handOffSub := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, handOff)
+
+	// 6. newhome takes acme's writes: inserts with the sequence, updates
+	// and deletes of rows from before the fence.
+	var firstNew int64
+	if err := db[newhome].QueryRow(ctx, `INSERT INTO orders (tenant_id, amount, note) SELECT 'acme', g, 'new' || g FROM generate_series(1, 30) g RETURNING id`).Scan(&firstNew); err != nil {
+		t.Fatal(err)
+	}
+	sql.exec(db[newhome], `INSERT INTO tickets VALUES ('acme', 1000, 'at newhome', '555-1000')`,
+		`UPDATE orders SET amount = amount + 5000, note = 'moved' WHERE tenant_id = 'acme' AND id BETWEEN 41 AND 60`,
+		`DELETE FROM orders WHERE tenant_id = 'acme' AND id BETWEEN 61 AND 65`,
+		`UPDATE tickets SET subject = 'moved' WHERE tenant_id = 'acme' AND id <= 5`)
+	if firstNew <= maxAtFence {
+		t.Fatalf("newhome's sequence gave id %d, not past the highest id %d", firstNew, maxAtFence)
+	}
+	for _, s := range []*taskRun{formerSub, handOffSub} {
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if res, _ := s.status().Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplStreaming || len(res.Issues) > 0 {
+				return fmt.Errorf("subscriber: %s", js(s.status()))
+			}
+			return nil
+		})
+	}
+	final := waitSame("after newhome's writes", newhome, oldhome, other)
+
+	// Every row once.
+	if n := value(newhome, `SELECT (count(*) - count(DISTINCT id))::text FROM orders WHERE tenant_id = 'acme'`); n != "0" {
+		t.Fatalf("%s duplicated ids", n)
+	}
+	wantOrders := len(strings.Split(acked, ",")) + 30 - 5
+	if !strings.HasPrefix(final, strconv.Itoa(wantOrders)+":") {
+		t.Fatalf("acme's rows everywhere: %s, want %d orders", final, wantOrders)
+	}
+	// Nothing copied twice: no table was synchronized, the rows newhome
+	// did not touch are the same row versions.
+	for _, r := range []string{oldhome, other} {
+		if v := value(r, `SELECT coalesce(string_agg(DISTINCT srsubstate::text, ','), '') FROM pg_subscription_rel`); v != "r" {
+			t.Fatalf("%s's subscription tables are in states %q, want only r (nothing copied)", r, v)
+		}
+		if v := value(r, `SELECT (apply_error_count + sync_error_count)::text FROM pg_stat_subscription_stats WHERE subname = $1`, sub(r)); v != "0" {
+			t.Fatalf("%s's subscription met %s errors", r, v)
+		}
+		if v := versions(r); v != versionsAt[r] {
+			t.Fatalf("acme's untouched rows at %s were written again (copied or purged)", r)
+		}
+	}
+	// PII at oldhome intact; other stays a mirror without it.
+	var keep []string
+	for _, kv := range strings.Split(piiAtFence, ",") {
+		id, _ := strconv.Atoi(strings.SplitN(kv, "=", 2)[0])
+		if id < 61 || id > 65 {
+			keep = append(keep, kv)
+		}
+	}
+	if got := value(oldhome, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id <= $1`, maxAtFence); got != strings.Join(keep, ",") {
+		t.Fatalf("acme's PII at oldhome changed:\n%s\nwant\n%s", got, strings.Join(keep, ","))
+	}
+	if got := value(oldhome, `SELECT string_agg(id || '=' || phone, ',' ORDER BY id) FROM tickets WHERE tenant_id = 'acme' AND id < 1000`); got != phonesAtFence {
+		t.Fatalf("acme's phones at oldhome changed: %s", got)
+	}
+	if v := value(other, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme' AND email IS NOT NULL`); v != "0" {
+		t.Fatalf("%s of acme's orders at other hold PII", v)
+	}
+	if hasCol := value(other, `SELECT count(*)::text FROM information_schema.columns WHERE table_name = 'tickets' AND column_name = 'phone'`); hasCol != "0" {
+		t.Fatal("other's mirror table tickets has the PII column phone")
+	}
+	// The application's writes at oldhome are still refused.
+	if _, err := db[oldhome].Exec(ctx, `INSERT INTO orders (tenant_id, amount) VALUES ('acme', 1)`); sqlStateOf(err) != replication.FencedSQLState {
+		t.Fatalf("a write of acme at the former home: %v", err)
+	}
+	if got := value(oldhome, `SELECT count(*)::text FROM orders WHERE tenant_id = 'initech'`); got != "10" {
+		t.Fatalf("initech has %s orders at oldhome, want 10", got)
+	}
+
+	// 7. The scheduler drops HandOff after the switchover: the plain
+	// subscriber keeps the subscription and every row.
+	subOID := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other))
+	otherVersions := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
+	handOffSub.stop()
+	plain := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(newhome, other, epoch+1))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if res, _ := plain.status().Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplStreaming || len(res.Issues) > 0 {
+			return fmt.Errorf("the plain subscriber at other: %s", js(plain.status()))
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
+		t.Fatal("the plain subscriber re-created the hand-off subscription")
+	}
+	if v := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`); v != otherVersions {
+		t.Fatal("the plain subscriber wrote acme's rows at other again")
+	}
+	sql.exec(db[newhome], `UPDATE orders SET note = 'last' WHERE tenant_id = 'acme' AND id = 1`)
+	waitSame("after the hand-off flag is dropped", newhome, oldhome, other)
+}
+
+// acmeWriter writes acme's rows at its home as an application does: inserts
+// (ids from the sequence), updates and deletes, one transaction each,
+// until the tenant's fence refuses a write.
+type acmeWriter struct {
+	mu    sync.Mutex
+	ids   map[int64]bool // acknowledged, not deleted
+	n     int
+	done  chan struct{}
+	err   error
+	fence bool
+}
+
+func startAcmeWriter(t *testing.T, ctx context.Context, dsn string) *acmeWriter {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	w := &acmeWriter{ids: map[int64]bool{}, done: make(chan struct{})}
+	for i := int64(1); i <= 100; i++ {
+		w.ids[i] = true
+	}
+	go func() {
+		defer close(w.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			var err error
+			switch {
+			case i%7 == 3:
+				_, err = conn.Exec(ctx, `UPDATE orders SET amount = amount + 1, note = 'w' WHERE tenant_id = 'acme' AND id = $1`, int64(i%100+1))
+			case i%11 == 5:
+				var id int64
+				if err = conn.QueryRow(ctx, `DELETE FROM orders WHERE tenant_id = 'acme' AND id = (SELECT max(id) FROM orders WHERE tenant_id = 'acme' AND id > 100) RETURNING id`).Scan(&id); err == nil {
+					w.mu.Lock()
+					delete(w.ids, id)
+					w.mu.Unlock()
+				} else if errors.Is(err, pgx.ErrNoRows) {
+					err = nil
+				}
+			case i%13 == 6:
+				_, err = conn.Exec(ctx, `INSERT INTO tickets VALUES ('acme', $1, 'w', '555-w')`, int64(100+i))
+			default:
+				var id int64
+				if err = conn.QueryRow(ctx, `INSERT INTO orders (tenant_id, amount, note, email) VALUES ('acme', $1, 'w', 'w@acme.test') RETURNING id`, i).Scan(&id); err == nil {
+					w.mu.Lock()
+					w.ids[id] = true
+					w.n++
+					w.mu.Unlock()
+				}
+			}
+			if err != nil {
+				w.err = err
+				w.fence = sqlStateOf(err) == replication.FencedSQLState
+				return
+			}
+		}
+	}()
+	return w
+}
+
+func (w *acmeWriter) inserted() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// wait waits until the fence stopped the writer and returns the ids of
+// the acknowledged rows, in order.
+func (w *acmeWriter) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-w.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer still writes 30 s after the fence")
+	}
+	if !w.fence {
+		t.Fatalf("the writer stopped with %v, not the fence's error", w.err)
+	}
+	ids := make([]int64, 0, len(w.ids))
+	for id := range w.ids {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func sqlStateOf(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
