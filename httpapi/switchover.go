@@ -60,8 +60,8 @@ func (a *API) startSwitchover(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// targetReady refuses a switchover onto a mirror whose subscription does
-// not stream, or whose last reported lag is over budget (ms): its
+// targetReady refuses a switchover onto a mirror whose subscription is
+// not set up, or whose last reported lag is over budget (ms): its
 // catch-up would hold the tenant's writes fenced for that long, or time
 // out.
 func targetReady(s *fsm.State, tenant, to string, budget int64) error {
@@ -71,7 +71,10 @@ func targetReady(s *fsm.State, tenant, to string, budget int64) error {
 		return &fsm.Error{Kind: fsm.ErrFailedPrecondition, Code: codeMirrorNotReady, Message: fmt.Sprintf(
 			"region %s has not reported its subscription of tenant %s yet: wait until GET /v1/tenants/%s/replication shows it streaming", to, tenant, tenant)}
 	}
-	if res.State != fsm.ReplStreaming {
+	// A mirror that streams, or stopped a moment ago with every table
+	// copied (its lag is then the time since it last streamed), is judged
+	// by its lag; one still copying or failing could not catch up.
+	if res.State != fsm.ReplStreaming && res.State != fsm.ReplDown {
 		msg := fmt.Sprintf("region %s's subscription of tenant %s is %s, not streaming", to, tenant, res.State)
 		if task.Error != "" {
 			msg += " (" + task.Error + ")"
