@@ -349,16 +349,27 @@ func (w *edgeWriter) finish() {
 	<-w.done
 }
 
-func (w *edgeWriter) ackedIn(region string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, a := range w.acked {
-		if a.region == region {
-			n++
+// waitAcked waits until n more writes were acknowledged in region.
+func (w *edgeWriter) waitAcked(t *testing.T, region string, n int) {
+	t.Helper()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		got := 0
+		for _, a := range w.acked {
+			if a.region == region {
+				got++
+			}
 		}
-	}
-	return n
+		if got < n {
+			last := ""
+			if len(w.other) > 0 {
+				last = w.other[len(w.other)-1]
+			}
+			return fmt.Errorf("%d of %d writes acknowledged in %s (%d held, %d fenced, %d other, last: %s)", got, n, region, w.held, w.fenced, len(w.other), last)
+		}
+		return nil
+	})
 }
 
 // checkRows asserts that every row the writers acknowledged is in both
@@ -473,14 +484,20 @@ func TestSwitchover(t *testing.T) {
 		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` NOLOGIN`,
 			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '`+pglocal.ReplicationUser+`'`)
 		t.Cleanup(func() { _, _ = home.Exec(context.Background(), `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`) })
-		lagBudget := int64(1000)
+		// Once the mirror reports a lag over 1.5 s (reads with that budget
+		// go home), a switchover with a budget of 1 s is refused.
+		readBudget, lagBudget := int64(1500), int64(1000)
 		testutil.Eventually(t, 30*time.Second, func() error {
-			_, err := api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
-			if !client.IsCode(err, "mirror_lagging") || !strings.Contains(err.Error(), "over the budget of 1000 ms") {
-				return fmt.Errorf("a switchover onto a lagging mirror: %v", err)
+			r, _, err := api.Route(f.ctx, client.RouteRequest{Tenant: "acme", Op: "read", From: "eu-west", MaxStalenessMS: &readBudget}, nil)
+			if err != nil || r.Region != "us-east" {
+				return fmt.Errorf("eu-west's reported lag is not over 1.5 s yet: %v %+v", err, r)
 			}
 			return nil
 		})
+		_, err := api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
+		if !client.IsCode(err, "mirror_lagging") || !strings.Contains(err.Error(), "over the budget of 1000 ms") || !strings.Contains(err.Error(), "last reported lag for tenant acme is") {
+			t.Fatalf("a switchover onto a lagging mirror: %v", err)
+		}
 		if _, _, err := api.Switchover(f.ctx, "acme", nil); !client.IsCode(err, fsm.CodeNoSwitchover) {
 			t.Fatalf("a refused request started a switchover: %v", err)
 		}
@@ -533,12 +550,7 @@ func TestSwitchover(t *testing.T) {
 	t.Run("under writes through the edge", func(t *testing.T) {
 		w := f.startWriter("a")
 		writers = append(writers, w)
-		testutil.Eventually(t, 20*time.Second, func() error {
-			if n := w.ackedIn("us-east"); n < 20 {
-				return fmt.Errorf("%d writes acknowledged at us-east so far", n)
-			}
-			return nil
-		})
+		w.waitAcked(t, "us-east", 20)
 		begin := time.Now()
 		st, err := f.api().StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west"})
 		if err != nil {
@@ -549,12 +561,7 @@ func TestSwitchover(t *testing.T) {
 		if end.Outcome != fsm.PhaseDone {
 			t.Fatalf("switchover: %+v", end)
 		}
-		testutil.Eventually(t, 20*time.Second, func() error {
-			if n := w.ackedIn("eu-west"); n < 20 {
-				return fmt.Errorf("%d writes acknowledged at eu-west so far", n)
-			}
-			return nil
-		})
+		w.waitAcked(t, "eu-west", 20)
 		w.finish()
 		got := f.tenant()
 		if got.HomeRegion != "eu-west" || strings.Join(got.Mirrors, ",") != "us-east" || got.Epoch != 2 {
@@ -568,6 +575,9 @@ func TestSwitchover(t *testing.T) {
 		if len(w.other) > 0 {
 			t.Fatalf("writes failed otherwise than held or fenced: %v", w.other)
 		}
+		if w.held == 0 {
+			t.Fatal("no write was held with 503 switchover_in_progress during the switchover")
+		}
 		t.Logf("switchover done in %s (request to done); %d writes acknowledged (%d at us-east, %d at eu-west), %d held with 503, %d refused by the fence",
 			took.Round(time.Millisecond), len(w.acked), len(us), len(eu), w.held, w.fenced)
 		f.checkRows("after the switchover", writers...)
@@ -579,21 +589,11 @@ func TestSwitchover(t *testing.T) {
 	t.Run("fail-back through the CLI", func(t *testing.T) {
 		w := f.startWriter("b")
 		writers = append(writers, w)
-		testutil.Eventually(t, 20*time.Second, func() error {
-			if n := w.ackedIn("eu-west"); n < 10 {
-				return fmt.Errorf("%d writes acknowledged at eu-west so far", n)
-			}
-			return nil
-		})
+		w.waitAcked(t, "eu-west", 10)
 		out := f.cli.ok("tenant", "switchover", "acme", "--to", "us-east", "--timeout", "40s")
 		mustContain(t, "tenant switchover", out, "from eu-west to us-east started", "fencing", "catching_up", "promoting", "committed", "done",
 			"switchover done in", "tenant acme is at home in us-east (epoch 3), eu-west mirrors it")
-		testutil.Eventually(t, 20*time.Second, func() error {
-			if n := w.ackedIn("us-east"); n < 10 {
-				return fmt.Errorf("%d writes acknowledged at us-east so far", n)
-			}
-			return nil
-		})
+		w.waitAcked(t, "us-east", 10)
 		w.finish()
 		if len(w.other) > 0 {
 			t.Fatalf("writes failed otherwise than held or fenced: %v", w.other)
@@ -644,18 +644,20 @@ func TestSwitchover(t *testing.T) {
 		}
 		var phase string
 		testutil.Eventually(t, 30*time.Second, func() error {
-			cur, _, err := f.api().Switchover(f.ctx, "acme", &client.QueryOptions{Consistency: "stale"})
-			if err != nil {
+			cur, _, err := f.api().Switchover(f.ctx, "acme", nil)
+			switch {
+			case err != nil:
 				return err
+			case cur.ID != st.ID:
+				return fmt.Errorf("switchover %d not seen yet", st.ID)
+			case !cur.Active:
+				t.Fatalf("the switchover ended before a step of us-east was placed: %+v", cur)
 			}
 			for _, tk := range cur.Tasks {
 				if tk.Region == "us-east" && tk.Agent != "" {
-					phase = cur.Phase
+					phase = cur.Phase + " (" + tk.ID + " " + tk.Status + ")"
 					return nil
 				}
-			}
-			if !cur.Active {
-				return nil
 			}
 			return fmt.Errorf("no step of us-east placed yet (%s)", cur.Phase)
 		})
@@ -677,12 +679,7 @@ func TestSwitchover(t *testing.T) {
 		f.checkRows("after the agent's crash", writers...)
 		// The home takes writes again, and its mirror gets them.
 		w := f.startWriter("c")
-		testutil.Eventually(t, 20*time.Second, func() error {
-			if n := w.ackedIn("us-east"); n < 5 {
-				return fmt.Errorf("%d writes acknowledged at us-east", n)
-			}
-			return nil
-		})
+		w.waitAcked(t, "us-east", 5)
 		w.finish()
 		f.checkRows("writes after the last switchover", append(writers, w)...)
 	})
