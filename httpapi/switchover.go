@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/wire"
+	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // Codes of the switchover's refusals that the API adds to the FSM's.
@@ -42,6 +44,10 @@ func (a *API) startSwitchover(w http.ResponseWriter, r *http.Request) {
 	// Checked on state at least as new as the request (a follower a
 	// moment behind would not know a tenant just created).
 	if err := a.c.ConsistentRead(r.Context()); err != nil {
+		if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
+			a.forward(w, r, body, true) // the leader checks it on its own state
+			return
+		}
 		writeError(w, err)
 		return
 	}
