@@ -166,9 +166,32 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	oldPub := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
 		Tenant: "acme", Region: oldhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(newhome), sub(other)},
 		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch})
+	// A hand-off subscriber waits while its slot does not exist at the
+	// source, changing nothing: no subscription, no slot, no row purged.
+	sql.exec(db[other], `INSERT INTO orders (tenant_id, id, amount, note) VALUES ('acme', 999999, 1, 'before the hand-off')`)
+	early := subSpec(oldhome, other, epoch)
+	early.HandOff = true
+	waitSlot := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, early)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		st := waitSlot.status()
+		if res, _ := st.Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplWaiting || !strings.Contains(st.Error, "no hand-off slot") {
+			return fmt.Errorf("the hand-off subscriber without its slot reports %s", js(st))
+		}
+		return nil
+	})
+	waitSlot.stop()
+	if n := value(other, `SELECT count(*)::text FROM pg_subscription`); n != "0" {
+		t.Fatalf("the hand-off subscriber subscribed without its slot (%s subscriptions)", n)
+	}
+	if n := value(oldhome, `SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = $1`, sub(other)); n != "0" {
+		t.Fatal("the hand-off subscriber made its slot itself")
+	}
+	if n := value(other, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme'`); n != "1" {
+		t.Fatalf("the waiting hand-off subscriber purged acme's rows at other (%s left)", n)
+	}
 	newSub := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, newhome, epoch))
 	otherSub := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
-	waitSame("initial copy", oldhome, newhome, other)
+	waitSame("initial copy", oldhome, newhome, other) // the ordinary mirror purged row 999999 first
 	took("initial copy")
 
 	t.Run("a fence with ensure absent lifts it", func(t *testing.T) {
