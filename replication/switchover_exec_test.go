@@ -35,13 +35,25 @@ func (r *taskRun) waitDone(t *testing.T, d time.Duration) structs.TaskStatus {
 	return r.status()
 }
 
-// crashMidway starts a step task and cancels it after a random moment
-// within about the time its work takes, as a crash of its agent would.
-func crashMidway(t *testing.T, within time.Duration, run func() *taskRun) {
+// crashMidway starts a step task and cancels it, as a crash of its agent
+// would, once after each of the moments (plus a random part of the
+// first), so that the runs stop at different points of its work.
+func crashMidway(t *testing.T, after []time.Duration, run func() *taskRun) {
 	t.Helper()
-	r := run()
-	time.Sleep(time.Duration(rand.Int63n(int64(within))))
-	r.stop()
+	jitter := time.Duration(rand.Int63n(int64(after[0])))
+	for _, d := range after {
+		r := run()
+		time.Sleep(d + jitter)
+		r.stop()
+	}
+}
+
+func ms(v ...int) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, m := range v {
+		out[i] = time.Duration(m) * time.Millisecond
+	}
+	return out
 }
 
 // TestSwitchoverStepsMoveATenantUnderWrites runs the database side of a
@@ -237,7 +249,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	// 1. Fence at oldhome: cut short, then to the end, then again.
 	fenceSpec := fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "acme", Region: oldhome, Tables: tables, NewHome: newhome,
 		NewEpoch: epoch + 1, Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, 40*time.Millisecond, func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec) })
+	crashMidway(t, ms(5, 15, 30), func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec) })
 	var fenced *fsm.FenceResult
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec).waitDone(t, 30*time.Second)
@@ -287,7 +299,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	}
 	waiting.stop()
 	otherSub = runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
-	crashMidway(t, 300*time.Millisecond, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantCatchUp, catchUp(newhome)) })
+	crashMidway(t, ms(50, 200), func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantCatchUp, catchUp(newhome)) })
 	for _, r := range []string{newhome, other, newhome} {
 		st := runTask(t, pgs[r], r, fsm.TaskTypeTenantCatchUp, catchUp(r)).waitDone(t, 60*time.Second)
 		res, _ := st.Result.(*fsm.CatchUpResult)
@@ -306,7 +318,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	// running (a peer agent that has not seen the change yet).
 	promote := fsm.PromoteSpec{Tenant: "acme", Region: newhome, Subscription: sub(newhome), Source: oldhome, SourceDB: endpoint(oldhome),
 		Publication: pub, Tables: tables, PII: fenced.PII, HandOff: []string{oldhome, other}, Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, 1500*time.Millisecond, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote) })
+	crashMidway(t, ms(10, 40, 80, 150, 300), func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote) })
 	var promoted *fsm.PromoteResult
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote).waitDone(t, 60*time.Second)
@@ -322,7 +334,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	took("promote")
 	// 4. Detach other, with its subscriber of the ended placement running.
 	detach := fsm.DetachSpec{Tenant: "acme", Region: other, Subscription: sub(other), Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, 60*time.Millisecond, func() *taskRun { return runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach) })
+	crashMidway(t, ms(5, 20), func() *taskRun { return runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach) })
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach).waitDone(t, 30*time.Second)
 		if res, _ := st.Result.(*fsm.DetachResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepDetached {
