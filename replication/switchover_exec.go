@@ -182,6 +182,15 @@ func (e *catchUpExec) Run(ctx context.Context, t *fsm.Task, report func(structs.
 			At: time.Now().UnixNano(), Issues: []fsm.ReplicationIssue{is}}
 	}
 	newStepRunner(e.cfg).run(ctx, report, "wait for the subscription to catch up", func(ctx context.Context, conn *pgx.Conn) (any, error) {
+		// Run again after this switchover's promotion or detach (which
+		// come only once every mirror caught up), the subscription is
+		// gone: the wait is over.
+		if h, err := readHandOff(ctx, conn, spec.Tenant); err != nil {
+			return nil, err
+		} else if h != nil && h.Switchover == spec.Switchover && h.covers(spec.TenantCreated, spec.Epoch) {
+			return &fsm.CatchUpResult{State: fsm.StepCaughtUp, Target: spec.Target, At: time.Now().UnixNano(),
+				Message: fmt.Sprintf("the subscription was %s here by switchover %d, after the catch-up", h.Role, h.Switchover)}, nil
+		}
 		st, err := WaitCaughtUp(ctx, conn, CatchUp{Subscription: spec.Subscription, Target: spec.Target, Home: home,
 			Progress: func(st CatchUpStatus) {
 				if !st.CaughtUp {

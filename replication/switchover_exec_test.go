@@ -342,6 +342,13 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 		}
 	}
 	took("detach")
+	// A catch-up run again after the promotion or detach finds it done.
+	for _, r := range []string{newhome, other} {
+		st := runTask(t, pgs[r], r, fsm.TaskTypeTenantCatchUp, catchUp(r)).waitDone(t, 30*time.Second)
+		if res, _ := st.Result.(*fsm.CatchUpResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepCaughtUp {
+			t.Fatalf("catch-up at %s after the hand-off: %s", r, js(st))
+		}
+	}
 	// The subscribers of the ended placement changed nothing since, and
 	// say why.
 	for _, s := range []struct {
