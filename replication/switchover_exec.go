@@ -25,9 +25,11 @@ import (
 //     its own (the leader has the deadline);
 //   - tenant-promote, at the target mirror: the hand-off record (see
 //     handoff_guard.go), PromoteMirror, the tenant's publication made
-//     by the tenant-publisher's own code, and one hand-off slot per region
+//     by the tenant-publisher's own code, one hand-off slot per region
 //     that will follow the new home (CreateHandOffSlot), before the tenant
-//     takes any write there;
+//     takes any write there, and last the tenant's fence of an earlier
+//     placement lifted, if this database was its home before (a
+//     fail-back);
 //   - tenant-detach, at every other mirror: the hand-off record, then the
 //     subscription to the old home dropped without reaching it, keeping
 //     every row.
@@ -180,6 +182,15 @@ func (e *catchUpExec) Run(ctx context.Context, t *fsm.Task, report func(structs.
 			At: time.Now().UnixNano(), Issues: []fsm.ReplicationIssue{is}}
 	}
 	newStepRunner(e.cfg).run(ctx, report, "wait for the subscription to catch up", func(ctx context.Context, conn *pgx.Conn) (any, error) {
+		// Run again after this switchover's promotion or detach (which
+		// come only once every mirror caught up), the subscription is
+		// gone: the wait is over.
+		if h, err := readHandOff(ctx, conn, spec.Tenant); err != nil {
+			return nil, err
+		} else if h != nil && h.Switchover == spec.Switchover && h.covers(spec.TenantCreated, spec.Epoch) {
+			return &fsm.CatchUpResult{State: fsm.StepCaughtUp, Target: spec.Target, At: time.Now().UnixNano(),
+				Message: fmt.Sprintf("the subscription was %s here by switchover %d, after the catch-up", h.Role, h.Switchover)}, nil
+		}
 		st, err := WaitCaughtUp(ctx, conn, CatchUp{Subscription: spec.Subscription, Target: spec.Target, Home: home,
 			Progress: func(st CatchUpStatus) {
 				if !st.CaughtUp {
@@ -293,6 +304,17 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 			return nil, err
 		}
 		res.Slots[r] = lsn
+	}
+	// Last, once the slots exist: a fence of an older placement here (this
+	// database was the tenant's home before, and was fenced when it left)
+	// would refuse the application's writes at the new home.
+	if f, err := ReadFence(ctx, conn, spec.Tenant); err != nil {
+		return nil, err
+	} else if f != nil && spec.Epoch != 0 && f.Epoch <= spec.Epoch {
+		if err := UnfenceTenant(ctx, conn, spec.Tenant); err != nil {
+			return nil, err
+		}
+		log.Info("lifted the tenant's fence of an earlier placement", "tenant", spec.Tenant, "fence_epoch", f.Epoch)
 	}
 	res.At = time.Now().UnixNano()
 	log.Info("tenant promoted", "tenant", spec.Tenant, "pii_columns_added", len(res.PIIColumnsAdded), "slots", len(res.Slots),

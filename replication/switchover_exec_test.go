@@ -35,13 +35,25 @@ func (r *taskRun) waitDone(t *testing.T, d time.Duration) structs.TaskStatus {
 	return r.status()
 }
 
-// crashMidway starts a step task and cancels it after a random moment of
-// its work, as a crash of its agent would.
-func crashMidway(t *testing.T, run func() *taskRun) {
+// crashMidway starts a step task and cancels it, as a crash of its agent
+// would, once after each of the moments (plus a random part of the
+// first), so that the runs stop at different points of its work.
+func crashMidway(t *testing.T, after []time.Duration, run func() *taskRun) {
 	t.Helper()
-	r := run()
-	time.Sleep(time.Duration(rand.Intn(120)) * time.Millisecond)
-	r.stop()
+	jitter := time.Duration(rand.Int63n(int64(after[0])))
+	for _, d := range after {
+		r := run()
+		time.Sleep(d + jitter)
+		r.stop()
+	}
+}
+
+func ms(v ...int) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, m := range v {
+		out[i] = time.Duration(m) * time.Millisecond
+	}
+	return out
 }
 
 // TestSwitchoverStepsMoveATenantUnderWrites runs the database side of a
@@ -67,6 +79,11 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	sql := pgSQL{t: t, ctx: ctx, pgs: pgs}
+	start, last := time.Now(), time.Now()
+	took := func(what string) {
+		t.Logf("%-40s %6.2fs (at %5.2fs)", what, time.Since(last).Seconds(), time.Since(start).Seconds())
+		last = time.Now()
+	}
 	db := map[string]*pgx.Conn{}
 	for _, r := range []string{oldhome, newhome, other} {
 		db[r] = sql.connect(r)
@@ -151,14 +168,43 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 		`INSERT INTO tickets SELECT 'acme', g, 's' || g, '555-' || g FROM generate_series(1, 20) g`,
 		`INSERT INTO orders (tenant_id, amount, note, email) SELECT 'initech', g, 'i' || g, 'i' || g || '@initech.test' FROM generate_series(1, 10) g`)
 
+	// newhome was acme's home before epoch 1, and was fenced when acme
+	// left it: the promotion lifts that fence.
+	if _, err := replication.FenceTenant(ctx, db[newhome], replication.Fence{Tenant: "acme", Epoch: epoch, WritesTo: oldhome, Tables: tables}); err != nil {
+		t.Fatal(err)
+	}
 	// acme at home in oldhome, mirrored to newhome and other by the real
 	// executors.
 	oldPub := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
 		Tenant: "acme", Region: oldhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(newhome), sub(other)},
 		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch})
+	// A hand-off subscriber waits while its slot does not exist at the
+	// source, changing nothing: no subscription, no slot, no row purged.
+	sql.exec(db[other], `INSERT INTO orders (tenant_id, id, amount, note) VALUES ('acme', 999999, 1, 'before the hand-off')`)
+	early := subSpec(oldhome, other, epoch)
+	early.HandOff = true
+	waitSlot := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, early)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		st := waitSlot.status()
+		if res, _ := st.Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplWaiting || !strings.Contains(st.Error, "no hand-off slot") {
+			return fmt.Errorf("the hand-off subscriber without its slot reports %s", js(st))
+		}
+		return nil
+	})
+	waitSlot.stop()
+	if n := value(other, `SELECT count(*)::text FROM pg_subscription`); n != "0" {
+		t.Fatalf("the hand-off subscriber subscribed without its slot (%s subscriptions)", n)
+	}
+	if n := value(oldhome, `SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = $1`, sub(other)); n != "0" {
+		t.Fatal("the hand-off subscriber made its slot itself")
+	}
+	if n := value(other, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme'`); n != "1" {
+		t.Fatalf("the waiting hand-off subscriber purged acme's rows at other (%s left)", n)
+	}
 	newSub := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, newhome, epoch))
 	otherSub := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
-	waitSame("initial copy", oldhome, newhome, other)
+	waitSame("initial copy", oldhome, newhome, other) // the ordinary mirror purged row 999999 first
+	took("initial copy")
 
 	t.Run("a fence with ensure absent lifts it", func(t *testing.T) {
 		spec := fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "initech", Region: oldhome, Tables: tables, NewHome: newhome, NewEpoch: 5, Switchover: 9}
@@ -203,7 +249,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	// 1. Fence at oldhome: cut short, then to the end, then again.
 	fenceSpec := fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "acme", Region: oldhome, Tables: tables, NewHome: newhome,
 		NewEpoch: epoch + 1, Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec) })
+	crashMidway(t, ms(5, 15, 30), func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec) })
 	var fenced *fsm.FenceResult
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, fenceSpec).waitDone(t, 30*time.Second)
@@ -228,6 +274,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if got, want := value(oldhome, `SELECT string_agg(id::text, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`), acked; got != want {
 		t.Fatalf("acme's orders at the fence are not the acknowledged ones:\n%s\nwant\n%s", got, want)
 	}
+	took("writes and fence")
 	maxAtFence, _ := strconv.ParseInt(value(oldhome, `SELECT max(id)::text FROM orders WHERE tenant_id = 'acme'`), 10, 64)
 
 	// 2. Catch-up at other, disabled: it waits, saying how far behind it
@@ -252,7 +299,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	}
 	waiting.stop()
 	otherSub = runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(oldhome, other, epoch))
-	crashMidway(t, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantCatchUp, catchUp(newhome)) })
+	crashMidway(t, ms(50, 200), func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantCatchUp, catchUp(newhome)) })
 	for _, r := range []string{newhome, other, newhome} {
 		st := runTask(t, pgs[r], r, fsm.TaskTypeTenantCatchUp, catchUp(r)).waitDone(t, 60*time.Second)
 		res, _ := st.Result.(*fsm.CatchUpResult)
@@ -264,13 +311,14 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 			t.Fatalf("%s reported caught up with acme's rows %s, oldhome has %s", r, got, atFence)
 		}
 	}
+	took("catch-up")
 	versionsAt := map[string]string{oldhome: versions(oldhome), other: versions(other)}
 
 	// 3. Promote newhome, with its subscriber of the ended placement still
 	// running (a peer agent that has not seen the change yet).
 	promote := fsm.PromoteSpec{Tenant: "acme", Region: newhome, Subscription: sub(newhome), Source: oldhome, SourceDB: endpoint(oldhome),
 		Publication: pub, Tables: tables, PII: fenced.PII, HandOff: []string{oldhome, other}, Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote) })
+	crashMidway(t, ms(10, 40, 80, 150, 300), func() *taskRun { return runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote) })
 	var promoted *fsm.PromoteResult
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote).waitDone(t, 60*time.Second)
@@ -283,13 +331,22 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 		}
 		promoted = res
 	}
+	took("promote")
 	// 4. Detach other, with its subscriber of the ended placement running.
 	detach := fsm.DetachSpec{Tenant: "acme", Region: other, Subscription: sub(other), Switchover: switchover, TenantCreated: created, Epoch: epoch}
-	crashMidway(t, func() *taskRun { return runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach) })
+	crashMidway(t, ms(5, 20), func() *taskRun { return runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach) })
 	for i := 0; i < 2; i++ {
 		st := runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach).waitDone(t, 30*time.Second)
 		if res, _ := st.Result.(*fsm.DetachResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepDetached {
 			t.Fatalf("detach (run %d): %+v", i+1, js(st))
+		}
+	}
+	took("detach")
+	// A catch-up run again after the promotion or detach finds it done.
+	for _, r := range []string{newhome, other} {
+		st := runTask(t, pgs[r], r, fsm.TaskTypeTenantCatchUp, catchUp(r)).waitDone(t, 30*time.Second)
+		if res, _ := st.Result.(*fsm.CatchUpResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepCaughtUp {
+			t.Fatalf("catch-up at %s after the hand-off: %s", r, js(st))
 		}
 	}
 	// The subscribers of the ended placement changed nothing since, and
@@ -314,14 +371,28 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 			t.Fatalf("acme's rows at %s changed after the promotion and detach: %s, had %s", s.region, got, atFence)
 		}
 	}
+	// A teardown of the ended placement (a kept task turned absent) only
+	// drops the subscription: the rows stay for the hand-off subscriber.
+	ended := subSpec(oldhome, other, epoch)
+	ended.Ensure = fsm.EnsureAbsent
+	if st := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, ended).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("the teardown of the ended subscriber at other: %s", js(st))
+	}
+	if got := sums(other); got != atFence {
+		t.Fatalf("the teardown of the ended subscriber changed acme's rows at other: %s, had %s", got, atFence)
+	}
 	if v := versions(other); v != versionsAt[other] {
 		t.Fatal("acme's rows at other were written again by the detach")
 	}
+	took("ended subscribers")
 	// newhome is a home now: PII columns back (nullable, NULL in mirrored
 	// rows), sequences past every row, the old home's slot dropped, the
 	// hand-off slots made.
 	if v := value(newhome, `SELECT format_type(atttypid, atttypmod) || ' ' || attnotnull FROM pg_attribute WHERE attrelid = 'tickets'::regclass AND attname = 'phone'`); v != "character varying(32) false" {
 		t.Fatalf("tickets.phone at newhome: %s", v)
+	}
+	if f, err := replication.ReadFence(ctx, db[newhome], "acme"); err != nil || f != nil {
+		t.Fatalf("acme's fence of an earlier placement at newhome after the promotion: %+v %v", f, err)
 	}
 	if n := value(newhome, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme' AND email IS NOT NULL`); n != "0" {
 		t.Fatalf("%s of acme's orders at newhome hold PII", n)
@@ -361,6 +432,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if again := value(newhome, `SELECT string_agg(tablename || '(' || array_to_string(attnames, ',') || ') ' || rowfilter, '; ' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = $1`, pub); again != published {
 		t.Fatalf("newhome's publisher changed the publication: %s", again)
 	}
+	took("old publisher torn down, new publisher")
 	former := subSpec(newhome, oldhome, epoch+1)
 	former.FormerHome = true
 	handOff := subSpec(newhome, other, epoch+1)
@@ -391,6 +463,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	}
 	final := waitSame("after newhome's writes", newhome, oldhome, other)
 
+	took("hand-off subscribers stream, rows equal")
 	// Every row once.
 	if n := value(newhome, `SELECT (count(*) - count(DISTINCT id))::text FROM orders WHERE tenant_id = 'acme'`); n != "0" {
 		t.Fatalf("%s duplicated ids", n)
@@ -423,7 +496,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if got := value(oldhome, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id <= $1`, maxAtFence); got != strings.Join(keep, ",") {
 		t.Fatalf("acme's PII at oldhome changed:\n%s\nwant\n%s", got, strings.Join(keep, ","))
 	}
-	if got := value(oldhome, `SELECT string_agg(id || '=' || phone, ',' ORDER BY id) FROM tickets WHERE tenant_id = 'acme' AND id < 1000`); got != phonesAtFence {
+	if got := value(oldhome, `SELECT string_agg(id || '=' || phone, ',' ORDER BY id) FROM tickets WHERE tenant_id = 'acme' AND id <> 1000`); got != phonesAtFence {
 		t.Fatalf("acme's phones at oldhome changed: %s", got)
 	}
 	if v := value(other, `SELECT count(*)::text FROM orders WHERE tenant_id = 'acme' AND email IS NOT NULL`); v != "0" {
@@ -440,6 +513,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 		t.Fatalf("initech has %s orders at oldhome, want 10", got)
 	}
 
+	took("checks")
 	// 7. The scheduler drops HandOff after the switchover: the plain
 	// subscriber keeps the subscription and every row.
 	subOID := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other))
@@ -461,6 +535,7 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	}
 	sql.exec(db[newhome], `UPDATE orders SET note = 'last' WHERE tenant_id = 'acme' AND id = 1`)
 	waitSame("after the hand-off flag is dropped", newhome, oldhome, other)
+	took("plain subscriber")
 }
 
 // acmeWriter writes acme's rows at its home as an application does: inserts
@@ -503,7 +578,7 @@ func startAcmeWriter(t *testing.T, ctx context.Context, dsn string) *acmeWriter 
 					err = nil
 				}
 			case i%13 == 6:
-				_, err = conn.Exec(ctx, `INSERT INTO tickets VALUES ('acme', $1, 'w', '555-w')`, int64(100+i))
+				_, err = conn.Exec(ctx, `INSERT INTO tickets VALUES ('acme', $1, 'w', '555-w')`, int64(1000000+i))
 			default:
 				var id int64
 				if err = conn.QueryRow(ctx, `INSERT INTO orders (tenant_id, amount, note, email) VALUES ('acme', $1, 'w', 'w@acme.test') RETURNING id`, i).Scan(&id); err == nil {
