@@ -111,8 +111,8 @@ func switchoverSubscriberSpec(s *fsm.State, t *fsm.Tenant, m string, spec *fsm.S
 		return
 	}
 	switch {
-	case m == w.From:
-		spec.FormerHome = true
+	case m == w.From || slices.Contains(w.FormerHomes, m):
+		spec.FormerHome = true // former-home rules win over hand-off ones
 	case slices.Contains(w.Others, m):
 		spec.HandOff = true
 	}

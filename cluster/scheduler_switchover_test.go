@@ -250,3 +250,28 @@ func TestAfterTheCommitTheOldHomeMirrorsTheNewOne(t *testing.T) {
 		t.Fatalf("a re-added mirror: %+v", c)
 	}
 }
+
+// TestAFormerHomeStaysOneThroughTheNextSwitchover: after a -> b, a holds
+// the PII of the rows written while it was the home; a later b -> c
+// switchover makes a follow c as a former home again (never as a plain
+// hand-off mirror, whose subscriber would clear that PII), and b as the
+// new former home.
+func TestAFormerHomeStaysOneThroughTheNextSwitchover(t *testing.T) {
+	s := replState("a", "b", "c")
+	s.Switchovers = map[string]*fsm.Switchover{}
+	s.Tenants["acme"] = &fsm.Tenant{ID: "acme", HomeRegion: "c", Mirrors: []string{"a", "b"}, Epoch: 3, CreateIndex: 5,
+		Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
+	s.Switchovers["acme"] = &fsm.Switchover{ID: 70, Tenant: "acme", Kind: fsm.SwitchoverKind, From: "b", To: "c", Others: []string{"a"},
+		FormerHomes: []string{"a"}, TenantCreated: 5, FromEpoch: 2, NewEpoch: 3, Phase: fsm.PhaseCommitted}
+	d := desiredOf(s)
+	for _, m := range []string{"a", "b"} {
+		if sub := specOf[fsm.SubscriberSpec](t, d, "tenant-sub/acme/"+m); !sub.FormerHome || sub.Source != "c" {
+			t.Fatalf("%s's subscriber after b -> c: %+v", m, sub)
+		}
+	}
+	// An ordinary other mirror hands off.
+	s.Switchovers["acme"].FormerHomes = nil
+	if sub := specOf[fsm.SubscriberSpec](t, desiredOf(s), "tenant-sub/acme/a"); sub.FormerHome || !sub.HandOff {
+		t.Fatalf("an ordinary other mirror: %+v", sub)
+	}
+}

@@ -81,6 +81,11 @@ type Switchover struct {
 	From   string   `json:"from"`
 	To     string   `json:"to"`
 	Others []string `json:"others,omitempty"`
+	// FormerHomes are the other mirrors that are former homes of the
+	// tenant (their subscriber keeps the PII written while they were its
+	// home): they follow the new home as former homes again, never as
+	// plain mirrors, which would clear that PII.
+	FormerHomes []string `json:"former_homes,omitempty"`
 	// TenantCreated is the tenant's incarnation; FromEpoch its epoch at
 	// the start and NewEpoch the one the commit gives it.
 	TenantCreated uint64 `json:"tenant_created"`
@@ -200,6 +205,11 @@ func validateSwitchover(w *Switchover) error {
 	for _, o := range w.Others {
 		if !ValidRegionName(o) || o == w.From || o == w.To {
 			return fmt.Errorf("switchover of %s: bad other mirror %q", w.Tenant, o)
+		}
+	}
+	for _, o := range w.FormerHomes {
+		if !slices.Contains(w.Others, o) {
+			return fmt.Errorf("switchover of %s: former home %q is not one of the other mirrors", w.Tenant, o)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -97,14 +98,18 @@ func applySwitchoverStart(s *State, e *Entry) (any, error) {
 	if timeout == 0 {
 		timeout = DefaultSwitchoverTimeoutMS
 	}
-	var others []string
+	var others, former []string
 	for _, m := range t.Mirrors {
-		if m != cmd.To {
-			others = append(others, m)
+		if m == cmd.To {
+			continue
+		}
+		others = append(others, m)
+		if isFormerHomeSubscriber(s.Tasks[TenantSubscriberTaskID(t.ID, m)]) {
+			former = append(former, m)
 		}
 	}
 	w := &Switchover{
-		ID: e.Index, Tenant: t.ID, Kind: SwitchoverKind, From: t.HomeRegion, To: cmd.To, Others: others,
+		ID: e.Index, Tenant: t.ID, Kind: SwitchoverKind, From: t.HomeRegion, To: cmd.To, Others: others, FormerHomes: former,
 		TenantCreated: t.CreateIndex, FromEpoch: t.Epoch, NewEpoch: t.Epoch + 1, Phase: PhaseFencing,
 		Steps:       []SwitchoverStep{{Phase: PhaseFencing, At: cmd.At, Index: e.Index, Detail: "fencing the tenant's writes at " + t.HomeRegion}},
 		RequestedBy: cmd.RequestedBy, TimeoutMS: timeout, StartedAt: cmd.At, UpdatedAt: cmd.At, ModifyIndex: e.Index,
@@ -214,6 +219,16 @@ func applySwitchoverAbort(s *State, e *Entry) (any, error) {
 	s.Switchovers[w.Tenant] = &w
 	s.touch(TableSwitchovers, e.Index)
 	return &w, nil
+}
+
+// isFormerHomeSubscriber reports whether t is a tenant subscriber that
+// follows the tenant's home as a former home (its spec says so).
+func isFormerHomeSubscriber(t *Task) bool {
+	if t == nil {
+		return false
+	}
+	var spec SubscriberSpec
+	return json.Unmarshal(t.Spec, &spec) == nil && spec.Ensure == EnsurePresent && spec.FormerHome
 }
 
 func orUnknown(s string) string {

@@ -272,3 +272,26 @@ func TestSnapshotRefusesABadSwitchover(t *testing.T) {
 		}
 	}
 }
+
+// TestSwitchoverCarriesFormerHomes: a switchover records which of the
+// other mirrors follow the home as former homes (their subscriber says
+// so), so that they follow the next home as former homes too and keep the
+// PII they hold; a mirror that is an ordinary one is not recorded.
+func TestSwitchoverCarriesFormerHomes(t *testing.T) {
+	h := switchoverFixture(t)
+	h.f.mu.Lock()
+	for _, m := range []string{"eu-west", "ap-south"} {
+		spec, _ := json.Marshal(SubscriberSpec{Ensure: EnsurePresent, Kind: KindTenant, Tenant: "acme", Source: "us-east", Region: m, FormerHome: m == "ap-south"})
+		h.f.state.Tasks[TenantSubscriberTaskID("acme", m)] = &Task{ID: TenantSubscriberTaskID("acme", m), Type: TaskTypeTenantSubscriber, Region: m, Spec: spec}
+	}
+	h.f.mu.Unlock()
+	res := h.mustApply(SwitchoverStartType, SwitchoverStart{Tenant: "acme", To: "eu-west", At: 10})
+	if w := res.Value.(*Switchover); !slices.Equal(w.Others, []string{"ap-south"}) || !slices.Equal(w.FormerHomes, []string{"ap-south"}) {
+		t.Fatalf("switchover: others %v, former homes %v", w.Others, w.FormerHomes)
+	}
+	good := snapshotBytes(t, h.f)
+	bad := bytes.Replace(good, []byte(`"former_homes":["ap-south"]`), []byte(`"former_homes":["sa-east"]`), 1)
+	if _, err := ReadSnapshot(bytes.NewReader(bad)); err == nil {
+		t.Fatal("a snapshot whose former home is not one of the other mirrors was restored")
+	}
+}
