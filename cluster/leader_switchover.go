@@ -18,8 +18,8 @@ const switchoverTick = 500 * time.Millisecond
 // SwitchoverAdvances returns the phase changes the running switchovers are
 // ready for, given their steps' reports in s and the leader's clock now
 // (unix ns): the fence reported its LSN (catching_up), every mirror caught
-// up (promoting), the promotion and the detaches done and any earlier
-// fence at the target lifted (committed), the
+// up (promoting), the promotion (which also lifts a fence an earlier
+// switchover left at the target) and the detaches done (committed), the
 // hand-off subscribers streaming (done), the fence lifted (aborted), or
 // the deadline of fencing and catching up passed (rolling_back). It is a
 // pure function of the state; the FSM applies each advance only if the
@@ -83,10 +83,6 @@ func switchoverAdvance(s *fsm.State, w *fsm.Switchover, now int64) (fsm.Switchov
 				return fsm.SwitchoverAdvance{}, false
 			}
 		}
-		var unfenced fsm.FenceResult
-		if !stepDone(s, w, fsm.TaskTypeTenantFence, w.To, fsm.StepUnfenced, &unfenced) {
-			return fsm.SwitchoverAdvance{}, false
-		}
 		for _, r := range w.HandOff() {
 			if res.Slots[r] == "" {
 				return fsm.SwitchoverAdvance{}, false
@@ -137,20 +133,19 @@ func stepTask(s *fsm.State, w *fsm.Switchover, typ, region string) *fsm.Task {
 	if json.Unmarshal(t.Spec, &spec) != nil || spec.Switchover != w.ID {
 		return nil
 	}
-	if typ == fsm.TaskTypeTenantFence && spec.Ensure != fenceEnsure(w, region) {
+	if typ == fsm.TaskTypeTenantFence && spec.Ensure != fenceEnsure(w) {
 		return nil
 	}
 	return t
 }
 
-// fenceEnsure is what the fence step of w in region does in w's phase:
-// fence the old home while fencing, lift that fence while rolling back,
-// lift an earlier fence at the target while promoting.
-func fenceEnsure(w *fsm.Switchover, region string) string {
-	if w.Phase == fsm.PhaseFencing && region == w.From {
-		return fsm.EnsurePresent
+// fenceEnsure is what the fence step of w does in w's phase: fence the
+// old home while fencing, lift that fence while rolling back.
+func fenceEnsure(w *fsm.Switchover) string {
+	if w.Phase == fsm.PhaseRollingBack {
+		return fsm.EnsureAbsent
 	}
-	return fsm.EnsureAbsent
+	return fsm.EnsurePresent
 }
 
 // stepDone reports whether the step succeeded with the state want, and

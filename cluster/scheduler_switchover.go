@@ -15,8 +15,6 @@ import (
 //     up to the fenced LSN (their subscribers keep running);
 //   - promoting: tenant-promote at the target, tenant-detach at every
 //     other mirror (their subscribers are gone: switchoverDropsSubscriber);
-//     once the promotion reported, tenant-fence with ensure absent at the
-//     target, which lifts a fence an earlier switchover left there;
 //   - rolling_back: tenant-fence with ensure absent at the old home.
 //
 // Committed and done switchovers have no steps: the replication tasks of
@@ -58,15 +56,6 @@ func desiredSwitchoverTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 				SourceDB: endpoint(s, w.From), Publication: fsm.TenantPublication(w.Tenant), Tables: t.Tables, PII: w.PII,
 				HandOff: w.HandOff(), Switchover: w.ID, TenantCreated: created, Epoch: epoch,
 			})
-			if promoted(s, w) {
-				// The target may hold the fence of an earlier switchover
-				// away from it (a fail-back): lifted once the hand-off
-				// slots exist, before the commit routes writes there.
-				add(fsm.TaskTypeTenantFence, w.To, fsm.FenceSpec{
-					Ensure: fsm.EnsureAbsent, Tenant: w.Tenant, Region: w.To, Tables: t.Tables, NewHome: w.To, NewEpoch: w.NewEpoch,
-					Switchover: w.ID, TenantCreated: created, Epoch: epoch,
-				})
-			}
 			for _, m := range w.Others {
 				add(fsm.TaskTypeTenantDetach, m, fsm.DetachSpec{
 					Tenant: w.Tenant, Region: m, Subscription: fsm.TenantSubscription(w.Tenant, m), Switchover: w.ID,
@@ -128,10 +117,4 @@ func droppedBySwitchover(s *fsm.State, t *fsm.Task) bool {
 		return false
 	}
 	return switchoverDropsSubscriber(s, spec.Tenant, t.Region)
-}
-
-// promoted reports whether switchover w's promotion step succeeded.
-func promoted(s *fsm.State, w *fsm.Switchover) bool {
-	var res fsm.PromoteResult
-	return stepDone(s, w, fsm.TaskTypeTenantPromote, w.To, fsm.StepPromoted, &res)
 }

@@ -92,7 +92,7 @@ func TestSwitchoverAPI(t *testing.T) {
 	})
 	c.AddAgentWith("eu-west-a1", "eu-west", testcluster.AgentOptions{
 		Executors: func(prometheus.Registerer) ([]agent.Executor, error) {
-			return []agent.Executor{euSub, catchUp, promote, fence}, nil
+			return []agent.Executor{euSub, catchUp, promote}, nil
 		},
 	})
 	acme := tenantJSON("acme", "us-east", "eu-west")
