@@ -457,6 +457,10 @@ func TestSwitchover(t *testing.T) {
 
 	t.Run("bad requests change nothing", func(t *testing.T) {
 		api := f.api()
+		head, err := api.Audit(f.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, c := range []struct {
 			tenant string
 			req    wire.SwitchoverRequest
@@ -476,6 +480,7 @@ func TestSwitchover(t *testing.T) {
 			}
 		}
 		out := f.cli.fails("tenant", "switchover", "acme", "--to", "ap-south")
+		var st *wire.SwitchoverStatus
 		mustContain(t, "CLI refusal", out, "does not mirror tenant acme", "not_a_mirror")
 
 		// A mirror that stopped hearing from its home: its lag grows, and
@@ -494,7 +499,7 @@ func TestSwitchover(t *testing.T) {
 			}
 			return nil
 		})
-		_, err := api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
+		_, err = api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
 		if !client.IsCode(err, "mirror_lagging") || !strings.Contains(err.Error(), "over the budget of 1000 ms") || !strings.Contains(err.Error(), "last reported lag for tenant acme is") {
 			t.Fatalf("a switchover onto a lagging mirror: %v", err)
 		}
@@ -504,11 +509,26 @@ func TestSwitchover(t *testing.T) {
 		if got := f.tenant(); got.ModifyIndex != before.ModifyIndex || got.Epoch != 1 {
 			t.Fatalf("refused requests changed acme: %+v", got)
 		}
+		after, err := api.Audit(f.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after.Recent) > 0 && after.Recent[0].Index > head.Index+1 {
+			t.Fatalf("the audit window (from %d) does not reach back to %d", after.Recent[0].Index, head.Index)
+		}
+		for _, e := range after.Recent {
+			if e.Index > head.Index && (strings.HasPrefix(e.Type, "switchover_") || strings.HasPrefix(e.Type, "tenant_")) {
+				t.Fatalf("the audit chain has a %s entry (%d) after the refused requests", e.Type, e.Index)
+			}
+		}
+		if n := fenceTriggers(t, f, "us-east"); n != 0 {
+			t.Fatalf("refused requests fenced us-east (%d triggers)", n)
+		}
 
 		// A switchover that cannot catch up: a second one is refused, the
 		// abort rolls it back, and the fence is lifted.
 		big := int64(3600000)
-		st, err := api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &big, TimeoutMS: 60000})
+		st, err = api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &big, TimeoutMS: 60000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -600,6 +620,10 @@ func TestSwitchover(t *testing.T) {
 		}
 		if got := f.tenant(); got.HomeRegion != "us-east" || got.Epoch != 3 {
 			t.Fatalf("acme after the fail-back: %+v", got)
+		}
+		eu, us := idsIn(w.acked, "eu-west"), idsIn(w.acked, "us-east")
+		if us[0] <= eu[len(eu)-1] {
+			t.Fatalf("us-east's sequence did not continue past eu-west's: first id at us-east %d, last at eu-west %d", us[0], eu[len(eu)-1])
 		}
 		f.checkRows("after the fail-back", writers...)
 		st := f.cli.ok("tenant", "switchover-status", "acme")
