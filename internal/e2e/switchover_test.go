@@ -296,6 +296,7 @@ type ackedRow struct {
 	id     int64
 	email  string
 	region string
+	at     time.Time
 }
 
 func (f *swFed) startWriter(tag string) *edgeWriter {
@@ -328,7 +329,7 @@ func (f *swFed) startWriter(tag string) *edgeWriter {
 				}
 				switch {
 				case resp.StatusCode == http.StatusOK && json.Unmarshal(b, &out) == nil && out.ID > 0:
-					w.acked = append(w.acked, ackedRow{out.ID, email, out.Region})
+					w.acked = append(w.acked, ackedRow{out.ID, email, out.Region, time.Now()})
 				case resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "switchover_in_progress") && resp.Header.Get("Retry-After") != "":
 					w.held++
 				case resp.StatusCode == http.StatusConflict:
@@ -598,8 +599,16 @@ func TestSwitchover(t *testing.T) {
 		if w.held == 0 {
 			t.Fatal("no write was held with 503 switchover_in_progress during the switchover")
 		}
-		t.Logf("switchover done in %s (request to done); %d writes acknowledged (%d at us-east, %d at eu-west), %d held with 503, %d refused by the fence",
-			took.Round(time.Millisecond), len(w.acked), len(us), len(eu), w.held, w.fenced)
+		var firstAtNewHome time.Time
+		for _, a := range w.acked {
+			if a.region == "eu-west" {
+				firstAtNewHome = a.at
+				break
+			}
+		}
+		t.Logf("switchover done in %s (request to done), first write acknowledged at the new home through the edge %s after the request; "+
+			"%d writes acknowledged (%d at us-east, %d at eu-west), %d held with 503, %d refused by the fence",
+			took.Round(time.Millisecond), firstAtNewHome.Sub(begin).Round(time.Millisecond), len(w.acked), len(us), len(eu), w.held, w.fenced)
 		f.checkRows("after the switchover", writers...)
 	})
 	if t.Failed() {
