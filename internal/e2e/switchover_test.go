@@ -29,9 +29,10 @@ import (
 )
 
 // swFed is the federation the switchover tests share: three server
-// processes, us-east and eu-west each with a PostgreSQL and an agent
-// process, ap-south registered without either, an application per region
-// that writes to its region's database, and `atomfed edge` in front.
+// processes, us-east, eu-west and ap-south each with a PostgreSQL and an
+// agent process, sa-east registered without either, an application per
+// region that writes to its region's database, and `atomfed edge` in
+// front.
 type swFed struct {
 	t      *testing.T
 	c      *procs.Cluster
@@ -99,6 +100,9 @@ func regionApp(t *testing.T, region string, pg *pglocal.Cluster) *httptest.Serve
 	return s
 }
 
+// pgRegions are the regions with a PostgreSQL and an agent.
+var pgRegions = []string{"us-east", "eu-west", "ap-south"}
+
 func startSwitchoverFederation(t *testing.T) *swFed {
 	if _, err := pglocal.Find(); err != nil {
 		t.Fatalf("this test needs PostgreSQL: %v", err)
@@ -106,10 +110,10 @@ func startSwitchoverFederation(t *testing.T) *swFed {
 	start := time.Now()
 	c := startCluster(t)
 	leader := waitLeader(t, c)
-	f := &swFed{t: t, c: c, pgs: pgtest.NewFederation(t, "us-east", "eu-west"), db: map[string]*pgx.Conn{},
+	f := &swFed{t: t, c: c, pgs: pgtest.NewFederation(t, pgRegions...), db: map[string]*pgx.Conn{},
 		agents: map[string]*procs.AgentProc{}, ctx: ctx(t, 5*time.Minute)}
 	dir := t.TempDir()
-	for _, r := range []string{"us-east", "eu-west"} {
+	for _, r := range pgRegions {
 		pg := f.pgs[r]
 		conn, err := pg.Connect(f.ctx, pglocal.Database)
 		if err != nil {
@@ -141,17 +145,17 @@ func startSwitchoverFederation(t *testing.T) *swFed {
 		})
 		f.agents[r] = a
 	}
-	registerRegion(t, c, leader, "ap-south")
+	registerRegion(t, c, leader, "sa-east")
 	execPG(t, f.ctx, f.db["us-east"], `INSERT INTO orders (tenant_id, amount, email) SELECT 'acme', g, 'c' || g || '@acme.example' FROM generate_series(1, 200) g`)
 	testutil.Eventually(t, 30*time.Second, func() error {
-		for _, r := range []string{"us-east", "eu-west"} {
+		for _, r := range pgRegions {
 			if _, err := leader.Client.RegionDatabase(f.ctx, r, nil); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	acme := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"eu-west"}, Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
+	acme := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"ap-south", "eu-west"}, Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
 	if _, err := leader.Client.PutTenant(f.ctx, acme, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -180,12 +184,17 @@ func startSwitchoverFederation(t *testing.T) *swFed {
 	f.cli = newCLI(t, c).with("ATOMFED_ADDR=" + edgeSrv.URL)
 
 	testutil.Eventually(t, 60*time.Second, func() error {
-		if n := len(f.rows("eu-west")); n != 200 {
-			return fmt.Errorf("eu-west has %d of acme's 200 rows", n)
+		for _, m := range []string{"eu-west", "ap-south"} {
+			if n := len(f.rows(m)); n != 200 {
+				return fmt.Errorf("%s has %d of acme's 200 rows", m, n)
+			}
+			if err := f.mirrorStreams(m); err != nil {
+				return err
+			}
 		}
-		return f.mirrorStreams("eu-west")
+		return nil
 	})
-	t.Logf("federation up, acme mirrored to eu-west, after %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("federation up, acme mirrored to eu-west and ap-south, after %s", time.Since(start).Round(time.Millisecond))
 	return f
 }
 
@@ -219,11 +228,13 @@ func (f *swFed) mirrorStreams(region string) error {
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(v)
-	if !strings.Contains(string(b), `"region":"`+region+`"`) || !strings.Contains(string(b), `"state":"streaming"`) {
-		return fmt.Errorf("%s does not stream acme yet: %s", region, b)
+	for _, m := range v.Mirrors {
+		if m.Region == region && m.State == fsm.ReplStreaming {
+			return nil
+		}
 	}
-	return nil
+	b, _ := json.Marshal(v)
+	return fmt.Errorf("%s does not stream acme yet: %s", region, b)
 }
 
 // tenant is acme as every running server has it, once they agree.
@@ -392,7 +403,7 @@ func (f *swFed) checkRows(what string, ws ...*edgeWriter) {
 		seen[a.id] = true
 	}
 	testutil.Eventually(f.t, 60*time.Second, func() error {
-		for _, r := range []string{"us-east", "eu-west"} {
+		for _, r := range pgRegions {
 			rows := f.rows(r)
 			if len(rows) != 200+len(acked) {
 				return fmt.Errorf("%s: %s has %d rows, want the 200 seeded and %d acknowledged", what, r, len(rows), len(acked))
@@ -448,7 +459,9 @@ func fenceTriggers(t *testing.T, f *swFed, region string) int {
 // writes with 503 meanwhile and leaves the old home a mirror with its PII;
 // the fail-back (through the CLI) does the same in the other direction;
 // a switchover whose leader is killed -9 during a step, and one whose
-// target's agent is, finish.
+// target's agent is, finish. acme has a second mirror, ap-south, which
+// follows each new home from its hand-off slot; the last switchover moves
+// acme onto it, with us-east following as a former home again.
 func TestSwitchover(t *testing.T) {
 	f := startSwitchoverFederation(t)
 	before := f.tenant()
@@ -471,7 +484,7 @@ func TestSwitchover(t *testing.T) {
 		}{
 			{"nobody", wire.SwitchoverRequest{To: "eu-west"}, 404, "tenant_not_found", `"nobody" does not exist`},
 			{"acme", wire.SwitchoverRequest{To: "mars"}, 400, "unknown_region", `region "mars" is not registered`},
-			{"acme", wire.SwitchoverRequest{To: "ap-south"}, 409, fsm.CodeNotAMirror, "region ap-south does not mirror tenant acme"},
+			{"acme", wire.SwitchoverRequest{To: "sa-east"}, 409, fsm.CodeNotAMirror, "region sa-east does not mirror tenant acme"},
 			{"acme", wire.SwitchoverRequest{To: "us-east"}, 400, fsm.CodeSwitchoverNoop, "already the home"},
 		} {
 			_, err := api.StartSwitchover(f.ctx, c.tenant, c.req)
@@ -480,7 +493,7 @@ func TestSwitchover(t *testing.T) {
 				t.Fatalf("switchover of %s to %s: %v, want %d %s saying %q", c.tenant, c.req.To, err, c.status, c.code, c.says)
 			}
 		}
-		out := f.cli.fails("tenant", "switchover", "acme", "--to", "ap-south")
+		out := f.cli.fails("tenant", "switchover", "acme", "--to", "sa-east")
 		var st *wire.SwitchoverStatus
 		mustContain(t, "CLI refusal", out, "does not mirror tenant acme", "not_a_mirror")
 
@@ -561,7 +574,12 @@ func TestSwitchover(t *testing.T) {
 			t.Fatalf("abort of an ended switchover: %v", err)
 		}
 		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`)
-		testutil.Eventually(t, 60*time.Second, func() error { return f.mirrorStreams("eu-west") })
+		testutil.Eventually(t, 60*time.Second, func() error {
+			if err := f.mirrorStreams("eu-west"); err != nil {
+				return err
+			}
+			return f.mirrorStreams("ap-south")
+		})
 	})
 	if t.Failed() {
 		return
@@ -585,7 +603,7 @@ func TestSwitchover(t *testing.T) {
 		w.waitAcked(t, "eu-west", 20)
 		w.finish()
 		got := f.tenant()
-		if got.HomeRegion != "eu-west" || strings.Join(got.Mirrors, ",") != "us-east" || got.Epoch != 2 {
+		if got.HomeRegion != "eu-west" || strings.Join(got.Mirrors, ",") != "ap-south,us-east" || got.Epoch != 2 {
 			t.Fatalf("acme after the switchover: %+v", got)
 		}
 		us, eu := idsIn(w.acked, "us-east"), idsIn(w.acked, "eu-west")
@@ -670,10 +688,16 @@ func TestSwitchover(t *testing.T) {
 	}
 
 	t.Run("the target's agent killed during a step", func(t *testing.T) {
-		a := f.agents["us-east"]
-		st, err := f.api().StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "us-east", TimeoutMS: 60000})
+		// eu-west -> ap-south: us-east, the former home of the last
+		// switchover, follows ap-south as a former home again (keeping its
+		// PII), and ap-south's agent is killed during one of its steps.
+		a := f.agents["ap-south"]
+		st, err := f.api().StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "ap-south", TimeoutMS: 60000})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if strings.Join(st.Others, ",") != "us-east" || strings.Join(st.FormerHomes, ",") != "us-east" {
+			t.Fatalf("switchover onto ap-south: others %v, former homes %v", st.Others, st.FormerHomes)
 		}
 		var phase string
 		testutil.Eventually(t, 30*time.Second, func() error {
@@ -684,15 +708,15 @@ func TestSwitchover(t *testing.T) {
 			case cur.ID != st.ID:
 				return fmt.Errorf("switchover %d not seen yet", st.ID)
 			case !cur.Active:
-				t.Fatalf("the switchover ended before a step of us-east was placed: %+v", cur)
+				t.Fatalf("the switchover ended before a step of ap-south was placed: %+v", cur)
 			}
 			for _, tk := range cur.Tasks {
-				if tk.Region == "us-east" && tk.Agent != "" {
+				if tk.Region == "ap-south" && tk.Agent != "" {
 					phase = cur.Phase + " (" + tk.ID + " " + tk.Status + ")"
 					return nil
 				}
 			}
-			return fmt.Errorf("no step of us-east placed yet (%s)", cur.Phase)
+			return fmt.Errorf("no step of ap-south placed yet (%s)", cur.Phase)
 		})
 		if err := a.Kill9(); err != nil {
 			t.Fatal(err)
@@ -706,14 +730,17 @@ func TestSwitchover(t *testing.T) {
 		if end.Outcome != fsm.PhaseDone {
 			t.Fatalf("switchover after the target agent's crash: %+v", end)
 		}
-		if got := f.tenant(); got.HomeRegion != "us-east" || got.Epoch != 5 {
+		if got := f.tenant(); got.HomeRegion != "ap-south" || strings.Join(got.Mirrors, ",") != "eu-west,us-east" || got.Epoch != 5 {
 			t.Fatalf("acme after the switchover: %+v", got)
 		}
 		f.checkRows("after the agent's crash", writers...)
-		// The home takes writes again, and its mirror gets them.
+		// The new home takes writes, and both former homes get them.
 		w := f.startWriter("c")
-		w.waitAcked(t, "us-east", 5)
+		w.waitAcked(t, "ap-south", 5)
 		w.finish()
+		if len(w.other) > 0 {
+			t.Fatalf("writes at ap-south failed: %v", w.other)
+		}
 		f.checkRows("writes after the last switchover", append(writers, w)...)
 	})
 }
