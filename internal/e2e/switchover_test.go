@@ -237,6 +237,26 @@ func (f *swFed) mirrorStreams(region string) error {
 	return fmt.Errorf("%s does not stream acme yet: %s", region, b)
 }
 
+// start starts a switchover of acme through a running server, retrying
+// the answers that say nothing was applied (no leader yet, a follower
+// behind): the servers may be electing a leader after a crash.
+func (f *swFed) start(req wire.SwitchoverRequest) *wire.SwitchoverStatus {
+	f.t.Helper()
+	var st *wire.SwitchoverStatus
+	testutil.Eventually(f.t, 30*time.Second, func() error {
+		var err error
+		st, err = f.api().StartSwitchover(f.ctx, "acme", req)
+		if client.IsCode(err, "no_leader") || client.IsCode(err, "busy") {
+			return err
+		}
+		if err != nil {
+			f.t.Fatalf("switchover of acme to %s: %v", req.To, err)
+		}
+		return nil
+	})
+	return st
+}
+
 // tenant is acme as every running server has it, once they agree.
 func (f *swFed) tenant() *fsm.Tenant {
 	f.t.Helper()
@@ -591,10 +611,7 @@ func TestSwitchover(t *testing.T) {
 		writers = append(writers, w)
 		w.waitAcked(t, "us-east", 20)
 		begin := time.Now()
-		st, err := f.api().StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := f.start(wire.SwitchoverRequest{To: "eu-west"})
 		end := f.waitSwitchover(st.ID, 60*time.Second)
 		took := time.Since(begin)
 		if end.Outcome != fsm.PhaseDone {
@@ -678,6 +695,10 @@ func TestSwitchover(t *testing.T) {
 		if err := leader.Restart(); err != nil {
 			t.Fatal(err)
 		}
+		testutil.Eventually(t, 30*time.Second, func() error { // back, and it knows the leader
+			_, _, err := leader.Client.Tenant(f.ctx, "acme", &client.QueryOptions{Consistency: "default"})
+			return err
+		})
 		if got := f.tenant(); got.HomeRegion != "eu-west" || got.Epoch != 4 {
 			t.Fatalf("acme after the switchover: %+v", got)
 		}
@@ -692,10 +713,7 @@ func TestSwitchover(t *testing.T) {
 		// switchover, follows ap-south as a former home again (keeping its
 		// PII), and ap-south's agent is killed during one of its steps.
 		a := f.agents["ap-south"]
-		st, err := f.api().StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "ap-south", TimeoutMS: 60000})
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := f.start(wire.SwitchoverRequest{To: "ap-south", TimeoutMS: 60000})
 		if strings.Join(st.Others, ",") != "us-east" || strings.Join(st.FormerHomes, ",") != "us-east" {
 			t.Fatalf("switchover onto ap-south: others %v, former homes %v", st.Others, st.FormerHomes)
 		}
