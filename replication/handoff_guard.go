@@ -135,10 +135,16 @@ func readHandOff(ctx context.Context, q querier, tenant string) (*handOff, error
 }
 
 // lockTenantStep takes the tenant's hand-off lock on the session of conn
-// (see the top of this file) and returns its release.
+// (see the top of this file) and returns its release. The wait is
+// bounded: a session left behind by a lost connection may hold the lock
+// until the server notices, and the step should say so, not hang. The
+// lock is the session's, so it outlives the transaction that waits for
+// it.
 func lockTenantStep(ctx context.Context, conn *pgx.Conn, tenant string) (func(), error) {
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, handOffLockKey, tenant); err != nil {
-		return nil, err
+	err := execTx(ctx, conn, []string{`SET LOCAL lock_timeout = '10s'`,
+		fmt.Sprintf(`SELECT pg_advisory_lock(%d, hashtext(%s))`, handOffLockKey, quoteLiteral(tenant))})
+	if err != nil {
+		return nil, fmt.Errorf("wait for tenant %s's switchover step lock: %w", tenant, err)
 	}
 	return func() {
 		if conn.IsClosed() {
