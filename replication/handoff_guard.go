@@ -158,13 +158,19 @@ func lockTenantStep(ctx context.Context, conn *pgx.Conn, tenant string) (func(),
 
 // handedOff is the step of a tenant-subscriber whose placement a hand-off
 // record ends (see the top of this file): present, it changes nothing and
-// says why; absent, it only drops the subscription, without reaching the
-// old home and keeping every row, and is done.
+// says why; absent, it only drops the subscription if it still follows
+// this task's source (the old home), without reaching it and keeping
+// every row, and is done. A subscription of that name to another source
+// is the newer placement's (the hand-off subscriber's): it stays.
 func (s *subscriber) handedOff(ctx context.Context, conn *pgx.Conn, res *fsm.SubscriberResult, h *handOff) (*fsm.SubscriberResult, bool) {
 	why := fmt.Sprintf("tenant %s was %s in this database by switchover %d, which ended %s; this subscriber task is of that placement",
 		s.spec.Tenant, h.Role, h.Switchover, h.Placement)
 	if s.spec.Ensure == fsm.EnsureAbsent {
-		if _, err := detachSubscription(ctx, conn, s.spec.Subscription); err != nil {
+		sub, err := readSubscription(ctx, conn, s.spec.Subscription)
+		if err == nil && sub != nil && s.spec.SourceDB != nil && sameSource(sub.ConnInfo, s.connInfo()) {
+			_, err = detachSubscription(ctx, conn, s.spec.Subscription)
+		}
+		if err != nil {
 			res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "drop the subscription", err)}
 			return res, false
 		}

@@ -521,6 +521,14 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	// subscriber keeps the subscription and every row.
 	subOID := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other))
 	otherVersions := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
+	// A teardown of the ended placement that comes late leaves the
+	// hand-off subscription alone: it follows newhome, not the old home.
+	if st := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, ended).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("a late teardown of the ended subscriber at other: %s", js(st))
+	}
+	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
+		t.Fatal("a late teardown of the ended placement dropped the hand-off subscription")
+	}
 	handOffSub.stop()
 	plain := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(newhome, other, epoch+1))
 	testutil.Eventually(t, 30*time.Second, func() error {
