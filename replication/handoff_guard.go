@@ -48,6 +48,7 @@ var handOffSchema = []string{
 		switchover bigint NOT NULL,
 		role text NOT NULL,
 		subscription text NOT NULL,
+		detached_conninfo text NOT NULL DEFAULT '',
 		at timestamptz NOT NULL DEFAULT now())`,
 	`REVOKE ALL ON atomfed.tenant_handoffs FROM PUBLIC`,
 }
@@ -63,7 +64,12 @@ type handOff struct {
 	Switchover   uint64
 	Role         string
 	Subscription string
-	At           time.Time
+	// DetachedConnInfo is the connection of the subscription the step
+	// found when it first wrote the record ("" when there was none): the
+	// subscription to the old home that it detaches. A subscription of that
+	// name found later with another source is a newer placement's.
+	DetachedConnInfo string
+	At               time.Time
 }
 
 // covers reports whether the record ends the placement of a task spec:
@@ -74,43 +80,51 @@ func (h *handOff) covers(created, epoch uint64) bool {
 }
 
 // recordHandOff writes the hand-off record of a step, waiting for the
-// tenant's subscriber to finish its step. A record of a newer placement
-// is kept, and the step refused: it is stale.
-func recordHandOff(ctx context.Context, conn *pgx.Conn, h handOff) error {
+// tenant's subscriber to finish its step, and returns the record as it
+// stands: one of the same step written by an earlier run is kept as it
+// is. A record of a newer placement is kept, and the step refused: it is
+// stale.
+func recordHandOff(ctx context.Context, conn *pgx.Conn, h handOff) (*handOff, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, `SELECT pg_advisory_xact_lock(` + strconv.Itoa(handOffLockKey) + `, 0)`}, handOffSchema...)
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
+			return nil, fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
 		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, handOffLockKey, h.Placement.Tenant); err != nil {
-		return fmt.Errorf("hand-off record of tenant %s: wait for its subscriber's step: %w", h.Placement.Tenant, err)
+		return nil, fmt.Errorf("hand-off record of tenant %s: wait for its subscriber's step: %w", h.Placement.Tenant, err)
 	}
 	cur, err := readHandOff(ctx, tx, h.Placement.Tenant)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cur != nil && h.Placement.Older(cur.Placement) {
-		return fmt.Errorf("%w: tenant %s was handed off here at %s (switchover %d); this step is of %s",
+		return nil, fmt.Errorf("%w: tenant %s was handed off here at %s (switchover %d); this step is of %s",
 			errStaleStep, h.Placement.Tenant, cur.Placement, cur.Switchover, h.Placement)
 	}
 	if cur != nil && cur.Placement == h.Placement && cur.Role == h.Role && cur.Switchover == h.Switchover {
-		return tx.Commit(ctx)
+		return cur, tx.Commit(ctx)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, at)
-		VALUES ($1, $2, $3, $4, $5, $6, now())
-		ON CONFLICT (tenant_id) DO UPDATE SET tenant_created = EXCLUDED.tenant_created, epoch = EXCLUDED.epoch,
-			switchover = EXCLUDED.switchover, role = EXCLUDED.role, subscription = EXCLUDED.subscription, at = EXCLUDED.at`,
-		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription)
+	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT subconninfo FROM pg_subscription WHERE subname = $1
+		AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())), '')`, h.Subscription).Scan(&h.DetachedConnInfo)
 	if err != nil {
-		return fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
+		return nil, fmt.Errorf("hand-off record of tenant %s: read subscription %s: %w", h.Placement.Tenant, h.Subscription, err)
 	}
-	return tx.Commit(ctx)
+	_, err = tx.Exec(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, detached_conninfo, at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+		ON CONFLICT (tenant_id) DO UPDATE SET tenant_created = EXCLUDED.tenant_created, epoch = EXCLUDED.epoch,
+			switchover = EXCLUDED.switchover, role = EXCLUDED.role, subscription = EXCLUDED.subscription,
+			detached_conninfo = EXCLUDED.detached_conninfo, at = EXCLUDED.at`,
+		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription, h.DetachedConnInfo)
+	if err != nil {
+		return nil, fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
+	}
+	return &h, tx.Commit(ctx)
 }
 
 // readHandOff returns tenant's hand-off record, or nil when there is none
@@ -122,8 +136,9 @@ func readHandOff(ctx context.Context, q querier, tenant string) (*handOff, error
 	}
 	h := handOff{Placement: fsm.TaskEpoch{Tenant: tenant}}
 	var created, epoch, sw int64
-	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, at FROM atomfed.tenant_handoffs WHERE tenant_id = $1`,
-		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &h.At)
+	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, detached_conninfo, at
+		FROM atomfed.tenant_handoffs WHERE tenant_id = $1`,
+		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &h.DetachedConnInfo, &h.At)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}

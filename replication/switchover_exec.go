@@ -273,7 +273,7 @@ func checkPromoteSpec(t *fsm.Task, spec *fsm.PromoteSpec) error {
 func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn, spec fsm.PromoteSpec, log hclog.Logger) (*fsm.PromoteResult, error) {
 	// First, before anything is detached: a subscriber of the ended
 	// placement changes nothing here from now on.
-	if err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
+	if _, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
 		Switchover: spec.Switchover, Role: handOffPromoted, Subscription: spec.Subscription}); err != nil {
 		return nil, err
 	}
@@ -375,15 +375,22 @@ func (e *detachExec) Run(ctx context.Context, t *fsm.Task, report func(structs.T
 		return &fsm.DetachResult{State: fsm.StepStepError, At: time.Now().UnixNano(), Issues: []fsm.ReplicationIssue{is}}
 	}
 	newStepRunner(e.cfg).run(ctx, report, "detach the subscription "+spec.Subscription, func(ctx context.Context, conn *pgx.Conn) (any, error) {
-		if err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
-			Switchover: spec.Switchover, Role: handOffDetached, Subscription: spec.Subscription}); err != nil {
-			return nil, err
-		}
-		dropped, err := detachSubscription(ctx, conn, spec.Subscription)
+		h, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
+			Switchover: spec.Switchover, Role: handOffDetached, Subscription: spec.Subscription})
 		if err != nil {
 			return nil, err
 		}
-		if dropped {
+		// Only the subscription the first run found (to the old home): one
+		// of that name made since, with another source, is the hand-off
+		// subscriber's, which a late run must not take away.
+		sub, err := readSubscription(ctx, conn, spec.Subscription)
+		if err != nil {
+			return nil, err
+		}
+		if sub != nil && h.DetachedConnInfo != "" && sameSource(sub.ConnInfo, h.DetachedConnInfo) {
+			if _, err := detachSubscription(ctx, conn, spec.Subscription); err != nil {
+				return nil, err
+			}
 			log.Info("subscription to the old home detached; the tenant's rows stay", "subscription", spec.Subscription)
 		}
 		return &fsm.DetachResult{State: fsm.StepDetached, At: time.Now().UnixNano()}, nil

@@ -529,6 +529,14 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
 		t.Fatal("a late teardown of the ended placement dropped the hand-off subscription")
 	}
+	// So does the detach run again late (a peer agent that has not seen
+	// the commit yet).
+	if st := runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("a late detach at other: %s", js(st))
+	}
+	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
+		t.Fatal("a late detach dropped the hand-off subscription")
+	}
 	handOffSub.stop()
 	plain := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(newhome, other, epoch+1))
 	testutil.Eventually(t, 30*time.Second, func() error {
