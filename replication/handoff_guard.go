@@ -48,7 +48,7 @@ var handOffSchema = []string{
 		switchover bigint NOT NULL,
 		role text NOT NULL,
 		subscription text NOT NULL,
-		detached_conninfo text NOT NULL DEFAULT '',
+		detached_oid bigint NOT NULL DEFAULT 0,
 		at timestamptz NOT NULL DEFAULT now())`,
 	`REVOKE ALL ON atomfed.tenant_handoffs FROM PUBLIC`,
 }
@@ -64,12 +64,13 @@ type handOff struct {
 	Switchover   uint64
 	Role         string
 	Subscription string
-	// DetachedConnInfo is the connection of the subscription the step
-	// found when it first wrote the record ("" when there was none): the
-	// subscription to the old home that it detaches. A subscription of that
-	// name found later with another source is a newer placement's.
-	DetachedConnInfo string
-	At               time.Time
+	// DetachedOID is the subscription the step found when it first wrote
+	// the record (0 when there was none): the subscription to the old home
+	// that it detaches. A subscription of that name made later (another
+	// OID) is a newer placement's, even with the same source (after a
+	// fail-back the former home subscribes to the same region again).
+	DetachedOID uint32
+	At          time.Time
 }
 
 // covers reports whether the record ends the placement of a task spec:
@@ -110,17 +111,17 @@ func recordHandOff(ctx context.Context, conn *pgx.Conn, h handOff) (*handOff, er
 	if cur != nil && cur.Placement == h.Placement && cur.Role == h.Role && cur.Switchover == h.Switchover {
 		return cur, tx.Commit(ctx)
 	}
-	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT subconninfo FROM pg_subscription WHERE subname = $1
-		AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())), '')`, h.Subscription).Scan(&h.DetachedConnInfo)
+	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT oid FROM pg_subscription WHERE subname = $1
+		AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())), 0)`, h.Subscription).Scan(&h.DetachedOID)
 	if err != nil {
 		return nil, fmt.Errorf("hand-off record of tenant %s: read subscription %s: %w", h.Placement.Tenant, h.Subscription, err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, detached_conninfo, at)
+	_, err = tx.Exec(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, detached_oid, at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 		ON CONFLICT (tenant_id) DO UPDATE SET tenant_created = EXCLUDED.tenant_created, epoch = EXCLUDED.epoch,
 			switchover = EXCLUDED.switchover, role = EXCLUDED.role, subscription = EXCLUDED.subscription,
-			detached_conninfo = EXCLUDED.detached_conninfo, at = EXCLUDED.at`,
-		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription, h.DetachedConnInfo)
+			detached_oid = EXCLUDED.detached_oid, at = EXCLUDED.at`,
+		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription, int64(h.DetachedOID))
 	if err != nil {
 		return nil, fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
 	}
@@ -135,17 +136,17 @@ func readHandOff(ctx context.Context, q querier, tenant string) (*handOff, error
 		return nil, err
 	}
 	h := handOff{Placement: fsm.TaskEpoch{Tenant: tenant}}
-	var created, epoch, sw int64
-	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, detached_conninfo, at
+	var created, epoch, sw, oid int64
+	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, detached_oid, at
 		FROM atomfed.tenant_handoffs WHERE tenant_id = $1`,
-		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &h.DetachedConnInfo, &h.At)
+		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &oid, &h.At)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the hand-off record of tenant %s: %w", tenant, err)
 	}
-	h.Placement.Created, h.Placement.Epoch, h.Switchover = uint64(created), uint64(epoch), uint64(sw)
+	h.Placement.Created, h.Placement.Epoch, h.Switchover, h.DetachedOID = uint64(created), uint64(epoch), uint64(sw), uint32(oid)
 	return &h, nil
 }
 
@@ -173,16 +174,16 @@ func lockTenantStep(ctx context.Context, conn *pgx.Conn, tenant string) (func(),
 
 // handedOff is the step of a tenant-subscriber whose placement a hand-off
 // record ends (see the top of this file): present, it changes nothing and
-// says why; absent, it only drops the subscription if it still follows
-// this task's source (the old home), without reaching it and keeping
-// every row, and is done. A subscription of that name to another source
-// is the newer placement's (the hand-off subscriber's): it stays.
+// says why; absent, it only drops the subscription the step found (the
+// ended placement's, to the old home), without reaching it and keeping
+// every row, and is done. A subscription of that name made since is a
+// newer placement's (the hand-off subscriber's): it stays.
 func (s *subscriber) handedOff(ctx context.Context, conn *pgx.Conn, res *fsm.SubscriberResult, h *handOff) (*fsm.SubscriberResult, bool) {
 	why := fmt.Sprintf("tenant %s was %s in this database by switchover %d, which ended %s; this subscriber task is of that placement",
 		s.spec.Tenant, h.Role, h.Switchover, h.Placement)
 	if s.spec.Ensure == fsm.EnsureAbsent {
 		sub, err := readSubscription(ctx, conn, s.spec.Subscription)
-		if err == nil && sub != nil && s.spec.SourceDB != nil && sameSource(sub.ConnInfo, s.connInfo()) {
+		if err == nil && sub != nil && sub.OID == h.DetachedOID {
 			_, err = detachSubscription(ctx, conn, s.spec.Subscription)
 		}
 		if err != nil {

@@ -273,9 +273,20 @@ func checkPromoteSpec(t *fsm.Task, spec *fsm.PromoteSpec) error {
 func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn, spec fsm.PromoteSpec, log hclog.Logger) (*fsm.PromoteResult, error) {
 	// First, before anything is detached: a subscriber of the ended
 	// placement changes nothing here from now on.
-	if _, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
-		Switchover: spec.Switchover, Role: handOffPromoted, Subscription: spec.Subscription}); err != nil {
+	h, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
+		Switchover: spec.Switchover, Role: handOffPromoted, Subscription: spec.Subscription})
+	if err != nil {
 		return nil, err
+	}
+	// PromoteMirror detaches the subscription of that name, whichever it
+	// is; only the one the first run found (to the old home) is this
+	// promotion's. One made since is a later placement's (this database
+	// is a mirror again), and this run is stale.
+	if sub, err := readSubscription(ctx, conn, spec.Subscription); err != nil {
+		return nil, err
+	} else if sub != nil && sub.OID != h.DetachedOID {
+		return nil, fmt.Errorf("%w: subscription %s here is not the one switchover %d found when it promoted this database (a later placement made it); it is left alone",
+			errStaleStep, spec.Subscription, spec.Switchover)
 	}
 	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables}
 	for _, c := range spec.PII {
@@ -381,13 +392,13 @@ func (e *detachExec) Run(ctx context.Context, t *fsm.Task, report func(structs.T
 			return nil, err
 		}
 		// Only the subscription the first run found (to the old home): one
-		// of that name made since, with another source, is the hand-off
-		// subscriber's, which a late run must not take away.
+		// of that name made since is the hand-off subscriber's, which a
+		// late run must not take away.
 		sub, err := readSubscription(ctx, conn, spec.Subscription)
 		if err != nil {
 			return nil, err
 		}
-		if sub != nil && h.DetachedConnInfo != "" && sameSource(sub.ConnInfo, h.DetachedConnInfo) {
+		if sub != nil && sub.OID == h.DetachedOID {
 			if _, err := detachSubscription(ctx, conn, spec.Subscription); err != nil {
 				return nil, err
 			}

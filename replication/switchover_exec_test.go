@@ -652,6 +652,21 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if v := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND note <> 'back'`); v != filterVersions(otherBack, 66, 70) {
 		t.Fatal("acme's rows at other were written again by the fail-back")
 	}
+	// A late run of the first promotion at newhome (a former home again,
+	// subscribed to oldhome under the same name) is refused and leaves
+	// that subscription alone.
+	newSubOID := value(newhome, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(newhome))
+	late := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if st := late.status(); st.Status != fsm.TaskFailing || !strings.Contains(st.Error, "is not the one switchover 42 found") {
+			return fmt.Errorf("a late promotion at newhome reports %s", js(st))
+		}
+		return nil
+	})
+	late.stop()
+	if oid := value(newhome, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(newhome)); oid != newSubOID {
+		t.Fatal("a late promotion took newhome's former-home subscription away")
+	}
 	took("fail-back")
 }
 
