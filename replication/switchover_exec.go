@@ -119,6 +119,9 @@ func (e *fenceExec) Run(ctx context.Context, t *fsm.Task, report func(structs.Ta
 		if err != nil {
 			return nil, err
 		}
+		if err := undoLateFence(ctx, conn, spec, log); err != nil {
+			return nil, err
+		}
 		pii, err := HomePIIColumns(ctx, conn, spec.Tables)
 		if err != nil {
 			return nil, err
@@ -144,6 +147,10 @@ func unfence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.
 		return nil, fmt.Errorf("%w: tenant %s is fenced here at epoch %d (writes to %s), newer than the fence of epoch %d being lifted; it is left in place",
 			errStaleStep, spec.Tenant, cur.Epoch, cur.WritesTo, spec.NewEpoch)
 	}
+	// Recorded before the fence goes: see undoLateFence.
+	if err := recordFenceLift(ctx, conn, spec.Tenant, spec.Switchover); err != nil {
+		return nil, err
+	}
 	if cur != nil {
 		if err := UnfenceTenant(ctx, conn, spec.Tenant); err != nil {
 			return nil, err
@@ -151,6 +158,65 @@ func unfence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.
 		log.Info("tenant fence lifted", "tenant", spec.Tenant, "epoch", cur.Epoch)
 	}
 	return &fsm.FenceResult{State: fsm.StepUnfenced, At: time.Now().UnixNano()}, nil
+}
+
+// A fence placed by a run of a switchover's fence step that comes late,
+// after the switchover rolled back and lifted its fence (an agent that
+// lost the task but still ran it), would leave the tenant with no
+// writable home. So lifting a switchover's fence records the switchover
+// first (atomfed.tenant_fence_lifts), and a fence step checks it after
+// placing its fence and takes the fence away again when its switchover
+// was lifted: whichever order the two runs take, no fence of a rolled-back
+// switchover stays.
+
+// fenceLiftSchema creates the record of lifted fences (under
+// handOffLockKey, 1).
+var fenceLiftSchema = []string{
+	`CREATE SCHEMA IF NOT EXISTS atomfed`,
+	`CREATE TABLE IF NOT EXISTS atomfed.tenant_fence_lifts (
+		tenant_id text PRIMARY KEY,
+		switchover bigint NOT NULL,
+		at timestamptz NOT NULL DEFAULT now())`,
+	`REVOKE ALL ON atomfed.tenant_fence_lifts FROM PUBLIC`,
+}
+
+// recordFenceLift records that switchover's fence of tenant is being
+// lifted here (the newest switchover wins).
+func recordFenceLift(ctx context.Context, conn *pgx.Conn, tenant string, switchover uint64) error {
+	if switchover == 0 {
+		return nil
+	}
+	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, 1)`, handOffLockKey)}, fenceLiftSchema...)
+	stmts = append(stmts, fmt.Sprintf(`INSERT INTO atomfed.tenant_fence_lifts (tenant_id, switchover) VALUES (%s, %d)
+		ON CONFLICT (tenant_id) DO UPDATE SET switchover = GREATEST(atomfed.tenant_fence_lifts.switchover, EXCLUDED.switchover), at = now()`,
+		quoteLiteral(tenant), int64(switchover)))
+	if err := execTx(ctx, conn, stmts); err != nil {
+		return fmt.Errorf("record the lift of tenant %s's fence: %w", tenant, err)
+	}
+	return nil
+}
+
+// undoLateFence takes the fence just placed away again when its
+// switchover's fence was lifted here already, and says so.
+func undoLateFence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.Logger) error {
+	if spec.Switchover == 0 {
+		return nil
+	}
+	var lifted bool
+	err := conn.QueryRow(ctx, `SELECT to_regclass('atomfed.tenant_fence_lifts') IS NOT NULL`).Scan(&lifted)
+	if err == nil && lifted {
+		err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM atomfed.tenant_fence_lifts WHERE tenant_id = $1 AND switchover >= $2)`,
+			spec.Tenant, int64(spec.Switchover)).Scan(&lifted)
+	}
+	if err != nil || !lifted {
+		return err
+	}
+	if err := UnfenceTenant(ctx, conn, spec.Tenant); err != nil {
+		return err
+	}
+	log.Warn("a late run of a rolled-back switchover's fence step fenced the tenant; the fence is lifted again", "tenant", spec.Tenant, "switchover", spec.Switchover)
+	return fmt.Errorf("%w: switchover %d of tenant %s was rolled back here (its fence lifted); this run's fence is lifted again",
+		errStaleStep, spec.Switchover, spec.Tenant)
 }
 
 // catchUpExec runs tenant-catchup tasks.

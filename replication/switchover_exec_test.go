@@ -226,6 +226,30 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 			}
 		}
 		sql.exec(db[oldhome], `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`, `DELETE FROM orders WHERE tenant_id = 'initech' AND amount = 1 AND note IS NULL`)
+		// A run of the rolled-back switchover's fence step that comes
+		// late (an agent that lost the task) leaves no fence behind.
+		spec.Ensure = fsm.EnsurePresent
+		late := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec)
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if st := late.status(); st.Status != fsm.TaskFailing || !strings.Contains(st.Error, "rolled back") {
+				return fmt.Errorf("a late fence of a rolled-back switchover reports %s", js(st))
+			}
+			return nil
+		})
+		late.stop()
+		if f, err := replication.ReadFence(ctx, db[oldhome], "initech"); err != nil || f != nil {
+			t.Fatalf("a late fence of a rolled-back switchover stayed: %+v %v", f, err)
+		}
+		// The next switchover fences as usual.
+		spec.Switchover = 10
+		if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+			t.Fatalf("fence initech for the next switchover: %s", js(st))
+		}
+		spec.Ensure = fsm.EnsureAbsent
+		if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+			t.Fatalf("unfence initech: %s", js(st))
+		}
+		sql.exec(db[oldhome], `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`, `DELETE FROM orders WHERE tenant_id = 'initech' AND amount = 1 AND note IS NULL`)
 	})
 
 	// other's subscription stops applying before the fence, so that its
