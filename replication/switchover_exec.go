@@ -19,7 +19,8 @@ import (
 //
 //   - tenant-fence, at the old home: FenceTenant (or, with ensure absent,
 //     UnfenceTenant) and the home's PII column types, read with the fence
-//     in place;
+//     in place; a late fence of a rolled-back switchover is undone (see
+//     undoLateFence);
 //   - tenant-catchup, at each mirror: WaitCaughtUp to the fenced LSN,
 //     reporting how far behind it is while it waits; it never gives up on
 //     its own (the leader has the deadline);
@@ -39,8 +40,10 @@ import (
 // and reports the same outcome. A step that fails is tried again every
 // interval (at most settleInterval) until it succeeds or its task ends.
 
-// errStaleStep means a step is of a tenant placement older than one this
-// database has already been handed off at.
+// errStaleStep means a step's time has passed in this database: its
+// placement was handed off here already at a newer one, a later placement
+// made the subscription it would detach, or its switchover was rolled
+// back here (its fence lifted).
 var errStaleStep = errors.New("stale switchover step")
 
 // stepRunner runs one step task: try, report, until done or ctx ends.
