@@ -19,7 +19,8 @@ import (
 //
 //   - tenant-fence, at the old home: FenceTenant (or, with ensure absent,
 //     UnfenceTenant) and the home's PII column types, read with the fence
-//     in place;
+//     in place; a late fence of a rolled-back switchover is undone (see
+//     undoLateFence);
 //   - tenant-catchup, at each mirror: WaitCaughtUp to the fenced LSN,
 //     reporting how far behind it is while it waits; it never gives up on
 //     its own (the leader has the deadline);
@@ -39,8 +40,10 @@ import (
 // and reports the same outcome. A step that fails is tried again every
 // interval (at most settleInterval) until it succeeds or its task ends.
 
-// errStaleStep means a step is of a tenant placement older than one this
-// database has already been handed off at.
+// errStaleStep means a step's time has passed in this database: its
+// placement was handed off here already at a newer one, a later placement
+// made the subscription it would detach, or its switchover was rolled
+// back here (its fence lifted).
 var errStaleStep = errors.New("stale switchover step")
 
 // stepRunner runs one step task: try, report, until done or ctx ends.
@@ -119,6 +122,9 @@ func (e *fenceExec) Run(ctx context.Context, t *fsm.Task, report func(structs.Ta
 		if err != nil {
 			return nil, err
 		}
+		if err := undoLateFence(ctx, conn, spec, log); err != nil {
+			return nil, err
+		}
 		pii, err := HomePIIColumns(ctx, conn, spec.Tables)
 		if err != nil {
 			return nil, err
@@ -144,6 +150,10 @@ func unfence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.
 		return nil, fmt.Errorf("%w: tenant %s is fenced here at epoch %d (writes to %s), newer than the fence of epoch %d being lifted; it is left in place",
 			errStaleStep, spec.Tenant, cur.Epoch, cur.WritesTo, spec.NewEpoch)
 	}
+	// Recorded before the fence goes: see undoLateFence.
+	if err := recordFenceLift(ctx, conn, spec.Tenant, spec.Switchover); err != nil {
+		return nil, err
+	}
 	if cur != nil {
 		if err := UnfenceTenant(ctx, conn, spec.Tenant); err != nil {
 			return nil, err
@@ -151,6 +161,65 @@ func unfence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.
 		log.Info("tenant fence lifted", "tenant", spec.Tenant, "epoch", cur.Epoch)
 	}
 	return &fsm.FenceResult{State: fsm.StepUnfenced, At: time.Now().UnixNano()}, nil
+}
+
+// A fence placed by a run of a switchover's fence step that comes late,
+// after the switchover rolled back and lifted its fence (an agent that
+// lost the task but still ran it), would leave the tenant with no
+// writable home. So lifting a switchover's fence records the switchover
+// first (atomfed.tenant_fence_lifts), and a fence step checks it after
+// placing its fence and takes the fence away again when its switchover
+// was lifted: whichever order the two runs take, no fence of a rolled-back
+// switchover stays.
+
+// fenceLiftSchema creates the record of lifted fences (under
+// handOffLockKey, 1).
+var fenceLiftSchema = []string{
+	`CREATE SCHEMA IF NOT EXISTS atomfed`,
+	`CREATE TABLE IF NOT EXISTS atomfed.tenant_fence_lifts (
+		tenant_id text PRIMARY KEY,
+		switchover bigint NOT NULL,
+		at timestamptz NOT NULL DEFAULT now())`,
+	`REVOKE ALL ON atomfed.tenant_fence_lifts FROM PUBLIC`,
+}
+
+// recordFenceLift records that switchover's fence of tenant is being
+// lifted here (the newest switchover wins).
+func recordFenceLift(ctx context.Context, conn *pgx.Conn, tenant string, switchover uint64) error {
+	if switchover == 0 {
+		return nil
+	}
+	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, 1)`, handOffLockKey)}, fenceLiftSchema...)
+	stmts = append(stmts, fmt.Sprintf(`INSERT INTO atomfed.tenant_fence_lifts (tenant_id, switchover) VALUES (%s, %d)
+		ON CONFLICT (tenant_id) DO UPDATE SET switchover = GREATEST(atomfed.tenant_fence_lifts.switchover, EXCLUDED.switchover), at = now()`,
+		quoteLiteral(tenant), int64(switchover)))
+	if err := execTx(ctx, conn, stmts); err != nil {
+		return fmt.Errorf("record the lift of tenant %s's fence: %w", tenant, err)
+	}
+	return nil
+}
+
+// undoLateFence takes the fence just placed away again when its
+// switchover's fence was lifted here already, and says so.
+func undoLateFence(ctx context.Context, conn *pgx.Conn, spec fsm.FenceSpec, log hclog.Logger) error {
+	if spec.Switchover == 0 {
+		return nil
+	}
+	var lifted bool
+	err := conn.QueryRow(ctx, `SELECT to_regclass('atomfed.tenant_fence_lifts') IS NOT NULL`).Scan(&lifted)
+	if err == nil && lifted {
+		err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM atomfed.tenant_fence_lifts WHERE tenant_id = $1 AND switchover >= $2)`,
+			spec.Tenant, int64(spec.Switchover)).Scan(&lifted)
+	}
+	if err != nil || !lifted {
+		return err
+	}
+	if err := UnfenceTenant(ctx, conn, spec.Tenant); err != nil {
+		return err
+	}
+	log.Warn("a late run of a rolled-back switchover's fence step fenced the tenant; the fence is lifted again", "tenant", spec.Tenant, "switchover", spec.Switchover)
+	return fmt.Errorf("%w: switchover %d of tenant %s was rolled back here (its fence lifted); this run's fence is lifted again",
+		errStaleStep, spec.Switchover, spec.Tenant)
 }
 
 // catchUpExec runs tenant-catchup tasks.
@@ -273,9 +342,20 @@ func checkPromoteSpec(t *fsm.Task, spec *fsm.PromoteSpec) error {
 func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn, spec fsm.PromoteSpec, log hclog.Logger) (*fsm.PromoteResult, error) {
 	// First, before anything is detached: a subscriber of the ended
 	// placement changes nothing here from now on.
-	if err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
-		Switchover: spec.Switchover, Role: handOffPromoted, Subscription: spec.Subscription}); err != nil {
+	h, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
+		Switchover: spec.Switchover, Role: handOffPromoted, Subscription: spec.Subscription})
+	if err != nil {
 		return nil, err
+	}
+	// PromoteMirror detaches the subscription of that name, whichever it
+	// is; only the one the first run found (to the old home) is this
+	// promotion's. One made since is a later placement's (this database
+	// is a mirror again), and this run is stale.
+	if sub, err := readSubscription(ctx, conn, spec.Subscription); err != nil {
+		return nil, err
+	} else if sub != nil && sub.OID != h.DetachedOID {
+		return nil, fmt.Errorf("%w: subscription %s here is not the one switchover %d found when it promoted this database (a later placement made it); it is left alone",
+			errStaleStep, spec.Subscription, spec.Switchover)
 	}
 	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables}
 	for _, c := range spec.PII {
@@ -375,15 +455,22 @@ func (e *detachExec) Run(ctx context.Context, t *fsm.Task, report func(structs.T
 		return &fsm.DetachResult{State: fsm.StepStepError, At: time.Now().UnixNano(), Issues: []fsm.ReplicationIssue{is}}
 	}
 	newStepRunner(e.cfg).run(ctx, report, "detach the subscription "+spec.Subscription, func(ctx context.Context, conn *pgx.Conn) (any, error) {
-		if err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
-			Switchover: spec.Switchover, Role: handOffDetached, Subscription: spec.Subscription}); err != nil {
-			return nil, err
-		}
-		dropped, err := detachSubscription(ctx, conn, spec.Subscription)
+		h, err := recordHandOff(ctx, conn, handOff{Placement: fsm.TaskEpoch{Tenant: spec.Tenant, Created: spec.TenantCreated, Epoch: spec.Epoch},
+			Switchover: spec.Switchover, Role: handOffDetached, Subscription: spec.Subscription})
 		if err != nil {
 			return nil, err
 		}
-		if dropped {
+		// Only the subscription the first run found (to the old home): one
+		// of that name made since is the hand-off subscriber's, which a
+		// late run must not take away.
+		sub, err := readSubscription(ctx, conn, spec.Subscription)
+		if err != nil {
+			return nil, err
+		}
+		if sub != nil && sub.OID == h.DetachedOID {
+			if _, err := detachSubscription(ctx, conn, spec.Subscription); err != nil {
+				return nil, err
+			}
 			log.Info("subscription to the old home detached; the tenant's rows stay", "subscription", spec.Subscription)
 		}
 		return &fsm.DetachResult{State: fsm.StepDetached, At: time.Now().UnixNano()}, nil

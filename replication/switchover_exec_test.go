@@ -71,8 +71,11 @@ func ms(v ...int) []time.Duration {
 // same values, sequences continue at newhome, oldhome's PII is intact,
 // nothing was copied twice (no table sync, the untouched rows are the
 // same row versions), and a plain subscriber that replaces the hand-off
-// one leaves the subscription and rows alone. A fence with ensure absent
-// lifts a fence.
+// one leaves the subscription and rows alone. Then a fail-back runs the
+// same steps from newhome to oldhome: oldhome, a former home, is promoted
+// (its fence lifted, its sequence past newhome's ids), newhome follows it
+// as a former home and other as a hand-off mirror, and oldhome's PII is
+// still intact. A fence with ensure absent lifts a fence.
 func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	const oldhome, newhome, other = "oldhome", "newhome", "other"
 	pgs := pgtest.NewFederation(t, oldhome, newhome, other)
@@ -221,6 +224,30 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 			if res, _ := st.Result.(*fsm.FenceResult); st.Status != fsm.TaskSucceeded || res == nil || res.State != fsm.StepUnfenced {
 				t.Fatalf("unfence initech (run %d): %+v", i+1, st)
 			}
+		}
+		sql.exec(db[oldhome], `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`, `DELETE FROM orders WHERE tenant_id = 'initech' AND amount = 1 AND note IS NULL`)
+		// A run of the rolled-back switchover's fence step that comes
+		// late (an agent that lost the task) leaves no fence behind.
+		spec.Ensure = fsm.EnsurePresent
+		late := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec)
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if st := late.status(); st.Status != fsm.TaskFailing || !strings.Contains(st.Error, "rolled back") {
+				return fmt.Errorf("a late fence of a rolled-back switchover reports %s", js(st))
+			}
+			return nil
+		})
+		late.stop()
+		if f, err := replication.ReadFence(ctx, db[oldhome], "initech"); err != nil || f != nil {
+			t.Fatalf("a late fence of a rolled-back switchover stayed: %+v %v", f, err)
+		}
+		// The next switchover fences as usual.
+		spec.Switchover = 10
+		if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+			t.Fatalf("fence initech for the next switchover: %s", js(st))
+		}
+		spec.Ensure = fsm.EnsureAbsent
+		if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantFence, spec).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+			t.Fatalf("unfence initech: %s", js(st))
 		}
 		sql.exec(db[oldhome], `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 1)`, `DELETE FROM orders WHERE tenant_id = 'initech' AND amount = 1 AND note IS NULL`)
 	})
@@ -518,6 +545,22 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	// subscriber keeps the subscription and every row.
 	subOID := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other))
 	otherVersions := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
+	// A teardown of the ended placement that comes late leaves the
+	// hand-off subscription alone: it follows newhome, not the old home.
+	if st := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, ended).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("a late teardown of the ended subscriber at other: %s", js(st))
+	}
+	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
+		t.Fatal("a late teardown of the ended placement dropped the hand-off subscription")
+	}
+	// So does the detach run again late (a peer agent that has not seen
+	// the commit yet).
+	if st := runTask(t, pgs[other], other, fsm.TaskTypeTenantDetach, detach).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("a late detach at other: %s", js(st))
+	}
+	if oid := value(other, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(other)); oid != subOID {
+		t.Fatal("a late detach dropped the hand-off subscription")
+	}
 	handOffSub.stop()
 	plain := runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, subSpec(newhome, other, epoch+1))
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -536,6 +579,131 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	sql.exec(db[newhome], `UPDATE orders SET note = 'last' WHERE tenant_id = 'acme' AND id = 1`)
 	waitSame("after the hand-off flag is dropped", newhome, oldhome, other)
 	took("plain subscriber")
+
+	// 8. Fail-back: the same steps move acme from newhome back to oldhome,
+	// a former home (its PII, its fence), with other a mirror again.
+	const switchback = 43
+	runStep := func(region, typ string, spec any) any {
+		t.Helper()
+		var res any
+		for i := 0; i < 2; i++ {
+			st := runTask(t, pgs[region], region, typ, spec).waitDone(t, 60*time.Second)
+			if st.Status != fsm.TaskSucceeded {
+				t.Fatalf("%s at %s (run %d): %s", typ, region, i+1, js(st))
+			}
+			res = st.Result
+		}
+		return res
+	}
+	fencedBack := runStep(newhome, fsm.TaskTypeTenantFence, fsm.FenceSpec{Ensure: fsm.EnsurePresent, Tenant: "acme", Region: newhome,
+		Tables: tables, NewHome: oldhome, NewEpoch: epoch + 2, Switchover: switchback, TenantCreated: created, Epoch: epoch + 1}).(*fsm.FenceResult)
+	if !slices.Equal(fencedBack.PII, wantPII) {
+		t.Fatalf("the fence at newhome reports PII %+v, want %+v", fencedBack.PII, wantPII)
+	}
+	for _, r := range []string{oldhome, other} {
+		res := runStep(r, fsm.TaskTypeTenantCatchUp, fsm.CatchUpSpec{Tenant: "acme", Region: r, Subscription: sub(r), Source: newhome,
+			SourceDB: endpoint(newhome), Target: fencedBack.FencedLSN, Switchover: switchback, TenantCreated: created, Epoch: epoch + 1}).(*fsm.CatchUpResult)
+		if res.State != fsm.StepCaughtUp || sums(r) != sums(newhome) {
+			t.Fatalf("catch-up at %s: %s with rows %s, newhome has %s", r, js(res), sums(r), sums(newhome))
+		}
+	}
+	otherBack := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
+	maxAtNewhome, _ := strconv.ParseInt(value(newhome, `SELECT max(id)::text FROM orders`), 10, 64)
+	back := fsm.PromoteSpec{Tenant: "acme", Region: oldhome, Subscription: sub(oldhome), Source: newhome, SourceDB: endpoint(newhome),
+		Publication: pub, Tables: tables, PII: fencedBack.PII, HandOff: []string{newhome, other}, Switchover: switchback,
+		TenantCreated: created, Epoch: epoch + 1}
+	crashMidway(t, ms(20, 60), func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPromote, back) })
+	if res := runStep(oldhome, fsm.TaskTypeTenantPromote, back).(*fsm.PromoteResult); len(res.Slots) != 2 || res.HomeSlotError != "" || len(res.PIIColumnsAdded) != 0 {
+		t.Fatalf("promote oldhome: %s", js(res))
+	}
+	runStep(other, fsm.TaskTypeTenantDetach, fsm.DetachSpec{Tenant: "acme", Region: other, Subscription: sub(other), Switchover: switchback,
+		TenantCreated: created, Epoch: epoch + 1})
+	for region, run := range map[string]*taskRun{oldhome: formerSub, other: plain} {
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if st := run.status(); !strings.Contains(st.Error, "switchover 43") {
+				return fmt.Errorf("the ended subscriber at %s reports %s", region, js(st))
+			}
+			return nil
+		})
+		run.stop()
+	}
+	newPub.stop()
+	if st := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsureAbsent, Kind: fsm.KindTenant,
+		Tenant: "acme", Region: newhome, Publication: pub, Tables: tables, SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created,
+		Epoch: epoch + 2}).waitDone(t, 60*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("newhome's publisher teardown: %s", js(st))
+	}
+	runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
+		Tenant: "acme", Region: oldhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(newhome), sub(other)},
+		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch + 2})
+	formerBack := subSpec(oldhome, newhome, epoch+2)
+	formerBack.FormerHome = true
+	handBack := subSpec(oldhome, other, epoch+2)
+	handBack.HandOff = true
+	for _, s := range []*taskRun{
+		runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantSubscriber, formerBack),
+		runTask(t, pgs[other], other, fsm.TaskTypeTenantSubscriber, handBack),
+	} {
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if res, _ := s.status().Result.(*fsm.SubscriberResult); res == nil || res.State != fsm.ReplStreaming || len(res.Issues) > 0 {
+				return fmt.Errorf("subscriber after the fail-back: %s", js(s.status()))
+			}
+			return nil
+		})
+	}
+	// oldhome takes the application's writes again, ids past newhome's.
+	var firstBack int64
+	if err := db[oldhome].QueryRow(ctx, `INSERT INTO orders (tenant_id, amount, note, email) SELECT 'acme', g, 'back', 'back@acme.test'
+		FROM generate_series(1, 10) g RETURNING id`).Scan(&firstBack); err != nil {
+		t.Fatalf("a write of acme at oldhome after the fail-back: %v", err)
+	}
+	if firstBack <= maxAtNewhome {
+		t.Fatalf("oldhome's sequence gave id %d, not past newhome's highest id %d", firstBack, maxAtNewhome)
+	}
+	sql.exec(db[oldhome], `UPDATE orders SET note = 'back' WHERE tenant_id = 'acme' AND id BETWEEN 66 AND 70`)
+	waitSame("after the fail-back", oldhome, newhome, other)
+	if got := value(oldhome, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id <= $1`, maxAtFence); got != strings.Join(keep, ",") {
+		t.Fatalf("acme's PII at oldhome changed by the fail-back:\n%s\nwant\n%s", got, strings.Join(keep, ","))
+	}
+	if _, err := db[newhome].Exec(ctx, `INSERT INTO orders (tenant_id, amount) VALUES ('acme', 1)`); sqlStateOf(err) != replication.FencedSQLState {
+		t.Fatalf("a write of acme at newhome after the fail-back: %v", err)
+	}
+	for _, r := range []string{newhome, other} {
+		if v := value(r, `SELECT coalesce(string_agg(DISTINCT srsubstate::text, ','), '') FROM pg_subscription_rel`); v != "r" {
+			t.Fatalf("%s's subscription tables after the fail-back are in states %q, want only r", r, v)
+		}
+	}
+	if v := value(other, `SELECT string_agg(id || '@' || xmin, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND note <> 'back'`); v != filterVersions(otherBack, 66, 70) {
+		t.Fatal("acme's rows at other were written again by the fail-back")
+	}
+	// A late run of the first promotion at newhome (a former home again,
+	// subscribed to oldhome under the same name) is refused and leaves
+	// that subscription alone.
+	newSubOID := value(newhome, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(newhome))
+	late := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPromote, promote)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if st := late.status(); st.Status != fsm.TaskFailing || !strings.Contains(st.Error, "is not the one switchover 42 found") {
+			return fmt.Errorf("a late promotion at newhome reports %s", js(st))
+		}
+		return nil
+	})
+	late.stop()
+	if oid := value(newhome, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, sub(newhome)); oid != newSubOID {
+		t.Fatal("a late promotion took newhome's former-home subscription away")
+	}
+	took("fail-back")
+}
+
+// filterVersions drops the ids from..to from a list of id@xmin.
+func filterVersions(list string, from, to int) string {
+	var out []string
+	for _, v := range strings.Split(list, ",") {
+		id, _ := strconv.Atoi(strings.SplitN(v, "@", 2)[0])
+		if id < from || id > to {
+			out = append(out, v)
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // acmeWriter writes acme's rows at its home as an application does: inserts
