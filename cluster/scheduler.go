@@ -21,7 +21,8 @@ const (
 
 // desiredTasks derives the tasks the federation should be running from its
 // state: one probe of each region's endpoint, run from inside the region,
-// and the replication tasks (scheduler_replication.go). Later task types
+// the replication tasks (scheduler_replication.go) and the steps of
+// switchovers (scheduler_switchover.go). Later task types
 // (metrics, backups) are added here.
 func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	out := map[string]fsm.TaskSpec{}
@@ -31,6 +32,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 		out[id] = fsm.TaskSpec{ID: id, Type: fsm.TaskTypeProbe, Region: r.Name, Spec: spec}
 	}
 	desiredReplicationTasks(s, out)
+	desiredSwitchoverTasks(s, out)
 	return out
 }
 

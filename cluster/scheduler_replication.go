@@ -18,7 +18,10 @@ import (
 //     registered region (global-sub/<writer>/<region>).
 //
 // Every task of a tenant carries the tenant's placement epoch
-// (fsm.TaskEpoch), with which agents refuse tasks of an ended epoch.
+// (fsm.TaskEpoch), with which agents refuse tasks of an ended epoch. A
+// switchover changes the subscribers (scheduler_switchover.go): those it
+// detaches go without a teardown, and after its commit the old home
+// subscribes as a former home and the other mirrors hand off.
 //
 // A replication task that is no longer wanted is kept with its spec turned
 // to ensure "absent" (and its tenant's current epoch, if the tenant still
@@ -49,11 +52,16 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 			TenantCreated: created, Epoch: epoch,
 		})
 		for _, m := range t.Mirrors {
-			add(fsm.TenantSubscriberTaskID(t.ID, m), fsm.TaskTypeTenantSubscriber, m, fsm.SubscriberSpec{
+			if switchoverDropsSubscriber(s, t.ID, m) {
+				continue
+			}
+			spec := fsm.SubscriberSpec{
 				Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant, Tenant: t.ID, Source: t.HomeRegion, SourceDB: endpoint(s, t.HomeRegion),
 				Region: m, Publication: fsm.TenantPublication(t.ID), Subscription: fsm.TenantSubscription(t.ID, m),
 				Tables: t.Tables, Sync: t.IsSync(), TenantCreated: created, Epoch: epoch,
-			})
+			}
+			switchoverSubscriberSpec(s, t, m, &spec)
+			add(fsm.TenantSubscriberTaskID(t.ID, m), fsm.TaskTypeTenantSubscriber, m, spec)
 		}
 		if t.IsSync() && len(subs) > 0 {
 			st := fsm.SyncTenant{Tenant: t.ID, Standbys: subs, Fallback: t.Fallback(), DegradeAfterMS: t.DegradeAfterMS()}
@@ -71,6 +79,9 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 	for _, t := range s.SortedTasks() {
 		if !fsm.IsReplicationTask(t.Type) || present[t.ID] || s.Regions[t.Region] == nil {
 			continue
+		}
+		if t.Type == fsm.TaskTypeTenantSubscriber && droppedBySwitchover(s, t) {
+			continue // detached by the switchover's step, never torn down
 		}
 		spec, wasAbsent := fsm.AbsentSpec(t.Spec)
 		if wasAbsent && t.Status == fsm.TaskSucceeded {

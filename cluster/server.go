@@ -143,6 +143,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "dead-server-cleanup", fn: s.deadServerCleanupRoutine},
 		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
 		leaderRoutine{name: "sync-audit", fn: s.syncAuditRoutine},
+		leaderRoutine{name: "switchover", fn: s.switchoverRoutine},
 		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 	)

@@ -5,7 +5,9 @@
 // tenant's route is known. Reads (GET, HEAD, OPTIONS: idempotent, without
 // a body) that fail to reach a region, or that it answers 502/503/504, are
 // tried on the next eligible region; a write goes to the home once and is
-// never retried: its outcome is unknown once it was sent.
+// never retried: its outcome is unknown once it was sent. While a
+// switchover holds a tenant's writes, they are answered 503 with
+// Retry-After (switchover_in_progress) without reaching any region.
 package edge
 
 import (
@@ -184,6 +186,22 @@ func (e *Edge) keep(k key, w *watch) {
 			e.metrics.watched.Set(float64(len(e.watches)))
 			e.mu.Unlock()
 			return
+		case errors.As(err, &ce) && ce.Code == codeSwitchoverInProgress:
+			// The tenant's writes are held by a switchover: answer them
+			// 503 until atomfed routes them again (at the commit, or when
+			// a rollback lifts the fence), which this query waits for.
+			if w.get() != nil || w.getErr() == nil {
+				e.metrics.changes.Inc()
+				e.log.Info("tenant writes held by a switchover", "tenant", k.tenant, "reason", ce.Message)
+			}
+			w.set(nil, err)
+			once.Do(func() { close(w.ready) })
+			if m != nil && m.Index > 0 {
+				idx = nextIndex(idx, m.Index)
+			} else {
+				e.sleep(100 * time.Millisecond)
+			}
+			continue
 		case err != nil:
 			e.log.Warn("route watch failed; retrying", "tenant", k.tenant, "op", k.op, "error", err)
 			if w.get() == nil {
@@ -232,6 +250,16 @@ func (w *watch) get() *wire.Route {
 	defer w.mu.Unlock()
 	return w.route
 }
+
+func (w *watch) getErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// codeSwitchoverInProgress is atomfed's answer to a write route while a
+// switchover holds the tenant's writes.
+const codeSwitchoverInProgress = "switchover_in_progress"
 
 // changed reports whether a route sends requests elsewhere than old: its
 // region, app URL or the order of its eligible alternatives.

@@ -28,6 +28,8 @@ type fakeSource struct {
 	index   uint64
 	changed chan struct{}
 	calls   atomic.Int64
+	// held are the tenant:op routes answered 503 switchover_in_progress.
+	held map[string]bool
 }
 
 func newFakeSource() *fakeSource {
@@ -38,8 +40,12 @@ func (f *fakeSource) Route(ctx context.Context, req client.RouteRequest, q *clie
 	f.calls.Add(1)
 	for {
 		f.mu.Lock()
-		r, idx, ch := f.routes[req.Tenant+":"+req.Op], f.index, f.changed
+		r, idx, ch, held := f.routes[req.Tenant+":"+req.Op], f.index, f.changed, f.held[req.Tenant+":"+req.Op]
 		f.mu.Unlock()
+		if held && (q == nil || q.Index == 0 || idx > q.Index) {
+			return nil, &client.Meta{Index: idx, Status: http.StatusServiceUnavailable},
+				&client.Error{Status: http.StatusServiceUnavailable, Code: "switchover_in_progress", Message: "tenant acme is switching over"}
+		}
 		if r == nil {
 			return nil, nil, &client.Error{Status: http.StatusNotFound, Code: "tenant_not_found", Message: "no such tenant"}
 		}

@@ -37,6 +37,9 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &ce) && ce.Status == http.StatusNotFound:
 		e.fail(w, op, http.StatusNotFound, "tenant_not_found", "tenant "+strconv.Quote(tenant)+" does not exist")
 		return
+	case errors.As(err, &ce) && ce.Code == codeSwitchoverInProgress:
+		e.fail(w, op, http.StatusServiceUnavailable, codeSwitchoverInProgress, ce.Message)
+		return
 	case err != nil:
 		e.fail(w, op, http.StatusServiceUnavailable, "no_route", "no route for tenant "+strconv.Quote(tenant)+" yet: "+err.Error())
 		return

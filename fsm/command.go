@@ -41,7 +41,7 @@ var typeBlocks = []typeBlock{
 	{30, 39, "replication and federation sync"},
 	{40, 49, "log envelopes: entries that carry other commands"},
 	{50, 59, "compliance and reports"},
-	{60, 79, "disaster recovery and failover"},
+	{60, 79, "switchover, failover and disaster recovery"},
 	{80, 89, "registry, agents and tasks, continued (1-9 is full)"},
 }
 
@@ -81,10 +81,12 @@ const (
 	GlobalTableUpsertType MessageType = 32
 	GlobalTableDeleteType MessageType = 33
 
-	// 60-69: disaster recovery and failover (placement.go). No command
-	// yet: a tenant's epoch is kept by TenantUpsert and TenantPatch, and
-	// the steps of a switchover or failover (fence, promote, commit the
-	// new home and epoch) take their numbers from here.
+	// 60-69: switchover and failover (switchover_apply.go). A tenant's
+	// epoch is kept by TenantUpsert and TenantPatch, and bumped by the
+	// commit of a switchover (SwitchoverAdvance to committed).
+	SwitchoverStartType   MessageType = 60
+	SwitchoverAdvanceType MessageType = 61
+	SwitchoverAbortType   MessageType = 62
 
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
@@ -140,6 +142,10 @@ var typeNames = map[MessageType]string{
 	GlobalTableUpsertType: "global_table_upsert",
 	GlobalTableDeleteType: "global_table_delete",
 
+	SwitchoverStartType:   "switchover_start",
+	SwitchoverAdvanceType: "switchover_advance",
+	SwitchoverAbortType:   "switchover_abort",
+
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
 
@@ -187,6 +193,10 @@ func init() {
 	registerCommand[TenantSyncStateSet](TenantSyncStateType, applyTenantSyncState)
 	registerCommand[GlobalTableUpsert](GlobalTableUpsertType, applyGlobalTableUpsert)
 	registerCommand[GlobalTableDelete](GlobalTableDeleteType, applyGlobalTableDelete)
+
+	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
+	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
+	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -278,6 +288,8 @@ func ResultValue(t MessageType) any {
 		return &GlobalTable{}
 	case GlobalTableDeleteType:
 		return &Deleted{}
+	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
+		return &Switchover{}
 	}
 	return &map[string]any{}
 }

@@ -62,6 +62,10 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(TenantPatchType), codecJSON, []byte(`{"id":"acme","patch":{"home_region":"eu-west","mirrors":null},"rules":4}`))
 	f.Add(uint8(TenantPatchType), codecJSON, []byte(`{"id":"acme","patch":{"epoch":0},"rules":4}`))
 	f.Add(uint8(RegionDeleteType), codecJSON, []byte(`{"name":"eu-west"}`))
+	f.Add(uint8(SwitchoverStartType), codecJSON, []byte(`{"tenant":"acme","to":"eu-west","timeout_ms":5000,"at":1}`))
+	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"fencing","to":"catching_up","fenced_lsn":"0/16B3748","pii":[{"table":"public.orders","column":"email","type":"text","typmod":-1}]}`))
+	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"promoting","to":"committed","slots":{"us-east":"0/2"}}`))
+	f.Add(uint8(SwitchoverAbortType), codecJSON, []byte(`{"tenant":"acme","reason":"x"}`))
 	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
 	f.Add(uint8(AgentUpsertType), codecJSON, []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
 	f.Add(uint8(TaskPlanType), codecJSON, []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
@@ -131,6 +135,9 @@ func seedCommands() []struct {
 		{AgentReportType, AgentReport{Node: "a1", Tasks: []TaskReport{{ID: "x", Generation: 1, Status: "running", Result: []byte(`{"ok":true}`)}}}},
 		{RegionDatabaseType, RegionDatabaseReport{Region: "us-east", Node: "a1", Endpoint: DatabaseEndpoint{Host: "db", Port: 5432, Database: "atomfed"}, At: 4}},
 		{GlobalTableUpsertType, GlobalTableUpsert{Table: GlobalTable{Name: "public.fx", WriterRegion: "eu-west"}, At: 5}},
+		{SwitchoverStartType, SwitchoverStart{Tenant: "acme", To: "eu-west", At: 6}},
+		{SwitchoverAdvanceType, SwitchoverAdvance{Tenant: "acme", ID: 7, From: PhaseFencing, To: PhaseCatchingUp, FencedLSN: "0/1", At: 7}},
+		{SwitchoverAbortType, SwitchoverAbort{Tenant: "acme", At: 8}},
 	}
 }
 

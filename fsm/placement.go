@@ -9,9 +9,8 @@ import (
 
 // A tenant's placement over time: its epoch, and the guard on a change of
 // its home. Moving a replicated tenant's home needs a switchover (fence
-// the old home, wait for the mirror, promote it); until atomfed has one,
-// a plain change of home_region would lose the tenant's data, so it is
-// refused.
+// the old home, wait for the mirror, promote it: switchover.go); a plain
+// change of home_region would lose the tenant's data, so it is refused.
 
 // CodeHomeChangeNeedsSwitchover is the code of the refusal of a plain
 // change of home_region for a replicated tenant.
@@ -33,7 +32,8 @@ func nextEpoch(old *Tenant, newHome string, rules int) uint64 {
 	return old.Epoch
 }
 
-// HomeChangeCheck refuses a change of old's home to newHome while the
+// HomeChangeCheck refuses a plain change of old's home to newHome (the
+// switchover is the way to move such a tenant) while the
 // tenant is replicated: while it has mirrors and tables (mirrors the same
 // write would remove included: their teardown is what deletes the
 // copies), or while the subscriptions of mirrors removed earlier are still
@@ -47,19 +47,19 @@ func HomeChangeCheck(s *State, old *Tenant, newHome string) error {
 	id, home := old.ID, old.HomeRegion
 	then := "Removing the mirrors first does not move the data either: a removed mirror deletes its copy of the tenant's rows, " +
 		"and a change of home copies no rows to the new home (they stay in " + home + "'s database). " +
-		"Until the switchover exists, keep home_region " + home + ", or move the rows yourself after removing the mirrors."
+		"So keep home_region " + home + " and switch over, or move the rows yourself after removing the mirrors."
 	if len(old.Mirrors) > 0 && len(old.Tables) > 0 {
 		return preconditionf(CodeHomeChangeNeedsSwitchover,
 			"tenant %s is replicated from its home %s to %s: changing home_region to %s would lose its data "+
 				"(the mirrors' tables hold no PII columns, so the new home cannot publish them, and the teardown of the old mirrors deletes their copies). "+
 				"Moving a replicated tenant needs a switchover, which fences the old home and promotes a caught-up mirror: "+
-				"`atomfed tenant switchover %s --to %s` (POST /v1/tenants/%s/switchover), which this release does not have yet. %s",
+				"`atomfed tenant switchover %s --to %s` (POST /v1/tenants/%s/switchover). %s",
 			id, home, strings.Join(old.Mirrors, ", "), newHome, id, newHome, id, then)
 	}
 	if gone := tearingDown(s, id); len(gone) > 0 {
 		return preconditionf(CodeHomeChangeNeedsSwitchover,
 			"tenant %s's removed mirrors (%s) are still being torn down: change home_region only once GET /v1/tenants/%s/replication lists no mirror. "+
-				"A replicated tenant moves with a switchover (`atomfed tenant switchover %s --to %s`, POST /v1/tenants/%s/switchover), which this release does not have yet. %s",
+				"A replicated tenant moves with a switchover (`atomfed tenant switchover %s --to %s`, POST /v1/tenants/%s/switchover). %s",
 			id, strings.Join(gone, ", "), id, id, newHome, id, then)
 	}
 	return nil

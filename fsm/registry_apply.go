@@ -176,6 +176,9 @@ func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64, rules int
 		return nil, err
 	}
 	if rules >= RulesTrustBound {
+		if err := switchoverHold(s, t.ID); err != nil {
+			return nil, err
+		}
 		if err := HomeChangeCheck(s, old, t.HomeRegion); err != nil {
 			return nil, err
 		}
@@ -298,6 +301,11 @@ func applyTenantDelete(s *State, e *Entry) (any, error) {
 		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.ID)
 	}
 	if err := checkCAS("tenant", cmd.ID, cmd.CAS, old.ModifyIndex); err != nil {
+		return nil, err
+	}
+	// Not Ruled: a switchover exists only once every server speaks
+	// protocol 4 (SwitchoverStart needs it), so no older entry meets one.
+	if err := switchoverHold(s, cmd.ID); err != nil {
 		return nil, err
 	}
 	delete(s.Tenants, cmd.ID)

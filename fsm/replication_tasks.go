@@ -99,6 +99,14 @@ type SubscriberSpec struct {
 	// waits while that slot does not exist. Only a tenant-subscriber uses
 	// it; omitted (false) for every other subscriber.
 	FormerHome bool `json:"former_home,omitempty"`
+	// HandOff marks the subscriber of a mirror that followed its tenant's
+	// new home after a switchover (not the former home): its tables hold
+	// the tenant's rows already, up to the fence, so it subscribes
+	// without an initial copy, from the slot the promotion made at the
+	// new home (create_slot false, copy_data false), purges nothing
+	// before subscribing, and waits while that slot does not exist. Its
+	// teardown and PII handling are a mirror's as usual.
+	HandOff bool `json:"hand_off,omitempty"`
 }
 
 // SyncStandbySpec is the spec of a region's sync-standby task: the one

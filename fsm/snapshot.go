@@ -41,6 +41,7 @@ type snapshotDoc struct {
 	Databases    []*RegionDatabase  `json:"databases,omitempty"`
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
+	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -88,6 +89,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Databases:    s.SortedDatabases(),
 		SyncStates:   s.SortedSyncStates(),
 		GlobalTables: s.SortedGlobalTables(),
+		Switchovers:  s.SortedSwitchovers(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -185,7 +187,10 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	}
 	s.reindexTrust()
 	s.reindexTenants()
-	return s, readReplicationSnapshot(&doc, s)
+	if err := readReplicationSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	return s, readSwitchoverSnapshot(&doc, s)
 }
 
 // trustFactsDoc is the snapshot form of f: omitted while it is empty, so

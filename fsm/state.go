@@ -33,6 +33,8 @@ type State struct {
 	SyncStates map[string]*TenantSyncState
 	// GlobalTables holds the federation's global tables, by name.
 	GlobalTables map[string]*GlobalTable
+	// Switchovers holds each tenant's running or last switchover.
+	Switchovers map[string]*Switchover
 
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
@@ -87,6 +89,7 @@ func newState() *State {
 		Databases:    map[string]*RegionDatabase{},
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
+		Switchovers:  map[string]*Switchover{},
 		Members:      map[string]*Member{},
 		Tokens:       map[string]*Token{},
 		Approvals:    map[string]*Approval{},
@@ -175,6 +178,7 @@ func (s *State) clone() *State {
 		Databases:    make(map[string]*RegionDatabase, len(s.Databases)),
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
+		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
 		Members:      make(map[string]*Member, len(s.Members)),
 		Tokens:       make(map[string]*Token, len(s.Tokens)),
 		Approvals:    make(map[string]*Approval, len(s.Approvals)),
@@ -210,6 +214,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.GlobalTables {
 		c.GlobalTables[k] = v
+	}
+	for k, v := range s.Switchovers {
+		c.Switchovers[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v

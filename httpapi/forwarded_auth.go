@@ -43,6 +43,8 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.ApprovalCreateType:    anyRole, // checked as the action it wraps
 	fsm.BootstrapRetireType:   operators,
 	fsm.SnapshotRestoreType:   operators, // only ever inside an approval
+	fsm.SwitchoverStartType:   operators,
+	fsm.SwitchoverAbortType:   operators,
 }
 
 // writers are the roles that make some write; a reader makes none.
@@ -52,7 +54,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
@@ -115,6 +117,14 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 		}
 	case *fsm.KeyRotate:
 		err = actsAs(id, c.Member)
+	case *fsm.SwitchoverStart:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.SwitchoverAbort:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
 	case *fsm.ApprovalCreate:
 		// Checked as the action it would apply: whoever may request it.
 		if depth > 0 {

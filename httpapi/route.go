@@ -77,7 +77,9 @@ func parseLatLon(s string) (*fsm.Location, error) {
 // stale unless the request asks otherwise), so an edge may ask any server
 // on every request, and blocks on ?index= until the answer's inputs
 // change: the tenant's placement, a region of it (registration, agents,
-// probe) or a mirror's report.
+// probe), a mirror's report or its switchover. While a switchover holds
+// the tenant (fencing to promoting, or rolling back) a write is answered
+// 503 switchover_in_progress with Retry-After; reads are routed as usual.
 func (a *API) route(w http.ResponseWriter, r *http.Request) {
 	p, err := parseRouteParams(r, a.c.Region())
 	if err != nil {
@@ -116,6 +118,17 @@ func (a *API) route(w http.ResponseWriter, r *http.Request) {
 		}
 		fromKnown := p.fromPoint != nil || routing.KnownLocation(from)
 		idx := t.ModifyIndex
+		s.TableIndex(fsm.TableSwitchovers)
+		if sw := s.Switchover(t.ID); sw != nil {
+			idx = maxIndex(idx, sw.ModifyIndex)
+			if p.op == routing.OpWrite && sw.InFlight() {
+				// The old home is fenced until the commit (or the
+				// rollback lifts the fence): no region takes the write.
+				return nil, idx, unavailable(fsm.CodeSwitchoverInProgress, fmt.Sprintf(
+					"tenant %s is switching over from %s to %s (phase %s): its writes are refused until the new home takes them; retry shortly",
+					t.ID, sw.From, sw.To, sw.Phase))
+			}
+		}
 		regions := append([]string{t.HomeRegion}, t.Mirrors...)
 		cands := make([]routing.Candidate, 0, len(regions))
 		for i, name := range regions {

@@ -133,7 +133,9 @@ type Executor interface {
 	Run(ctx context.Context, t *fsm.Task, report func(structs.TaskStatus)) error
 }
 
-// Executors returns the five replication executors of an agent.
+// Executors returns the replication executors of an agent: the five of
+// replication tasks and the four of a switchover's steps
+// (switchover_exec.go).
 func Executors(cfg Config) ([]Executor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,5 +156,9 @@ func Executors(cfg Config) ([]Executor, error) {
 		&subscriberExec{cfg: cfg, kind: fsm.KindTenant, m: m},
 		&subscriberExec{cfg: cfg, kind: fsm.KindGlobal, m: m},
 		&syncExec{cfg: cfg, m: m},
+		&fenceExec{cfg: cfg},
+		&catchUpExec{cfg: cfg},
+		&promoteExec{cfg: cfg},
+		&detachExec{cfg: cfg},
 	}, nil
 }

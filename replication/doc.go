@@ -38,8 +38,12 @@
 // SubscribeFormerHome (or a tenant-subscriber with the spec's
 // former_home), which copies nothing and keeps the old home's rows and
 // PII; QuarantineDivergence (quarantine.go) first copies the rows the new
-// home lacks or holds otherwise aside for a person. No executor drives any
-// of them yet.
+// home lacks or holds otherwise aside for a person. The executors of a
+// switchover's steps (switchover_exec.go: tenant-fence, tenant-catchup,
+// tenant-promote, tenant-detach) drive them, and a tenant-subscriber in
+// hand-off mode makes every other mirror follow the new home without a
+// copy; a hand-off record in each database keeps a subscriber of the
+// ended placement from undoing a promotion or detach (handoff_guard.go).
 //
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a

@@ -60,61 +60,82 @@ import (
 // it waits for the switchover's. A slot made before the publication
 // exists would fail at the first change it decodes (pgoutput looks the
 // publication up as of each change), hence the order of 3 and 4.
+//
+// Every other mirror C of the tenant follows B the same way: C applied up
+// to F too, so at S its tenant rows equal B's; its subscription to A is
+// detached (DISABLE, slot_name = NONE, DROP, keeping every row: the
+// tenant-detach step), B makes a slot for C in step 4 as well, and C's
+// tenant-subscriber in hand-off mode (fsm.SubscriberSpec.HandOff)
+// subscribes from it with copy_data = false and purges nothing first.
+// Otherwise C is an ordinary mirror: its teardown purges the tenant's
+// rows, and its PII columns stay cleared or dropped. The switchover's
+// executors are in switchover_exec.go.
 
-// ErrNoFormerHomeSlot means the slot a former home subscribes from does
-// not exist at the new home (or is not a usable logical slot there).
-var ErrNoFormerHomeSlot = errors.New("no former-home slot at the new home")
+// Errors of hand-off slots.
+var (
+	// ErrNoFormerHomeSlot means the slot a former home subscribes from does
+	// not exist at the new home (or is not a usable logical slot there).
+	ErrNoFormerHomeSlot = errors.New("no former-home slot at the new home")
+	// ErrNoHandOffSlot means the slot a mirror that follows the tenant's
+	// new home (a hand-off subscriber) subscribes from does not exist there.
+	ErrNoHandOffSlot = errors.New("no hand-off slot at the new home")
+)
 
-// CreateFormerHomeSlot creates, in the database of newHome (the tenant's
-// new home), the logical replication slot that the tenant's former home
-// formerHome will subscribe from, and returns its consistent point as
-// PostgreSQL prints an LSN. It must run while the tenant is fenced at the
-// former home and before the new home accepts any of the tenant's writes
-// (see the top of this file), and after the tenant's publication exists
-// at the new home: decoding a change needs the publication, as of the
-// change. The slot is named like the former home's subscription
-// (fsm.TenantSubscription), so the new home's publisher keeps it as long
-// as it lists that subscription. It is idempotent: when the slot exists
-// already (as a logical pgoutput slot of this database), it is left as it
-// is and its confirmed position returned; it is never re-created, which
-// would skip the writes made since.
+// CreateFormerHomeSlot is CreateHandOffSlot for the tenant's former home.
 func CreateFormerHomeSlot(ctx context.Context, newHome *pgx.Conn, tenant, formerHome string) (string, error) {
-	if !fsm.ValidTenantID(tenant) || !fsm.ValidRegionName(formerHome) {
-		return "", fmt.Errorf("former-home slot: tenant %q and region %q must be valid", tenant, formerHome)
+	return CreateHandOffSlot(ctx, newHome, tenant, formerHome)
+}
+
+// CreateHandOffSlot creates, in the database of newHome (the tenant's new
+// home), the logical replication slot that region (the tenant's former
+// home, or another of its mirrors) will subscribe from, and returns its
+// consistent point as PostgreSQL prints an LSN. It must run while the
+// tenant is fenced at the former home and before the new home accepts any
+// of the tenant's writes (see the top of this file), and after the
+// tenant's publication exists at the new home: decoding a change needs
+// the publication, as of the change. The slot is named like region's
+// subscription (fsm.TenantSubscription), so the new home's publisher
+// keeps it as long as it lists that subscription. It is idempotent: when
+// the slot exists already (as a logical pgoutput slot of this database),
+// it is left as it is and its confirmed position returned; it is never
+// re-created, which would skip the writes made since.
+func CreateHandOffSlot(ctx context.Context, newHome *pgx.Conn, tenant, region string) (string, error) {
+	if !fsm.ValidTenantID(tenant) || !fsm.ValidRegionName(region) {
+		return "", fmt.Errorf("hand-off slot: tenant %q and region %q must be valid", tenant, region)
 	}
-	slot := fsm.TenantSubscription(tenant, formerHome)
+	slot := fsm.TenantSubscription(tenant, region)
 	pub := fsm.TenantPublication(tenant)
 	exists, _, err := readPublication(ctx, newHome, pub)
 	if err != nil {
-		return "", fmt.Errorf("former-home slot %s: read publication %s: %w", slot, pub, err)
+		return "", fmt.Errorf("hand-off slot %s: read publication %s: %w", slot, pub, err)
 	}
 	if !exists {
-		return "", fmt.Errorf("former-home slot %s: publication %s does not exist in this database yet; publish the tenant here first", slot, pub)
+		return "", fmt.Errorf("hand-off slot %s: publication %s does not exist in this database yet; publish the tenant here first", slot, pub)
 	}
-	lsn, err := formerHomeSlot(ctx, newHome, slot)
-	if err == nil || !errors.Is(err, ErrNoFormerHomeSlot) {
+	lsn, err := handOffSlot(ctx, newHome, slot, ErrNoHandOffSlot)
+	if err == nil || !errors.Is(err, ErrNoHandOffSlot) {
 		return lsn, err
 	}
 	err = newHome.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&lsn)
 	if err != nil {
-		return "", fmt.Errorf("former-home slot %s: create: %w", slot, err)
+		return "", fmt.Errorf("hand-off slot %s: create: %w", slot, err)
 	}
 	return lsn, nil
 }
 
-// formerHomeSlot returns the confirmed position of an existing former-home
-// slot, or ErrNoFormerHomeSlot when there is none. A slot of that name
-// that is not a logical pgoutput slot of this database is an error of its
-// own: nothing can subscribe from it, and it is not atomfed's to drop.
-func formerHomeSlot(ctx context.Context, db *pgx.Conn, slot string) (string, error) {
+// handOffSlot returns the confirmed position of an existing hand-off
+// slot, or missing (wrapped) when there is none. A slot of that name that
+// is not a logical pgoutput slot of this database is an error of its own:
+// nothing can subscribe from it, and it is not atomfed's to drop.
+func handOffSlot(ctx context.Context, db *pgx.Conn, slot string, missing error) (string, error) {
 	var kind, plugin, dbname, lsn string
 	err := db.QueryRow(ctx, `SELECT slot_type, coalesce(plugin::text, ''), coalesce(database::text, ''), coalesce(confirmed_flush_lsn::text, '')
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&kind, &plugin, &dbname, &lsn)
 	if err == pgx.ErrNoRows {
-		return "", fmt.Errorf("%w: slot %s does not exist", ErrNoFormerHomeSlot, slot)
+		return "", fmt.Errorf("%w: slot %s does not exist", missing, slot)
 	}
 	if err != nil {
-		return "", fmt.Errorf("former-home slot %s: %w", slot, err)
+		return "", fmt.Errorf("hand-off slot %s: %w", slot, err)
 	}
 	var cur string
 	if err := db.QueryRow(ctx, `SELECT current_database()`).Scan(&cur); err != nil {
@@ -162,8 +183,12 @@ func (s *subscriber) subscribeFormerHome(ctx context.Context, conn, src *pgx.Con
 		}
 		return nil
 	}
-	if _, err := formerHomeSlot(ctx, src, name); err != nil {
-		return fmt.Errorf("subscribe the former home of tenant %s to region %s: %w", s.spec.Tenant, s.spec.Source, err)
+	what, missing := "the former home", ErrNoFormerHomeSlot
+	if !s.spec.FormerHome {
+		what, missing = "a hand-off mirror", ErrNoHandOffSlot
+	}
+	if _, err := handOffSlot(ctx, src, name, missing); err != nil {
+		return fmt.Errorf("subscribe %s of tenant %s to region %s: %w", what, s.spec.Tenant, s.spec.Source, err)
 	}
 	ok, why, err := s.publicationReady(ctx, src)
 	if err != nil {
@@ -178,7 +203,7 @@ func (s *subscriber) subscribeFormerHome(ctx context.Context, conn, src *pgx.Con
 			return err
 		}
 		if !ti.Exists {
-			return fmt.Errorf("table %s does not exist in this database: a former home holds the tenant's tables", tt.Name)
+			return fmt.Errorf("table %s does not exist in this database: %s holds the tenant's tables", tt.Name, what)
 		}
 	}
 	// copy_data = false: the rows are here already (the fence froze them
@@ -191,19 +216,23 @@ func (s *subscriber) subscribeFormerHome(ctx context.Context, conn, src *pgx.Con
 		return fmt.Errorf("create subscription %s: %w", name, err)
 	}
 	if s.log != nil {
-		s.log.Info("former home subscribed without a copy", "subscription", name, "source", s.spec.Source)
+		s.log.Info("subscribed without a copy from the switchover's slot", "subscription", name, "source", s.spec.Source, "former_home", s.spec.FormerHome)
 	}
 	return nil
 }
 
-// formerHomeIssue turns subscribeFormerHome's error into what the
-// subscriber reports: waiting, while the switchover has not made the slot
-// or the publication is not ready; an error otherwise.
-func formerHomeIssue(err error) *fsm.ReplicationIssue {
-	is := issueFromErr("", "subscribe the former home", err)
-	if errors.Is(err, ErrNoFormerHomeSlot) {
+// handOffIssue turns subscribeFormerHome's error into what the subscriber
+// reports: waiting, while the switchover has not made the slot or the
+// publication is not ready; an error otherwise.
+func (s *subscriber) handOffIssue(err error) *fsm.ReplicationIssue {
+	what := "subscribe the former home"
+	if !s.spec.FormerHome {
+		what = "subscribe the hand-off mirror"
+	}
+	is := issueFromErr("", what, err)
+	if errors.Is(err, ErrNoFormerHomeSlot) || errors.Is(err, ErrNoHandOffSlot) {
 		is = fsm.ReplicationIssue{Code: fsm.IssueWaitingForPublisher, At: time.Now().UnixNano(),
-			Message: err.Error() + " (a former home subscribes only from the slot the switchover creates at the new home before it takes writes; nothing is changed here)"}
+			Message: err.Error() + " (it subscribes only from the slot the switchover creates at the new home before it takes writes; nothing is changed here)"}
 	}
 	return &is
 }

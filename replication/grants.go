@@ -92,12 +92,16 @@ func (p *publisher) grantColumns(ctx context.Context, conn *pgx.Conn, pt planned
 	for _, c := range pt.columns {
 		planned = append(planned, c.Name)
 	}
-	rows, err := conn.Query(ctx, `SELECT a.attname::text,
+	// The publications' columns are read once (a materialized CTE):
+	// pg_publication_tables decodes every publication, and as a subquery
+	// per column it made this take seconds.
+	rows, err := conn.Query(ctx, `WITH published AS MATERIALIZED (SELECT attnames FROM pg_publication_tables
+				WHERE schemaname = $2 AND tablename = $3)
+		SELECT a.attname::text,
 			has_column_privilege($1, a.attrelid, a.attnum, 'SELECT'),
 			EXISTS (SELECT 1 FROM aclexplode(a.attacl) x JOIN pg_roles r ON r.oid = x.grantee
 				WHERE r.rolname = $1 AND x.privilege_type = 'SELECT'),
-			a.attname = ANY($5::text[]) OR EXISTS (SELECT 1 FROM pg_publication_tables pt
-				WHERE pt.schemaname = $2 AND pt.tablename = $3 AND a.attname = ANY(pt.attnames))
+			a.attname = ANY($5::text[]) OR EXISTS (SELECT 1 FROM published p WHERE a.attname = ANY(p.attnames))
 		FROM pg_attribute a WHERE a.attrelid = $4 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
 		user, pt.ref.Schema, pt.ref.Name, pt.info.OID, planned)
 	if err != nil {

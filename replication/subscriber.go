@@ -119,6 +119,24 @@ func (s *subscriber) step(ctx context.Context) (*fsm.SubscriberResult, bool) {
 		res.LagSeconds = time.Since(s.heard()).Seconds()
 		return res, false
 	}
+	if s.spec.Kind == fsm.KindTenant {
+		// See handoff_guard.go: the check and the step are one.
+		unlock, err := lockTenantStep(ctx, conn, s.spec.Tenant)
+		if err != nil {
+			s.db.drop()
+			res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "take the tenant's step lock", err)}
+			return res, false
+		}
+		defer unlock()
+		h, err := readHandOff(ctx, conn, s.spec.Tenant)
+		if err != nil {
+			res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "read the tenant's hand-off record", err)}
+			return res, false
+		}
+		if h != nil && h.covers(s.spec.TenantCreated, s.spec.Epoch) {
+			return s.handedOff(ctx, conn, res, h)
+		}
+	}
 	if s.spec.Ensure == fsm.EnsureAbsent {
 		return s.teardown(ctx, conn, res)
 	}
@@ -624,10 +642,11 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 		return &is
 	}
 	name := ident(s.spec.Subscription)
-	if s.spec.FormerHome && (sub == nil || !sameSource(sub.ConnInfo, s.connInfo())) {
-		// Never re-created with a copy: see former_home.go.
+	if (s.spec.FormerHome || s.spec.HandOff) && (sub == nil || !sameSource(sub.ConnInfo, s.connInfo())) {
+		// Never re-created with a copy, and nothing purged first: see
+		// former_home.go.
 		if err := s.subscribeFormerHome(ctx, conn, src); err != nil {
-			return formerHomeIssue(err)
+			return s.handOffIssue(err)
 		}
 		if sub == nil {
 			return nil

@@ -180,8 +180,9 @@ func awaitTokenCheck(ag *agent.Agent, log hclog.Logger) error {
 }
 
 // agentExecutors returns the probe executor and, when the agent knows its
-// region's PostgreSQL, the replication executors and the database endpoint
-// to report. Without a DSN, or when its simulation mode simulates
+// region's PostgreSQL, the replication executors (the replication tasks'
+// and a switchover's step tasks': tenant-fence, tenant-catchup,
+// tenant-promote, tenant-detach) and the database endpoint to report. Without a DSN, or when its simulation mode simulates
 // replication, the region's replication is simulated, and the agent says so.
 func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport http.RoundTripper) ([]agent.Executor, *fsm.DatabaseEndpoint, error) {
 	execs := []agent.Executor{agent.NewProbeExecutor(reg, probeTransport)}
