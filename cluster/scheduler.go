@@ -21,8 +21,8 @@ const (
 
 // desiredTasks derives the tasks the federation should be running from its
 // state: one probe of each region's endpoint, run from inside the region,
-// and the replication tasks (scheduler_replication.go). Later task types
-// (metrics, backups) are added here.
+// the replication tasks (scheduler_replication.go) and one metrics task per
+// region (scheduler_metrics.go). Later task types (backups) are added here.
 func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	out := map[string]fsm.TaskSpec{}
 	for _, r := range s.SortedRegions() {
@@ -31,6 +31,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 		out[id] = fsm.TaskSpec{ID: id, Type: fsm.TaskTypeProbe, Region: r.Name, Spec: spec}
 	}
 	desiredReplicationTasks(s, out)
+	desiredMetricsTasks(s, out)
 	return out
 }
 
