@@ -17,6 +17,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	aggr "github.com/atomcloud/atomfed/internal/metrics"
 )
 
@@ -122,7 +123,7 @@ func (a *API) metricsRegions(w http.ResponseWriter, r *http.Request) {
 	}
 	regions := a.registeredRegions()
 	snaps := a.metricsStore.Snapshots(regions)
-	writeJSON(w, http.StatusOK, map[string]any{"regions": aggr.Statuses(regions, snaps, a.now(), maxAge), "max_age_seconds": maxAge.Seconds()})
+	writeJSON(w, http.StatusOK, wire.MetricsRegions{Regions: aggr.Statuses(regions, snaps, a.now(), maxAge), MaxAgeSeconds: maxAge.Seconds()})
 }
 
 // metricsFederate answers the global view: Prometheus /federate's match[]

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/metrics"
 )
 
@@ -43,9 +44,7 @@ func (c *Client) MetricsRegions(ctx context.Context, maxAge time.Duration) ([]me
 	if maxAge > 0 {
 		q.Set("max_age", maxAge.String())
 	}
-	var out struct {
-		Regions []metrics.RegionStatus `json:"regions"`
-	}
+	var out wire.MetricsRegions
 	_, err := c.Do(ctx, http.MethodGet, "/v1/metrics/regions", q, nil, &out)
 	return out.Regions, err
 }
