@@ -103,9 +103,13 @@ scrape_configs:
 	}
 	match := url.Values{"match[]": {`up`, `{__name__=~"atomfed_raft_state|atomfed_scrape_up"}`}, "timeout": {"2s"}, "max_age": {"6s"}}
 	promUp := fmt.Sprintf(`up{instance="%s",job="prometheus",region="us-east"} 1`, promAddr)
+	serverOf := map[string]string{}
+	for i, s := range c.Servers {
+		serverOf[procs.Regions[i]] = s.ID()
+	}
 	everyRegion := func(body string, regions ...string) error {
 		for _, r := range regions {
-			if !strings.Contains(body, fmt.Sprintf(`atomfed_raft_state{instance="%s-1",job="atomfed",region="%s"`, r, r)) {
+			if !strings.Contains(body, fmt.Sprintf(`atomfed_raft_state{instance="%s",job="atomfed",region="%s"`, serverOf[r], r)) {
 				return fmt.Errorf("no atomfed series of %s", r)
 			}
 			if !strings.Contains(body, fmt.Sprintf(`atomfed_region_scrape_up{region="%s"} 1`, r)) {
