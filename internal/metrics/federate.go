@@ -117,18 +117,19 @@ func Write(ctx context.Context, w io.Writer, format expfmt.Format, p *Plan, sel 
 			break
 		}
 		var out *dto.MetricFamily
+		fs := sel.ForName(name)
 		for _, c := range cs {
 			if c.cur == nil || c.cur.GetName() != name {
 				continue
 			}
 			f := c.cur
-			if sel.MayMatchName(name) {
+			if fs.Any() {
 				if out == nil {
 					out = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type, Unit: f.Unit}
 				}
 				if f.GetType() == out.GetType() {
 					for _, m := range f.Metric {
-						if sel.Matches(name, m) {
+						if fs.Matches(m) {
 							out.Metric = append(out.Metric, m)
 						}
 					}

@@ -208,7 +208,7 @@ func TestSelectors(t *testing.T) {
 		{"foo", m("region", "eu-west"), true},
 		{"foo", m("region", "us-east"), false},
 	} {
-		if got := sel.Matches(c.name, c.m); got != c.want {
+		if got := sel.ForName(c.name).Matches(c.m); got != c.want {
 			t.Errorf("%s%v: %v, want %v", c.name, c.m.Label, got, c.want)
 		}
 	}

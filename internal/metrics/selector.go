@@ -65,32 +65,51 @@ func nonEmpty(ms []*labels.Matcher) bool {
 	return false
 }
 
-// MayMatchName reports whether some selector can select a series named
-// name, looking at its __name__ matchers only (a cheap pre-filter per
-// family).
-func (s Selectors) MayMatchName(name string) bool {
+// ForName returns the selectors a family named name is matched with: the
+// sets whose __name__ matchers accept name, without those matchers; nil
+// when none does. A set left empty selects every series of the family.
+func (s Selectors) ForName(name string) FamilySelectors {
+	var out FamilySelectors
 	for _, set := range s {
+		rest := make([]*labels.Matcher, 0, len(set))
 		ok := true
 		for _, m := range set {
-			if m.Name == labels.MetricName && !m.Matches(name) {
+			switch {
+			case m.Name != labels.MetricName:
+				rest = append(rest, m)
+			case !m.Matches(name):
 				ok = false
-				break
 			}
 		}
-		if ok {
-			return true
+		if !ok {
+			continue
 		}
+		if len(rest) == 0 {
+			return FamilySelectors{all: true}
+		}
+		out.sets = append(out.sets, rest)
 	}
-	return false
+	return out
 }
 
-// Matches reports whether the series name{m's labels} is selected. A
-// label the series lacks has the value "", as in PromQL.
-func (s Selectors) Matches(name string, m *dto.Metric) bool {
-	for _, set := range s {
+// FamilySelectors select the series of one family (Selectors.ForName).
+type FamilySelectors struct {
+	all  bool
+	sets [][]*labels.Matcher
+}
+
+// Any reports whether some series of the family may be selected.
+func (f FamilySelectors) Any() bool { return f.all || len(f.sets) > 0 }
+
+// Matches reports whether the family's series m is selected.
+func (f FamilySelectors) Matches(m *dto.Metric) bool {
+	if f.all {
+		return true
+	}
+	for _, set := range f.sets {
 		ok := true
 		for _, mt := range set {
-			if !mt.Matches(labelValue(name, m, mt.Name)) {
+			if !mt.Matches(labelValue("", m, mt.Name)) {
 				ok = false
 				break
 			}
