@@ -93,9 +93,14 @@ func (e *MetricsExecutor) Run(ctx context.Context, t *fsm.Task, report func(Task
 // is data about the region, in the snapshot's atomfed_scrape_up and in
 // GET /v1/metrics/regions (and a flapping source costs no Raft entry).
 func (e *MetricsExecutor) once(ctx context.Context, gen uint64, timeout time.Duration) (string, string) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// The scrape has three quarters of the timeout, the push half of it
+	// of its own: a source that hangs or streams without end is cut and
+	// marked down, and the rest still reaches the servers.
+	sctx, cancel := context.WithTimeout(ctx, timeout*3/4)
+	fams, st := e.scraper.Scrape(sctx)
+	cancel()
+	ctx, cancel = context.WithTimeout(ctx, timeout/2)
 	defer cancel()
-	fams, st := e.scraper.Scrape(ctx)
 	var buf bytes.Buffer
 	if err := metrics.Encode(&buf, fams); err != nil {
 		return fsm.TaskFailing, "encode: " + err.Error()

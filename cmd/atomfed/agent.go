@@ -138,7 +138,7 @@ func startAgent(o agentOptions) (*agentNode, error) {
 	}
 	var self atomic.Pointer[agent.Agent]
 	var pool atomic.Pointer[client.Pool]
-	execs = append(execs, newMetricsExecutor(o, reg, probeTransport, &self, &pool))
+	execs = append(execs, newMetricsExecutor(o, reg, sec.roots, &self, &pool))
 	ag, err := agent.New(agent.Config{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,

@@ -53,7 +53,9 @@ scrape_configs:
 
 	port := func() (int, error) { return testutil.FreePort(t), nil }
 	logs, data := procs.LogDir(t), t.TempDir()
+	// One agent per region, two in ap-south (where the task moves).
 	agents := map[string]*procs.AgentProc{}
+	byNode := map[string]*procs.AgentProc{}
 	for i, s := range c.Servers {
 		region := procs.Regions[i]
 		register(t, c, &fsm.Region{Name: region, URL: s.URL})
@@ -61,21 +63,30 @@ scrape_configs:
 		if region == "us-east" {
 			extra = []string{"--prom-url", "http://" + promAddr, "--prom-match", `{job="prometheus"}`}
 		}
-		a, err := procs.NewAgentProc(atomfedBin, logs, data, region+"-a1", region, port, c.SerfAddrs(), c.Sec, extra...)
-		if err != nil {
-			t.Fatal(err)
+		n := 1
+		if region == "ap-south" {
+			n = 2
 		}
-		if err := a.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = a.Cont()
-			a.Close()
-			if t.Failed() {
-				t.Logf("log of %s: %s\n%s", a.Node, a.LogPath, a.LogTail(30))
+		for j := 1; j <= n; j++ {
+			a, err := procs.NewAgentProc(atomfedBin, logs, data, fmt.Sprintf("%s-a%d", region, j), region, port, c.SerfAddrs(), c.Sec, extra...)
+			if err != nil {
+				t.Fatal(err)
 			}
-		})
-		agents[region] = a
+			if err := a.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = a.Cont()
+				a.Close()
+				if t.Failed() {
+					t.Logf("log of %s: %s\n%s", a.Node, a.LogPath, a.LogTail(30))
+				}
+			})
+			if j == 1 {
+				agents[region] = a
+			}
+			byNode[a.Node] = a
+		}
 	}
 	leader := waitLeader(t, c)
 	reader, err := leader.Client.CreateToken(ctx(t, 10*time.Second), fsm.RoleReader, "metrics test reader")
@@ -259,6 +270,64 @@ scrape_configs:
 			if e.Index > audit.Index && e.Type != "agent_report" && e.Type != "task_plan" && e.Type != "agent_upsert" {
 				t.Errorf("audit entry %d %s after the refused pushes", e.Index, e.Type)
 			}
+		}
+	})
+
+	t.Run("the holder stops: the task moves to its peer and the old holder is fenced", func(t *testing.T) {
+		metricsTask := func() *fsm.Task {
+			tasks, _, err := leader.Client.Tasks(ctx(t, 5*time.Second), "ap-south", fsm.TaskTypeMetrics, "", nil)
+			if err != nil || len(tasks) != 1 {
+				t.Fatalf("ap-south's metrics task: %+v %v", tasks, err)
+			}
+			return tasks[0]
+		}
+		first := metricsTask()
+		holder := byNode[first.Agent]
+		if holder == nil {
+			t.Fatalf("ap-south's metrics task on %q", first.Agent)
+		}
+		if err := holder.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Cont()
+		var moved *fsm.Task
+		testutil.Eventually(t, 30*time.Second, func() error {
+			moved = metricsTask()
+			if moved.Agent == "" || moved.Agent == first.Agent || moved.Status != fsm.TaskRunning {
+				return fmt.Errorf("on %q, %s", moved.Agent, moved.Status)
+			}
+			return nil
+		})
+		fromPeer := func() error {
+			for _, s := range c.Servers {
+				code, _, body, _ := get(s.URL, "/v1/metrics/regions", reader.Secret, nil)
+				want := fmt.Sprintf(`"region":"ap-south","status":"ok","agent":"%s","generation":%d`, moved.Agent, moved.Generation)
+				if code != 200 || !strings.Contains(body, want) {
+					return fmt.Errorf("%s: %d %s, want %s", s.ID(), code, body, want)
+				}
+			}
+			return nil
+		}
+		testutil.Eventually(t, 20*time.Second, fromPeer)
+		// The old holder wakes up with its old assignment: whatever it
+		// pushes before it learns the task moved is refused everywhere.
+		if err := holder.Cont(); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 20*time.Second, func() error {
+			st, err := holder.Status(ctx(t, 5*time.Second))
+			if err != nil {
+				return err
+			}
+			for _, rt := range st.Tasks {
+				if rt.ID == first.ID {
+					return fmt.Errorf("%s still runs %s", holder.Node, rt.ID)
+				}
+			}
+			return nil
+		})
+		if err := fromPeer(); err != nil {
+			t.Fatalf("after the old holder woke up: %v", err)
 		}
 	})
 

@@ -246,7 +246,7 @@ func TestScraperLabelsAndBounds(t *testing.T) {
 	}))
 	defer endless.Close()
 	s := &Scraper{Region: "us-east", PromURL: prom.URL, PromMatch: []string{`{job="node"}`}, MaxSourceBytes: 1 << 20,
-		Nodes: func() []Target {
+		Nodes: func(context.Context) []Target {
 			return []Target{{Name: "n1", URL: node.URL}, {Name: "n2", URL: garbage.URL}, {Name: "n3", URL: endless.URL}}
 		}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

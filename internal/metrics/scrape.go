@@ -62,8 +62,13 @@ type Scraper struct {
 	// PromMatch its /federate match[] selectors (DefaultPromMatch if none).
 	PromURL   string
 	PromMatch []string
-	// Nodes lists the region's atomfed nodes (servers and agents) now.
-	Nodes func() []Target
+	// Nodes lists the region's atomfed nodes (servers and agents) to
+	// scrape now.
+	Nodes func(ctx context.Context) []Target
+	// NodeClient returns the client that may scrape the node name at url
+	// (under TLS: https only, a certificate naming the node); an error
+	// marks the node down unscraped. nil: Client for every node.
+	NodeClient func(name, url string) (*http.Client, error)
 	// Client carries the nodes' scrapes, PromClient the Prometheus one
 	// (nil: Client); they send no credential.
 	Client, PromClient *http.Client
@@ -82,31 +87,40 @@ func (s *Scraper) Scrape(ctx context.Context) ([]*dto.MetricFamily, ScrapeStatus
 		url      string
 		target   []*dto.LabelPair
 		families []*dto.MetricFamily
-		prom     bool
+		client   *http.Client
+		err      error
 	}
 	var jobs []*job
 	if s.PromURL != "" {
 		u, inst := federateURL(s.PromURL, s.promMatch())
-		jobs = append(jobs, &job{src: Source{Source: SourcePrometheus, Instance: inst}, url: u, prom: true})
+		c := s.PromClient
+		if c == nil {
+			c = s.Client
+		}
+		jobs = append(jobs, &job{src: Source{Source: SourcePrometheus, Instance: inst}, url: u, client: c})
 	}
 	if s.Nodes != nil {
-		nodes := s.Nodes()
+		nodes := s.Nodes(ctx)
 		sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 		for _, n := range nodes {
-			jobs = append(jobs, &job{src: Source{Source: SourceNode, Instance: n.Name}, url: strings.TrimSuffix(n.URL, "/") + "/metrics",
-				target: []*dto.LabelPair{label("job", NodeJob), label("instance", n.Name)}})
+			j := &job{src: Source{Source: SourceNode, Instance: n.Name}, url: strings.TrimSuffix(n.URL, "/") + "/metrics",
+				target: []*dto.LabelPair{label("job", NodeJob), label("instance", n.Name)}, client: s.Client}
+			if s.NodeClient != nil {
+				j.client, j.err = s.NodeClient(n.Name, n.URL)
+			}
+			jobs = append(jobs, j)
 		}
 	}
 	done := make(chan struct{}, len(jobs))
 	for _, j := range jobs {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			t0 := time.Now()
-			c := s.Client
-			if j.prom && s.PromClient != nil {
-				c = s.PromClient
+			if j.err != nil {
+				j.src.Error = j.err.Error()
+				return
 			}
-			fams, err := s.fetch(ctx, c, j.url)
+			t0 := time.Now()
+			fams, err := s.fetch(ctx, j.client, j.url)
 			j.src.DurationMS = float64(time.Since(t0).Microseconds()) / 1000
 			if err != nil {
 				j.src.Error = redact(err.Error(), s.PromURL)

@@ -43,7 +43,7 @@ type AgentNode struct {
 // metricsExecutor is the region metrics task's executor, as cmd/atomfed
 // wires it: it scrapes the region's nodes and pushes to every server.
 func (n *AgentNode) metricsExecutor(tr http.RoundTripper) agent.Executor {
-	s := &metrics.Scraper{Region: n.Region, Client: &http.Client{Transport: tr}, Nodes: func() []metrics.Target {
+	s := &metrics.Scraper{Region: n.Region, Client: &http.Client{Transport: tr}, Nodes: func(context.Context) []metrics.Target {
 		a := n.self.Load()
 		if a == nil {
 			return nil
