@@ -14,14 +14,19 @@ import (
 	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/metrics"
+	"github.com/atomcloud/atomfed/internal/node"
+	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
 
 // newMetricsExecutor returns the executor of the region's metrics task. It
 // scrapes the region's Prometheus (--prom-url) and the /metrics of the
 // region's nodes that the federation knows (servers of the Raft
 // configuration, agents of the registry, as a server says; never a member
-// merely gossiping a URL), with no credential: nodes show their aggregate
-// series to anyone. Under TLS it calls only https:// URLs whose
+// merely gossiping a URL). Agents are scraped without a credential (their
+// aggregate series); under TLS, servers with the agent's token, to a
+// certificate naming server.atomfed, so that the view carries the
+// tenant-labelled series they show to a token (the federation's
+// replication lag). Under TLS it calls only https:// URLs, whose
 // certificate names the node (roots: the federation CA). It pushes to every
 // server through the agent's pool, with its agent token (https to
 // certificates naming server.atomfed only). self and pool are set once
@@ -32,12 +37,18 @@ func newMetricsExecutor(o agentOptions, reg prometheus.Registerer, roots *x509.C
 	s := &metrics.Scraper{
 		Region: o.Region, PromURL: o.PromURL, PromMatch: o.PromMatch,
 		Client: plain, PromClient: plain,
-		NodeClient: func(name, base string) (*http.Client, error) {
+		NodeClient: func(t metrics.Target) (*http.Client, error) {
 			if roots == nil {
 				return plain, nil
 			}
-			if !strings.HasPrefix(base, "https://") {
-				return nil, fmt.Errorf("refused: the node advertises %q, not an https:// URL, and the federation runs TLS", base)
+			if !strings.HasPrefix(t.URL, "https://") {
+				return nil, fmt.Errorf("refused: the node advertises %q, not an https:// URL, and the federation runs TLS", t.URL)
+			}
+			// The agent's token goes only to a certificate naming a
+			// server, as all its calls to servers.
+			name := t.Name
+			if t.Token != "" {
+				name = tlsutil.ServerName
 			}
 			cfg := &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12}
 			return &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: cfg, DisableKeepAlives: true}, CheckRedirect: noRedirect}, nil
@@ -54,9 +65,16 @@ func newMetricsExecutor(o agentOptions, reg prometheus.Registerer, roots *x509.C
 			}
 			var out []metrics.Target
 			for _, n := range a.RegionNodes() {
-				if known[n.Name] {
-					out = append(out, metrics.Target{Name: n.Name, URL: n.URL})
+				if !known[n.Name] {
+					continue
 				}
+				t := metrics.Target{Name: n.Name, URL: n.URL}
+				if n.Role == node.RoleServer && roots != nil {
+					// Servers show the tenant-labelled series (the
+					// federation's replication lag) to a token.
+					t.Token = o.Security.Token
+				}
+				out = append(out, t)
 			}
 			return out
 		},

@@ -52,6 +52,10 @@ const DefaultMaxSourceBytes = 256 << 20
 type Target struct {
 	Name string // node name: the series' instance label
 	URL  string // base URL of its HTTP endpoints
+	// Token, when set, is sent as a bearer token (to servers only: a
+	// node shows its tenant-labelled series, such as replication lag, only
+	// to a token).
+	Token string
 }
 
 // Scraper collects one region's metrics from inside the region.
@@ -65,10 +69,11 @@ type Scraper struct {
 	// Nodes lists the region's atomfed nodes (servers and agents) to
 	// scrape now.
 	Nodes func(ctx context.Context) []Target
-	// NodeClient returns the client that may scrape the node name at url
-	// (under TLS: https only, a certificate naming the node); an error
+	// NodeClient returns the client that may scrape the node (under TLS:
+	// https only, a certificate naming the node, or naming a server when
+	// the target carries a token); an error
 	// marks the node down unscraped. nil: Client for every node.
-	NodeClient func(name, url string) (*http.Client, error)
+	NodeClient func(t Target) (*http.Client, error)
 	// Client carries the nodes' scrapes, PromClient the Prometheus one
 	// (nil: Client); they send no credential.
 	Client, PromClient *http.Client
@@ -88,6 +93,7 @@ func (s *Scraper) Scrape(ctx context.Context) ([]*dto.MetricFamily, ScrapeStatus
 		target   []*dto.LabelPair
 		families []*dto.MetricFamily
 		client   *http.Client
+		token    string
 		err      error
 	}
 	var jobs []*job
@@ -104,9 +110,9 @@ func (s *Scraper) Scrape(ctx context.Context) ([]*dto.MetricFamily, ScrapeStatus
 		sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 		for _, n := range nodes {
 			j := &job{src: Source{Source: SourceNode, Instance: n.Name}, url: strings.TrimSuffix(n.URL, "/") + "/metrics",
-				target: []*dto.LabelPair{label("job", NodeJob), label("instance", n.Name)}, client: s.Client}
+				target: []*dto.LabelPair{label("job", NodeJob), label("instance", n.Name)}, client: s.Client, token: n.Token}
 			if s.NodeClient != nil {
-				j.client, j.err = s.NodeClient(n.Name, n.URL)
+				j.client, j.err = s.NodeClient(n)
 			}
 			jobs = append(jobs, j)
 		}
@@ -120,7 +126,7 @@ func (s *Scraper) Scrape(ctx context.Context) ([]*dto.MetricFamily, ScrapeStatus
 				return
 			}
 			t0 := time.Now()
-			fams, err := s.fetch(ctx, j.client, j.url)
+			fams, err := s.fetch(ctx, j.client, j.url, j.token)
 			j.src.DurationMS = float64(time.Since(t0).Microseconds()) / 1000
 			if err != nil {
 				j.src.Error = redact(err.Error(), s.PromURL)
@@ -201,12 +207,15 @@ func (l *sourceLimit) Read(p []byte) (int, error) {
 
 // fetch GETs one source (delimited protobuf preferred, text accepted) and
 // decodes it with Prometheus' decoders.
-func (s *Scraper) fetch(ctx context.Context, c *http.Client, u string) ([]*dto.MetricFamily, error) {
+func (s *Scraper) fetch(ctx context.Context, c *http.Client, u, token string) ([]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", string(expfmt.FmtProtoDelim)+";q=0.9,"+string(expfmt.FmtText)+";q=0.5")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	if c == nil {
 		c = http.DefaultClient
 	}
