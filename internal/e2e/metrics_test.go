@@ -15,11 +15,13 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/promql/parser"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/internal/metrics"
+	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
@@ -149,6 +151,38 @@ scrape_configs:
 		code, _, body, _ := get(leader.URL, "/v1/metrics/regions", reader.Secret, nil)
 		if code != 200 || !strings.Contains(body, `"source":"prometheus","instance":"`+promAddr+`","up":true`) {
 			t.Fatalf("regions: %d %s", code, body)
+		}
+	})
+
+	t.Run("the dashboard and the alert rules query only what atomfed serves", func(t *testing.T) {
+		promtool, err := exec.LookPath("promtool")
+		if err != nil {
+			t.Fatalf("promtool comes with the prometheus package: %v", err)
+		}
+		rules := filepath.Join("..", "..", "deploy", "prometheus", "atomfed-rules.yml")
+		if out, err := exec.Command(promtool, "check", "rules", rules).CombinedOutput(); err != nil {
+			t.Fatalf("promtool check rules %s: %v\n%s", rules, err, out)
+		}
+		exprs := artefactExprs(t, rules, filepath.Join("..", "..", "deploy", "grafana", "atomfed-global.json"))
+		_, _, body, _ := get(leader.URL, "/v1/metrics/federate", reader.Secret, url.Values{"match[]": {`{__name__=~"atomfed_.+"}`}})
+		served := map[string]bool{}
+		for _, line := range strings.Split(body, "\n") {
+			if name, _, ok := strings.Cut(line, "{"); ok && !strings.HasPrefix(line, "#") {
+				served[name] = true
+			}
+		}
+		// Served only while a tenant is replicated (every server exports
+		// the lag its agents report); this federation has no PostgreSQL.
+		needsReplication := map[string]bool{structs.MetricReplicationLagSeconds: true}
+		for _, e := range exprs {
+			for _, name := range metricNames(t, e) {
+				if !served[name] && !needsReplication[name] {
+					t.Errorf("%s (in %q) is not in atomfed's global view", name, e)
+				}
+			}
+		}
+		if len(exprs) < 10 {
+			t.Fatalf("only %d expressions found in the artefacts", len(exprs))
 		}
 	})
 
@@ -446,4 +480,58 @@ func promQuery(addr, q string) (string, error) {
 		return "", fmt.Errorf("query %s: %s %v", q, out.Status, err)
 	}
 	return string(out.Data), nil
+}
+
+// artefactExprs returns the PromQL of the alert rules (one `expr:` line
+// each) and of the dashboard's panels.
+func artefactExprs(t *testing.T, rulesPath, dashboardPath string) []string {
+	t.Helper()
+	var out []string
+	b, err := os.ReadFile(rulesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if e, ok := strings.CutPrefix(strings.TrimSpace(line), "expr:"); ok {
+			out = append(out, strings.TrimSpace(e))
+		}
+	}
+	b, err = os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardPath, err)
+	}
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			out = append(out, tg.Expr)
+		}
+	}
+	return out
+}
+
+// metricNames parses expr with Prometheus' parser and returns the metric
+// names it selects.
+func metricNames(t *testing.T, expr string) []string {
+	t.Helper()
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		t.Fatalf("%q: %v", expr, err)
+	}
+	var names []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			names = append(names, vs.Name)
+		}
+		return nil
+	})
+	return names
 }
