@@ -48,9 +48,12 @@ fuzz:
 	  done; \
 	done
 
-## bench: 3 server processes on loopback with fsync on; writes reports/bench.md
+## bench: 3 server processes on loopback with fsync on; writes reports/bench.md;
+## then the global metrics view's merge of 3 regions x 50,000 series and its
+## memory per series (reports/bench-metrics.txt)
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./internal/metrics | tee reports/bench-metrics.txt
 
 ## chaos: the long chaos suite: DURATION of faults (default 10m) over four
 ## runs (3 and 5 servers, loopback and 80 ms between continents), then a

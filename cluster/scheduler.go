@@ -21,9 +21,9 @@ const (
 
 // desiredTasks derives the tasks the federation should be running from its
 // state: one probe of each region's endpoint, run from inside the region,
-// the replication tasks (scheduler_replication.go) and the steps of
-// switchovers (scheduler_switchover.go). Later task types
-// (metrics, backups) are added here.
+// the replication tasks (scheduler_replication.go), the steps of
+// switchovers (scheduler_switchover.go) and one metrics task per region
+// (scheduler_metrics.go). Later task types (backups) are added here.
 func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	out := map[string]fsm.TaskSpec{}
 	for _, r := range s.SortedRegions() {
@@ -33,6 +33,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	}
 	desiredReplicationTasks(s, out)
 	desiredSwitchoverTasks(s, out)
+	desiredMetricsTasks(s, out)
 	return out
 }
 

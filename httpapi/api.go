@@ -15,6 +15,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/policy"
+	aggr "github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
@@ -119,6 +120,9 @@ type API struct {
 	blocking *blockingLimiter
 	now      func() time.Time
 	policy   *policy.Engine
+	// metricsStore holds each region's newest metrics snapshot, in memory
+	// only (metrics_federate.go).
+	metricsStore *aggr.Store
 }
 
 // New builds the API and its router.
@@ -149,6 +153,8 @@ func New(cfg Config) *API {
 		metrics:  newMetrics(cfg.Registerer),
 		blocking: newBlockingLimiter(cfg.MaxBlockingQueries, cfg.MaxBlockingPerToken, cfg.Registerer),
 		now:      cfg.Now,
+
+		metricsStore: aggr.NewStore(),
 	}
 	a.policy = policy.New(policy.Config{Source: cfg.Cluster, Simulation: cfg.Simulation, Policies: cfg.Policies, TLS: cfg.ProbeTLS})
 	a.router = a.routes()
@@ -212,6 +218,9 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/agents/{node}/leave", a.auth(agents, a.agentLeave)).Methods(http.MethodPost)
 	v1.HandleFunc("/tasks", a.auth(anyRole, a.listTasks)).Methods(http.MethodGet)
 	v1.HandleFunc("/coordinates", a.auth(anyRole, a.coordinates)).Methods(http.MethodGet)
+	v1.HandleFunc("/metrics/federate", a.auth(anyRole, a.metricsFederate)).Methods(http.MethodGet)
+	v1.HandleFunc("/metrics/regions", a.auth(anyRole, a.metricsRegions)).Methods(http.MethodGet)
+	v1.HandleFunc("/metrics/regions/{region}/snapshot", a.auth(metricsPushers, a.putMetricsSnapshot)).Methods(http.MethodPut)
 
 	v1.HandleFunc("/trust/members", a.auth(anyRole, a.listMembers)).Methods(http.MethodGet)
 	v1.HandleFunc("/trust/members", a.auth(agents, a.registerMember)).Methods(http.MethodPost)

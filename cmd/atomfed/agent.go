@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -39,6 +40,11 @@ type agentOptions struct {
 	ReplicationUser, ReplicationPass string
 	ReplicationCA                    string
 	ReplicationInterval              time.Duration
+	// PromURL is the region's Prometheus (PROM_URL), federated by the
+	// region's metrics task with PromMatch; "" scrapes only the atomfed
+	// nodes.
+	PromURL   string
+	PromMatch []string
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -130,13 +136,18 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
+	var self atomic.Pointer[agent.Agent]
+	var pool atomic.Pointer[client.Pool]
+	execs = append(execs, newMetricsExecutor(o, reg, sec.roots, &self, &pool))
 	ag, err := agent.New(agent.Config{
 		NodeID: o.Node, Region: o.Region, DataDir: o.DataDir,
 		SerfBindAddr: o.SerfAddr, SerfAdvertiseAddr: o.SerfAdvertise, HTTPAdvertiseURL: adv,
 		Join: o.Join, Capacity: o.Capacity, Version: version, GossipKey: sec.gossipKey,
 		Executors: execs, Database: db,
 		NewAPI: func(servers func() []string) agent.API {
-			return client.NewPool(servers, opts...)
+			p := client.NewPool(servers, opts...)
+			pool.Store(p)
+			return p
 		},
 		Logger: o.Logger, Registerer: reg,
 	})
@@ -144,6 +155,7 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		ln.Close()
 		return nil, err
 	}
+	self.Store(ag)
 	n := &agentNode{
 		agent: ag,
 		http:  serveHTTP(ln, handlerWrap(httpapi.NewAgentHandler(agentStatus{a: ag, sim: o.Simulation}, reg, o.Security.Token, o.Logger)), o.Logger),
@@ -263,6 +275,9 @@ SIMULATION_MODE=false it refuses to start instead.`,
 			if o.ReplicationPass == "" {
 				o.ReplicationPass = os.Getenv("ATOMFED_REPLICATION_PASSFILE")
 			}
+			if o.PromURL == "" {
+				o.PromURL = os.Getenv("PROM_URL")
+			}
 			if o.ReplicationCA == "" {
 				o.ReplicationCA = os.Getenv("ATOMFED_REPLICATION_CA")
 			}
@@ -287,6 +302,8 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
 	f.StringVar(&o.ReplicationCA, "replication-ca", "", "CA certificate (PEM) that signs the other regions' PostgreSQL server certificates; connections to them use sslmode=verify-full against it; readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_CA)")
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
+	f.StringVar(&o.PromURL, "prom-url", "", "the region's Prometheus, federated by the region's metrics task (default $PROM_URL); without it only the atomfed nodes are scraped")
+	f.StringArrayVar(&o.PromMatch, "prom-match", nil, `match[] selector of the region's Prometheus /federate (repeatable; default {__name__=~".+"})`)
 	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")

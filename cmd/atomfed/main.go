@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		newRegionCmd(),
 		newTenantCmd(),
 		newRouteCmd(),
+		newMetricsCmd(),
 		newEdgeCmd(),
 		newGlobalTableCmd(),
 		newMembersCmd(),

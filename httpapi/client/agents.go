@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,6 +114,11 @@ func (p *Pool) client(addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.tlsCfg != nil && !strings.HasPrefix(c.base, "https://") {
+		// A member gossiping a plain URL while the federation runs TLS
+		// gets nothing, least of all the pool's token.
+		return nil, fmt.Errorf("refused: server %q is not an https:// URL, and the federation runs TLS", addr)
+	}
 	p.clients[addr] = c
 	return c, nil
 }
@@ -216,6 +222,32 @@ func (p *Pool) CheckAgentToken(ctx context.Context, node, region string) error {
 		return fmt.Errorf("%w: it is bound to agent %s in region %s, not to %s in %s", structs.ErrWrongAgentToken, self.Node, self.Region, node, region)
 	}
 	return nil
+}
+
+// KnownMembers returns the names of the members the federation knows by
+// identity, as a server of the pool says: the servers of the Raft
+// configuration and the agents of region's registry. The metrics task
+// scrapes only those (never a member merely gossiping a URL).
+func (p *Pool) KnownMembers(ctx context.Context, region string) (map[string]bool, error) {
+	known := map[string]bool{}
+	err := p.do(ctx, func(c *Client) error {
+		peers, err := c.Peers(ctx)
+		if err != nil {
+			return err
+		}
+		agents, _, err := c.Agents(ctx, region, &QueryOptions{Consistency: "stale"})
+		if err != nil {
+			return err
+		}
+		for _, s := range peers {
+			known[s.ID] = true
+		}
+		for _, a := range agents {
+			known[a.Node] = true
+		}
+		return nil
+	})
+	return known, err
 }
 
 // AgentLeave implements the agent's leave over the pool.

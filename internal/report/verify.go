@@ -92,6 +92,7 @@ var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verificat
 	"policy":             verifyPolicy,
 	"federation_sync":    verifyFederationSync,
 	"tenant_replication": verifyTenantReplication,
+	"metrics":            verifyMetrics,
 }
 
 // dependsOn are the parts (as nodes list them simulated in /health) each
@@ -103,6 +104,7 @@ var dependsOn = map[string][]string{
 	"policy":             {"signing", "secrets"},
 	"federation_sync":    {"replication"},
 	"tenant_replication": {"replication", "tenant_rls"},
+	"metrics":            nil,
 }
 
 // simulatedParts lists, once per role, part and reason, the parts of
@@ -688,4 +690,66 @@ func auditRefs(ctx context.Context, c *client.Client, created []AuditRef) (Audit
 		out.Created = append(out.Created, r)
 	}
 	return out, nil
+}
+
+// verifyMetrics checks the global metrics view on every server: each
+// registered region's snapshot is fresh (GET /v1/metrics/regions), and
+// GET /v1/metrics/federate names no missing region and marks every region
+// up. It only reads.
+func verifyMetrics(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
+	v := &Verification{OK: true}
+	step := Step{Call: "GET /v1/metrics/regions on every server"}
+	var last []byte
+	err := onEveryServer(ctx, env, func(sc *client.Client) error {
+		regions, err := sc.MetricsRegions(ctx, 0)
+		if err != nil {
+			return err
+		}
+		last, _ = json.Marshal(regions)
+		if len(regions) == 0 {
+			return fmt.Errorf("no region")
+		}
+		for _, r := range regions {
+			if r.Status != "ok" {
+				return fmt.Errorf("region %s: %s", r.Region, r.Status)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return v.fail(step, "%v", err), nil
+	}
+	step.Status, step.Output, step.Result = http.StatusOK, compact(last), "every region's snapshot is fresh on every server"
+	v.Steps = append(v.Steps, step)
+	step = Step{Call: "GET /v1/metrics/federate?match[]=atomfed_scrape_up on every server"}
+	err = onEveryServer(ctx, env, func(sc *client.Client) error {
+		var out bytes.Buffer
+		res, err := sc.Federate(ctx, client.FederateOptions{Match: []string{"atomfed_scrape_up"}, Timeout: 2 * time.Second}, &out)
+		if err != nil {
+			return err
+		}
+		if res.Missing != "" || res.Incomplete != "" {
+			return fmt.Errorf("missing %q, incomplete %q", res.Missing, res.Incomplete)
+		}
+		up := 0
+		for _, line := range strings.Split(out.String(), "\n") {
+			if !strings.HasPrefix(line, "atomfed_region_scrape_up{") {
+				continue
+			}
+			if !strings.HasSuffix(line, " 1") {
+				return fmt.Errorf("down in the view: %s", line)
+			}
+			up++
+		}
+		if up == 0 {
+			return fmt.Errorf("no atomfed_region_scrape_up in the view")
+		}
+		return nil
+	})
+	if err != nil {
+		return v.fail(step, "%v", err), nil
+	}
+	step.Status, step.Result = http.StatusOK, "every region merged and up, nothing missing, on every server"
+	v.Steps = append(v.Steps, step)
+	return v, nil
 }

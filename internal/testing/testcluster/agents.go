@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -15,6 +16,7 @@ import (
 	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
 )
@@ -32,6 +34,34 @@ type AgentNode struct {
 	cfg     agent.Config
 	opts    AgentOptions
 	running bool
+	// self and pool are the running agent and its server pool, for its
+	// metrics executor (set once they exist).
+	self atomic.Pointer[agent.Agent]
+	pool atomic.Pointer[client.Pool]
+}
+
+// metricsExecutor is the region metrics task's executor, as cmd/atomfed
+// wires it: it scrapes the region's nodes and pushes to every server.
+func (n *AgentNode) metricsExecutor(tr http.RoundTripper) agent.Executor {
+	s := &metrics.Scraper{Region: n.Region, Client: &http.Client{Transport: tr}, Nodes: func(context.Context) []metrics.Target {
+		a := n.self.Load()
+		if a == nil {
+			return nil
+		}
+		var out []metrics.Target
+		for _, e := range a.RegionNodes() {
+			out = append(out, metrics.Target{Name: e.Name, URL: e.URL})
+		}
+		return out
+	}}
+	push := func(ctx context.Context, region string, gen uint64, st metrics.ScrapeStatus, b []byte) (int, error) {
+		p := n.pool.Load()
+		if p == nil {
+			return 0, client.ErrNoServers
+		}
+		return p.PushMetrics(ctx, region, gen, st, b)
+	}
+	return agent.NewMetricsExecutor(s, push, nil, n.Reg)
 }
 
 // AgentOptions add to what AddAgent starts: more executors (built on every
@@ -100,7 +130,9 @@ func (c *Cluster) AddAgentWith(id, region string, o AgentOptions) *AgentNode {
 		Memberlist: ml, HeartbeatInterval: heartbeat, Database: o.Database,
 		GossipKey: c.sec.gossipKey,
 		NewAPI: func(servers func() []string) agent.API {
-			return client.NewPool(servers, client.WithToken(n.Token), client.WithTLS(c.agentTLS()), client.WithSigner(c.Signer(id)))
+			p := client.NewPool(servers, client.WithToken(n.Token), client.WithTLS(c.agentTLS()), client.WithSigner(c.Signer(id)))
+			n.pool.Store(p)
+			return p
 		},
 		Logger: c.logger(id),
 	}
@@ -117,7 +149,8 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 	n.Reg = prometheus.NewRegistry()
 	cfg := n.cfg
 	cfg.Registerer = n.Reg
-	cfg.Executors = []agent.Executor{agent.NewProbeExecutor(n.Reg, &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client})}
+	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: c.sec.client}
+	cfg.Executors = []agent.Executor{agent.NewProbeExecutor(n.Reg, tr), n.metricsExecutor(tr)}
 	if n.opts.Executors != nil {
 		more, err := n.opts.Executors(n.Reg)
 		if err != nil {
@@ -138,6 +171,7 @@ func (c *Cluster) startAgent(n *AgentNode) error {
 		return err
 	}
 	n.cfg.SerfBindAddr = a.SerfAddr()
+	n.self.Store(a)
 	n.Agent, n.running = a, true
 	return nil
 }
