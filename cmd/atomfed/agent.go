@@ -39,6 +39,9 @@ type agentOptions struct {
 	ReplicationUser, ReplicationPass string
 	ReplicationCA                    string
 	ReplicationInterval              time.Duration
+	// DisableTaskTypes: task types this agent does not run (see
+	// withoutTaskTypes).
+	DisableTaskTypes []string
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -126,6 +129,9 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		probeTransport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: sec.roots, MinVersion: tls.VersionTLS12}}
 	}
 	execs, db, err := agentExecutors(o, reg, probeTransport)
+	if err == nil {
+		execs, err = withoutTaskTypes(execs, o.DisableTaskTypes)
+	}
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -253,6 +259,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 				o.Region = os.Getenv("PRIMARY_REGION")
 			}
 			o.Join = splitList(o.Join)
+			o.DisableTaskTypes = splitList(o.DisableTaskTypes)
 			if o.Security.Token == "" {
 				o.Security.Token = os.Getenv("FEDERATION_TOKEN")
 			}
@@ -286,6 +293,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringVar(&o.ReplicationPass, "replication-passfile", "", "pgpass file with the replication role's password, readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_PASSFILE)")
 	f.StringVar(&o.ReplicationCA, "replication-ca", "", "CA certificate (PEM) that signs the other regions' PostgreSQL server certificates; connections to them use sslmode=verify-full against it; readable by this region's PostgreSQL server (default $ATOMFED_REPLICATION_CA)")
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
+	f.StringSliceVar(&o.DisableTaskTypes, "disable-task-types", nil, "task types this agent does not run, comma-separated (e.g. global-publisher,global-subscriber to leave federation sync to other agents); the leader places them on none of its tasks")
 	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
