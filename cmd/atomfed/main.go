@@ -77,6 +77,7 @@ func newRootCmd() *cobra.Command {
 		newTrustCmd(),
 		newPolicyCmd(),
 		newKeygenCmd(),
+		newSecretsCmd(),
 		newPrecheckCmd(),
 		newReportCmd(),
 	)
