@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -32,16 +32,14 @@ func variantValues(t *testing.T, name string) map[string]any {
 // or above, for the defaults and each example.
 func TestChartLints(t *testing.T) {
 	for _, v := range variants {
-		l := action.NewLint()
-		l.Namespace = "atomfed"
-		res := l.Run([]string{chartDir}, variantValues(t, v))
+		res := lint.RunAll(chartDir, variantValues(t, v), "atomfed", lint.WithKubeVersion(kubeVersion(t)))
+		if len(res.Messages) == 0 {
+			t.Fatalf("lint %q: no message at all, not even the chart's INFO: did lint run?", v)
+		}
 		for _, m := range res.Messages {
 			if m.Severity >= support.WarningSev {
 				t.Errorf("lint %q: %s", v, m.Error())
 			}
-		}
-		for _, err := range res.Errors {
-			t.Errorf("lint %q: %v", v, err)
 		}
 	}
 }

@@ -2,18 +2,19 @@ package deploy_test
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
+	"maps"
 	"os"
+	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
-	"helm.sh/helm/v4/pkg/release"
+	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -131,42 +132,36 @@ func newObject(apiVersion, kind string) (any, error) {
 	return nil, fmt.Errorf("the chart renders %s %s, which this test does not know: add its type", apiVersion, kind)
 }
 
-// render runs what `helm template --namespace atomfed fed deploy/helm/atomfed -f values`
-// runs, with Helm's Go SDK, and decodes every document strictly.
+// render does what `helm template --namespace atomfed fed deploy/helm/atomfed -f values`
+// does, with Helm's Go SDK (its chart loader, values coalescing with the
+// schema check, and template engine; not pkg/action, which would compile a
+// Kubernetes client in), and decodes every document strictly.
 func render(t *testing.T, values map[string]any) (rendered, error) {
 	t.Helper()
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := action.NewConfiguration(action.ConfigurationSetLogger(slog.NewTextHandler(io.Discard, nil)))
-	in := action.NewInstall(cfg)
-	in.DryRunStrategy = action.DryRunClient
-	in.ReleaseName, in.Namespace, in.Replace = "fed", "atomfed", true
-	kv, err := common.ParseKubeVersion("v1.31.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.KubeVersion = kv
-	rel, err := in.Run(ch, values)
+	caps := common.DefaultCapabilities.Copy()
+	caps.KubeVersion = *kubeVersion(t)
+	vals, err := util.ToRenderValuesWithSchemaValidation(ch, values, common.ReleaseOptions{Name: "fed", Namespace: "atomfed", Revision: 1, IsInstall: true}, caps, false)
 	if err != nil {
 		return rendered{}, err
 	}
-	acc, err := release.NewAccessor(rel)
+	files, err := engine.Render(ch, vals)
 	if err != nil {
-		t.Fatal(err)
+		return rendered{}, err
 	}
-	text := acc.Manifest()
-	for _, h := range acc.Hooks() {
-		ha, err := release.NewHookAccessor(h)
-		if err != nil {
-			t.Fatal(err)
+	var text string
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if strings.HasSuffix(name, "NOTES.txt") || strings.HasPrefix(path.Base(name), "_") {
+			continue
 		}
-		text += "\n---\n# Source: " + ha.Path() + "\n" + ha.Manifest()
+		text += "\n---\n# Source: " + name + "\n" + files[name]
 	}
 	var out rendered
+	source := ""
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(text, -1) {
-		source := ""
 		if m := regexp.MustCompile(`(?m)^# Source: (.*)$`).FindStringSubmatch(doc); m != nil {
 			source = m[1]
 		}
@@ -194,6 +189,15 @@ func render(t *testing.T, values map[string]any) (rendered, error) {
 	}
 	sort.SliceStable(out.docs, func(i, j int) bool { return out.docs[i].Kind < out.docs[j].Kind })
 	return out, nil
+}
+
+func kubeVersion(t *testing.T) *common.KubeVersion {
+	t.Helper()
+	kv, err := common.ParseKubeVersion("v1.31.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 func mustRender(t *testing.T, values map[string]any) rendered {
