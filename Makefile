@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short lint bench bench-go bench-compare chaos chaos-dataplane fuzz reports clean
+.PHONY: all build run test test-short test-deploy lint bench bench-go bench-compare chaos chaos-dataplane fuzz reports image clean
 
 all: build
 
@@ -33,7 +33,25 @@ lint:
 CHAOS_PKG := github.com/atomcloud/atomfed/internal/testing/chaos
 test: lint
 	$(GO) test -race -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -vx '$(CHAOS_PKG)')
+	$(MAKE) test-deploy
 	$(GO) test -race -count=1 -timeout 15m $(CHAOS_PKG)
+
+## test-deploy: the deploy/ module (its own go.mod, so that Helm and the
+## Kubernetes API types stay out of atomfed's dependencies): the Helm chart
+## rendered, linted and decoded, the image tarball, the systemd units and a
+## federation started from them
+test-deploy:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## image: the atomfed container image as an OCI archive, bin/atomfed-image.tar
+## (static binary, non-root, no shell, empty base), built without Docker;
+## named $(IMAGE):$(IMAGE_TAG), the Helm chart's default image
+IMAGE ?= ghcr.io/atomcloud/atomfed
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' deploy/helm/atomfed/Chart.yaml)
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/atomfed ./cmd/atomfed
+	cd deploy && $(GO) run ./cmd/atomfed-image -binary ../bin/image/atomfed -ref $(IMAGE):$(IMAGE_TAG) \
+	  -version $(VERSION) -revision $(COMMIT) -out ../bin/atomfed-image.tar
 
 ## test-short: the same without the race detector, for a quick loop
 test-short:

@@ -19,7 +19,10 @@ import (
 // infrastructure detail (check targets, addresses, paths) without one; a
 // token of any role sees it all, and a bad token gets the anonymous view
 // rather than a 401, so that a probe holding a revoked token still learns
-// that the node is up.
+// that the node is up. With ?ready (a readiness probe's URL) the answer
+// is 503, same body, while the server knows no leader, so that an
+// orchestrator sends it no traffic and moves a rolling update on only once
+// the restarted server is back in the cluster.
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	leader, _ := a.c.Leader()
 	head, auditIdx := a.c.FSM().AuditHead()
@@ -47,11 +50,15 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.SimulationMode = a.cfg.Simulation.Active()
+	code := http.StatusOK
 	if leader == "" {
 		h.Status = "no_leader"
+		if r.URL.Query().Has("ready") {
+			code = http.StatusServiceUnavailable
+		}
 	}
 	w.Header().Set(HeaderIndex, strconv.FormatUint(h.Index, 10))
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, code, h)
 }
 
 func (a *API) statusLeader(w http.ResponseWriter, r *http.Request) {

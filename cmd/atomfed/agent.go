@@ -45,6 +45,9 @@ type agentOptions struct {
 	// nodes.
 	PromURL   string
 	PromMatch []string
+	// DisableTaskTypes: task types this agent does not run (see
+	// withoutTaskTypes).
+	DisableTaskTypes []string
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -132,6 +135,9 @@ func startAgent(o agentOptions) (*agentNode, error) {
 		probeTransport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: sec.roots, MinVersion: tls.VersionTLS12}}
 	}
 	execs, db, err := agentExecutors(o, reg, probeTransport)
+	if err == nil {
+		execs, err = withoutTaskTypes(execs, o.DisableTaskTypes)
+	}
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -266,6 +272,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 				o.Region = os.Getenv("PRIMARY_REGION")
 			}
 			o.Join = splitList(o.Join)
+			o.DisableTaskTypes = splitList(o.DisableTaskTypes)
 			if o.Security.Token == "" {
 				o.Security.Token = os.Getenv("FEDERATION_TOKEN")
 			}
@@ -304,6 +311,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
 	f.StringVar(&o.PromURL, "prom-url", "", "the region's Prometheus, federated by the region's metrics task (default $PROM_URL); without it only the atomfed nodes are scraped")
 	f.StringArrayVar(&o.PromMatch, "prom-match", nil, `match[] selector of the region's Prometheus /federate (repeatable; default {__name__=~".+"})`)
+	f.StringSliceVar(&o.DisableTaskTypes, "disable-task-types", nil, "task types this agent does not run, comma-separated (e.g. global-publisher,global-subscriber to leave federation sync to other agents); the leader places them on none of its tasks")
 	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")

@@ -78,6 +78,7 @@ func newRootCmd() *cobra.Command {
 		newTrustCmd(),
 		newPolicyCmd(),
 		newKeygenCmd(),
+		newSecretsCmd(),
 		newPrecheckCmd(),
 		newReportCmd(),
 	)
