@@ -30,6 +30,10 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.BootstrapRetireType: 4,
 	fsm.SnapshotRestoreType: 4,
 	fsm.ApprovalPruneType:   4,
+
+	fsm.BackupPolicySetType: 4,
+	fsm.BackupRequestType:   4,
+	fsm.BackupRecordType:    4,
 }
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

@@ -86,6 +86,11 @@ const (
 	// the steps of a switchover or failover (fence, promote, commit the
 	// new home and epoch) take their numbers from here.
 
+	// 70-79: backups and restore drills (backup_apply.go).
+	BackupPolicySetType MessageType = 70
+	BackupRequestType   MessageType = 71
+	BackupRecordType    MessageType = 72
+
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
 	TasksRefenceType MessageType = 80
@@ -140,6 +145,10 @@ var typeNames = map[MessageType]string{
 	GlobalTableUpsertType: "global_table_upsert",
 	GlobalTableDeleteType: "global_table_delete",
 
+	BackupPolicySetType: "backup_policy_set",
+	BackupRequestType:   "backup_request",
+	BackupRecordType:    "backup_record",
+
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
 
@@ -187,6 +196,10 @@ func init() {
 	registerCommand[TenantSyncStateSet](TenantSyncStateType, applyTenantSyncState)
 	registerCommand[GlobalTableUpsert](GlobalTableUpsertType, applyGlobalTableUpsert)
 	registerCommand[GlobalTableDelete](GlobalTableDeleteType, applyGlobalTableDelete)
+
+	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
+	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
+	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -278,6 +291,10 @@ func ResultValue(t MessageType) any {
 		return &GlobalTable{}
 	case GlobalTableDeleteType:
 		return &Deleted{}
+	case BackupPolicySetType:
+		return &BackupPolicy{}
+	case BackupRequestType, BackupRecordType:
+		return &Backup{}
 	}
 	return &map[string]any{}
 }

@@ -41,6 +41,10 @@ type snapshotDoc struct {
 	Databases    []*RegionDatabase  `json:"databases,omitempty"`
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
+
+	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
+	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
+	Backups        []*Backup       `json:"backups,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -88,6 +92,10 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Databases:    s.SortedDatabases(),
 		SyncStates:   s.SortedSyncStates(),
 		GlobalTables: s.SortedGlobalTables(),
+
+		BackupPolicies: s.SortedBackupPolicies(),
+		BackupRuns:     s.SortedBackupRuns(),
+		Backups:        s.BackupsOf(""),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -185,7 +193,10 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	}
 	s.reindexTrust()
 	s.reindexTenants()
-	return s, readReplicationSnapshot(&doc, s)
+	if err := readReplicationSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	return s, readBackupSnapshot(&doc, s)
 }
 
 // trustFactsDoc is the snapshot form of f: omitted while it is empty, so

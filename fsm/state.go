@@ -34,6 +34,14 @@ type State struct {
 	// GlobalTables holds the federation's global tables, by name.
 	GlobalTables map[string]*GlobalTable
 
+	// BackupPolicies are the stored backup policies, by region (a region
+	// without one has DefaultBackupPolicy); BackupRuns the backup each
+	// region is asked for and not done, by region; Backups the catalog,
+	// by backup id (backup.go).
+	BackupPolicies map[string]*BackupPolicy
+	BackupRuns     map[string]*Backup
+	Backups        map[string]*Backup
+
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
 	Approvals map[string]*Approval
@@ -88,6 +96,10 @@ func newState() *State {
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
 		Members:      map[string]*Member{},
+
+		BackupPolicies: map[string]*BackupPolicy{},
+		BackupRuns:     map[string]*Backup{},
+		Backups:        map[string]*Backup{},
 		Tokens:       map[string]*Token{},
 		Approvals:    map[string]*Approval{},
 		Nonces:       map[string]int64{},
@@ -176,6 +188,10 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Members:      make(map[string]*Member, len(s.Members)),
+
+		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
+		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),
+		Backups:        make(map[string]*Backup, len(s.Backups)),
 		Tokens:       make(map[string]*Token, len(s.Tokens)),
 		Approvals:    make(map[string]*Approval, len(s.Approvals)),
 		Policy:       s.Policy,
@@ -213,6 +229,15 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v
+	}
+	for k, v := range s.BackupPolicies {
+		c.BackupPolicies[k] = v
+	}
+	for k, v := range s.BackupRuns {
+		c.BackupRuns[k] = v
+	}
+	for k, v := range s.Backups {
+		c.Backups[k] = v
 	}
 	for k, v := range s.Tokens {
 		c.Tokens[k] = v
