@@ -200,8 +200,8 @@ type BackupProgress struct {
 	// Phase is configure, stanza, backup or verify.
 	Phase string `json:"phase"`
 	// Bytes done of BytesTotal (pgBackRest's count, while copying).
-	Bytes      int64 `json:"bytes,omitempty"`
-	BytesTotal int64 `json:"bytes_total,omitempty"`
+	Bytes      int64   `json:"bytes,omitempty"`
+	BytesTotal int64   `json:"bytes_total,omitempty"`
 	Percent    float64 `json:"percent,omitempty"`
 	StartedAt  int64   `json:"started_at"` // agent clock, unix ns
 	At         int64   `json:"at"`
