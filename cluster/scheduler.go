@@ -31,6 +31,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 		out[id] = fsm.TaskSpec{ID: id, Type: fsm.TaskTypeProbe, Region: r.Name, Spec: spec}
 	}
 	desiredReplicationTasks(s, out)
+	desiredBackupTasks(s, out)
 	return out
 }
 

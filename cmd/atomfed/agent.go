@@ -39,6 +39,8 @@ type agentOptions struct {
 	ReplicationUser, ReplicationPass string
 	ReplicationCA                    string
 	ReplicationInterval              time.Duration
+	// Backup: where pgBackRest works and keeps backups (agent_backup.go).
+	Backup backupOptions
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -208,6 +210,11 @@ func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport ht
 	for _, e := range repl {
 		execs = append(execs, e)
 	}
+	if bx, err := backupExecutor(o, reg); err != nil {
+		return nil, nil, err
+	} else if bx != nil {
+		execs = append(execs, bx)
+	}
 	o.Logger.Info("replication executors ready", "database", fmt.Sprintf("%s:%d/%s", db.Host, db.Port, db.Database))
 	return execs, db, nil
 }
@@ -288,6 +295,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.DurationVar(&o.ReplicationInterval, "replication-interval", replication.DefaultInterval, "how often replication tasks converge and probe lag and schema drift")
 	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
+	addBackupFlags(f, &o.Backup)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	cmd.AddCommand(newAgentTasksCmd())
