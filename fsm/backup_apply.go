@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Codes of backup refusals.
@@ -97,6 +98,14 @@ func applyBackupRecord(s *State, e *Entry) (any, error) {
 	b.Status, b.Agent, b.BackupResult, b.RecordedAt, b.ModifyIndex = BackupSucceeded, cmd.Agent, &res, cmd.At, e.Index
 	if cmd.Failed {
 		b.Status = BackupFailed
+	}
+	// pgBackRest takes a full backup when an incremental one has nothing
+	// to build on: the label says which it took.
+	switch {
+	case strings.HasSuffix(res.Label, "F"):
+		b.Type = BackupFull
+	case strings.HasSuffix(res.Label, "I"):
+		b.Type = BackupIncr
 	}
 	delete(s.BackupRuns, cmd.Region)
 	s.Backups[b.ID] = &b

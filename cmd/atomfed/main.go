@@ -70,6 +70,7 @@ func newRootCmd() *cobra.Command {
 		newMembersCmd(),
 		newOperatorCmd(),
 		newSnapshotCmd(),
+		newBackupCmd(),
 		newStatusCmd(),
 		newApproveCmd(),
 		newApprovalsCmd(),
