@@ -80,6 +80,7 @@ func backupTask(t *testing.T, id, typ string) *fsm.Task {
 // first chain. Results carry label, size, WAL and LSN range; the DSN's
 // password appears in no report.
 func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
+	t.Parallel() // mostly waiting: for PostgreSQL, pgBackRest, SeaweedFS
 	needPgBackRest(t)
 	pg := pgtest.New(t, pglocal.Options{Name: "bk"})
 	dir := sharedDir(t, "bk")
@@ -145,6 +146,7 @@ func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
 // it, and a PostgreSQL with archive_mode off, each fail the backup with a
 // message that says what to fix, reported as the task's final result.
 func TestBackupFailsClearly(t *testing.T) {
+	t.Parallel() // mostly waiting: for PostgreSQL, pgBackRest, SeaweedFS
 	needPgBackRest(t)
 	pg := pgtest.New(t, pglocal.Options{Name: "noarch", Settings: map[string]string{"archive_mode": "off"}})
 	dir := sharedDir(t, "noarch")
@@ -175,4 +177,12 @@ func TestBackupFailsClearly(t *testing.T) {
 			t.Errorf("%s: %+v %+v, want a final failure in %s saying %q", tc.name, st, p.Result, tc.phase, tc.want)
 		}
 	}
+}
+
+// reports is every report as JSON, to look for secrets in.
+func reports(s *statuses) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, _ := json.Marshal(s.all)
+	return string(b)
 }

@@ -290,10 +290,15 @@ func (e *Engine) run(ctx context.Context, args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
+// tail keeps the part of pgBackRest's output that says what failed: from
+// its first ERROR line, at most 600 bytes.
 func tail(s string) string {
 	s = strings.TrimSpace(s)
+	if i := strings.Index(s, "ERROR:"); i > 0 {
+		s = s[i:]
+	}
 	if len(s) > 600 {
-		s = "..." + s[len(s)-600:]
+		return s[:600] + "..."
 	}
 	return s
 }
