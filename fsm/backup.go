@@ -329,6 +329,9 @@ type BackupHealth struct {
 	Warning string `json:"warning,omitempty"`
 	// Running is the backup asked for and not done, if any.
 	Running *Backup `json:"running,omitempty"`
+	// Simulated: no agent has reported the region's database, so no
+	// backup of it is taken (its database is simulated).
+	Simulated bool `json:"simulated,omitempty"`
 }
 
 // BackupHealthOf evaluates region's backups at now (unix ns).
@@ -343,6 +346,10 @@ func (s *State) BackupHealthOf(region string, now int64) BackupHealth {
 	}
 	if h.LastVerified == nil {
 		h.Stale, h.Warning = true, "region "+region+" has no verified backup"
+		if s.Databases[region] == nil {
+			h.Simulated = true
+			h.Warning += ": no agent has reported its database, so none is taken (simulated region)"
+		}
 		return h
 	}
 	h.AgeSeconds = (now - h.LastVerified.RecordedAt) / int64(time.Second)
