@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"strings"
 
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -24,14 +26,21 @@ type SnapshotsEvidence struct {
 	// LastSnapshotIndex is this server's latest local Raft snapshot
 	// ("0": none yet).
 	LastSnapshotIndex string `json:"last_snapshot_index"`
+	// RegionBackups is each region's newest verified backup against its
+	// policy's bound (simulated regions, without a database, listed as
+	// such).
+	RegionBackups []fsm.BackupHealth `json:"region_backups"`
 }
 
 // SnapshotsAndFailover is P7. It states what is and is not in place: the
-// control plane's state is snapshotted on demand and by Raft, and failover
-// is exercised by the test suite, but no snapshot is scheduled
-// asynchronously by a DR coordinator and no region failover runs, so P7
-// blocks until G.1.6 provides them.
+// control plane's state is snapshotted on demand and by Raft, failover is
+// exercised by the test suite, and each region's database is backed up on
+// a schedule and verified (the catalog says whether every region has a
+// verified backup younger than its policy's bound); restore drills,
+// control-plane snapshots shipped to the repository and region failover
+// are not built yet, so P7 blocks, naming what is missing.
 func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
+	backups, stale := regionBackups(in)
 	ev := SnapshotsEvidence{
 		OnDemandSnapshots: Capability{InPlace: true,
 			What:  "the federation state is saved as a verified archive on demand and restored on every server",
@@ -43,15 +52,36 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 			What: "leader crash, pause and graceful leave, and agent failure are tested against real clusters in make test",
 			Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
 				"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}},
-		ScheduledSnapshots: Capability{InPlace: false,
-			What: "asynchronous scheduled snapshots of region data (the DR coordinator, G.1.6) are not built yet: no region backup is scheduled, taken or validated"},
+		ScheduledSnapshots: Capability{InPlace: len(stale) == 0,
+			What: "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
+			Where: []string{"GET /v1/backups", "atomfed backup list", "internal/e2e: TestBackupsEndToEnd"}},
 		RegionFailover: Capability{InPlace: false,
-			What: "automated region failover (G.1.6) is not built yet"},
+			What: "restore drills, control-plane snapshots shipped to the backup repository and automated region failover (G.1.6) are not built yet"},
 		LastSnapshotIndex: in.Source.Stats()["last_snapshot_index"],
+		RegionBackups:     backups,
 	}
-	return structs.PolicyResult{
-		Status:   structs.PolicyBlock,
-		Reason:   "scheduled async snapshots and region failover (G.1.6) are not built yet; on-demand snapshots and failover tests are in place",
-		Evidence: ev,
+	reason := "restore drills, shipped control-plane snapshots and region failover (G.1.6) are not built yet; on-demand snapshots, failover tests and scheduled verified region backups are in place"
+	if len(stale) > 0 {
+		ev.ScheduledSnapshots.What = "regions without a verified backup younger than their policy's max age: " + strings.Join(stale, "; ")
+		reason = strings.Join(stale, "; ") + "; and " + reason
 	}
+	return structs.PolicyResult{Status: structs.PolicyBlock, Reason: reason, Evidence: ev}
+}
+
+// regionBackups returns every region's backup health and, for the
+// regions with a database whose backups are stale, why.
+func regionBackups(in *Input) ([]fsm.BackupHealth, []string) {
+	out := []fsm.BackupHealth{}
+	var stale []string
+	in.Source.FSM().Read(func(s *fsm.State) {
+		for _, r := range s.SortedRegions() {
+			h := s.BackupHealthOf(r.Name, in.Now.UnixNano())
+			h.Running = nil
+			out = append(out, h)
+			if h.Stale && !h.Simulated {
+				stale = append(stale, h.Warning)
+			}
+		}
+	})
+	return out, stale
 }

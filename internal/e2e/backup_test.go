@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -91,6 +92,27 @@ func TestBackupsEndToEnd(t *testing.T) {
 		l, _, err := api.Backups(ctx, "us-east", nil)
 		if err != nil || len(l.Regions) != 1 || l.Regions[0].Stale || l.Regions[0].LastVerified == nil {
 			t.Fatalf("backup health after a verified backup: %+v %v", l.Regions, err)
+		}
+		// P7 reads the catalog: the region's verified backup is in place
+		// (P7 still blocks on what is not built: drills, failover).
+		ps, err := api.PolicyStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps.Policies {
+			if p.ID != "P7" {
+				continue
+			}
+			var ev struct {
+				Scheduled struct {
+					InPlace bool `json:"in_place"`
+				} `json:"scheduled_snapshots"`
+				Regions []fsm.BackupHealth `json:"region_backups"`
+			}
+			b, _ := json.Marshal(p.Evidence)
+			if err := json.Unmarshal(b, &ev); err != nil || !ev.Scheduled.InPlace || len(ev.Regions) != 1 || ev.Regions[0].LastVerified == nil || p.Status != "block" {
+				t.Fatalf("P7 after a verified backup of the only region: %s %s %s", p.Status, p.Reason, b)
+			}
 		}
 	})
 
