@@ -84,7 +84,11 @@ type BackupPolicy struct {
 	// MaxAgeSeconds is the staleness bound: the newest verified backup
 	// must be younger, or the region's backups are reported stale.
 	MaxAgeSeconds int64 `json:"max_age_seconds"`
-	// Disabled stops scheduled backups (a backup asked for still runs).
+	// DrillEverySeconds is how often the newest verified backup is
+	// restored in a drill (0: DefaultDrillEverySeconds).
+	DrillEverySeconds int64 `json:"drill_every_seconds,omitempty"`
+	// Disabled stops scheduled backups and drills (one asked for still
+	// runs).
 	Disabled   bool       `json:"disabled,omitempty"`
 	Repository BackupRepo `json:"repository"`
 	// Default is set on the policy of a region that has none stored.
@@ -127,6 +131,8 @@ func ValidateBackupPolicy(p *BackupPolicy) error {
 		return invalidf("invalid_backup_policy", "retention_full must be between 1 and %d", MaxRetentionFull)
 	case p.MaxAgeSeconds < p.IncrEverySeconds || p.MaxAgeSeconds > MaxBackupEverySeconds:
 		return invalidf("invalid_backup_policy", "max_age_seconds must be at least incr_every_seconds (%d) and at most %d", p.IncrEverySeconds, MaxBackupEverySeconds)
+	case p.DrillEverySeconds != 0 && !inRange(p.DrillEverySeconds):
+		return invalidf("invalid_backup_policy", "drill_every_seconds must be 0 (a day) or between %d and %d", MinBackupEverySeconds, MaxBackupEverySeconds)
 	}
 	return validateBackupRepo(&p.Repository)
 }
@@ -179,9 +185,11 @@ type Backup struct {
 	// What the agent reported (BackupResult), once done.
 	Agent string `json:"agent,omitempty"`
 	*BackupResult
-	RecordedAt  int64  `json:"recorded_at,omitempty"`
-	CreateIndex uint64 `json:"create_index"`
-	ModifyIndex uint64 `json:"modify_index"`
+	// Drill is the verdict of the last restore drill of this backup.
+	Drill       *DrillSummary `json:"drill,omitempty"`
+	RecordedAt  int64         `json:"recorded_at,omitempty"`
+	CreateIndex uint64        `json:"create_index"`
+	ModifyIndex uint64        `json:"modify_index"`
 }
 
 // BackupSpec is the spec of a backup task.
@@ -382,6 +390,18 @@ func readBackupSnapshot(doc *snapshotDoc, s *State) error {
 			return fmt.Errorf("snapshot holds an invalid or duplicate backup")
 		}
 		s.Backups[b.ID] = b
+	}
+	for _, d := range doc.DrillRuns {
+		if validSnapshotDrill(d) != nil || s.DrillRuns[d.Region] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate drill run")
+		}
+		s.DrillRuns[d.Region] = d
+	}
+	for _, d := range doc.Drills {
+		if validSnapshotDrill(d) != nil || s.Drills[d.ID] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate drill")
+		}
+		s.Drills[d.ID] = d
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func backupRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *A
 		id = b.ID
 	})
 	a := testAgent("bk1", "us-east", AgentAlive)
-	a.Capabilities = []string{TaskTypeBackup}
+	a.Capabilities = []string{TaskTypeBackup, TaskTypeDrill}
 	check(AgentUpsertType, AgentUpsert{Agent: a, At: 72}, func(*State, *ApplyResult) {})
 	var gen uint64
 	check(TaskPlanType, TaskPlan{Create: []TaskSpec{{ID: BackupTaskID("us-east"), Type: TaskTypeBackup, Region: "us-east", Agent: "bk1"}}, At: 73},
@@ -41,8 +41,26 @@ func backupRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *A
 				t.Fatalf("catalog after record: %+v", b)
 			}
 		})
-	check(TaskPlanType, TaskPlan{Delete: []string{BackupTaskID("us-east")}, At: 75}, func(*State, *ApplyResult) {})
-	check(AgentDeleteType, AgentDelete{Node: "bk1", At: 76}, func(*State, *ApplyResult) {})
+	var drill string
+	check(DrillRequestType, DrillRequest{Region: "us-east", Reason: BackupReasonManual, At: 75}, func(s *State, res *ApplyResult) {
+		d := s.DrillRuns["us-east"]
+		if d == nil || d.Backup != id || d.Label != "20261208-000000F" || d.Status != DrillPending {
+			t.Fatalf("drill run after request: %+v", d)
+		}
+		drill = d.ID
+	})
+	check(TaskPlanType, TaskPlan{Delete: []string{BackupTaskID("us-east")}, Create: []TaskSpec{{ID: DrillTaskID("us-east"), Type: TaskTypeDrill, Region: "us-east", Agent: "bk1"}}, At: 76},
+		func(s *State, res *ApplyResult) { gen = res.Index })
+	check(DrillRecordType, DrillRecord{Drill: drill, Region: "us-east", Generation: gen, Agent: "bk1", At: 77,
+		Result: DrillResult{Verdict: DrillPassed, TablesRead: 1, Tables: []DrillTable{{Database: "atomfed", Name: "public.t", Rows: 3, Checksum: "9"}}}},
+		func(s *State, res *ApplyResult) {
+			d := s.Drills[drill]
+			if d == nil || d.Status != DrillPassed || s.DrillRuns["us-east"] != nil || s.Backups[id].Drill == nil || s.Backups[id].Drill.Verdict != DrillPassed {
+				t.Fatalf("after the drill record: %+v, backup %+v", d, s.Backups[id])
+			}
+		})
+	check(TaskPlanType, TaskPlan{Delete: []string{DrillTaskID("us-east")}, At: 78}, func(*State, *ApplyResult) {})
+	check(AgentDeleteType, AgentDelete{Node: "bk1", At: 79}, func(*State, *ApplyResult) {})
 }
 
 func itoa(n uint64) string { b, _ := json.Marshal(n); return string(b) }
@@ -151,5 +169,31 @@ func TestBackupSnapshotRoundTrip(t *testing.T) {
 	bad := strings.Replace(buf.String(), `"status":"succeeded"`, `"status":"great"`, 1)
 	if _, err := ReadSnapshot(strings.NewReader(bad)); err == nil {
 		t.Fatal("a snapshot with an invalid backup status was restored")
+	}
+}
+
+func TestDrillDue(t *testing.T) {
+	s := newState()
+	s.Regions["r"] = &Region{Name: "r"}
+	now := int64(100 * time.Hour)
+	if s.DrillDue("r", now, time.Minute) {
+		t.Fatal("a drill is due without a verified backup")
+	}
+	s.Backups["r-1"] = &Backup{ID: "r-1", Region: "r", Type: BackupFull, Status: BackupSucceeded, RecordedAt: now - int64(time.Hour), CreateIndex: 1,
+		BackupResult: &BackupResult{Label: "L", Verified: true}}
+	if !s.DrillDue("r", now, time.Minute) {
+		t.Fatal("no drill is due with a verified backup and no drill")
+	}
+	s.Drills["r-d2"] = &Drill{ID: "r-d2", Region: "r", Status: DrillPassed, RecordedAt: now - int64(time.Hour), CreateIndex: 2}
+	if s.DrillDue("r", now, time.Minute) {
+		t.Fatal("a drill is due an hour after a passed one (default: daily)")
+	}
+	s.Drills["r-d3"] = &Drill{ID: "r-d3", Region: "r", Status: DrillFailed, RecordedAt: now - int64(2*time.Minute), CreateIndex: 3}
+	if !s.DrillDue("r", now, time.Minute) {
+		t.Fatal("no drill is due two minutes after a failed one (retry after a minute)")
+	}
+	s.BackupRuns["r"] = &Backup{ID: "r-4", Region: "r"}
+	if s.DrillDue("r", now, time.Minute) {
+		t.Fatal("a drill is due while a backup of the region runs")
 	}
 }

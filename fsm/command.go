@@ -86,10 +86,12 @@ const (
 	// the steps of a switchover or failover (fence, promote, commit the
 	// new home and epoch) take their numbers from here.
 
-	// 70-79: backups and restore drills (backup_apply.go).
+	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
 	BackupRequestType   MessageType = 71
 	BackupRecordType    MessageType = 72
+	DrillRequestType    MessageType = 73
+	DrillRecordType     MessageType = 74
 
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
@@ -148,6 +150,8 @@ var typeNames = map[MessageType]string{
 	BackupPolicySetType: "backup_policy_set",
 	BackupRequestType:   "backup_request",
 	BackupRecordType:    "backup_record",
+	DrillRequestType:    "drill_request",
+	DrillRecordType:     "drill_record",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -200,6 +204,8 @@ func init() {
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
+	registerCommand[DrillRequest](DrillRequestType, applyDrillRequest)
+	registerCommand[DrillRecord](DrillRecordType, applyDrillRecord)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -295,6 +301,8 @@ func ResultValue(t MessageType) any {
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:
 		return &Backup{}
+	case DrillRequestType, DrillRecordType:
+		return &Drill{}
 	}
 	return &map[string]any{}
 }

@@ -45,6 +45,8 @@ type snapshotDoc struct {
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
 	Backups        []*Backup       `json:"backups,omitempty"`
+	DrillRuns      []*Drill        `json:"drill_runs,omitempty"`
+	Drills         []*Drill        `json:"drills,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -96,6 +98,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
 		Backups:        s.BackupsOf(""),
+		DrillRuns:      s.SortedDrillRuns(),
+		Drills:         s.DrillsOf(""),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {

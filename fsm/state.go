@@ -41,6 +41,10 @@ type State struct {
 	BackupPolicies map[string]*BackupPolicy
 	BackupRuns     map[string]*Backup
 	Backups        map[string]*Backup
+	// DrillRuns are the restore drills asked for and not done, by region;
+	// Drills the drill catalog, by id (drill.go).
+	DrillRuns map[string]*Drill
+	Drills    map[string]*Drill
 
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
@@ -100,6 +104,8 @@ func newState() *State {
 		BackupPolicies: map[string]*BackupPolicy{},
 		BackupRuns:     map[string]*Backup{},
 		Backups:        map[string]*Backup{},
+		DrillRuns:      map[string]*Drill{},
+		Drills:         map[string]*Drill{},
 		Tokens:         map[string]*Token{},
 		Approvals:      map[string]*Approval{},
 		Nonces:         map[string]int64{},
@@ -192,6 +198,8 @@ func (s *State) clone() *State {
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
 		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),
 		Backups:        make(map[string]*Backup, len(s.Backups)),
+		DrillRuns:      make(map[string]*Drill, len(s.DrillRuns)),
+		Drills:         make(map[string]*Drill, len(s.Drills)),
 		Tokens:         make(map[string]*Token, len(s.Tokens)),
 		Approvals:      make(map[string]*Approval, len(s.Approvals)),
 		Policy:         s.Policy,
@@ -238,6 +246,12 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Backups {
 		c.Backups[k] = v
+	}
+	for k, v := range s.DrillRuns {
+		c.DrillRuns[k] = v
+	}
+	for k, v := range s.Drills {
+		c.Drills[k] = v
 	}
 	for k, v := range s.Tokens {
 		c.Tokens[k] = v
