@@ -140,6 +140,41 @@ func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
 	if len(full2.InRepo) != 1 || full2.InRepo[0] != full2.Label {
 		t.Fatalf("with retention 1 the repository holds %v after the second full backup %s", full2.InRepo, full2.Label)
 	}
+
+	// A restore drill of the newest backup reads back exactly the rows
+	// the source has (nothing was written since the backup), and leaves
+	// neither a server nor a scratch directory behind.
+	var want fsm.DrillTable
+	if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY public.t t`).Scan(&want.Rows, &want.Checksum); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(fsm.DrillSpec{Drill: "us-east-d4", Region: "us-east", Stanza: "us-east", Backup: "us-east-3", Label: full2.Label})
+	var ds statuses
+	if err := recovery.NewDrillExecutor(x).Run(ctx, &fsm.Task{ID: fsm.DrillTaskID("us-east"), Type: fsm.TaskTypeDrill, Spec: spec}, ds.report); err != nil {
+		t.Fatal(err)
+	}
+	ds.mu.Lock()
+	b, _ := json.Marshal(ds.all[len(ds.all)-1].Result)
+	status := ds.all[len(ds.all)-1].Status
+	ds.mu.Unlock()
+	var dp fsm.DrillProgress
+	if err := json.Unmarshal(b, &dp); err != nil || status != fsm.TaskSucceeded || !dp.Done || dp.Result.Verdict != fsm.DrillPassed {
+		t.Fatalf("drill: %s %s", status, b)
+	}
+	var got *fsm.DrillTable
+	for i, tb := range dp.Result.Tables {
+		if tb.Database == pglocal.Database && tb.Name == "public.t" {
+			got = &dp.Result.Tables[i]
+		}
+	}
+	if got == nil || got.Rows != 21000 || got.Rows != want.Rows || got.Checksum != want.Checksum {
+		t.Fatalf("drill read %+v of public.t, the source has %+v", got, want)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "work", "drill-*"))
+	if len(left) != 0 {
+		t.Fatalf("the drill left %v behind", left)
+	}
+	t.Logf("drill: restore %d ms, start %d ms, whole %d ms, %d tables", dp.Result.RestoreMS, dp.Result.StartMS, dp.Result.DurationMS, dp.Result.TablesRead)
 }
 
 // TestBackupFailsClearly: a policy that asks for S3 on an agent without

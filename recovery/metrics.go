@@ -13,6 +13,8 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	size        *prometheus.GaugeVec
 	failures    *prometheus.CounterVec
+	drillOK     *prometheus.GaugeVec
+	drillTime   *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,9 +36,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "atomfed_backup_failures_total",
 			Help: "Backups this agent failed to take, by region.",
 		}, []string{"region"}),
+		drillOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "atomfed_restore_drill_last_success_timestamp_seconds",
+			Help: "When this agent last passed a restore drill of its region, by region.",
+		}, []string{"region"}),
+		drillTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "atomfed_restore_drill_duration_seconds",
+			Help:    "Duration of passed restore drills (restore, start, read every table), by region.",
+			Buckets: prometheus.ExponentialBuckets(0.5, 2, 14),
+		}, []string{"region"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lastSuccess, m.duration, m.size, m.failures)
+		reg.MustRegister(m.lastSuccess, m.duration, m.size, m.failures, m.drillOK, m.drillTime)
 	}
 	return m
 }
@@ -49,4 +60,9 @@ func (m *metrics) observe(spec fsm.BackupSpec, res *fsm.BackupResult, d time.Dur
 	m.lastSuccess.WithLabelValues(spec.Region, v).Set(float64(time.Now().Unix()))
 	m.duration.WithLabelValues(spec.Region, spec.Type).Observe(d.Seconds())
 	m.size.WithLabelValues(spec.Region, spec.Type).Set(float64(res.Size))
+}
+
+func (m *metrics) drill(region string, d time.Duration) {
+	m.drillOK.WithLabelValues(region).Set(float64(time.Now().Unix()))
+	m.drillTime.WithLabelValues(region).Observe(d.Seconds())
 }
