@@ -32,6 +32,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	}
 	desiredReplicationTasks(s, out)
 	desiredBackupTasks(s, out)
+	desiredDrillTasks(s, out)
 	return out
 }
 

@@ -340,12 +340,29 @@ type BackupHealth struct {
 	// Simulated: no agent has reported the region's database, so no
 	// backup of it is taken (its database is simulated).
 	Simulated bool `json:"simulated,omitempty"`
+	// LastDrill is the region's newest recorded restore drill,
+	// LastPassedDrill its newest passed one; DrillStale is set when no
+	// drill passed within twice the policy's drill interval.
+	LastDrill       *DrillSummary `json:"last_drill,omitempty"`
+	LastPassedDrill *DrillSummary `json:"last_passed_drill,omitempty"`
+	DrillStale      bool          `json:"drill_stale"`
 }
 
 // BackupHealthOf evaluates region's backups at now (unix ns).
 func (s *State) BackupHealthOf(region string, now int64) BackupHealth {
 	h := BackupHealth{Region: region, Running: s.BackupRuns[region]}
 	p := s.BackupPolicyOf(region)
+	for _, d := range s.DrillsOf(region) {
+		sum := &DrillSummary{ID: d.ID, Verdict: d.Status, At: d.RecordedAt}
+		if h.LastDrill == nil {
+			h.LastDrill = sum
+		}
+		if d.Status == DrillPassed {
+			h.LastPassedDrill = sum
+			break
+		}
+	}
+	h.DrillStale = h.LastPassedDrill == nil || now-h.LastPassedDrill.At > 2*int64(p.DrillEvery())
 	for _, b := range s.BackupsOf(region) {
 		if b.Status == BackupSucceeded && b.BackupResult != nil && b.Verified {
 			h.LastVerified = b

@@ -144,3 +144,43 @@ func backupStatus(s *fsm.State, run *fsm.Backup) wire.BackupStatus {
 	}
 	return st
 }
+
+// runDrill answers POST /v1/regions/{name}/drills: a restore drill of the
+// region's newest verified backup now.
+func (a *API) runDrill(w http.ResponseWriter, r *http.Request) {
+	region := mux.Vars(r)["name"]
+	cmd := fsm.DrillRequest{Region: region, Reason: fsm.BackupReasonManual, RequestedBy: identityOf(r).Accessor, At: a.stamp()}
+	a.write(w, r, nil, fsm.DrillRequestType, cmd, func(res *fsm.ApplyResult) {
+		writeJSON(w, http.StatusAccepted, res.Value)
+	})
+}
+
+// listDrills answers GET /v1/regions/{name}/drills.
+func (a *API) listDrills(w http.ResponseWriter, r *http.Request) {
+	region := mux.Vars(r)["name"]
+	a.read(w, r, func(s *view) (any, uint64, error) {
+		idx := backupIndex(s)
+		ds := s.DrillsOf(region)
+		if s.Regions[region] == nil && len(ds) == 0 {
+			return nil, idx, notFound("region_not_found", "region "+quote(region)+" is not registered and has no drills")
+		}
+		out := wire.DrillList{Drills: ds}
+		if out.Drills == nil {
+			out.Drills = []*fsm.Drill{}
+		}
+		if run := s.DrillRuns[region]; run != nil {
+			st := wire.DrillStatus{Drill: run}
+			if t := s.Tasks[fsm.DrillTaskID(region)]; t != nil && t.Agent != "" {
+				c := *run
+				c.Status = fsm.DrillRunning
+				st.Drill, st.Agent, st.Generation, st.TaskError = &c, t.Agent, t.Generation, t.Error
+				var p fsm.DrillProgress
+				if len(t.Result) > 0 && json.Unmarshal(t.Result, &p) == nil && p.Drill == run.ID {
+					st.Progress = &p
+				}
+			}
+			out.Running = &st
+		}
+		return out, idx, nil
+	})
+}

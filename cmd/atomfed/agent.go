@@ -210,11 +210,11 @@ func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport ht
 	for _, e := range repl {
 		execs = append(execs, e)
 	}
-	if bx, err := backupExecutor(o, reg); err != nil {
+	bx, err := backupExecutors(o, reg)
+	if err != nil {
 		return nil, nil, err
-	} else if bx != nil {
-		execs = append(execs, bx)
 	}
+	execs = append(execs, bx...)
 	o.Logger.Info("replication executors ready", "database", fmt.Sprintf("%s:%d/%s", db.Host, db.Port, db.Database))
 	return execs, db, nil
 }

@@ -28,9 +28,10 @@ func addBackupFlags(f *pflag.FlagSet, o *backupOptions) {
 	f.StringVar(&o.PgBackRest, "pgbackrest", "", "the pgbackrest binary (default: pgbackrest on $PATH)")
 }
 
-// backupExecutor returns the backup executor of an agent with a region
-// database, or nil (with a warning) when pgBackRest is not installed.
-func backupExecutor(o agentOptions, reg prometheus.Registerer) (agent.Executor, error) {
+// backupExecutors returns the backup and restore-drill executors of an
+// agent with a region database, or none (with a warning) when pgBackRest
+// is not installed.
+func backupExecutors(o agentOptions, reg prometheus.Registerer) ([]agent.Executor, error) {
 	bin, err := recovery.FindPgBackRest(o.Backup.PgBackRest)
 	if err != nil {
 		if o.Backup.PgBackRest != "" {
@@ -65,7 +66,7 @@ func backupExecutor(o agentOptions, reg prometheus.Registerer) (agent.Executor, 
 	}
 	d := repo.Describe()
 	o.Logger.Info("backups ready", "pgbackrest", bin, "repository", d.Kind, "path", d.Path, "bucket", d.Bucket, "endpoint", d.Endpoint, "encrypted", d.Encrypted)
-	return x, nil
+	return []agent.Executor{x, recovery.NewDrillExecutor(x)}, nil
 }
 
 // cipherPass reads the repository passphrase from ATOMFED_BACKUP_CIPHER_PASS

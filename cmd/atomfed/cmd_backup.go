@@ -25,10 +25,13 @@ schedule of its backup policy (the default one when none is set: a full backup a
 day, an incremental one every hour, the first at once), by one agent of the
 region, into the agents' repository (S3 when S3_ENDPOINT is set, else a
 directory). Each backup is verified with pgbackrest verify and recorded in the
-catalog with its size and WAL range.`,
+catalog with its size and WAL range. A restore drill (a day by default) restores
+the newest verified backup into a scratch PostgreSQL on an agent's machine and
+reads every table back.`,
 	}
 	cf.register(cmd)
-	cmd.AddCommand(newBackupListCmd(&cf), newBackupRunCmd(&cf), newBackupStatusCmd(&cf), newBackupPolicyCmd(&cf))
+	cmd.AddCommand(newBackupListCmd(&cf), newBackupRunCmd(&cf), newBackupStatusCmd(&cf), newBackupPolicyCmd(&cf),
+		newDrillRunCmd(&cf), newDrillListCmd(&cf))
 	return cmd
 }
 
@@ -53,16 +56,21 @@ func newBackupListCmd(cf *clientFlags) *cobra.Command {
 }
 
 func printBackupList(w *tabwriter.Writer, l *wire.BackupList) {
-	fmt.Fprintln(w, "REGION\tLAST VERIFIED\tAGE\tSTATUS")
+	fmt.Fprintln(w, "REGION\tLAST VERIFIED\tAGE\tLAST DRILL\tSTATUS")
 	for _, h := range l.Regions {
-		last, age, status := "-", "-", "ok"
+		last, age, drill, status := "-", "-", "-", "ok"
 		if h.LastVerified != nil {
 			last, age = h.LastVerified.ID, (time.Duration(h.AgeSeconds) * time.Second).String()
 		}
+		if h.LastDrill != nil {
+			drill = h.LastDrill.ID + " " + h.LastDrill.Verdict
+		}
 		if h.Stale {
 			status = "STALE: " + h.Warning
+		} else if h.DrillStale {
+			status = "no restore drill passed recently"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.Region, last, age, status)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", h.Region, last, age, drill, status)
 	}
 	if len(l.Running) > 0 {
 		fmt.Fprintln(w, "\nRUNNING\tREGION\tTYPE\tSTATUS\tAGENT\tPROGRESS")
@@ -312,4 +320,140 @@ func printPolicy(w *tabwriter.Writer, p *fsm.BackupPolicy) {
 	fmt.Fprintf(w, "Region\t%s%s\nFull every\t%s\nIncremental every\t%s\nRetention\t%d full backups\nMax age\t%s\nScheduled\t%t\nRepository\t%s %s\n",
 		p.Region, def, sec(p.FullEverySeconds), sec(p.IncrEverySeconds), p.RetentionFull, sec(p.MaxAgeSeconds), !p.Disabled,
 		dash(p.Repository.Kind), dash(p.Repository.Path))
+}
+
+func newDrillRunCmd(cf *clientFlags) *cobra.Command {
+	var region string
+	var wait bool
+	var waitFor time.Duration
+	c := &cobra.Command{
+		Use:     "drill",
+		Short:   "Restore a region's newest verified backup in a drill now; with --wait, follow it to its verdict",
+		Example: "  atomfed backup drill --region us-east --wait",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.ctx()
+			d, err := c.RunDrill(ctx, region)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if !wait {
+				return cf.print(d, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "drill %s of %s (backup %s, %s) asked for; follow it with: atomfed backup drills --region %s\n", d.ID, d.Region, d.Backup, d.Label, d.Region)
+				})
+			}
+			fmt.Fprintf(os.Stderr, "drill %s of %s asked for: restoring backup %s (%s)\n", d.ID, d.Region, d.Backup, d.Label)
+			wctx, wcancel := context.WithTimeout(context.Background(), waitFor)
+			defer wcancel()
+			done, err := followDrill(wctx, c, region, d.ID)
+			if err != nil {
+				return err
+			}
+			if err := cf.print(done, func(w *tabwriter.Writer) { printDrill(w, done) }); err != nil {
+				return err
+			}
+			if done.Status != fsm.DrillPassed {
+				return fmt.Errorf("drill %s %s", done.ID, done.Status)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&region, "region", "", "the region whose newest verified backup is restored")
+	c.Flags().BoolVar(&wait, "wait", false, "follow the drill (restore, start, check) until it is recorded")
+	c.Flags().DurationVar(&waitFor, "wait-timeout", time.Hour, "how long --wait follows it")
+	markRequired(c, "region")
+	return c
+}
+
+// followDrill prints a drill's phase on stderr as it changes, with
+// blocking queries, until it is recorded.
+func followDrill(ctx context.Context, c *client.Client, region, id string) (*fsm.Drill, error) {
+	var index uint64
+	last := ""
+	for {
+		l, meta, err := c.Drills(ctx, region, &client.QueryOptions{Index: index, Wait: 30 * time.Second})
+		if err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("drill %s is still running after --wait-timeout; follow it with: atomfed backup drills --region %s", id, region)
+			}
+			return nil, err
+		}
+		for _, d := range l.Drills {
+			if d.ID == id {
+				return d, nil
+			}
+		}
+		if r := l.Running; r != nil && r.ID == id {
+			phase := "waiting for an agent"
+			if r.Progress != nil {
+				phase = r.Progress.Phase
+			}
+			if line := fmt.Sprintf("%s on %s: %s", r.Status, dash(r.Agent), phase); line != last {
+				fmt.Fprintln(os.Stderr, line)
+				last = line
+			}
+		}
+		if meta != nil && meta.Index > index {
+			index = meta.Index
+		}
+	}
+}
+
+func newDrillListCmd(cf *clientFlags) *cobra.Command {
+	var region string
+	c := &cobra.Command{
+		Use:   "drills",
+		Short: "List a region's restore drills: backup restored, duration, tables read, verdict",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cf.do(func(ctx context.Context, c *client.Client) error {
+				l, _, err := c.Drills(ctx, region, cf.query())
+				if err != nil {
+					return err
+				}
+				return cf.print(l, func(w *tabwriter.Writer) {
+					if r := l.Running; r != nil {
+						phase := "waiting for an agent"
+						if r.Progress != nil {
+							phase = r.Progress.Phase
+						}
+						fmt.Fprintf(w, "running\t%s (backup %s) on %s: %s\n\n", r.ID, r.Backup, dash(r.Agent), phase)
+					}
+					fmt.Fprintln(w, "ID\tBACKUP\tLABEL\tVERDICT\tDURATION\tTABLES\tAGENT\tERROR")
+					for _, d := range l.Drills {
+						res := d.DrillResult
+						if res == nil {
+							res = &fsm.DrillResult{}
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Backup, d.Label, d.Status,
+							(time.Duration(res.DurationMS) * time.Millisecond).String(), res.TablesRead, dash(d.Agent), dash(res.Error))
+					}
+				})
+			})
+		},
+	}
+	c.Flags().StringVar(&region, "region", "", "the region")
+	markRequired(c, "region")
+	return c
+}
+
+func printDrill(w *tabwriter.Writer, d *fsm.Drill) {
+	fmt.Fprintf(w, "Drill\t%s (%s)\nRegion\t%s\nBackup\t%s (%s)\nStatus\t%s\nAgent\t%s\n", d.ID, d.Reason, d.Region, d.Backup, d.Label, d.Status, dash(d.Agent))
+	r := d.DrillResult
+	if r == nil {
+		return
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "Error\t%s (phase %s)\n", r.Error, r.Phase)
+	}
+	fmt.Fprintf(w, "Duration\t%s (restore %s, start %s)\nTables read\t%d\n", time.Duration(r.DurationMS)*time.Millisecond,
+		time.Duration(r.RestoreMS)*time.Millisecond, time.Duration(r.StartMS)*time.Millisecond, r.TablesRead)
+	for _, t := range r.Tables {
+		fmt.Fprintf(w, "\t%s %s: %d rows, checksum %s\n", t.Database, t.Name, t.Rows, t.Checksum)
+	}
 }

@@ -49,3 +49,17 @@ func (c *Client) Backup(ctx context.Context, id string, q *QueryOptions) (*wire.
 	m, err := c.Do(ctx, http.MethodGet, "/v1/backups/"+url.PathEscape(id), q.values(nil), nil, &out)
 	return &out, m, err
 }
+
+// RunDrill asks for a restore drill of region's newest verified backup.
+func (c *Client) RunDrill(ctx context.Context, region string) (*fsm.Drill, error) {
+	var out fsm.Drill
+	_, err := c.Do(ctx, http.MethodPost, "/v1/regions/"+url.PathEscape(region)+"/drills", nil, nil, &out)
+	return &out, err
+}
+
+// Drills lists a region's restore drills and the one running.
+func (c *Client) Drills(ctx context.Context, region string, q *QueryOptions) (*wire.DrillList, *Meta, error) {
+	var out wire.DrillList
+	m, err := c.Do(ctx, http.MethodGet, "/v1/regions/"+url.PathEscape(region)+"/drills", q.values(nil), nil, &out)
+	return &out, m, err
+}

@@ -53,7 +53,7 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 			Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
 				"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}},
 		ScheduledSnapshots: Capability{InPlace: len(stale) == 0,
-			What: "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
+			What:  "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
 			Where: []string{"GET /v1/backups", "atomfed backup list", "internal/e2e: TestBackupsEndToEnd"}},
 		RegionFailover: Capability{InPlace: false,
 			What: "restore drills, control-plane snapshots shipped to the backup repository and automated region failover (G.1.6) are not built yet"},

@@ -28,3 +28,20 @@ type BackupList struct {
 	Running []BackupStatus     `json:"running"`
 	Regions []fsm.BackupHealth `json:"regions"`
 }
+
+// DrillStatus is a restore drill asked for and not done, with its
+// progress.
+type DrillStatus struct {
+	*fsm.Drill
+	Agent      string             `json:"agent,omitempty"`
+	Generation uint64             `json:"generation,omitempty"`
+	Progress   *fsm.DrillProgress `json:"progress,omitempty"`
+	TaskError  string             `json:"task_error,omitempty"`
+}
+
+// DrillList is GET /v1/regions/{name}/drills: the region's drills, newest
+// first, and the one running, if any.
+type DrillList struct {
+	Drills  []*fsm.Drill `json:"drills"`
+	Running *DrillStatus `json:"running,omitempty"`
+}

@@ -116,6 +116,45 @@ func TestBackupsEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore drill on schedule reads every row back", func(t *testing.T) {
+		var d *fsm.Drill
+		testutil.Eventually(t, 90*time.Second, func() error {
+			l, _, err := api.Drills(ctx, "us-east", nil)
+			if err != nil {
+				return err
+			}
+			for _, x := range l.Drills {
+				if x.Reason == fsm.BackupReasonSchedule {
+					d = x
+					return nil
+				}
+			}
+			return fmt.Errorf("no scheduled drill recorded yet (running: %+v)", l.Running)
+		})
+		var want fsm.DrillTable
+		if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY public.orders t`).Scan(&want.Rows, &want.Checksum); err != nil {
+			t.Fatal(err)
+		}
+		if d.Status != fsm.DrillPassed || d.DrillResult == nil || d.TablesRead == 0 || d.Label == "" {
+			t.Fatalf("scheduled drill: %+v %+v", d, d.DrillResult)
+		}
+		var got *fsm.DrillTable
+		for i, tb := range d.Tables {
+			if tb.Database == pglocal.Database && tb.Name == "public.orders" {
+				got = &d.Tables[i]
+			}
+		}
+		if got == nil || got.Rows != 20000 || got.Checksum != want.Checksum {
+			t.Fatalf("the drill read %+v of public.orders, the source has %+v", got, want)
+		}
+		b, _, err := api.Backup(ctx, d.Backup, nil)
+		if err != nil || b.Drill == nil || b.Drill.ID != d.ID || b.Drill.Verdict != fsm.DrillPassed {
+			t.Fatalf("the restored backup's catalog entry does not carry the drill: %+v %v", b, err)
+		}
+		out := newCLI(t, c).with("ATOMFED_ADDR="+leader.URL).ok("backup", "drills", "--region", "us-east")
+		mustContain(t, "backup drills", out, d.ID, d.Label, "passed")
+	})
+
 	t.Run("on request with the CLI", func(t *testing.T) {
 		cl := newCLI(t, c)
 		r := cli(t, append(cl.env, "ATOMFED_ADDR="+leader.URL), "backup", "run", "--region", "us-east", "--type", "incr", "--wait")
