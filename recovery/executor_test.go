@@ -175,6 +175,44 @@ func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
 		t.Fatalf("the drill left %v behind", left)
 	}
 	t.Logf("drill: restore %d ms, start %d ms, whole %d ms, %d tables", dp.Result.RestoreMS, dp.Result.StartMS, dp.Result.DurationMS, dp.Result.TablesRead)
+
+	// A file of the full backup corrupted in the repository: the next
+	// backup's verify finds it, and that backup is reported unverified.
+	files, _ := filepath.Glob(filepath.Join(dir, "repo", "backup", "us-east", full2.Label, "pg_data", "base", "*", "*"))
+	var victim string
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.Size() > 1024 && (victim == "" || st.Size() > mustSize(victim)) {
+			victim = f
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no data file of %s in the repository", full2.Label)
+	}
+	f, err := os.OpenFile(victim, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("corrupted by the test"), 100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var cs statuses
+	if err := x.Run(ctx, backupTask(t, "us-east-5", fsm.BackupIncr), cs.report); err != nil {
+		t.Fatal(err)
+	}
+	st, p := cs.last(t)
+	if st.Status != fsm.TaskSucceeded || p.Result == nil || p.Result.Verified || p.Result.VerifyError == "" {
+		t.Fatalf("backup after a corruption of %s: %+v %+v, want taken but not verified", victim, st, p.Result)
+	}
+	t.Logf("verify after the corruption: %s", p.Result.VerifyError)
+}
+
+func mustSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 // TestBackupFailsClearly: a policy that asks for S3 on an agent without
