@@ -276,7 +276,7 @@ func newBackupPolicyCmd(cf *clientFlags) *cobra.Command {
 			})
 		},
 	}
-	var full, incr, maxAge time.Duration
+	var full, incr, maxAge, drillEvery time.Duration
 	var retention int
 	var kind, path string
 	var disabled bool
@@ -287,7 +287,7 @@ func newBackupPolicyCmd(cf *clientFlags) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := &fsm.BackupPolicy{Region: args[0], FullEverySeconds: int64(full / time.Second), IncrEverySeconds: int64(incr / time.Second),
-				RetentionFull: retention, MaxAgeSeconds: int64(maxAge / time.Second), Disabled: disabled,
+				RetentionFull: retention, MaxAgeSeconds: int64(maxAge / time.Second), DrillEverySeconds: int64(drillEvery / time.Second), Disabled: disabled,
 				Repository: fsm.BackupRepo{Kind: kind, Path: path}}
 			return cf.do(func(ctx context.Context, c *client.Client) error {
 				out, err := c.PutBackupPolicy(ctx, p)
@@ -304,6 +304,7 @@ func newBackupPolicyCmd(cf *clientFlags) *cobra.Command {
 	f.DurationVar(&incr, "incr-every", time.Duration(d.IncrEverySeconds)*time.Second, "an incremental backup when the newest backup is older than this")
 	f.IntVar(&retention, "retention-full", d.RetentionFull, "how many full backups the repository keeps")
 	f.DurationVar(&maxAge, "max-age", time.Duration(d.MaxAgeSeconds)*time.Second, "the region's backups are stale when no verified one is younger")
+	f.DurationVar(&drillEvery, "drill-every", fsm.DefaultDrillEverySeconds*time.Second, "a restore drill of the newest verified backup when the last drill is older than this")
 	f.StringVar(&kind, "repo-kind", "", "posix or s3 (default: the agents' repository)")
 	f.StringVar(&path, "repo-path", "", "the repository directory (posix) or path in the bucket (s3) (default: the agents')")
 	f.BoolVar(&disabled, "disabled", false, "stop scheduled backups (backup run still works)")
@@ -317,8 +318,8 @@ func printPolicy(w *tabwriter.Writer, p *fsm.BackupPolicy) {
 	if p.Default {
 		def = " (default)"
 	}
-	fmt.Fprintf(w, "Region\t%s%s\nFull every\t%s\nIncremental every\t%s\nRetention\t%d full backups\nMax age\t%s\nScheduled\t%t\nRepository\t%s %s\n",
-		p.Region, def, sec(p.FullEverySeconds), sec(p.IncrEverySeconds), p.RetentionFull, sec(p.MaxAgeSeconds), !p.Disabled,
+	fmt.Fprintf(w, "Region\t%s%s\nFull every\t%s\nIncremental every\t%s\nRetention\t%d full backups\nMax age\t%s\nDrill every\t%s\nScheduled\t%t\nRepository\t%s %s\n",
+		p.Region, def, sec(p.FullEverySeconds), sec(p.IncrEverySeconds), p.RetentionFull, sec(p.MaxAgeSeconds), p.DrillEvery(), !p.Disabled,
 		dash(p.Repository.Kind), dash(p.Repository.Path))
 }
 
