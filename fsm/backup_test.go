@@ -197,3 +197,18 @@ func TestDrillDue(t *testing.T) {
 		t.Fatal("a drill is due while a backup of the region runs")
 	}
 }
+
+func TestDrillRequestNeedsAVerifiedBackup(t *testing.T) {
+	h := agentHarness(t)
+	if res := h.apply(DrillRequestType, DrillRequest{Region: "us-east", Reason: BackupReasonManual, At: 1}); codeOf(res.Err) != CodeNoVerifiedBackup {
+		t.Fatalf("a drill without a verified backup: %+v, want %s", res.Err, CodeNoVerifiedBackup)
+	}
+	if res := h.apply(DrillRequestType, DrillRequest{Region: "mars", Reason: BackupReasonManual, At: 1}); codeOf(res.Err) != "region_not_found" {
+		t.Fatalf("a drill of an unknown region: %+v", res.Err)
+	}
+	h.f.Read(func(s *State) {
+		if len(s.DrillRuns) != 0 {
+			t.Fatalf("refused drill requests left runs: %+v", s.DrillRuns)
+		}
+	})
+}
