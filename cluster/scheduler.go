@@ -34,6 +34,8 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	desiredReplicationTasks(s, out)
 	desiredSwitchoverTasks(s, out)
 	desiredMetricsTasks(s, out)
+	desiredBackupTasks(s, out)
+	desiredDrillTasks(s, out)
 	return out
 }
 

@@ -88,6 +88,13 @@ const (
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
 
+	// 70-79: backups and restore drills (backup_apply.go, drill.go).
+	BackupPolicySetType MessageType = 70
+	BackupRequestType   MessageType = 71
+	BackupRecordType    MessageType = 72
+	DrillRequestType    MessageType = 73
+	DrillRecordType     MessageType = 74
+
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
 	TasksRefenceType MessageType = 80
@@ -145,6 +152,11 @@ var typeNames = map[MessageType]string{
 	SwitchoverStartType:   "switchover_start",
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
+	BackupPolicySetType: "backup_policy_set",
+	BackupRequestType:   "backup_request",
+	BackupRecordType:    "backup_record",
+	DrillRequestType:    "drill_request",
+	DrillRecordType:     "drill_record",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -197,6 +209,11 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
+	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
+	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
+	registerCommand[DrillRequest](DrillRequestType, applyDrillRequest)
+	registerCommand[DrillRecord](DrillRecordType, applyDrillRecord)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -290,6 +307,12 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case BackupPolicySetType:
+		return &BackupPolicy{}
+	case BackupRequestType, BackupRecordType:
+		return &Backup{}
+	case DrillRequestType, DrillRecordType:
+		return &Drill{}
 	}
 	return &map[string]any{}
 }

@@ -42,6 +42,12 @@ type snapshotDoc struct {
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
+
+	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
+	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
+	Backups        []*Backup       `json:"backups,omitempty"`
+	DrillRuns      []*Drill        `json:"drill_runs,omitempty"`
+	Drills         []*Drill        `json:"drills,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -90,6 +96,12 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		SyncStates:   s.SortedSyncStates(),
 		GlobalTables: s.SortedGlobalTables(),
 		Switchovers:  s.SortedSwitchovers(),
+
+		BackupPolicies: s.SortedBackupPolicies(),
+		BackupRuns:     s.SortedBackupRuns(),
+		Backups:        s.BackupsOf(""),
+		DrillRuns:      s.SortedDrillRuns(),
+		Drills:         s.DrillsOf(""),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -190,7 +202,10 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if err := readReplicationSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
-	return s, readSwitchoverSnapshot(&doc, s)
+	if err := readSwitchoverSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	return s, readBackupSnapshot(&doc, s)
 }
 
 // trustFactsDoc is the snapshot form of f: omitted while it is empty, so

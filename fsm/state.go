@@ -36,6 +36,18 @@ type State struct {
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
 
+	// BackupPolicies are the stored backup policies, by region (a region
+	// without one has DefaultBackupPolicy); BackupRuns the backup each
+	// region is asked for and not done, by region; Backups the catalog,
+	// by backup id (backup.go).
+	BackupPolicies map[string]*BackupPolicy
+	BackupRuns     map[string]*Backup
+	Backups        map[string]*Backup
+	// DrillRuns are the restore drills asked for and not done, by region;
+	// Drills the drill catalog, by id (drill.go).
+	DrillRuns map[string]*Drill
+	Drills    map[string]*Drill
+
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
 	Approvals map[string]*Approval
@@ -91,10 +103,16 @@ func newState() *State {
 		GlobalTables: map[string]*GlobalTable{},
 		Switchovers:  map[string]*Switchover{},
 		Members:      map[string]*Member{},
-		Tokens:       map[string]*Token{},
-		Approvals:    map[string]*Approval{},
-		Nonces:       map[string]int64{},
-		keyOwners:    map[string]string{},
+
+		BackupPolicies: map[string]*BackupPolicy{},
+		BackupRuns:     map[string]*Backup{},
+		Backups:        map[string]*Backup{},
+		DrillRuns:      map[string]*Drill{},
+		Drills:         map[string]*Drill{},
+		Tokens:         map[string]*Token{},
+		Approvals:      map[string]*Approval{},
+		Nonces:         map[string]int64{},
+		keyOwners:      map[string]string{},
 
 		tokenHashes: map[string]*Token{},
 		replicated:  map[string]*Tenant{},
@@ -180,12 +198,18 @@ func (s *State) clone() *State {
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
 		Members:      make(map[string]*Member, len(s.Members)),
-		Tokens:       make(map[string]*Token, len(s.Tokens)),
-		Approvals:    make(map[string]*Approval, len(s.Approvals)),
-		Policy:       s.Policy,
-		TrustSeq:     s.TrustSeq,
-		Nonces:       make(map[string]int64, len(s.Nonces)),
-		Trust:        s.Trust,
+
+		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
+		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),
+		Backups:        make(map[string]*Backup, len(s.Backups)),
+		DrillRuns:      make(map[string]*Drill, len(s.DrillRuns)),
+		Drills:         make(map[string]*Drill, len(s.Drills)),
+		Tokens:         make(map[string]*Token, len(s.Tokens)),
+		Approvals:      make(map[string]*Approval, len(s.Approvals)),
+		Policy:         s.Policy,
+		TrustSeq:       s.TrustSeq,
+		Nonces:         make(map[string]int64, len(s.Nonces)),
+		Trust:          s.Trust,
 
 		RefencePending: s.RefencePending,
 
@@ -220,6 +244,21 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v
+	}
+	for k, v := range s.BackupPolicies {
+		c.BackupPolicies[k] = v
+	}
+	for k, v := range s.BackupRuns {
+		c.BackupRuns[k] = v
+	}
+	for k, v := range s.Backups {
+		c.Backups[k] = v
+	}
+	for k, v := range s.DrillRuns {
+		c.DrillRuns[k] = v
+	}
+	for k, v := range s.Drills {
+		c.Drills[k] = v
 	}
 	for k, v := range s.Tokens {
 		c.Tokens[k] = v

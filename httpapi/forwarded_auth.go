@@ -45,6 +45,9 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.SnapshotRestoreType:   operators, // only ever inside an approval
 	fsm.SwitchoverStartType:   operators,
 	fsm.SwitchoverAbortType:   operators,
+	fsm.BackupPolicySetType:   operators,
+	fsm.BackupRequestType:     operators,
+	fsm.DrillRequestType:      operators,
 }
 
 // writers are the roles that make some write; a reader makes none.
@@ -54,7 +57,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
@@ -114,6 +117,14 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 	case *fsm.BootstrapRetire:
 		if c.By != id.Accessor {
 			err = requestedBy(c.By)
+		}
+	case *fsm.BackupRequest:
+		if c.Reason != fsm.BackupReasonManual || c.RequestedBy != id.Accessor {
+			err = forbidden("requested_by", "a forwarded backup request must be a manual one requested by the caller")
+		}
+	case *fsm.DrillRequest:
+		if c.Reason != fsm.BackupReasonManual || c.RequestedBy != id.Accessor {
+			err = forbidden("requested_by", "a forwarded drill request must be a manual one requested by the caller")
 		}
 	case *fsm.KeyRotate:
 		err = actsAs(id, c.Member)

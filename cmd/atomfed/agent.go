@@ -48,6 +48,8 @@ type agentOptions struct {
 	// DisableTaskTypes: task types this agent does not run (see
 	// withoutTaskTypes).
 	DisableTaskTypes []string
+	// Backup: where pgBackRest works and keeps backups (agent_backup.go).
+	Backup backupOptions
 	// Simulation is the agent's SIMULATION_MODE evaluation; nil makes
 	// startAgent evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -227,6 +229,11 @@ func agentExecutors(o agentOptions, reg prometheus.Registerer, probeTransport ht
 	for _, e := range repl {
 		execs = append(execs, e)
 	}
+	bx, err := backupExecutors(o, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	execs = append(execs, bx...)
 	o.Logger.Info("replication executors ready", "database", fmt.Sprintf("%s:%d/%s", db.Host, db.Port, db.Database))
 	return execs, db, nil
 }
@@ -314,6 +321,7 @@ SIMULATION_MODE=false it refuses to start instead.`,
 	f.StringSliceVar(&o.DisableTaskTypes, "disable-task-types", nil, "task types this agent does not run, comma-separated (e.g. global-publisher,global-subscriber to leave federation sync to other agents); the leader places them on none of its tasks")
 	f.StringVar(&o.Security.Token, "token", "", "this agent's token: an agent token bound to its --node and --region (default $FEDERATION_TOKEN)")
 	addSecurityFlags(f, &o.Security)
+	addBackupFlags(f, &o.Backup)
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	cmd.AddCommand(newAgentTasksCmd())

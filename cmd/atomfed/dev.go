@@ -25,6 +25,7 @@ import (
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
+	"github.com/atomcloud/atomfed/recovery"
 )
 
 // devRegion is one region of the dev federation.
@@ -221,6 +222,9 @@ func runDev(o devOptions) error {
 		}
 		if pg := pgs[r.name]; pg != nil {
 			ao.PostgresDSN, ao.ReplicationPass, ao.ReplicationCA = pg.DSN(pglocal.Database), pg.Passfile, pg.RootCert
+			// pgBackRest's config and the shared repository sit where the
+			// regions' PostgreSQL (the postgres user) can reach them.
+			ao.Backup = backupOptions{Dir: filepath.Join(o.dataDir, name+"-pgbackrest"), Repo: filepath.Join(o.dataDir, "backups")}
 		}
 		a, err := startAgent(ao)
 		if err != nil {
@@ -475,6 +479,9 @@ func printDev(dir string, nodes []*serverNode, agents []*agentNode, sec *devSec,
 			fmt.Printf("  postgres    region %-9s %s/%s   PGPASSFILE=%s psql -h %s -p %d -U %s %s\n",
 				r.name, pg.Addr(), pglocal.Database, pg.SuperuserPassfile, pg.Host, pg.Port, pglocal.Superuser, pglocal.Database)
 		}
+	}
+	if _, err := recovery.FindPgBackRest(""); len(pgs) > 0 && err == nil {
+		fmt.Printf("  backups     pgBackRest backs up every region into %s (atomfed backup list)\n", filepath.Join(dir, "backups"))
 	}
 	u := nodes[0].url
 	self := selfName()

@@ -71,6 +71,7 @@ func newRootCmd() *cobra.Command {
 		newMembersCmd(),
 		newOperatorCmd(),
 		newSnapshotCmd(),
+		newBackupCmd(),
 		newStatusCmd(),
 		newApproveCmd(),
 		newApprovalsCmd(),

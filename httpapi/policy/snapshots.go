@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"strings"
 
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -20,18 +22,27 @@ type SnapshotsEvidence struct {
 	RaftSnapshots      Capability `json:"raft_snapshots"`
 	FailoverTests      Capability `json:"failover_tests"`
 	ScheduledSnapshots Capability `json:"scheduled_snapshots"`
+	RestoreDrills      Capability `json:"restore_drills"`
 	RegionFailover     Capability `json:"region_failover"`
 	// LastSnapshotIndex is this server's latest local Raft snapshot
 	// ("0": none yet).
 	LastSnapshotIndex string `json:"last_snapshot_index"`
+	// RegionBackups is each region's newest verified backup against its
+	// policy's bound (simulated regions, without a database, listed as
+	// such).
+	RegionBackups []fsm.BackupHealth `json:"region_backups"`
 }
 
 // SnapshotsAndFailover is P7. It states what is and is not in place: the
-// control plane's state is snapshotted on demand and by Raft, and failover
-// is exercised by the test suite, but no snapshot is scheduled
-// asynchronously by a DR coordinator and no region failover runs, so P7
-// blocks until G.1.6 provides them.
+// control plane's state is snapshotted on demand and by Raft, failover is
+// exercised by the test suite, and each region's database is backed up on
+// a schedule, verified, and restored in drills (the catalogs say whether
+// every region has a verified backup younger than its policy's bound and
+// a drill that passed within twice its drill interval); control-plane
+// snapshots shipped to the repository and region failover are not built
+// yet, so P7 blocks, naming what is missing.
 func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
+	backups, stale, undrilled := regionBackups(in)
 	ev := SnapshotsEvidence{
 		OnDemandSnapshots: Capability{InPlace: true,
 			What:  "the federation state is saved as a verified archive on demand and restored on every server",
@@ -43,15 +54,51 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 			What: "leader crash, pause and graceful leave, and agent failure are tested against real clusters in make test",
 			Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
 				"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}},
-		ScheduledSnapshots: Capability{InPlace: false,
-			What: "asynchronous scheduled snapshots of region data (the DR coordinator, G.1.6) are not built yet: no region backup is scheduled, taken or validated"},
+		ScheduledSnapshots: Capability{InPlace: len(stale) == 0,
+			What:  "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
+			Where: []string{"GET /v1/backups", "atomfed backup list", "internal/e2e: TestBackupsEndToEnd"}},
+		RestoreDrills: Capability{InPlace: len(undrilled) == 0,
+			What: "every region with a database has a restore drill of a verified backup that passed within twice its policy's drill interval (restore into a scratch PostgreSQL, every table read)",
+			Where: []string{"GET /v1/regions/{name}/drills", "atomfed backup drills", "internal/e2e: TestBackupsEndToEnd"}},
 		RegionFailover: Capability{InPlace: false,
-			What: "automated region failover (G.1.6) is not built yet"},
+			What: "control-plane snapshots shipped to the backup repository and automated region failover (G.1.6) are not built yet"},
 		LastSnapshotIndex: in.Source.Stats()["last_snapshot_index"],
+		RegionBackups:     backups,
 	}
-	return structs.PolicyResult{
-		Status:   structs.PolicyBlock,
-		Reason:   "scheduled async snapshots and region failover (G.1.6) are not built yet; on-demand snapshots and failover tests are in place",
-		Evidence: ev,
+	reason := "shipped control-plane snapshots and region failover (G.1.6) are not built yet; on-demand snapshots, failover tests, scheduled verified region backups and restore drills are in place"
+	var missing []string
+	if len(stale) > 0 {
+		ev.ScheduledSnapshots.What = "regions without a verified backup younger than their policy's max age: " + strings.Join(stale, "; ")
+		missing = append(missing, stale...)
 	}
+	if len(undrilled) > 0 {
+		ev.RestoreDrills.What = "regions without a restore drill passed within twice their drill interval: " + strings.Join(undrilled, ", ")
+		missing = append(missing, "no recent passed restore drill in "+strings.Join(undrilled, ", "))
+	}
+	if len(missing) > 0 {
+		reason = strings.Join(missing, "; ") + "; and " + reason
+	}
+	return structs.PolicyResult{Status: structs.PolicyBlock, Reason: reason, Evidence: ev}
+}
+
+// regionBackups returns every region's backup health and, among the
+// regions with a database, why backups are stale and which have no
+// recent passed drill.
+func regionBackups(in *Input) ([]fsm.BackupHealth, []string, []string) {
+	out := []fsm.BackupHealth{}
+	var stale, undrilled []string
+	in.Source.FSM().Read(func(s *fsm.State) {
+		for _, r := range s.SortedRegions() {
+			h := s.BackupHealthOf(r.Name, in.Now.UnixNano())
+			h.Running = nil
+			out = append(out, h)
+			if h.Stale && !h.Simulated {
+				stale = append(stale, h.Warning)
+			}
+			if h.DrillStale && !h.Simulated {
+				undrilled = append(undrilled, r.Name)
+			}
+		}
+	})
+	return out, stale, undrilled
 }

@@ -9,7 +9,9 @@
 // password in their connection string). The server speaks TLS with a
 // certificate for localhost, 127.0.0.1 and ::1, and lets the replication
 // role in over TLS only (hostssl), so that connections between clusters
-// can verify each other with sslmode=verify-full and RootCert. When the process runs as root,
+// can verify each other with sslmode=verify-full and RootCert. WAL archiving
+// is on (archive_mode needs a restart), archiving nowhere until an agent
+// points archive_command at pgBackRest. When the process runs as root,
 // initdb and the server run as the postgres user, since initdb refuses root.
 //
 // Clusters are started as child processes of the caller (not daemonised by
@@ -332,6 +334,13 @@ func (c *Cluster) writeConfig() error {
 		"log_destination":   "'jsonlog'",
 		"log_directory":     "'log'",
 		"log_min_messages":  "warning",
+		// archive_mode needs a restart, archive_command only a reload:
+		// every cluster starts archiving (to nowhere), so that an agent
+		// can point archive_command at pgBackRest (recovery) without a
+		// restart. Until then segments are dropped as they complete
+		// rather than kept for an archiver that may never come.
+		"archive_mode":    "on",
+		"archive_command": "'/bin/true'",
 	}
 	if !c.opts.NoTLS {
 		settings["ssl"] = "on"
