@@ -91,6 +91,7 @@ bench-compare: build
 REPORTS ?= reports
 REPORT_PORT ?= 18401
 REPORT_TESTFLAGS ?= -count=1 -timeout 25m
+reports: export ATOMFED_CONSOLE_SHOTS = $(abspath $(REPORTS))/console
 reports: build
 	@mkdir -p $(REPORTS)/logs
 	@status=0; \

@@ -24,6 +24,7 @@
   const openDetails = new Set();
   let lastHTML = '';
   let renderQueued = false;
+  let armed = ''; // the token accessor whose Revoke button was clicked once
 
   const $ = (id) => document.getElementById(id);
 
@@ -333,25 +334,26 @@
     const agents = (data('agents') && data('agents').agents) || [];
     const leader = leaderRegion();
     const rtts = regionRTTs();
-    const W = 1000, H = 500;
-    const xy = (r) => [((r.location ? r.location.lon : 0) + 180) / 360 * W, (90 - (r.location ? r.location.lat : 0)) / 180 * H];
+    // Equirectangular, latitudes 75 N to 60 S (where regions are).
+    const W = 1000, H = 500, N = 75, S = -60;
+    const py = (lat) => (N - lat) / (N - S) * H;
+    const xy = (r) => [((r.location ? r.location.lon : 0) + 180) / 360 * W, py(r.location ? r.location.lat : 0)];
     let svg = '<svg class="map" id="map" viewBox="0 0 ' + W + ' ' + H + '" role="img" aria-labelledby="map-title map-desc">' +
       '<title id="map-title">Regions by location</title><desc id="map-desc">' +
       esc(regions.map((r) => r.name + ': ' + r.health.status).join('; ') || 'no regions') + '. The table beside the map holds the same data.</desc>';
     for (let lon = -150; lon <= 150; lon += 30) svg += '<line class="grat" x1="' + (lon + 180) / 360 * W + '" y1="0" x2="' + (lon + 180) / 360 * W + '" y2="' + H + '"/>';
-    for (let lat = -60; lat <= 60; lat += 30) svg += '<line class="grat" x1="0" y1="' + (90 - lat) / 180 * H + '" x2="' + W + '" y2="' + (90 - lat) / 180 * H + '"/>';
-    svg += '<text class="land-label" x="6" y="' + (H / 2 - 4) + '">equator</text>';
+    for (let lat = -60; lat <= 60; lat += 30) svg += '<line class="grat" x1="0" y1="' + py(lat) + '" x2="' + W + '" y2="' + py(lat) + '"/>' +
+      '<text class="land-label" x="6" y="' + (py(lat) - 4) + '">' + (lat === 0 ? 'equator' : Math.abs(lat) + '°' + (lat > 0 ? 'N' : 'S')) + '</text>';
     for (let i = 0; i < regions.length; i++) {
       for (let j = i + 1; j < regions.length; j++) {
         const a = regions[i], b = regions[j];
         const key = [a.name, b.name].sort().join('|');
+        if (!(key in rtts)) continue; // no node of one of them has a coordinate
         const [x1, y1] = xy(a), [x2, y2] = xy(b);
-        svg += '<line class="link" x1="' + x1 + '" y1="' + y1 + '" x2="' + x2 + '" y2="' + y2 + '"/>';
-        if (key in rtts) {
-          const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
-          svg += '<g class="rtt-label" data-link="' + esc(key) + '"><rect class="rtt-bg" x="' + (mx - 30) + '" y="' + (my - 11) + '" width="60" height="16" rx="3"/>' +
-            '<text class="rtt" x="' + mx + '" y="' + (my + 2) + '" text-anchor="middle">' + rtts[key].toFixed(1) + ' ms</text></g>';
-        }
+        const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
+        svg += '<line class="link" x1="' + x1 + '" y1="' + y1 + '" x2="' + x2 + '" y2="' + y2 + '"/>' +
+          '<g class="rtt-label" data-link="' + esc(key) + '"><rect class="rtt-bg" x="' + (mx - 38) + '" y="' + (my - 14) + '" width="76" height="20" rx="3"/>' +
+          '<text class="rtt" x="' + mx + '" y="' + (my + 2) + '" text-anchor="middle">' + rtts[key].toFixed(1) + ' ms</text></g>';
       }
     }
     for (const r of regions) {
@@ -362,8 +364,8 @@
       svg += '<g class="region" data-region="' + esc(r.name) + '" data-health="' + esc(h.status) + '">' +
         (isLeader ? '<circle class="leader-ring" cx="' + x + '" cy="' + y + '" r="19"/>' : '') +
         '<circle class="dot h-' + esc(h.status) + '" cx="' + x + '" cy="' + y + '" r="13"/>' +
-        '<text class="name" x="' + (x + 22) + '" y="' + (y - 4) + '">' + esc(r.name) + (isLeader ? ' ★ leader' : '') + '</text>' +
-        '<text class="detail" x="' + (x + 22) + '" y="' + (y + 12) + '">' + esc(h.status) + ' · agents ' + (h.agents_alive || 0) + '/' + (h.agents_total || 0) + ' · ' + esc(probe) + '</text></g>';
+        '<text class="name" x="' + (x + 22) + '" y="' + (y - 5) + '">' + esc(r.name) + (isLeader ? ' ★ leader' : '') + '</text>' +
+        '<text class="detail" x="' + (x + 22) + '" y="' + (y + 15) + '">' + esc(h.status) + ' · agents ' + (h.agents_alive || 0) + '/' + (h.agents_total || 0) + ' · ' + esc(probe) + '</text></g>';
     }
     svg += '</svg>';
 
@@ -376,7 +378,7 @@
       const lat = p ? (p.ok ? p.latency_ms : null) : null;
       const within = lat !== null && lat <= PROBE_BUDGET_MS;
       rows += '<tr data-region="' + esc(r.name) + '"><th scope="row">' + esc(r.name) + (leader && leader.region === r.name ? ' <span class="badge s-leader">leader</span>' : '') + '</th>' +
-        '<td>' + badge(h.status) + (h.reason ? '<br><small>' + esc(h.reason) + '</small>' : '') + '</td>' +
+        '<td class="health">' + badge(h.status) + (h.reason ? '<br><small>' + esc(h.reason) + '</small>' : '') + '</td>' +
         '<td>' + (h.agents_alive || 0) + ' alive of ' + (h.agents_total || 0) + (failed.length ? '<br><small>failed: ' + esc(failed.join(', ')) + '</small>' : '') + '</td>' +
         '<td>' + (p ? (p.ok ? budgetBar(lat) + ' ' + lat.toFixed(1) + ' ms ' + (within ? badge('pass', 'within 500 ms') : badge('block', 'over 500 ms')) : badge('block', 'failing') + ' <small>' + esc(p.error) + '</small>') + '<br><small>' + fmtAgo(Date.now() - p.at / 1e6) + '</small>' : '<span class="empty">none yet</span>') + '</td>' +
         '<td>' + esc(r.tier) + ', ' + esc(r.status) + '</td></tr>';
@@ -400,17 +402,20 @@
 
   function chart(points, w, h, label) {
     const now = Date.now();
-    const max = Math.max(1, ...points.map((p) => p.lag));
-    const x = (t) => (w - 4) * (1 - (now - t) / LAG_WINDOW_MS) + 2;
+    // The window grows from one minute to LAG_WINDOW_MS as samples age;
+    // the scale from 100 ms to the peak.
+    const span = Math.min(LAG_WINDOW_MS, Math.max(60000, points.length ? now - points[0].t : 0));
+    const max = Math.max(0.1, ...points.map((p) => p.lag));
+    const x = (t) => (w - 4) * (1 - (now - t) / span) + 2;
     const y = (v) => h - 2 - (h - 4) * (v / max);
     const path = points.map((p) => x(p.t).toFixed(1) + ',' + y(p.lag).toFixed(1)).join(' ');
     const lastLag = points.length ? fmtLag(points[points.length - 1].lag) : 'no sample';
     let s = '<svg class="chart lag-chart" width="' + w + '" height="' + h + '" viewBox="0 0 ' + w + ' ' + h + '" role="img" data-points="' + points.length + '" aria-label="' +
-      esc(label + ': ' + points.length + ' samples over the last 10 minutes, latest ' + lastLag + ', peak ' + fmtLag(max === 1 && !points.some((p) => p.lag >= 1) ? Math.max(0, ...points.map((p) => p.lag)) : max)) + '">' +
+      esc(label + ': ' + points.length + ' samples over the last ' + fmtDur(Math.round(span / 1000)) + ', latest ' + lastLag + ', peak ' + fmtLag(Math.max(0, ...points.map((p) => p.lag)))) + '">' +
       '<line class="axis" x1="2" y1="' + (h - 2) + '" x2="' + (w - 2) + '" y2="' + (h - 2) + '"/>';
     if (points.length > 1) s += '<polyline class="line" points="' + path + '"/>';
     for (const p of points.slice(-60)) s += '<circle class="pt" cx="' + x(p.t).toFixed(1) + '" cy="' + y(p.lag).toFixed(1) + '" r="1.8"/>';
-    if (h > 60) s += '<text x="4" y="12">' + esc(fmtLag(max)) + '</text><text x="4" y="' + (h - 6) + '">0</text><text x="' + (w - 4) + '" y="' + (h - 6) + '" text-anchor="end">now</text><text x="' + (w / 2) + '" y="' + (h - 6) + '" text-anchor="middle">−5 min</text>';
+    if (h > 60) s += '<text x="4" y="12">' + esc(fmtLag(max)) + '</text><text x="4" y="' + (h - 6) + '">0</text><text x="' + (w - 4) + '" y="' + (h - 6) + '" text-anchor="end">now</text><text x="' + (w / 2) + '" y="' + (h - 6) + '" text-anchor="middle">−' + esc(fmtDur(Math.round(span / 2000))) + '</text>';
     return s + '</svg>';
   }
 
@@ -619,7 +624,7 @@
       '<p class="help">The console manages reader tokens only: it creates them above and revokes them here. Other tokens are managed with <code>atomfed token</code>.</p>' +
       '<table id="tokens-table"><caption>Reader tokens</caption><thead><tr><th scope="col">Accessor</th><th scope="col">Description</th><th scope="col">Created</th><th scope="col">Action</th></tr></thead><tbody>' +
       (readers.map((t) => '<tr data-accessor="' + esc(t.accessor) + '"><th scope="row" class="mono">' + esc(t.accessor) + '</th><td>' + esc(t.description) + '</td><td>' + esc(fmtTime(t.created_at)) + '</td>' +
-        '<td>' + (self.accessor === t.accessor ? '' : '<button type="button" class="secondary" id="' + idOf('revoke', t.accessor) + '" data-revoke="' + esc(t.accessor) + '" aria-label="Revoke reader token ' + esc(t.accessor) + '">Revoke</button>') + '</td></tr>').join('') ||
+        '<td>' + (self.accessor === t.accessor ? '' : '<button type="button" class="secondary" id="' + idOf('revoke', t.accessor) + '" data-revoke="' + esc(t.accessor) + '" aria-label="' + (armed === t.accessor ? 'Click again to revoke reader token ' : 'Revoke reader token ') + esc(t.accessor) + '">' + (armed === t.accessor ? 'Click again to revoke' : 'Revoke') + '</button>') + '</td></tr>').join('') ||
         '<tr><td colspan="4" class="empty">No reader token.</td></tr>') + '</tbody></table>';
   }
 
@@ -667,9 +672,19 @@
       }
       const rev = ev.target.closest('[data-revoke]');
       if (rev && isOperator()) {
+        // Two steps instead of a confirm() dialog: the first click arms
+        // the button for 5 s, the second revokes.
         const acc = rev.getAttribute('data-revoke');
-        if (!confirm('Revoke reader token ' + acc + '? Whoever holds it loses access at once.')) return;
-        try { await api('/v1/tokens/' + encodeURIComponent(acc), { method: 'DELETE' }); } catch (e) { alert('Could not revoke: ' + e.message); }
+        if (armed !== acc) {
+          armed = acc;
+          changed();
+          setTimeout(() => { if (armed === acc) { armed = ''; lastHTML = ''; changed(); } }, 5000);
+          return;
+        }
+        armed = '';
+        try { await api('/v1/tokens/' + encodeURIComponent(acc), { method: 'DELETE' }); } catch (e) {
+          $('token-form-result').innerHTML = '<span class="error">Could not revoke ' + esc(acc) + ': ' + esc(e.message) + '</span>';
+        }
       }
     });
     window.addEventListener('hashchange', route);
