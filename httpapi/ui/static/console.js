@@ -164,6 +164,7 @@
     $('page').innerHTML = '';
     lastHTML = '';
     $('token-form-section').hidden = true;
+    $('token-form-result').textContent = '';
     $('login').hidden = false;
     $('login-error').textContent = why || '';
     $('token').focus();
@@ -621,7 +622,7 @@
     const list = Array.isArray(toks) ? toks : [];
     const readers = list.filter((t) => t.role === 'reader');
     return '<h1>Tokens</h1>' + errorBox('tokens') + loading('tokens') +
-      '<p class="help">The console manages reader tokens only: it creates them above and revokes them here. Other tokens are managed with <code>atomfed token</code>.</p>' +
+      '<p class="help">The console manages reader tokens only: it revokes them here and creates them below. Other tokens are managed with <code>atomfed token</code>.</p>' +
       '<table id="tokens-table"><caption>Reader tokens</caption><thead><tr><th scope="col">Accessor</th><th scope="col">Description</th><th scope="col">Created</th><th scope="col">Action</th></tr></thead><tbody>' +
       (readers.map((t) => '<tr data-accessor="' + esc(t.accessor) + '"><th scope="row" class="mono">' + esc(t.accessor) + '</th><td>' + esc(t.description) + '</td><td>' + esc(fmtTime(t.created_at)) + '</td>' +
         '<td>' + (self.accessor === t.accessor ? '' : '<button type="button" class="secondary" id="' + idOf('revoke', t.accessor) + '" data-revoke="' + esc(t.accessor) + '" aria-label="' + (armed === t.accessor ? 'Click again to revoke reader token ' : 'Revoke reader token ') + esc(t.accessor) + '">' + (armed === t.accessor ? 'Click again to revoke' : 'Revoke') + '</button>') + '</td></tr>').join('') ||
@@ -687,7 +688,9 @@
         }
       }
     });
-    window.addEventListener('hashchange', route);
+    // A new page takes the focus to the main region, so that a screen
+    // reader announces it and Tab starts from its top.
+    window.addEventListener('hashchange', () => { route(); $('main').focus(); });
     setInterval(changed, 5000); // relative times ("12 s ago") and chart windows move on
     if (token) {
       login(token).catch((e) => logout(e.status === 401 ? 'The saved token was refused; log in again.' : 'Could not reach the server: ' + e.message));
