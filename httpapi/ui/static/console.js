@@ -230,7 +230,9 @@
 
   function currentRoute() {
     const parts = (location.hash || '#/map').slice(2).split('/');
-    return { page: parts[0] || 'map', arg: parts.slice(1).map(decodeURIComponent).join('/') };
+    let arg = '';
+    try { arg = parts.slice(1).map(decodeURIComponent).join('/'); } catch (e) { arg = ''; } // a malformed link
+    return { page: parts[0] || 'map', arg: arg };
   }
 
   // route starts and stops the watchers only one page needs.
@@ -366,7 +368,7 @@
         (isLeader ? '<circle class="leader-ring" cx="' + x + '" cy="' + y + '" r="19"/>' : '') +
         '<circle class="dot h-' + esc(h.status) + '" cx="' + x + '" cy="' + y + '" r="13"/>' +
         '<text class="name" x="' + (x + 22) + '" y="' + (y - 5) + '">' + esc(r.name) + (isLeader ? ' ★ leader' : '') + '</text>' +
-        '<text class="detail" x="' + (x + 22) + '" y="' + (y + 15) + '">' + esc(h.status) + ' · agents ' + (h.agents_alive || 0) + '/' + (h.agents_total || 0) + ' · ' + esc(probe) + '</text></g>';
+        '<text class="detail" x="' + (x + 22) + '" y="' + (y + 15) + '">' + esc(h.status) + ' · agents ' + esc(h.agents_alive || 0) + '/' + esc(h.agents_total || 0) + ' · ' + esc(probe) + '</text></g>';
     }
     svg += '</svg>';
 
@@ -380,7 +382,7 @@
       const within = lat !== null && lat <= PROBE_BUDGET_MS;
       rows += '<tr data-region="' + esc(r.name) + '"><th scope="row">' + esc(r.name) + (leader && leader.region === r.name ? ' <span class="badge s-leader">leader</span>' : '') + '</th>' +
         '<td class="health">' + badge(h.status) + (h.reason ? '<br><small>' + esc(h.reason) + '</small>' : '') + '</td>' +
-        '<td>' + (h.agents_alive || 0) + ' alive of ' + (h.agents_total || 0) + (failed.length ? '<br><small>failed: ' + esc(failed.join(', ')) + '</small>' : '') + '</td>' +
+        '<td>' + esc(h.agents_alive || 0) + ' alive of ' + esc(h.agents_total || 0) + (failed.length ? '<br><small>failed: ' + esc(failed.join(', ')) + '</small>' : '') + '</td>' +
         '<td>' + (p ? (p.ok ? budgetBar(lat) + ' ' + lat.toFixed(1) + ' ms ' + (within ? badge('pass', 'within 500 ms') : badge('block', 'over 500 ms')) : badge('block', 'failing') + ' <small>' + esc(p.error) + '</small>') + '<br><small>' + fmtAgo(Date.now() - p.at / 1e6) + '</small>' : '<span class="empty">none yet</span>') + '</td>' +
         '<td>' + esc(r.tier) + ', ' + esc(r.status) + '</td></tr>';
     }
@@ -554,7 +556,7 @@
     for (let i = 0; i < recent.length; i++) {
       const e = recent[i];
       if (verified[e.hash]) { if (verified[e.hash].cmd !== undefined) used[e.index] = verified[e.hash].cmd + 1; continue; }
-      if (i === 0) { verified[e.hash] = { status: 'anchor', why: 'first entry served: the chain is checked from here' }; continue; }
+      if (i === 0) continue; // the anchor: nothing before it was served
       const prev = recent[i - 1].hash;
       const l = logs[e.index];
       if (!l || l.unavailable) { verified[e.hash] = { status: 'unavailable', why: l ? l.unavailable : 'the log entry was not served' }; continue; }
@@ -575,11 +577,13 @@
   function pageAudit() {
     const st = data('audit');
     const recent = ((st && st.recent) || []).slice().reverse();
+    const anchor = recent.length ? recent[recent.length - 1].hash : '';
+    const verdict = (e) => verified[e.hash] || (e.hash === anchor ? { status: 'anchor', why: 'the oldest entry served: the chain is checked from here' } : { status: 'pending', why: 'checking' });
     const counts = {};
-    for (const e of recent) { const v = verified[e.hash]; const s = v ? v.status : 'pending'; counts[s] = (counts[s] || 0) + 1; }
+    for (const e of recent) { const s = verdict(e).status; counts[s] = (counts[s] || 0) + 1; }
     const headOK = st && st.recent && st.recent.length ? st.recent[st.recent.length - 1].hash === st.head : false;
     const rows = recent.map((e) => {
-      const v = verified[e.hash] || { status: 'pending', why: 'checking' };
+      const v = verdict(e);
       return '<tr data-index="' + esc(e.index) + '" data-verify="' + esc(v.status) + '"><td>' + esc(e.index) + '</td><td>' + esc(e.type) + '</td><td>' + esc(fmtTime(e.at)) + '</td>' +
         '<td class="hash">' + esc(e.hash) + '</td><td>' + badge(v.status) + '<br><small>' + esc(v.why) + '</small></td><td>' + esc(e.note || '') + '</td></tr>';
     }).join('');
