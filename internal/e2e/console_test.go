@@ -460,14 +460,14 @@ func (b *browser) wait(what, cond string) {
 	b.t.Fatalf("the console never showed %s (%v); the page reads:\n%s\nproblems: %v", what, last, text, b.problems())
 }
 
-// shot writes a screenshot of the page when consoleShotsEnv names a
-// directory.
+// shot writes a screenshot of what a laptop screen shows of the page
+// (the 1366x900 window) when consoleShotsEnv names a directory.
 func (b *browser) shot(name string) {
 	b.t.Helper()
 	if b.shots == "" {
 		return
 	}
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}

@@ -403,22 +403,27 @@
 
   // ---- tenants -----------------------------------------------------------------
 
-  function chart(points, w, h, label) {
+  // chart draws a series of lag samples (seconds, or bytes with
+  // field 'bytes') as an SVG line.
+  function chart(points, w, h, label, field) {
+    field = field || 'lag';
+    const fmt = field === 'bytes' ? (v) => Math.round(v) + ' B' : fmtLag;
     const now = Date.now();
     // The window grows from one minute to LAG_WINDOW_MS as samples age;
-    // the scale from 100 ms to the peak.
+    // the scale from 100 ms (or 1 KiB) to the peak.
     const span = Math.min(LAG_WINDOW_MS, Math.max(60000, points.length ? now - points[0].t : 0));
-    const max = Math.max(0.1, ...points.map((p) => p.lag));
+    points = points.map((p) => ({ t: p.t, lag: Number(p[field]) || 0 }));
+    const max = Math.max(field === 'bytes' ? 1024 : 0.1, ...points.map((p) => p.lag));
     const x = (t) => (w - 4) * (1 - (now - t) / span) + 2;
     const y = (v) => h - 2 - (h - 4) * (v / max);
     const path = points.map((p) => x(p.t).toFixed(1) + ',' + y(p.lag).toFixed(1)).join(' ');
-    const lastLag = points.length ? fmtLag(points[points.length - 1].lag) : 'no sample';
+    const lastLag = points.length ? fmt(points[points.length - 1].lag) : 'no sample';
     let s = '<svg class="chart lag-chart" width="' + w + '" height="' + h + '" viewBox="0 0 ' + w + ' ' + h + '" role="img" data-points="' + points.length + '" aria-label="' +
-      esc(label + ': ' + points.length + ' samples over the last ' + fmtDur(Math.round(span / 1000)) + ', latest ' + lastLag + ', peak ' + fmtLag(Math.max(0, ...points.map((p) => p.lag)))) + '">' +
+      esc(label + ': ' + points.length + ' samples over the last ' + fmtDur(Math.round(span / 1000)) + ', latest ' + lastLag + ', peak ' + fmt(Math.max(0, ...points.map((p) => p.lag)))) + '">' +
       '<line class="axis" x1="2" y1="' + (h - 2) + '" x2="' + (w - 2) + '" y2="' + (h - 2) + '"/>';
     if (points.length > 1) s += '<polyline class="line" points="' + path + '"/>';
     for (const p of points.slice(-60)) s += '<circle class="pt" cx="' + x(p.t).toFixed(1) + '" cy="' + y(p.lag).toFixed(1) + '" r="1.8"/>';
-    if (h > 60) s += '<text x="4" y="12">' + esc(fmtLag(max)) + '</text><text x="4" y="' + (h - 6) + '">0</text><text x="' + (w - 4) + '" y="' + (h - 6) + '" text-anchor="end">now</text><text x="' + (w / 2) + '" y="' + (h - 6) + '" text-anchor="middle">−' + esc(fmtDur(Math.round(span / 2000))) + '</text>';
+    if (h > 60) s += '<text x="4" y="12">' + esc(fmt(max)) + '</text><text x="4" y="' + (h - 6) + '">0</text><text x="' + (w - 4) + '" y="' + (h - 6) + '" text-anchor="end">now</text><text x="' + (w / 2) + '" y="' + (h - 6) + '" text-anchor="middle">−' + esc(fmtDur(Math.round(span / 2000))) + '</text>';
     return s + '</svg>';
   }
 
@@ -467,14 +472,15 @@
       (repl.sync ? '<dt>Sync state</dt><dd>recorded ' + esc(repl.sync.recorded || '—') + ', current ' + esc(repl.sync.current || '—') + '</dd>' : '') +
       '<dt>Epoch</dt><dd>' + esc(t.epoch || 0) + '</dd><dt>Replication</dt><dd>' + (sum ? badge(sum.status) : badge(repl.status)) + ' ' + esc((repl.reasons || []).join('; ')) + '</dd>' +
       '<dt>Labels</dt><dd>' + esc(Object.entries(t.labels || {}).map(([k, v]) => k + '=' + v).join(', ') || '—') + '</dd></dl>';
+    const mirrors = repl.mirrors || [];
+    out += '<h2>Mirrors</h2><table id="mirrors-table"><caption>Replication per mirror</caption><thead><tr><th scope="col">Mirror</th><th scope="col">State</th><th scope="col">Lag</th><th scope="col">Lag (seconds), last 10 minutes at most</th><th scope="col">Bytes behind</th><th scope="col">Last error</th></tr></thead><tbody>' +
+      (mirrors.map((m) => '<tr data-mirror="' + esc(m.region) + '"><th scope="row">' + esc(m.region) + (m.ensure === 'absent' ? ' (being removed)' : '') + '</th><td>' + badge(m.state) + '</td><td>' + esc(fmtLag(m.lag_seconds)) + '<br><small>' + esc(m.lag_bytes || 0) + ' bytes</small></td>' +
+        '<td>' + chart(((lagHistory[id] || {})[m.region]) || [], 360, 90, 'lag of ' + id + ' at ' + m.region) + '</td>' +
+        '<td>' + chart(((lagHistory[id] || {})[m.region]) || [], 240, 90, 'bytes behind of ' + id + ' at ' + m.region, 'bytes') + '</td><td>' + (m.last_error ? esc(m.last_error.code + ': ' + (m.last_error.message || '')) : '—') + '</td></tr>').join('') ||
+        '<tr><td colspan="6" class="empty">No mirror.</td></tr>') + '</tbody></table>';
     out += '<h2>Routing answer</h2>' + routeBlock('route-write:' + id, 'write') + routeBlock('route-read:' + id, 'read');
     out += '<h2>Tables</h2><table><caption>Tables and their PII columns (names only: PII never leaves the home region)</caption><thead><tr><th scope="col">Table</th><th scope="col">PII columns</th></tr></thead><tbody>' +
       ((t.tables || []).map((x) => '<tr><th scope="row">' + esc(x.name) + '</th><td>' + esc((x.pii_columns || []).join(', ') || '—') + '</td></tr>').join('') || '<tr><td colspan="2" class="empty">No table: nothing is replicated.</td></tr>') + '</tbody></table>';
-    const mirrors = repl.mirrors || [];
-    out += '<h2>Mirrors</h2><table id="mirrors-table"><caption>Replication per mirror</caption><thead><tr><th scope="col">Mirror</th><th scope="col">State</th><th scope="col">Lag</th><th scope="col">Lag over the last 10 minutes</th><th scope="col">Last error</th></tr></thead><tbody>' +
-      (mirrors.map((m) => '<tr data-mirror="' + esc(m.region) + '"><th scope="row">' + esc(m.region) + (m.ensure === 'absent' ? ' (being removed)' : '') + '</th><td>' + badge(m.state) + '</td><td>' + esc(fmtLag(m.lag_seconds)) + '<br><small>' + esc(m.lag_bytes || 0) + ' bytes</small></td>' +
-        '<td>' + chart(((lagHistory[id] || {})[m.region]) || [], 420, 90, 'lag of ' + id + ' at ' + m.region) + '</td><td>' + (m.last_error ? esc(m.last_error.code + ': ' + (m.last_error.message || '')) : '—') + '</td></tr>').join('') ||
-        '<tr><td colspan="5" class="empty">No mirror.</td></tr>') + '</tbody></table>';
     const drift = ((data('replication') && data('replication').drift) || []).filter((d) => d.kind === 'tenant' && d.name === id);
     out += '<h2>Divergence reports</h2>' + (drift.length ? '<table><thead><tr><th scope="col">Table</th><th scope="col">Region</th><th scope="col">Source</th><th scope="col">Reason</th><th scope="col">Since</th></tr></thead><tbody>' +
       drift.map((d) => '<tr><td>' + esc(d.table) + '</td><td>' + esc(d.region) + '</td><td>' + esc(d.source_region) + '</td><td>' + esc(d.reason) + '</td><td>' + esc(fmtTime(d.since)) + '</td></tr>').join('') + '</tbody></table>' : '<p class="empty">No schema drift reported.</p>');
