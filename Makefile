@@ -116,6 +116,7 @@ bench-compare: build
 ## failed, after writing the reports.
 REPORTS ?= reports
 REPORT_PORT ?= 18401
+reports: export ATOMFED_CONSOLE_SHOTS = $(abspath $(REPORTS))/console
 reports: build
 	@mkdir -p $(REPORTS)/logs
 	@status=0; json=$(REPORTS)/logs/go-test.json; \

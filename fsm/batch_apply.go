@@ -108,6 +108,15 @@ func (f *FSM) applyBatchEntry(index, term uint64, data []byte) any {
 	return out
 }
 
+// BatchCommands returns the encoded commands (type byte first) a batch
+// entry carries, for readers of the log such as the audit endpoint.
+func BatchCommands(data []byte) ([][]byte, error) {
+	if len(data) < 2 || MessageType(data[0]) != BatchType {
+		return nil, fmt.Errorf("not a batch entry")
+	}
+	return decodeBatch(data[1], data[2:])
+}
+
 // BatchLen returns how many commands a batch entry (type byte included)
 // carries, for tools and tests that read the log.
 func BatchLen(data []byte) (int, error) {

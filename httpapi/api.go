@@ -16,6 +16,7 @@ import (
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/policy"
 	aggr "github.com/atomcloud/atomfed/internal/metrics"
+	"github.com/atomcloud/atomfed/httpapi/ui"
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
@@ -256,6 +257,11 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotSave)).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotRestore)).Methods(http.MethodPut)
 	v1.HandleFunc("/policy/status", a.auth(anyRole, a.policyStatus)).Methods(http.MethodGet)
+	// The operator console: static files without a token (they hold no
+	// data); every datum it shows comes from the API above with the
+	// caller's token.
+	r.Handle("/ui", http.RedirectHandler(ui.Prefix, http.StatusMovedPermanently)).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix(ui.Prefix).Handler(ui.Handler()).Methods(http.MethodGet, http.MethodHead)
 	if a.cfg.EnableDebug {
 		r.PathPrefix("/debug/pprof/").Handler(a.auth(operators, pprofIndex))
 	}

@@ -26,7 +26,10 @@ import (
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	leader, _ := a.c.Leader()
 	head, auditIdx := a.c.FSM().AuditHead()
-	applied, _ := strconv.ParseUint(a.c.Stats()["applied_index"], 10, 64)
+	stats := a.c.Stats()
+	applied, _ := strconv.ParseUint(stats["applied_index"], 10, 64)
+	term, _ := strconv.ParseUint(stats["term"], 10, 64)
+	commit, _ := strconv.ParseUint(stats["commit_index"], 10, 64)
 	h := structs.Health{
 		Status:      "ok",
 		Node:        a.c.NodeID(),
@@ -37,6 +40,8 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		KnownLeader: leader != "",
 		Index:       a.c.FSM().Index(),
 		AppliedIdx:  applied,
+		Term:        term,
+		CommitIndex: commit,
 		AuditHead:   head,
 		AuditIndex:  auditIdx,
 		Version:     a.cfg.Version,
@@ -80,12 +85,6 @@ func (a *API) statusPeers(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
 	writeJSON(w, http.StatusOK, peers)
-}
-
-func (a *API) statusAudit(w http.ResponseWriter, r *http.Request) {
-	a.read(w, r, func(s *view) (any, uint64, error) {
-		return wire.AuditStatus{Head: s.AuditHead, Index: s.Index, Recent: append([]fsm.AuditEntry(nil), s.RecentAudit()...)}, s.Index, nil
-	})
 }
 
 func (a *API) members(w http.ResponseWriter, r *http.Request) {

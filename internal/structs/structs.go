@@ -116,6 +116,9 @@ type Health struct {
 	KnownLeader bool   `json:"known_leader"`
 	Index       uint64 `json:"index"`
 	AppliedIdx  uint64 `json:"applied_index"`
+	// Term and CommitIndex are this server's Raft term and commit index.
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
 	AuditHead   string `json:"audit_head"`
 	AuditIndex  uint64 `json:"audit_index"`
 	Version     string `json:"version"`
