@@ -193,7 +193,8 @@ func TestConsoleInABrowser(t *testing.T) {
 			t.Fatalf("a production region should wait for approvals: %+v %v", ap, err)
 		}
 		row := fmt.Sprintf(`document.querySelector('#pending-approvals tr[data-approval="%s"]')`, ap.ID)
-		b.wait("the pending approval with its command", row+` !== null && `+row+`.innerText.includes('atomfed approve `+ap.ID+`') && `+row+`.innerText.includes('0 of 2')`)
+		b.wait("the pending approval with what it applies and its command", row+` !== null && `+row+`.innerText.includes('atomfed approve `+ap.ID+`') && `+row+`.innerText.includes('0 of 2') &&
+			`+row+`.querySelector('details pre').textContent.includes('"tier": "production"')`)
 		b.shot("approvals")
 		b.checkA11y("approvals")
 		e := newCLI(t, c)

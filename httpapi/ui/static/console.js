@@ -498,7 +498,8 @@
     let rows = '';
     for (const a of pending) {
       const cmd = 'atomfed approve ' + a.id;
-      rows += '<tr data-approval="' + esc(a.id) + '"><th scope="row" class="mono">' + esc(a.id) + '</th><td>' + esc(a.action) + '</td><td>' + esc(a.summary) + '<br><small>requested by ' + esc(a.requested_by) + '</small></td>' +
+      rows += '<tr data-approval="' + esc(a.id) + '"><th scope="row" class="mono">' + esc(a.id) + '</th><td>' + esc(a.action) + '</td><td>' + esc(a.summary) + '<br><small>requested by ' + esc(a.requested_by) + '</small>' +
+        '<details id="' + idOf('apcmd', a.id) + '"><summary>The command it applies</summary><pre>' + esc(commandText(a)) + '</pre></details></td>' +
         '<td>' + (a.votes || []).length + ' of ' + esc(a.required) + ((a.votes || []).length ? '<br><small>by ' + esc(a.votes.map((v) => v.approver).join(', ')) + '</small>' : '') +
         (a.approvers && a.approvers.length ? '<br><small>approvers: ' + esc(a.approvers.join(', ')) + '</small>' : '') + '</td>' +
         '<td>' + esc(fmtTime(a.expires_at)) + '<br><small>' + esc(fmtAgo(now - a.expires_at / 1e6)) + '</small></td>' +
@@ -511,6 +512,16 @@
       (rows || '<tr><td colspan="6" class="empty">No pending approval.</td></tr>') + '</tbody></table>' +
       '<table id="closed-approvals"><caption>Recently closed</caption><thead><tr><th scope="col">ID</th><th scope="col">Action</th><th scope="col">Summary</th><th scope="col">Outcome</th><th scope="col">Approved by</th></tr></thead><tbody>' +
       (crow || '<tr><td colspan="5" class="empty">None.</td></tr>') + '</tbody></table>';
+  }
+
+  // commandText is the approval's command as it will be logged (its body
+  // is JSON, codec 1), for the approvers to read before they sign.
+  function commandText(a) {
+    try {
+      return JSON.stringify(JSON.parse(new TextDecoder().decode(b64ToBytes(a.command))), null, 2);
+    } catch (e) {
+      return '(command type ' + a.command_type + ', ' + b64ToBytes(a.command || '').length + ' bytes, not JSON)';
+    }
   }
 
   // ---- policies ----------------------------------------------------------------
