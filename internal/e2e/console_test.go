@@ -41,7 +41,7 @@ const chromiumEnv = "ATOMFED_CHROMIUM"
 // TestConsoleInABrowser drives the operator console in a real browser
 // (headless chromium) against three server processes and an agent process
 // per region, two regions on real PostgreSQL: logged in with a reader
-// token it sees three regions on the map and one region go down when its
+// token, by keyboard, it sees three regions on the map and one region go down when its
 // agent is killed; the lag chart of a replicated tenant collect points
 // while rows are written at home; a pending approval appear and go away
 // after two `atomfed approve` calls; the policies, the audit chain
@@ -134,7 +134,16 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.wait("the login page", `!document.getElementById('login').hidden`)
 	b.shot("login")
 	b.checkA11y("login")
-	b.do("log in", chromedp.SendKeys(chromedp.CSS("#token"), reader.Secret), chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)))
+	// By keyboard: the page opens with the focus in the token field; type
+	// the token, Tab to the button (a visible focus ring), Enter.
+	if got := b.str(`document.activeElement.id`); got != "token" {
+		t.Fatalf("the login page opens with the focus on %q, want the token field", got)
+	}
+	b.do("type the token and tab to the button", chromedp.KeyEvent(reader.Secret+"\t"))
+	if got := b.str(`document.activeElement.textContent + ' ' + getComputedStyle(document.activeElement).outlineStyle`); got != "Log in solid" {
+		t.Fatalf("Tab from the token field focused %q, want the Log in button with a solid outline", got)
+	}
+	b.do("log in", chromedp.KeyEvent("\r"))
 	b.wait("the console after login", `!document.getElementById('nav').hidden && location.hash === '#/map'`)
 
 	t.Run("map", func(t *testing.T) {
