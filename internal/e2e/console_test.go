@@ -168,8 +168,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	t.Run("tenant lag chart", func(t *testing.T) {
 		b.t = t
 		b.go_("#/tenants")
-		b.wait("acme's mirror streaming", `(() => { const r = document.querySelector('#tenants-table tr[data-tenant="acme"] .mirror[data-mirror="eu-west"]');
-			return r && r.querySelector('.badge').textContent === 'streaming'; })()`)
+		b.waitFor("acme's mirror streaming", `(() => { const r = document.querySelector('#tenants-table tr[data-tenant="acme"] .mirror[data-mirror="eu-west"]');
+			return r && r.querySelector('.badge').textContent === 'streaming'; })()`, 90*time.Second)
 		w := &homeWriter{next: 1}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -290,8 +290,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	t.Run("a region goes down when its agent is killed", func(t *testing.T) {
 		b.t = t
 		b.go_("#/map")
-		b.wait("ap-south down on the map", `document.querySelector('#map g.region[data-region="ap-south"]').dataset.health === 'down' &&
-			document.querySelector('#regions-table tr[data-region="ap-south"] td.health .badge').textContent === 'down'`)
+		b.waitFor("ap-south down on the map", `document.querySelector('#map g.region[data-region="ap-south"]').dataset.health === 'down' &&
+			document.querySelector('#regions-table tr[data-region="ap-south"] td.health .badge').textContent === 'down'`, 90*time.Second)
 		t.Logf("ap-south shown down %s after its agent was killed", time.Since(killed).Round(time.Millisecond))
 		b.shot("map-region-down")
 	})
@@ -457,7 +457,14 @@ func (b *browser) bool(expr string) bool   { b.t.Helper(); return mustEval[bool]
 // timeout it fails with the page's text.
 func (b *browser) wait(what, cond string) {
 	b.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
+	b.waitFor(what, cond, 45*time.Second)
+}
+
+// waitFor is wait with its own limit, for what waits on the federation
+// rather than on the page (an initial copy, Serf's failure detection).
+func (b *browser) waitFor(what, cond string, limit time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
 		var ok bool

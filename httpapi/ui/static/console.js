@@ -270,7 +270,15 @@
     const pages = { map: pageMap, tenants: pageTenants, tenant: pageTenant, approvals: pageApprovals,
       policies: pagePolicies, audit: pageAudit, cluster: pageCluster, tokens: pageTokens };
     const fn = pages[r.page] || pageMap;
-    const html = fn(r.arg);
+    let html;
+    try {
+      html = fn(r.arg);
+    } catch (e) {
+      // An answer this console does not understand (a newer server?):
+      // say so on the page, and keep the other pages working.
+      console.error('console: drawing ' + r.page + ': ' + e.message);
+      html = '<h1>' + esc(r.page) + '</h1><p class="error" role="alert">This page could not be drawn from the answers of the API: ' + esc(e.message) + '</p>';
+    }
     updateChrome();
     if (html === lastHTML) return;
     const focused = document.activeElement && document.activeElement.id;
