@@ -41,7 +41,7 @@ const chromiumEnv = "ATOMFED_CHROMIUM"
 // TestConsoleInABrowser drives the operator console in a real browser
 // (headless chromium) against three server processes and an agent process
 // per region, two regions on real PostgreSQL: logged in with a reader
-// token it sees three regions on the map and one region go down when its
+// token, by keyboard, it sees three regions on the map and one region go down when its
 // agent is killed; the lag chart of a replicated tenant collect points
 // while rows are written at home; a pending approval appear and go away
 // after two `atomfed approve` calls; the policies, the audit chain
@@ -134,7 +134,16 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.wait("the login page", `!document.getElementById('login').hidden`)
 	b.shot("login")
 	b.checkA11y("login")
-	b.do("log in", chromedp.SendKeys(chromedp.CSS("#token"), reader.Secret), chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)))
+	// By keyboard: the page opens with the focus in the token field; type
+	// the token, Tab to the button (a visible focus ring), Enter.
+	if got := b.str(`document.activeElement.id`); got != "token" {
+		t.Fatalf("the login page opens with the focus on %q, want the token field", got)
+	}
+	b.do("type the token and tab to the button", chromedp.KeyEvent(reader.Secret+"\t"))
+	if got := b.str(`document.activeElement.textContent + ' ' + getComputedStyle(document.activeElement).outlineStyle`); got != "Log in solid" {
+		t.Fatalf("Tab from the token field focused %q, want the Log in button with a solid outline", got)
+	}
+	b.do("log in", chromedp.KeyEvent("\r"))
 	b.wait("the console after login", `!document.getElementById('nav').hidden && location.hash === '#/map'`)
 
 	t.Run("map", func(t *testing.T) {
@@ -159,8 +168,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	t.Run("tenant lag chart", func(t *testing.T) {
 		b.t = t
 		b.go_("#/tenants")
-		b.wait("acme's mirror streaming", `(() => { const r = document.querySelector('#tenants-table tr[data-tenant="acme"] .mirror[data-mirror="eu-west"]');
-			return r && r.querySelector('.badge').textContent === 'streaming'; })()`)
+		b.waitFor("acme's mirror streaming", `(() => { const r = document.querySelector('#tenants-table tr[data-tenant="acme"] .mirror[data-mirror="eu-west"]');
+			return r && r.querySelector('.badge').textContent === 'streaming'; })()`, 90*time.Second)
 		w := &homeWriter{next: 1}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -193,7 +202,8 @@ func TestConsoleInABrowser(t *testing.T) {
 			t.Fatalf("a production region should wait for approvals: %+v %v", ap, err)
 		}
 		row := fmt.Sprintf(`document.querySelector('#pending-approvals tr[data-approval="%s"]')`, ap.ID)
-		b.wait("the pending approval with its command", row+` !== null && `+row+`.innerText.includes('atomfed approve `+ap.ID+`') && `+row+`.innerText.includes('0 of 2')`)
+		b.wait("the pending approval with what it applies and its command", row+` !== null && `+row+`.innerText.includes('atomfed approve `+ap.ID+`') && `+row+`.innerText.includes('0 of 2') &&
+			`+row+`.querySelector('details pre').textContent.includes('"tier": "production"')`)
 		b.shot("approvals")
 		b.checkA11y("approvals")
 		e := newCLI(t, c)
@@ -280,8 +290,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	t.Run("a region goes down when its agent is killed", func(t *testing.T) {
 		b.t = t
 		b.go_("#/map")
-		b.wait("ap-south down on the map", `document.querySelector('#map g.region[data-region="ap-south"]').dataset.health === 'down' &&
-			document.querySelector('#regions-table tr[data-region="ap-south"] td.health .badge').textContent === 'down'`)
+		b.waitFor("ap-south down on the map", `document.querySelector('#map g.region[data-region="ap-south"]').dataset.health === 'down' &&
+			document.querySelector('#regions-table tr[data-region="ap-south"] td.health .badge').textContent === 'down'`, 90*time.Second)
 		t.Logf("ap-south shown down %s after its agent was killed", time.Since(killed).Round(time.Millisecond))
 		b.shot("map-region-down")
 	})
@@ -447,7 +457,14 @@ func (b *browser) bool(expr string) bool   { b.t.Helper(); return mustEval[bool]
 // timeout it fails with the page's text.
 func (b *browser) wait(what, cond string) {
 	b.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
+	b.waitFor(what, cond, 45*time.Second)
+}
+
+// waitFor is wait with its own limit, for what waits on the federation
+// rather than on the page (an initial copy, Serf's failure detection).
+func (b *browser) waitFor(what, cond string, limit time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
 		var ok bool

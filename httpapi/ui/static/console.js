@@ -270,7 +270,15 @@
     const pages = { map: pageMap, tenants: pageTenants, tenant: pageTenant, approvals: pageApprovals,
       policies: pagePolicies, audit: pageAudit, cluster: pageCluster, tokens: pageTokens };
     const fn = pages[r.page] || pageMap;
-    const html = fn(r.arg);
+    let html;
+    try {
+      html = fn(r.arg);
+    } catch (e) {
+      // An answer this console does not understand (a newer server?):
+      // say so on the page, and keep the other pages working.
+      console.error('console: drawing ' + r.page + ': ' + e.message);
+      html = '<h1>' + esc(r.page) + '</h1><p class="error" role="alert">This page could not be drawn from the answers of the API: ' + esc(e.message) + '</p>';
+    }
     updateChrome();
     if (html === lastHTML) return;
     const focused = document.activeElement && document.activeElement.id;
@@ -498,7 +506,8 @@
     let rows = '';
     for (const a of pending) {
       const cmd = 'atomfed approve ' + a.id;
-      rows += '<tr data-approval="' + esc(a.id) + '"><th scope="row" class="mono">' + esc(a.id) + '</th><td>' + esc(a.action) + '</td><td>' + esc(a.summary) + '<br><small>requested by ' + esc(a.requested_by) + '</small></td>' +
+      rows += '<tr data-approval="' + esc(a.id) + '"><th scope="row" class="mono">' + esc(a.id) + '</th><td>' + esc(a.action) + '</td><td>' + esc(a.summary) + '<br><small>requested by ' + esc(a.requested_by) + '</small>' +
+        '<details id="' + idOf('apcmd', a.id) + '"><summary>The command it applies</summary><pre>' + esc(commandText(a)) + '</pre></details></td>' +
         '<td>' + (a.votes || []).length + ' of ' + esc(a.required) + ((a.votes || []).length ? '<br><small>by ' + esc(a.votes.map((v) => v.approver).join(', ')) + '</small>' : '') +
         (a.approvers && a.approvers.length ? '<br><small>approvers: ' + esc(a.approvers.join(', ')) + '</small>' : '') + '</td>' +
         '<td>' + esc(fmtTime(a.expires_at)) + '<br><small>' + esc(fmtAgo(now - a.expires_at / 1e6)) + '</small></td>' +
@@ -511,6 +520,16 @@
       (rows || '<tr><td colspan="6" class="empty">No pending approval.</td></tr>') + '</tbody></table>' +
       '<table id="closed-approvals"><caption>Recently closed</caption><thead><tr><th scope="col">ID</th><th scope="col">Action</th><th scope="col">Summary</th><th scope="col">Outcome</th><th scope="col">Approved by</th></tr></thead><tbody>' +
       (crow || '<tr><td colspan="5" class="empty">None.</td></tr>') + '</tbody></table>';
+  }
+
+  // commandText is the approval's command as it will be logged (its body
+  // is JSON, codec 1), for the approvers to read before they sign.
+  function commandText(a) {
+    try {
+      return JSON.stringify(JSON.parse(new TextDecoder().decode(b64ToBytes(a.command))), null, 2);
+    } catch (e) {
+      return '(command type ' + a.command_type + ', ' + b64ToBytes(a.command || '').length + ' bytes, not JSON)';
+    }
   }
 
   // ---- policies ----------------------------------------------------------------
