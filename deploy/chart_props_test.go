@@ -63,6 +63,16 @@ func checkCommon(t *testing.T, name string, r rendered) {
 			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 			t.Errorf("%s %s: pod securityContext %+v: want non-root, a non-zero user, RuntimeDefault seccomp", name, wl, sc)
 		}
+		// Secret files: readable by the pod's group (fsGroup, the user's
+		// group), by no one else.
+		for _, v := range pod.Volumes {
+			if v.Secret != nil && v.Secret.DefaultMode != nil && (*v.Secret.DefaultMode&0o040 == 0 || *v.Secret.DefaultMode&0o007 != 0) {
+				t.Errorf("%s %s: secret volume %s has mode %o: want group-readable (fsGroup), nothing for others", name, wl, v.Name, *v.Secret.DefaultMode)
+			}
+		}
+		if sc != nil && (sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup) {
+			t.Errorf("%s %s: fsGroup %v, runAsGroup %v: the volumes must belong to the user's group", name, wl, sc.FSGroup, sc.RunAsGroup)
+		}
 		isJob := strings.HasPrefix(wl, "Job/")
 		if auto := pod.AutomountServiceAccountToken; auto == nil || *auto != isJob {
 			t.Errorf("%s %s: automountServiceAccountToken %v (only the secrets job talks to the Kubernetes API)", name, wl, auto)
