@@ -552,3 +552,31 @@ func TestChartMetricsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestChartReadmeCoversEveryComponent: each component values.yaml can
+// switch has its own section in the chart's README, and each README section
+// names a component the values have.
+func TestChartReadmeCoversEveryComponent(t *testing.T) {
+	defaults := valuesFileAt(t, chartDir+"/values.yaml")
+	comps, _ := defaults["components"].(map[string]any)
+	readme, err := os.ReadFile(chartDir + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := regexp.MustCompile("(?m)^### .*`components\\.([A-Za-z]+)`$").FindAllStringSubmatch(string(readme), -1)
+	have := map[string]bool{}
+	for _, m := range sections {
+		have[m[1]] = true
+		if _, ok := comps[m[1]]; !ok {
+			t.Errorf("the README has a section for components.%s, which values.yaml does not have", m[1])
+		}
+	}
+	for c := range comps {
+		if !have[c] {
+			t.Errorf("components.%s has no section in the chart's README", c)
+		}
+	}
+	if len(comps) != 7 {
+		t.Errorf("%d components in values.yaml, want the seven seed components", len(comps))
+	}
+}

@@ -234,7 +234,12 @@ func mustRender(t *testing.T, values map[string]any) rendered {
 // valuesFile reads one of the chart's ci/ example files.
 func valuesFile(t *testing.T, name string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(chartDir + "/ci/" + name)
+	return valuesFileAt(t, chartDir+"/ci/"+name)
+}
+
+func valuesFileAt(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
