@@ -2,7 +2,10 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -62,6 +65,16 @@ func checkCommon(t *testing.T, name string, r rendered) {
 		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
 			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 			t.Errorf("%s %s: pod securityContext %+v: want non-root, a non-zero user, RuntimeDefault seccomp", name, wl, sc)
+		}
+		// Secret files: readable by the pod's group (fsGroup, the user's
+		// group), by no one else.
+		for _, v := range pod.Volumes {
+			if v.Secret != nil && v.Secret.DefaultMode != nil && (*v.Secret.DefaultMode&0o040 == 0 || *v.Secret.DefaultMode&0o007 != 0) {
+				t.Errorf("%s %s: secret volume %s has mode %o: want group-readable (fsGroup), nothing for others", name, wl, v.Name, *v.Secret.DefaultMode)
+			}
+		}
+		if sc != nil && (sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup) {
+			t.Errorf("%s %s: fsGroup %v, runAsGroup %v: the volumes must belong to the user's group", name, wl, sc.FSGroup, sc.RunAsGroup)
 		}
 		isJob := strings.HasPrefix(wl, "Job/")
 		if auto := pod.AutomountServiceAccountToken; auto == nil || *auto != isJob {
@@ -291,6 +304,34 @@ func TestChartFederation(t *testing.T) {
 	if ep := sm.Spec.Endpoints[0]; ep.Scheme != "https" || ep.Authorization == nil || ep.Authorization.Credentials.Name != "atomfed-prometheus-token" || ep.TLSConfig.ServerName != "server.atomfed" {
 		t.Errorf("servicemonitor endpoint %+v", ep)
 	}
+	// The ServiceMonitor selects exactly one Service per pod: the headless one.
+	var matched []string
+	for _, d := range r.all("Service") {
+		svc := d.Obj.(*corev1.Service)
+		match := true
+		for k, v := range sm.Spec.Selector.MatchLabels {
+			match = match && svc.Labels[k] == v
+		}
+		if match {
+			matched = append(matched, svc.Name)
+		}
+	}
+	if !slices.Equal(matched, []string{"fed-atomfed-server-headless"}) {
+		t.Errorf("the ServiceMonitor selects %v: want the headless Service alone (each pod scraped once)", matched)
+	}
+	rule := r.one(t, "PrometheusRule", "fed-atomfed").(*prometheusRule)
+	alerts := 0
+	for _, g := range rule.Spec.Groups {
+		for _, a := range g.Rules {
+			alerts++
+			if !strings.Contains(a.Expr, `job="fed-atomfed-server-headless"`) || a.Labels["severity"] == "" || a.Annotations["summary"] == "" {
+				t.Errorf("alert %s: expr %q, labels %v", a.Alert, a.Expr, a.Labels)
+			}
+		}
+	}
+	if alerts < 5 {
+		t.Errorf("%d alerts", alerts)
+	}
 	cm := r.one(t, "ConfigMap", "fed-atomfed-dashboard").(*corev1.ConfigMap)
 	var dash struct {
 		Panels []struct {
@@ -462,5 +503,80 @@ func TestChartRejectsBadValues(t *testing.T) {
 				t.Errorf("%s: the message lacks %q: %v", tc.name, w, err)
 			}
 		}
+	}
+}
+
+// TestChartMetricsExist: every atomfed_* series the dashboard and the alert
+// rules query is one the binary exports (its name appears in the main
+// module's Go sources; histogram suffixes aside), so a renamed metric
+// cannot leave a dead panel or an alert that never fires.
+func TestChartMetricsExist(t *testing.T) {
+	var src strings.Builder
+	err := filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "deploy" || d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			src.Write(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := src.String()
+	r := mustRender(t, valuesFile(t, "federation-values.yaml"))
+	var queried string
+	for _, kind := range []string{"ConfigMap", "PrometheusRule"} {
+		for _, d := range r.all(kind) {
+			queried += string(d.Raw)
+		}
+	}
+	names := map[string]bool{}
+	for _, m := range regexp.MustCompile(`atomfed_[a-z_]+`).FindAllString(queried, -1) {
+		names[regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(m, "")] = true
+	}
+	if len(names) < 15 {
+		t.Fatalf("only %d metric names found in the dashboard and rules: %v", len(names), names)
+	}
+	for n := range names {
+		if !strings.Contains(code, `"`+n+`"`) {
+			t.Errorf("%s is queried by the dashboard or an alert, but atomfed exports no such metric", n)
+		}
+	}
+}
+
+// TestChartReadmeCoversEveryComponent: each component values.yaml can
+// switch has its own section in the chart's README, and each README section
+// names a component the values have.
+func TestChartReadmeCoversEveryComponent(t *testing.T) {
+	defaults := valuesFileAt(t, chartDir+"/values.yaml")
+	comps, _ := defaults["components"].(map[string]any)
+	readme, err := os.ReadFile(chartDir + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := regexp.MustCompile("(?m)^### .*`components\\.([A-Za-z]+)`$").FindAllStringSubmatch(string(readme), -1)
+	have := map[string]bool{}
+	for _, m := range sections {
+		have[m[1]] = true
+		if _, ok := comps[m[1]]; !ok {
+			t.Errorf("the README has a section for components.%s, which values.yaml does not have", m[1])
+		}
+	}
+	for c := range comps {
+		if !have[c] {
+			t.Errorf("components.%s has no section in the chart's README", c)
+		}
+	}
+	if len(comps) != 7 {
+		t.Errorf("%d components in values.yaml, want the seven seed components", len(comps))
 	}
 }

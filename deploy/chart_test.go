@@ -103,6 +103,26 @@ type serviceMonitorSpec struct {
 	} `json:"endpoints"`
 }
 
+// prometheusRule is the part of the Prometheus Operator's type the chart
+// uses, decoded strictly like serviceMonitor.
+type prometheusRule struct {
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Metadata   metav1ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
 // newObject returns the Kubernetes API type of a rendered kind.
 func newObject(apiVersion, kind string) (any, error) {
 	switch apiVersion + " " + kind {
@@ -128,6 +148,8 @@ func newObject(apiVersion, kind string) (any, error) {
 		return &rbacv1.RoleBinding{}, nil
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		return &serviceMonitor{}, nil
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		return &prometheusRule{}, nil
 	}
 	return nil, fmt.Errorf("the chart renders %s %s, which this test does not know: add its type", apiVersion, kind)
 }
@@ -212,7 +234,12 @@ func mustRender(t *testing.T, values map[string]any) rendered {
 // valuesFile reads one of the chart's ci/ example files.
 func valuesFile(t *testing.T, name string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(chartDir + "/ci/" + name)
+	return valuesFileAt(t, chartDir+"/ci/"+name)
+}
+
+func valuesFileAt(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -277,14 +279,50 @@ func fillEnv(t *testing.T, example, dst string, set map[string]string) {
 	}
 }
 
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// freePort returns a port on 127.0.0.1 free for TCP and UDP a moment ago,
+// drawn below the kernel's ephemeral range (as internal/testing/testutil's
+// PickPort does, which this module cannot import): a port from that range
+// can be taken by any outgoing connection of the busy machine before the
+// test's server binds it. No port is handed out twice in one run.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	const floor = 20000
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := floor + rand.IntN(low-floor)
+		if portsGiven[p] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		portsGiven[p] = true
+		return p
+	}
+	t.Fatalf("no free port below %d", low)
+	return 0
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {

@@ -105,7 +105,7 @@ func newSecretsCmd() *cobra.Command {
 	var out string
 	var kube bool
 	names := map[string]*string{}
-	init := &cobra.Command{
+	initCmd := &cobra.Command{
 		Use:   "init (--out DIR | --kubernetes --tls-secret NAME --gossip-secret NAME --token-secret NAME)",
 		Short: "Make a federation CA, a server and an agent certificate, a gossip key and a bootstrap token",
 		Long: `Make what a new federation's servers and agents start from: a federation CA,
@@ -178,7 +178,7 @@ Nothing secret is printed.`,
 			return nil
 		},
 	}
-	f := init.Flags()
+	f := initCmd.Flags()
 	f.StringVar(&out, "out", "", "write the files into this directory (made 0700 when missing)")
 	f.BoolVar(&kube, "kubernetes", false, "make Kubernetes Secrets in the pod's namespace instead of files")
 	for _, g := range secretGroups {
@@ -188,7 +188,7 @@ Nothing secret is printed.`,
 	f.StringSliceVar(&o.serverNames, "server-name", nil, "DNS names of the server certificate besides server.atomfed: every server's --node, and the names clients use (comma-separated)")
 	f.StringSliceVar(&o.serverIPs, "server-ip", nil, "IP addresses of the server certificate besides 127.0.0.1 and ::1 (comma-separated)")
 	f.StringSliceVar(&o.agentNames, "agent-name", nil, "DNS names of the agent certificate besides agent.atomfed (comma-separated)")
-	cmd.AddCommand(init)
+	cmd.AddCommand(initCmd)
 	return cmd
 }
 
