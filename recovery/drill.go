@@ -207,10 +207,11 @@ func startScratch(ctx context.Context, bin, data, socket string, owner *syscall.
 	s.cmd.Dir = socket
 	s.cmd.Env = []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: owner, Pdeathsig: syscall.SIGKILL}
+	s.cmd.SysProcAttr = scratchProcAttr(owner)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the restored PostgreSQL: %w", err)
 	}
+	background(s.cmd.Process.Pid)
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	return s, nil
 }
