@@ -96,6 +96,13 @@ type DrillResult struct {
 	// MaxDrillTables).
 	TablesRead int          `json:"tables_read"`
 	Tables     []DrillTable `json:"tables,omitempty"`
+	// RestorePoint is the named point on the source the copy was
+	// recovered to (RestoreLSN its WAL position); TablesCompared counts
+	// the tables of the source's database whose rows matched the source
+	// at that point exactly (recovery/drill_point.go).
+	RestorePoint   string `json:"restore_point,omitempty"`
+	RestoreLSN     string `json:"restore_lsn,omitempty"`
+	TablesCompared int    `json:"tables_compared"`
 	// Verdict is passed or failed.
 	Verdict string `json:"verdict"`
 }

@@ -22,12 +22,14 @@ import (
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
-// DrillExecutor runs restore drills: the newest verified backup restored
-// with pgBackRest into a scratch data directory on the agent's machine,
-// started on a unix socket only (no TCP, archiving off, no logical
-// replication workers: it can reach nothing and nothing reaches it),
-// every table of every database read (row count and checksum), stopped
-// and removed.
+// DrillExecutor runs restore drills: a restore point marked on the
+// region's PostgreSQL with the checksums of its tables there
+// (drill_point.go), the newest verified backup restored with pgBackRest
+// into a scratch data directory on the agent's machine and recovered to
+// that point, started on a unix socket only (no TCP, archiving off, no
+// logical replication workers: it can reach nothing and nothing reaches
+// it), every table of every database read (row count and checksum) and
+// compared with the source's at the point, stopped and removed.
 type DrillExecutor struct {
 	cfg Config
 	log hclog.Logger
@@ -104,6 +106,16 @@ func (d *DrillExecutor) drill(ctx context.Context, spec fsm.DrillSpec, p *fsm.Dr
 	if err == nil {
 		err = conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int / 10000`).Scan(&version)
 	}
+	// The point the copy must equal: marked on the source now, after the
+	// backup, and archived before the restore replays up to it.
+	var point *sourcePoint
+	if err == nil {
+		point, err = markPoint(ctx, conn, "atomfed-"+spec.Drill)
+	}
+	if err == nil {
+		res.RestorePoint, res.RestoreLSN = point.Name, point.LSN
+		err = awaitArchived(ctx, conn, point, time.Minute)
+	}
 	conn.Close(context.Background())
 	if err != nil {
 		return err
@@ -134,10 +146,11 @@ func (d *DrillExecutor) drill(ctx context.Context, spec fsm.DrillSpec, p *fsm.Dr
 	p.Phase = "restore"
 	send(fsm.TaskRunning)
 	t0 := time.Now()
-	// The backup at its consistent point (immediate), promoted, with
-	// archiving off: the scratch server never pushes WAL into the region's
-	// archive.
-	if _, err := e.run(ctx, "restore", "--set="+spec.Label, "--pg1-path="+data, "--type=immediate", "--target-action=promote", "--archive-mode=off"); err != nil {
+	// The backup, with the archived WAL replayed up to the point,
+	// promoted, with archiving off: the scratch server never pushes WAL
+	// into the region's archive.
+	if _, err := e.run(ctx, "restore", "--set="+spec.Label, "--pg1-path="+data, "--type=name", "--target="+point.Name,
+		"--target-action=promote", "--archive-mode=off"); err != nil {
 		return err
 	}
 	res.RestoreMS = time.Since(t0).Milliseconds()
@@ -169,7 +182,13 @@ func (d *DrillExecutor) drill(ctx context.Context, spec fsm.DrillSpec, p *fsm.Dr
 
 	p.Phase = "check"
 	send(fsm.TaskRunning)
-	return readTables(ctx, srv, user, res)
+	all, err := readTables(ctx, srv, user)
+	if err != nil {
+		return err
+	}
+	res.TablesRead = len(all)
+	res.Tables = all[:min(len(all), fsm.MaxDrillTables)]
+	return point.compare(all, res)
 }
 
 // postgresBin is the bin directory of PostgreSQL major version v.
@@ -207,10 +226,11 @@ func startScratch(ctx context.Context, bin, data, socket string, owner *syscall.
 	s.cmd.Dir = socket
 	s.cmd.Env = []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: owner, Pdeathsig: syscall.SIGKILL}
+	s.cmd.SysProcAttr = scratchProcAttr(owner)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the restored PostgreSQL: %w", err)
 	}
+	background(s.cmd.Process.Pid)
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	return s, nil
 }
@@ -280,57 +300,50 @@ func (s *scratchServer) stop() {
 
 // readTables reads every table of every database of the restored server:
 // its row count and an order-independent checksum of its rows.
-func readTables(ctx context.Context, s *scratchServer, user string, res *fsm.DrillResult) error {
+func readTables(ctx context.Context, s *scratchServer, user string) ([]fsm.DrillTable, error) {
 	conn, err := s.connect(ctx, user, "postgres")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname`)
 	if err != nil {
 		conn.Close(context.Background())
-		return err
+		return nil, err
 	}
 	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	conn.Close(context.Background())
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []fsm.DrillTable
 	for _, db := range dbs {
-		if err := readDatabase(ctx, s, user, db, res); err != nil {
-			return fmt.Errorf("database %s: %w", db, err)
+		if out, err = readDatabase(ctx, s, user, db, out); err != nil {
+			return nil, fmt.Errorf("database %s: %w", db, err)
 		}
 	}
-	return nil
+	return out, nil
 }
 
-func readDatabase(ctx context.Context, s *scratchServer, user, db string, res *fsm.DrillResult) error {
+func readDatabase(ctx context.Context, s *scratchServer, user, db string, out []fsm.DrillTable) ([]fsm.DrillTable, error) {
 	conn, err := s.connect(ctx, user, db)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1`)
+	rows, err := conn.Query(ctx, userTablesSQL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, tbl := range tables {
-		// Rows as text, md5 of each, first 64 bits summed: equal for equal
-		// multisets of rows whatever their physical order.
-		var n int64
-		var sum string
-		err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY `+tbl+` t`).Scan(&n, &sum)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", tbl, err)
+		t := fsm.DrillTable{Database: db, Name: tbl}
+		if err := conn.QueryRow(ctx, tableChecksumSQL(tbl)).Scan(&t.Rows, &t.Checksum); err != nil {
+			return nil, fmt.Errorf("read %s: %w", tbl, err)
 		}
-		res.TablesRead++
-		if len(res.Tables) < fsm.MaxDrillTables {
-			res.Tables = append(res.Tables, fsm.DrillTable{Database: db, Name: tbl, Rows: n, Checksum: sum})
-		}
+		out = append(out, t)
 	}
-	return nil
+	return out, nil
 }

@@ -141,9 +141,14 @@ func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
 		t.Fatalf("with retention 1 the repository holds %v after the second full backup %s", full2.InRepo, full2.Label)
 	}
 
-	// A restore drill of the newest backup reads back exactly the rows
-	// the source has (nothing was written since the backup), and leaves
-	// neither a server nor a scratch directory behind.
+	// Rows written after the backup: the drill marks a restore point on
+	// the source, replays the archived WAL up to it, and the restored
+	// table equals the source at that point exactly (the rows written
+	// after the backup included); it leaves neither a server nor a
+	// scratch directory behind.
+	if _, err := conn.Exec(ctx, `INSERT INTO t SELECT g, 'after the backup' FROM generate_series(21001, 21500) g`); err != nil {
+		t.Fatal(err)
+	}
 	var want fsm.DrillTable
 	if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY public.t t`).Scan(&want.Rows, &want.Checksum); err != nil {
 		t.Fatal(err)
@@ -167,8 +172,11 @@ func TestBackupFullIncrementalVerifyAndRetention(t *testing.T) {
 			got = &dp.Result.Tables[i]
 		}
 	}
-	if got == nil || got.Rows != 21000 || got.Rows != want.Rows || got.Checksum != want.Checksum {
+	if got == nil || got.Rows != 21500 || got.Rows != want.Rows || got.Checksum != want.Checksum {
 		t.Fatalf("drill read %+v of public.t, the source has %+v", got, want)
+	}
+	if dp.Result.TablesCompared != 1 || dp.Result.RestorePoint != "atomfed-us-east-d4" || dp.Result.RestoreLSN == "" {
+		t.Fatalf("drill compared %d tables at %q (%s), want public.t at atomfed-us-east-d4", dp.Result.TablesCompared, dp.Result.RestorePoint, dp.Result.RestoreLSN)
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, "work", "drill-*"))
 	if len(left) != 0 {

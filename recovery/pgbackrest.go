@@ -51,12 +51,11 @@ type Engine struct {
 	// Dir holds the configuration, locks, logs and spool: the agent's
 	// own (two agents of a region never share one). The user PostgreSQL
 	// runs as must be able to reach it (archive-push reads the config).
-	Dir        string
-	Stanza     string
-	Repo       Repository
-	Retention  int
-	Target     Target
-	ProcessMax int
+	Dir       string
+	Stanza    string
+	Repo      Repository
+	Retention int
+	Target    Target
 }
 
 // FindPgBackRest returns the pgbackrest binary: path when set, else
@@ -189,10 +188,6 @@ func (e *Engine) Prepare() error {
 			return err
 		}
 	}
-	pm := e.ProcessMax
-	if pm < 1 {
-		pm = 1
-	}
 	lines := []string{
 		"[global]",
 		"lock-path=" + filepath.Join(e.Dir, "lock"),
@@ -204,7 +199,8 @@ func (e *Engine) Prepare() error {
 		"start-fast=y",
 		"archive-timeout=60",
 		"compress-type=lz4",
-		"process-max=" + strconv.Itoa(pm),
+		// One process: backups are background work (see background).
+		"process-max=1",
 		"repo1-retention-full=" + strconv.Itoa(e.Retention),
 		"repo1-retention-full-type=count",
 	}
@@ -281,7 +277,12 @@ func (e *Engine) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd.WaitDelay = 20 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err := cmd.Start()
+	if err == nil {
+		background(cmd.Process.Pid)
+		err = cmd.Wait()
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -35,8 +35,6 @@ type S3 struct {
 	KeyID, Secret            string
 	// CAFile verifies the endpoint's certificate (default: system roots).
 	CAFile string
-	// NoVerifyTLS skips certificate verification (never the default).
-	NoVerifyTLS bool
 	// HostStyle addresses the bucket as a host name (AWS); the default is
 	// path style, which S3-compatible servers expect.
 	HostStyle bool
@@ -197,9 +195,6 @@ func (r Repository) config() []string {
 			"repo1-s3-key="+r.S3.KeyID, "repo1-s3-key-secret="+r.S3.Secret)
 		if r.S3.CAFile != "" {
 			lines = append(lines, "repo1-storage-ca-file="+r.S3.CAFile)
-		}
-		if r.S3.NoVerifyTLS {
-			lines = append(lines, "repo1-storage-verify-tls=n")
 		}
 	}
 	if r.CipherPass != "" {

@@ -20,10 +20,11 @@ import (
 
 // TestBackupToS3 backs a real PostgreSQL up into a real S3-compatible
 // server (SeaweedFS over TLS) with the repository read from the
-// environment, as an agent does when S3_ENDPOINT is set: WAL archiving
-// and a verified full backup land in the bucket; wrong credentials fail
-// the backup with pgBackRest's error; the secret key appears in no
-// report, no log line and no repository description.
+// environment, as an agent does when S3_ENDPOINT is set, and encrypted
+// with a passphrase: WAL archiving and a verified full backup land in the
+// bucket; wrong credentials fail the backup with pgBackRest's error; the
+// secret key and the passphrase appear in no report, no log line and no
+// repository description.
 func TestBackupToS3(t *testing.T) {
 	t.Parallel() // mostly waiting: for PostgreSQL, pgBackRest, SeaweedFS
 	needPgBackRest(t)
@@ -40,6 +41,7 @@ func TestBackupToS3(t *testing.T) {
 	if err != nil || !ok || repo.Kind != fsm.RepoS3 || repo.Path != recovery.DefaultS3Path {
 		t.Fatalf("S3 repository from the environment: %+v %v %v", repo.Describe(), ok, err)
 	}
+	repo.CipherPass = "atomfed-test-passphrase-" + s3.Secret[len(s3.Secret)-6:]
 	var logs bytes.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
 	dir := sharedDir(t, "s3")
@@ -57,7 +59,7 @@ func TestBackupToS3(t *testing.T) {
 	if st.Status != fsm.TaskSucceeded || p.Result == nil || !p.Result.Verified || p.Result.Label == "" || p.Result.WALStart == "" {
 		t.Fatalf("S3 backup: %+v %+v", st, p.Result)
 	}
-	if r := p.Result.Repo; r.Kind != fsm.RepoS3 || r.Bucket != "atomfed-backups" || r.Endpoint != s3.Endpoint {
+	if r := p.Result.Repo; r.Kind != fsm.RepoS3 || r.Bucket != "atomfed-backups" || r.Endpoint != s3.Endpoint || !r.Encrypted {
 		t.Fatalf("repository in the result: %+v", r)
 	}
 	// The backup is in the bucket: SeaweedFS keeps buckets as filer
@@ -67,7 +69,7 @@ func TestBackupToS3(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "work", "pgbackrest.conf")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("pgbackrest.conf holds the S3 key: it must be 0600: %v %v", st.Mode(), err)
 	}
-	if !strings.Contains(string(b), "repo1-type=s3") {
+	if !strings.Contains(string(b), "repo1-type=s3") || !strings.Contains(string(b), "repo1-cipher-type=aes-256-cbc") {
 		t.Fatalf("pgbackrest.conf does not use S3:\n%s", b)
 	}
 
@@ -88,7 +90,7 @@ func TestBackupToS3(t *testing.T) {
 	}
 	t.Logf("wrong credentials, at %s: %s", time.Since(start).Round(time.Millisecond), p.Result.Error)
 	for _, all := range [][]byte{logs.Bytes(), []byte(reports(&s) + reports(&sb))} {
-		for _, secret := range []string{s3.Secret, pg.Password} {
+		for _, secret := range []string{s3.Secret, pg.Password, repo.CipherPass} {
 			if bytes.Contains(all, []byte(secret)) {
 				t.Fatalf("a secret leaked into a log or report:\n%s", all)
 			}

@@ -58,7 +58,7 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 			What:  "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
 			Where: []string{"GET /v1/backups", "atomfed backup list", "internal/e2e: TestBackupsEndToEnd"}},
 		RestoreDrills: Capability{InPlace: len(undrilled) == 0,
-			What: "every region with a database has a restore drill of a verified backup that passed within twice its policy's drill interval (restore into a scratch PostgreSQL, every table read)",
+			What:  "every region with a database has a restore drill of a verified backup that passed within twice its policy's drill interval (restore into a scratch PostgreSQL, every table read)",
 			Where: []string{"GET /v1/regions/{name}/drills", "atomfed backup drills", "internal/e2e: TestBackupsEndToEnd"}},
 		RegionFailover: Capability{InPlace: false,
 			What: "control-plane snapshots shipped to the backup repository and automated region failover (G.1.6) are not built yet"},

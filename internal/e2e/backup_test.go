@@ -120,7 +120,7 @@ func TestBackupsEndToEnd(t *testing.T) {
 		if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY public.orders t`).Scan(&want.Rows, &want.Checksum); err != nil {
 			t.Fatal(err)
 		}
-		if d.Status != fsm.DrillPassed || d.DrillResult == nil || d.TablesRead == 0 || d.Label == "" {
+		if d.Status != fsm.DrillPassed || d.DrillResult == nil || d.TablesRead == 0 || d.TablesCompared != 1 || d.RestorePoint == "" || d.Label == "" {
 			t.Fatalf("scheduled drill: %+v %+v", d, d.DrillResult)
 		}
 		var got *fsm.DrillTable
