@@ -279,6 +279,16 @@ func TestChartFederation(t *testing.T) {
 	if e := envOf(us, "S3_ENDPOINT"); e == nil || e.Value != "https://s3.us-east-1.amazonaws.com" {
 		t.Errorf("S3_ENDPOINT %+v", e)
 	}
+	if e := envOf(us, "S3_BUCKET"); e == nil || e.Value != "atomfed-backups-us-east" {
+		t.Errorf("S3_BUCKET %+v", e)
+	}
+	// The S3 credentials and the repository passphrase come from the
+	// region's Secret, never from a value.
+	for _, n := range []string{"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "ATOMFED_BACKUP_CIPHER_PASS"} {
+		if e := envOf(us, n); e == nil || e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "atomfed-s3-us-east" {
+			t.Errorf("%s %+v, want it from Secret atomfed-s3-us-east", n, e)
+		}
+	}
 	if v, _ := argOf(us, "--replication-passfile"); v != "/etc/atomfed/replication/pgpass" {
 		t.Errorf("--replication-passfile=%s", v)
 	}
@@ -351,15 +361,17 @@ func TestChartFederation(t *testing.T) {
 	}
 }
 
-// TestChartComponentsOff: with federation sync and the tenant replicator
-// off, agents run without their task types; with the metrics aggregator
-// and DR coordinator off they get no PROM_URL or S3_ENDPOINT; no edge.
+// TestChartComponentsOff: with federation sync, the tenant replicator
+// (and with it a switchover's steps), the metrics aggregator and the DR
+// coordinator off, agents run without their task types and get no PROM_URL
+// or S3_ENDPOINT; no edge.
 func TestChartComponentsOff(t *testing.T) {
 	r := mustRender(t, valuesFile(t, "components-off-values.yaml"))
 	checkCommon(t, "components off", r)
 	c := container(t, &agentDeployments(r)["us-east"].Spec.Template.Spec, "agent")
 	v, _ := argOf(c, "--disable-task-types")
-	if got := strings.Split(v, ","); !slices.Equal(got, []string{"global-publisher", "global-subscriber", "tenant-publisher", "tenant-subscriber", "sync-standby"}) {
+	if got := strings.Split(v, ","); !slices.Equal(got, []string{"global-publisher", "global-subscriber", "tenant-publisher", "tenant-subscriber", "sync-standby",
+		"tenant-fence", "tenant-catchup", "tenant-promote", "tenant-detach", "metrics", "backup", "restore-drill"}) {
 		t.Errorf("--disable-task-types=%s", v)
 	}
 	if envOf(c, "PROM_URL") != nil || envOf(c, "S3_ENDPOINT") != nil {

@@ -14,11 +14,11 @@ import (
 // (--disable-task-types), besides those of the executors it built: an
 // agent without a database builds no replication executors, and turning
 // replication off there must still be accepted.
-var knownTaskTypes = []string{
-	fsm.TaskTypeProbe,
+var knownTaskTypes = append([]string{
+	fsm.TaskTypeProbe, fsm.TaskTypeMetrics, fsm.TaskTypeBackup, fsm.TaskTypeDrill,
 	fsm.TaskTypeTenantPublisher, fsm.TaskTypeTenantSubscriber, fsm.TaskTypeSyncStandby,
 	fsm.TaskTypeGlobalPublisher, fsm.TaskTypeGlobalSubscriber,
-}
+}, fsm.SwitchoverTaskTypes()...)
 
 // withoutTaskTypes drops the executors of the disabled task types. An
 // agent advertises the types of its executors as its capabilities, so the
