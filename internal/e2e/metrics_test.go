@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -534,4 +535,72 @@ func metricNames(t *testing.T, expr string) []string {
 		return nil
 	})
 	return names
+}
+
+// TestDevPrometheusPerRegion: `atomfed dev --prometheus` (what `make run`
+// starts) gives every region its own Prometheus scraping the region's
+// nodes, and the global view carries each one's up series with its region,
+// fetched through the CLI as the README shows.
+func TestDevPrometheusPerRegion(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Fatalf("this test needs Prometheus (apt-get install prometheus; .ci/run installs it): %v", err)
+	}
+	dir := t.TempDir()
+	base := consecutiveFreePorts(t, 18)
+	logPath := filepath.Join(dir, "dev.log")
+	p := procs.NewProc("dev", atomfedBin, logPath, "dev", "--no-postgres", "--prometheus", "--data-dir", filepath.Join(dir, "data"),
+		"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
+		"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12), "--prometheus-port", strconv.Itoa(base+15))
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Term()
+		if _, err := p.Wait(30 * time.Second); err != nil {
+			_ = p.Kill9()
+		}
+		if t.Failed() {
+			t.Logf("log of atomfed dev (%s):\n%s", p.ExitStatus(), p.LogTail(60))
+		}
+		p.Close()
+	})
+	testutil.Eventually(t, 90*time.Second, func() error {
+		if !p.Running() {
+			t.Fatalf("atomfed dev exited (%s):\n%s", p.ExitStatus(), p.LogTail(60))
+		}
+		if !p.LogContains("Press Ctrl-C to stop.") {
+			return fmt.Errorf("atomfed dev is not up yet")
+		}
+		return nil
+	})
+	if !p.LogContains("one Prometheus per region") {
+		t.Fatalf("dev started no Prometheus:\n%s", p.LogTail(40))
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := os.Environ()
+	for _, kv := range []string{"ATOMFED_ADDR", "ATOMFED_CACERT", "FEDERATION_TOKEN"} {
+		i := strings.Index(string(b), kv+"=")
+		if i < 0 {
+			t.Fatalf("no %s in dev's banner", kv)
+		}
+		env = append(env, strings.Fields(string(b)[i:])[0])
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		cmd := exec.Command(atomfedBin, "metrics", "federate", "--match", "up", "--deadline", "2s")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("atomfed metrics federate: %v\n%s", err, out)
+		}
+		for i, r := range []string{"us-east", "eu-west", "ap-south"} { // dev's regions, in port order
+			want := fmt.Sprintf(`up{instance="127.0.0.1:%d",job="atomfed-%s",region="%s"} 1`, base+i, r, r)
+			if !strings.Contains(string(out), want) {
+				return fmt.Errorf("no %s in\n%s", want, out)
+			}
+		}
+		return nil
+	})
 }
