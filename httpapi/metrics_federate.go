@@ -103,6 +103,10 @@ func (a *API) putMetricsSnapshot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// MetricsStore is the server's store of region metrics snapshots (for the
+// remote writer).
+func (a *API) MetricsStore() *aggr.Store { return a.metricsStore }
+
 // registeredRegions lists the registered regions from this server's state.
 func (a *API) registeredRegions() []string {
 	var out []string

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,8 +44,16 @@ func TestMetricsGlobalView(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs Prometheus 2.42 (apt-get install prometheus; .ci/run installs it): %v", err)
 	}
-	c := startCluster(t)
+	// The global Prometheus receives the view by remote write from every
+	// server (identical samples: it keeps one) and, once the servers'
+	// addresses are known, scrapes it too.
 	dir := t.TempDir()
+	gAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	reloadGlobal := startPrometheus(t, promBin, filepath.Join(dir, "global-prom"), gAddr, "global: {scrape_interval: 1s, evaluation_interval: 1s}\n")
+	c := procs.StartTestCluster(t, procs.ClusterOptions{
+		Bin: atomfedBin, Port: func() (int, error) { return testutil.FreePort(t), nil },
+		Extra: []string{"--remote-write-url", "http://" + gAddr + "/api/v1/write"},
+	})
 	promPort := testutil.FreePort(t)
 	promAddr := fmt.Sprintf("127.0.0.1:%d", promPort)
 	startPrometheus(t, promBin, filepath.Join(dir, "region-prom"), promAddr, fmt.Sprintf(`
@@ -187,14 +196,23 @@ scrape_configs:
 		}
 	})
 
-	t.Run("a global Prometheus scrapes the view and sees every region", func(t *testing.T) {
-		gAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	t.Run("a global Prometheus gets the view by remote write and by scraping it", func(t *testing.T) {
+		// Remote write alone brings series the scrape below does not select.
+		testutil.Eventually(t, 30*time.Second, func() error {
+			for _, r := range procs.Regions[:3] {
+				res, err := promQuery(gAddr, fmt.Sprintf(`atomfed_raft_state{job="atomfed",region=%q,instance=%q}`, r, serverOf[r]))
+				if err != nil || !strings.Contains(res, `"value"`) {
+					return fmt.Errorf("%s's atomfed_raft_state not remote-written: %s %v", r, res, err)
+				}
+			}
+			return nil
+		})
 		u, _ := url.Parse(leader.URL)
 		tokenFile := filepath.Join(dir, "reader.token")
 		if err := os.WriteFile(tokenFile, []byte(reader.Secret), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		startPrometheus(t, promBin, filepath.Join(dir, "global-prom"), gAddr, fmt.Sprintf(`
+		reloadGlobal(fmt.Sprintf(`
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
   - job_name: atomfed-global
@@ -416,9 +434,10 @@ scrape_configs:
 	})
 }
 
-// startPrometheus runs a private Prometheus on addr with config, its data
-// in dir, and waits until it is ready.
-func startPrometheus(t *testing.T, bin, dir, addr, config string) {
+// startPrometheus runs a private Prometheus on addr with config (and its
+// remote-write receiver), its data in dir, and waits until it is ready. The
+// function it returns replaces the config and has Prometheus reload it.
+func startPrometheus(t *testing.T, bin, dir, addr, config string) func(config string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -432,7 +451,7 @@ func startPrometheus(t *testing.T, bin, dir, addr, config string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--storage.tsdb.retention.time=1h")
+		"--web.listen-address="+addr, "--storage.tsdb.retention.time=1h", "--web.enable-remote-write-receiver")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -457,6 +476,15 @@ func startPrometheus(t *testing.T, bin, dir, addr, config string) {
 		}
 		return nil
 	})
+	return func(config string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func tail(s string, n int) string {
