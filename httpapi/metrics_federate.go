@@ -87,13 +87,12 @@ func (a *API) putMetricsSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := aggr.Inspect(body, region, lim)
-	if err != nil {
-		code := "bad_snapshot"
-		if errors.Is(err, aggr.ErrForeignRegion) {
-			writeError(w, forbidden("foreign_region", err.Error()))
-			return
-		}
-		writeError(w, badRequest(code, err.Error()))
+	switch {
+	case errors.Is(err, aggr.ErrForeignRegion):
+		writeError(w, forbidden("foreign_region", err.Error()))
+		return
+	case err != nil:
+		writeError(w, badRequest("bad_snapshot", err.Error()))
 		return
 	}
 	if err := a.metricsStore.Put(aggr.NewSnapshot(region, id.Node, gen, a.now(), st, info, body)); err != nil {
