@@ -17,7 +17,7 @@ build:
 
 ## run: start a whole local federation (3 servers, 3 regions; API on 127.0.0.1:8401)
 run: build
-	./$(BIN) dev
+	./$(BIN) dev --prometheus
 
 ## lint: gofmt check and go vet
 lint:

@@ -87,13 +87,12 @@ func (a *API) putMetricsSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := aggr.Inspect(body, region, lim)
-	if err != nil {
-		code := "bad_snapshot"
-		if errors.Is(err, aggr.ErrForeignRegion) {
-			writeError(w, forbidden("foreign_region", err.Error()))
-			return
-		}
-		writeError(w, badRequest(code, err.Error()))
+	switch {
+	case errors.Is(err, aggr.ErrForeignRegion):
+		writeError(w, forbidden("foreign_region", err.Error()))
+		return
+	case err != nil:
+		writeError(w, badRequest("bad_snapshot", err.Error()))
 		return
 	}
 	if err := a.metricsStore.Put(aggr.NewSnapshot(region, id.Node, gen, a.now(), st, info, body)); err != nil {
@@ -102,6 +101,10 @@ func (a *API) putMetricsSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// MetricsStore is the server's store of region metrics snapshots (for the
+// remote writer).
+func (a *API) MetricsStore() *aggr.Store { return a.metricsStore }
 
 // registeredRegions lists the registered regions from this server's state.
 func (a *API) registeredRegions() []string {

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
 )
@@ -55,4 +57,14 @@ func TestMetricsFederate(t *testing.T) {
 		wantError(t, l.Do(t, http.MethodGet, "/v1/metrics/federate?"+bad.query, nil, nil), http.StatusBadRequest, bad.code)
 	}
 	wantError(t, l.Do(t, http.MethodGet, "/v1/metrics/regions?max_age=0s", nil, nil), http.StatusBadRequest, "bad_max_age")
+
+	// /global-status carries each region's summary of the view.
+	var gs wire.GlobalStatus
+	r := l.Do(t, http.MethodGet, "/global-status", nil, nil)
+	if err := json.Unmarshal(r.Body, &gs); err != nil || len(gs.Metrics) != 3 {
+		t.Fatalf("/global-status: %d %v %s", r.Status, err, r.Body)
+	}
+	if m := gs.Metrics; m[0].Region != "r1" || m[0].Scrape != "ok" || m[2].Region != "r3" || m[2].Scrape != "missing" || len(m[2].Stale) != 3 {
+		t.Fatalf("/global-status metrics: %+v", m)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/wire"
+	aggr "github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -228,8 +229,13 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 	peers, _, _ := a.c.Configuration()
 	leader, _ := a.c.Leader()
 	a.read(w, r, func(s *view) (any, uint64, error) {
+		var names []string
+		for _, reg := range s.SortedRegions() {
+			names = append(names, reg.Name)
+		}
 		return wire.GlobalStatus{
-			Node: a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
+			Metrics: aggr.Summaries(names, a.metricsStore.Snapshots(names), a.now(), defaultMetricsMaxAge),
+			Node:    a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s.State), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
 			Replication:    s.ReplicationSummary(),
 			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -90,4 +91,13 @@ func newMetricsExecutor(o agentOptions, reg prometheus.Registerer, roots *x509.C
 		return p.PushMetrics(ctx, region, gen, st, b)
 	}
 	return agent.NewMetricsExecutor(s, push, o.Logger, reg)
+}
+
+// redactURL drops the credentials a URL may carry, for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
 }

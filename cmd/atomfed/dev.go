@@ -88,7 +88,8 @@ func devRegionsFromEnv() ([]devRegion, error) {
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel, host string
 	var httpPort, raftPort, serfPort, agentHTTPPort, agentSerfPort int
-	var keep, noPostgres bool
+	var keep, noPostgres, prometheus bool
+	var prometheusPort int
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole local federation: three servers in us-east, eu-west and ap-south",
@@ -98,12 +99,16 @@ SECONDARY_REGIONS), with the API of the first on 127.0.0.1:8401.
 The three regions are registered once a leader is elected. When the
 PostgreSQL binaries are installed, every region gets its own throwaway
 PostgreSQL cluster and its agent drives real logical replication; without
-them replication is simulated, and dev says so. Data lives in a temporary
-directory that is removed on Ctrl-C unless --keep is given.`,
+them replication is simulated, and dev says so. Each region's agent runs
+the region's metrics task (the global view: atomfed metrics federate); with
+--prometheus and Prometheus installed, each region also gets its own
+Prometheus scraping its nodes, which its agent federates. Data lives in a
+temporary directory that is removed on Ctrl-C unless --keep is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDev(devOptions{dataDir: dataDir, logLevel: logLevel, host: host,
 				httpPort: httpPort, raftPort: raftPort, serfPort: serfPort,
-				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep, noPostgres: noPostgres})
+				agentHTTPPort: agentHTTPPort, agentSerfPort: agentSerfPort, keep: keep, noPostgres: noPostgres,
+				prometheus: prometheus, prometheusPort: prometheusPort})
 		},
 	}
 	f := cmd.Flags()
@@ -117,6 +122,8 @@ directory that is removed on Ctrl-C unless --keep is given.`,
 	f.IntVar(&agentSerfPort, "agent-serf-port", 8611, "Serf port of the first region agent; the others use the next ports")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the servers: trace, debug, info, warn, error")
 	f.BoolVar(&noPostgres, "no-postgres", false, "do not start PostgreSQL clusters (replication is then simulated)")
+	f.BoolVar(&prometheus, "prometheus", false, "start one Prometheus per region (when installed), federated by the region's agent")
+	f.IntVar(&prometheusPort, "prometheus-port", 9490, "port of the first region's Prometheus (--prometheus); the others use the next ports")
 	return cmd
 }
 
@@ -125,6 +132,8 @@ type devOptions struct {
 	httpPort, raftPort, serfPort int
 	agentHTTPPort, agentSerfPort int
 	keep, noPostgres             bool
+	prometheus                   bool
+	prometheusPort               int
 }
 
 func runDev(o devOptions) error {
@@ -202,6 +211,12 @@ func runDev(o devOptions) error {
 		}
 		nodes = append(nodes, n)
 	}
+	prom := startDevPrometheus(o, sec.caPath)
+	stopServers := stopAll
+	stopAll = func() {
+		stopServers()
+		prom.stop()
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	setup, err := setupDevFederation(ctx, o.dataDir, nodes, sec)
@@ -219,6 +234,7 @@ func runDev(o devOptions) error {
 			HTTPAddr: addr(o.agentHTTPPort, i), SerfAddr: addr(o.agentSerfPort, i), Join: join,
 			Capacity: 64, Security: opts, Logger: newLogger(name, o.logLevel, false),
 			Simulation: agentSims[r.name], ReplicationInterval: 2 * time.Second,
+			PromURL: prom.urls[r.name],
 		}
 		if pg := pgs[r.name]; pg != nil {
 			ao.PostgresDSN, ao.ReplicationPass, ao.ReplicationCA = pg.DSN(pglocal.Database), pg.Passfile, pg.RootCert
@@ -237,6 +253,14 @@ func runDev(o devOptions) error {
 		return err
 	}
 	printDev(o.dataDir, nodes, agents, sec, setup, pgs, pgNote)
+	if prom.note != "" {
+		fmt.Println(prom.note)
+		for _, r := range devRegions {
+			if u := prom.urls[r.name]; u != "" {
+				fmt.Printf("  prometheus  region %-9s %s\n", r.name, u)
+			}
+		}
+	}
 	fmt.Print("\n" + simulationBanner(serverSim, agentSims[devRegions[0].name]))
 	<-ctx.Done()
 	stopping.Store(true)

@@ -14,7 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/atomcloud/atomfed/cluster"
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
+	"github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
@@ -39,7 +41,10 @@ type serverOptions struct {
 	// MaxBlockingQueries, MaxBlockingPerToken: see httpapi.Config.
 	MaxBlockingQueries  int
 	MaxBlockingPerToken int
-	Logger              hclog.Logger
+	// RemoteWriteURL, when set, receives the global metrics view by
+	// Prometheus remote write (internal/metrics.RemoteWriter).
+	RemoteWriteURL string
+	Logger         hclog.Logger
 	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
 	// startServer evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -51,6 +56,8 @@ type serverNode struct {
 	http *httpEndpoint
 	url  string
 	log  hclog.Logger
+	// stopWrite ends the remote writer, if any.
+	stopWrite context.CancelFunc
 }
 
 // startServer opens the HTTP listener first (so its real address can be
@@ -121,22 +128,52 @@ func startServer(o serverOptions) (*serverNode, error) {
 		ForwardTransport: forwardTransport(ln.Addr().(*net.TCPAddr).IP, serverPinned(sec.client)),
 	})
 	srv.SetForwardAuthorizer(api.AuthorizeForwarded)
-	return &serverNode{
-		srv:  srv,
-		http: serveHTTP(ln, handlerWrap(api.Handler()), o.Logger),
-		url:  adv,
-		log:  o.Logger.Named("server"),
-	}, nil
+	n := &serverNode{
+		srv:       srv,
+		http:      serveHTTP(ln, handlerWrap(api.Handler()), o.Logger),
+		url:       adv,
+		log:       o.Logger.Named("server"),
+		stopWrite: func() {},
+	}
+	if o.RemoteWriteURL != "" {
+		n.stopWrite = startRemoteWrite(o.RemoteWriteURL, api, srv, o.Logger)
+	}
+	return n, nil
+}
+
+// startRemoteWrite sends the global metrics view this server holds to url
+// by Prometheus remote write, every metrics interval.
+func startRemoteWrite(url string, api *httpapi.API, srv *cluster.Server, log hclog.Logger) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &metrics.RemoteWriter{
+		URL: url, Store: api.MetricsStore(), Interval: fsm.DefaultMetricsIntervalMS * time.Millisecond,
+		MaxAge: 3 * fsm.DefaultMetricsIntervalMS * time.Millisecond, Logger: log.Named("remote-write"),
+		Client: &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2}},
+		Regions: func() []string {
+			var out []string
+			srv.FSM().Read(func(s *fsm.State) {
+				for _, r := range s.SortedRegions() {
+					out = append(out, r.Name)
+				}
+			})
+			return out
+		},
+	}
+	go w.Run(ctx)
+	log.Info("remote-writing the global metrics view", "url", redactURL(url))
+	return cancel
 }
 
 // leave leaves the cluster gracefully, then stops serving HTTP.
 func (n *serverNode) leave(ctx context.Context) error {
+	n.stopWrite()
 	err := n.srv.Leave(ctx)
 	return errors.Join(err, n.http.stop())
 }
 
 // shutdown stops without leaving (peers see a failure).
 func (n *serverNode) shutdown() error {
+	n.stopWrite()
 	err := n.srv.Shutdown()
 	return errors.Join(err, n.http.stop())
 }

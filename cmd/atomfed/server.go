@@ -71,6 +71,7 @@ simulates even with everything present.`,
 	f.BoolVar(&o.EnableDebug, "enable-debug", false, "serve Go pprof profiles under /debug/pprof/ (operator token required)")
 	f.BoolVar(&o.AnonymousRegionList, "anonymous-region-list", false, "serve GET /region/list (region names, URLs, tiers, health) without a token, over plain HTTP too")
 	f.IntVar(&o.MaxBlockingQueries, "max-blocking-queries", httpapi.DefaultMaxBlockingQueries, "blocking queries (?index=) this server holds open at once; more are answered 429 with Retry-After")
+	f.StringVar(&o.RemoteWriteURL, "remote-write-url", "", "send the global metrics view to this Prometheus remote-write endpoint (e.g. a global Prometheus' /api/v1/write or Mimir's /api/v1/push) every 5 s")
 	f.IntVar(&o.MaxBlockingPerToken, "max-blocking-per-token", httpapi.DefaultMaxBlockingPerToken, "blocking queries one token (accessor) may hold open on this server; more are answered 429 with Retry-After")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
 
@@ -70,4 +71,8 @@ type GlobalStatus struct {
 	// SimulationMode and Simulation are this node's.
 	SimulationMode bool                `json:"simulation_mode"`
 	Simulation     *structs.Simulation `json:"simulation,omitempty"`
+	// Metrics is each region's summary from the global metrics view on
+	// this server (scrape, request and error rates, replication lag p99,
+	// what is stale).
+	Metrics []metrics.RegionSummary `json:"metrics"`
 }

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,8 +44,16 @@ func TestMetricsGlobalView(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs Prometheus 2.42 (apt-get install prometheus; .ci/run installs it): %v", err)
 	}
-	c := startCluster(t)
+	// The global Prometheus receives the view by remote write from every
+	// server (identical samples: it keeps one) and, once the servers'
+	// addresses are known, scrapes it too.
 	dir := t.TempDir()
+	gAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	reloadGlobal := startPrometheus(t, promBin, filepath.Join(dir, "global-prom"), gAddr, "global: {scrape_interval: 1s, evaluation_interval: 1s}\n")
+	c := procs.StartTestCluster(t, procs.ClusterOptions{
+		Bin: atomfedBin, Port: func() (int, error) { return testutil.FreePort(t), nil },
+		Extra: []string{"--remote-write-url", "http://" + gAddr + "/api/v1/write"},
+	})
 	promPort := testutil.FreePort(t)
 	promAddr := fmt.Sprintf("127.0.0.1:%d", promPort)
 	startPrometheus(t, promBin, filepath.Join(dir, "region-prom"), promAddr, fmt.Sprintf(`
@@ -186,14 +196,23 @@ scrape_configs:
 		}
 	})
 
-	t.Run("a global Prometheus scrapes the view and sees every region", func(t *testing.T) {
-		gAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	t.Run("a global Prometheus gets the view by remote write and by scraping it", func(t *testing.T) {
+		// Remote write alone brings series the scrape below does not select.
+		testutil.Eventually(t, 30*time.Second, func() error {
+			for _, r := range procs.Regions[:3] {
+				res, err := promQuery(gAddr, fmt.Sprintf(`atomfed_raft_state{job="atomfed",region=%q,instance=%q}`, r, serverOf[r]))
+				if err != nil || !strings.Contains(res, `"value"`) {
+					return fmt.Errorf("%s's atomfed_raft_state not remote-written: %s %v", r, res, err)
+				}
+			}
+			return nil
+		})
 		u, _ := url.Parse(leader.URL)
 		tokenFile := filepath.Join(dir, "reader.token")
 		if err := os.WriteFile(tokenFile, []byte(reader.Secret), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		startPrometheus(t, promBin, filepath.Join(dir, "global-prom"), gAddr, fmt.Sprintf(`
+		reloadGlobal(fmt.Sprintf(`
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
   - job_name: atomfed-global
@@ -415,9 +434,10 @@ scrape_configs:
 	})
 }
 
-// startPrometheus runs a private Prometheus on addr with config, its data
-// in dir, and waits until it is ready.
-func startPrometheus(t *testing.T, bin, dir, addr, config string) {
+// startPrometheus runs a private Prometheus on addr with config (and its
+// remote-write receiver), its data in dir, and waits until it is ready. The
+// function it returns replaces the config and has Prometheus reload it.
+func startPrometheus(t *testing.T, bin, dir, addr, config string) func(config string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -431,7 +451,7 @@ func startPrometheus(t *testing.T, bin, dir, addr, config string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--storage.tsdb.retention.time=1h")
+		"--web.listen-address="+addr, "--storage.tsdb.retention.time=1h", "--web.enable-remote-write-receiver")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -456,6 +476,15 @@ func startPrometheus(t *testing.T, bin, dir, addr, config string) {
 		}
 		return nil
 	})
+	return func(config string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func tail(s string, n int) string {
@@ -534,4 +563,72 @@ func metricNames(t *testing.T, expr string) []string {
 		return nil
 	})
 	return names
+}
+
+// TestDevPrometheusPerRegion: `atomfed dev --prometheus` (what `make run`
+// starts) gives every region its own Prometheus scraping the region's
+// nodes, and the global view carries each one's up series with its region,
+// fetched through the CLI as the README shows.
+func TestDevPrometheusPerRegion(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Fatalf("this test needs Prometheus (apt-get install prometheus; .ci/run installs it): %v", err)
+	}
+	dir := t.TempDir()
+	base := consecutiveFreePorts(t, 18)
+	logPath := filepath.Join(dir, "dev.log")
+	p := procs.NewProc("dev", atomfedBin, logPath, "dev", "--no-postgres", "--prometheus", "--data-dir", filepath.Join(dir, "data"),
+		"--http-port", strconv.Itoa(base), "--raft-port", strconv.Itoa(base+3), "--serf-port", strconv.Itoa(base+6),
+		"--agent-http-port", strconv.Itoa(base+9), "--agent-serf-port", strconv.Itoa(base+12), "--prometheus-port", strconv.Itoa(base+15))
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Term()
+		if _, err := p.Wait(30 * time.Second); err != nil {
+			_ = p.Kill9()
+		}
+		if t.Failed() {
+			t.Logf("log of atomfed dev (%s):\n%s", p.ExitStatus(), p.LogTail(60))
+		}
+		p.Close()
+	})
+	testutil.Eventually(t, 90*time.Second, func() error {
+		if !p.Running() {
+			t.Fatalf("atomfed dev exited (%s):\n%s", p.ExitStatus(), p.LogTail(60))
+		}
+		if !p.LogContains("Press Ctrl-C to stop.") {
+			return fmt.Errorf("atomfed dev is not up yet")
+		}
+		return nil
+	})
+	if !p.LogContains("one Prometheus per region") {
+		t.Fatalf("dev started no Prometheus:\n%s", p.LogTail(40))
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := os.Environ()
+	for _, kv := range []string{"ATOMFED_ADDR", "ATOMFED_CACERT", "FEDERATION_TOKEN"} {
+		i := strings.Index(string(b), kv+"=")
+		if i < 0 {
+			t.Fatalf("no %s in dev's banner", kv)
+		}
+		env = append(env, strings.Fields(string(b)[i:])[0])
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		cmd := exec.Command(atomfedBin, "metrics", "federate", "--match", "up", "--deadline", "2s")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("atomfed metrics federate: %v\n%s", err, out)
+		}
+		for i, r := range []string{"us-east", "eu-west", "ap-south"} { // dev's regions, in port order
+			want := fmt.Sprintf(`up{instance="127.0.0.1:%d",job="atomfed-%s",region="%s"} 1`, base+i, r, r)
+			if !strings.Contains(string(out), want) {
+				return fmt.Errorf("no %s in\n%s", want, out)
+			}
+		}
+		return nil
+	})
 }

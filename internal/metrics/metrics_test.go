@@ -277,3 +277,45 @@ func TestScraperLabelsAndBounds(t *testing.T) {
 		}
 	}
 }
+
+func counter(name string, v float64, lbls ...string) *dto.MetricFamily {
+	f := gauge(name, 0, lbls...)
+	f.Type = dto.MetricType_COUNTER.Enum()
+	f.Metric[0].Gauge, f.Metric[0].Counter = nil, &dto.Counter{Value: proto.Float64(v)}
+	return f
+}
+
+// TestSummaries: /global-status' per-region line: request and error rates
+// between a region's last two snapshots, its mirrors' lag p99, and what is
+// stale or unknown.
+func TestSummaries(t *testing.T) {
+	now := time.Now()
+	reqs := func(ok, failed float64) *dto.MetricFamily {
+		f := counter("atomfed_http_requests_total", ok, "code", "200", "region", "us-east")
+		f.Metric = append(f.Metric, counter("x", failed, "code", "503", "region", "us-east").Metric[0])
+		return f
+	}
+	lag := gauge("atomfed_replication_lag_seconds", 0.2, "mirror", "us-east", "region", "us-east", "tenant", "a")
+	lag.Metric = append(lag.Metric,
+		gauge("x", 3, "mirror", "us-east", "region", "us-east", "tenant", "b").Metric[0],
+		gauge("x", 9, "mirror", "eu-west", "region", "us-east", "tenant", "c").Metric[0])
+	st := NewStore()
+	put(t, st, "us-east", 1, now.Add(-10*time.Second), snapshot(t, reqs(100, 10), lag))
+	put(t, st, "us-east", 1, now.Add(-5*time.Second), snapshot(t, reqs(150, 20), lag))
+	put(t, st, "eu-west", 1, now.Add(-time.Hour), snapshot(t, gauge("a", 1, "region", "eu-west")))
+	got := Summaries([]string{"us-east", "eu-west", "ap-south"}, st.Snapshots([]string{"us-east", "eu-west", "ap-south"}), now, 15*time.Second)
+	if len(got) != 3 {
+		t.Fatalf("%+v", got)
+	}
+	ap, eu, us := got[0], got[1], got[2]
+	if us.Scrape != "ok" || us.RequestsPerSecond == nil || *us.RequestsPerSecond != 12 || *us.ErrorsPerSecond != 2 ||
+		us.ReplicationLagP99Seconds == nil || *us.ReplicationLagP99Seconds != 3 || len(us.Stale) != 0 {
+		t.Errorf("us-east %+v", us)
+	}
+	if eu.Scrape != "stale" || strings.Join(eu.Stale, ",") != "errors_per_second,replication_lag_p99_seconds,requests_per_second" {
+		t.Errorf("eu-west %+v", eu)
+	}
+	if ap.Scrape != "missing" || ap.AgeSeconds != nil || len(ap.Stale) != 3 {
+		t.Errorf("ap-south %+v", ap)
+	}
+}

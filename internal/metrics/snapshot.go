@@ -130,6 +130,8 @@ func (r *familyReader) next(f *dto.MetricFamily) error {
 type Info struct {
 	Families int `json:"families"`
 	Series   int `json:"series"`
+	// Sum is the region's summary for /global-status.
+	Sum Summary `json:"-"`
 }
 
 // Inspect reads a pushed snapshot through and checks it: gzip within the
@@ -161,6 +163,7 @@ func Inspect(data []byte, region string, lim Limits) (Info, error) {
 			return info, err
 		}
 		prev = name
+		info.Sum.add(&f, region)
 		info.Families++
 		info.Series += len(f.Metric)
 		if info.Series > lim.MaxSeries {

@@ -43,6 +43,10 @@ type Snapshot struct {
 	Scrape   ScrapeStatus
 	Info     Info
 	data     []byte
+	// The request counters of the region's previous snapshot, for rates.
+	prevOK                   bool
+	prevAt                   time.Time
+	prevRequests, prevErrors float64
 }
 
 // NewSnapshot wraps checked snapshot bytes (see Inspect).
@@ -71,8 +75,12 @@ func NewStore() *Store { return &Store{regions: map[string]*Snapshot{}} }
 func (st *Store) Put(s *Snapshot) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if cur := st.regions[s.Region]; cur != nil && cur.Generation > s.Generation {
+	cur := st.regions[s.Region]
+	if cur != nil && cur.Generation > s.Generation {
 		return fmt.Errorf("%w (%d > %d)", ErrOlderGeneration, cur.Generation, s.Generation)
+	}
+	if cur != nil && cur.Info.Sum.HasRequests {
+		s.prevOK, s.prevAt, s.prevRequests, s.prevErrors = true, cur.Received, cur.Info.Sum.Requests, cur.Info.Sum.Errors
 	}
 	st.regions[s.Region] = s
 	return nil
