@@ -93,6 +93,7 @@ var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verificat
 	"federation_sync":    verifyFederationSync,
 	"tenant_replication": verifyTenantReplication,
 	"metrics":            verifyMetrics,
+	"backups":            verifyBackups,
 }
 
 // dependsOn are the parts (as nodes list them simulated in /health) each
@@ -105,6 +106,7 @@ var dependsOn = map[string][]string{
 	"federation_sync":    {"replication"},
 	"tenant_replication": {"replication", "tenant_rls"},
 	"metrics":            nil,
+	"backups":            {"backups"},
 }
 
 // simulatedParts lists, once per role, part and reason, the parts of
