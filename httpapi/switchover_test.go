@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -269,4 +270,11 @@ func TestSwitchoverAPI(t *testing.T) {
 		t.Fatalf("write route after the switchover: %d %s", rt.Status, rt.Body)
 	}
 	wantError(t, do(t, f, http.MethodDelete, "/v1/tenants/acme/switchover", nil, nil), http.StatusNotFound, fsm.CodeNoSwitchover)
+
+	// The client decodes the status strictly: every field the server
+	// sends is one the wire type knows.
+	strict, _, err := c.NewClient(f, client.WithStrictDecoding()).Switchover(testcluster.Ctx(t, 10*time.Second), "acme", nil)
+	if err != nil || strict.Phase != fsm.PhaseDone || len(strict.Steps) != 5 {
+		t.Fatalf("strict decoding of the status: %+v %v", strict, err)
+	}
 }
