@@ -24,13 +24,16 @@ import (
 //
 // So the step writes, before it detaches anything, a record in the
 // database itself (atomfed.tenant_handoffs: the tenant, the placement
-// that ended, the step), and every tenant-subscriber looks at it under a
-// per-tenant advisory lock for its whole step: a subscriber of that
-// placement or an older one changes nothing (its teardown only drops the
-// subscription, keeping every row); a subscriber of a newer placement
-// (the hand-off subscriber, or any later one) works as usual. The lock
-// makes the check and what the subscriber does one step: the record
-// cannot be written between them.
+// that ended, the step, and the OID of the subscription it found), and
+// every tenant-subscriber looks at it under a per-tenant advisory lock
+// for its whole step: a subscriber of that placement or an older one
+// changes nothing (its teardown only drops that subscription, keeping
+// every row); a subscriber of a newer placement (the hand-off subscriber,
+// or any later one) works as usual. The lock makes the check and what the
+// subscriber does one step: the record cannot be written between them.
+// The OID tells the subscription the step detaches from one of the same
+// name made since by a newer placement, which a late run of the step
+// leaves alone.
 
 // Hand-off record roles.
 const (
