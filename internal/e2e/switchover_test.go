@@ -667,8 +667,9 @@ func TestSwitchover(t *testing.T) {
 		writers = append(writers, w)
 		w.waitAcked(t, "eu-west", 10)
 		out := f.cli.ok("tenant", "switchover", "acme", "--to", "us-east", "--timeout", "40s")
+		t.Logf("atomfed tenant switchover acme --to us-east:\n%s", out)
 		mustContain(t, "tenant switchover", out, "from eu-west to us-east started", "fencing", "catching_up", "promoting", "committed", "done",
-			"switchover done in", "tenant acme is at home in us-east (epoch 3), eu-west mirrors it")
+			"switchover done in", "tenant acme is at home in us-east (epoch 3); the old home eu-west mirrors it")
 		w.waitAcked(t, "us-east", 10)
 		w.finish()
 		if len(w.other) > 0 {
