@@ -44,6 +44,8 @@ func switchoverAdvance(s *fsm.State, w *fsm.Switchover, now int64) (fsm.Switchov
 		switch w.Phase {
 		case fsm.PhaseCommitted:
 			return fsm.SwitchoverAdvance{To: fsm.PhaseDone, Detail: "the tenant was deleted after the commit"}, true
+		case fsm.PhaseFencing, fsm.PhaseCatchingUp:
+			return fsm.SwitchoverAdvance{To: fsm.PhaseRollingBack, Detail: "the tenant is gone"}, true
 		case fsm.PhaseRollingBack:
 			return fsm.SwitchoverAdvance{To: fsm.PhaseAborted, Detail: "the tenant is gone"}, true
 		}

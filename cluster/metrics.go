@@ -27,6 +27,7 @@ type metrics struct {
 	membersRefused *prometheus.CounterVec
 	collector      *collector
 	repl           *replicationCollector
+	switchovers    *switchoverCollector
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -61,9 +62,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		collector: &collector{s: s},
 		repl:      &replicationCollector{f: s.fsm},
+
+		switchovers: &switchoverCollector{f: s.fsm},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers)
 	}
 	return m
 }
@@ -81,6 +84,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.membersRefused)
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
+	m.reg.Unregister(m.switchovers)
 }
 
 func (m *metrics) observePlan(p *fsm.TaskPlan) {

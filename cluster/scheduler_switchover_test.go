@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/atomcloud/atomfed/fsm"
 )
@@ -263,5 +266,28 @@ func TestAFormerHomeStaysOneThroughTheNextSwitchover(t *testing.T) {
 	s.Switchovers["acme"].FormerHomes = nil
 	if sub := specOf[fsm.SubscriberSpec](t, desiredOf(s), "tenant-sub/acme/a"); sub.FormerHome || !sub.HandOff {
 		t.Fatalf("an ordinary other mirror: %+v", sub)
+	}
+}
+
+// TestSwitchoverMetrics: a running switchover is a phase gauge, an ended
+// one its duration by outcome.
+func TestSwitchoverMetrics(t *testing.T) {
+	s, w := switchoverState(t, fsm.PhaseCatchingUp)
+	s.Switchovers["globex"] = &fsm.Switchover{Tenant: "globex", Phase: fsm.PhaseDone, Outcome: fsm.PhaseDone, StartedAt: 1e9, EndedAt: 2.5e9}
+	var got []string
+	for _, m := range switchoverMetrics(s) {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		var labels []string
+		for _, l := range d.GetLabel() {
+			labels = append(labels, l.GetName()+"="+l.GetValue())
+		}
+		got = append(got, fmt.Sprintf("%s %v", strings.Join(labels, ","), d.GetGauge().GetValue()))
+	}
+	want := []string{"phase=" + w.Phase + ",tenant=acme 1", "outcome=done,tenant=globex 1.5"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("metrics %v, want %v", got, want)
 	}
 }

@@ -149,9 +149,10 @@ func (w *Switchover) HandOff() []string { return append([]string{w.From}, w.Othe
 // Switchover returns the tenant's running or last switchover, or nil.
 func (s *State) Switchover(tenant string) *Switchover { return s.Switchovers[tenant] }
 
-// ActiveSwitchover returns the tenant's switchover if it has not ended.
-func (s *State) ActiveSwitchover(tenant string) *Switchover {
-	if w := s.Switchovers[tenant]; w != nil && w.Active() {
+// SwitchoverInFlight returns the tenant's switchover if it holds the
+// tenant's placement (InFlight).
+func (s *State) SwitchoverInFlight(tenant string) *Switchover {
+	if w := s.Switchovers[tenant]; w != nil && w.InFlight() {
 		return w
 	}
 	return nil

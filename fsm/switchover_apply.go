@@ -63,7 +63,11 @@ func SwitchoverStartCheck(s *State, cmd *SwitchoverStart) error {
 	case cmd.TimeoutMS != 0 && (cmd.TimeoutMS < MinSwitchoverTimeoutMS || cmd.TimeoutMS > MaxSwitchoverTimeoutMS):
 		return invalidf("invalid_timeout", "timeout_ms %d must be between %d and %d (or left out for %d)", cmd.TimeoutMS, MinSwitchoverTimeoutMS, MaxSwitchoverTimeoutMS, DefaultSwitchoverTimeoutMS)
 	}
-	if w := s.ActiveSwitchover(cmd.Tenant); w != nil {
+	// A committed switchover does not hold the tenant: the next one may
+	// start while its hand-off subscribers are still setting up (one that
+	// never streams, its region lost, must not stop the tenant from moving
+	// on); it replaces the record.
+	if w := s.SwitchoverInFlight(cmd.Tenant); w != nil {
 		return preconditionf(CodeSwitchoverInProgress, "tenant %s is already switching over from %s to %s (phase %s, started at index %d): wait for it to end (`atomfed tenant switchover-status %s`)%s",
 			cmd.Tenant, w.From, w.To, w.Phase, w.ID, cmd.Tenant, abortHint(w))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/atomcloud/atomfed/cluster/agent"
 	"github.com/atomcloud/atomfed/fsm"
+	"github.com/atomcloud/atomfed/httpapi/client"
 	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/testing/testcluster"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -151,14 +152,21 @@ func TestSwitchoverAPI(t *testing.T) {
 		}
 	}
 	// A lagging target: refused with its lag in the message.
+	euSub.set(12000)
 	testutil.Eventually(t, 30*time.Second, func() error {
-		euSub.set(12000)
-		r := do(t, f, http.MethodPost, "/v1/tenants/acme/switchover", map[string]any{"to": "eu-west"}, nil)
-		if d, _ := r.ErrorDetail(); r.Status != http.StatusConflict || d.Code != "mirror_lagging" || !strings.Contains(d.Message, "12000 ms, over the budget of 10000 ms") {
-			return fmt.Errorf("a lagging target: %d %s", r.Status, r.Body)
+		var v fsm.TenantReplication
+		do(t, f, http.MethodGet, "/v1/tenants/acme/replication", nil, nil).JSON(t, &v)
+		for _, m := range v.Mirrors {
+			if m.Region == "eu-west" && m.LagSeconds == 12 {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("eu-west's lag of 12 s not reported yet: %+v", v.Mirrors)
 	})
+	r := do(t, f, http.MethodPost, "/v1/tenants/acme/switchover", map[string]any{"to": "eu-west"}, nil)
+	if d, _ := r.ErrorDetail(); r.Status != http.StatusConflict || d.Code != "mirror_lagging" || !strings.Contains(d.Message, "12000 ms, over the budget of 10000 ms") {
+		t.Fatalf("a lagging target: %d %s", r.Status, r.Body)
+	}
 	if r := do(t, f, http.MethodGet, "/v1/tenants/acme/switchover", nil, nil); r.Status != 404 {
 		t.Fatalf("a refused request started a switchover: %d %s", r.Status, r.Body)
 	}
@@ -186,7 +194,7 @@ func TestSwitchoverAPI(t *testing.T) {
 	}
 	// Writes are held: the route answers 503, placement writes 409, a
 	// second switchover 409.
-	r := do(t, f, http.MethodGet, "/v1/route?tenant=acme&op=write", nil, nil)
+	r = do(t, f, http.MethodGet, "/v1/route?tenant=acme&op=write", nil, nil)
 	if d, _ := r.ErrorDetail(); r.Status != http.StatusServiceUnavailable || d.Code != fsm.CodeSwitchoverInProgress || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("write route during a switchover: %d %s", r.Status, r.Body)
 	}
@@ -269,4 +277,11 @@ func TestSwitchoverAPI(t *testing.T) {
 		t.Fatalf("write route after the switchover: %d %s", rt.Status, rt.Body)
 	}
 	wantError(t, do(t, f, http.MethodDelete, "/v1/tenants/acme/switchover", nil, nil), http.StatusNotFound, fsm.CodeNoSwitchover)
+
+	// The client decodes the status strictly: every field the server
+	// sends is one the wire type knows.
+	strict, _, err := c.NewClient(f, client.WithStrictDecoding()).Switchover(testcluster.Ctx(t, 10*time.Second), "acme", nil)
+	if err != nil || strict.Phase != fsm.PhaseDone || len(strict.Steps) != 5 {
+		t.Fatalf("strict decoding of the status: %+v %v", strict, err)
+	}
 }

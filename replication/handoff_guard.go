@@ -24,13 +24,16 @@ import (
 //
 // So the step writes, before it detaches anything, a record in the
 // database itself (atomfed.tenant_handoffs: the tenant, the placement
-// that ended, the step), and every tenant-subscriber looks at it under a
-// per-tenant advisory lock for its whole step: a subscriber of that
-// placement or an older one changes nothing (its teardown only drops the
-// subscription, keeping every row); a subscriber of a newer placement
-// (the hand-off subscriber, or any later one) works as usual. The lock
-// makes the check and what the subscriber does one step: the record
-// cannot be written between them.
+// that ended, the step, and the OID of the subscription it found), and
+// every tenant-subscriber looks at it under a per-tenant advisory lock
+// for its whole step: a subscriber of that placement or an older one
+// changes nothing (its teardown only drops that subscription, keeping
+// every row); a subscriber of a newer placement (the hand-off subscriber,
+// or any later one) works as usual. The lock makes the check and what the
+// subscriber does one step: the record cannot be written between them.
+// The OID tells the subscription the step detaches from one of the same
+// name made since by a newer placement, which a late run of the step
+// leaves alone.
 
 // Hand-off record roles.
 const (
@@ -49,6 +52,7 @@ var handOffSchema = []string{
 		role text NOT NULL,
 		subscription text NOT NULL,
 		detached_oid bigint NOT NULL DEFAULT 0,
+		started_lsn pg_lsn NOT NULL,
 		at timestamptz NOT NULL DEFAULT now())`,
 	`REVOKE ALL ON atomfed.tenant_handoffs FROM PUBLIC`,
 }
@@ -70,7 +74,10 @@ type handOff struct {
 	// OID) is a newer placement's, even with the same source (after a
 	// fail-back the former home subscribes to the same region again).
 	DetachedOID uint32
-	At          time.Time
+	// StartedLSN is this database's WAL insert position when the step
+	// first wrote the record: a slot made by the step starts after it.
+	StartedLSN string
+	At         time.Time
 }
 
 // covers reports whether the record ends the placement of a task spec:
@@ -116,12 +123,14 @@ func recordHandOff(ctx context.Context, conn *pgx.Conn, h handOff) (*handOff, er
 	if err != nil {
 		return nil, fmt.Errorf("hand-off record of tenant %s: read subscription %s: %w", h.Placement.Tenant, h.Subscription, err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, detached_oid, at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+	err = tx.QueryRow(ctx, `INSERT INTO atomfed.tenant_handoffs (tenant_id, tenant_created, epoch, switchover, role, subscription, detached_oid, started_lsn, at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, pg_current_wal_insert_lsn(), now())
 		ON CONFLICT (tenant_id) DO UPDATE SET tenant_created = EXCLUDED.tenant_created, epoch = EXCLUDED.epoch,
 			switchover = EXCLUDED.switchover, role = EXCLUDED.role, subscription = EXCLUDED.subscription,
-			detached_oid = EXCLUDED.detached_oid, at = EXCLUDED.at`,
-		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription, int64(h.DetachedOID))
+			detached_oid = EXCLUDED.detached_oid, started_lsn = EXCLUDED.started_lsn, at = EXCLUDED.at
+		RETURNING started_lsn::text`,
+		h.Placement.Tenant, int64(h.Placement.Created), int64(h.Placement.Epoch), int64(h.Switchover), h.Role, h.Subscription, int64(h.DetachedOID)).
+		Scan(&h.StartedLSN)
 	if err != nil {
 		return nil, fmt.Errorf("hand-off record of tenant %s: %w", h.Placement.Tenant, err)
 	}
@@ -137,9 +146,9 @@ func readHandOff(ctx context.Context, q querier, tenant string) (*handOff, error
 	}
 	h := handOff{Placement: fsm.TaskEpoch{Tenant: tenant}}
 	var created, epoch, sw, oid int64
-	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, detached_oid, at
+	err := q.QueryRow(ctx, `SELECT tenant_created, epoch, switchover, role, subscription, detached_oid, started_lsn::text, at
 		FROM atomfed.tenant_handoffs WHERE tenant_id = $1`,
-		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &oid, &h.At)
+		tenant).Scan(&created, &epoch, &sw, &h.Role, &h.Subscription, &oid, &h.StartedLSN, &h.At)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
@@ -198,4 +207,31 @@ func (s *subscriber) handedOff(ctx context.Context, conn *pgx.Conn, res *fsm.Sub
 	res.Issues = []fsm.ReplicationIssue{{Code: fsm.IssueStaleEpoch, At: time.Now().UnixNano(),
 		Message: why + ", so it changes nothing here (no subscription, no purge, no PII column touched)"}}
 	return res, false
+}
+
+// teardownUnlessPromoted tears a tenant's publication down, unless the
+// tenant was promoted here at this task's placement or a newer one (see
+// the top of this file): then the publication and the hand-off slots here
+// are the promotion's, which the new home's publisher keeps, and the
+// teardown of an older placement (a home the tenant left and came back
+// to before its teardown ran) changes nothing and is done.
+func (p *publisher) teardownUnlessPromoted(ctx context.Context, conn *pgx.Conn, res *fsm.PublisherResult) (*fsm.PublisherResult, bool) {
+	unlock, err := lockTenantStep(ctx, conn, p.spec.Tenant)
+	if err != nil {
+		p.db.drop()
+		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "take the tenant's step lock", err)}
+		return res, false
+	}
+	defer unlock()
+	h, err := readHandOff(ctx, conn, p.spec.Tenant)
+	if err != nil {
+		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "read the tenant's hand-off record", err)}
+		return res, false
+	}
+	if h != nil && h.Role == handOffPromoted && h.covers(p.spec.TenantCreated, p.spec.Epoch) {
+		p.log.Info("not tearing down the publication: the tenant was promoted here since", "tenant", p.spec.Tenant, "switchover", h.Switchover)
+		res.State = fsm.ReplRemoved
+		return res, true
+	}
+	return p.teardown(ctx, conn, res)
 }

@@ -90,6 +90,9 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 		return res, false
 	}
 	if p.spec.Ensure == fsm.EnsureAbsent {
+		if p.spec.Kind == fsm.KindTenant {
+			return p.teardownUnlessPromoted(ctx, conn, res)
+		}
 		return p.teardown(ctx, conn, res)
 	}
 	p.publish(ctx, conn, res)

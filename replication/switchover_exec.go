@@ -379,6 +379,9 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 	regions := slices.Clone(spec.HandOff)
 	slices.Sort(regions)
 	for _, r := range slices.Compact(regions) {
+		if err := dropOlderSlot(ctx, conn, fsm.TenantSubscription(spec.Tenant, r), h.StartedLSN, log); err != nil {
+			return nil, err
+		}
 		lsn, err := CreateHandOffSlot(ctx, conn, spec.Tenant, r)
 		if err != nil {
 			return nil, err
@@ -400,6 +403,33 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 	log.Info("tenant promoted", "tenant", spec.Tenant, "pii_columns_added", len(res.PIIColumnsAdded), "slots", len(res.Slots),
 		"home_slot_dropped", res.HomeSlotDropped)
 	return res, nil
+}
+
+// dropOlderSlot drops a slot of a hand-off slot's name that is older
+// than this promotion: its confirmed position lies before the position at
+// which the promotion started (StartedLSN), so this promotion did not make
+// it. It is a slot this database kept from an earlier time as the
+// tenant's home (its publisher's teardown had not run), and a subscriber
+// streaming from it would get changes from long ago. A slot in use is an
+// error: it is not atomfed's to take.
+func dropOlderSlot(ctx context.Context, conn *pgx.Conn, slot, started string, log hclog.Logger) error {
+	var older, active bool
+	err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, restart_lsn) < $2::pg_lsn, active FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database()`, slot, started).Scan(&older, &active)
+	if err == pgx.ErrNoRows || (err == nil && !older) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read slot %s: %w", slot, err)
+	}
+	if active {
+		return fmt.Errorf("slot %s is older than this promotion and in use; it cannot be a hand-off slot (drop it by hand)", slot)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+		return fmt.Errorf("drop slot %s, older than this promotion: %w", slot, err)
+	}
+	log.Warn("dropped a slot of a hand-off slot's name older than the promotion (left from an earlier time as home)", "slot", slot)
+	return nil
 }
 
 // publisherSpecAfter is the tenant-publisher spec the new home gets once

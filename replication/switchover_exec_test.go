@@ -444,6 +444,9 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, gone).waitDone(t, 60*time.Second); st.Status != fsm.TaskSucceeded {
 		t.Fatalf("oldhome's publisher teardown: %s", js(st))
 	}
+	// A slot of other's name at oldhome, as a teardown that never ran
+	// would have left it: the fail-back below must not hand it off.
+	sql.exec(db[oldhome], `SELECT pg_create_logical_replication_slot('`+sub(other)+`', 'pgoutput')`)
 	newPub := runTask(t, pgs[newhome], newhome, fsm.TaskTypeTenantPublisher, fsm.PublisherSpec{Ensure: fsm.EnsurePresent, Kind: fsm.KindTenant,
 		Tenant: "acme", Region: newhome, Publication: pub, Tables: tables, Subscriptions: []string{sub(oldhome), sub(other)},
 		SlotPrefix: fsm.TenantSlotPrefix("acme"), TenantCreated: created, Epoch: epoch + 1})
@@ -615,6 +618,19 @@ func TestSwitchoverStepsMoveATenantUnderWrites(t *testing.T) {
 	crashMidway(t, ms(20, 60), func() *taskRun { return runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPromote, back) })
 	if res := runStep(oldhome, fsm.TaskTypeTenantPromote, back).(*fsm.PromoteResult); len(res.Slots) != 2 || res.HomeSlotError != "" || len(res.PIIColumnsAdded) != 0 {
 		t.Fatalf("promote oldhome: %s", js(res))
+	}
+	// oldhome's publisher teardown from the first switchover, run only
+	// now, leaves the promotion's publication and slots alone.
+	backPubOID := value(oldhome, `SELECT oid::text FROM pg_publication WHERE pubname = $1`, pub)
+	gone.Epoch = epoch + 1
+	if st := runTask(t, pgs[oldhome], oldhome, fsm.TaskTypeTenantPublisher, gone).waitDone(t, 30*time.Second); st.Status != fsm.TaskSucceeded {
+		t.Fatalf("oldhome's late publisher teardown: %s", js(st))
+	}
+	if oid := value(oldhome, `SELECT coalesce((SELECT oid::text FROM pg_publication WHERE pubname = $1), 'none')`, pub); oid != backPubOID {
+		t.Fatal("a late teardown of oldhome's publisher dropped the promotion's publication")
+	}
+	if v := value(oldhome, `SELECT string_agg(slot_name::text, ',' ORDER BY slot_name) FROM pg_replication_slots`); v != sub(newhome)+","+sub(other) {
+		t.Fatalf("slots at oldhome after a late publisher teardown: %s", v)
 	}
 	runStep(other, fsm.TaskTypeTenantDetach, fsm.DetachSpec{Tenant: "acme", Region: other, Subscription: sub(other), Switchover: switchback,
 		TenantCreated: created, Epoch: epoch + 1})

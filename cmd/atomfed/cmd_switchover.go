@@ -186,7 +186,7 @@ func followSwitchover(cf *clientFlags, c *client.Client, st *wire.SwitchoverStat
 	if st.Outcome == fsm.PhaseAborted {
 		return errors.New("switchover aborted after " + took + ": " + st.Error + "; tenant " + st.Tenant + " is still at home in " + st.From)
 	}
-	fmt.Fprintf(out, "switchover done in %s: tenant %s is at home in %s (epoch %d), %s mirrors it\n", took, st.Tenant, st.To, st.NewEpoch, st.From)
+	fmt.Fprintf(out, "switchover done in %s: tenant %s is at home in %s (epoch %d); the old home %s mirrors it\n", took, st.Tenant, st.To, st.NewEpoch, st.From)
 	return nil
 }
 

@@ -463,6 +463,8 @@ func idsIn(acked []ackedRow, region string) []int64 {
 	return out
 }
 
+func ptr[T any](v T) *T { return &v }
+
 func fenceTriggers(t *testing.T, f *swFed, region string) int {
 	var n int
 	if err := f.db[region].QueryRow(f.ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'af_fence_%'`).Scan(&n); err != nil {
@@ -523,20 +525,30 @@ func TestSwitchover(t *testing.T) {
 		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` NOLOGIN`,
 			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '`+pglocal.ReplicationUser+`'`)
 		t.Cleanup(func() { _, _ = home.Exec(context.Background(), `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`) })
-		// Once the mirror reports a lag over 1.5 s (reads with that budget
-		// go home), a switchover with a budget of 1 s is refused.
-		readBudget, lagBudget := int64(1500), int64(1000)
+		// Once the mirror reports a lag over 1.5 s, a switchover with a
+		// budget of 1 s is refused, naming the lag.
+		lagBudget := int64(1000)
 		testutil.Eventually(t, 30*time.Second, func() error {
-			r, _, err := api.Route(f.ctx, client.RouteRequest{Tenant: "acme", Op: "read", From: "eu-west", MaxStalenessMS: &readBudget}, nil)
-			if err != nil || r.Region != "us-east" {
-				return fmt.Errorf("eu-west's reported lag is not over 1.5 s yet: %v %+v", err, r)
+			v, _, err := api.TenantReplication(f.ctx, "acme", nil)
+			if err != nil {
+				return err
+			}
+			for _, m := range v.Mirrors {
+				if m.Region == "eu-west" && m.LagSeconds <= 1.5 {
+					return fmt.Errorf("eu-west reports %s with lag %.3f s", m.State, m.LagSeconds)
+				}
+			}
+			_, err = api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
+			switch {
+			case err == nil:
+				t.Fatal("a switchover onto a mirror lagging over its budget started")
+			case client.IsCode(err, "mirror_not_ready"):
+				return err // between two reports: look again
+			case !client.IsCode(err, "mirror_lagging") || !strings.Contains(err.Error(), "over the budget of 1000 ms") || !strings.Contains(err.Error(), "last reported lag for tenant acme is"):
+				t.Fatalf("a switchover onto a lagging mirror: %v", err)
 			}
 			return nil
 		})
-		_, err = api.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", MaxLagMS: &lagBudget})
-		if !client.IsCode(err, "mirror_lagging") || !strings.Contains(err.Error(), "over the budget of 1000 ms") || !strings.Contains(err.Error(), "last reported lag for tenant acme is") {
-			t.Fatalf("a switchover onto a lagging mirror: %v", err)
-		}
 		if _, _, err := api.Switchover(f.ctx, "acme", nil); !client.IsCode(err, fsm.CodeNoSwitchover) {
 			t.Fatalf("a refused request started a switchover: %v", err)
 		}
@@ -655,8 +667,9 @@ func TestSwitchover(t *testing.T) {
 		writers = append(writers, w)
 		w.waitAcked(t, "eu-west", 10)
 		out := f.cli.ok("tenant", "switchover", "acme", "--to", "us-east", "--timeout", "40s")
+		t.Logf("atomfed tenant switchover acme --to us-east:\n%s", out)
 		mustContain(t, "tenant switchover", out, "from eu-west to us-east started", "fencing", "catching_up", "promoting", "committed", "done",
-			"switchover done in", "tenant acme is at home in us-east (epoch 3), eu-west mirrors it")
+			"switchover done in", "tenant acme is at home in us-east (epoch 3); the old home eu-west mirrors it")
 		w.waitAcked(t, "us-east", 10)
 		w.finish()
 		if len(w.other) > 0 {
@@ -678,27 +691,64 @@ func TestSwitchover(t *testing.T) {
 	}
 
 	t.Run("the leader killed during a step", func(t *testing.T) {
-		leader := waitLeader(t, f.c)
-		st, err := leader.Client.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west"})
+		// us-east -> eu-west, the leader killed twice: right after the
+		// start (the fence step is being planned or run), then, once the
+		// first is back, the next leader while the mirrors' catch-up steps
+		// run (they cannot log in to us-east until the test lets them).
+		home := f.db["us-east"]
+		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` NOLOGIN`,
+			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '`+pglocal.ReplicationUser+`'`)
+		t.Cleanup(func() { _, _ = home.Exec(context.Background(), `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`) })
+		kill := func(s *procs.ServerProc, when string) {
+			t.Helper()
+			if err := s.Kill9(); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = s.Wait(10 * time.Second)
+			t.Logf("killed leader %s %s", s.ID(), when)
+		}
+		restart := func(s *procs.ServerProc) {
+			t.Helper()
+			if err := s.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 30*time.Second, func() error { // back, and it knows the leader
+				_, _, err := s.Client.Tenant(f.ctx, "acme", &client.QueryOptions{Consistency: "default"})
+				return err
+			})
+		}
+		first := waitLeader(t, f.c)
+		st, err := first.Client.StartSwitchover(f.ctx, "acme", wire.SwitchoverRequest{To: "eu-west", TimeoutMS: 60000, MaxLagMS: ptr(int64(3600000))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := leader.Kill9(); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = leader.Wait(10 * time.Second)
-		t.Logf("killed leader %s at phase %s", leader.ID(), st.Phase)
+		kill(first, "right after the start")
+		var during string
+		testutil.Eventually(t, 30*time.Second, func() error {
+			cur, _, err := f.api().Switchover(f.ctx, "acme", nil)
+			if err != nil {
+				return err
+			}
+			for _, tk := range cur.Tasks {
+				if tk.Type == fsm.TaskTypeTenantCatchUp && tk.Status == fsm.TaskRunning && strings.Contains(string(tk.Result), `"behind"`) {
+					during = cur.Phase + " (" + tk.ID + " " + tk.Status + ")"
+					return nil
+				}
+			}
+			return fmt.Errorf("no catch-up step running yet (%s: %s)", cur.Phase, lastStep(cur))
+		})
+		restart(first)
+		kill(waitLeader(t, f.c), "during "+during)
+		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`)
 		end := f.waitSwitchover(st.ID, 60*time.Second)
 		if end.Outcome != fsm.PhaseDone {
-			t.Fatalf("switchover after the leader's crash: %+v", end)
+			t.Fatalf("switchover after the leaders' crashes: %+v", end)
 		}
-		if err := leader.Restart(); err != nil {
-			t.Fatal(err)
+		for _, s := range f.c.Servers {
+			if !s.Running() {
+				restart(s)
+			}
 		}
-		testutil.Eventually(t, 30*time.Second, func() error { // back, and it knows the leader
-			_, _, err := leader.Client.Tenant(f.ctx, "acme", &client.QueryOptions{Consistency: "default"})
-			return err
-		})
 		if got := f.tenant(); got.HomeRegion != "eu-west" || got.Epoch != 4 {
 			t.Fatalf("acme after the switchover: %+v", got)
 		}
@@ -711,8 +761,14 @@ func TestSwitchover(t *testing.T) {
 	t.Run("the target's agent killed during a step", func(t *testing.T) {
 		// eu-west -> ap-south: us-east, the former home of the last
 		// switchover, follows ap-south as a former home again (keeping its
-		// PII), and ap-south's agent is killed during one of its steps.
+		// PII), and ap-south's agent is killed while its catch-up step
+		// runs: the mirrors cannot log in to eu-west until the test lets
+		// them, so the step is surely running when the agent dies.
 		a := f.agents["ap-south"]
+		home := f.db["eu-west"]
+		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` NOLOGIN`,
+			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '`+pglocal.ReplicationUser+`'`)
+		t.Cleanup(func() { _, _ = home.Exec(context.Background(), `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`) })
 		st := f.start(wire.SwitchoverRequest{To: "ap-south", TimeoutMS: 60000})
 		if strings.Join(st.Others, ",") != "us-east" || strings.Join(st.FormerHomes, ",") != "us-east" {
 			t.Fatalf("switchover onto ap-south: others %v, former homes %v", st.Others, st.FormerHomes)
@@ -729,21 +785,22 @@ func TestSwitchover(t *testing.T) {
 				t.Fatalf("the switchover ended before a step of ap-south was placed: %+v", cur)
 			}
 			for _, tk := range cur.Tasks {
-				if tk.Region == "ap-south" && tk.Agent != "" {
-					phase = cur.Phase + " (" + tk.ID + " " + tk.Status + ")"
+				if tk.Type == fsm.TaskTypeTenantCatchUp && tk.Region == "ap-south" && tk.Status == fsm.TaskRunning && strings.Contains(string(tk.Result), `"behind"`) {
+					phase = cur.Phase + " (" + tk.ID + " " + tk.Status + ": " + string(tk.Result) + ")"
 					return nil
 				}
 			}
-			return fmt.Errorf("no step of ap-south placed yet (%s)", cur.Phase)
+			return fmt.Errorf("ap-south's catch-up is not running yet (%s)", cur.Phase)
 		})
 		if err := a.Kill9(); err != nil {
 			t.Fatal(err)
 		}
 		_, _ = a.Wait(10 * time.Second)
-		t.Logf("killed %s at phase %s", a.Node, phase)
+		t.Logf("killed %s during %s", a.Node, phase)
 		if err := a.Restart(); err != nil {
 			t.Fatal(err)
 		}
+		execPG(t, f.ctx, home, `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`)
 		end := f.waitSwitchover(st.ID, 90*time.Second)
 		if end.Outcome != fsm.PhaseDone {
 			t.Fatalf("switchover after the target agent's crash: %+v", end)
