@@ -15,8 +15,8 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/policy"
-	aggr "github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/httpapi/ui"
+	aggr "github.com/atomcloud/atomfed/internal/metrics"
 	"github.com/atomcloud/atomfed/internal/signing"
 	"github.com/atomcloud/atomfed/internal/structs"
 )
