@@ -52,7 +52,7 @@ func desiredReplicationTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 			TenantCreated: created, Epoch: epoch,
 		})
 		for _, m := range t.Mirrors {
-			if switchoverDropsSubscriber(s, t.ID, m) {
+			if switchoverDropsSubscriber(s, t.ID, t.CreateIndex, m) {
 				continue
 			}
 			spec := fsm.SubscriberSpec{

@@ -67,13 +67,17 @@ func desiredSwitchoverTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 }
 
 // switchoverDropsSubscriber reports whether the tenant-subscriber task of
-// tenant in region must go outright, not be kept to be torn down: its
-// mirror was promoted (the target), or is being detached (another mirror,
-// while promoting). A teardown would delete the rows there, and the
-// subscription is the step's to detach.
-func switchoverDropsSubscriber(s *fsm.State, tenant, region string) bool {
+// incarnation created (the tenant's create index; 0 when a task's spec
+// does not say) of tenant in region must go outright, not be kept to be
+// torn down: its mirror was promoted (the target), or is being detached
+// (another mirror, while promoting). A teardown would delete the rows
+// there, and the subscription is the step's to detach. The switchover of
+// an earlier incarnation of the tenant (deleted and created again with
+// the same id) drops nothing of the new one: its mirrors subscribe as
+// usual.
+func switchoverDropsSubscriber(s *fsm.State, tenant string, created uint64, region string) bool {
 	w := s.Switchovers[tenant]
-	if w == nil || !w.Promoted() {
+	if w == nil || !w.Promoted() || (created != 0 && created != w.TenantCreated) {
 		return false
 	}
 	return region == w.To || w.Phase == fsm.PhasePromoting && slices.Contains(w.Others, region)
@@ -116,5 +120,5 @@ func droppedBySwitchover(s *fsm.State, t *fsm.Task) bool {
 	if json.Unmarshal(t.Spec, &spec) != nil || spec.Tenant == "" {
 		return false
 	}
-	return switchoverDropsSubscriber(s, spec.Tenant, t.Region)
+	return switchoverDropsSubscriber(s, spec.Tenant, spec.TenantCreated, t.Region)
 }

@@ -244,6 +244,31 @@ func TestAfterTheCommitTheOldHomeMirrorsTheNewOne(t *testing.T) {
 	}
 }
 
+// TestASwitchoverOfAnEarlierIncarnationDropsNothing: acme switched over
+// from a to b, was deleted, and is created again at home in a with b as
+// its mirror: b subscribes as an ordinary mirror (the old switchover's
+// record must not take its subscriber away), and a stale subscriber task
+// of the old incarnation is still dropped without a teardown.
+func TestASwitchoverOfAnEarlierIncarnationDropsNothing(t *testing.T) {
+	s, w := switchoverState(t, fsm.PhaseDone)
+	w.EndedAt, w.Outcome = 2e9, fsm.PhaseDone
+	for id := range s.Tasks {
+		delete(s.Tasks, id)
+	}
+	s.Tenants["acme"] = &fsm.Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b"}, Epoch: 1, CreateIndex: 77,
+		Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
+	d := desiredOf(s)
+	sub := specOf[fsm.SubscriberSpec](t, d, "tenant-sub/acme/b")
+	if sub.Source != "a" || sub.TenantCreated != 77 || sub.HandOff || sub.FormerHome {
+		t.Fatalf("the new incarnation's mirror: %+v", sub)
+	}
+	old := &fsm.Task{ID: "tenant-sub/acme/b", Type: fsm.TaskTypeTenantSubscriber, Region: "b",
+		Spec: json.RawMessage(`{"ensure":"present","kind":"tenant","tenant":"acme","source":"a","region":"b","tenant_created":5,"epoch":1}`)}
+	if !droppedBySwitchover(s, old) {
+		t.Fatal("the old incarnation's promoted subscriber would be torn down (purging the rows there)")
+	}
+}
+
 // TestAFormerHomeStaysOneThroughTheNextSwitchover: after a -> b, a holds
 // the PII of the rows written while it was the home; a later b -> c
 // switchover makes a follow c as a former home again (never as a plain

@@ -75,11 +75,12 @@ func Components() []Component {
 		{Task: "G.1.3", Short: "edge_controller", Name: "Edge Controller", Built: PartlyBuilt,
 			Packages: []string{"routing", "edge"},
 			Exists: []string{
-				"GET /v1/route on every server, from local state with blocking-query freshness: writes to the tenant's home, reads to the nearest mirror within the staleness budget, with alternatives",
+				"GET /v1/route on every server, from local state with blocking-query freshness: writes to the tenant's home, reads to the nearest mirror within the staleness budget, with alternatives; writes answered 503 with Retry-After while a switchover holds them",
 				"atomfed edge: a reverse proxy routed by the watched routing table, retrying idempotent reads only, with the table published to Redis when REDIS_URL is set",
-				"tenant placement epochs; fencing, catch-up and promotion steps of a switchover in the replication package",
+				"tenant placement epochs; planned switchover of a tenant to a mirror with no acknowledged write lost (fence, catch-up, promotion, hand-off slots, commit of the new home and epoch in one entry), resumable across leader and agent crashes, rolled back before the promotion; fail-back as a switchover back; atomfed tenant switchover",
 			},
-			Missing: []string{"planned switchover and unplanned failover of a tenant or a region, and its verification on the live federation"}},
+			Missing: []string{"unplanned failover of a tenant or a region (approvals, automatic policy), the old home's divergence quarantine on return, region drain and maintenance, P3 failover rule and P7 from drills, chaos and bench of failover"},
+			Verify:  "edge"},
 		{Task: "G.1.4", Short: "tenant_replicator", Name: "Tenant Replicator", Built: Built,
 			Packages: []string{"replication"},
 			Exists: []string{

@@ -94,6 +94,7 @@ var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verificat
 	"tenant_replication": verifyTenantReplication,
 	"metrics":            verifyMetrics,
 	"backups":            verifyBackups,
+	"edge":               verifyEdge,
 }
 
 // dependsOn are the parts (as nodes list them simulated in /health) each
@@ -107,6 +108,7 @@ var dependsOn = map[string][]string{
 	"tenant_replication": {"replication", "tenant_rls"},
 	"metrics":            nil,
 	"backups":            {"backups"},
+	"edge":               {"replication"},
 }
 
 // simulatedParts lists, once per role, part and reason, the parts of

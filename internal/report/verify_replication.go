@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -481,21 +480,5 @@ func checkMirror(ctx context.Context, c *pgx.Conn) error {
 // VerifyTenant left (a removed tenant's tasks stay until their executors
 // have torn everything down).
 func waitTenantTasksGone(ctx context.Context, env *verifyEnv) error {
-	return waitFor(ctx, env, func() error {
-		tasks, _, err := env.c.Tasks(ctx, "", "", "", nil)
-		if err != nil {
-			return err
-		}
-		var left []string
-		for _, t := range tasks {
-			if strings.Contains(t.ID, "/"+VerifyTenant+"/") {
-				left = append(left, t.ID+" ("+t.Status+")")
-			}
-		}
-		if len(left) > 0 {
-			slices.Sort(left)
-			return fmt.Errorf("tasks left: %s", strings.Join(left, ", "))
-		}
-		return nil
-	})
+	return waitTasksGone(ctx, env, VerifyTenant)
 }
