@@ -28,6 +28,7 @@ type metrics struct {
 	collector      *collector
 	repl           *replicationCollector
 	switchovers    *switchoverCollector
+	backups        *backupCollector
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -64,9 +65,10 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		repl:      &replicationCollector{f: s.fsm},
 
 		switchovers: &switchoverCollector{f: s.fsm},
+		backups:     &backupCollector{f: s.fsm, now: time.Now},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.backups)
 	}
 	return m
 }
@@ -85,6 +87,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
 	m.reg.Unregister(m.switchovers)
+	m.reg.Unregister(m.backups)
 }
 
 func (m *metrics) observePlan(p *fsm.TaskPlan) {

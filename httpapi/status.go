@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -233,8 +234,20 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 		for _, reg := range s.SortedRegions() {
 			names = append(names, reg.Name)
 		}
+		sums := aggr.Summaries(names, a.metricsStore.Snapshots(names), a.now(), defaultMetricsMaxAge)
+		for i := range sums {
+			h := s.BackupHealthOf(sums[i].Region, a.now().UnixNano())
+			if h.LastVerified != nil {
+				age := float64(h.AgeSeconds)
+				sums[i].BackupAgeSeconds = &age
+			}
+			if h.Stale {
+				sums[i].Stale = append(sums[i].Stale, aggr.ValueBackupAge)
+				sort.Strings(sums[i].Stale)
+			}
+		}
 		return wire.GlobalStatus{
-			Metrics: aggr.Summaries(names, a.metricsStore.Snapshots(names), a.now(), defaultMetricsMaxAge),
+			Metrics: sums,
 			Node:    a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s.State), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
 			Replication:    s.ReplicationSummary(),

@@ -68,6 +68,9 @@ const (
 	ValueRequests = "requests_per_second"
 	ValueErrors   = "errors_per_second"
 	ValueLagP99   = "replication_lag_p99_seconds"
+	// ValueBackupAge is stale when the region has no verified backup
+	// within its policy's max age.
+	ValueBackupAge = "backup_age_seconds"
 )
 
 // RegionSummary is a region's line in /global-status: its scrape, the
@@ -81,6 +84,10 @@ type RegionSummary struct {
 	RequestsPerSecond        *float64 `json:"requests_per_second,omitempty"`
 	ErrorsPerSecond          *float64 `json:"errors_per_second,omitempty"`
 	ReplicationLagP99Seconds *float64 `json:"replication_lag_p99_seconds,omitempty"`
+	// BackupAgeSeconds is the age of the region's newest verified backup,
+	// from the backup catalog (the server fills it in: the catalog is
+	// state, not metrics); absent while it has none.
+	BackupAgeSeconds *float64 `json:"backup_age_seconds,omitempty"`
 	// Stale names the values above that are stale or unknown.
 	Stale []string `json:"stale"`
 }
