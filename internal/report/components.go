@@ -101,7 +101,7 @@ func Components() []Component {
 				"alert rules and a Grafana dashboard in deploy/, checked by promtool and against the view; one Prometheus per region in make run (atomfed dev --prometheus)",
 				"remote write of the view to a global Prometheus or Mimir (--remote-write-url)",
 			},
-			Verify: "metrics",
+			Verify:  "metrics",
 			Related: []string{"internal/e2e.TestMetricsGlobalView", "internal/e2e.TestDevPrometheusPerRegion", "httpapi.TestMetricsFederate"}},
 		{Task: "G.1.6", Short: "dr_coordinator", Name: "Disaster Recovery Coordinator", Built: PartlyBuilt,
 			Packages: []string{"recovery"},
