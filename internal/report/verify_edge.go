@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -144,7 +145,21 @@ func verifyEdge(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
 	}
 
 	step = Step{Call: "POST /v1/tenants/" + VerifyEdgeTenant + "/switchover {\"to\":\"" + mirror + "\"}"}
-	st, err := env.c.StartSwitchover(ctx, VerifyEdgeTenant, wire.SwitchoverRequest{To: mirror})
+	// The mirror's subscriber reports streaming a moment after the rows
+	// are there: a start refused as not ready yet is asked again.
+	var st *wire.SwitchoverStatus
+	err = waitFor(ctx, env, func() error {
+		var err error
+		st, err = env.c.StartSwitchover(ctx, VerifyEdgeTenant, wire.SwitchoverRequest{To: mirror})
+		var ce *client.Error
+		if errors.As(err, &ce) && (ce.Code == "mirror_not_ready" || ce.Code == "mirror_lagging") {
+			return err
+		}
+		if err != nil {
+			return &stopWaiting{err}
+		}
+		return nil
+	})
 	if err != nil {
 		step.Status = client.StatusOf(err)
 		return v.fail(step, "%v", err), refs

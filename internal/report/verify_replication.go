@@ -141,6 +141,12 @@ func digest(ctx context.Context, c *pgx.Conn, query string, args ...any) (string
 	return *s, nil
 }
 
+// stopWaiting ends a waitFor at once with err: what check saw will not
+// change by waiting.
+type stopWaiting struct{ err error }
+
+func (s *stopWaiting) Error() string { return s.err.Error() }
+
 // waitFor polls check every 200 ms until it returns nil or env.timeout
 // passes.
 func waitFor(ctx context.Context, env *verifyEnv, check func() error) error {
@@ -149,6 +155,10 @@ func waitFor(ctx context.Context, env *verifyEnv, check func() error) error {
 		err := check()
 		if err == nil {
 			return nil
+		}
+		var stop *stopWaiting
+		if errors.As(err, &stop) {
+			return stop.err
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("not within %s: %w", env.timeout, err)
