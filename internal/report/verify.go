@@ -145,6 +145,29 @@ func (env *verifyEnv) signedClient(s *signing.Signer) (*client.Client, error) {
 	return client.New(env.c.Addr(), append(append([]client.Option{}, env.opts...), client.WithSigner(s))...)
 }
 
+// newRegionClient removes what an interrupted run left of region name and
+// returns a client signing with a key made for this run, as a region's
+// first registration is signed. On error v has failed.
+func newRegionClient(ctx context.Context, env *verifyEnv, v *Verification, name string) (*client.Client, *signing.Signer, error) {
+	if gone, err := removeLeftover(ctx, env, name); err != nil {
+		v.fail(Step{Call: "DELETE /v1/regions/" + name}, "a region %s left by an earlier run could not be removed: %v", name, err)
+		return nil, nil, err
+	} else if gone {
+		v.ok(Step{Call: "DELETE /v1/regions/" + name}, "removed a region %s left by an earlier, interrupted run", name)
+	}
+	key, err := signing.NewSigner()
+	if err != nil {
+		v.fail(Step{Call: "generate a signing key"}, "%v", err)
+		return nil, nil, err
+	}
+	sc, err := env.signedClient(key)
+	if err != nil {
+		v.fail(Step{Call: "client"}, "%v", err)
+		return nil, nil, err
+	}
+	return sc, key, nil
+}
+
 // verifyRegistry registers the staging region VerifyRegion, signed with a
 // key made for this run (a first registration proves possession of the
 // key, P2), waits until every server has it (stale reads, so each answers
@@ -153,18 +176,9 @@ func (env *verifyEnv) signedClient(s *signing.Signer) (*client.Client, error) {
 func verifyRegistry(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
 	v := &Verification{OK: true}
 	var refs []AuditRef
-	if gone, err := removeLeftover(ctx, env, VerifyRegion); err != nil {
-		return v.fail(Step{Call: "DELETE /v1/regions/" + VerifyRegion}, "a region %s left by an earlier run could not be removed: %v", VerifyRegion, err), refs
-	} else if gone {
-		v.ok(Step{Call: "DELETE /v1/regions/" + VerifyRegion}, "removed a region %s left by an earlier, interrupted run", VerifyRegion)
-	}
-	key, err := signing.NewSigner()
+	sc, key, err := newRegionClient(ctx, env, v, VerifyRegion)
 	if err != nil {
-		return v.fail(Step{Call: "generate a signing key"}, "%v", err), refs
-	}
-	sc, err := env.signedClient(key)
-	if err != nil {
-		return v.fail(Step{Call: "client"}, "%v", err), refs
+		return v, refs
 	}
 	reg := &fsm.Region{Name: VerifyRegion, URL: "https://report-verify.invalid:8401", Tier: fsm.TierStaging,
 		Labels: map[string]string{"purpose": "phase-report-verification"}}
@@ -388,18 +402,9 @@ func verifyPolicy(ctx context.Context, env *verifyEnv) (*Verification, []AuditRe
 		v.Steps = append(v.Steps, step)
 	}
 
-	if gone, err := removeLeftover(ctx, env, VerifyProdRegion); err != nil {
-		return v.fail(Step{Call: "DELETE /v1/regions/" + VerifyProdRegion}, "a region %s left by an earlier run could not be removed: %v", VerifyProdRegion, err), refs
-	} else if gone {
-		v.ok(Step{Call: "DELETE /v1/regions/" + VerifyProdRegion}, "removed a region %s left by an earlier, interrupted run", VerifyProdRegion)
-	}
-	key, err := signing.NewSigner()
+	sc, _, err := newRegionClient(ctx, env, v, VerifyProdRegion)
 	if err != nil {
-		return v.fail(Step{Call: "generate a signing key"}, "%v", err), refs
-	}
-	sc, err := env.signedClient(key)
-	if err != nil {
-		return v.fail(Step{Call: "client"}, "%v", err), refs
+		return v, refs
 	}
 	reg := &fsm.Region{Name: VerifyProdRegion, URL: "https://report-verify-prod.invalid:8401", Tier: fsm.TierProduction,
 		Labels: map[string]string{"purpose": "phase-report-verification"}}

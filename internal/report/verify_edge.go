@@ -39,29 +39,15 @@ func verifyEdge(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
 	}
 	v := &Verification{OK: true}
 	var refs []AuditRef
-	regions, err := regionsWithAgents(ctx, env)
-	if err != nil || len(regions) < 2 {
-		return v.fail(Step{Call: "GET /v1/regions"}, "a switchover needs two regions with agents (%d, %v)", len(regions), err), refs
-	}
-	home, mirror := regions[0], regions[1]
-	conns, closeAll, err := regionConns(ctx, env, []string{home, mirror})
+	regions, conns, closeAll, failed, err := regionsAndConns(ctx, env, 2, "a switchover")
 	defer closeAll()
 	if err != nil {
-		return v.fail(Step{Call: "connect to the regions' databases"}, "%v", err), refs
+		return v.fail(failed, "%v", err), refs
 	}
-	removeTenant := func() error {
-		if err := env.c.DeleteTenant(ctx, VerifyEdgeTenant, nil); err != nil && client.StatusOf(err) != http.StatusNotFound {
-			return err
-		}
-		return waitTasksGone(ctx, env, VerifyEdgeTenant)
-	}
-	if err := removeTenant(); err != nil {
-		return v.fail(Step{Call: "remove a leftover tenant " + VerifyEdgeTenant}, "%v", err), refs
-	}
-	for _, r := range []string{home, mirror} {
-		if err := execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+verifyEdgeTable); err != nil {
-			return v.fail(Step{Call: "in " + r + ": drop a leftover " + verifyEdgeTable}, "%v", err), refs
-		}
+	home, mirror := regions[0], regions[1]
+	cleanup, failed, err := freshTenant(ctx, env, VerifyEdgeTenant, verifyEdgeTable, conns, regions)
+	if err != nil {
+		return v.fail(failed, "%v", err), refs
 	}
 	// The application's schema is in every region, as its migrations
 	// would put it (with the id's sequence); the rows only at the home.
@@ -75,43 +61,18 @@ func verifyEdge(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
 		return v.fail(Step{Call: call}, "%v", err), refs
 	}
 	v.ok(Step{Call: call}, "created")
-	defer func() {
-		if removeTenant() == nil {
-			for _, r := range []string{home, mirror} {
-				_ = execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+verifyEdgeTable)
-			}
-		}
-	}()
+	defer cleanup()
 	ten := &fsm.Tenant{ID: VerifyEdgeTenant, HomeRegion: home, Mirrors: []string{mirror},
 		Tables: []fsm.TenantTable{{Name: verifyEdgeTable, PIIColumns: []string{"email"}}},
 		Labels: map[string]string{"purpose": "phase-report-verification"}}
-	step := Step{Call: "PUT /v1/tenants/" + VerifyEdgeTenant}
-	got, err := env.c.PutTenant(ctx, ten, nil)
+	got, ref, err := putTenant(ctx, env, v, ten)
 	if err != nil {
-		step.Status = client.StatusOf(err)
-		return v.fail(step, "%v", err), refs
+		return v, refs
 	}
-	step.Index = got.ModifyIndex
-	v.ok(step, "home %s, mirror %s, epoch %d", home, mirror, got.Epoch)
-	refs = append(refs, AuditRef{Index: got.ModifyIndex, What: "PUT /v1/tenants/" + VerifyEdgeTenant})
+	refs = append(refs, ref)
 
 	q := "SELECT count(*)::text || ':' || md5(string_agg(id || '=' || amount, ',' ORDER BY id)) FROM " + verifyEdgeTable + " WHERE tenant_id = $1"
-	same := func(from, to string) error {
-		return waitFor(ctx, env, func() error {
-			want, err := digest(ctx, conns[from], q, VerifyEdgeTenant)
-			if err != nil {
-				return err
-			}
-			got, err := digest(ctx, conns[to], q, VerifyEdgeTenant)
-			if err != nil {
-				return fmt.Errorf("%s: %w", to, err)
-			}
-			if got != want {
-				return fmt.Errorf("%s has %s, %s %s", to, got, from, want)
-			}
-			return nil
-		})
-	}
+	same := func(from, to string) error { return sameRows(ctx, env, conns, from, to, q, VerifyEdgeTenant) }
 	call = "compare the tenant's rows in " + home + " and " + mirror
 	if err := same(home, mirror); err != nil {
 		return v.fail(Step{Call: call}, "%v", err), refs
@@ -144,7 +105,7 @@ func verifyEdge(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
 		v.Steps = append(v.Steps, step)
 	}
 
-	step = Step{Call: "POST /v1/tenants/" + VerifyEdgeTenant + "/switchover {\"to\":\"" + mirror + "\"}"}
+	step := Step{Call: "POST /v1/tenants/" + VerifyEdgeTenant + "/switchover {\"to\":\"" + mirror + "\"}"}
 	// The mirror's subscriber reports streaming a moment after the rows
 	// are there: a start refused as not ready yet is asked again.
 	var st *wire.SwitchoverStatus

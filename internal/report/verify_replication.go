@@ -170,6 +170,88 @@ func waitFor(ctx context.Context, env *verifyEnv, check func() error) error {
 	}
 }
 
+// regionsAndConns are the first n regions with agents (all of them when n
+// is 0) and connections to their databases; on failure the step that
+// failed is returned with the error. close is always safe to call.
+func regionsAndConns(ctx context.Context, env *verifyEnv, n int, what string) (regions []string, conns map[string]*pgx.Conn, close func(), failed Step, err error) {
+	close = func() {}
+	regions, err = regionsWithAgents(ctx, env)
+	if err != nil {
+		return nil, nil, close, Step{Call: "GET /v1/regions"}, err
+	}
+	if len(regions) < 2 {
+		return nil, nil, close, Step{Call: "GET /v1/regions"}, fmt.Errorf("%s needs two regions with agents; the federation has %d", what, len(regions))
+	}
+	if n > 0 {
+		regions = regions[:n]
+	}
+	conns, close, err = regionConns(ctx, env, regions)
+	if err != nil {
+		return nil, nil, close, Step{Call: "connect to the regions' databases"}, err
+	}
+	return regions, conns, close, Step{}, nil
+}
+
+// freshTenant removes what an interrupted run left of tenant (the tenant,
+// once its tasks are torn down, and table in regions) and returns the
+// cleanup to defer: the same, once the verification is over.
+func freshTenant(ctx context.Context, env *verifyEnv, tenant, table string, conns map[string]*pgx.Conn, regions []string) (cleanup func(), failed Step, err error) {
+	remove := func() error {
+		if err := env.c.DeleteTenant(ctx, tenant, nil); err != nil && client.StatusOf(err) != http.StatusNotFound {
+			return err
+		}
+		return waitTasksGone(ctx, env, tenant)
+	}
+	if err := remove(); err != nil {
+		return func() {}, Step{Call: "remove a leftover tenant " + tenant}, err
+	}
+	for _, r := range regions {
+		if err := execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+table); err != nil {
+			return func() {}, Step{Call: "in " + r + ": drop a leftover " + table}, err
+		}
+	}
+	return func() {
+		if remove() == nil {
+			for _, r := range regions {
+				_ = execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+table)
+			}
+		}
+	}, Step{}, nil
+}
+
+// sameRows waits until region to has the rows of tenant that region from
+// has, as query (a digest of the tenant's rows, $1 the tenant) sees them.
+func sameRows(ctx context.Context, env *verifyEnv, conns map[string]*pgx.Conn, from, to, query, tenant string) error {
+	return waitFor(ctx, env, func() error {
+		want, err := digest(ctx, conns[from], query, tenant)
+		if err != nil {
+			return fmt.Errorf("%s: %w", from, err)
+		}
+		got, err := digest(ctx, conns[to], query, tenant)
+		if err != nil {
+			return fmt.Errorf("%s: %w", to, err)
+		}
+		if got != want {
+			return fmt.Errorf("%s has %s of %s's rows, %s %s", to, got, tenant, from, want)
+		}
+		return nil
+	})
+}
+
+// putTenant places ten and records the step.
+func putTenant(ctx context.Context, env *verifyEnv, v *Verification, ten *fsm.Tenant) (*fsm.Tenant, AuditRef, error) {
+	step := Step{Call: "PUT /v1/tenants/" + ten.ID}
+	got, err := env.c.PutTenant(ctx, ten, nil)
+	if err != nil {
+		step.Status = client.StatusOf(err)
+		v.fail(step, "%v", err)
+		return nil, AuditRef{}, err
+	}
+	step.Index = got.ModifyIndex
+	v.ok(step, "home %s, mirrors %s, epoch %d, at index %d", got.HomeRegion, strings.Join(got.Mirrors, ", "), got.Epoch, got.ModifyIndex)
+	return got, AuditRef{Index: got.ModifyIndex, What: "PUT /v1/tenants/" + ten.ID}, nil
+}
+
 // verifyFederationSync replicates a global table on the live federation's
 // PostgreSQL: it creates verifyGlobalTable with 100 rows in the first
 // region (the writer), declares it global, waits until every other region
@@ -182,17 +264,10 @@ func verifyFederationSync(ctx context.Context, env *verifyEnv) (*Verification, [
 	}
 	v := &Verification{OK: true}
 	var refs []AuditRef
-	regions, err := regionsWithAgents(ctx, env)
-	if err != nil {
-		return v.fail(Step{Call: "GET /v1/regions"}, "%v", err), refs
-	}
-	if len(regions) < 2 {
-		return v.fail(Step{Call: "GET /v1/regions"}, "a global table needs two regions with agents; the federation has %d", len(regions)), refs
-	}
-	conns, closeAll, err := regionConns(ctx, env, regions)
+	regions, conns, closeAll, failed, err := regionsAndConns(ctx, env, 0, "a global table")
 	defer closeAll()
 	if err != nil {
-		return v.fail(Step{Call: "connect to the regions' databases"}, "%v", err), refs
+		return v.fail(failed, "%v", err), refs
 	}
 	writer := regions[0]
 	cleanup := func() {
@@ -330,32 +405,15 @@ func verifyTenantReplication(ctx context.Context, env *verifyEnv) (*Verification
 	}
 	v := &Verification{OK: true}
 	var refs []AuditRef
-	regions, err := regionsWithAgents(ctx, env)
-	if err != nil {
-		return v.fail(Step{Call: "GET /v1/regions"}, "%v", err), refs
-	}
-	if len(regions) < 2 {
-		return v.fail(Step{Call: "GET /v1/regions"}, "a mirrored tenant needs two regions with agents; the federation has %d", len(regions)), refs
-	}
-	home, mirror := regions[0], regions[1]
-	conns, closeAll, err := regionConns(ctx, env, []string{home, mirror})
+	regions, conns, closeAll, failed, err := regionsAndConns(ctx, env, 2, "a mirrored tenant")
 	defer closeAll()
 	if err != nil {
-		return v.fail(Step{Call: "connect to the regions' databases"}, "%v", err), refs
+		return v.fail(failed, "%v", err), refs
 	}
-	removeTenant := func() error {
-		if err := env.c.DeleteTenant(ctx, VerifyTenant, nil); err != nil && client.StatusOf(err) != http.StatusNotFound {
-			return err
-		}
-		return waitTenantTasksGone(ctx, env)
-	}
-	if err := removeTenant(); err != nil { // a leftover of an interrupted run
-		return v.fail(Step{Call: "remove a leftover tenant " + VerifyTenant}, "%v", err), refs
-	}
-	for _, r := range []string{home, mirror} {
-		if err := execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+verifyTenantTable); err != nil {
-			return v.fail(Step{Call: "in " + r + ": drop a leftover " + verifyTenantTable}, "%v", err), refs
-		}
+	home, mirror := regions[0], regions[1]
+	cleanup, failed, err := freshTenant(ctx, env, VerifyTenant, verifyTenantTable, conns, regions)
+	if err != nil {
+		return v.fail(failed, "%v", err), refs
 	}
 	call := "in " + home + ": create " + verifyTenantTable + " with 50 rows of " + VerifyTenant + " and 20 of " + verifyOtherTenant
 	if err := execAll(ctx, conns[home], "CREATE SCHEMA IF NOT EXISTS "+verifySchema,
@@ -365,44 +423,19 @@ func verifyTenantReplication(ctx context.Context, env *verifyEnv) (*Verification
 		return v.fail(Step{Call: call}, "%v", err), refs
 	}
 	v.ok(Step{Call: call}, "created")
-	defer func() {
-		if removeTenant() == nil {
-			for _, r := range []string{home, mirror} {
-				_ = execAll(ctx, conns[r], "DROP TABLE IF EXISTS "+verifyTenantTable)
-			}
-		}
-	}()
+	defer cleanup()
 
 	ten := &fsm.Tenant{ID: VerifyTenant, HomeRegion: home, Mirrors: []string{mirror},
 		Tables: []fsm.TenantTable{{Name: verifyTenantTable, PIIColumns: []string{"email"}}},
 		Labels: map[string]string{"purpose": "phase-report-verification"}}
-	step := Step{Call: "PUT /v1/tenants/" + VerifyTenant}
-	got, err := env.c.PutTenant(ctx, ten, nil)
+	_, ref, err := putTenant(ctx, env, v, ten)
 	if err != nil {
-		step.Status = client.StatusOf(err)
-		return v.fail(step, "%v", err), refs
+		return v, refs
 	}
-	step.Index = got.ModifyIndex
-	v.ok(step, "home %s, mirror %s, at index %d", home, mirror, got.ModifyIndex)
-	refs = append(refs, AuditRef{Index: got.ModifyIndex, What: "PUT /v1/tenants/" + VerifyTenant})
+	refs = append(refs, ref)
 
 	q := "SELECT count(*)::text || ':' || md5(string_agg(id || '=' || amount, ',' ORDER BY id)) FROM " + verifyTenantTable + " WHERE tenant_id = $1"
-	same := func() error {
-		return waitFor(ctx, env, func() error {
-			want, err := digest(ctx, conns[home], q, VerifyTenant)
-			if err != nil {
-				return err
-			}
-			got, err := digest(ctx, conns[mirror], q, VerifyTenant)
-			if err != nil {
-				return fmt.Errorf("%s: %w", mirror, err)
-			}
-			if got != want {
-				return fmt.Errorf("%s has %s of %s's rows, the home %s", mirror, got, VerifyTenant, want)
-			}
-			return nil
-		})
-	}
+	same := func() error { return sameRows(ctx, env, conns, home, mirror, q, VerifyTenant) }
 	call = "compare " + VerifyTenant + "'s rows in " + home + " and " + mirror
 	if err := same(); err != nil {
 		return v.fail(Step{Call: call}, "%v", err), refs
@@ -434,7 +467,7 @@ func verifyTenantReplication(ctx context.Context, env *verifyEnv) (*Verification
 	var del struct {
 		Index uint64 `json:"index"`
 	}
-	step = Step{Call: "DELETE /v1/tenants/" + VerifyTenant}
+	step := Step{Call: "DELETE /v1/tenants/" + VerifyTenant}
 	m, err := env.c.Do(ctx, http.MethodDelete, "/v1/tenants/"+VerifyTenant, nil, nil, &del)
 	step.Status = statusOf(m, err)
 	if err != nil {
@@ -444,7 +477,7 @@ func verifyTenantReplication(ctx context.Context, env *verifyEnv) (*Verification
 	v.ok(step, "deleted at index %d", del.Index)
 	refs = append(refs, AuditRef{Index: del.Index, What: "DELETE /v1/tenants/" + VerifyTenant})
 	call = "wait until " + VerifyTenant + "'s publication and subscription are torn down"
-	if err := waitTenantTasksGone(ctx, env); err != nil {
+	if err := waitTasksGone(ctx, env, VerifyTenant); err != nil {
 		return v.fail(Step{Call: call}, "%v", err), refs
 	}
 	v.ok(Step{Call: call}, "torn down")
@@ -484,11 +517,4 @@ func checkMirror(ctx context.Context, c *pgx.Conn) error {
 		return fmt.Errorf("row-level security is off on the mirror's table: P5 is broken")
 	}
 	return nil
-}
-
-// waitTenantTasksGone waits until the federation has no task of
-// VerifyTenant left (a removed tenant's tasks stay until their executors
-// have torn everything down).
-func waitTenantTasksGone(ctx context.Context, env *verifyEnv) error {
-	return waitTasksGone(ctx, env, VerifyTenant)
 }
