@@ -241,7 +241,9 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 				age := float64(h.AgeSeconds)
 				sums[i].BackupAgeSeconds = &age
 			}
-			if h.Stale {
+			// A region whose database is simulated takes no backups:
+			// nothing of it is stale.
+			if h.Stale && !h.Simulated {
 				sums[i].Stale = append(sums[i].Stale, aggr.ValueBackupAge)
 				sort.Strings(sums[i].Stale)
 			}
