@@ -19,6 +19,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/testing/pgtest"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
@@ -243,6 +244,18 @@ func TestConsoleInABrowser(t *testing.T) {
 		b.checkA11y("cluster")
 	})
 
+	t.Run("backups", func(t *testing.T) {
+		b.t = t
+		b.go_("#/backups")
+		// The agents with a database take their region's first backup as
+		// soon as they are up (the default policy), with pgBackRest.
+		b.waitFor("us-east and eu-west verified, ap-south simulated", `(() => { const row = (r) => document.querySelector('#backup-regions tr[data-region="' + r + '"]');
+			return row('us-east') && row('us-east').innerText.includes('verified') && row('eu-west') && row('eu-west').innerText.includes('verified') &&
+				row('ap-south') && row('ap-south').innerText.includes('simulated') && document.querySelectorAll('#backup-catalog tr[data-backup]').length >= 2; })()`, 90*time.Second)
+		b.shot("backups")
+		b.checkA11y("backups")
+	})
+
 	t.Run("a reader cannot create or revoke tokens", func(t *testing.T) {
 		b.t = t
 		before, err := api.ListTokens(ctx)
@@ -336,6 +349,20 @@ func TestConsoleInABrowser(t *testing.T) {
 	if len(b.problems()) > 0 {
 		t.Fatalf("the console's pages reported errors:\n%s", strings.Join(b.problems(), "\n"))
 	}
+	t.Run("a switchover's progress on the tenant page", func(t *testing.T) {
+		b.t = t
+		b.go_("#/tenant/acme")
+		b.wait("no switchover yet", `document.getElementById('switchover-none') !== null`)
+		if _, err := api.StartSwitchover(ctx, "acme", wire.SwitchoverRequest{To: "eu-west"}); err != nil {
+			t.Fatalf("switch acme over to eu-west: %v", err)
+		}
+		b.waitFor("the switchover done, step by step, and acme at home in eu-west", `(() => { const sw = document.getElementById('switchover');
+			const steps = [...document.querySelectorAll('#switchover-steps tr[data-phase]')].map((r) => r.dataset.phase).join(',');
+			return sw && sw.innerText.includes('us-east → eu-west') && steps.includes('fencing') && steps.includes('committed') && steps.endsWith('done') &&
+				document.querySelector('dl.kv dd').textContent === 'eu-west'; })()`, 60*time.Second)
+		b.shot("tenant-switchover")
+		b.checkA11y("tenant with a switchover")
+	})
 	t.Logf("console test took %s", time.Since(start).Round(time.Millisecond))
 }
 

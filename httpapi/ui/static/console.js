@@ -120,6 +120,14 @@
         } catch (e) {
           if (ctl.signal.aborted) return;
           if (e.status === 401) { logout('The server refused the token: ' + e.message); return; }
+          if (e.status === 404 && opt.absentOK) {
+            // Nothing there yet (a tenant that never switched over): not
+            // an error; look again later.
+            store[name] = { data: null, at: Date.now() };
+            changed();
+            await sleep(opt.every || 5000, ctl.signal);
+            continue;
+          }
           store[name] = Object.assign({}, store[name], { error: e.message, errorAt: Date.now() });
           changed();
           await sleep(opt.every && opt.every > 3000 ? opt.every : 3000, ctl.signal);
@@ -243,15 +251,18 @@
     if (r.page === 'audit') want.audit = '/v1/status/audit?commands=true&recent=64';
     if (r.page === 'policies') want.policy = '/v1/policy/status';
     if (r.page === 'tokens' && isOperator()) want.tokens = '/v1/tokens';
+    if (r.page === 'backups') want.backups = '/v1/backups';
     if (r.page === 'tenant' && r.arg) {
       want['route-read:' + r.arg] = '/v1/route?tenant=' + encodeURIComponent(r.arg) + '&op=read';
       want['route-write:' + r.arg] = '/v1/route?tenant=' + encodeURIComponent(r.arg) + '&op=write';
+      want['switchover:' + r.arg] = '/v1/tenants/' + encodeURIComponent(r.arg) + '/switchover';
     }
     for (const n of Object.keys(watchers)) {
-      if (/^(audit|policy|tokens|route-read:|route-write:)/.test(n) && !(n in want)) unwatch(n);
+      if (/^(audit|policy|tokens|backups|route-read:|route-write:|switchover:)/.test(n) && !(n in want)) unwatch(n);
     }
     for (const n of Object.keys(want)) {
       if (n === 'policy') watch(n, want[n], { blocking: false, every: 10000 });
+      else if (n.startsWith('switchover:')) watch(n, want[n], { absentOK: true });
       else if (n === 'audit') watch(n, want[n], { onData: verifyAudit });
       else watch(n, want[n]);
     }
@@ -268,7 +279,7 @@
     if (!self) return;
     const r = currentRoute();
     const pages = { map: pageMap, tenants: pageTenants, tenant: pageTenant, approvals: pageApprovals,
-      policies: pagePolicies, audit: pageAudit, cluster: pageCluster, tokens: pageTokens };
+      policies: pagePolicies, audit: pageAudit, cluster: pageCluster, tokens: pageTokens, backups: pageBackups };
     const fn = pages[r.page] || pageMap;
     let html;
     try {
@@ -486,6 +497,7 @@
         '<td>' + chart(((lagHistory[id] || {})[m.region]) || [], 360, 90, 'lag of ' + id + ' at ' + m.region) + '</td>' +
         '<td>' + chart(((lagHistory[id] || {})[m.region]) || [], 240, 90, 'bytes behind of ' + id + ' at ' + m.region, 'bytes') + '</td><td>' + (m.last_error ? esc(m.last_error.code + ': ' + (m.last_error.message || '')) : '—') + '</td></tr>').join('') ||
         '<tr><td colspan="6" class="empty">No mirror.</td></tr>') + '</tbody></table>';
+    out += switchoverBlock(id);
     out += '<h2>Routing answer</h2>' + routeBlock('route-write:' + id, 'write') + routeBlock('route-read:' + id, 'read');
     out += '<h2>Tables</h2><table><caption>Tables and their PII columns (names only: PII never leaves the home region)</caption><thead><tr><th scope="col">Table</th><th scope="col">PII columns</th></tr></thead><tbody>' +
       ((t.tables || []).map((x) => '<tr><th scope="row">' + esc(x.name) + '</th><td>' + esc((x.pii_columns || []).join(', ') || '—') + '</td></tr>').join('') || '<tr><td colspan="2" class="empty">No table: nothing is replicated.</td></tr>') + '</tbody></table>';
@@ -494,6 +506,56 @@
       drift.map((d) => '<tr><td>' + esc(d.table) + '</td><td>' + esc(d.region) + '</td><td>' + esc(d.source_region) + '</td><td>' + esc(d.reason) + '</td><td>' + esc(fmtTime(d.since)) + '</td></tr>').join('') + '</tbody></table>' : '<p class="empty">No schema drift reported.</p>');
     if (repl.publisher) out += '<h2>Publisher at ' + esc(t.home_region) + '</h2><p>' + badge(repl.publisher.state) + ' publication <code>' + esc(repl.publisher.publication) + '</code></p>';
     return out;
+  }
+
+  // switchoverBlock is the tenant's running or last switchover: its phase,
+  // where from and to, and every step it went through.
+  function switchoverBlock(id) {
+    const name = 'switchover:' + id;
+    const w = data(name);
+    let out = '<h2>Switchover</h2>' + errorBox(name) + loading(name);
+    if (w === null) return out + '<p class="empty" id="switchover-none">No switchover of this tenant yet. Start one with <code>atomfed tenant switchover ' + esc(id) + ' --to REGION</code>.</p>';
+    if (!w) return out;
+    out += '<dl class="kv" id="switchover"><dt>Phase</dt><dd>' + badge(w.phase === 'done' ? 'ok' : w.phase === 'aborted' ? 'error' : 'pending', w.phase) +
+      (w.active ? ' <small>writes are held (503) until the commit</small>' : '') + '</dd>' +
+      '<dt>From, to</dt><dd>' + esc(w.from) + ' → ' + esc(w.to) + (w.others && w.others.length ? ' <small>(followed by ' + esc(w.others.join(', ')) + ')</small>' : '') + '</dd>' +
+      '<dt>Epoch</dt><dd>' + esc(w.from_epoch) + ' → ' + esc(w.new_epoch) + '</dd>' +
+      (w.fenced_lsn ? '<dt>Fenced at</dt><dd class="mono">' + esc(w.fenced_lsn) + '</dd>' : '') +
+      '<dt>Started</dt><dd>' + esc(fmtTime(w.started_at)) + (w.ended_at ? ', ended ' + esc(fmtTime(w.ended_at)) + ' (' + esc(((w.ended_at - w.started_at) / 1e9).toFixed(2)) + ' s)' : '') + '</dd>' +
+      (w.error ? '<dt>Why it rolled back</dt><dd>' + esc(w.error) + '</dd>' : '') + '</dl>';
+    out += '<table id="switchover-steps"><caption>Steps of switchover ' + esc(w.id) + '</caption><thead><tr><th scope="col">Phase</th><th scope="col">At</th><th scope="col">Index</th><th scope="col">Detail</th></tr></thead><tbody>' +
+      (w.steps || []).map((st) => '<tr data-phase="' + esc(st.phase) + '"><th scope="row">' + esc(st.phase) + '</th><td>' + esc(fmtTime(st.at)) + '</td><td>' + esc(st.index) + '</td><td>' + esc(st.detail || '') + '</td></tr>').join('') +
+      '</tbody></table>';
+    return out;
+  }
+
+  // ---- backups -----------------------------------------------------------------
+
+  function pageBackups() {
+    const b = data('backups');
+    const regions = (b && b.regions) || [];
+    const now = Date.now();
+    const running = (b && b.running) || [];
+    const rrows = regions.map((h) => {
+      const lv = h.last_verified;
+      const run = running.find((x) => x.region === h.region);
+      const state = h.simulated ? badge('none', 'simulated') : h.stale ? badge('block', 'stale') : badge('verified', 'verified');
+      return '<tr data-region="' + esc(h.region) + '"><th scope="row">' + esc(h.region) + '</th><td>' + state + (h.warning ? '<br><small>' + esc(h.warning) + '</small>' : '') + '</td>' +
+        '<td>' + (lv ? '<span class="mono">' + esc(lv.id) + '</span> ' + esc(lv.type) + '<br><small>' + esc(lv.label || '') + ', ' + esc(fmtDur(Number(h.age_seconds) || 0)) + ' old</small>' : '<span class="empty">none</span>') + '</td>' +
+        '<td>' + (run ? esc(run.id) + ' ' + badge(run.status) + (run.progress ? ' <small>' + esc(run.progress.phase) + (run.progress.percent ? ' ' + esc(Number(run.progress.percent).toFixed(0)) + '%' : '') + '</small>' : '') : '—') + '</td>' +
+        '<td>' + (h.last_drill ? badge(h.last_drill.verdict) + ' <small>' + esc(fmtAgo(now - h.last_drill.at / 1e6)) + '</small>' : '<span class="empty">none</span>') +
+        (h.drill_stale && !h.simulated ? ' ' + badge('block', 'no recent passed drill') : '') + '</td></tr>';
+    }).join('');
+    const crows = ((b && b.backups) || []).slice(0, 20).map((x) => '<tr data-backup="' + esc(x.id) + '"><th scope="row" class="mono">' + esc(x.id) + '</th><td>' + esc(x.region) + '</td><td>' + esc(x.type) + '</td><td>' + badge(x.status) +
+      (x.status === 'succeeded' ? ' ' + (x.verified ? badge('verified') : badge('block', 'not verified')) : '') + (x.error ? '<br><small>' + esc(x.error) + '</small>' : '') + '</td>' +
+      '<td>' + esc(x.size_bytes ? (x.size_bytes / 1048576).toFixed(1) + ' MiB' : '') + (x.repo_size_bytes ? '<br><small>' + esc((x.repo_size_bytes / 1048576).toFixed(1)) + ' MiB stored</small>' : '') + '</td>' +
+      '<td class="mono"><small>' + esc(x.wal_start ? x.wal_start + ' … ' + x.wal_stop : '') + '</small></td><td>' + esc(x.drill ? x.drill.verdict : '—') + '</td></tr>').join('');
+    return '<h1>Backups</h1>' + errorBox('backups') + loading('backups') +
+      '<p class="help">Each region\'s PostgreSQL is backed up with pgBackRest by one of its agents and verified after every backup; restore drills restore the newest verified backup and compare every table. Take one now with <code>atomfed backup run REGION --wait</code>.</p>' +
+      '<table id="backup-regions"><caption>Backups per region</caption><thead><tr><th scope="col">Region</th><th scope="col">State</th><th scope="col">Newest verified backup</th><th scope="col">Running</th><th scope="col">Last restore drill</th></tr></thead><tbody>' +
+      (rrows || '<tr><td colspan="5" class="empty">No region.</td></tr>') + '</tbody></table>' +
+      '<table id="backup-catalog"><caption>Catalog, newest first (20 at most)</caption><thead><tr><th scope="col">Backup</th><th scope="col">Region</th><th scope="col">Type</th><th scope="col">Status</th><th scope="col">Size</th><th scope="col">WAL range</th><th scope="col">Drill</th></tr></thead><tbody>' +
+      (crows || '<tr><td colspan="7" class="empty">No backup yet.</td></tr>') + '</tbody></table>';
   }
 
   // ---- approvals -------------------------------------------------------------
