@@ -73,13 +73,24 @@ func TestConsoleInABrowser(t *testing.T) {
 	locations := map[string]fsm.Location{"us-east": {Lat: 39.04, Lon: -77.49}, "eu-west": {Lat: 53.35, Lon: -6.26}, "ap-south": {Lat: 19.08, Lon: 72.88}}
 	agents := map[string]*procs.AgentProc{}
 	dir := t.TempDir()
+	// The regions' PostgreSQL runs as the postgres user and must reach
+	// pgBackRest's configuration and repository, which the agents write.
+	shared, err := os.MkdirTemp("", "atomfed-e2e-console-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	if err := os.Chmod(shared, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	for i, r := range []string{"us-east", "eu-west", "ap-south"} {
 		if _, err := c.Sec.MustSigningClient(leader.URL, r).RegisterRegion(ctx, &fsm.Region{Name: r, URL: c.Servers[i].URL, Location: locations[r]}, nil); err != nil {
 			t.Fatalf("register %s: %v", r, err)
 		}
 		var extra []string
 		if pg := pgs[r]; pg != nil {
-			extra = []string{"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", "500ms"}
+			extra = []string{"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", "500ms",
+				"--backup-dir", filepath.Join(shared, r), "--backup-repo", filepath.Join(shared, r, "repo")}
 		}
 		a, err := procs.NewAgentProc(atomfedBin, procs.LogDir(t), dir, r+"-a1", r, func() (int, error) { return testutil.FreePort(t), nil }, c.SerfAddrs(), c.Sec, extra...)
 		if err != nil {
@@ -249,9 +260,10 @@ func TestConsoleInABrowser(t *testing.T) {
 		b.go_("#/backups")
 		// The agents with a database take their region's first backup as
 		// soon as they are up (the default policy), with pgBackRest.
-		b.waitFor("us-east and eu-west verified, ap-south simulated", `(() => { const row = (r) => document.querySelector('#backup-regions tr[data-region="' + r + '"]');
-			return row('us-east') && row('us-east').innerText.includes('verified') && row('eu-west') && row('eu-west').innerText.includes('verified') &&
-				row('ap-south') && row('ap-south').innerText.includes('simulated') && document.querySelectorAll('#backup-catalog tr[data-backup]').length >= 2; })()`, 90*time.Second)
+		b.waitFor("us-east and eu-west verified, ap-south simulated", `(() => { const state = (r) => { const row = document.querySelector('#backup-regions tr[data-region="' + r + '"]');
+				return row ? row.querySelector('td .badge').textContent : ''; };
+			return state('us-east') === 'verified' && state('eu-west') === 'verified' && state('ap-south') === 'simulated' &&
+				document.querySelectorAll('#backup-catalog tr[data-backup] .s-verified').length >= 2; })()`, 90*time.Second)
 		b.shot("backups")
 		b.checkA11y("backups")
 	})
