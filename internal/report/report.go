@@ -206,8 +206,9 @@ func Generate(ctx context.Context, cfg Config) (*Snapshot, []string, error) {
 		if comp.Verify == "" {
 			continue
 		}
-		v, refs := verifiers[comp.Verify](ctx, env)
-		v.Simulated = append(v.Simulated, simulatedParts(&snap.Federation, dependsOn[comp.Verify])...)
+		vf := verifiers[comp.Verify]
+		v, refs := vf.run(ctx, env)
+		v.Simulated = append(v.Simulated, simulatedParts(&snap.Federation, vf.needs)...)
 		verifications[comp.Verify] = v
 		created = append(created, refs...)
 	}

@@ -128,7 +128,7 @@ func TestComponentsCoverThePhase(t *testing.T) {
 		if c.Built != Built && len(c.Missing) == 0 {
 			t.Errorf("%s is not fully built but says nothing is missing", c.Task)
 		}
-		if c.Verify != "" && verifiers[c.Verify] == nil {
+		if _, ok := verifiers[c.Verify]; c.Verify != "" && !ok {
 			t.Errorf("%s names an unknown verification %q", c.Task, c.Verify)
 		}
 	}

@@ -87,28 +87,23 @@ type verifyEnv struct {
 	timeout time.Duration
 }
 
-var verifiers = map[string]func(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef){
-	"registry":           verifyRegistry,
-	"policy":             verifyPolicy,
-	"federation_sync":    verifyFederationSync,
-	"tenant_replication": verifyTenantReplication,
-	"metrics":            verifyMetrics,
-	"backups":            verifyBackups,
-	"edge":               verifyEdge,
+// verification is a component's live verification and the parts (as
+// nodes list them simulated in /health) it depends on: when a node runs
+// one simulated, the verification did not run against the real part, and
+// its success is a pass_simulated that names it.
+type verification struct {
+	run   func(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
+	needs []string
 }
 
-// dependsOn are the parts (as nodes list them simulated in /health) each
-// verification depends on: when a node runs one simulated, the
-// verification did not run against the real part, and its success is a
-// pass_simulated that names it.
-var dependsOn = map[string][]string{
-	"registry":           nil,
-	"policy":             {"signing", "secrets"},
-	"federation_sync":    {"replication"},
-	"tenant_replication": {"replication", "tenant_rls"},
-	"metrics":            nil,
-	"backups":            {"backups"},
-	"edge":               {"replication"},
+var verifiers = map[string]verification{
+	"registry":           {verifyRegistry, nil},
+	"policy":             {verifyPolicy, []string{"signing", "secrets"}},
+	"federation_sync":    {verifyFederationSync, []string{"replication"}},
+	"tenant_replication": {verifyTenantReplication, []string{"replication", "tenant_rls"}},
+	"metrics":            {verifyMetrics, nil},
+	"backups":            {verifyBackups, []string{"backups"}},
+	"edge":               {verifyEdge, []string{"replication"}},
 }
 
 // simulatedParts lists, once per role, part and reason, the parts of

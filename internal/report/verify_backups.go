@@ -10,16 +10,6 @@ import (
 	"github.com/atomcloud/atomfed/httpapi/client"
 )
 
-// backupsSimulated names the agents that run backups simulated.
-func backupsSimulated(f *Federation) bool {
-	for _, a := range f.Agents {
-		if a.Simulation != nil && a.Simulation.Simulates("backups") {
-			return true
-		}
-	}
-	return false
-}
-
 // verifyBackups checks the DR coordinator on the live federation: it asks
 // for a full backup of the first region with an agent, follows it until
 // its agent has taken and verified it with pgBackRest (a label, a size, a
@@ -33,7 +23,7 @@ func verifyBackups(ctx context.Context, env *verifyEnv) (*Verification, []AuditR
 		e.timeout = backupWait
 		env = &e
 	}
-	if backupsSimulated(env.fed) {
+	if len(simulatedParts(env.fed, []string{"backups"})) > 0 {
 		list, _, err := env.c.Backups(ctx, "", nil)
 		if err != nil {
 			return v.fail(Step{Call: "GET /v1/backups", Status: client.StatusOf(err)}, "%v", err), nil

@@ -25,23 +25,6 @@ const (
 	verifyOtherTenant = "report-verify-other"
 )
 
-// replicationSimulated names, per agent that runs replication simulated
-// (no region database), why; nil when every agent runs it for real.
-func replicationSimulated(f *Federation) []string {
-	var out []string
-	for _, a := range f.Agents {
-		if a.Simulation == nil {
-			continue
-		}
-		for _, p := range a.Simulation.Simulated {
-			if p.Part == "replication" {
-				out = append(out, fmt.Sprintf("replication on agent %s of %s (%s)", a.Node, a.Region, p.Because))
-			}
-		}
-	}
-	return out
-}
-
 // regionsWithAgents are the regions, in the registry's order, that have an
 // agent in the federation.
 func regionsWithAgents(ctx context.Context, env *verifyEnv) ([]string, error) {
@@ -172,24 +155,24 @@ func waitFor(ctx context.Context, env *verifyEnv, check func() error) error {
 
 // regionsAndConns are the first n regions with agents (all of them when n
 // is 0) and connections to their databases; on failure the step that
-// failed is returned with the error. close is always safe to call.
-func regionsAndConns(ctx context.Context, env *verifyEnv, n int, what string) (regions []string, conns map[string]*pgx.Conn, close func(), failed Step, err error) {
-	close = func() {}
+// failed is returned with the error. closeAll is always safe to call.
+func regionsAndConns(ctx context.Context, env *verifyEnv, n int, what string) (regions []string, conns map[string]*pgx.Conn, closeAll func(), failed Step, err error) {
+	closeAll = func() {}
 	regions, err = regionsWithAgents(ctx, env)
 	if err != nil {
-		return nil, nil, close, Step{Call: "GET /v1/regions"}, err
+		return nil, nil, closeAll, Step{Call: "GET /v1/regions"}, err
 	}
 	if len(regions) < 2 {
-		return nil, nil, close, Step{Call: "GET /v1/regions"}, fmt.Errorf("%s needs two regions with agents; the federation has %d", what, len(regions))
+		return nil, nil, closeAll, Step{Call: "GET /v1/regions"}, fmt.Errorf("%s needs two regions with agents; the federation has %d", what, len(regions))
 	}
 	if n > 0 {
 		regions = regions[:n]
 	}
-	conns, close, err = regionConns(ctx, env, regions)
+	conns, closeAll, err = regionConns(ctx, env, regions)
 	if err != nil {
-		return nil, nil, close, Step{Call: "connect to the regions' databases"}, err
+		return nil, nil, closeAll, Step{Call: "connect to the regions' databases"}, err
 	}
-	return regions, conns, close, Step{}, nil
+	return regions, conns, closeAll, Step{}, nil
 }
 
 // freshTenant removes what an interrupted run left of tenant (the tenant,
@@ -259,7 +242,7 @@ func putTenant(ctx context.Context, env *verifyEnv, v *Verification, ten *fsm.Te
 // waits for the change everywhere, then deletes the global table, waits
 // until no publication or subscription holds it, and drops it.
 func verifyFederationSync(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
-	if sim := replicationSimulated(env.fed); len(sim) > 0 {
+	if sim := simulatedParts(env.fed, []string{"replication"}); len(sim) > 0 {
 		return simulatedReplication(ctx, env, sim), nil
 	}
 	v := &Verification{OK: true}
@@ -400,7 +383,7 @@ func waitGlobalGone(ctx context.Context, env *verifyEnv, conns map[string]*pgx.C
 // then deletes the tenant, waits until its tasks are torn down and drops
 // the table.
 func verifyTenantReplication(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef) {
-	if sim := replicationSimulated(env.fed); len(sim) > 0 {
+	if sim := simulatedParts(env.fed, []string{"replication"}); len(sim) > 0 {
 		return simulatedReplication(ctx, env, sim), nil
 	}
 	v := &Verification{OK: true}
