@@ -153,7 +153,13 @@ func verifyEdge(ctx context.Context, env *verifyEnv) (*Verification, []AuditRef)
 	if st.Phase == fsm.PhaseAborted {
 		return v.fail(Step{Call: call}, "switchover %d rolled back: %s", st.ID, st.Error), refs
 	}
-	v.ok(Step{Call: call, Index: st.ModifyIndex}, "done: %s; fenced at %s, epoch %d -> %d", strings.Join(phases, " -> "), st.FencedLSN, st.FromEpoch, st.NewEpoch)
+	// The phases as the switchover recorded them: polling may miss a
+	// short one.
+	var steps []string
+	for _, s := range st.Steps {
+		steps = append(steps, s.Phase)
+	}
+	v.ok(Step{Call: call, Index: st.ModifyIndex}, "done: %s; fenced at %s, epoch %d -> %d", strings.Join(steps, " -> "), st.FencedLSN, st.FromEpoch, st.NewEpoch)
 	if step, err := route(mirror, st.NewEpoch); err != nil {
 		return v.fail(step, "%v", err), refs
 	} else {
