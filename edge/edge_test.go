@@ -165,7 +165,16 @@ func TestEdgeRoutesReadsAndWrites(t *testing.T) {
 	if n := value(h.e.metrics.requests.WithLabelValues(opRead, "eu-west", "200")); n != 1 {
 		t.Fatalf("atomfed_edge_requests_total{read,eu-west,200} = %v", n)
 	}
-	// The route is kept by a blocking query: more requests ask atomfed no more.
+	// The route is kept by a blocking query: more requests ask atomfed no
+	// more. Each of the two watches asks once, then parks in its blocking
+	// query; count from there, or the second ask of a watch that had not
+	// parked yet would be taken for a request's.
+	tu.Eventually(t, 5*time.Second, func() error {
+		if n := src.calls.Load(); n < 4 {
+			return fmt.Errorf("%d asks so far, want the 2 watches' first answers and their 2 blocking queries", n)
+		}
+		return nil
+	})
 	calls := src.calls.Load()
 	for i := 0; i < 5; i++ {
 		h.do(http.MethodGet, "acme", "/")
