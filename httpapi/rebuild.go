@@ -78,6 +78,7 @@ func rebuildStatus(s *fsm.State, rb *fsm.Rebuild) wire.RebuildStatus {
 	}
 	t := s.Tasks[fsm.RebuildTaskID(rb.Region)]
 	if !rb.Active() || t == nil || t.Agent == "" {
+		st.Agent = rb.Agent // the one whose result was recorded
 		return st
 	}
 	st.Agent, st.Generation, st.TaskError = t.Agent, t.Generation, t.Error

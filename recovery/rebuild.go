@@ -289,7 +289,7 @@ func (r *RebuildExecutor) prepareDataDir(spec fsm.RebuildSpec, owner *syscall.Cr
 }
 
 // runningPostmaster reads dir's postmaster.pid and reports whether the
-// process it names is alive.
+// process it names is alive and a server of dir.
 func runningPostmaster(dir string) (int, bool) {
 	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
 	if err != nil {
@@ -299,8 +299,15 @@ func runningPostmaster(dir string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	err = syscall.Kill(pid, 0)
-	return pid, err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return pid, false
+	}
+	// A postmaster works in its data directory; a live process elsewhere
+	// reuses a dead server's pid (when /proc says; else assume it runs).
+	if cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd")); err == nil {
+		return pid, filepath.Clean(cwd) == filepath.Clean(dir)
+	}
+	return pid, true
 }
 
 // checkArchiveReaches refuses a point in time after the end of the

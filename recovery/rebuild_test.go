@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,15 +45,7 @@ func newRebuildRig(t *testing.T, name string, setup func(ctx context.Context, co
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stop the rebuilt server (not a child of pglocal's) before pglocal
-	// removes its directory.
-	t.Cleanup(func() {
-		cmd := exec.Command(filepath.Join(pg.BinDir, "pg_ctl"), "stop", "-D", pg.DataDir, "-m", "immediate")
-		if os.Geteuid() == 0 {
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: ownerOf(t, pg.Dir), Gid: groupOf(pg.Dir)}}
-		}
-		_ = cmd.Run()
-	})
+	// pglocal stops the rebuilt server (pg_ctl) when it removes the cluster.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pg.Connect(ctx, pglocal.Database)
@@ -73,22 +63,6 @@ func newRebuildRig(t *testing.T, name string, setup func(ctx context.Context, co
 		t.Fatalf("backup: %+v %+v", st, p.Result)
 	}
 	return &rebuildRig{pg: pg, x: x, rb: rb, label: p.Result.Label, stop: p.Result.Stop, size: p.Result.Size, backup: name + "-1"}
-}
-
-func ownerOf(t *testing.T, path string) uint32 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Sys().(*syscall.Stat_t).Uid
-}
-
-func groupOf(path string) uint32 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Sys().(*syscall.Stat_t).Gid
 }
 
 // rebuild runs one rebuild task and returns every progress it reported
