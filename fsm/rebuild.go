@@ -54,14 +54,11 @@ type Rebuild struct {
 	// of the archived WAL.
 	TargetTime int64 `json:"target_time,omitempty"`
 	// Force lets the agent empty a data directory that is not empty.
-	Force bool `json:"force,omitempty"`
-	// PreviousDone is the index of the region's last rebuild that
-	// succeeded before this one (0: none).
-	PreviousDone uint64 `json:"previous_done,omitempty"`
-	Status       string `json:"status"`
-	RequestedBy  string `json:"requested_by,omitempty"`
-	RequestedAt  int64  `json:"requested_at"`
-	Agent        string `json:"agent,omitempty"`
+	Force       bool   `json:"force,omitempty"`
+	Status      string `json:"status"`
+	RequestedBy string `json:"requested_by,omitempty"`
+	RequestedAt int64  `json:"requested_at"`
+	Agent       string `json:"agent,omitempty"`
 	*RebuildResult
 	RecordedAt  int64  `json:"recorded_at,omitempty"`
 	CreateIndex uint64 `json:"create_index"`
@@ -200,7 +197,7 @@ func applyRebuildRequest(s *State, e *Entry) (any, error) {
 	}
 	r := &Rebuild{ID: fmt.Sprintf("%s-r%d", cmd.Region, e.Index), Region: cmd.Region, Backup: b.ID, Label: b.Label, BackupStop: b.Stop,
 		BytesTotal: b.Size, TargetTime: cmd.TargetTime, Force: cmd.Force, Status: RebuildPending, RequestedBy: cmd.RequestedBy,
-		RequestedAt: cmd.At, CreateIndex: e.Index, ModifyIndex: e.Index, PreviousDone: s.LastRebuildDone(cmd.Region)}
+		RequestedAt: cmd.At, CreateIndex: e.Index, ModifyIndex: e.Index}
 	s.Rebuilds[cmd.Region] = r
 	s.touch(TableRebuilds, e.Index)
 	return r, nil
@@ -238,20 +235,6 @@ func applyRebuildRecord(s *State, e *Entry) (any, error) {
 	s.Rebuilds[cmd.Region] = &r
 	s.touch(TableRebuilds, e.Index)
 	return &r, nil
-}
-
-// LastRebuildDone returns the index of the region's newest rebuild that
-// succeeded (0: none): the replication tasks of the region carry it, so
-// that they run again on the rebuilt database.
-func (s *State) LastRebuildDone(region string) uint64 {
-	r := s.Rebuilds[region]
-	switch {
-	case r == nil:
-		return 0
-	case r.Status == RebuildDone:
-		return r.CreateIndex
-	}
-	return r.PreviousDone
 }
 
 // SortedRebuilds returns every region's newest rebuild, by region.
