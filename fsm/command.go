@@ -95,6 +95,11 @@ const (
 	DrillRequestType    MessageType = 73
 	DrillRecordType     MessageType = 74
 
+	// 75-76: control-plane snapshots shipped to a repository
+	// (snapship_apply.go).
+	SnapshotPolicySetType MessageType = 75
+	SnapshotShippedType   MessageType = 76
+
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
 	TasksRefenceType MessageType = 80
@@ -157,6 +162,8 @@ var typeNames = map[MessageType]string{
 	BackupRecordType:      "backup_record",
 	DrillRequestType:      "drill_request",
 	DrillRecordType:       "drill_record",
+	SnapshotPolicySetType: "snapshot_policy_set",
+	SnapshotShippedType:   "snapshot_shipped",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -214,6 +221,8 @@ func init() {
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
 	registerCommand[DrillRequest](DrillRequestType, applyDrillRequest)
 	registerCommand[DrillRecord](DrillRecordType, applyDrillRecord)
+	registerCommand[SnapshotPolicySet](SnapshotPolicySetType, applySnapshotPolicySet)
+	registerCommand[SnapshotShipped](SnapshotShippedType, applySnapshotShipped)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -313,6 +322,10 @@ func ResultValue(t MessageType) any {
 		return &Backup{}
 	case DrillRequestType, DrillRecordType:
 		return &Drill{}
+	case SnapshotPolicySetType:
+		return &SnapshotPolicy{}
+	case SnapshotShippedType:
+		return &SnapshotCatalog{}
 	}
 	return &map[string]any{}
 }

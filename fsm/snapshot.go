@@ -48,6 +48,8 @@ type snapshotDoc struct {
 	Backups        []*Backup       `json:"backups,omitempty"`
 	DrillRuns      []*Drill        `json:"drill_runs,omitempty"`
 	Drills         []*Drill        `json:"drills,omitempty"`
+
+	SnapshotCatalog *SnapshotCatalog `json:"snapshot_catalog,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -102,6 +104,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Backups:        s.BackupsOf(""),
 		DrillRuns:      s.SortedDrillRuns(),
 		Drills:         s.DrillsOf(""),
+
+		SnapshotCatalog: snapshotCatalogDoc(s.Snapshots),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -205,7 +209,10 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {
 		return s, err
 	}
-	return s, readBackupSnapshot(&doc, s)
+	if err := readBackupSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	return s, readSnapshotCatalog(&doc, s)
 }
 
 // trustFactsDoc is the snapshot form of f: omitted while it is empty, so

@@ -47,6 +47,9 @@ type State struct {
 	// Drills the drill catalog, by id (drill.go).
 	DrillRuns map[string]*Drill
 	Drills    map[string]*Drill
+	// Snapshots is the policy and catalog of shipped control-plane
+	// snapshots (snapship.go).
+	Snapshots SnapshotCatalog
 
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
@@ -212,6 +215,7 @@ func (s *State) clone() *State {
 		Trust:          s.Trust,
 
 		RefencePending: s.RefencePending,
+		Snapshots:      s.Snapshots,
 
 		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}

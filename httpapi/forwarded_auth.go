@@ -48,6 +48,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
+	fsm.SnapshotPolicySetType: operators,
 }
 
 // writers are the roles that make some write; a reader makes none.
@@ -57,7 +58,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true, fsm.SnapshotShippedType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
