@@ -2,7 +2,7 @@ package fsm
 
 import (
 	"bytes"
-		"strings"
+	"strings"
 	"testing"
 	"time"
 )
