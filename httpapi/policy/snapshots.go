@@ -73,7 +73,14 @@ func snapshotsAndFailover(s *fsm.State, now int64, lastIndex string) structs.Pol
 	missing = append(missing, shippedPart(s, now, &ev)...)
 	missing = append(missing, failoverPart(s, now, &ev)...)
 	if len(missing) > 0 {
-		return structs.PolicyResult{Status: structs.PolicyBlock, Reason: strings.Join(missing, "; "), Evidence: ev}
+		reason := strings.Join(missing, "; ")
+		if in := inPlace(&ev); len(in) > 0 {
+			reason += "; " + andList(in) + " are in place"
+		}
+		if len(ev.SimulatedRegions) > 0 {
+			reason += "; simulated regions (no database, nothing to back up): " + strings.Join(ev.SimulatedRegions, ", ")
+		}
+		return structs.PolicyResult{Status: structs.PolicyBlock, Reason: reason, Evidence: ev}
 	}
 	reason := "every region has a verified backup within its bound and a passed restore drill within its window, control-plane snapshots are shipped on schedule, and region failover is in place"
 	if len(ev.SimulatedRegions) > 0 {
@@ -145,4 +152,27 @@ func failoverPart(_ *fsm.State, _ int64, ev *SnapshotsEvidence) []string {
 		return []string{"region failover (G.1.6) not built"}
 	}
 	return nil
+}
+
+// inPlace names the parts in place, restore drills last.
+func inPlace(ev *SnapshotsEvidence) []string {
+	var out []string
+	for _, c := range []struct {
+		ok   bool
+		name string
+	}{{ev.OnDemandSnapshots.InPlace, "on-demand snapshots"}, {ev.FailoverTests.InPlace, "failover tests"},
+		{ev.RegionFailover.InPlace, "region failover"}, {ev.ShippedSnapshots.InPlace, "shipped control-plane snapshots"},
+		{ev.ScheduledSnapshots.InPlace, "scheduled verified region backups"}, {ev.RestoreDrills.InPlace, "restore drills"}} {
+		if c.ok {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+func andList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }

@@ -38,7 +38,7 @@ func TestP7NamesWhatIsMissing(t *testing.T) {
 	// alone, and lists the simulated region as such.
 	res := snapshotsAndFailover(drState(now), now, "3")
 	ev := res.Evidence.(SnapshotsEvidence)
-	if res.Status != structs.PolicyBlock || res.Reason != "region failover (G.1.6) not built" ||
+	if res.Status != structs.PolicyBlock || !strings.HasPrefix(res.Reason, "region failover (G.1.6) not built; on-demand snapshots, failover tests, shipped control-plane snapshots, scheduled verified region backups and restore drills are in place; simulated regions (no database, nothing to back up): ap-sim") ||
 		!ev.ScheduledSnapshots.InPlace || !ev.RestoreDrills.InPlace || !ev.ShippedSnapshots.InPlace ||
 		len(ev.SimulatedRegions) != 1 || ev.SimulatedRegions[0] != "ap-sim" || ev.ControlPlaneSnapshots.Last.ID != "s1" {
 		t.Fatalf("P7 with backups, drills and shipments in place: %s %q %+v", res.Status, res.Reason, ev)
