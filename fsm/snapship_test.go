@@ -165,3 +165,37 @@ func TestSnapshotCatalogSnapshotAndRestore(t *testing.T) {
 		t.Fatalf("a restore dropped the live catalog: %+v", after.Snapshots)
 	}
 }
+
+func TestDRStatus(t *testing.T) {
+	now := int64(1000 * time.Hour)
+	s := newState()
+	for _, r := range []string{"us-east", "sim"} {
+		s.Regions[r] = &Region{Name: r}
+	}
+	s.Databases["us-east"] = &RegionDatabase{Region: "us-east"}
+	s.Backups["us-east-1"] = &Backup{ID: "us-east-1", Region: "us-east", Type: BackupFull, Status: BackupSucceeded, RecordedAt: now - int64(time.Hour),
+		CreateIndex: 1, BackupResult: &BackupResult{Label: "L", Verified: true}}
+	s.DrillRuns["us-east"] = &Drill{ID: "us-east-d2", Region: "us-east", Status: DrillPending}
+	st := s.DRStatusAt(now)
+	if !st.Stale || len(st.Regions) != 2 || len(st.Simulated) != 1 || st.Simulated[0] != "sim" {
+		t.Fatalf("status: %+v", st)
+	}
+	var us DRRegionStatus
+	for _, r := range st.Regions {
+		if r.Region == "us-east" {
+			us = r
+		}
+	}
+	if us.BackupStale || !us.DrillStale || *us.BackupAgeSeconds != 3600 || us.RunningDrill == nil || us.DrillWindowSeconds != 2*DefaultDrillEverySeconds {
+		t.Fatalf("us-east: %+v", us)
+	}
+	want := []string{"region us-east has no restore drill passed within 48h0m0s (twice its drill interval)", "control plane: no control-plane snapshot shipped to the repository yet"}
+	if strings.Join(st.Missing, "|") != strings.Join(want, "|") {
+		t.Fatalf("missing %q, want %q", st.Missing, want)
+	}
+	s.Drills["us-east-d2"] = &Drill{ID: "us-east-d2", Region: "us-east", Status: DrillPassed, RecordedAt: now - int64(time.Hour), CreateIndex: 2}
+	s.Snapshots.Shipped = []*ShippedSnapshot{shippedTest("a", now-int64(time.Minute))}
+	if st := s.DRStatusAt(now); st.Stale || len(st.Missing) != 0 {
+		t.Fatalf("status with everything fresh: %+v", st)
+	}
+}
