@@ -28,7 +28,10 @@ var ErrNoSnapshotRepo = &fsm.Error{Kind: fsm.ErrFailedPrecondition, Code: "no_sn
 // last attempt, success or failure, is an interval old): a failure is
 // recorded and retried at the next interval. A server without a
 // repository ships nothing (P7 and `atomfed dr status` then say that no
-// snapshot is shipped).
+// snapshot is shipped), and so does a leader while a server of the
+// cluster is too old to record a shipment (a rolling upgrade). A shipment
+// stored but not recorded (leadership lost meanwhile) is not tried again
+// before the interval.
 func (s *Server) snapshipRoutine(ctx context.Context) error {
 	if s.cfg.SnapshotRepo == nil {
 		<-ctx.Done()
@@ -36,10 +39,19 @@ func (s *Server) snapshipRoutine(ctx context.Context) error {
 	}
 	tick := time.NewTicker(snapshipTick)
 	defer tick.Stop()
+	var lastTry time.Time
 	for {
 		var due bool
-		s.fsm.Read(func(st *fsm.State) { due = st.SnapshotShipDue(time.Now().UnixNano()) })
-		if due {
+		var every time.Duration
+		s.fsm.Read(func(st *fsm.State) {
+			due = st.SnapshotShipDue(time.Now().UnixNano())
+			every = time.Duration(st.SnapshotPolicyOf().IntervalSeconds) * time.Second
+		})
+		if min, _ := s.protocols(); min < commandProtocol[fsm.SnapshotShippedType] {
+			due = false
+		}
+		if due && time.Since(lastTry) >= every {
+			lastTry = time.Now()
 			if sn, err := s.ShipSnapshot(ctx); err != nil {
 				s.logger.Warn("control-plane snapshot not shipped; retrying at the next interval", "repository", s.cfg.SnapshotRepo.String(), "error", err)
 			} else {
