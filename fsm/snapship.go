@@ -176,7 +176,7 @@ func (s *State) SnapshotShipHealthAt(now int64) SnapshotShipHealth {
 		h.AgeSeconds = &age
 		if age >= bound {
 			h.Stale = true
-			h.Warning = fmt.Sprintf("the last control-plane snapshot (%s) was shipped %ds ago, more than twice the interval (%ds)", h.Last.ID, age, bound)
+			h.Warning = fmt.Sprintf("the last control-plane snapshot (%s) was shipped %ds ago, not within twice the interval (%ds)", h.Last.ID, age, bound)
 		}
 	}
 	if h.Stale && h.LastFailure != nil {

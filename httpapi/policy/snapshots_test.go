@@ -65,7 +65,7 @@ func TestP7NamesWhatIsMissing(t *testing.T) {
 		"shipment late and failing": {func(s *fsm.State) {
 			s.Snapshots.Policy = &fsm.SnapshotPolicy{IntervalSeconds: 20, Keep: 2}
 			s.Snapshots.LastFailure = &fsm.SnapshotShipFailure{At: now, Error: "the repository is read-only"}
-		}, []string{"control plane: the last control-plane snapshot (s1) was shipped 60s ago, more than twice the interval (40s)", "read-only"}},
+		}, []string{"control plane: the last control-plane snapshot (s1) was shipped 60s ago, not within twice the interval (40s)", "read-only"}},
 	}
 	for name, c := range cases {
 		s := drState(now)
