@@ -52,9 +52,9 @@ func (s *Server) snapshipRoutine(ctx context.Context) error {
 		}
 		if due && time.Since(lastTry) >= every {
 			lastTry = time.Now()
-			if sn, err := s.ShipSnapshot(ctx); err != nil {
+			if sn, err := s.shipSnapshot(ctx, true); err != nil {
 				s.logger.Warn("control-plane snapshot not shipped; retrying at the next interval", "repository", s.cfg.SnapshotRepo.String(), "error", err)
-			} else {
+			} else if sn != nil {
 				s.logger.Info("control-plane snapshot shipped", "id", sn.ID, "index", sn.Index, "size", sn.Size, "location", sn.Location)
 			}
 		}
@@ -71,6 +71,13 @@ func (s *Server) snapshipRoutine(ctx context.Context) error {
 // the policy's keep, and records the shipment (or its failure) in the
 // catalog. It runs on the leader, one at a time.
 func (s *Server) ShipSnapshot(ctx context.Context) (*fsm.ShippedSnapshot, error) {
+	return s.shipSnapshot(ctx, false)
+}
+
+// shipSnapshot ships; onlyIfDue (the schedule) ships nothing (nil, nil)
+// when, with the lock held, a shipment is no longer due: one asked for
+// meanwhile took its place.
+func (s *Server) shipSnapshot(ctx context.Context, onlyIfDue bool) (*fsm.ShippedSnapshot, error) {
 	repo := s.cfg.SnapshotRepo
 	if repo == nil {
 		return nil, ErrNoSnapshotRepo
@@ -80,6 +87,13 @@ func (s *Server) ShipSnapshot(ctx context.Context) (*fsm.ShippedSnapshot, error)
 	}
 	s.shipMu.Lock()
 	defer s.shipMu.Unlock()
+	if onlyIfDue {
+		due := false
+		s.fsm.Read(func(st *fsm.State) { due = st.SnapshotShipDue(time.Now().UnixNano()) })
+		if !due {
+			return nil, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, shipTimeout)
 	defer cancel()
 	start := time.Now()

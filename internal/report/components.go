@@ -120,7 +120,7 @@ func Components() []Component {
 			Related: []string{"cluster.TestSnapshotSaveRestore", "cluster.TestLeaderCrash", "cluster.TestLeaderLeave",
 				"cluster.TestFailedAgentTasksMoveToPeer", "internal/e2e.TestKillLeaderUnderWrites",
 				"internal/e2e.TestPausedLeaderIsReplaced", "internal/e2e.TestSIGTERMLeavesGracefully", "internal/e2e.TestBackupsEndToEnd",
-				"internal/e2e.TestShippedSnapshots", "recovery/snaprepo.TestS3Repository", "httpapi/policy.TestP7NamesWhatIsMissing"}},
+				"internal/e2e.TestShippedSnapshots", "cluster.TestSnapshotShippingToS3", "httpapi/policy.TestP7NamesWhatIsMissing"}},
 		{Task: "G.1.7", Short: "policy_manager", Name: "Federation Policy Manager", Built: Built,
 			Packages: []string{"internal/signing", "internal/tlsutil", "httpapi/policy", "internal/precheck", "internal/report"},
 			Exists: []string{
