@@ -109,6 +109,46 @@ func TestShippedSnapshots(t *testing.T) {
 	}
 	registerRegion(t, c, l, "eu-west") // after the snapshot: the restore removes it
 
+	t.Run("bad input and other roles are refused", func(t *testing.T) {
+		tok, err := l.Client.CreateToken(cx, fsm.RoleReader, "snapship reader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader, err := c.Sec.Client(c.Others(l)[0].URL, client.WithToken(tok.Secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := settled(t, c)
+		want := trustView(t, l.Client)
+		before := list()
+		if _, err := l.Client.PutSnapshotPolicy(cx, &fsm.SnapshotPolicy{IntervalSeconds: 0, Keep: 3}); !client.IsCode(err, "invalid_snapshot_policy") {
+			t.Fatalf("policy with no interval: %v", err)
+		}
+		if _, err := l.Client.PutSnapshotPolicy(cx, &fsm.SnapshotPolicy{IntervalSeconds: 60, Keep: 5000}); !client.IsCode(err, "invalid_snapshot_policy") {
+			t.Fatalf("policy keeping 5000: %v", err)
+		}
+		mustContain(t, "policy set --every 0s", cl.fails("snapshot", "policy", "set", "--every", "0s"), "must be a positive whole number of seconds")
+		if _, _, err := l.Client.RestoreFromRepo(cx, ""); !client.IsCode(err, "missing_from") {
+			t.Fatalf("restore without from: %v", err)
+		}
+		if _, err := reader.ShipSnapshot(cx); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("a reader ships: %v, want 403", err)
+		}
+		if _, _, err := reader.RestoreFromRepo(cx, "latest"); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("a reader restores: %v, want 403", err)
+		}
+		if _, err := reader.PutSnapshotPolicy(cx, &fsm.SnapshotPolicy{IntervalSeconds: 1, Keep: 1}); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("a reader sets the policy: %v, want 403", err)
+		}
+		if l, _, err := reader.ShippedSnapshots(cx, nil); err != nil || len(l.Snapshots) != 3 {
+			t.Fatalf("a reader lists: %+v %v", l, err)
+		}
+		unchangedEverywhere(t, c, want, head)
+		if after := list(); after.Policy.IntervalSeconds != before.Policy.IntervalSeconds || after.Policy.Keep != before.Policy.Keep || after.Snapshots[0].ID != before.Snapshots[0].ID {
+			t.Fatalf("refused requests changed the catalog: %+v -> %+v", before, after)
+		}
+	})
+
 	t.Run("a corrupted object is refused", func(t *testing.T) {
 		older := list().Snapshots[1]
 		b, err := os.ReadFile(older.Location)
