@@ -107,7 +107,10 @@ func (s *Server) shipSnapshot(ctx context.Context, onlyIfDue bool) (*fsm.Shipped
 			msg = msg[:fsm.MaxShipErrorLen]
 		}
 		rec := fsm.SnapshotShipped{Error: msg, Location: repo.String(), Node: s.cfg.NodeID, At: time.Now().UnixNano()}
-		if rerr := s.applyQuiet(ctx, fsm.SnapshotShippedType, rec); rerr != nil {
+		// Recorded even when the shipment ran out of its time.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		if rerr := s.applyQuiet(rctx, fsm.SnapshotShippedType, rec); rerr != nil {
 			s.logger.Warn("snapshot shipment failure not recorded", "error", rerr)
 		}
 		return nil, err
