@@ -12,6 +12,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/signing"
+	"github.com/atomcloud/atomfed/recovery/snaprepo"
 )
 
 // Base Raft timings for a LAN: a follower notices a lost leader after
@@ -80,6 +81,9 @@ type Config struct {
 	// SnapshotThreshold and SnapshotInterval control automatic snapshots.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	// SnapshotRepo is where the leader ships the state archive on the
+	// snapshot policy's schedule (nil: nowhere; leader_snapship.go).
+	SnapshotRepo snaprepo.Store
 	// TrailingLogs is how many log entries are kept after a snapshot.
 	TrailingLogs uint64
 	// LogStore picks the raft log store: LogStoreSegment (the default; one

@@ -30,12 +30,13 @@ func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descBackupStale
 	ch <- descBackupAge
 	ch <- descDrillStale
+	describeSnapship(ch)
 }
 
 func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	var out []prometheus.Metric
 	now := c.now().UnixNano()
-	c.f.Read(func(s *fsm.State) { out = backupMetrics(s, now) })
+	c.f.Read(func(s *fsm.State) { out = append(backupMetrics(s, now), snapshipMetrics(s, now)...) })
 	for _, m := range out {
 		ch <- m
 	}

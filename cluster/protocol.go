@@ -41,6 +41,8 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.DrillRecordType:       4,
 	fsm.RebuildRequestType:    4,
 	fsm.RebuildRecordType:     4,
+	fsm.SnapshotPolicySetType: 4,
+	fsm.SnapshotShippedType:   4,
 }
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

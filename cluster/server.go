@@ -79,6 +79,7 @@ type Server struct {
 	// live state and installs the state it built from it (snapshot.go):
 	// nothing may be applied in between and lost.
 	applyGate      sync.RWMutex
+	shipMu         sync.Mutex // one snapshot shipment at a time (leader_snapship.go)
 	batch          *batcher
 	bootstrapped   atomic.Bool
 	shutdownCtx    context.Context
@@ -148,6 +149,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 		leaderRoutine{name: "backups", fn: s.backupRoutine},
 		leaderRoutine{name: "rebuilds", fn: s.rebuildRoutine},
+		leaderRoutine{name: "snapshot-shipping", fn: s.snapshipRoutine},
 	)
 	for _, r := range routines {
 		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})

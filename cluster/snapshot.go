@@ -80,7 +80,9 @@ func (s *Server) SaveSnapshot(w io.Writer) (*structs.ArchiveMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	return am.summary(), writeArchive(w, metaJSON, state)
+	sum := am.summary()
+	sum.Digest = sha(state)
+	return sum, writeArchive(w, metaJSON, state)
 }
 
 // openSnapshot forces a snapshot, falling back to the newest stored one

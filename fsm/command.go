@@ -98,6 +98,10 @@ const (
 	// 77-79: rebuilds of a lost region (rebuild.go).
 	RebuildRequestType MessageType = 77
 	RebuildRecordType  MessageType = 78
+	// 75-76: control-plane snapshots shipped to a repository
+	// (snapship_apply.go).
+	SnapshotPolicySetType MessageType = 75
+	SnapshotShippedType   MessageType = 76
 
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
@@ -163,6 +167,8 @@ var typeNames = map[MessageType]string{
 	DrillRecordType:       "drill_record",
 	RebuildRequestType:    "rebuild_request",
 	RebuildRecordType:     "rebuild_record",
+	SnapshotPolicySetType: "snapshot_policy_set",
+	SnapshotShippedType:   "snapshot_shipped",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -222,6 +228,8 @@ func init() {
 	registerCommand[DrillRecord](DrillRecordType, applyDrillRecord)
 	registerCommand[RebuildRequest](RebuildRequestType, applyRebuildRequest)
 	registerCommand[RebuildRecord](RebuildRecordType, applyRebuildRecord)
+	registerCommand[SnapshotPolicySet](SnapshotPolicySetType, applySnapshotPolicySet)
+	registerCommand[SnapshotShipped](SnapshotShippedType, applySnapshotShipped)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -323,6 +331,10 @@ func ResultValue(t MessageType) any {
 		return &Drill{}
 	case RebuildRequestType, RebuildRecordType:
 		return &Rebuild{}
+	case SnapshotPolicySetType:
+		return &SnapshotPolicy{}
+	case SnapshotShippedType:
+		return &SnapshotCatalog{}
 	}
 	return &map[string]any{}
 }

@@ -168,6 +168,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		60: "switchover_start", 61: "switchover_advance", 62: "switchover_abort",
 		70: "backup_policy_set", 71: "backup_request", 72: "backup_record", 73: "drill_request", 74: "drill_record",
 		77: "rebuild_request", 78: "rebuild_record",
+		75: "snapshot_policy_set", 76: "snapshot_shipped",
 		80: "tasks_refence", 81: "tenant_patch",
 		40: "batch",
 	}

@@ -242,6 +242,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	agentRoundTrips(t, check)
 	switchoverRoundTrips(t, h, check)
 	backupRoundTrips(t, check)
+	snapshipRoundTrips(t, check)
 	trustRoundTrips(t, h, check)
 	replicationRoundTrips(t, check) // after trust: it deletes a region, which the default policy gates
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {

@@ -83,6 +83,8 @@ type RestoreRecord struct {
 //   - in the bootstrap window (cur not sealed: a new federation the
 //     operator recovers into), the snapshot's trust is adopted, without
 //     dropping what cur has (adoptTrust);
+//   - the shipped-snapshot policy and catalog are the live ones: the
+//     repository still holds what it held (carrySnapshotCatalog);
 //   - the audit chain continues from cur's head with one entry of type
 //     snapshot_restore, whose hash covers rec and whose note says it.
 func PrepareRestore(snapshot []byte, cur *State, rec RestoreRecord) ([]byte, error) {
@@ -101,6 +103,7 @@ func PrepareRestore(snapshot []byte, cur *State, rec RestoreRecord) ([]byte, err
 		adoptTrust(s, cur)
 	}
 	mergeNonces(s, cur)
+	carrySnapshotCatalog(s, cur)
 	index := max(cur.Index, s.Index) + 1
 	body, err := json.Marshal(rec)
 	if err != nil {

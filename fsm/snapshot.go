@@ -49,6 +49,8 @@ type snapshotDoc struct {
 	DrillRuns      []*Drill        `json:"drill_runs,omitempty"`
 	Drills         []*Drill        `json:"drills,omitempty"`
 	Rebuilds       []*Rebuild      `json:"rebuilds,omitempty"`
+
+	SnapshotCatalog *SnapshotCatalog `json:"snapshot_catalog,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -104,6 +106,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		DrillRuns:      s.SortedDrillRuns(),
 		Drills:         s.DrillsOf(""),
 		Rebuilds:       s.SortedRebuilds(),
+
+		SnapshotCatalog: snapshotCatalogDoc(s.Snapshots),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {
@@ -207,7 +211,10 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {
 		return s, err
 	}
-	return s, readBackupSnapshot(&doc, s)
+	if err := readBackupSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	return s, readSnapshotCatalog(&doc, s)
 }
 
 // trustFactsDoc is the snapshot form of f: omitted while it is empty, so

@@ -49,6 +49,9 @@ type State struct {
 	Drills    map[string]*Drill
 	// Rebuilds holds each region's newest rebuild (rebuild.go).
 	Rebuilds map[string]*Rebuild
+	// Snapshots is the policy and catalog of shipped control-plane
+	// snapshots (snapship.go).
+	Snapshots SnapshotCatalog
 
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
@@ -216,6 +219,7 @@ func (s *State) clone() *State {
 		Trust:          s.Trust,
 
 		RefencePending: s.RefencePending,
+		Snapshots:      s.Snapshots,
 
 		nonceQueue: append([]nonceEntry(nil), s.nonceQueue...),
 	}

@@ -49,6 +49,11 @@ type Cluster interface {
 	Members() []structs.Member
 	SaveSnapshot(w io.Writer) (*structs.ArchiveMeta, error)
 	RestoreSnapshot(r io.Reader, by string) (*structs.ArchiveMeta, error)
+	// ShipSnapshot ships the state archive to the snapshot repository now
+	// and FetchShipped reads one back, digest checked (leader only;
+	// cluster/leader_snapship.go).
+	ShipSnapshot(ctx context.Context) (*fsm.ShippedSnapshot, error)
+	FetchShipped(ctx context.Context, sn *fsm.ShippedSnapshot) ([]byte, error)
 	Stats() map[string]string
 	Coordinates() []structs.Coordinate
 	NearestRegions(from string) ([]structs.RegionRTT, error)
@@ -258,6 +263,12 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/operator/raft/peer", a.auth(operators, a.removePeer)).Methods(http.MethodDelete)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotSave)).Methods(http.MethodGet)
 	v1.HandleFunc("/snapshot", a.auth(operators, a.snapshotRestore)).Methods(http.MethodPut)
+	v1.HandleFunc("/snapshots", a.auth(anyRole, a.listShipped)).Methods(http.MethodGet)
+	v1.HandleFunc("/snapshots", a.auth(operators, a.shipNow)).Methods(http.MethodPost)
+	v1.HandleFunc("/snapshots/policy", a.auth(anyRole, a.getSnapshotPolicy)).Methods(http.MethodGet)
+	v1.HandleFunc("/snapshots/policy", a.auth(operators, a.putSnapshotPolicy)).Methods(http.MethodPut)
+	v1.HandleFunc("/snapshots/restore", a.auth(operators, a.restoreFromRepo)).Methods(http.MethodPost)
+	v1.HandleFunc("/dr/status", a.auth(anyRole, a.drStatus)).Methods(http.MethodGet)
 	v1.HandleFunc("/policy/status", a.auth(anyRole, a.policyStatus)).Methods(http.MethodGet)
 	// The operator console: static files without a token (they hold no
 	// data); every datum it shows comes from the API above with the

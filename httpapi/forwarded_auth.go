@@ -49,6 +49,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
 	fsm.RebuildRequestType:    operators,
+	fsm.SnapshotPolicySetType: operators,
 }
 
 // writers are the roles that make some write; a reader makes none.
@@ -59,7 +60,7 @@ var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
 	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
-	fsm.RebuildRecordType: true,
+	fsm.RebuildRecordType: true, fsm.SnapshotShippedType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command

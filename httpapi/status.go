@@ -183,7 +183,7 @@ func (a *API) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	meta, err := a.c.RestoreSnapshot(bytes.NewReader(body), identityOf(r).Accessor)
 	if errors.Is(err, structs.ErrRestoreNeedsApproval) {
-		a.requestRestore(w, r, meta)
+		a.requestRestore(w, r, meta, "")
 		return
 	}
 	if err != nil {
@@ -197,7 +197,7 @@ func (a *API) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 // 202 with the pending approval bound to the snapshot's digest (the one
 // already pending for it, or a new one). Once it is applied, the same
 // upload restores the snapshot.
-func (a *API) requestRestore(w http.ResponseWriter, r *http.Request, meta *structs.ArchiveMeta) {
+func (a *API) requestRestore(w http.ResponseWriter, r *http.Request, meta *structs.ArchiveMeta, from string) {
 	cmd := fsm.SnapshotRestore{Digest: meta.Digest, AuditHead: meta.AuditHead, Index: meta.Index, At: a.stamp()}
 	var pending *fsm.Approval
 	a.c.FSM().Read(func(s *fsm.State) {
@@ -220,7 +220,7 @@ func (a *API) requestRestore(w http.ResponseWriter, r *http.Request, meta *struc
 	}
 	ac := fsm.ApprovalCreate{ID: "appr-" + randomHex(8), Action: fsm.ActionRestoreSnapshot, CommandType: uint8(fsm.SnapshotRestoreType),
 		Command: data[2:], RequestedBy: identityOf(r).Accessor, At: cmd.At,
-		Summary: fmt.Sprintf("restore snapshot %s taken by %s at state index %d (audit head %s)", meta.Digest, meta.Node, meta.Index, meta.AuditHead)}
+		Summary: fmt.Sprintf("restore snapshot %s taken by %s at state index %d (audit head %s)%s", meta.Digest, meta.Node, meta.Index, meta.AuditHead, from)}
 	a.write(w, r, nil, fsm.ApprovalCreateType, ac, func(res *fsm.ApplyResult) {
 		writeJSON(w, http.StatusAccepted, res.Value)
 	})
@@ -252,8 +252,9 @@ func (a *API) globalStatus(w http.ResponseWriter, r *http.Request) {
 			Metrics: sums,
 			Node:    a.c.NodeID(), Region: a.c.Region(), Leader: leader, Servers: peers,
 			Regions: regionViews(s.State), Agents: len(s.Agents), Tasks: len(s.Tasks), Tenants: len(s.Tenants), Index: s.Index, AuditHead: s.AuditHead,
-			Replication:    s.ReplicationSummary(),
-			SimulationMode: a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
+			Replication:           s.ReplicationSummary(),
+			ControlPlaneSnapshots: func() *fsm.SnapshotShipHealth { h := s.SnapshotShipHealthAt(a.now().UnixNano()); return &h }(),
+			SimulationMode:        a.cfg.Simulation.Active(), Simulation: a.cfg.Simulation,
 		}, s.Index, nil
 	})
 }

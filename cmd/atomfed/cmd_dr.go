@@ -19,10 +19,10 @@ func newDRCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "dr",
-		Short: "Disaster recovery: rebuild a lost region's PostgreSQL from its backups",
+		Short: "Disaster recovery: readiness of every region and of the control plane, and rebuild of a lost region",
 	}
 	cf.register(cmd)
-	cmd.AddCommand(newRebuildCmd(&cf))
+	cmd.AddCommand(newDRStatusCmd(&cf), newRebuildCmd(&cf))
 	return cmd
 }
 

@@ -154,7 +154,7 @@ func newOperatorCmd() *cobra.Command {
 
 func newSnapshotCmd() *cobra.Command {
 	var cf clientFlags
-	cmd := &cobra.Command{Use: "snapshot", Short: "Save and restore the federation state"}
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save and restore the federation state; list, ship and restore the snapshots shipped to the repository"}
 	cf.register(cmd)
 	save := &cobra.Command{
 		Use:   "save FILE",
@@ -183,11 +183,20 @@ func newSnapshotCmd() *cobra.Command {
 			})
 		},
 	}
+	var fromRepo string
 	restore := &cobra.Command{
-		Use:   "restore FILE",
-		Short: "Restore the state from a snapshot FILE (replaces the data on every server; trust, nonces and the audit chain stay); once the federation has its approvers, the first run asks for their approval of this snapshot and the run after it restores",
-		Args:  cobra.ExactArgs(1),
+		Use:   "restore FILE | --from-repo latest|ID",
+		Short: "Restore the state from a snapshot FILE, or a shipped snapshot read by the leader from the repository (replaces the data on every server; trust, nonces and the audit chain stay); once the federation has its approvers, the first run asks for their approval of this snapshot and the run after it restores",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case fromRepo != "" && len(args) > 0:
+				return fmt.Errorf("give a snapshot FILE or --from-repo, not both")
+			case fromRepo != "":
+				return restoreFromRepo(&cf, fromRepo)
+			case len(args) == 0:
+				return fmt.Errorf("name a snapshot FILE, or --from-repo latest|ID for a shipped one (atomfed snapshot list)")
+			}
 			c, err := cf.client()
 			if err != nil {
 				return err
@@ -214,7 +223,8 @@ func newSnapshotCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(save, restore)
+	restore.Flags().StringVar(&fromRepo, "from-repo", "", "restore a snapshot shipped to the repository: latest, or its id (atomfed snapshot list)")
+	cmd.AddCommand(save, restore, newSnapshotListCmd(&cf), newSnapshotShipCmd(&cf), newSnapshotPolicyCmd(&cf))
 	return cmd
 }
 

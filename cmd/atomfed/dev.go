@@ -200,7 +200,7 @@ func runDev(o devOptions) error {
 			HTTPAddr: addr(o.httpPort, i), RaftAddr: addr(o.raftPort, i), SerfAddr: addr(o.serfPort, i),
 			BootstrapExpect: len(devRegions), Join: join, RaftMultiplier: 1,
 			DeadServerCleanup: 30 * time.Second, Security: opts, Logger: newLogger(name, o.logLevel, false),
-			Simulation: serverSim, AnonymousRegionList: true,
+			Simulation: serverSim, AnonymousRegionList: true, SnapshotRepo: filepath.Join(o.dataDir, "snapshots"),
 		})
 		if err != nil {
 			stopAll()
@@ -355,6 +355,9 @@ type devSetup struct {
 // setupDevFederation waits for a leader, then, through the API like any
 // operator would: registers the three regions (each signed by its own key),
 // registers two approvers, and makes each agent's own token.
+// devSnapshotEvery is dev's snapshot shipping interval, in seconds.
+const devSnapshotEvery = 60
+
 func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, sec *devSec) (*devSetup, error) {
 	keys := filepath.Join(dir, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
@@ -391,6 +394,14 @@ func setupDevFederation(ctx context.Context, dir string, nodes []*serverNode, se
 		if err := retry("register region "+r.name, func() error { _, err := c.RegisterRegion(ctx, reg, nil); return err }); err != nil {
 			return nil, err
 		}
+	}
+	// Control-plane snapshots ship every minute in dev (into
+	// <dev dir>/snapshots), ten kept.
+	if err := retry("set the snapshot policy", func() error {
+		_, err := op.PutSnapshotPolicy(ctx, &fsm.SnapshotPolicy{IntervalSeconds: devSnapshotEvery, Keep: 10})
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("approver-%d", i)

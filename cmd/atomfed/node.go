@@ -20,6 +20,7 @@ import (
 	"github.com/atomcloud/atomfed/internal/precheck"
 	"github.com/atomcloud/atomfed/internal/structs"
 	"github.com/atomcloud/atomfed/internal/tlsutil"
+	"github.com/atomcloud/atomfed/recovery/snaprepo"
 )
 
 // serverOptions are a server's settings, from flags or from dev.
@@ -44,7 +45,10 @@ type serverOptions struct {
 	// RemoteWriteURL, when set, receives the global metrics view by
 	// Prometheus remote write (internal/metrics.RemoteWriter).
 	RemoteWriteURL string
-	Logger         hclog.Logger
+	// SnapshotRepo is the directory the leader ships state archives to
+	// (S3 instead when S3_ENDPOINT is set; neither: no shipping).
+	SnapshotRepo string
+	Logger       hclog.Logger
 	// Simulation is the server's SIMULATION_MODE evaluation; nil makes
 	// startServer evaluate it from the environment and announce it.
 	Simulation *structs.Simulation
@@ -115,6 +119,13 @@ func startServer(o serverOptions) (*serverNode, error) {
 	}
 	cfg.Logger, cfg.Registerer = o.Logger, reg
 	cfg.Signer, cfg.GossipKey, cfg.TLS = sec.signer, sec.gossipKey, sec.raft
+	if cfg.SnapshotRepo, err = snaprepo.FromEnv(os.Getenv, o.SnapshotRepo); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if cfg.SnapshotRepo != nil {
+		o.Logger.Info("control-plane snapshots are shipped to the repository", "repository", cfg.SnapshotRepo.String())
+	}
 	srv, err := cluster.New(cfg)
 	if err != nil {
 		ln.Close()

@@ -55,6 +55,7 @@ simulates even with everything present.`,
 	f.StringVar(&o.Node, "node", "", "unique node name (a DNS label); also the Raft server id")
 	f.StringVar(&o.Region, "region", "", "region this server runs in (default $PRIMARY_REGION)")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory for the Raft log, snapshots and Serf state")
+	f.StringVar(&o.SnapshotRepo, "snapshot-repo", "", "directory the leader ships control-plane snapshots to on the snapshot policy's schedule (shared by the servers, or one each; S3 instead when S3_ENDPOINT is set)")
 	f.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8401", "HTTP API listen address")
 	f.StringVar(&o.HTTPAdvertise, "http-advertise", "", "HTTP base URL other servers use to reach this one (default http://<http-addr>)")
 	f.StringVar(&o.RaftAddr, "raft-addr", "127.0.0.1:8300", "Raft transport listen address")

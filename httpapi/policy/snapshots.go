@@ -23,7 +23,10 @@ type SnapshotsEvidence struct {
 	FailoverTests      Capability `json:"failover_tests"`
 	ScheduledSnapshots Capability `json:"scheduled_snapshots"`
 	RestoreDrills      Capability `json:"restore_drills"`
-	RegionFailover     Capability `json:"region_failover"`
+	// ShippedSnapshots: control-plane snapshots shipped to the
+	// repository on the snapshot policy's schedule.
+	ShippedSnapshots Capability `json:"shipped_snapshots"`
+	RegionFailover   Capability `json:"region_failover"`
 	// LastSnapshotIndex is this server's latest local Raft snapshot
 	// ("0": none yet).
 	LastSnapshotIndex string `json:"last_snapshot_index"`
@@ -31,18 +34,31 @@ type SnapshotsEvidence struct {
 	// policy's bound (simulated regions, without a database, listed as
 	// such).
 	RegionBackups []fsm.BackupHealth `json:"region_backups"`
+	// ControlPlaneSnapshots is the last shipped control-plane snapshot
+	// against the schedule.
+	ControlPlaneSnapshots fsm.SnapshotShipHealth `json:"controlplane_snapshots"`
+	// SimulatedRegions have no database: nothing of them is backed up,
+	// and they are listed instead of blocking.
+	SimulatedRegions []string `json:"simulated_regions,omitempty"`
 }
 
-// SnapshotsAndFailover is P7. It states what is and is not in place: the
-// control plane's state is snapshotted on demand and by Raft, failover is
-// exercised by the test suite, and each region's database is backed up on
-// a schedule, verified, and restored in drills (the catalogs say whether
-// every region has a verified backup younger than its policy's bound and
-// a drill that passed within twice its drill interval); control-plane
-// snapshots shipped to the repository and region failover are not built
-// yet, so P7 blocks, naming what is missing.
+// SnapshotsAndFailover is P7. It passes only when every part is in place,
+// each part appending what it misses: every region with a database has a
+// verified backup younger than its policy's bound and a restore drill
+// passed within twice its drill interval (backupsPart), the control
+// plane's Raft snapshot is shipped to the repository on schedule, the last
+// shipment younger than twice the policy's interval (shippedPart), and
+// region failover is in place (failoverPart). Otherwise it blocks, naming
+// each region and what it misses.
 func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
-	backups, stale, undrilled := regionBackups(in)
+	lastIndex := in.Source.Stats()["last_snapshot_index"]
+	var res structs.PolicyResult
+	in.Source.FSM().Read(func(s *fsm.State) { res = snapshotsAndFailover(s, in.Now.UnixNano(), lastIndex) })
+	return res
+}
+
+// snapshotsAndFailover evaluates P7 on a state at now (unix ns).
+func snapshotsAndFailover(s *fsm.State, now int64, lastIndex string) structs.PolicyResult {
 	ev := SnapshotsEvidence{
 		OnDemandSnapshots: Capability{InPlace: true,
 			What:  "the federation state is saved as a verified archive on demand and restored on every server",
@@ -50,22 +66,53 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 		RaftSnapshots: Capability{InPlace: true,
 			What:  "each server compacts its Raft log into local snapshots (every 120 s when 8192 entries accumulated); a restarted or lagging server catches up from them",
 			Where: []string{"cluster: SnapshotInterval, SnapshotThreshold"}},
-		FailoverTests: Capability{InPlace: true,
-			What: "leader crash, pause and graceful leave, and agent failure are tested against real clusters in make test",
-			Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
-				"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}},
-		ScheduledSnapshots: Capability{InPlace: len(stale) == 0,
-			What:  "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
-			Where: []string{"GET /v1/backups", "atomfed backup list", "internal/e2e: TestBackupsEndToEnd"}},
-		RestoreDrills: Capability{InPlace: len(undrilled) == 0,
-			What:  "every region with a database has a restore drill of a verified backup that passed within twice its policy's drill interval (restore into a scratch PostgreSQL, every table read)",
-			Where: []string{"GET /v1/regions/{name}/drills", "atomfed backup drills", "internal/e2e: TestBackupsEndToEnd"}},
-		RegionFailover: Capability{InPlace: false,
-			What: "control-plane snapshots shipped to the backup repository and automated region failover (G.1.6) are not built yet"},
-		LastSnapshotIndex: in.Source.Stats()["last_snapshot_index"],
-		RegionBackups:     backups,
+		LastSnapshotIndex: lastIndex,
 	}
-	reason := "shipped control-plane snapshots and region failover (G.1.6) are not built yet; on-demand snapshots, failover tests, scheduled verified region backups and restore drills are in place"
+	var missing []string
+	missing = append(missing, backupsPart(s, now, &ev)...)
+	missing = append(missing, shippedPart(s, now, &ev)...)
+	missing = append(missing, failoverPart(s, now, &ev)...)
+	if len(missing) > 0 {
+		reason := strings.Join(missing, "; ")
+		if in := inPlace(&ev); len(in) > 0 {
+			reason += "; " + andList(in) + " are in place"
+		}
+		if len(ev.SimulatedRegions) > 0 {
+			reason += "; simulated regions (no database, nothing to back up): " + strings.Join(ev.SimulatedRegions, ", ")
+		}
+		return structs.PolicyResult{Status: structs.PolicyBlock, Reason: reason, Evidence: ev}
+	}
+	reason := "every region has a verified backup within its bound and a passed restore drill within its window, control-plane snapshots are shipped on schedule, and region failover is in place"
+	if len(ev.SimulatedRegions) > 0 {
+		reason += "; simulated regions (no database, nothing to back up): " + strings.Join(ev.SimulatedRegions, ", ")
+	}
+	return structs.PolicyResult{Status: structs.PolicyPass, Reason: reason, Evidence: ev}
+}
+
+// backupsPart judges every region's backups and drills from the catalogs.
+func backupsPart(s *fsm.State, now int64, ev *SnapshotsEvidence) []string {
+	ev.RegionBackups = []fsm.BackupHealth{}
+	var stale, undrilled []string
+	for _, r := range s.SortedRegions() {
+		h := s.BackupHealthOf(r.Name, now)
+		h.Running = nil
+		ev.RegionBackups = append(ev.RegionBackups, h)
+		switch {
+		case h.Simulated:
+			ev.SimulatedRegions = append(ev.SimulatedRegions, r.Name)
+		case h.Stale:
+			stale = append(stale, h.Warning)
+		}
+		if h.DrillStale && !h.Simulated {
+			undrilled = append(undrilled, r.Name)
+		}
+	}
+	ev.ScheduledSnapshots = Capability{InPlace: len(stale) == 0,
+		What:  "every region with a database has a verified pgBackRest backup younger than its backup policy's max age",
+		Where: []string{"GET /v1/backups", "atomfed backup list", "atomfed dr status", "internal/e2e: TestBackupsEndToEnd"}}
+	ev.RestoreDrills = Capability{InPlace: len(undrilled) == 0,
+		What:  "every region with a database has a restore drill of a verified backup that passed within twice its policy's drill interval (restore into a scratch PostgreSQL, every table read)",
+		Where: []string{"GET /v1/regions/{name}/drills", "atomfed backup drills", "atomfed dr status", "internal/e2e: TestBackupsEndToEnd"}}
 	var missing []string
 	if len(stale) > 0 {
 		ev.ScheduledSnapshots.What = "regions without a verified backup younger than their policy's max age: " + strings.Join(stale, "; ")
@@ -73,32 +120,59 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 	}
 	if len(undrilled) > 0 {
 		ev.RestoreDrills.What = "regions without a restore drill passed within twice their drill interval: " + strings.Join(undrilled, ", ")
-		missing = append(missing, "no recent passed restore drill in "+strings.Join(undrilled, ", "))
+		missing = append(missing, "no restore drill passed within its window in "+strings.Join(undrilled, ", "))
 	}
-	if len(missing) > 0 {
-		reason = strings.Join(missing, "; ") + "; and " + reason
-	}
-	return structs.PolicyResult{Status: structs.PolicyBlock, Reason: reason, Evidence: ev}
+	return missing
 }
 
-// regionBackups returns every region's backup health and, among the
-// regions with a database, why backups are stale and which have no
-// recent passed drill.
-func regionBackups(in *Input) ([]fsm.BackupHealth, []string, []string) {
-	out := []fsm.BackupHealth{}
-	var stale, undrilled []string
-	in.Source.FSM().Read(func(s *fsm.State) {
-		for _, r := range s.SortedRegions() {
-			h := s.BackupHealthOf(r.Name, in.Now.UnixNano())
-			h.Running = nil
-			out = append(out, h)
-			if h.Stale && !h.Simulated {
-				stale = append(stale, h.Warning)
-			}
-			if h.DrillStale && !h.Simulated {
-				undrilled = append(undrilled, r.Name)
-			}
+// shippedPart judges the control plane's shipped snapshots: the last one
+// must be younger than twice the snapshot policy's interval.
+func shippedPart(s *fsm.State, now int64, ev *SnapshotsEvidence) []string {
+	ev.ControlPlaneSnapshots = s.SnapshotShipHealthAt(now)
+	h := ev.ControlPlaneSnapshots
+	ev.ShippedSnapshots = Capability{InPlace: !h.Stale,
+		What:  "the leader ships the Raft state archive to the snapshot repository on the snapshot policy's schedule, with retention; the last shipment is younger than twice the interval",
+		Where: []string{"GET /v1/snapshots", "atomfed snapshot list|ship|restore --from-repo", "internal/e2e: TestShippedSnapshots"}}
+	if h.Stale {
+		ev.ShippedSnapshots.What = "control-plane snapshots are not shipped on schedule: " + h.Warning
+		return []string{"control plane: " + h.Warning}
+	}
+	return nil
+}
+
+// failoverPart judges region failover.
+func failoverPart(_ *fsm.State, _ int64, ev *SnapshotsEvidence) []string {
+	ev.FailoverTests = Capability{InPlace: true,
+		What: "leader crash, pause and graceful leave, and agent failure are tested against real clusters in make test",
+		Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
+			"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}}
+	ev.RegionFailover = Capability{InPlace: false,
+		What: "automated region failover (G.1.6) is not built yet"}
+	if !ev.RegionFailover.InPlace {
+		return []string{"region failover (G.1.6) not built"}
+	}
+	return nil
+}
+
+// inPlace names the parts in place, restore drills last.
+func inPlace(ev *SnapshotsEvidence) []string {
+	var out []string
+	for _, c := range []struct {
+		ok   bool
+		name string
+	}{{ev.OnDemandSnapshots.InPlace, "on-demand snapshots"}, {ev.FailoverTests.InPlace, "failover tests"},
+		{ev.RegionFailover.InPlace, "region failover"}, {ev.ShippedSnapshots.InPlace, "shipped control-plane snapshots"},
+		{ev.ScheduledSnapshots.InPlace, "scheduled verified region backups"}, {ev.RestoreDrills.InPlace, "restore drills"}} {
+		if c.ok {
+			out = append(out, c.name)
 		}
-	})
-	return out, stale, undrilled
+	}
+	return out
+}
+
+func andList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }

@@ -68,6 +68,9 @@ type GlobalStatus struct {
 	// Replication is the data plane: global tables per region with their
 	// schema digests and drift, and each tenant's replication status.
 	Replication *fsm.ReplicationSummary `json:"replication"`
+	// ControlPlaneSnapshots is the last control-plane snapshot shipped to
+	// the repository, against the snapshot policy's schedule.
+	ControlPlaneSnapshots *fsm.SnapshotShipHealth `json:"controlplane_snapshots,omitempty"`
 	// SimulationMode and Simulation are this node's.
 	SimulationMode bool                `json:"simulation_mode"`
 	Simulation     *structs.Simulation `json:"simulation,omitempty"`

@@ -154,7 +154,7 @@ func TestReportVerificationsRunAndCanFail(t *testing.T) {
 		"G.1.4": {"the same rows", "no email values, RLS enabled", "torn down"},
 		"G.1.7": {"refused with 403 (bad_signature)", "pending approval", "applied at index"},
 		"G.1.3": {"writes go to ap-south, epoch 1", "fencing -> catching_up -> promoting -> committed -> done", "writes go to eu-west, epoch 2", "keeps its 20 PII values"},
-		"G.1.6": {"verified", "newest verified backup"},
+		"G.1.6": {"verified", "newest verified backup", "control-plane snapshot", "the newest of"},
 	} {
 		s := steps(task)
 		for _, m := range must {

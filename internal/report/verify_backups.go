@@ -29,6 +29,7 @@ func verifyBackups(ctx context.Context, env *verifyEnv) (*Verification, []AuditR
 			return v.fail(Step{Call: "GET /v1/backups", Status: client.StatusOf(err)}, "%v", err), nil
 		}
 		v.ok(Step{Call: "GET /v1/backups"}, "%d backups in the catalog; none was taken: backups run simulated", len(list.Backups))
+		verifyShipped(ctx, env, v)
 		return v, nil
 	}
 	regions, err := regionsWithAgents(ctx, env)
@@ -121,7 +122,33 @@ func verifyBackups(ctx context.Context, env *verifyEnv) (*Verification, []AuditR
 		return v.fail(Step{Call: call}, "%v", err), refs
 	}
 	v.ok(Step{Call: call}, "in the catalog; %s's newest verified backup", region)
+	verifyShipped(ctx, env, v)
 	return v, refs
+}
+
+// verifyShipped ships a control-plane snapshot now and finds it in the
+// catalog, the schedule kept.
+func verifyShipped(ctx context.Context, env *verifyEnv, v *Verification) {
+	step := Step{Call: "POST /v1/snapshots"}
+	sn, err := env.c.ShipSnapshot(ctx)
+	if err != nil {
+		step.Status = client.StatusOf(err)
+		v.fail(step, "%v", err)
+		return
+	}
+	v.ok(step, "control-plane snapshot %s shipped: state index %d, %d bytes, sha256 %s, to %s", sn.ID, sn.Index, sn.Size, sn.Digest, sn.Location)
+	call := "GET /v1/snapshots"
+	list, _, err := env.c.ShippedSnapshots(ctx, nil)
+	if err != nil {
+		v.fail(Step{Call: call, Status: client.StatusOf(err)}, "%v", err)
+		return
+	}
+	if len(list.Snapshots) == 0 || list.Snapshots[0].ID != sn.ID || list.Health.Stale {
+		v.fail(Step{Call: call}, "the catalog does not list %s as the newest shipped snapshot, or is stale: %+v", sn.ID, list.Health)
+		return
+	}
+	v.ok(Step{Call: call}, "%s is the newest of %d shipped snapshots (every %ds, keep %d; %d removed by retention)",
+		sn.ID, len(list.Snapshots), list.Policy.IntervalSeconds, list.Policy.Keep, list.Removed)
 }
 
 // backupWait is the least time the backup verification waits: a backup
