@@ -99,6 +99,19 @@ type SubscriberSpec struct {
 	// waits while that slot does not exist. Only a tenant-subscriber uses
 	// it; omitted (false) for every other subscriber.
 	FormerHome bool `json:"former_home,omitempty"`
+	// Resync (always with FormerHome) marks the subscriber of a region
+	// that was the tenant's home when a failover moved the home away
+	// without fencing it (the region was presumed lost): its database may
+	// hold rows the new home never received, and nothing stops its
+	// application from writing. Before subscribing, the executor must
+	// fence the tenant there, quarantine its divergent rows (committed
+	// after the new home's last applied position) and reconcile its rows
+	// with the new home (no former-home slot was made at the new home,
+	// since the region was down at the promotion). The scheduler sets it
+	// on the old home's subscriber once a failover commits, and on every
+	// former home among the tenant's other mirrors; it runs only when the
+	// region's agent is back.
+	Resync bool `json:"resync,omitempty"`
 	// HandOff marks the subscriber of a mirror that followed its tenant's
 	// new home after a switchover (not the former home): its tables hold
 	// the tenant's rows already, up to the fence, so it subscribes

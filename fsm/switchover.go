@@ -19,9 +19,13 @@ import (
 // TableSwitchovers is the table of the tenants' switchovers.
 const TableSwitchovers = "switchovers"
 
-// SwitchoverKind is the kind of a planned switchover (a failover is an
-// unplanned one, a later kind).
-const SwitchoverKind = "switchover"
+// SwitchoverKind is the kind of a planned switchover; FailoverKind that of
+// an unplanned failover (failover.go): the old home is presumed lost, so
+// there is no fence and no catch-up, the record starts at promoting.
+const (
+	SwitchoverKind = "switchover"
+	FailoverKind   = "failover"
+)
 
 // Phases of a switchover.
 const (
@@ -192,7 +196,7 @@ func abortHint(w *Switchover) string {
 func validateSwitchover(w *Switchover) error {
 	_, known := switchoverNext[w.Phase]
 	switch {
-	case w.ID == 0 || !ValidTenantID(w.Tenant) || w.Kind != SwitchoverKind:
+	case w.ID == 0 || !ValidTenantID(w.Tenant) || (w.Kind != SwitchoverKind && w.Kind != FailoverKind):
 		return fmt.Errorf("switchover of %q: bad id, tenant or kind", w.Tenant)
 	case !ValidRegionName(w.From) || !ValidRegionName(w.To) || w.From == w.To:
 		return fmt.Errorf("switchover of %s: bad regions %q -> %q", w.Tenant, w.From, w.To)
