@@ -76,3 +76,43 @@ func TestAFormerHomeAmongTheOthersResyncsAfterAFailover(t *testing.T) {
 		t.Fatalf("former home among the others: %+v", c)
 	}
 }
+
+// The automatic policy starts a failover only once the home region was
+// down for the detection window, onto a mirror within the RPO budget
+// whose region passed a restore drill; otherwise it says why it waits.
+func TestAutoFailoverWaitsForTheWindowTheBudgetAndTheDrill(t *testing.T) {
+	s := replState("a", "b")
+	s.Switchovers, s.Drills, s.BackupPolicies = map[string]*fsm.Switchover{}, map[string]*fsm.Drill{}, map[string]*fsm.BackupPolicy{}
+	s.Tenants["acme"] = &fsm.Tenant{ID: "acme", HomeRegion: "a", Mirrors: []string{"b"}, Epoch: 1, CreateIndex: 5,
+		Tables: []fsm.TenantTable{{Name: "orders"}}, Failover: &fsm.FailoverPolicy{Mode: fsm.FailoverAuto, RPOBudgetMS: 1000}}
+	s.Agents["ag-a"] = &fsm.Agent{Node: "ag-a", Region: "a", Status: fsm.AgentAlive, StatusSince: 1e9}
+	s.Agents["ag-b"] = &fsm.Agent{Node: "ag-b", Region: "b", Status: fsm.AgentAlive, StatusSince: 1e9}
+	res, _ := json.Marshal(fsm.SubscriberResult{State: fsm.ReplStreaming, LagSeconds: 0.3, AppliedLSN: "0/10", At: 1e9})
+	s.Tasks["tenant-sub/acme/b"] = &fsm.Task{ID: "tenant-sub/acme/b", Type: fsm.TaskTypeTenantSubscriber, Region: "b", Agent: "ag-b", Status: fsm.TaskRunning, Result: res}
+	const now, window = int64(100e9), int64(2000)
+	wait := func(want string) {
+		t.Helper()
+		d := fsm.AutoFailoverDecisions(s, now, window)
+		if len(d) != 1 || d[0].Start || d[0].Wait != want || len(AutoFailovers(s, now, window)) != 0 {
+			t.Fatalf("decision %+v, want wait %s", d, want)
+		}
+	}
+	wait(fsm.AutoWaitHomeUp)
+	s.Agents["ag-a"] = &fsm.Agent{Node: "ag-a", Region: "a", Status: fsm.AgentFailed, StatusSince: now - 1e9}
+	wait(fsm.AutoWaitDetecting)
+	s.Agents["ag-a"].StatusSince = now - 3e9
+	wait(fsm.AutoWaitDrill) // b has no passed drill
+	s.Drills["b-d1"] = &fsm.Drill{ID: "b-d1", Region: "b", Status: fsm.DrillPassed, RecordedAt: now - 60e9, CreateIndex: 9}
+	s.Tenants["acme"].Failover.RPOBudgetMS = 100
+	wait(fsm.AutoWaitOverBudget)
+	s.Tenants["acme"].Failover.RPOBudgetMS = 1000
+	got := AutoFailovers(s, now, window)
+	if len(got) != 1 || got[0].Tenant != "acme" || got[0].To != "b" || got[0].DownForMS != 3000 {
+		t.Fatalf("auto failovers: %+v", got)
+	}
+	// A manual tenant never fails over by itself.
+	s.Tenants["acme"].Failover = nil
+	if got := AutoFailovers(s, now, window); len(got) != 0 {
+		t.Fatalf("manual tenant: %+v", got)
+	}
+}
