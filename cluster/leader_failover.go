@@ -78,3 +78,7 @@ func (s *Server) failoverRoutine(ctx context.Context) error {
 		}
 	}
 }
+
+// FailoverDetectMS is the detection window of the automatic failover
+// policy, in ms (the API answers with it).
+func (s *Server) FailoverDetectMS() int64 { return s.failoverDetectMS() }
