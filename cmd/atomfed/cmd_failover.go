@@ -66,7 +66,7 @@ func newTenantFailoverCmds(cf *clientFlags) []*cobra.Command {
 	start := &cobra.Command{
 		Use:   "failover ID [--to REGION]",
 		Short: "Fail a tenant over to one of its mirrors when its home region is lost (needs approval), and follow it",
-		Long: "Fail the tenant over to the mirror --to (left out: its best mirror).\n\n" + failoverLong,
+		Long:  "Fail the tenant over to the mirror --to (left out: its best mirror).\n\n" + failoverLong,
 		Example: `  atomfed tenant failover acme --to eu-west
   atomfed tenant failover acme                  # the best mirror
   atomfed tenant failover acme --to eu-west --force --reason "quarterly drill"`,
