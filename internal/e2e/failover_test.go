@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -138,6 +139,11 @@ func TestUnplannedFailover(t *testing.T) {
 		return nil
 	})
 	t.Logf("federation up after %s", time.Since(start).Round(time.Millisecond))
+
+	// P7's failover part blocks while no failover ran.
+	if in, what := p7FailoverTests(t, cx, api); in || !strings.Contains(what, "no failover ran") {
+		t.Fatalf("P7 failover tests before any failover: %v %q", in, what)
+	}
 
 	t.Run("bad requests change nothing", func(t *testing.T) {
 		head := settled(t, c)
@@ -441,7 +447,12 @@ func TestUnplannedFailover(t *testing.T) {
 		if !found {
 			t.Fatalf("history lacks acme's failover: %+v", h.Failovers)
 		}
-		// The old home's subscriber waits for it with former_home + resync.
+		// P7's failover part passes from it, naming what ran.
+		if in, what := p7FailoverTests(t, cx, api); !in || !strings.Contains(what, "RTO") || !strings.Contains(what, "-> eu-west") {
+			t.Fatalf("P7 failover tests after the failovers: %v %q", in, what)
+		}
+		// The old home is acme's mirror now (its subscriber waits for it
+		// with former_home + resync).
 		v, _, err := api.TenantReplication(cx, "acme", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -487,4 +498,30 @@ func tenantsEverywhere(t *testing.T, c *procs.Cluster) string {
 		return nil
 	})
 	return out
+}
+
+// p7FailoverTests reads P7's failover tests capability.
+func p7FailoverTests(t *testing.T, cx context.Context, api *client.Client) (bool, string) {
+	t.Helper()
+	ps, err := api.PolicyStatus(cx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps.Policies {
+		if p.ID == "P7" {
+			var ev struct {
+				Tests struct {
+					InPlace bool   `json:"in_place"`
+					What    string `json:"what"`
+				} `json:"failover_tests"`
+			}
+			b, _ := json.Marshal(p.Evidence)
+			if err := json.Unmarshal(b, &ev); err != nil {
+				t.Fatal(err)
+			}
+			return ev.Tests.InPlace, ev.Tests.What
+		}
+	}
+	t.Fatal("no P7 in the policy status")
+	return false, ""
 }
