@@ -381,6 +381,15 @@ func TestUnplannedFailover(t *testing.T) {
 			return nil
 		})
 		t.Logf("acme failed over %s after the second approval; risk %s; applied %s", time.Since(voted).Round(time.Millisecond), st.Risk, st.AppliedLSN)
+		// The PII column came back at the new home, typed from what the
+		// lost home's publisher last reported.
+		if len(st.PII) != 1 || st.PII[0].Column != "email" || st.PII[0].Type != "text" {
+			t.Fatalf("PII types recorded for the promotion: %+v", st.PII)
+		}
+		var hasEmail bool
+		if err := db["eu-west"].QueryRow(cx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'email')`).Scan(&hasEmail); err != nil || !hasEmail {
+			t.Fatalf("the new home's orders has no email column: %v", err)
+		}
 		// The rows lost.
 		final, ok := fsm.ParseLSN(st.AppliedLSN)
 		if !ok || st.Risk == nil {
