@@ -27,7 +27,7 @@ func failoverCapabilities(in *Input) (tests, region Capability, last *fsm.Failov
 			}
 		}
 	})
-	where := []string{"GET /v1/failovers", "atomfed tenant failover ID --force (a drill)", "internal/e2e: TestUnplannedFailover"}
+	where := []string{"GET /v1/failovers", "atomfed tenant failover ID --force (a drill)", "internal/e2e: TestUnplannedFailover (internal/e2e/unplanned_failover_test.go)"}
 	if last != nil {
 		tests = Capability{InPlace: true, Where: where, What: fmt.Sprintf(
 			"a failover ran within %s: tenant %s %s -> %s (%s) at %s, RTO %d ms, RPO %d ms of lag (applied up to %s)",
