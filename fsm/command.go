@@ -92,6 +92,8 @@ const (
 	// leader's automatic one.
 	FailoverStartType MessageType = 63
 	FailoverAutoType  MessageType = 64
+	// 65: the leader records that an automatic failover waits, and why.
+	FailoverHoldType MessageType = 65
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -159,6 +161,7 @@ var typeNames = map[MessageType]string{
 	SwitchoverAbortType:   "switchover_abort",
 	FailoverStartType:     "failover_start",
 	FailoverAutoType:      "failover_auto",
+	FailoverHoldType:      "failover_hold",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -218,6 +221,7 @@ func init() {
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
 	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
 	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
+	registerCommand[FailoverHold](FailoverHoldType, applyFailoverHold)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -318,6 +322,8 @@ func ResultValue(t MessageType) any {
 		return &Switchover{}
 	case FailoverStartType, FailoverAutoType:
 		return &FailoverStarted{}
+	case FailoverHoldType:
+		return &FailoverHoldState{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

@@ -44,6 +44,8 @@ type snapshotDoc struct {
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
 	// FailoverHistory: State.FailoverHistory.
 	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
+	// FailoverHolds: State.FailoverHolds.
+	FailoverHolds []*FailoverHoldState `json:"failover_holds,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -99,6 +101,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		GlobalTables:    s.SortedGlobalTables(),
 		Switchovers:     s.SortedSwitchovers(),
 		FailoverHistory: s.FailoverHistory,
+		FailoverHolds:   s.SortedFailoverHolds(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -206,6 +209,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, err
 	}
 	if err := readFailoverSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	if err := readFailoverHoldSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {

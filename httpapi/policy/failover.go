@@ -38,7 +38,7 @@ func failoverCapabilities(in *Input) (tests, region Capability, last *fsm.Failov
 		missing = append(missing, tests.What)
 	}
 	region = Capability{InPlace: true,
-		What: "unplanned failover of a tenant or of every tenant of a lost region, m-of-n approved (the failover rule) or automatic (a tenant's failover policy, decided by the leader's quorum with an RPO budget and the target's drill precondition)",
+		What:  "unplanned failover of a tenant or of every tenant of a lost region, m-of-n approved (the failover rule) or automatic (a tenant's failover policy, decided by the leader's quorum with an RPO budget and the target's drill precondition)",
 		Where: []string{"POST /v1/tenants/{id}/failover", "POST /v1/regions/{name}/failover", "atomfed tenant failover", "atomfed region failover"}}
 	return tests, region, last, missing
 }
