@@ -470,6 +470,37 @@ func TestUnplannedFailover(t *testing.T) {
 			t.Fatalf("acme's mirrors after the failover: %+v", v.Mirrors)
 		}
 	})
+	t.Run("after the failovers", func(t *testing.T) {
+		// No tenant is homed in us-east any more: a region failover has
+		// nothing to do; a second failover of acme is refused.
+		if _, err := api.StartRegionFailover(cx, "us-east", wire.FailoverRequest{}); client.StatusOf(err) != http.StatusConflict || !client.IsCode(err, "no_tenants") {
+			t.Fatalf("region failover of an empty region: %v", err)
+		}
+		if _, err := api.StartFailover(cx, "acme", wire.FailoverRequest{To: "us-east"}); !client.IsCode(err, fsm.CodeHomeIsUp) {
+			t.Fatalf("failover of a tenant whose (new) home is up: %v", err)
+		}
+		if _, err := api.StartFailover(cx, "acme", wire.FailoverRequest{To: "us-east", Force: true}); !client.IsCode(err, fsm.CodeTargetDown) {
+			t.Fatalf("failover back onto the lost region: %v", err)
+		}
+		cli := newCLI(t, c).with("ATOMFED_ADDR=" + leader.URL)
+		out := cli.ok("tenant", "failover-status", "robo")
+		mustContain(t, "failover-status", out, "Policy", "auto", "Failover", "us-east -> eu-west (auto)", "RTO")
+		// The leader said once, in the audit chain, that robo waited for
+		// the detection window.
+		a, err := api.Audit(cx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var notes []string
+		for _, e := range a.Recent {
+			if e.Type == "failover_hold" || e.Type == "failover_auto" {
+				notes = append(notes, e.Type+": "+e.Note)
+			}
+		}
+		if len(notes) < 2 || !strings.Contains(strings.Join(notes, "\n"), "waits (detecting)") {
+			t.Fatalf("audit notes of the automatic policy: %q", notes)
+		}
+	})
 	t.Logf("test done after %s", time.Since(start).Round(time.Millisecond))
 }
 
