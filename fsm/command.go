@@ -87,6 +87,8 @@ const (
 	SwitchoverStartType   MessageType = 60
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
+	// 67: divergence of an old home back after a failover (divergence_apply.go).
+	DivergenceRecordType MessageType = 67
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -152,6 +154,7 @@ var typeNames = map[MessageType]string{
 	SwitchoverStartType:   "switchover_start",
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
+	DivergenceRecordType:  "divergence_record",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -209,6 +212,7 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[DivergenceRecord](DivergenceRecordType, applyDivergenceRecord)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -307,6 +311,8 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case DivergenceRecordType:
+		return &Divergence{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

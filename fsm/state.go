@@ -35,6 +35,9 @@ type State struct {
 	GlobalTables map[string]*GlobalTable
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
+	// Divergences holds the old homes' quarantined row counts, by
+	// tenant/region (divergence.go).
+	Divergences map[string]*Divergence
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -102,6 +105,7 @@ func newState() *State {
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
 		Switchovers:  map[string]*Switchover{},
+		Divergences:  map[string]*Divergence{},
 		Members:      map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
@@ -197,6 +201,7 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
+		Divergences:  make(map[string]*Divergence, len(s.Divergences)),
 		Members:      make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
@@ -241,6 +246,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Switchovers {
 		c.Switchovers[k] = v
+	}
+	for k, v := range s.Divergences {
+		c.Divergences[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v
