@@ -89,6 +89,11 @@ const (
 	SwitchoverAbortType   MessageType = 62
 	// 67: divergence of an old home back after a failover (divergence_apply.go).
 	DivergenceRecordType MessageType = 67
+	// 63-66: unplanned failover (failover_apply.go): 63 an operator's
+	// (approved) failover of one tenant or of a region's tenants, 64 the
+	// leader's automatic one.
+	FailoverStartType MessageType = 63
+	FailoverAutoType  MessageType = 64
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -155,6 +160,8 @@ var typeNames = map[MessageType]string{
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
 	DivergenceRecordType:  "divergence_record",
+	FailoverStartType:     "failover_start",
+	FailoverAutoType:      "failover_auto",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -213,6 +220,8 @@ func init() {
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
 	registerCommand[DivergenceRecord](DivergenceRecordType, applyDivergenceRecord)
+	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
+	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -313,6 +322,8 @@ func ResultValue(t MessageType) any {
 		return &Switchover{}
 	case DivergenceRecordType:
 		return &Divergence{}
+	case FailoverStartType, FailoverAutoType:
+		return &FailoverStarted{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

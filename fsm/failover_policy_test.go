@@ -57,7 +57,7 @@ func TestTenantFailoverPolicyIsValidated(t *testing.T) {
 }
 
 func TestSnapshotAcceptsAFailoverKindAndRefusesAnUnknownOne(t *testing.T) {
-	w := &Switchover{ID: 5, Tenant: "acme", Kind: FailoverKind, From: "us-east", To: "eu-west", FromEpoch: 1, NewEpoch: 2,
+	w := &Switchover{ID: 5, Tenant: "acme", Kind: FailoverKind, Mode: FailoverManual, From: "us-east", To: "eu-west", FromEpoch: 1, NewEpoch: 2,
 		Phase: PhasePromoting, Steps: []SwitchoverStep{{Phase: PhasePromoting, Index: 5}}}
 	if err := validateSwitchover(w); err != nil {
 		t.Fatalf("failover refused: %v", err)

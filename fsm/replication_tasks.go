@@ -293,7 +293,11 @@ type PublisherResult struct {
 	Tables      []TableState       `json:"tables,omitempty"`
 	Slots       []SlotState        `json:"slots,omitempty"`
 	Issues      []ReplicationIssue `json:"issues,omitempty"`
-	At          int64              `json:"at"`
+	// PII are the types of a tenant's PII columns at the home, as its
+	// catalog describes them: a failover, which cannot read the lost
+	// home, promotes a mirror with the last ones reported.
+	PII []PIIColumnType `json:"pii,omitempty"`
+	At  int64           `json:"at"`
 }
 
 // SubscriberResult is what a subscriber task reports.
@@ -309,7 +313,13 @@ type SubscriberResult struct {
 	LastError   *ReplicationIssue `json:"last_error,omitempty"`
 	ApplyErrors int64             `json:"apply_errors"`
 	SyncErrors  int64             `json:"sync_errors"`
-	At          int64             `json:"at"`
+	// AppliedLSN is the source's WAL position up to which the mirror has
+	// applied the tenant's transactions (the subscription's replication
+	// origin, pg_replication_origin_progress): the end of the last
+	// transaction of the tenant applied here. A failover records it as
+	// the start of the data at risk.
+	AppliedLSN string `json:"applied_lsn,omitempty"`
+	At         int64  `json:"at"`
 	// Resync is the progress of an old home that comes back after a
 	// failover (spec Resync): nil for every other subscriber.
 	Resync *ResyncStatus `json:"resync,omitempty"`

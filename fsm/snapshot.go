@@ -43,6 +43,8 @@ type snapshotDoc struct {
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
 	Divergences  []*Divergence      `json:"divergences,omitempty"`
+	// FailoverHistory: State.FailoverHistory.
+	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -93,11 +95,12 @@ func WriteSnapshot(w io.Writer, s *State) error {
 
 		RefencePending: s.RefencePending,
 
-		Databases:    s.SortedDatabases(),
-		SyncStates:   s.SortedSyncStates(),
-		GlobalTables: s.SortedGlobalTables(),
-		Switchovers:  s.SortedSwitchovers(),
-		Divergences:  s.SortedDivergences(),
+		Databases:       s.SortedDatabases(),
+		SyncStates:      s.SortedSyncStates(),
+		GlobalTables:    s.SortedGlobalTables(),
+		Switchovers:     s.SortedSwitchovers(),
+		FailoverHistory: s.FailoverHistory,
+		Divergences:     s.SortedDivergences(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -202,6 +205,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	s.reindexTrust()
 	s.reindexTenants()
 	if err := readReplicationSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	if err := readFailoverSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {

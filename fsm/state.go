@@ -38,6 +38,9 @@ type State struct {
 	// Divergences holds the old homes' quarantined row counts, by
 	// tenant/region (divergence.go).
 	Divergences map[string]*Divergence
+	// FailoverHistory are the last finished failovers, oldest first (at
+	// most MaxFailoverHistory; failover_apply.go).
+	FailoverHistory []*FailoverRecord
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -202,7 +205,9 @@ func (s *State) clone() *State {
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
 		Divergences:  make(map[string]*Divergence, len(s.Divergences)),
-		Members:      make(map[string]*Member, len(s.Members)),
+		// Never changed in place: every change is a new slice.
+		FailoverHistory: s.FailoverHistory,
+		Members:         make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
 		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),

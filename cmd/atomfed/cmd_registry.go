@@ -162,7 +162,7 @@ Registering a production region waits for approvals under the default policy.`,
 		},
 	}
 	nearest.Flags().StringVar(&from, "from", "", "node or region to measure from (default: the queried server)")
-	cmd.AddCommand(reg, list, show, del, nearest)
+	cmd.AddCommand(reg, list, show, del, nearest, newRegionFailoverCmd(&cf))
 	return cmd
 }
 
@@ -285,6 +285,7 @@ func newTenantCmd() *cobra.Command {
 	cmd.AddCommand(put, newTenantPatchCmd(&cf), get, list, del, newTenantReplicationCmd(&cf))
 	cmd.AddCommand(newTenantSwitchoverCmds(&cf)...)
 	cmd.AddCommand(newTenantDivergenceCmds(&cf)...)
+	cmd.AddCommand(newTenantFailoverCmds(&cf)...)
 	return cmd
 }
 
