@@ -167,10 +167,15 @@ func (s *subscriber) resync(ctx context.Context, conn *pgx.Conn, res *fsm.Subscr
 		return true
 	}
 	if sub != nil {
-		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{{Code: fsm.IssueSQL, At: time.Now().UnixNano(), Message: fmt.Sprintf(
-			"subscription %s exists in this database before the tenant's rows were reconciled with region %s; it is not atomfed's resync: drop it by hand (DROP SUBSCRIPTION %s)",
-			s.spec.Subscription, s.spec.Source, s.spec.Subscription)}}
-		return false
+		// A subscription of this name before the reconcile: a former
+		// home's to the lost home (the failover's other former homes
+		// follow the new home this way too), or one made without a
+		// reconcile. Its rows stay; it goes, without reaching the lost
+		// home: the reconcile below makes the rows exact and a new slot.
+		if _, err := detachSubscription(ctx, conn, s.spec.Subscription); err != nil {
+			return fail("detach the subscription "+s.spec.Subscription+" made before the failover", err)
+		}
+		s.log.Info("detached a subscription made before the reconcile", "subscription", s.spec.Subscription, "to_the_new_home", sameSource(sub.ConnInfo, s.connInfo()))
 	}
 	src, is := s.source(ctx)
 	if is != nil {
