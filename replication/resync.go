@@ -157,25 +157,29 @@ func (s *subscriber) resync(ctx context.Context, conn *pgx.Conn, res *fsm.Subscr
 	if err != nil {
 		return fail("read the resync record", err)
 	}
-	current := rec != nil && rec.Created == s.spec.TenantCreated && rec.Epoch == s.spec.Epoch && rec.Source == s.spec.Source
+	// The record holds for this source and a placement up to the spec's:
+	// a later epoch with the same source (a re-plan) needs no new
+	// reconcile while the subscription it made still streams from there.
+	current := rec != nil && rec.Created == s.spec.TenantCreated && rec.Epoch <= s.spec.Epoch && rec.Source == s.spec.Source
 	sub, err := readSubscription(ctx, conn, s.spec.Subscription)
 	if err != nil {
 		return fail("read the subscription", err)
 	}
-	if current && sub != nil {
+	if current && sub != nil && sameSource(sub.ConnInfo, s.connInfo()) {
 		res.Resync = rec.status(fsm.ResyncSubscribing)
 		return true
 	}
 	if sub != nil {
-		// A subscription of this name before the reconcile: a former
+		// A subscription of this name not made from the record: a former
 		// home's to the lost home (the failover's other former homes
 		// follow the new home this way too), or one made without a
-		// reconcile. Its rows stay; it goes, without reaching the lost
-		// home: the reconcile below makes the rows exact and a new slot.
+		// reconcile. Its rows stay; it goes, without reaching its source:
+		// the reconcile below makes the rows exact, and a new slot.
 		if _, err := detachSubscription(ctx, conn, s.spec.Subscription); err != nil {
 			return fail("detach the subscription "+s.spec.Subscription+" made before the failover", err)
 		}
 		s.log.Info("detached a subscription made before the reconcile", "subscription", s.spec.Subscription, "to_the_new_home", sameSource(sub.ConnInfo, s.connInfo()))
+		current = false
 	}
 	src, is := s.source(ctx)
 	if is != nil {

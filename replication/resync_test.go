@@ -322,7 +322,10 @@ func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 	oid := value(old, `SELECT oid::text FROM pg_subscription WHERE subname = $1`, slot)
 	versions := value(old, `SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme'`)
 	sub.stop()
-	again := runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantSubscriber, spec)
+	// (At a later epoch with the same source, as a re-plan gives it.)
+	later := spec
+	later.Epoch = 3
+	again := runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantSubscriber, later)
 	testutil.Eventually(t, 60*time.Second, func() error {
 		r, _ := again.status().Result.(*fsm.SubscriberResult)
 		if r == nil || r.Resync == nil || r.Resync.Phase != fsm.ResyncStreaming {
