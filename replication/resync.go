@@ -186,9 +186,12 @@ func (s *subscriber) resync(ctx context.Context, conn *pgx.Conn, res *fsm.Subscr
 		res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{*is}
 		return false
 	}
-	if current {
-		// Reconciled; the slot must still be there (it holds B's writes
-		// since). If it is gone, the rows are reconciled again.
+	if current && rec.Epoch == s.spec.Epoch {
+		// Reconciled for this placement; the slot must still be there
+		// (it holds B's writes since). If it is gone, the rows are
+		// reconciled again. A record of an earlier placement without its
+		// subscription is not trusted with a slot of that name: the rows
+		// may have moved on since (a fail-back and another failover).
 		if _, err := handOffSlot(ctx, src, s.spec.Subscription, ErrNoFormerHomeSlot); err == nil {
 			res.Resync = rec.status(fsm.ResyncSubscribing)
 			return true
