@@ -28,7 +28,8 @@ import (
 // first, quarantines exactly the rows that differ from newhome's, makes
 // oldhome's published columns equal newhome's with its PII kept, and
 // subscribes without a copy from the slot it reconciled at; newhome's
-// later writes stream to oldhome once; a run again changes nothing.
+// later writes stream to oldhome once; a run again changes nothing; a
+// fail-back's promotion at oldhome lifts the fence with the PII intact.
 func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 	pgs := pgtest.NewFederation(t, "oldhome", "newhome")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -344,5 +345,20 @@ func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 	}
 	if q := quarantined(); q != want {
 		t.Fatalf("run again, the quarantine holds %s", q)
+	}
+
+	// 8. A fail-back (a planned switchover back) lifts the resync's
+	// fence: its promotion at oldhome lifts a fence of an older or the
+	// same placement. (newhome takes no writes here, as if fenced.)
+	again.stop()
+	back := fsm.PromoteSpec{Tenant: "acme", Region: "oldhome", Subscription: slot, Source: "newhome", SourceDB: endpoint("newhome"),
+		Publication: pub, Tables: tables, PII: []fsm.PIIColumnType{{Table: "public.orders", Column: "email", Type: "text", TypMod: -1}},
+		HandOff: []string{"newhome"}, Switchover: 99, TenantCreated: 7, Epoch: 3}
+	runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantPromote, back).waitDone(t, 60*time.Second)
+	if _, err := old.Exec(ctx, `INSERT INTO orders VALUES ('acme', 5000, 1, 'after fail-back', 'fb@acme.test')`); err != nil {
+		t.Fatalf("an application write at oldhome after the fail-back's promotion: %v", err)
+	}
+	if got := value(old, `SELECT string_agg(id || '=' || email, ',' ORDER BY id) FROM orders WHERE tenant_id = 'acme' AND id < 60`); got != piiAfter {
+		t.Fatalf("oldhome's PII after the fail-back's promotion:\n%s\nwant\n%s", got, piiAfter)
 	}
 }
