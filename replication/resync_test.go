@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,31 +153,38 @@ func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 		}
 		return value(old, `SELECT coalesce(string_agg((row_key->>'id') || ':' || reason, ',' ORDER BY (row_key->>'id')::int), '') FROM atomfed_quarantine.divergent_rows`)
 	}
-	// A subscription of the name oldhome will use, left from before (as
-	// at a former home that followed the lost home): the resync detaches
-	// it without reaching its source.
-	exec(old, `CREATE SUBSCRIPTION `+slot+` CONNECTION 'host=lost.invalid dbname=x' PUBLICATION `+pub+` WITH (connect = false)`)
-	for _, point := range []string{"fenced", "slot_created", "read", "quarantined"} {
-		var run *taskRun
-		hit := make(chan struct{})
+	// cutShortAt runs the resync until it reaches point, where its
+	// context is cancelled (an agent killed there), and waits for it to
+	// end.
+	cutShortAt := func(point string) {
+		t.Helper()
+		hit, cancelled := make(chan struct{}), make(chan struct{})
+		var once sync.Once
 		unset := replication.SetResyncPoint(func(p string) {
 			if p == point {
-				select {
-				case <-hit:
-				default:
+				once.Do(func() {
 					close(hit)
-					run.cancel()
-				}
+					<-cancelled // the step goes on with its context cancelled
+				})
 			}
 		})
-		run = runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantSubscriber, spec)
+		defer unset()
+		run := runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantSubscriber, spec)
 		select {
 		case <-hit:
 		case <-time.After(60 * time.Second):
 			t.Fatalf("the resync never reached %s: %+v", point, run.status())
 		}
+		run.cancel()
+		close(cancelled)
 		run.stop()
-		unset()
+	}
+	// A subscription of the name oldhome will use, left from before (as
+	// at a former home that followed the lost home): the resync detaches
+	// it without reaching its source.
+	exec(old, `CREATE SUBSCRIPTION `+slot+` CONNECTION 'host=lost.invalid dbname=x' PUBLICATION `+pub+` WITH (connect = false)`)
+	for _, point := range []string{"fenced", "slot_created", "read", "quarantined"} {
+		cutShortAt(point)
 		// Cut short before its commit: fenced, and nothing else changed.
 		refused()
 		if got := sum(old); got != oldBefore {
@@ -233,26 +241,7 @@ func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 	t.Cleanup(stop)
 
 	// Cut short after its commit, before the subscription.
-	var run *taskRun
-	hit := make(chan struct{})
-	unset := replication.SetResyncPoint(func(p string) {
-		if p == "reconciled" {
-			select {
-			case <-hit:
-			default:
-				close(hit)
-				run.cancel()
-			}
-		}
-	})
-	run = runTask(t, pgs["oldhome"], "oldhome", fsm.TaskTypeTenantSubscriber, spec)
-	select {
-	case <-hit:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the resync never reached reconciled: %+v", run.status())
-	}
-	run.stop()
-	unset()
+	cutShortAt("reconciled")
 	reconciledAt := value(old, `SELECT slot_lsn::text FROM atomfed.tenant_resyncs WHERE tenant_id = 'acme'`)
 	if n := value(old, `SELECT count(*)::text FROM pg_subscription`); n != "0" {
 		t.Fatalf("the resync left %s subscriptions before subscribing itself (the one to the lost home must go)", n)
