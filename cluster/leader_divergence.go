@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,12 +44,12 @@ func DivergenceRecords(s *fsm.State) []fsm.DivergenceRecord {
 			continue
 		}
 		rec := fsm.DivergenceRecord{Tenant: spec.Tenant, TenantCreated: spec.TenantCreated, Region: t.Region, Epoch: r.Epoch,
-			Tables: r.Divergent, Missing: r.Missing, RowsReconciled: r.Reconciled, FoundAt: r.ReconciledAt}
+			Tables: r.Divergent, Missing: r.Missing, RowsReconciled: r.Reconciled, Keys: r.Keys, FoundAt: r.ReconciledAt}
 		if w := s.Switchovers[spec.Tenant]; w != nil && w.Kind == fsm.FailoverKind && w.NewEpoch == r.Epoch && w.TenantCreated == spec.TenantCreated {
 			rec.Failover = w.ID
 		}
 		if d := s.Divergence(spec.Tenant, t.Region); d != nil && d.TenantCreated == rec.TenantCreated && d.Epoch == rec.Epoch &&
-			maps.Equal(d.Tables, rec.Tables) && d.Missing == rec.Missing && d.RowsReconciled == rec.RowsReconciled {
+			maps.Equal(d.Tables, rec.Tables) && d.Missing == rec.Missing && d.RowsReconciled == rec.RowsReconciled && slices.Equal(d.Keys, rec.Keys) {
 			continue
 		}
 		out = append(out, rec)
