@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
@@ -30,7 +31,9 @@ const divergenceTick = 5 * time.Second
 func DivergenceRecords(s *fsm.State) []fsm.DivergenceRecord {
 	var out []fsm.DivergenceRecord
 	for _, t := range s.SortedTasks() {
-		if t.Type != fsm.TaskTypeTenantSubscriber || len(t.Result) == 0 {
+		// Cheap checks first: this runs on every change of the state.
+		if t.Type != fsm.TaskTypeTenantSubscriber || len(t.Result) == 0 || !bytes.Contains(t.Spec, []byte(`"resync":true`)) ||
+			!bytes.Contains(t.Result, []byte(`"resync":`)) {
 			continue
 		}
 		var spec fsm.SubscriberSpec
