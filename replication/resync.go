@@ -78,6 +78,11 @@ var resyncSchema = []string{
 	`REVOKE ALL ON atomfed.tenant_resyncs FROM PUBLIC`,
 }
 
+// resyncStatementTimeout replaces the agent's 30 s statement timeout in
+// the reconcile's two transactions: reading and rewriting a big tenant's
+// rows takes longer, and a try cut short starts over from scratch.
+const resyncStatementTimeout = `SET LOCAL statement_timeout = '15min'`
+
 // resyncPoint, when set (tests only), is called at each boundary between
 // the resync's steps: fenced, slot_created, read, quarantined (inside the
 // local transaction, before its commit) and reconciled (after it).
@@ -270,7 +275,7 @@ func (s *subscriber) reconcile(ctx context.Context, conn, src *pgx.Conn, res *fs
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	stmts := append(append(append([]string{`SET LOCAL session_replication_role = replica`}, jsonSettings...), quarantineSchema...), resyncSchema...)
+	stmts := append(append(append([]string{`SET LOCAL session_replication_role = replica`, resyncStatementTimeout}, jsonSettings...), quarantineSchema...), resyncSchema...)
 	for _, st := range stmts {
 		if _, err := tx.Exec(ctx, st); err != nil {
 			return nil, err
@@ -326,7 +331,7 @@ func readAtSnapshot(ctx context.Context, src *pgx.Conn, snapshot, tenant string,
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read only
-	for _, st := range append([]string{`SET TRANSACTION SNAPSHOT ` + quoteLiteral(snapshot)}, jsonSettings...) {
+	for _, st := range append([]string{`SET TRANSACTION SNAPSHOT ` + quoteLiteral(snapshot), resyncStatementTimeout}, jsonSettings...) {
 		if _, err := tx.Exec(ctx, st); err != nil {
 			return nil, err
 		}
