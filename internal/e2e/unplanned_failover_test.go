@@ -501,6 +501,9 @@ func TestUnplannedFailover(t *testing.T) {
 			t.Fatalf("audit notes of the automatic policy: %q", notes)
 		}
 	})
+	t.Run("the old home comes back", func(t *testing.T) {
+		checkOldHomeComesBack(t, cx, oldHomeReturn{c: c, api: api, pgs: pgs, agents: agents, tenant: "acme", oldHome: "us-east", newHome: "eu-west"})
+	})
 	t.Logf("test done after %s", time.Since(start).Round(time.Millisecond))
 }
 
