@@ -87,6 +87,15 @@ const (
 	SwitchoverStartType   MessageType = 60
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
+	// 67: divergence of an old home back after a failover (divergence_apply.go).
+	DivergenceRecordType MessageType = 67
+	// 63-66: unplanned failover (failover_apply.go): 63 an operator's
+	// (approved) failover of one tenant or of a region's tenants, 64 the
+	// leader's automatic one.
+	FailoverStartType MessageType = 63
+	FailoverAutoType  MessageType = 64
+	// 65: the leader records that an automatic failover waits, and why.
+	FailoverHoldType MessageType = 65
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -160,6 +169,10 @@ var typeNames = map[MessageType]string{
 	SwitchoverStartType:   "switchover_start",
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
+	DivergenceRecordType:  "divergence_record",
+	FailoverStartType:     "failover_start",
+	FailoverAutoType:      "failover_auto",
+	FailoverHoldType:      "failover_hold",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -221,6 +234,10 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[DivergenceRecord](DivergenceRecordType, applyDivergenceRecord)
+	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
+	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
+	registerCommand[FailoverHold](FailoverHoldType, applyFailoverHold)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -323,6 +340,12 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case DivergenceRecordType:
+		return &Divergence{}
+	case FailoverStartType, FailoverAutoType:
+		return &FailoverStarted{}
+	case FailoverHoldType:
+		return &FailoverHoldState{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

@@ -99,6 +99,19 @@ type SubscriberSpec struct {
 	// waits while that slot does not exist. Only a tenant-subscriber uses
 	// it; omitted (false) for every other subscriber.
 	FormerHome bool `json:"former_home,omitempty"`
+	// Resync (always with FormerHome) marks the subscriber of a region
+	// that was the tenant's home when a failover moved the home away
+	// without fencing it (the region was presumed lost): its database may
+	// hold rows the new home never received, and nothing stops its
+	// application from writing. Before subscribing, the executor must
+	// fence the tenant there, quarantine its divergent rows (committed
+	// after the new home's last applied position) and reconcile its rows
+	// with the new home (no former-home slot was made at the new home,
+	// since the region was down at the promotion). The scheduler sets it
+	// on the old home's subscriber once a failover commits, and on every
+	// former home among the tenant's other mirrors; it runs only when the
+	// region's agent is back.
+	Resync bool `json:"resync,omitempty"`
 	// HandOff marks the subscriber of a mirror that followed its tenant's
 	// new home after a switchover (not the former home): its tables hold
 	// the tenant's rows already, up to the fence, so it subscribes
@@ -280,7 +293,11 @@ type PublisherResult struct {
 	Tables      []TableState       `json:"tables,omitempty"`
 	Slots       []SlotState        `json:"slots,omitempty"`
 	Issues      []ReplicationIssue `json:"issues,omitempty"`
-	At          int64              `json:"at"`
+	// PII are the types of a tenant's PII columns at the home, as its
+	// catalog describes them: a failover, which cannot read the lost
+	// home, promotes a mirror with the last ones reported.
+	PII []PIIColumnType `json:"pii,omitempty"`
+	At  int64           `json:"at"`
 }
 
 // SubscriberResult is what a subscriber task reports.
@@ -296,8 +313,71 @@ type SubscriberResult struct {
 	LastError   *ReplicationIssue `json:"last_error,omitempty"`
 	ApplyErrors int64             `json:"apply_errors"`
 	SyncErrors  int64             `json:"sync_errors"`
-	At          int64             `json:"at"`
+	// AppliedLSN is the source's WAL position up to which the mirror has
+	// applied the tenant's transactions (the subscription's replication
+	// origin, pg_replication_origin_progress): the end of the last
+	// transaction of the tenant applied here. A failover records it as
+	// the start of the data at risk.
+	AppliedLSN string `json:"applied_lsn,omitempty"`
+	// SourcePII are the types of the tenant's PII columns at the source
+	// (the home), as the mirror last read them there: a failover, which
+	// cannot read the lost home, promotes the mirror with them.
+	SourcePII []PIIColumnType `json:"source_pii,omitempty"`
+	At        int64           `json:"at"`
+	// Resync is the progress of an old home that comes back after a
+	// failover (spec Resync): nil for every other subscriber.
+	Resync *ResyncStatus `json:"resync,omitempty"`
 }
+
+// ResyncStatus is what the subscriber of an old home that comes back
+// after a failover reports (replication/resync.go): the phase it is in,
+// and once it reconciled, how many of its rows it put in quarantine and
+// how many it reconciled with the new home.
+type ResyncStatus struct {
+	Phase string `json:"phase"`
+	// Epoch is the placement the old home comes back into (the spec's).
+	Epoch uint64 `json:"epoch"`
+	// Divergent counts the rows put in quarantine, per table (only
+	// tables with some); DivergentTotal is their sum, Missing the part of
+	// it whose key the new home does not have.
+	Divergent      map[string]int64 `json:"divergent,omitempty"`
+	DivergentTotal int64            `json:"divergent_total"`
+	Missing        int64            `json:"missing_at_new_home"`
+	// Reconciled counts the rows inserted, updated or deleted here to
+	// make the tenant's rows equal the new home's.
+	Reconciled   int64  `json:"reconciled"`
+	SlotLSN      string `json:"slot_lsn,omitempty"`
+	ReconciledAt int64  `json:"reconciled_at,omitempty"`
+	// Keys are the quarantined rows' primary keys and reasons, the first
+	// MaxDivergentKeys of them (a key holds no PII: a PII column cannot be
+	// part of a replicated table's key).
+	Keys []DivergentKey `json:"keys,omitempty"`
+}
+
+// DivergentKey is one quarantined row: its table, its primary key as
+// jsonb text ({"id": 5, "tenant_id": "acme"}) and why it is there.
+type DivergentKey struct {
+	Table  string `json:"table"`
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// Reasons of a quarantined row, and the bounds of the keys reported.
+const (
+	ReasonMissingAtNewHome   = "missing_at_new_home"
+	ReasonDiffersFromNewHome = "differs_from_new_home"
+	MaxDivergentKeys         = 100
+	MaxDivergentKeyLen       = 512
+)
+
+// Phases of ResyncStatus, in order.
+const (
+	ResyncFencing     = "fencing"
+	ResyncQuarantine  = "quarantining"
+	ResyncReconciling = "reconciling"
+	ResyncSubscribing = "subscribing"
+	ResyncStreaming   = "streaming"
+)
 
 // SyncStandbyResult is what a sync-standby task reports.
 type SyncStandbyResult struct {

@@ -42,6 +42,11 @@ type snapshotDoc struct {
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
+	Divergences  []*Divergence      `json:"divergences,omitempty"`
+	// FailoverHistory: State.FailoverHistory.
+	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
+	// FailoverHolds: State.FailoverHolds.
+	FailoverHolds []*FailoverHoldState `json:"failover_holds,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -95,10 +100,13 @@ func WriteSnapshot(w io.Writer, s *State) error {
 
 		RefencePending: s.RefencePending,
 
-		Databases:    s.SortedDatabases(),
-		SyncStates:   s.SortedSyncStates(),
-		GlobalTables: s.SortedGlobalTables(),
-		Switchovers:  s.SortedSwitchovers(),
+		Databases:       s.SortedDatabases(),
+		SyncStates:      s.SortedSyncStates(),
+		GlobalTables:    s.SortedGlobalTables(),
+		Switchovers:     s.SortedSwitchovers(),
+		FailoverHistory: s.FailoverHistory,
+		FailoverHolds:   s.SortedFailoverHolds(),
+		Divergences:     s.SortedDivergences(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -208,7 +216,16 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if err := readReplicationSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
+	if err := readFailoverSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	if err := readFailoverHoldSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	if err := readDivergenceSnapshot(&doc, s); err != nil {
 		return s, err
 	}
 	if err := readBackupSnapshot(&doc, s); err != nil {

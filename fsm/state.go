@@ -35,6 +35,15 @@ type State struct {
 	GlobalTables map[string]*GlobalTable
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
+	// Divergences holds the old homes' quarantined row counts, by
+	// tenant/region (divergence.go).
+	Divergences map[string]*Divergence
+	// FailoverHistory are the last finished failovers, oldest first (at
+	// most MaxFailoverHistory; failover_apply.go).
+	FailoverHistory []*FailoverRecord
+	// FailoverHolds are the automatic failovers that wait, by tenant
+	// (failover_auto.go); never changed in place.
+	FailoverHolds map[string]*FailoverHoldState
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -103,11 +112,13 @@ func newState() *State {
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
 
-		Databases:    map[string]*RegionDatabase{},
-		SyncStates:   map[string]*TenantSyncState{},
-		GlobalTables: map[string]*GlobalTable{},
-		Switchovers:  map[string]*Switchover{},
-		Members:      map[string]*Member{},
+		Databases:     map[string]*RegionDatabase{},
+		SyncStates:    map[string]*TenantSyncState{},
+		GlobalTables:  map[string]*GlobalTable{},
+		Switchovers:   map[string]*Switchover{},
+		Divergences:   map[string]*Divergence{},
+		FailoverHolds: map[string]*FailoverHoldState{},
+		Members:       map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
 		BackupRuns:     map[string]*Backup{},
@@ -203,7 +214,11 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
-		Members:      make(map[string]*Member, len(s.Members)),
+		Divergences:  make(map[string]*Divergence, len(s.Divergences)),
+		// Never changed in place: every change is a new slice.
+		FailoverHistory: s.FailoverHistory,
+		FailoverHolds:   s.FailoverHolds,
+		Members:         make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
 		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),
@@ -249,6 +264,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Switchovers {
 		c.Switchovers[k] = v
+	}
+	for k, v := range s.Divergences {
+		c.Divergences[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v

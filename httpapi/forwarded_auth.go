@@ -45,6 +45,8 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.SnapshotRestoreType:   operators, // only ever inside an approval
 	fsm.SwitchoverStartType:   operators,
 	fsm.SwitchoverAbortType:   operators,
+	fsm.DivergenceRecordType:  operators, // only a resolve; the leader records counts itself
+	fsm.FailoverStartType:     operators,
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
@@ -59,7 +61,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.FailoverHoldType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
 	fsm.RebuildRecordType: true, fsm.SnapshotShippedType: true,
 }
 
@@ -140,6 +142,17 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 			err = requestedBy(c.RequestedBy)
 		}
 	case *fsm.SwitchoverAbort:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.DivergenceRecord:
+		switch {
+		case !c.Resolve:
+			err = forbidden("leader_only", "divergence counts are recorded by the leader from the old home's report, never forwarded; an operator may only mark them reconciled")
+		case c.RequestedBy != id.Accessor:
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.FailoverStart:
 		if c.RequestedBy != id.Accessor {
 			err = requestedBy(c.RequestedBy)
 		}

@@ -84,8 +84,8 @@ func TestPolicyStatusMatrix(t *testing.T) {
 	if m["P6"].Status != structs.PolicyNotEvaluated {
 		t.Errorf("P6 with no region: %s, want not_evaluated", m["P6"].Status)
 	}
-	if m["P7"].Status != structs.PolicyBlock || !strings.Contains(m["P7"].Reason, "not built") {
-		t.Errorf("P7: %s %q, want block saying scheduled snapshots are not built", m["P7"].Status, m["P7"].Reason)
+	if m["P7"].Status != structs.PolicyBlock || !strings.Contains(m["P7"].Reason, "no control-plane snapshot shipped") || !strings.Contains(m["P7"].Reason, "no failover ran") {
+		t.Errorf("P7: %s %q, want block saying no snapshot is shipped and no failover ran", m["P7"].Status, m["P7"].Reason)
 	}
 	if st.Summary != (structs.PolicySummary{Pass: 2, Block: 2, NotEvaluated: 3}) {
 		t.Errorf("summary %+v, want 2 pass, 2 block, 3 not evaluated", st.Summary)

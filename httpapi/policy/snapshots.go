@@ -40,6 +40,9 @@ type SnapshotsEvidence struct {
 	// SimulatedRegions have no database: nothing of them is backed up,
 	// and they are listed instead of blocking.
 	SimulatedRegions []string `json:"simulated_regions,omitempty"`
+	// LastFailover is the newest failover that ran within
+	// FailoverDrillWindow (the failover tests' evidence).
+	LastFailover *fsm.FailoverRecord `json:"last_failover,omitempty"`
 }
 
 // SnapshotsAndFailover is P7. It passes only when every part is in place,
@@ -141,17 +144,10 @@ func shippedPart(s *fsm.State, now int64, ev *SnapshotsEvidence) []string {
 }
 
 // failoverPart judges region failover.
-func failoverPart(_ *fsm.State, _ int64, ev *SnapshotsEvidence) []string {
-	ev.FailoverTests = Capability{InPlace: true,
-		What: "leader crash, pause and graceful leave, and agent failure are tested against real clusters in make test",
-		Where: []string{"internal/e2e: TestKillLeaderUnderWrites, TestPausedLeaderIsReplaced, TestSIGTERMLeavesGracefully",
-			"cluster: TestLeaderCrash, TestLeaderLeave, TestFailedAgentTasksMoveToPeer, TestLeaderLossDuringScheduling"}}
-	ev.RegionFailover = Capability{InPlace: false,
-		What: "automated region failover (G.1.6) is not built yet"}
-	if !ev.RegionFailover.InPlace {
-		return []string{"region failover (G.1.6) not built"}
-	}
-	return nil
+func failoverPart(s *fsm.State, now int64, ev *SnapshotsEvidence) []string {
+	var missing []string
+	ev.FailoverTests, ev.RegionFailover, ev.LastFailover, missing = failoverCapabilities(s, now)
+	return missing
 }
 
 // inPlace names the parts in place, restore drills last.

@@ -34,14 +34,29 @@ func drState(now int64) *fsm.State {
 
 func TestP7NamesWhatIsMissing(t *testing.T) {
 	now := int64(10_000 * time.Hour)
-	// Everything of G.1.6 in place but region failover: P7 blocks on that
-	// alone, and lists the simulated region as such.
+	// Everything in place but a failover that actually ran: P7 blocks on
+	// that alone, and lists the simulated region as such.
 	res := snapshotsAndFailover(drState(now), now, "3")
 	ev := res.Evidence.(SnapshotsEvidence)
-	if res.Status != structs.PolicyBlock || !strings.HasPrefix(res.Reason, "region failover (G.1.6) not built; on-demand snapshots, failover tests, shipped control-plane snapshots, scheduled verified region backups and restore drills are in place; simulated regions (no database, nothing to back up): ap-sim") ||
+	if res.Status != structs.PolicyBlock || !strings.HasPrefix(res.Reason, "no failover ran within 720h0m0s: run a failover drill") ||
+		!strings.Contains(res.Reason, "; on-demand snapshots, region failover, shipped control-plane snapshots, scheduled verified region backups and restore drills are in place; simulated regions (no database, nothing to back up): ap-sim") ||
 		!ev.ScheduledSnapshots.InPlace || !ev.RestoreDrills.InPlace || !ev.ShippedSnapshots.InPlace ||
 		len(ev.SimulatedRegions) != 1 || ev.SimulatedRegions[0] != "ap-sim" || ev.ControlPlaneSnapshots.Last.ID != "s1" {
 		t.Fatalf("P7 with backups, drills and shipments in place: %s %q %+v", res.Status, res.Reason, ev)
+	}
+	// With a failover drill that ran within the window, P7 passes and
+	// names the drill as its evidence; one older than the window does not
+	// count.
+	drilled := drState(now)
+	drilled.FailoverHistory = []*fsm.FailoverRecord{{ID: 40, Tenant: "drill", From: "us-east", To: "eu-west", Mode: "manual", Forced: true,
+		StartedAt: now - int64(2*time.Hour), CommittedAt: now - int64(2*time.Hour) + 1e9, EndedAt: now - int64(2*time.Hour) + 2e9, RTOMS: 1000, RPOLagMS: 40}}
+	if res := snapshotsAndFailover(drilled, now, "3"); res.Status != structs.PolicyPass ||
+		res.Evidence.(SnapshotsEvidence).LastFailover == nil || !strings.Contains(res.Evidence.(SnapshotsEvidence).FailoverTests.What, "tenant drill us-east -> eu-west") {
+		t.Fatalf("P7 with everything in place and a failover drill 2 h ago: %s %q", res.Status, res.Reason)
+	}
+	drilled.FailoverHistory[0].EndedAt = now - int64(31*24*time.Hour)
+	if res := snapshotsAndFailover(drilled, now, "3"); res.Status != structs.PolicyBlock || !strings.Contains(res.Reason, "no failover ran within") {
+		t.Fatalf("P7 with a failover drill 31 days ago: %s %q", res.Status, res.Reason)
 	}
 	var ev2 SnapshotsEvidence
 	if m := append(backupsPart(drState(now), now, &ev2), shippedPart(drState(now), now, &ev2)...); len(m) != 0 {
