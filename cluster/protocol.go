@@ -31,14 +31,16 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.SnapshotRestoreType: 4,
 	fsm.ApprovalPruneType:   4,
 
-	fsm.SwitchoverStartType:   4,
-	fsm.SwitchoverAdvanceType: 4,
-	fsm.SwitchoverAbortType:   4,
-	fsm.BackupPolicySetType:   4,
-	fsm.BackupRequestType:     4,
-	fsm.BackupRecordType:      4,
-	fsm.DrillRequestType:      4,
-	fsm.DrillRecordType:       4,
+	fsm.SwitchoverStartType:    4,
+	fsm.SwitchoverAdvanceType:  4,
+	fsm.SwitchoverAbortType:    4,
+	fsm.RegionMaintenanceType:  4,
+	fsm.RegionDrainAdvanceType: 4,
+	fsm.BackupPolicySetType:    4,
+	fsm.BackupRequestType:      4,
+	fsm.BackupRecordType:       4,
+	fsm.DrillRequestType:       4,
+	fsm.DrillRecordType:        4,
 }
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

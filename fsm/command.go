@@ -87,6 +87,9 @@ const (
 	SwitchoverStartType   MessageType = 60
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
+	// 68-69: region maintenance and drain (region_ops_apply.go).
+	RegionMaintenanceType  MessageType = 68
+	RegionDrainAdvanceType MessageType = 69
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -149,14 +152,16 @@ var typeNames = map[MessageType]string{
 	GlobalTableUpsertType: "global_table_upsert",
 	GlobalTableDeleteType: "global_table_delete",
 
-	SwitchoverStartType:   "switchover_start",
-	SwitchoverAdvanceType: "switchover_advance",
-	SwitchoverAbortType:   "switchover_abort",
-	BackupPolicySetType:   "backup_policy_set",
-	BackupRequestType:     "backup_request",
-	BackupRecordType:      "backup_record",
-	DrillRequestType:      "drill_request",
-	DrillRecordType:       "drill_record",
+	SwitchoverStartType:    "switchover_start",
+	SwitchoverAdvanceType:  "switchover_advance",
+	SwitchoverAbortType:    "switchover_abort",
+	RegionMaintenanceType:  "region_maintenance",
+	RegionDrainAdvanceType: "region_drain_advance",
+	BackupPolicySetType:    "backup_policy_set",
+	BackupRequestType:      "backup_request",
+	BackupRecordType:       "backup_record",
+	DrillRequestType:       "drill_request",
+	DrillRecordType:        "drill_record",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -209,6 +214,8 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[RegionMaintenanceSet](RegionMaintenanceType, applyRegionMaintenanceSet)
+	registerCommand[RegionDrainAdvance](RegionDrainAdvanceType, applyRegionDrainAdvance)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -307,6 +314,8 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case RegionMaintenanceType, RegionDrainAdvanceType:
+		return &RegionOps{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

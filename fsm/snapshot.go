@@ -42,6 +42,7 @@ type snapshotDoc struct {
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
+	RegionOps    []*RegionOps       `json:"region_ops,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -96,6 +97,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		SyncStates:   s.SortedSyncStates(),
 		GlobalTables: s.SortedGlobalTables(),
 		Switchovers:  s.SortedSwitchovers(),
+		RegionOps:    s.SortedRegionOps(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -203,6 +205,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	if err := readRegionOpsSnapshot(&doc, s); err != nil {
 		return s, err
 	}
 	return s, readBackupSnapshot(&doc, s)

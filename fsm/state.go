@@ -35,6 +35,9 @@ type State struct {
 	GlobalTables map[string]*GlobalTable
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
+	// RegionOps holds the regions' maintenance flags and drains, by
+	// region (region_ops.go).
+	RegionOps map[string]*RegionOps
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -102,6 +105,7 @@ func newState() *State {
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
 		Switchovers:  map[string]*Switchover{},
+		RegionOps:    map[string]*RegionOps{},
 		Members:      map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
@@ -197,6 +201,7 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
+		RegionOps:    make(map[string]*RegionOps, len(s.RegionOps)),
 		Members:      make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
@@ -241,6 +246,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Switchovers {
 		c.Switchovers[k] = v
+	}
+	for k, v := range s.RegionOps {
+		c.RegionOps[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v
