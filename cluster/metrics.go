@@ -28,6 +28,7 @@ type metrics struct {
 	collector      *collector
 	repl           *replicationCollector
 	switchovers    *switchoverCollector
+	regionOps      *regionOpsCollector
 	backups        *backupCollector
 }
 
@@ -65,10 +66,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		repl:      &replicationCollector{f: s.fsm},
 
 		switchovers: &switchoverCollector{f: s.fsm},
+		regionOps:   &regionOpsCollector{f: s.fsm},
 		backups:     &backupCollector{f: s.fsm, now: time.Now},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.backups)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.regionOps, m.backups)
 	}
 	return m
 }
@@ -87,6 +89,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
 	m.reg.Unregister(m.switchovers)
+	m.reg.Unregister(m.regionOps)
 	m.reg.Unregister(m.backups)
 }
 
