@@ -357,7 +357,7 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 		return nil, fmt.Errorf("%w: subscription %s here is not the one switchover %d found when it promoted this database (a later placement made it); it is left alone",
 			errStaleStep, spec.Subscription, spec.Switchover)
 	}
-	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables}
+	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables, PIIGuard: spec.PIIGuard}
 	for _, c := range spec.PII {
 		p.PII = append(p.PII, PIIColumn(c))
 	}
