@@ -163,6 +163,7 @@ Registering a production region waits for approvals under the default policy.`,
 	}
 	nearest.Flags().StringVar(&from, "from", "", "node or region to measure from (default: the queried server)")
 	cmd.AddCommand(reg, list, show, del, nearest)
+	cmd.AddCommand(newRegionOpsCmds(&cf)...)
 	return cmd
 }
 

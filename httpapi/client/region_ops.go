@@ -16,6 +16,13 @@ func (c *Client) SetMaintenance(ctx context.Context, region string, on bool, rea
 	return &out, err
 }
 
+// Maintenance reads a region's maintenance flag and its last drain.
+func (c *Client) Maintenance(ctx context.Context, region string, q *QueryOptions) (*wire.RegionOpsStatus, *Meta, error) {
+	var out wire.RegionOpsStatus
+	m, err := c.Do(ctx, http.MethodGet, "/v1/regions/"+url.PathEscape(region)+"/maintenance", q.values(nil), nil, &out)
+	return &out, m, err
+}
+
 // StartDrain starts the drain of a region (POST /v1/regions/{name}/drain).
 func (c *Client) StartDrain(ctx context.Context, region string) (*wire.RegionOpsStatus, error) {
 	var out wire.RegionOpsStatus
