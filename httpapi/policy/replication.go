@@ -63,6 +63,34 @@ type PIIEvidence struct {
 	Checked      string             `json:"checked"`
 	Publications []PublicationCheck `json:"publications"`
 	Simulated    []SimulatedRegion  `json:"simulated,omitempty"`
+	// Exceptions are the residency exceptions: tenants whose
+	// pii_while_away is keep_local (a temporary home keeps PII values, in
+	// that region). Away are the tenants at home outside their residency
+	// region now, with the policy their temporary home applies.
+	Exceptions []ResidencyCheck `json:"exceptions,omitempty"`
+	Away       []ResidencyCheck `json:"away,omitempty"`
+}
+
+// ResidencyCheck is a tenant's residency as P1 lists it.
+type ResidencyCheck struct {
+	Tenant          string `json:"tenant"`
+	ResidencyRegion string `json:"residency_region"`
+	Home            string `json:"home"`
+	Away            bool   `json:"away"`
+	PIIWhileAway    string `json:"pii_while_away"`
+}
+
+// residencyChecks lists the residency exceptions and the tenants away.
+func residencyChecks(s *fsm.State, ev *PIIEvidence) {
+	for _, t := range s.SortedTenants() {
+		c := ResidencyCheck{Tenant: t.ID, ResidencyRegion: t.Residency(), Home: t.HomeRegion, Away: t.Away(), PIIWhileAway: t.PIIPolicy()}
+		if c.PIIWhileAway == fsm.PIIWhileAwayKeepLocal {
+			ev.Exceptions = append(ev.Exceptions, c)
+		}
+		if c.Away {
+			ev.Away = append(ev.Away, c)
+		}
+	}
 }
 
 // MirrorCheck is one tenant mirror as P5 checked it.
