@@ -241,6 +241,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	})
 	agentRoundTrips(t, check)
 	switchoverRoundTrips(t, h, check)
+	regionOpsRoundTrips(t, h, check)
 	backupRoundTrips(t, check)
 	trustRoundTrips(t, h, check)
 	replicationRoundTrips(t, check) // after trust: it deletes a region, which the default policy gates
