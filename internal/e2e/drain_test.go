@@ -29,7 +29,9 @@ import (
 // with its PII intact; at eu-west, a temporary home, acme's PII column
 // refuses a value with the P1 message and takes NULL, globex's takes a
 // value (keep_local); a placement into us-east is refused while it is in
-// maintenance and accepted once maintenance is off.
+// maintenance and accepted once maintenance is off. acme then fails back
+// to us-east: every PII value written there before the drain is intact,
+// and it takes PII values again.
 func TestRegionDrain(t *testing.T) {
 	if _, err := pglocal.Find(); err != nil {
 		t.Fatalf("this test needs PostgreSQL: %v", err)
@@ -179,6 +181,18 @@ func TestRegionDrain(t *testing.T) {
 			t.Fatalf("globex's PII written at eu-west reached us-east: row %d %q", rid, email)
 		}
 	}
+
+	// Fail-back of acme to its residency region: its PII there is intact,
+	// and it takes PII again (no guard at the residency region).
+	out = cliEnv.ok("tenant", "switchover", "acme", "--to", "us-east")
+	mustContain(t, "the fail-back's output", out, "switchover done")
+	got := rows("us-east", "acme")
+	for rid, email := range before["acme"] {
+		if got[rid] != email {
+			t.Fatalf("acme's row %d at us-east after the fail-back: %q, was %q", rid, got[rid], email)
+		}
+	}
+	execPG(t, cx, db["us-east"], `INSERT INTO orders (tenant_id, amount, email) VALUES ('acme', 1, 'back@acme.example')`)
 
 	// Maintenance: placements into us-east are refused until it is off.
 	mustContain(t, "region maintenance", cliEnv.ok("region", "maintenance", "us-east"), "maintenance on", "drain", "done")
