@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/gorilla/mux"
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/wire"
+	"github.com/atomcloud/atomfed/internal/structs"
 )
 
 // Region maintenance and drain (fsm/region_ops.go): PUT
@@ -50,9 +52,18 @@ func (a *API) stopDrain(w http.ResponseWriter, r *http.Request) {
 	a.regionOpsWrite(w, r, nil, cmd, http.StatusOK)
 }
 
-// regionOpsWrite checks cmd on this server's state (the FSM checks it
-// again at apply) and applies it.
+// regionOpsWrite checks cmd on state at least as new as the request (a
+// follower behind forwards it to the leader; the FSM checks it again at
+// apply) and applies it.
 func (a *API) regionOpsWrite(w http.ResponseWriter, r *http.Request, body []byte, cmd fsm.RegionMaintenanceSet, status int) {
+	if err := a.c.ConsistentRead(r.Context()); err != nil {
+		if (errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrFollowerBehind)) && r.Header.Get(HeaderForwarded) == "" {
+			a.forward(w, r, body, true)
+			return
+		}
+		writeError(w, err)
+		return
+	}
 	var check error
 	a.c.FSM().Read(func(s *fsm.State) { check = fsm.RegionMaintenanceCheck(s, &cmd) })
 	if check != nil {
