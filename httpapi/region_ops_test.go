@@ -55,7 +55,9 @@ func TestRegionMaintenanceAndDrainAPI(t *testing.T) {
 		Executors: func(prometheus.Registerer) ([]agent.Executor, error) { return []agent.Executor{fence, usSub}, nil },
 	})
 	c.AddAgentWith("eu-west-a1", "eu-west", testcluster.AgentOptions{
-		Executors: func(prometheus.Registerer) ([]agent.Executor, error) { return []agent.Executor{euSub, catchUp, promote}, nil },
+		Executors: func(prometheus.Registerer) ([]agent.Executor, error) {
+			return []agent.Executor{euSub, catchUp, promote}, nil
+		},
 	})
 	for _, id := range []string{"acme", "globex"} {
 		tn := tenantJSON(id, "us-east", "eu-west")
