@@ -15,6 +15,11 @@ import (
 // nothing changed.
 const drainTick = time.Second
 
+// DrainMaxLagMS is the largest last reported lag of a mirror a drain moves
+// a tenant onto, the switchover API's default max_lag_ms: a mirror further
+// behind would hold the tenant's writes fenced while it catches up.
+const DrainMaxLagMS = 10000
+
 // DrainAdvances returns the next step of every running region drain, at
 // most one each: record how the current tenant's switchover ended (moved
 // once it committed, failed when it aborted), or, with none running, start
@@ -102,9 +107,9 @@ func committedIndex(w *fsm.Switchover) string {
 // BestMirror returns the mirror a drain switches t onto: of its mirrors
 // that are not in maintenance, whose region is not down and whose
 // subscriber streams from the home (or stopped a moment ago with its
-// tables copied, as the switchover's own check accepts), the one with the
-// lowest reported lag (then by name). With none, it returns "" and why,
-// naming each mirror's reason.
+// tables copied, as the switchover's own check accepts) with a reported
+// lag within DrainMaxLagMS, the one with the lowest lag (then by name).
+// With none, it returns "" and why, naming each mirror's reason.
 func BestMirror(s *fsm.State, t *fsm.Tenant) (string, string) {
 	if len(t.Mirrors) == 0 {
 		return "", fsm.NoMirrorReason
@@ -153,6 +158,9 @@ func mirrorReady(s *fsm.State, t *fsm.Tenant, m string) (fsm.SubscriberResult, s
 	}
 	if res.State != fsm.ReplStreaming && res.State != fsm.ReplDown {
 		return res, "subscription is " + res.State + ", not streaming"
+	}
+	if lag := int64(res.LagSeconds * 1000); lag > DrainMaxLagMS {
+		return res, fmt.Sprintf("last reported lag %d ms, over the drain's budget of %d ms", lag, DrainMaxLagMS)
 	}
 	return res, ""
 }

@@ -118,15 +118,21 @@ func TestDrainPicksTheBestMirrorAndGoesOneByOne(t *testing.T) {
 }
 
 // TestDrainWaitsForAMirrorReport: a mirror whose subscriber has not
-// reported, or does not stream, is not a target.
+// reported, lags over the budget, or does not stream, is not a target.
 func TestDrainWaitsForAMirrorReport(t *testing.T) {
 	s, _ := drainState(t, map[string]float64{"globex/b": 0})
 	a := oneAdvance(t, s)
 	if a == nil || a.Tenant != "acme" || a.Action != fsm.DrainActFailed || !strings.Contains(a.Reason, "no report of its subscription yet") {
 		t.Fatalf("acme without reports: %+v", a)
 	}
-	b, _ := json.Marshal(fsm.SubscriberResult{State: fsm.ReplSyncing})
-	task := s.Tasks[fsm.TenantSubscriberTaskID("acme", "c")]
+	b, _ := json.Marshal(fsm.SubscriberResult{State: fsm.ReplStreaming, LagSeconds: 12})
+	task := s.Tasks[fsm.TenantSubscriberTaskID("acme", "b")]
+	task.Agent, task.Result = "agent-b", b
+	if a := oneAdvance(t, s); a == nil || !strings.Contains(a.Reason, "b: last reported lag 12000 ms, over the drain's budget of 10000 ms") {
+		t.Fatalf("acme with b lagging: %+v", a)
+	}
+	b, _ = json.Marshal(fsm.SubscriberResult{State: fsm.ReplSyncing})
+	task = s.Tasks[fsm.TenantSubscriberTaskID("acme", "c")]
 	task.Agent, task.Result = "agent-c", b
 	if a := oneAdvance(t, s); a == nil || !strings.Contains(a.Reason, "c: subscription is "+fsm.ReplSyncing) {
 		t.Fatalf("acme with c copying: %+v", a)
