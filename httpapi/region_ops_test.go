@@ -225,6 +225,12 @@ func TestRegionMaintenanceAndDrainAPI(t *testing.T) {
 			t.Fatalf("%s after the drain: %+v", id, tn)
 		}
 	}
+	// Reads are not routed to a region in maintenance.
+	var route wire.Route
+	do(t, f, http.MethodGet, "/v1/route?tenant=acme&op=read&from=us-east&max_staleness_ms=600000", nil, nil).JSON(t, &route)
+	if route.Region != "eu-west" || len(route.Alternatives) != 1 || route.Alternatives[0].Eligible || !strings.Contains(route.Alternatives[0].Reason, "in maintenance") {
+		t.Fatalf("a read of acme from us-east in maintenance: %+v", route)
+	}
 	mustWrite(t, f, http.MethodPut, "/v1/regions/us-east/maintenance", json.RawMessage(`{"maintenance":false}`), http.StatusOK)
 	mustWrite(t, f, http.MethodPut, "/v1/tenants/newco", tenantJSON("newco", "us-east"), http.StatusCreated)
 }
