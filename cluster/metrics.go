@@ -29,6 +29,7 @@ type metrics struct {
 	repl           *replicationCollector
 	switchovers    *switchoverCollector
 	failovers      *failoverCollector
+	regionOps      *regionOpsCollector
 	backups        *backupCollector
 }
 
@@ -67,10 +68,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 
 		switchovers: &switchoverCollector{f: s.fsm},
 		failovers:   &failoverCollector{f: s.fsm, now: time.Now, detectMS: s.failoverDetectMS()},
+		regionOps:   &regionOpsCollector{f: s.fsm},
 		backups:     &backupCollector{f: s.fsm, now: time.Now},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.backups, m.failovers)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.regionOps, m.backups, m.failovers)
 	}
 	return m
 }
@@ -89,6 +91,7 @@ func (m *metrics) unregister() {
 	m.reg.Unregister(m.collector)
 	m.reg.Unregister(m.repl)
 	m.reg.Unregister(m.switchovers)
+	m.reg.Unregister(m.regionOps)
 	m.reg.Unregister(m.backups)
 }
 

@@ -62,6 +62,7 @@ func desiredSwitchoverTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 				Tenant: w.Tenant, Region: w.To, Subscription: fsm.TenantSubscription(w.Tenant, w.To), Source: w.From,
 				SourceDB: src, Publication: fsm.TenantPublication(w.Tenant), Tables: t.Tables, PII: w.PII,
 				HandOff: w.HandOff(), Switchover: w.ID, TenantCreated: created, Epoch: epoch,
+				PIIGuard: fsm.PIIGuardAt(t, w.To),
 			})
 			for _, m := range w.Others {
 				add(fsm.TaskTypeTenantDetach, m, fsm.DetachSpec{

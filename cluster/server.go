@@ -147,6 +147,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "switchover", fn: s.switchoverRoutine},
 		leaderRoutine{name: "divergence", fn: s.divergenceRoutine},
 		leaderRoutine{name: "failover", fn: s.failoverRoutine},
+		leaderRoutine{name: "drain", fn: s.drainRoutine},
 		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 		leaderRoutine{name: "backups", fn: s.backupRoutine},

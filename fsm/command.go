@@ -96,6 +96,9 @@ const (
 	FailoverAutoType  MessageType = 64
 	// 65: the leader records that an automatic failover waits, and why.
 	FailoverHoldType MessageType = 65
+	// 68-69: region maintenance and drain (region_ops_apply.go).
+	RegionMaintenanceType  MessageType = 68
+	RegionDrainAdvanceType MessageType = 69
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -166,22 +169,24 @@ var typeNames = map[MessageType]string{
 	GlobalTableUpsertType: "global_table_upsert",
 	GlobalTableDeleteType: "global_table_delete",
 
-	SwitchoverStartType:   "switchover_start",
-	SwitchoverAdvanceType: "switchover_advance",
-	SwitchoverAbortType:   "switchover_abort",
-	DivergenceRecordType:  "divergence_record",
-	FailoverStartType:     "failover_start",
-	FailoverAutoType:      "failover_auto",
-	FailoverHoldType:      "failover_hold",
-	BackupPolicySetType:   "backup_policy_set",
-	BackupRequestType:     "backup_request",
-	BackupRecordType:      "backup_record",
-	DrillRequestType:      "drill_request",
-	DrillRecordType:       "drill_record",
-	RebuildRequestType:    "rebuild_request",
-	RebuildRecordType:     "rebuild_record",
-	SnapshotPolicySetType: "snapshot_policy_set",
-	SnapshotShippedType:   "snapshot_shipped",
+	SwitchoverStartType:    "switchover_start",
+	SwitchoverAdvanceType:  "switchover_advance",
+	SwitchoverAbortType:    "switchover_abort",
+	DivergenceRecordType:   "divergence_record",
+	FailoverStartType:      "failover_start",
+	FailoverAutoType:       "failover_auto",
+	FailoverHoldType:       "failover_hold",
+	BackupPolicySetType:    "backup_policy_set",
+	BackupRequestType:      "backup_request",
+	BackupRecordType:       "backup_record",
+	DrillRequestType:       "drill_request",
+	DrillRecordType:        "drill_record",
+	RebuildRequestType:     "rebuild_request",
+	RebuildRecordType:      "rebuild_record",
+	SnapshotPolicySetType:  "snapshot_policy_set",
+	SnapshotShippedType:    "snapshot_shipped",
+	RegionMaintenanceType:  "region_maintenance",
+	RegionDrainAdvanceType: "region_drain_advance",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -238,6 +243,8 @@ func init() {
 	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
 	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
 	registerCommand[FailoverHold](FailoverHoldType, applyFailoverHold)
+	registerCommand[RegionMaintenanceSet](RegionMaintenanceType, applyRegionMaintenanceSet)
+	registerCommand[RegionDrainAdvance](RegionDrainAdvanceType, applyRegionDrainAdvance)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -346,6 +353,8 @@ func ResultValue(t MessageType) any {
 		return &FailoverStarted{}
 	case FailoverHoldType:
 		return &FailoverHoldState{}
+	case RegionMaintenanceType, RegionDrainAdvanceType:
+		return &RegionOps{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

@@ -167,6 +167,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		30: "region_database", 31: "tenant_sync_state", 32: "global_table_upsert", 33: "global_table_delete",
 		60: "switchover_start", 61: "switchover_advance", 62: "switchover_abort", 63: "failover_start", 64: "failover_auto", 65: "failover_hold",
 		67: "divergence_record",
+		68: "region_maintenance", 69: "region_drain_advance",
 		70: "backup_policy_set", 71: "backup_request", 72: "backup_record", 73: "drill_request", 74: "drill_record",
 		77: "rebuild_request", 78: "rebuild_record",
 		75: "snapshot_policy_set", 76: "snapshot_shipped",

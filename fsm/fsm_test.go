@@ -253,6 +253,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	agentRoundTrips(t, check)
 	switchoverRoundTrips(t, h, check)
 	divergenceRoundTrips(t, h, check)
+	regionOpsRoundTrips(t, h, check)
 	backupRoundTrips(t, check)
 	snapshipRoundTrips(t, check)
 	trustRoundTrips(t, h, check)

@@ -80,9 +80,21 @@ type Tenant struct {
 	Epoch uint64 `json:"epoch,omitempty"`
 	// Failover is the tenant's unplanned-failover policy (nil: manual,
 	// every failover needs the "failover" approval).
-	Failover    *FailoverPolicy `json:"failover,omitempty"`
-	CreatedAt   int64           `json:"created_at"`
-	UpdatedAt   int64           `json:"updated_at"`
-	CreateIndex uint64          `json:"create_index"`
-	ModifyIndex uint64          `json:"modify_index"`
+	Failover *FailoverPolicy `json:"failover,omitempty"`
+	// ResidencyRegion is the region the tenant's PII belongs to (policy
+	// P1). The FSM sets it to the home when the tenant is created (under
+	// RulesTrustBound) and keeps it through every switchover; a write may
+	// change it only to the tenant's home region of that write, so a
+	// tenant is never made resident where it is not at home. A home that
+	// is not the residency region is a temporary home (residency.go).
+	ResidencyRegion string `json:"residency_region,omitempty"`
+	// PIIWhileAway says what a temporary home accepts in the tenant's PII
+	// columns: "null_only" (the default when empty: only NULL, enforced
+	// by the database) or "keep_local" (values are accepted and stay in
+	// that region; recorded in the audit chain as a residency exception).
+	PIIWhileAway string `json:"pii_while_away,omitempty"`
+	CreatedAt    int64  `json:"created_at"`
+	UpdatedAt    int64  `json:"updated_at"`
+	CreateIndex  uint64 `json:"create_index"`
+	ModifyIndex  uint64 `json:"modify_index"`
 }

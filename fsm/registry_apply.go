@@ -128,6 +128,10 @@ func applyRegionDelete(s *State, e *Entry) (any, error) {
 	}
 	delete(s.Regions, cmd.Name)
 	s.touch(TableRegions, e.Index)
+	if s.RegionOps[cmd.Name] != nil {
+		delete(s.RegionOps, cmd.Name) // its maintenance flag and drain go with it
+		s.touch(TableRegionOps, e.Index)
+	}
 	if m := s.Members[cmd.Name]; m != nil && m.Kind == MemberRegion {
 		deleteMember(s, e, m) // a deregistered region's keys are no longer trusted
 	}
@@ -183,6 +187,15 @@ func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64, rules int
 			return nil, err
 		}
 	}
+	note, err := applyResidency(old, &t, rules)
+	if err != nil {
+		return nil, err
+	}
+	if rules >= RulesTrustBound {
+		if err := placementMaintenanceCheck(s, old, &t); err != nil {
+			return nil, err
+		}
+	}
 	t.Epoch = nextEpoch(old, t.HomeRegion, rules)
 	t.ModifyIndex, t.UpdatedAt = e.Index, at
 	if old != nil {
@@ -193,6 +206,9 @@ func upsertTenant(s *State, e *Entry, t Tenant, cas *uint64, at int64, rules int
 	s.Tenants[t.ID] = &t
 	s.indexTenant(t.ID)
 	s.touch(TableTenants, e.Index)
+	if note != "" {
+		s.auditNote = note
+	}
 	if !t.IsSync() && s.SyncStates[t.ID] != nil {
 		delete(s.SyncStates, t.ID) // a recorded degrade means nothing in async mode
 		s.touch(TableSyncStates, e.Index)
@@ -260,6 +276,11 @@ func PatchTenant(cur *Tenant, patch json.RawMessage) (*Tenant, error) {
 		return nil, invalidf("bad_patch", "the patched tenant does not decode: %v", err)
 	}
 	t.ID, t.CreateIndex, t.ModifyIndex, t.CreatedAt, t.UpdatedAt, t.Epoch = cur.ID, cur.CreateIndex, cur.ModifyIndex, cur.CreatedAt, cur.UpdatedAt, cur.Epoch
+	if _, ok := po["residency_region"]; !ok {
+		// Not named: kept, or moved along with the home of a tenant
+		// without tables, as for a PUT that leaves it out (residency.go).
+		t.ResidencyRegion = ""
+	}
 	NormalizeTenant(&t)
 	if err := ValidateTenant(&t); err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ type snapshotDoc struct {
 	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
 	// FailoverHolds: State.FailoverHolds.
 	FailoverHolds []*FailoverHoldState `json:"failover_holds,omitempty"`
+	RegionOps     []*RegionOps         `json:"region_ops,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -107,6 +108,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		FailoverHistory: s.FailoverHistory,
 		FailoverHolds:   s.SortedFailoverHolds(),
 		Divergences:     s.SortedDivergences(),
+		RegionOps:       s.SortedRegionOps(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -229,6 +231,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return s, err
 	}
 	if err := readBackupSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	if err := readRegionOpsSnapshot(&doc, s); err != nil {
 		return s, err
 	}
 	return s, readSnapshotCatalog(&doc, s)

@@ -44,6 +44,9 @@ type State struct {
 	// FailoverHolds are the automatic failovers that wait, by tenant
 	// (failover_auto.go); never changed in place.
 	FailoverHolds map[string]*FailoverHoldState
+	// RegionOps holds the regions' maintenance flags and drains, by
+	// region (region_ops.go).
+	RegionOps map[string]*RegionOps
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -118,6 +121,7 @@ func newState() *State {
 		Switchovers:   map[string]*Switchover{},
 		Divergences:   map[string]*Divergence{},
 		FailoverHolds: map[string]*FailoverHoldState{},
+		RegionOps:     map[string]*RegionOps{},
 		Members:       map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
@@ -218,6 +222,7 @@ func (s *State) clone() *State {
 		// Never changed in place: every change is a new slice.
 		FailoverHistory: s.FailoverHistory,
 		FailoverHolds:   s.FailoverHolds,
+		RegionOps:       make(map[string]*RegionOps, len(s.RegionOps)),
 		Members:         make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
@@ -267,6 +272,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Divergences {
 		c.Divergences[k] = v
+	}
+	for k, v := range s.RegionOps {
+		c.RegionOps[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v

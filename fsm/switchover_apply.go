@@ -100,6 +100,12 @@ func applySwitchoverStart(s *State, e *Entry) (any, error) {
 	if err := SwitchoverStartCheck(s, cmd); err != nil {
 		return nil, err
 	}
+	return startSwitchover(s, e, cmd), nil
+}
+
+// startSwitchover records the switchover cmd starts at e (checked by
+// SwitchoverStartCheck): its id is e's index.
+func startSwitchover(s *State, e *Entry, cmd *SwitchoverStart) *Switchover {
 	t := s.Tenants[cmd.Tenant]
 	timeout := cmd.TimeoutMS
 	if timeout == 0 {
@@ -124,7 +130,7 @@ func applySwitchoverStart(s *State, e *Entry) (any, error) {
 	s.Switchovers[t.ID] = w
 	s.touch(TableSwitchovers, e.Index)
 	s.auditNote = fmt.Sprintf("switchover of tenant %s from %s to %s started (epoch %d -> %d)", t.ID, w.From, w.To, w.FromEpoch, w.NewEpoch)
-	return w, nil
+	return w
 }
 
 func applySwitchoverAdvance(s *State, e *Entry) (any, error) {

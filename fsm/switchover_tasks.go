@@ -158,6 +158,11 @@ type PromoteSpec struct {
 	Switchover    uint64   `json:"switchover"`
 	TenantCreated uint64   `json:"tenant_created,omitempty"`
 	Epoch         uint64   `json:"epoch,omitempty"`
+	// PIIGuard: the region is a temporary home of the tenant whose PII
+	// columns accept only NULL there (PIIGuardAt); nil lifts a guard an
+	// earlier stay left (the region is the residency region, or the
+	// tenant keeps PII locally while away).
+	PIIGuard *PIIGuard `json:"pii_guard,omitempty"`
 }
 
 // SequenceMoveResult is one sequence a promotion moved past the tenant's

@@ -225,6 +225,9 @@ func ValidateTenant(t *Tenant) error {
 	if err := validateFailoverPolicy(t.Failover); err != nil {
 		return err
 	}
+	if err := validateResidency(t); err != nil {
+		return err
+	}
 	return validateLabels(t.Labels)
 }
 

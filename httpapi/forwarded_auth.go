@@ -47,6 +47,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.SwitchoverAbortType:   operators,
 	fsm.DivergenceRecordType:  operators, // only a resolve; the leader records counts itself
 	fsm.FailoverStartType:     operators,
+	fsm.RegionMaintenanceType: operators,
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
@@ -63,6 +64,7 @@ var leaderOnly = map[fsm.MessageType]bool{
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
 	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.FailoverHoldType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
 	fsm.RebuildRecordType: true, fsm.SnapshotShippedType: true,
+	fsm.RegionDrainAdvanceType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
@@ -153,6 +155,10 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 			err = requestedBy(c.RequestedBy)
 		}
 	case *fsm.FailoverStart:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.RegionMaintenanceSet:
 		if c.RequestedBy != id.Accessor {
 			err = requestedBy(c.RequestedBy)
 		}

@@ -119,6 +119,7 @@ func (a *API) route(w http.ResponseWriter, r *http.Request) {
 		fromKnown := p.fromPoint != nil || routing.KnownLocation(from)
 		idx := t.ModifyIndex
 		s.TableIndex(fsm.TableSwitchovers)
+		s.TableIndex(fsm.TableRegionOps) // routeCandidate reads the maintenance flags
 		if sw := s.Switchover(t.ID); sw != nil {
 			idx = maxIndex(idx, sw.ModifyIndex)
 			if p.op == routing.OpWrite && sw.InFlight() {
@@ -159,6 +160,13 @@ func routeCandidate(s *fsm.State, tenant, name string, home bool) (routing.Candi
 	var idx uint64
 	if reg := s.Regions[name]; reg != nil {
 		c.AppURL, c.Status, idx = reg.AppURL, reg.Status, reg.ModifyIndex
+	}
+	if o := s.RegionOps[name]; o != nil {
+		// An operator's maintenance counts as the region's own status.
+		if o.Maintenance {
+			c.Status = fsm.RegionMaintenance
+		}
+		idx = maxIndex(idx, o.ModifyIndex)
 	}
 	h := s.RegionHealth(name)
 	c.Health, c.HealthReason = h.Status, h.Reason

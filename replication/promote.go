@@ -31,13 +31,15 @@ import (
 //     values never left the old home), and takes off the mirror marker: the
 //     table is a home table now, and no subscriber of another tenant may
 //     drop a column of it (see sharedTable);
-//  4. per table, under a SHARE lock (inserts wait; reads and the apply of
+//  4. puts the PII guard of a temporary home in place, or lifts it
+//     (GuardPII, pii_guard.go), before the tenant can take writes here;
+//  5. per table, under a SHARE lock (inserts wait; reads and the apply of
 //     other tenants' subscriptions go on after it): moves every sequence
 //     of its integer columns (serial, identity, or named by a column
 //     default) past the highest value in the column, over every tenant's
 //     rows, since a sequence serves the table and not one tenant. It never
 //     moves a sequence back;
-//  5. drops the subscription's slot at the old home when it can be
+//  6. drops the subscription's slot at the old home when it can be
 //     reached (DropHomeSlot); a failure is reported, not fatal: the old
 //     home's publisher drops slots that no subscriber holds.
 //
@@ -80,6 +82,10 @@ type Promotion struct {
 	// Home connects to the old home's database (ConnectSource) to drop
 	// the slot; nil leaves the slot to the old home's publisher.
 	Home func(ctx context.Context) (*pgx.Conn, error)
+	// PIIGuard: this database becomes a temporary home whose PII columns
+	// accept only NULL in the tenant's rows (GuardPII); nil lifts such a
+	// guard.
+	PIIGuard *fsm.PIIGuard
 }
 
 // SequenceMove is what PromoteMirror found and did for one sequence.
@@ -152,6 +158,12 @@ func PromoteMirror(ctx context.Context, mirror *pgx.Conn, p Promotion) (*Promote
 		if err := addPIIColumns(ctx, mirror, pt, res); err != nil {
 			return res, fmt.Errorf("promote tenant %s: table %s: %w", p.Tenant, pt.ref.display(), err)
 		}
+	}
+	// Before the tenant can take writes here (the commit comes after the
+	// promotion): a temporary home accepts only NULL in its PII columns
+	// (pii_guard.go); at the residency region any earlier guard goes.
+	if err := GuardPII(ctx, mirror, p.Tenant, p.Tables, p.PIIGuard); err != nil {
+		return res, fmt.Errorf("promote tenant %s: %w", p.Tenant, err)
 	}
 	for _, pt := range plan {
 		moves, err := moveSequences(ctx, mirror, pt)

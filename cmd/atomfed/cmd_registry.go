@@ -163,6 +163,7 @@ Registering a production region waits for approvals under the default policy.`,
 	}
 	nearest.Flags().StringVar(&from, "from", "", "node or region to measure from (default: the queried server)")
 	cmd.AddCommand(reg, list, show, del, nearest, newRegionFailoverCmd(&cf))
+	cmd.AddCommand(newRegionOpsCmds(&cf)...)
 	return cmd
 }
 
@@ -225,6 +226,8 @@ func newTenantCmd() *cobra.Command {
 	pf.StringVar(&t.SyncMode, "sync-mode", "", "async (default) or sync: commits at home return once a mirror has them")
 	pf.StringVar(&t.SyncFallback, "sync-fallback", "", "with sync: degrade (default: go async when every mirror is down) or wait")
 	pf.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down (default 10s)")
+	pf.StringVar(&t.ResidencyRegion, "residency-region", "", "the region the tenant's PII belongs to (default: kept; the home for a new tenant); only the home may be named")
+	pf.StringVar(&t.PIIWhileAway, "pii-while-away", "", "what a home outside the residency region accepts in PII columns: null_only (default) or keep_local (an audited residency exception)")
 
 	get := &cobra.Command{
 		Use:   "get ID",
@@ -237,8 +240,8 @@ func newTenantCmd() *cobra.Command {
 					return err
 				}
 				return cf.print(t, func(w *tabwriter.Writer) {
-					fmt.Fprintf(w, "ID\t%s\nHome\t%s\nEpoch\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
-						fmtEpoch(t.Epoch), joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
+					fmt.Fprintf(w, "ID\t%s\nHome\t%s\nResidency\t%s\nEpoch\t%s\nMirrors\t%s\nLabels\t%s\nModified\t%s (index %d)\n", t.ID, t.HomeRegion,
+						fmtResidency(t), fmtEpoch(t.Epoch), joinOrDash(t.Mirrors), fmtLabels(t.Labels), fmtTime(t.UpdatedAt), t.ModifyIndex)
 					for _, tb := range t.Tables {
 						fmt.Fprintf(w, "Table\t%s (PII: %s)\n", tb.Name, joinOrDash(tb.PIIColumns))
 					}
@@ -329,7 +332,7 @@ func parseTables(specs []string) []fsm.TenantTable {
 // newTenantPatchCmd changes only what its flags name (PATCH, a JSON merge
 // patch), where tenant put replaces the whole tenant.
 func newTenantPatchCmd(cf *clientFlags) *cobra.Command {
-	var home, syncMode, syncFallback string
+	var home, syncMode, syncFallback, residency, piiWhileAway string
 	var mirrors, tables, labels, unlabels []string
 	var degradeAfter time.Duration
 	var cas uint64
@@ -364,6 +367,12 @@ changes one label and --remove-label drops one.`,
 			if f.Changed("sync-degrade-after") {
 				patch["sync_degrade_after_ms"] = int(degradeAfter / time.Millisecond)
 			}
+			if f.Changed("residency-region") {
+				patch["residency_region"] = residency
+			}
+			if f.Changed("pii-while-away") {
+				patch["pii_while_away"] = piiWhileAway
+			}
 			if len(labels) > 0 || len(unlabels) > 0 {
 				set, err := parseLabels(labels)
 				if err != nil {
@@ -379,7 +388,7 @@ changes one label and --remove-label drops one.`,
 				patch["labels"] = lp
 			}
 			if len(patch) == 0 {
-				return fmt.Errorf("nothing to change: name at least one of --home, --mirror, --table, --label, --remove-label, --sync-mode, --sync-fallback, --sync-degrade-after")
+				return fmt.Errorf("nothing to change: name at least one of --home, --mirror, --table, --label, --remove-label, --sync-mode, --sync-fallback, --sync-degrade-after, --residency-region, --pii-while-away")
 			}
 			return cf.do(func(ctx context.Context, c *client.Client) error {
 				out, err := c.PatchTenant(ctx, args[0], patch, optCAS(cmd, cas))
@@ -401,8 +410,20 @@ changes one label and --remove-label drops one.`,
 	f.StringVar(&syncMode, "sync-mode", "", "async or sync")
 	f.StringVar(&syncFallback, "sync-fallback", "", "with sync: degrade or wait")
 	f.DurationVar(&degradeAfter, "sync-degrade-after", 0, "with sync and degrade: how long commits wait with every mirror down")
+	f.StringVar(&residency, "residency-region", "", "the region the tenant's PII belongs to: only its current home may be named")
+	f.StringVar(&piiWhileAway, "pii-while-away", "", "null_only or keep_local (an audited residency exception); changes only while the tenant is at home in its residency region")
 	f.Uint64Var(&cas, "cas", 0, "only change the tenant if its modify_index is this")
 	return cmd
+}
+
+// fmtResidency shows a tenant's residency region and what a temporary
+// home accepts in its PII columns.
+func fmtResidency(t *fsm.Tenant) string {
+	s := t.Residency() + ", pii_while_away " + t.PIIPolicy()
+	if t.Away() {
+		s += " (away: at home in " + t.HomeRegion + ")"
+	}
+	return s
 }
 
 // fmtEpoch shows a tenant's placement epoch; 0 is a tenant created before

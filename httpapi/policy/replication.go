@@ -63,6 +63,34 @@ type PIIEvidence struct {
 	Checked      string             `json:"checked"`
 	Publications []PublicationCheck `json:"publications"`
 	Simulated    []SimulatedRegion  `json:"simulated,omitempty"`
+	// Exceptions are the residency exceptions: tenants whose
+	// pii_while_away is keep_local (a temporary home keeps PII values, in
+	// that region). Away are the tenants at home outside their residency
+	// region now, with the policy their temporary home applies.
+	Exceptions []ResidencyCheck `json:"exceptions,omitempty"`
+	Away       []ResidencyCheck `json:"away,omitempty"`
+}
+
+// ResidencyCheck is a tenant's residency as P1 lists it.
+type ResidencyCheck struct {
+	Tenant          string `json:"tenant"`
+	ResidencyRegion string `json:"residency_region"`
+	Home            string `json:"home"`
+	Away            bool   `json:"away"`
+	PIIWhileAway    string `json:"pii_while_away"`
+}
+
+// residencyChecks lists the residency exceptions and the tenants away.
+func residencyChecks(s *fsm.State, ev *PIIEvidence) {
+	for _, t := range s.SortedTenants() {
+		c := ResidencyCheck{Tenant: t.ID, ResidencyRegion: t.Residency(), Home: t.HomeRegion, Away: t.Away(), PIIWhileAway: t.PIIPolicy()}
+		if c.PIIWhileAway == fsm.PIIWhileAwayKeepLocal {
+			ev.Exceptions = append(ev.Exceptions, c)
+		}
+		if c.Away {
+			ev.Away = append(ev.Away, c)
+		}
+	}
 }
 
 // MirrorCheck is one tenant mirror as P5 checked it.
@@ -152,7 +180,9 @@ func intersect(a, b []string) []string {
 // is not atomfed's (foreign_logical_slot): it can decode the PII columns
 // of every change. Tenants whose publisher has not reported, or whose
 // home runs replication simulated, are not verified: then P1 is
-// not_evaluated.
+// not_evaluated. The evidence also lists the residency exceptions
+// (pii_while_away keep_local) and the tenants away from their residency
+// region (fsm/residency.go).
 func NoPIIInTransit(ctx context.Context, in *Input) structs.PolicyResult {
 	ev := PIIEvidence{Publications: []PublicationCheck{},
 		Checked: "for every tenant with tables and mirrors: the published column list of each table of its publication in its home region " +
@@ -160,6 +190,7 @@ func NoPIIInTransit(ctx context.Context, in *Input) structs.PolicyResult {
 			"and the logical replication slots of the home's database (pg_replication_slots): any that is not atomfed's can decode the tenant's PII"}
 	var tenants int
 	in.Source.FSM().Read(func(s *fsm.State) {
+		residencyChecks(s, &ev)
 		ts := replicatedTenants(s)
 		tenants = len(ts)
 		for _, t := range ts {
@@ -195,8 +226,11 @@ func NoPIIInTransit(ctx context.Context, in *Input) structs.PolicyResult {
 		return structs.PolicyResult{Status: structs.PolicyNotEvaluated, Evidence: ev,
 			Reason: fmt.Sprintf("%d of %d tenant publications are not verified: %s", len(open), tenants, strings.Join(open, "; "))}
 	}
-	return structs.PolicyResult{Status: structs.PolicyPass, Evidence: ev,
-		Reason: fmt.Sprintf("none of the %d tenant publications publishes a PII column of its tenant (as their publishers read them from pg_publication_tables)", tenants)}
+	reason := fmt.Sprintf("none of the %d tenant publications publishes a PII column of its tenant (as their publishers read them from pg_publication_tables)", tenants)
+	if n := len(ev.Exceptions); n > 0 {
+		reason += fmt.Sprintf("; %d residency exception(s) (pii_while_away keep_local) listed in the evidence", n)
+	}
+	return structs.PolicyResult{Status: structs.PolicyPass, Evidence: ev, Reason: reason}
 }
 
 func checkPublication(s *fsm.State, t *fsm.Tenant) PublicationCheck {

@@ -155,7 +155,10 @@ func startSwitchoverFederation(t *testing.T) *swFed {
 		}
 		return nil
 	})
-	acme := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"ap-south", "eu-west"}, Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}}}
+	// keep_local: the applications write PII wherever acme is at home, and
+	// the tests check it stays there (null_only is TestRegionDrain's).
+	acme := &fsm.Tenant{ID: "acme", HomeRegion: "us-east", Mirrors: []string{"ap-south", "eu-west"}, Tables: []fsm.TenantTable{{Name: "orders", PIIColumns: []string{"email"}}},
+		PIIWhileAway: fsm.PIIWhileAwayKeepLocal}
 	if _, err := leader.Client.PutTenant(f.ctx, acme, nil); err != nil {
 		t.Fatal(err)
 	}
