@@ -54,15 +54,15 @@ func desiredSwitchoverTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 			// A failover's old home is presumed lost: the promotion does
 			// not try to reach it (its slot is left to it), and makes no
 			// hand-off slot (HandOff is empty).
-			src := endpoint(s, w.From)
+			src, gap := endpoint(s, w.From), int64(0)
 			if w.Kind == fsm.FailoverKind {
-				src = nil
+				src, gap = nil, fsm.FailoverSequenceGap
 			}
 			add(fsm.TaskTypeTenantPromote, w.To, fsm.PromoteSpec{
 				Tenant: w.Tenant, Region: w.To, Subscription: fsm.TenantSubscription(w.Tenant, w.To), Source: w.From,
 				SourceDB: src, Publication: fsm.TenantPublication(w.Tenant), Tables: t.Tables, PII: w.PII,
 				HandOff: w.HandOff(), Switchover: w.ID, TenantCreated: created, Epoch: epoch,
-				PIIGuard: fsm.PIIGuardAt(t, w.To),
+				PIIGuard: fsm.PIIGuardAt(t, w.To), SequenceGap: gap,
 			})
 			for _, m := range w.Others {
 				add(fsm.TaskTypeTenantDetach, m, fsm.DetachSpec{

@@ -38,6 +38,12 @@ const (
 	PhaseAborted     = "aborted"
 )
 
+// FailoverSequenceGap is how many steps a failover's promotion moves each
+// of the tenant's sequences past the highest value the new home holds
+// (PromoteSpec.SequenceGap): room for the keys the lost home may have
+// given to rows the new home never received.
+const FailoverSequenceGap = 1_000_000
+
 // Switchover timeouts: how long fencing and catching up may take before the
 // switchover rolls back (the request's timeout_ms).
 const (

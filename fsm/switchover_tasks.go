@@ -163,6 +163,12 @@ type PromoteSpec struct {
 	// earlier stay left (the region is the residency region, or the
 	// tenant keeps PII locally while away).
 	PIIGuard *PIIGuard `json:"pii_guard,omitempty"`
+	// SequenceGap is set by a failover (FailoverSequenceGap): the old home
+	// was not fenced, so the promotion moves every sequence that many
+	// steps past the tenant's highest value here, keeping clear of the
+	// keys the lost home may have handed out to rows this mirror never
+	// received (they come back in its quarantine).
+	SequenceGap int64 `json:"sequence_gap,omitempty"`
 }
 
 // SequenceMoveResult is one sequence a promotion moved past the tenant's

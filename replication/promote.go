@@ -86,6 +86,14 @@ type Promotion struct {
 	// accept only NULL in the tenant's rows (GuardPII); nil lifts such a
 	// guard.
 	PIIGuard *fsm.PIIGuard
+	// SequenceGap (a failover: the old home was not fenced) moves each
+	// sequence that many steps past the highest value here rather than
+	// just past it: the lost home may have handed out the next values to
+	// rows this mirror never received, and a new row here must not take
+	// the key of a row that comes back in the old home's quarantine (its
+	// PII, kept there, would then sit on another row). Bounded by half the
+	// room left in the sequence's range.
+	SequenceGap int64
 }
 
 // SequenceMove is what PromoteMirror found and did for one sequence.
@@ -166,7 +174,7 @@ func PromoteMirror(ctx context.Context, mirror *pgx.Conn, p Promotion) (*Promote
 		return res, fmt.Errorf("promote tenant %s: %w", p.Tenant, err)
 	}
 	for _, pt := range plan {
-		moves, err := moveSequences(ctx, mirror, pt)
+		moves, err := moveSequences(ctx, mirror, pt, p.SequenceGap)
 		res.Sequences = append(res.Sequences, moves...)
 		if err != nil {
 			return res, fmt.Errorf("promote tenant %s: sequences of %s: %w", p.Tenant, pt.ref.display(), err)
@@ -255,7 +263,7 @@ func addPIIColumns(ctx context.Context, conn *pgx.Conn, pt promoteTable, res *Pr
 // tableSequencesSQL lists the sequences of a table's integer columns:
 // owned by a column (serial: dependency 'a'; identity: 'i'), or named in
 // a column's default (nextval('s'): the default depends on it).
-const tableSequencesSQL = `SELECT DISTINCT s.oid, sn.nspname::text, s.relname::text, a.attname::text, q.seqincrement
+const tableSequencesSQL = `SELECT DISTINCT s.oid, sn.nspname::text, s.relname::text, a.attname::text, q.seqincrement, q.seqmin, q.seqmax
 	FROM pg_attribute a
 	JOIN pg_depend d ON (d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
 			AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum AND d.deptype IN ('a', 'i'))
@@ -269,9 +277,10 @@ const tableSequencesSQL = `SELECT DISTINCT s.oid, sn.nspname::text, s.relname::t
 	ORDER BY 2, 3, 4`
 
 // moveSequences moves each sequence of the table's columns past the
-// highest value in its column (the lowest, for a descending one), never
-// back, under a SHARE lock on the table so that no insert races it.
-func moveSequences(ctx context.Context, conn *pgx.Conn, pt promoteTable) ([]SequenceMove, error) {
+// highest value in its column (the lowest, for a descending one), plus
+// gap steps (Promotion.SequenceGap), never back, under a SHARE lock on the
+// table so that no insert races it.
+func moveSequences(ctx context.Context, conn *pgx.Conn, pt promoteTable, gap int64) ([]SequenceMove, error) {
 	ref := pt.ref
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -284,7 +293,7 @@ func moveSequences(ctx context.Context, conn *pgx.Conn, pt promoteTable) ([]Sequ
 	type seq struct {
 		oid                  uint32
 		schema, name, column string
-		inc                  int64
+		inc, min, max        int64
 	}
 	rows, err := tx.Query(ctx, tableSequencesSQL, pt.oid)
 	if err != nil {
@@ -292,7 +301,7 @@ func moveSequences(ctx context.Context, conn *pgx.Conn, pt promoteTable) ([]Sequ
 	}
 	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (seq, error) {
 		var s seq
-		err := r.Scan(&s.oid, &s.schema, &s.name, &s.column, &s.inc)
+		err := r.Scan(&s.oid, &s.schema, &s.name, &s.column, &s.inc, &s.min, &s.max)
 		return s, err
 	})
 	if err != nil {
@@ -320,17 +329,39 @@ func moveSequences(ctx context.Context, conn *pgx.Conn, pt promoteTable) ([]Sequ
 		}
 		if highest != nil {
 			m.Highest = *highest
-			behind := (s.inc > 0 && m.NextBefore <= *highest) || (s.inc < 0 && m.NextBefore >= *highest)
+			to := *highest + gapSteps(*highest, s.inc, s.min, s.max, gap)*s.inc
+			behind := (s.inc > 0 && m.NextBefore <= to) || (s.inc < 0 && m.NextBefore >= to)
 			if behind {
-				if _, err := tx.Exec(ctx, `SELECT setval($1::oid::regclass, $2, true)`, s.oid, *highest); err != nil {
-					return out, fmt.Errorf("move sequence %s past %d: %w", m.Sequence, *highest, err)
+				if _, err := tx.Exec(ctx, `SELECT setval($1::oid::regclass, $2, true)`, s.oid, to); err != nil {
+					return out, fmt.Errorf("move sequence %s past %d: %w", m.Sequence, to, err)
 				}
-				m.NextAfter, m.Moved = *highest+s.inc, true
+				m.NextAfter, m.Moved = to+s.inc, true
 			}
 		}
 		out = append(out, m)
 	}
 	return out, tx.Commit(ctx)
+}
+
+// gapSteps bounds a sequence gap of gap steps of inc past highest to half
+// the room left before the sequence's limit (min or max), so that a gap
+// never exhausts a small (int2, int4) sequence.
+func gapSteps(highest, inc, min, max, gap int64) int64 {
+	if gap <= 0 || inc == 0 {
+		return 0
+	}
+	room := max - highest
+	if inc < 0 {
+		room = highest - min
+	}
+	step := inc
+	if step < 0 {
+		step = -step
+	}
+	if limit := room / step / 2; gap > limit {
+		return limit
+	}
+	return gap
 }
 
 // HomePIIColumns reads the types of the tenant's PII columns from the

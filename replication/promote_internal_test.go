@@ -42,7 +42,7 @@ func TestMoveSequencesPastEveryRowNeverBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt := promoteTable{ref: parseTable("t"), oid: oid}
-	moves, err := moveSequences(ctx, conn, pt)
+	moves, err := moveSequences(ctx, conn, pt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,49 @@ func TestMoveSequencesPastEveryRowNeverBack(t *testing.T) {
 	if s != 12 || i != 21 || d != 31 || n != -41 || a != 501 {
 		t.Fatalf("a new row got s=%d i=%d d=%d n=%d a=%d, want 12 21 31 -41 501", s, i, d, n, a)
 	}
-	again, err := moveSequences(ctx, conn, pt)
+	again, err := moveSequences(ctx, conn, pt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range again {
 		if m.Moved {
 			t.Fatalf("a second run moved %+v", m)
+		}
+	}
+	// A failover's promotion leaves a gap of 100 steps past the highest
+	// value (the lost home's keys), once: a rerun moves nothing more.
+	gapped, err := moveSequences(ctx, conn, pt, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range gapped {
+		if m.Column == "s" && (!m.Moved || m.Highest != 12 || m.NextAfter != 113) {
+			t.Fatalf("a gap of 100 past s=12 gave %+v, want next 113", m)
+		}
+	}
+	if again, err := moveSequences(ctx, conn, pt, 100); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, m := range again {
+			if m.Moved {
+				t.Fatalf("a second gapped run moved %+v", m)
+			}
+		}
+	}
+}
+
+func TestGapStepsStayInTheSequencesRange(t *testing.T) {
+	for _, c := range []struct {
+		highest, inc, min, max, gap, want int64
+	}{
+		{highest: 10, inc: 1, min: 1, max: 1 << 62, gap: 1_000_000, want: 1_000_000},
+		{highest: 10, inc: 1, min: 1, max: 1 << 62, gap: 0, want: 0},
+		{highest: 2_147_000_000, inc: 1, min: 1, max: 2_147_483_647, gap: 1_000_000, want: 241_823},
+		{highest: -40, inc: -2, min: -100, max: -1, gap: 1_000_000, want: 15},
+		{highest: 32_767, inc: 1, min: 1, max: 32_767, gap: 5, want: 0},
+	} {
+		if got := gapSteps(c.highest, c.inc, c.min, c.max, c.gap); got != c.want {
+			t.Errorf("gapSteps(%+v) = %d, want %d", c, got, c.want)
 		}
 	}
 }

@@ -366,7 +366,7 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 			applied = *a
 		}
 	}
-	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables, PIIGuard: spec.PIIGuard}
+	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables, PIIGuard: spec.PIIGuard, SequenceGap: spec.SequenceGap}
 	for _, c := range spec.PII {
 		p.PII = append(p.PII, PIIColumn(c))
 	}
