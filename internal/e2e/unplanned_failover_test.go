@@ -342,7 +342,13 @@ func TestUnplannedFailover(t *testing.T) {
 		if tn, _, err := api.Tenant(cx, "robo", nil); err != nil || tn.HomeRegion != "eu-west" || tn.Epoch != 2 {
 			t.Fatalf("robo after its failover: %+v %v", tn, err)
 		}
-		execPG(t, cx, db["eu-west"], `INSERT INTO orders (tenant_id, amount, email) VALUES ('robo', 1, 'after@robo.example')`)
+		// eu-west is a temporary home (robo's residency is us-east): its PII
+		// column takes only NULL there (pii_while_away: null_only, P1).
+		if _, err := db["eu-west"].Exec(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ('robo', 1, 'after@robo.example')`); err == nil ||
+			!strings.Contains(err.Error(), "WP001") || !strings.Contains(err.Error(), "P1: tenant robo is away from its residency region us-east") {
+			t.Fatalf("a PII value for robo at its temporary home: %v, want refused by P1 (WP001)", err)
+		}
+		execPG(t, cx, db["eu-west"], `INSERT INTO orders (tenant_id, amount, email) VALUES ('robo', 1, NULL)`)
 	})
 
 	t.Run("two approvals fail acme over; the rows lost are the data at risk", func(t *testing.T) {
@@ -413,7 +419,7 @@ func TestUnplannedFailover(t *testing.T) {
 		// eu-west takes writes (after the rows were read: a new row may
 		// take the id of a row lost with the old home).
 		var id int64
-		if err := db["eu-west"].QueryRow(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ('acme', 1, 'new@acme.example') RETURNING id`).Scan(&id); err != nil {
+		if err := db["eu-west"].QueryRow(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ('acme', 1, NULL) RETURNING id`).Scan(&id); err != nil {
 			t.Fatalf("a write at the new home: %v", err)
 		}
 		mu.Lock()
