@@ -16,6 +16,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi/client"
+	"github.com/atomcloud/atomfed/httpapi/wire"
 	"github.com/atomcloud/atomfed/internal/pglocal"
 	"github.com/atomcloud/atomfed/internal/testing/procs"
 	"github.com/atomcloud/atomfed/internal/testing/testutil"
@@ -273,4 +274,123 @@ func auditNotesSince(t *testing.T, s *procs.ServerProc, head string) []string {
 		seen = seen || e.Hash == head
 	}
 	return out
+}
+
+// checkFailBack moves tenant back from its temporary home away to home
+// (its residency region, a former home streaming from away) with a planned
+// switchover, and checks issue 17 items 5 and 6 after a failover: nothing
+// written at either is lost, every PII value home held before the
+// fail-back (those written before the failover among them) is intact, the
+// rows written while away have NULL PII at home, and home's PII column
+// takes values again (no temporary-home guard at the residency region).
+func checkFailBack(t *testing.T, cx context.Context, api *client.Client, pgs map[string]*pglocal.Cluster, tenant, away, home string) {
+	t.Helper()
+	conn := func(r string) *pgx.Conn {
+		c, err := pgs[r].Connect(cx, pglocal.Database)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	hdb, adb := conn(home), conn(away)
+	// The failover test cut home's replication login before home was
+	// lost; an operator restores it before failing back.
+	execPG(t, cx, hdb, `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`)
+	type row struct {
+		amount string
+		email  *string
+	}
+	rows := func(c *pgx.Conn) map[int64]row {
+		t.Helper()
+		rs, err := c.Query(cx, `SELECT id, amount::text, email FROM orders WHERE tenant_id = $1`, tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		out := map[int64]row{}
+		for rs.Next() {
+			var id int64
+			var r row
+			if err := rs.Scan(&id, &r.amount, &r.email); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = r
+		}
+		if err := rs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// A last write while away, then the fail-back once home has it.
+	var last int64
+	if err := adb.QueryRow(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ($1, 99, NULL) RETURNING id`, tenant).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if _, ok := rows(hdb)[last]; !ok {
+			return fmt.Errorf("row %d not yet at %s", last, home)
+		}
+		return nil
+	})
+	before := rows(hdb)
+	pii := 0
+	for _, r := range before {
+		if r.email != nil {
+			pii++
+		}
+	}
+	if pii == 0 {
+		t.Fatalf("%s holds no PII of %s before the fail-back: nothing to check", home, tenant)
+	}
+	asked := time.Now()
+	if _, err := api.StartSwitchover(cx, tenant, wire.SwitchoverRequest{To: home}); err != nil {
+		t.Fatalf("fail-back of %s to %s: %v", tenant, home, err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		st, _, err := api.Switchover(cx, tenant, nil)
+		if err != nil {
+			return err
+		}
+		if st.Kind != fsm.SwitchoverKind || st.To != home || st.Phase != fsm.PhaseDone {
+			var tasks []string
+			for _, tk := range st.Tasks {
+				tasks = append(tasks, fmt.Sprintf("%s %s %s %s", tk.ID, tk.Status, tk.Error, tk.Result))
+			}
+			return fmt.Errorf("fail-back: %s %s -> %s %s; tasks: %s", st.Kind, st.From, st.To, st.Phase, strings.Join(tasks, "; "))
+		}
+		return nil
+	})
+	t.Logf("fail-back %s -> %s done %s after the request", away, home, time.Since(asked).Round(time.Millisecond))
+	after := rows(hdb)
+	if len(after) != len(before) {
+		t.Fatalf("%s has %d rows of %s after the fail-back, %d before", home, len(after), tenant, len(before))
+	}
+	for id, b := range before {
+		a := after[id]
+		if a.amount != b.amount || (b.email == nil) != (a.email == nil) || (b.email != nil && *a.email != *b.email) {
+			t.Fatalf("row %d at %s changed by the fail-back: %+v -> %+v", id, home, b, a)
+		}
+	}
+	if r := after[last]; r.email != nil {
+		t.Fatalf("row %d written while away has PII %q at %s", last, *r.email, home)
+	}
+	// Home takes writes again, PII included, and away follows it.
+	var id int64
+	if err := hdb.QueryRow(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ($1, 5, 'home-again@example.com') RETURNING id`, tenant).Scan(&id); err != nil {
+		t.Fatalf("a write with PII at %s after the fail-back: %v", home, err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		r, ok := rows(adb)[id]
+		switch {
+		case !ok:
+			return fmt.Errorf("row %d not yet at %s", id, away)
+		case r.amount != "5" || r.email != nil:
+			return fmt.Errorf("row %d at %s: %+v (PII must stay at %s)", id, away, r, home)
+		}
+		return nil
+	})
+	if _, err := adb.Exec(cx, `INSERT INTO orders (tenant_id, amount) VALUES ($1, 1)`, tenant); err == nil {
+		t.Fatalf("%s took a write of %s after the fail-back: two writable homes", away, tenant)
+	}
 }

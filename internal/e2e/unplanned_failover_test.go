@@ -510,6 +510,9 @@ func TestUnplannedFailover(t *testing.T) {
 	t.Run("the old home comes back", func(t *testing.T) {
 		checkOldHomeComesBack(t, cx, oldHomeReturn{c: c, api: api, pgs: pgs, agents: agents, tenant: "acme", oldHome: "us-east", newHome: "eu-west"})
 	})
+	t.Run("fail-back to the residency region keeps its PII", func(t *testing.T) {
+		checkFailBack(t, cx, api, pgs, "acme", "eu-west", "us-east")
+	})
 	t.Logf("test done after %s", time.Since(start).Round(time.Millisecond))
 }
 
