@@ -272,6 +272,20 @@ func TestChartFederation(t *testing.T) {
 			t.Errorf("%s: the agent's key and state are not on a volume", region)
 		}
 	}
+	// The leader ships control-plane snapshots to the bucket, with the
+	// credentials from their Secret, never from a value.
+	srv := container(t, &r.one(t, "StatefulSet", "fed-atomfed-server").(*appsv1.StatefulSet).Spec.Template.Spec, "server")
+	if e := envOf(srv, "S3_ENDPOINT"); e == nil || e.Value != "https://s3.us-east-1.amazonaws.com" {
+		t.Errorf("servers' S3_ENDPOINT %+v", e)
+	}
+	if e := envOf(srv, "S3_BUCKET"); e == nil || e.Value != "atomfed-controlplane" {
+		t.Errorf("servers' S3_BUCKET %+v", e)
+	}
+	for _, n := range []string{"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} {
+		if e := envOf(srv, n); e == nil || e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "atomfed-s3-controlplane" {
+			t.Errorf("servers' %s %+v, want it from Secret atomfed-s3-controlplane", n, e)
+		}
+	}
 	us := container(t, &agents["us-east"].Spec.Template.Spec, "agent")
 	if e := envOf(us, "PROM_URL"); e == nil || e.Value != "http://prometheus.monitoring.svc:9090" {
 		t.Errorf("PROM_URL %+v", e)
@@ -371,11 +385,16 @@ func TestChartComponentsOff(t *testing.T) {
 	c := container(t, &agentDeployments(r)["us-east"].Spec.Template.Spec, "agent")
 	v, _ := argOf(c, "--disable-task-types")
 	if got := strings.Split(v, ","); !slices.Equal(got, []string{"global-publisher", "global-subscriber", "tenant-publisher", "tenant-subscriber", "sync-standby",
-		"tenant-fence", "tenant-catchup", "tenant-promote", "tenant-detach", "metrics", "backup", "restore-drill"}) {
+		"tenant-fence", "tenant-catchup", "tenant-promote", "tenant-detach", "metrics", "backup", "restore-drill", "region-rebuild"}) {
 		t.Errorf("--disable-task-types=%s", v)
 	}
 	if envOf(c, "PROM_URL") != nil || envOf(c, "S3_ENDPOINT") != nil {
 		t.Errorf("switched-off components still get PROM_URL or S3_ENDPOINT: %+v", c.Env)
+	}
+	// With the DR coordinator off the servers ship no snapshot either.
+	srv := container(t, &r.one(t, "StatefulSet", "fed-atomfed-server").(*appsv1.StatefulSet).Spec.Template.Spec, "server")
+	if _, on := argOf(srv, "--snapshot-repo"); on || envOf(srv, "S3_ENDPOINT") != nil {
+		t.Errorf("the DR coordinator is off, yet the servers get a snapshot repository: %v %+v", srv.Args, srv.Env)
 	}
 	for _, d := range r.all("Deployment") {
 		if strings.HasSuffix(d.Name, "-edge") {

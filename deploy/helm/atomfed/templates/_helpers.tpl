@@ -55,7 +55,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not .Values.components.federationSync.enabled -}}{{- $off = concat $off (list "global-publisher" "global-subscriber") -}}{{- end -}}
 {{- if not .Values.components.tenantReplicator.enabled -}}{{- $off = concat $off (list "tenant-publisher" "tenant-subscriber" "sync-standby" "tenant-fence" "tenant-catchup" "tenant-promote" "tenant-detach") -}}{{- end -}}
 {{- if not .Values.components.metricsAggregator.enabled -}}{{- $off = concat $off (list "metrics") -}}{{- end -}}
-{{- if not .Values.components.drCoordinator.enabled -}}{{- $off = concat $off (list "backup" "restore-drill") -}}{{- end -}}
+{{- if not .Values.components.drCoordinator.enabled -}}{{- $off = concat $off (list "backup" "restore-drill" "region-rebuild") -}}{{- end -}}
 {{- join "," $off -}}
 {{- end -}}
 
