@@ -27,6 +27,9 @@ type DRRegionStatus struct {
 
 	RunningBackup *Backup `json:"running_backup,omitempty"`
 	RunningDrill  *Drill  `json:"running_drill,omitempty"`
+	// LastRebuild is the region's newest rebuild (atomfed dr rebuild),
+	// running or ended.
+	LastRebuild *Rebuild `json:"last_rebuild,omitempty"`
 	// Missing says what the region lacks, in words (empty: ready).
 	Missing []string `json:"missing,omitempty"`
 }
@@ -53,7 +56,7 @@ func (s *State) DRStatusAt(now int64) DRStatus {
 		window := 2 * int64(p.DrillEvery()/time.Second)
 		rs := DRRegionStatus{Region: r.Name, Simulated: h.Simulated, LastBackup: h.LastVerified, BackupMaxAgeSeconds: p.MaxAgeSeconds,
 			BackupStale: h.Stale && !h.Simulated, LastDrill: h.LastDrill, LastPassedDrill: h.LastPassedDrill, DrillWindowSeconds: window,
-			DrillStale: h.DrillStale && !h.Simulated, RunningBackup: h.Running, RunningDrill: s.DrillRuns[r.Name]}
+			DrillStale: h.DrillStale && !h.Simulated, RunningBackup: h.Running, RunningDrill: s.DrillRuns[r.Name], LastRebuild: s.Rebuilds[r.Name]}
 		if h.LastVerified != nil {
 			age := h.AgeSeconds
 			rs.BackupAgeSeconds = &age

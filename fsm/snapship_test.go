@@ -176,6 +176,7 @@ func TestDRStatus(t *testing.T) {
 	s.Backups["us-east-1"] = &Backup{ID: "us-east-1", Region: "us-east", Type: BackupFull, Status: BackupSucceeded, RecordedAt: now - int64(time.Hour),
 		CreateIndex: 1, BackupResult: &BackupResult{Label: "L", Verified: true}}
 	s.DrillRuns["us-east"] = &Drill{ID: "us-east-d2", Region: "us-east", Status: DrillPending}
+	s.Rebuilds["us-east"] = &Rebuild{ID: "us-east-r3", Region: "us-east", Status: RebuildPending}
 	st := s.DRStatusAt(now)
 	if !st.Stale || len(st.Regions) != 2 || len(st.Simulated) != 1 || st.Simulated[0] != "sim" {
 		t.Fatalf("status: %+v", st)
@@ -186,7 +187,7 @@ func TestDRStatus(t *testing.T) {
 			us = r
 		}
 	}
-	if us.BackupStale || !us.DrillStale || *us.BackupAgeSeconds != 3600 || us.RunningDrill == nil || us.DrillWindowSeconds != 2*DefaultDrillEverySeconds {
+	if us.BackupStale || !us.DrillStale || *us.BackupAgeSeconds != 3600 || us.RunningDrill == nil || us.LastRebuild == nil || us.LastRebuild.ID != "us-east-r3" || us.DrillWindowSeconds != 2*DefaultDrillEverySeconds {
 		t.Fatalf("us-east: %+v", us)
 	}
 	want := []string{"region us-east has no restore drill passed within 48h0m0s (twice its drill interval)", "control plane: no control-plane snapshot shipped to the repository yet"}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -215,6 +216,9 @@ func printDRStatus(w *tabwriter.Writer, st *fsm.DRStatus) {
 			running = "backup " + r.RunningBackup.ID
 		case r.RunningDrill != nil:
 			running = "drill " + r.RunningDrill.ID
+		}
+		if rb := r.LastRebuild; rb.Active() {
+			running = strings.TrimPrefix(running+", rebuild "+rb.ID, ", ")
 		}
 		switch {
 		case r.Simulated:
