@@ -56,7 +56,8 @@ func Plan(seed uint64, d time.Duration) []RunConfig {
 // DataPlanePlan returns the suite's data-plane run for seed and duration:
 // three regions with their own PostgreSQL and agent, four tenants, faults
 // for a fifth of the suite's fault time (at least 1 minute, at most 3),
-// run after the four control-plane runs with seed+4.
+// run after the four control-plane runs with seed+4; backups and restore
+// drills run during the faults and are checked after healing.
 func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
 	x := (d / 5).Round(time.Second)
 	if x < time.Minute {
@@ -65,7 +66,7 @@ func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
 	if x > 3*time.Minute {
 		x = 3 * time.Minute
 	}
-	return DataPlaneConfig{Name: "dataplane", Seed: seed + 4, Duration: x, MixPct: 25}
+	return DataPlaneConfig{Name: "dataplane", Seed: seed + 4, Duration: x, MixPct: 25, Backups: true}
 }
 
 // Report is the outcome of a suite (or of a single run).
