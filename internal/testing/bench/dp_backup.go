@@ -108,8 +108,12 @@ type BackupRound struct {
 	// verified backup recorded in the catalog (leader clock): placement,
 	// stanza-create, backup, info, verify, record.
 	AtomfedBackup time.Duration
-	AtomfedLabel  string
-	Size, Repo    int64 // database and stored size of atomfed's backup
+	// Where that time went: from the request until the agent started
+	// (placement), the agent's work until its verify ended, and from then
+	// until the leader recorded it (the agent's report, the FSM entry).
+	Placement, AgentWork, Recording time.Duration
+	AtomfedLabel                    string
+	Size, Repo                      int64 // database and stored size of atomfed's backup
 	// AtomfedRestore is the drill's pgbackrest restore (the agent times
 	// it); DrillTotal the drill from request to record (restore point
 	// with checksums at the source, restore, recovery, start, every row
@@ -157,7 +161,8 @@ func MeasureBackup(ctx context.Context, f *DataPlaneFed, targetMB, rounds int) (
 			if err := atomfedBackup(ctx, f, region, &r); err != nil {
 				return fmt.Errorf("round %d: atomfed backup: %w", i, err)
 			}
-			f.Log("backup round %d: atomfed full backup %s of %d MiB recorded %s after the request", i, r.AtomfedLabel, r.Size>>20, r.AtomfedBackup.Round(time.Millisecond))
+			f.Log("backup round %d: atomfed full backup %s of %d MiB recorded %s after the request (placement %s, agent %s, recording %s)", i, r.AtomfedLabel, r.Size>>20,
+				r.AtomfedBackup.Round(time.Millisecond), r.Placement.Round(time.Millisecond), r.AgentWork.Round(time.Millisecond), r.Recording.Round(time.Millisecond))
 			if err := atomfedDrill(ctx, f, region, &r); err != nil {
 				return fmt.Errorf("round %d: atomfed drill: %w", i, err)
 			}
@@ -197,6 +202,7 @@ func atomfedBackup(ctx context.Context, f *DataPlaneFed, region string, r *Backu
 	if err != nil {
 		return err
 	}
+	var started int64 // the agent's start (its clock: the same machine's)
 	return eventually(ctx, 30*time.Minute, func() error {
 		api, err := f.API()
 		if err != nil {
@@ -205,6 +211,9 @@ func atomfedBackup(ctx context.Context, f *DataPlaneFed, region string, r *Backu
 		st, _, err := api.Backup(ctx, req.ID, nil)
 		if err != nil {
 			return err
+		}
+		if st.Progress != nil && st.Progress.StartedAt > 0 {
+			started = st.Progress.StartedAt
 		}
 		switch {
 		case st.Backup == nil || st.Status == fsm.BackupPending || st.Status == fsm.BackupRunning:
@@ -219,6 +228,11 @@ func atomfedBackup(ctx context.Context, f *DataPlaneFed, region string, r *Backu
 			return retryNot{fmt.Errorf("backup %s not verified: %s", req.ID, st.VerifyError)}
 		}
 		r.AtomfedBackup = time.Duration(st.RecordedAt - st.RequestedAt)
+		if started > 0 && st.VerifiedAt > 0 {
+			r.Placement = time.Duration(started - st.RequestedAt)
+			r.AgentWork = time.Duration(st.VerifiedAt - started)
+			r.Recording = time.Duration(st.RecordedAt - st.VerifiedAt)
+		}
 		r.AtomfedLabel, r.Size, r.Repo = st.Label, st.Size, st.RepoSize
 		return nil
 	})

@@ -136,15 +136,16 @@ func (r *DataPlaneReport) backupMarkdown(b *strings.Builder) {
 			"its `restore_ms` is the agent's `pgbackrest restore`); and by hand (first in even rounds, second in odd ones), with the agent's own `pgbackrest.conf`, as the data directory's owner at "+
 			"the agents' CPU priority (nice 10): `stanza-create`, `backup --type=full`, `info`, `verify`, and `restore` of that backup into a scratch directory. "+
 			"Retention keeps one full backup, so each verify sees the same repository size. lz4, one process (the agent's settings).\n\n", res.Region, res.Region)
-		p("| round | atomfed backup (request → recorded) | by hand (stanza-create + backup + info + verify) | of which backup | overhead | atomfed restore (drill) | by hand restore | overhead | whole drill | stored size |\n")
-		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| round | atomfed backup (request → recorded) | of which placement / agent / recording | by hand (stanza-create + backup + info + verify) | of which backup | overhead | atomfed restore (drill) | by hand restore | overhead | whole drill | stored size |\n")
+		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		var ab, hb, hbk, ar, hr []time.Duration
 		var size, repo int64
 		for i, x := range res.Rounds {
 			ab, hb, hbk = append(ab, x.AtomfedBackup), append(hb, x.HandBackupTotal()), append(hbk, x.HandBackup)
 			ar, hr = append(ar, x.AtomfedRestore), append(hr, x.HandRestore)
 			size, repo = x.Size, x.Repo
-			p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %d MiB |\n", i+1, fmtDur(x.AtomfedBackup), fmtDur(x.HandBackupTotal()), fmtDur(x.HandBackup),
+			p("| %d | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s | %s | %d MiB |\n", i+1, fmtDur(x.AtomfedBackup),
+				fmtDur(x.Placement), fmtDur(x.AgentWork), fmtDur(x.Recording), fmtDur(x.HandBackupTotal()), fmtDur(x.HandBackup),
 				ratio(x.AtomfedBackup, x.HandBackupTotal()), fmtDur(x.AtomfedRestore), fmtDur(x.HandRestore), ratio(x.AtomfedRestore, x.HandRestore),
 				fmtDur(x.DrillTotal), x.Repo>>20)
 		}
