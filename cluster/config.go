@@ -98,6 +98,12 @@ type Config struct {
 	// before the leader removes it from the Raft configuration, provided a
 	// healthy majority of voters remains. 0 disables the cleanup.
 	DeadServerCleanupAfter time.Duration
+
+	// FailoverDetect is how long the leader must see a tenant's home
+	// region down (every agent failed in Serf) before the tenant's
+	// automatic failover policy fails it over (0: the default,
+	// fsm.DefaultFailoverDetectMS).
+	FailoverDetect time.Duration
 	// MinQuorum is the smallest voter count cleanup may leave behind.
 	MinQuorum int
 	// ReconcileInterval is how often the leader reconciles every Serf member
@@ -186,6 +192,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max append entries %d must be between 1 and 1024", c.MaxAppendEntries)
 	case c.LogStore != "" && c.LogStore != LogStoreSegment && c.LogStore != LogStoreBolt:
 		return fmt.Errorf("raft log store %q must be %q or %q", c.LogStore, LogStoreSegment, LogStoreBolt)
+	case c.FailoverDetect < 0:
+		return fmt.Errorf("failover detection window %s must not be negative", c.FailoverDetect)
 	case c.DeadServerCleanupAfter < 0:
 		return errors.New("dead server cleanup time cannot be negative")
 	}

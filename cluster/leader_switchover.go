@@ -90,9 +90,16 @@ func switchoverAdvance(s *fsm.State, w *fsm.Switchover, now int64) (fsm.Switchov
 				return fsm.SwitchoverAdvance{}, false
 			}
 		}
+		if w.Kind == fsm.FailoverKind {
+			return fsm.SwitchoverAdvance{To: fsm.PhaseCommitted, AppliedLSN: res.AppliedLSN,
+				Detail: fmt.Sprintf("%s promoted (it had applied %s's WAL up to %s); %s is the home from epoch %d", w.To, w.From, orDash(res.AppliedLSN), w.To, w.NewEpoch)}, true
+		}
 		return fsm.SwitchoverAdvance{To: fsm.PhaseCommitted, Slots: res.Slots,
 			Detail: fmt.Sprintf("%s promoted; hand-off slots for %s; %s is the home from epoch %d", w.To, strings.Join(w.HandOff(), ", "), w.To, w.NewEpoch)}, true
 	case fsm.PhaseCommitted:
+		if w.Kind == fsm.FailoverKind {
+			return failoverDone(s, t, w)
+		}
 		for _, m := range t.Mirrors {
 			if m != w.From && !slices.Contains(w.Others, m) {
 				continue // a mirror added since: not part of the hand-off

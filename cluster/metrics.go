@@ -28,6 +28,7 @@ type metrics struct {
 	collector      *collector
 	repl           *replicationCollector
 	switchovers    *switchoverCollector
+	failovers      *failoverCollector
 	backups        *backupCollector
 }
 
@@ -65,10 +66,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		repl:      &replicationCollector{f: s.fsm},
 
 		switchovers: &switchoverCollector{f: s.fsm},
+		failovers:   &failoverCollector{f: s.fsm, now: time.Now, detectMS: s.failoverDetectMS()},
 		backups:     &backupCollector{f: s.fsm, now: time.Now},
 	}
 	if reg != nil {
-		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.backups)
+		reg.MustRegister(m.applyTotal, m.applyTime, m.batchSize, m.logSync, m.plans, m.forwardRefused, m.membersRefused, m.collector, m.repl, m.switchovers, m.backups, m.failovers)
 	}
 	return m
 }

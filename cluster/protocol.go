@@ -34,6 +34,8 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.SwitchoverStartType:   4,
 	fsm.SwitchoverAdvanceType: 4,
 	fsm.SwitchoverAbortType:   4,
+	fsm.FailoverStartType:     4,
+	fsm.FailoverAutoType:      4,
 	fsm.BackupPolicySetType:   4,
 	fsm.BackupRequestType:     4,
 	fsm.BackupRecordType:      4,

@@ -51,9 +51,16 @@ func desiredSwitchoverTasks(s *fsm.State, out map[string]fsm.TaskSpec) {
 				})
 			}
 		case fsm.PhasePromoting:
+			// A failover's old home is presumed lost: the promotion does
+			// not try to reach it (its slot is left to it), and makes no
+			// hand-off slot (HandOff is empty).
+			src := endpoint(s, w.From)
+			if w.Kind == fsm.FailoverKind {
+				src = nil
+			}
 			add(fsm.TaskTypeTenantPromote, w.To, fsm.PromoteSpec{
 				Tenant: w.Tenant, Region: w.To, Subscription: fsm.TenantSubscription(w.Tenant, w.To), Source: w.From,
-				SourceDB: endpoint(s, w.From), Publication: fsm.TenantPublication(w.Tenant), Tables: t.Tables, PII: w.PII,
+				SourceDB: src, Publication: fsm.TenantPublication(w.Tenant), Tables: t.Tables, PII: w.PII,
 				HandOff: w.HandOff(), Switchover: w.ID, TenantCreated: created, Epoch: epoch,
 			})
 			for _, m := range w.Others {
@@ -96,10 +103,13 @@ func switchoverSubscriberSpec(s *fsm.State, t *fsm.Tenant, m string, spec *fsm.S
 	if cur := s.Tasks[fsm.TenantSubscriberTaskID(t.ID, m)]; cur != nil {
 		var kept fsm.SubscriberSpec
 		if json.Unmarshal(cur.Spec, &kept) == nil && kept.Ensure == fsm.EnsurePresent && kept.Source == t.HomeRegion {
-			spec.FormerHome, spec.HandOff = kept.FormerHome, kept.HandOff
+			spec.FormerHome, spec.HandOff, spec.Resync = kept.FormerHome, kept.HandOff, kept.Resync
 		}
 	}
 	w := s.Switchovers[t.ID]
+	if failoverSubscriberSpec(s, t, w, m, spec) {
+		return
+	}
 	if w == nil || w.Phase != fsm.PhaseCommitted || w.To != t.HomeRegion || w.TenantCreated != t.CreateIndex {
 		return
 	}

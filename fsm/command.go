@@ -87,6 +87,11 @@ const (
 	SwitchoverStartType   MessageType = 60
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
+	// 63-66: unplanned failover (failover_apply.go): 63 an operator's
+	// (approved) failover of one tenant or of a region's tenants, 64 the
+	// leader's automatic one.
+	FailoverStartType MessageType = 63
+	FailoverAutoType  MessageType = 64
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -152,6 +157,8 @@ var typeNames = map[MessageType]string{
 	SwitchoverStartType:   "switchover_start",
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
+	FailoverStartType:     "failover_start",
+	FailoverAutoType:      "failover_auto",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -209,6 +216,8 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
+	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -307,6 +316,8 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case FailoverStartType, FailoverAutoType:
+		return &FailoverStarted{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

@@ -173,11 +173,22 @@ func TestEncodeLayout(t *testing.T) {
 // approvalOnly are the commands that apply only through their approval.
 var approvalOnly = map[MessageType]bool{SnapshotRestoreType: true}
 
+// refusedInRoundTrip are commands the round trip only sees refused, with
+// the code: their success needs a fixture of their own (failover_test.go).
+var refusedInRoundTrip = map[MessageType]string{FailoverAutoType: CodeHomeIsUp}
+
 func TestCommandRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	seen := map[MessageType]bool{}
 	check := func(typ MessageType, body any, verify func(s *State, res *ApplyResult)) {
 		sameInBothCodecs(t, typ, h.autosign(body))
+		if code := refusedInRoundTrip[typ]; code != "" {
+			if res := h.apply(typ, body); res == nil || codeOf(res.Err) != code {
+				t.Fatalf("%s: %+v, want the refusal %s", typ, res, code)
+			}
+			seen[typ] = true
+			return
+		}
 		if approvalOnly[typ] {
 			// Applies only as the command of its approval: sent alone, it
 			// is refused (its approval round trip is in its own test).
@@ -243,6 +254,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	switchoverRoundTrips(t, h, check)
 	backupRoundTrips(t, check)
 	trustRoundTrips(t, h, check)
+	failoverRoundTrips(t, h, check) // after trust: its policy gates nothing
 	replicationRoundTrips(t, check) // after trust: it deletes a region, which the default policy gates
 	check(RegionDeleteType, RegionDelete{Name: "us-east", At: 10}, func(s *State, res *ApplyResult) {
 		if s.Regions["us-east"] != nil {

@@ -66,6 +66,10 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"fencing","to":"catching_up","fenced_lsn":"0/16B3748","pii":[{"table":"public.orders","column":"email","type":"text","typmod":-1}]}`))
 	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"promoting","to":"committed","slots":{"us-east":"0/2"}}`))
 	f.Add(uint8(SwitchoverAbortType), codecJSON, []byte(`{"tenant":"acme","reason":"x"}`))
+	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[{"tenant":"acme","to":"eu-west"}],"force":true,"max_lag_ms":100}`))
+	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[{"tenant":"acme"},{"tenant":"acme"}],"region":"us-east"}`))
+	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[],"max_lag_ms":-1}`))
+	f.Add(uint8(FailoverAutoType), codecJSON, []byte(`{"tenant":"acme","to":"eu-west","down_for_ms":3000}`))
 	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
 	f.Add(uint8(AgentUpsertType), codecJSON, []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
 	f.Add(uint8(TaskPlanType), codecJSON, []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
@@ -143,6 +147,8 @@ func seedCommands() []struct {
 		{SwitchoverStartType, SwitchoverStart{Tenant: "acme", To: "eu-west", At: 6}},
 		{SwitchoverAdvanceType, SwitchoverAdvance{Tenant: "acme", ID: 7, From: PhaseFencing, To: PhaseCatchingUp, FencedLSN: "0/1", At: 7}},
 		{SwitchoverAbortType, SwitchoverAbort{Tenant: "acme", At: 8}},
+		{FailoverStartType, FailoverStart{Targets: []FailoverTarget{{Tenant: "acme", To: "eu-west"}}, Force: true, At: 9}},
+		{FailoverAutoType, FailoverAutoStart{Tenant: "acme", To: "eu-west", DownForMS: 3000, At: 9}},
 	}
 }
 

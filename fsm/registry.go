@@ -77,9 +77,12 @@ type Tenant struct {
 	// never act as the home of an epoch that has ended. 0 (absent) is a
 	// tenant created before epochs (rules before RulesTrustBound), until
 	// its home changes.
-	Epoch       uint64 `json:"epoch,omitempty"`
-	CreatedAt   int64  `json:"created_at"`
-	UpdatedAt   int64  `json:"updated_at"`
-	CreateIndex uint64 `json:"create_index"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Failover is the tenant's unplanned-failover policy (nil: manual,
+	// every failover needs the "failover" approval).
+	Failover    *FailoverPolicy `json:"failover,omitempty"`
+	CreatedAt   int64           `json:"created_at"`
+	UpdatedAt   int64           `json:"updated_at"`
+	CreateIndex uint64          `json:"create_index"`
+	ModifyIndex uint64          `json:"modify_index"`
 }

@@ -99,6 +99,19 @@ type SubscriberSpec struct {
 	// waits while that slot does not exist. Only a tenant-subscriber uses
 	// it; omitted (false) for every other subscriber.
 	FormerHome bool `json:"former_home,omitempty"`
+	// Resync (always with FormerHome) marks the subscriber of a region
+	// that was the tenant's home when a failover moved the home away
+	// without fencing it (the region was presumed lost): its database may
+	// hold rows the new home never received, and nothing stops its
+	// application from writing. Before subscribing, the executor must
+	// fence the tenant there, quarantine its divergent rows (committed
+	// after the new home's last applied position) and reconcile its rows
+	// with the new home (no former-home slot was made at the new home,
+	// since the region was down at the promotion). The scheduler sets it
+	// on the old home's subscriber once a failover commits, and on every
+	// former home among the tenant's other mirrors; it runs only when the
+	// region's agent is back.
+	Resync bool `json:"resync,omitempty"`
 	// HandOff marks the subscriber of a mirror that followed its tenant's
 	// new home after a switchover (not the former home): its tables hold
 	// the tenant's rows already, up to the fence, so it subscribes
@@ -280,7 +293,11 @@ type PublisherResult struct {
 	Tables      []TableState       `json:"tables,omitempty"`
 	Slots       []SlotState        `json:"slots,omitempty"`
 	Issues      []ReplicationIssue `json:"issues,omitempty"`
-	At          int64              `json:"at"`
+	// PII are the types of a tenant's PII columns at the home, as its
+	// catalog describes them: a failover, which cannot read the lost
+	// home, promotes a mirror with the last ones reported.
+	PII []PIIColumnType `json:"pii,omitempty"`
+	At  int64           `json:"at"`
 }
 
 // SubscriberResult is what a subscriber task reports.
@@ -296,7 +313,13 @@ type SubscriberResult struct {
 	LastError   *ReplicationIssue `json:"last_error,omitempty"`
 	ApplyErrors int64             `json:"apply_errors"`
 	SyncErrors  int64             `json:"sync_errors"`
-	At          int64             `json:"at"`
+	// AppliedLSN is the source's WAL position up to which the mirror has
+	// applied the tenant's transactions (the subscription's replication
+	// origin, pg_replication_origin_progress): the end of the last
+	// transaction of the tenant applied here. A failover records it as
+	// the start of the data at risk.
+	AppliedLSN string `json:"applied_lsn,omitempty"`
+	At         int64  `json:"at"`
 }
 
 // SyncStandbyResult is what a sync-standby task reports.

@@ -42,6 +42,8 @@ type snapshotDoc struct {
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
+	// FailoverHistory: State.FailoverHistory.
+	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -92,10 +94,11 @@ func WriteSnapshot(w io.Writer, s *State) error {
 
 		RefencePending: s.RefencePending,
 
-		Databases:    s.SortedDatabases(),
-		SyncStates:   s.SortedSyncStates(),
-		GlobalTables: s.SortedGlobalTables(),
-		Switchovers:  s.SortedSwitchovers(),
+		Databases:       s.SortedDatabases(),
+		SyncStates:      s.SortedSyncStates(),
+		GlobalTables:    s.SortedGlobalTables(),
+		Switchovers:     s.SortedSwitchovers(),
+		FailoverHistory: s.FailoverHistory,
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -200,6 +203,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	s.reindexTrust()
 	s.reindexTenants()
 	if err := readReplicationSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	if err := readFailoverSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {

@@ -35,6 +35,9 @@ type State struct {
 	GlobalTables map[string]*GlobalTable
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
+	// FailoverHistory are the last finished failovers, oldest first (at
+	// most MaxFailoverHistory; failover_apply.go).
+	FailoverHistory []*FailoverRecord
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -197,7 +200,9 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
-		Members:      make(map[string]*Member, len(s.Members)),
+		// Never changed in place: every change is a new slice.
+		FailoverHistory: s.FailoverHistory,
+		Members:         make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),
 		BackupRuns:     make(map[string]*Backup, len(s.BackupRuns)),

@@ -19,9 +19,13 @@ import (
 // TableSwitchovers is the table of the tenants' switchovers.
 const TableSwitchovers = "switchovers"
 
-// SwitchoverKind is the kind of a planned switchover (a failover is an
-// unplanned one, a later kind).
-const SwitchoverKind = "switchover"
+// SwitchoverKind is the kind of a planned switchover; FailoverKind that of
+// an unplanned failover (failover.go): the old home is presumed lost, so
+// there is no fence and no catch-up, the record starts at promoting.
+const (
+	SwitchoverKind = "switchover"
+	FailoverKind   = "failover"
+)
 
 // Phases of a switchover.
 const (
@@ -109,9 +113,18 @@ type Switchover struct {
 	EndedAt   int64 `json:"ended_at,omitempty"`
 	// Outcome is "done" or "aborted" once it ended; Error says why it
 	// rolled back.
-	Outcome     string `json:"outcome,omitempty"`
-	Error       string `json:"error,omitempty"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Outcome string `json:"outcome,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Failover only (Kind failover): Mode is "manual" (approved) or
+	// "auto" (the leader's automatic policy); Forced that it ran while
+	// the old home was up (a drill); Risk the data at risk as the target
+	// last reported it at the start; AppliedLSN the old home's position
+	// the target had applied when the promotion detached it (exact).
+	Mode        string        `json:"mode,omitempty"`
+	Forced      bool          `json:"forced,omitempty"`
+	Risk        *FailoverRisk `json:"risk,omitempty"`
+	AppliedLSN  string        `json:"applied_lsn,omitempty"`
+	ModifyIndex uint64        `json:"modify_index"`
 }
 
 // Active reports whether the switchover has not ended.
@@ -144,7 +157,14 @@ func (w *Switchover) Deadline() int64 { return w.StartedAt + w.TimeoutMS*1e6 }
 
 // HandOff are the regions that subscribe to the new home from a slot the
 // promotion makes there: the old home, then the other mirrors.
-func (w *Switchover) HandOff() []string { return append([]string{w.From}, w.Others...) }
+// A failover makes none: the old home is lost and the other mirrors copy
+// the tenant afresh from the new home.
+func (w *Switchover) HandOff() []string {
+	if w.Kind == FailoverKind {
+		return nil
+	}
+	return append([]string{w.From}, w.Others...)
+}
 
 // Switchover returns the tenant's running or last switchover, or nil.
 func (s *State) Switchover(tenant string) *Switchover { return s.Switchovers[tenant] }
@@ -192,7 +212,7 @@ func abortHint(w *Switchover) string {
 func validateSwitchover(w *Switchover) error {
 	_, known := switchoverNext[w.Phase]
 	switch {
-	case w.ID == 0 || !ValidTenantID(w.Tenant) || w.Kind != SwitchoverKind:
+	case w.ID == 0 || !ValidTenantID(w.Tenant) || (w.Kind != SwitchoverKind && w.Kind != FailoverKind):
 		return fmt.Errorf("switchover of %q: bad id, tenant or kind", w.Tenant)
 	case !ValidRegionName(w.From) || !ValidRegionName(w.To) || w.From == w.To:
 		return fmt.Errorf("switchover of %s: bad regions %q -> %q", w.Tenant, w.From, w.To)
@@ -202,6 +222,12 @@ func validateSwitchover(w *Switchover) error {
 		return fmt.Errorf("switchover of %s: new epoch %d does not follow %d", w.Tenant, w.NewEpoch, w.FromEpoch)
 	case len(w.Steps) == 0:
 		return fmt.Errorf("switchover of %s: no steps", w.Tenant)
+	case w.Kind == FailoverKind && (w.Phase == PhaseFencing || w.Phase == PhaseCatchingUp || w.Phase == PhaseRollingBack || w.Phase == PhaseAborted):
+		return fmt.Errorf("failover of %s: phase %s is not a failover's", w.Tenant, w.Phase)
+	case w.Kind == FailoverKind && w.Mode != FailoverManual && w.Mode != FailoverAuto:
+		return fmt.Errorf("failover of %s: unknown mode %q", w.Tenant, w.Mode)
+	case w.AppliedLSN != "" && !validLSN(w.AppliedLSN):
+		return fmt.Errorf("switchover of %s: bad applied LSN %q", w.Tenant, w.AppliedLSN)
 	}
 	for _, o := range w.Others {
 		if !ValidRegionName(o) || o == w.From || o == w.To {

@@ -31,9 +31,12 @@ type SwitchoverAdvance struct {
 	FencedLSN string          `json:"fenced_lsn,omitempty"`
 	PII       []PIIColumnType `json:"pii,omitempty"`
 	// Slots: the promotion's hand-off slots (to committed).
-	Slots  map[string]string `json:"slots,omitempty"`
-	Detail string            `json:"detail,omitempty"`
-	At     int64             `json:"at"`
+	Slots map[string]string `json:"slots,omitempty"`
+	// AppliedLSN: a failover's promotion's applied position (to
+	// committed).
+	AppliedLSN string `json:"applied_lsn,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+	At         int64  `json:"at"`
 }
 
 // SwitchoverAbort rolls a switchover back (an operator's request); refused
@@ -140,6 +143,8 @@ func applySwitchoverAdvance(s *State, e *Entry) (any, error) {
 		return nil, invalidf("invalid_lsn", "fenced LSN %q is not a PostgreSQL LSN", cmd.FencedLSN)
 	case len(cmd.Detail) > 1024:
 		return nil, invalidf("invalid_detail", "detail is longer than 1024 bytes")
+	case cmd.AppliedLSN != "" && !validLSN(cmd.AppliedLSN):
+		return nil, invalidf("invalid_lsn", "applied LSN %q is not a PostgreSQL LSN", cmd.AppliedLSN)
 	}
 	w := *old
 	w.Steps = append(slices.Clone(old.Steps), SwitchoverStep{Phase: cmd.To, At: cmd.At, Index: e.Index, Detail: cmd.Detail})
@@ -155,7 +160,10 @@ func applySwitchoverAdvance(s *State, e *Entry) (any, error) {
 		}
 	case PhaseDone, PhaseAborted:
 		w.Outcome, w.EndedAt = cmd.To, cmd.At
-		s.auditNote = fmt.Sprintf("switchover of tenant %s from %s to %s %s", w.Tenant, w.From, w.To, cmd.To)
+		s.auditNote = fmt.Sprintf("%s of tenant %s from %s to %s %s", w.Kind, w.Tenant, w.From, w.To, cmd.To)
+		if w.Kind == FailoverKind {
+			recordFailover(s, e, &w)
+		}
 	}
 	s.Switchovers[w.Tenant] = &w
 	s.touch(TableSwitchovers, e.Index)
@@ -172,7 +180,7 @@ func commitSwitchover(s *State, e *Entry, w *Switchover, cmd *SwitchoverAdvance)
 	case t.HomeRegion != w.From || t.Epoch != w.FromEpoch:
 		return preconditionf("tenant_changed", "tenant %s's placement changed during its switchover (home %s epoch %d)", w.Tenant, t.HomeRegion, t.Epoch)
 	}
-	for _, r := range w.HandOff() {
+	for _, r := range w.HandOff() { // none for a failover
 		if _, ok := cmd.Slots[r]; !ok {
 			return invalidf("missing_slot", "the promotion reports no hand-off slot for %s", r)
 		}
@@ -192,6 +200,12 @@ func commitSwitchover(s *State, e *Entry, w *Switchover, cmd *SwitchoverAdvance)
 	s.indexTenant(nt.ID)
 	s.touch(TableTenants, e.Index)
 	w.Slots = cmd.Slots
+	if w.Kind == FailoverKind {
+		w.AppliedLSN = cmd.AppliedLSN
+		s.auditNote = fmt.Sprintf("tenant %s failed over (%s%s): home %s -> %s, epoch %d -> %d, old home not fenced (presumed lost); %s had applied up to LSN %s of %s",
+			w.Tenant, w.Mode, forcedNote(w.Forced), w.From, w.To, w.FromEpoch, w.NewEpoch, w.To, orUnknownLSN(w.AppliedLSN), w.From)
+		return nil
+	}
 	s.auditNote = fmt.Sprintf("tenant %s switched over: home %s -> %s, epoch %d -> %d, old home fenced at LSN %s",
 		w.Tenant, w.From, w.To, w.FromEpoch, w.NewEpoch, w.FencedLSN)
 	return nil

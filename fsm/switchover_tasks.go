@@ -178,10 +178,16 @@ type PromoteResult struct {
 	Slots map[string]string `json:"slots,omitempty"`
 	// HomeSlotDropped: the old home's slot of this subscription was
 	// dropped; HomeSlotError says why it may still be there.
-	HomeSlotDropped bool               `json:"home_slot_dropped"`
-	HomeSlotError   string             `json:"home_slot_error,omitempty"`
-	At              int64              `json:"at,omitempty"`
-	Issues          []ReplicationIssue `json:"issues,omitempty"`
+	HomeSlotDropped bool `json:"home_slot_dropped"`
+	// AppliedLSN is the old home's WAL position the mirror had applied
+	// when the promotion detached its subscription (its replication
+	// origin), read by the run that detached it: after a failover,
+	// every transaction of the tenant committed at the old home past it
+	// is not at the new home.
+	AppliedLSN    string             `json:"applied_lsn,omitempty"`
+	HomeSlotError string             `json:"home_slot_error,omitempty"`
+	At            int64              `json:"at,omitempty"`
+	Issues        []ReplicationIssue `json:"issues,omitempty"`
 }
 
 // DetachSpec is the spec of a tenant-detach task.

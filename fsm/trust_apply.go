@@ -473,6 +473,16 @@ var approvalChecks = map[MessageType]func(s *State, at int64, body []byte, rules
 		}
 		return ActionDeregisterRegion, "", nil, nil
 	},
+	FailoverStartType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
+		var c FailoverStart
+		if err := decodeBody(codecJSON, body, &c); err != nil {
+			return "", "", nil, invalidf("invalid_approval", "embedded command does not decode: %v", err)
+		}
+		// A failover that could not start now is refused before anyone
+		// is asked to approve it (and checked again once approved).
+		_, err := FailoverStartCheck(s, &c)
+		return ActionFailover, "", nil, err
+	},
 	KeyRotateType: func(s *State, at int64, body []byte, rules int) (string, string, *SignedAuth, error) {
 		var c KeyRotate
 		if err := decodeBody(codecJSON, body, &c); err != nil {

@@ -222,6 +222,9 @@ func ValidateTenant(t *Tenant) error {
 	if err := validateSync(t); err != nil {
 		return err
 	}
+	if err := validateFailoverPolicy(t.Failover); err != nil {
+		return err
+	}
 	return validateLabels(t.Labels)
 }
 

@@ -45,6 +45,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.SnapshotRestoreType:   operators, // only ever inside an approval
 	fsm.SwitchoverStartType:   operators,
 	fsm.SwitchoverAbortType:   operators,
+	fsm.FailoverStartType:     operators,
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
@@ -57,7 +58,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
@@ -133,6 +134,10 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 			err = requestedBy(c.RequestedBy)
 		}
 	case *fsm.SwitchoverAbort:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.FailoverStart:
 		if c.RequestedBy != id.Accessor {
 			err = requestedBy(c.RequestedBy)
 		}

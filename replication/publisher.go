@@ -133,6 +133,14 @@ func (p *publisher) publish(ctx context.Context, conn *pgx.Conn, res *fsm.Publis
 		return
 	}
 	res.Slots, res.Issues = p.slots(ctx, conn, false)
+	if p.spec.Kind == fsm.KindTenant {
+		// For a failover, which cannot read the home once it is lost.
+		if pii, err := HomePIIColumns(ctx, conn, p.spec.Tables); err == nil {
+			for _, c := range pii {
+				res.PII = append(res.PII, fsm.PIIColumnType(c))
+			}
+		}
+	}
 	p.roleBypassesRLS(ctx, conn)
 	res.Issues = dedupe(append(res.Issues, p.warn...))
 	res.State = fsm.ReplReady

@@ -82,6 +82,12 @@ func (s *subscriber) probe(ctx context.Context, conn, src *pgx.Conn, res *fsm.Su
 		add(fsm.IssueApplyError, "", fmt.Sprintf("the subscription's workers failed %d times (apply %d, sync %d); see the mirror's PostgreSQL log",
 			res.ApplyErrors+res.SyncErrors, res.ApplyErrors, res.SyncErrors))
 	}
+	// The applied position: the origin moves with every transaction of
+	// the tenant applied here (not flushed first: a look, not a promise).
+	var applied *string
+	if err := conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, false)::text`, fmt.Sprintf("pg_%d", sub.OID)).Scan(&applied); err == nil && applied != nil && *applied != "0/0" {
+		res.AppliedLSN = *applied
+	}
 	s.lag(ctx, src, res, running, now)
 	return issues
 }

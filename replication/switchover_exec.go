@@ -357,6 +357,15 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 		return nil, fmt.Errorf("%w: subscription %s here is not the one switchover %d found when it promoted this database (a later placement made it); it is left alone",
 			errStaleStep, spec.Subscription, spec.Switchover)
 	}
+	// The position applied from the old home, read before the detach
+	// (a later run finds no subscription and reports none).
+	var applied string
+	if sub, err := readSubscription(ctx, conn, spec.Subscription); err == nil && sub != nil {
+		var a *string
+		if conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text`, fmt.Sprintf("pg_%d", sub.OID)).Scan(&a) == nil && a != nil && *a != "0/0" {
+			applied = *a
+		}
+	}
 	p := Promotion{Tenant: spec.Tenant, Subscription: spec.Subscription, Tables: spec.Tables}
 	for _, c := range spec.PII {
 		p.PII = append(p.PII, PIIColumn(c))
@@ -369,7 +378,7 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 		return nil, err
 	}
 	res := &fsm.PromoteResult{State: fsm.StepPromoted, PIIColumnsAdded: pr.PIIColumnsAdded, HomeSlotDropped: pr.SlotDropped,
-		HomeSlotError: pr.SlotError, Slots: map[string]string{}}
+		HomeSlotError: pr.SlotError, Slots: map[string]string{}, AppliedLSN: applied}
 	for _, m := range pr.Sequences {
 		res.Sequences = append(res.Sequences, fsm.SequenceMoveResult{Sequence: m.Sequence, Highest: m.Highest, NextAfter: m.NextAfter, Moved: m.Moved})
 	}

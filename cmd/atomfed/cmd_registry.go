@@ -162,7 +162,7 @@ Registering a production region waits for approvals under the default policy.`,
 		},
 	}
 	nearest.Flags().StringVar(&from, "from", "", "node or region to measure from (default: the queried server)")
-	cmd.AddCommand(reg, list, show, del, nearest)
+	cmd.AddCommand(reg, list, show, del, nearest, newRegionFailoverCmd(&cf))
 	return cmd
 }
 
@@ -284,6 +284,7 @@ func newTenantCmd() *cobra.Command {
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
 	cmd.AddCommand(put, newTenantPatchCmd(&cf), get, list, del, newTenantReplicationCmd(&cf))
 	cmd.AddCommand(newTenantSwitchoverCmds(&cf)...)
+	cmd.AddCommand(newTenantFailoverCmds(&cf)...)
 	return cmd
 }
 

@@ -186,6 +186,15 @@ func followSwitchover(cf *clientFlags, c *client.Client, st *wire.SwitchoverStat
 	if st.Outcome == fsm.PhaseAborted {
 		return errors.New("switchover aborted after " + took + ": " + st.Error + "; tenant " + st.Tenant + " is still at home in " + st.From)
 	}
+	if st.Kind == fsm.FailoverKind {
+		risk := "unknown"
+		if st.Risk != nil {
+			risk = st.Risk.String()
+		}
+		fmt.Fprintf(out, "failover done in %s: tenant %s is at home in %s (epoch %d), applied up to %s of %s; data at risk: %s; %s re-syncs as a mirror once it is back\n",
+			took, st.Tenant, st.To, st.NewEpoch, orDashStr(st.AppliedLSN), st.From, risk, st.From)
+		return nil
+	}
 	fmt.Fprintf(out, "switchover done in %s: tenant %s is at home in %s (epoch %d); the old home %s mirrors it\n", took, st.Tenant, st.To, st.NewEpoch, st.From)
 	return nil
 }

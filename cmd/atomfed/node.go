@@ -34,6 +34,7 @@ type serverOptions struct {
 	RaftMultiplier          int
 	RaftLogStore            string
 	DeadServerCleanup       time.Duration
+	FailoverDetect          time.Duration
 	Security                securityOptions
 	EnableDebug             bool
 	// AnonymousRegionList: see httpapi.Config.AnonymousRegionList.
@@ -110,6 +111,7 @@ func startServer(o serverOptions) (*serverNode, error) {
 	if o.RaftLogStore != "" {
 		cfg.LogStore = o.RaftLogStore
 	}
+	cfg.FailoverDetect = o.FailoverDetect
 	if o.DeadServerCleanup >= 0 {
 		cfg.DeadServerCleanupAfter = o.DeadServerCleanup
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
+	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/httpapi"
 )
 
@@ -67,6 +68,7 @@ simulates even with everything present.`,
 	f.IntVar(&o.RaftMultiplier, "raft-multiplier", 1, "scale Raft timings (150 ms heartbeat timeout x N) for slow links: 1 for a LAN, 3 for RTTs up to 90 ms, 7 up to 210 ms")
 	f.StringVar(&o.RaftLogStore, "raft-log-store", "segment", "raft log store: segment (one fdatasync per append) or boltdb (the log in raft.db; two); a boltdb log moves to segments on start, not back")
 	f.DurationVar(&o.DeadServerCleanup, "dead-server-cleanup", 30*time.Second, "remove a server Serf reports failed for this long (0 disables)")
+	f.DurationVar(&o.FailoverDetect, "failover-detect", fsm.DefaultFailoverDetectMS*time.Millisecond, "how long a tenant's home region must be seen down (every agent failed) before its automatic failover policy fails it over")
 	addSecurityFlags(f, &o.Security)
 	f.BoolVar(&o.EnableDebug, "enable-debug", false, "serve Go pprof profiles under /debug/pprof/ (operator token required)")
 	f.BoolVar(&o.AnonymousRegionList, "anonymous-region-list", false, "serve GET /region/list (region names, URLs, tiers, health) without a token, over plain HTTP too")
