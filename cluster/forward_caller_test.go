@@ -54,6 +54,9 @@ func TestLeaderRechecksForwardedCallers(t *testing.T) {
 		{"an operator forwards a backup record (leader only)", as(testcluster.Token), fsm.BackupRecordType, fsm.BackupRecord{Backup: "home-1", Region: "home", Generation: 1, Agent: "home-a1", At: time.Now().UnixNano()}, "leader_only"},
 		{"an agent asks for a backup", as(agentTok), fsm.BackupRequestType, fsm.BackupRequest{Region: "home", Type: fsm.BackupFull, Reason: fsm.BackupReasonManual, At: time.Now().UnixNano()}, "forbidden_role"},
 		{"an operator forwards the schedule's backup request", as(testcluster.Token), fsm.BackupRequestType, fsm.BackupRequest{Region: "home", Type: fsm.BackupFull, Reason: fsm.BackupReasonSchedule, At: time.Now().UnixNano()}, "requested_by"},
+		{"an operator forwards a rebuild record (leader only)", as(testcluster.Token), fsm.RebuildRecordType, fsm.RebuildRecord{Rebuild: "home-r1", Region: "home", Generation: 1, Agent: "home-a1", At: time.Now().UnixNano()}, "leader_only"},
+		{"an agent asks for a rebuild", as(agentTok), fsm.RebuildRequestType, fsm.RebuildRequest{Region: "home", At: time.Now().UnixNano()}, "forbidden_role"},
+		{"an operator asks for a rebuild in another's name", as(testcluster.Token), fsm.RebuildRequestType, fsm.RebuildRequest{Region: "home", RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "requested_by"},
 		{"an approval in another requester's name", as(testcluster.Token), fsm.ApprovalCreateType, fsm.ApprovalCreate{ID: "appr-0000000000000001", Action: fsm.ActionRegisterProductionRegion, RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "requested_by"},
 	} {
 		_, err := f.Server.ForwardApply(tc.ctx, tc.t, tc.cmd, time.Now().UnixNano())

@@ -93,7 +93,7 @@ func TestLeaderRefusesForwardedBytesItCannotDecode(t *testing.T) {
 	tenant, _ := fsm.Encode(fsm.TenantUpsertType, fsm.TenantUpsert{Tenant: fsm.Tenant{ID: "x", HomeRegion: "home"}})
 	before := l.Server.FSM().AppliedIndex()
 	for name, data := range map[string][]byte{
-		"unknown type":  {77, fsm.CodecJSON, '{', '}'},
+		"unknown type":  {79, fsm.CodecJSON, '{', '}'},
 		"bad body":      append([]byte{byte(fsm.TenantUpsertType), fsm.CodecJSON}, "{not json"...),
 		"unknown codec": append([]byte{byte(fsm.TenantUpsertType), 9}, "{}"...),
 		"a batch":       fsm.EncodeBatch([][]byte{tenant}),

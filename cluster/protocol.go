@@ -41,6 +41,8 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.BackupRecordType:      4,
 	fsm.DrillRequestType:      4,
 	fsm.DrillRecordType:       4,
+	fsm.RebuildRequestType:    4,
+	fsm.RebuildRecordType:     4,
 }
 
 // protocolCache is the cluster's protocol view, recomputed at most once a

@@ -36,6 +36,7 @@ func desiredTasks(s *fsm.State) map[string]fsm.TaskSpec {
 	desiredMetricsTasks(s, out)
 	desiredBackupTasks(s, out)
 	desiredDrillTasks(s, out)
+	desiredRebuildTasks(s, out)
 	return out
 }
 

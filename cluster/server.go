@@ -148,6 +148,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},
 		leaderRoutine{name: "backups", fn: s.backupRoutine},
+		leaderRoutine{name: "rebuilds", fn: s.rebuildRoutine},
 	)
 	for _, r := range routines {
 		s.routines = append(s.routines, leaderRoutine{name: r.Name, fn: r.Run})

@@ -420,6 +420,12 @@ func readBackupSnapshot(doc *snapshotDoc, s *State) error {
 		}
 		s.Drills[d.ID] = d
 	}
+	for _, r := range doc.Rebuilds {
+		if validSnapshotRebuild(r) != nil || s.Rebuilds[r.Region] != nil {
+			return fmt.Errorf("snapshot holds an invalid or duplicate rebuild")
+		}
+		s.Rebuilds[r.Region] = r
+	}
 	return nil
 }
 

@@ -28,7 +28,7 @@ func backupRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *A
 		id = b.ID
 	})
 	a := testAgent("bk1", "us-east", AgentAlive)
-	a.Capabilities = []string{TaskTypeBackup, TaskTypeDrill}
+	a.Capabilities = []string{TaskTypeBackup, TaskTypeDrill, TaskTypeRebuild}
 	check(AgentUpsertType, AgentUpsert{Agent: a, At: 72}, func(*State, *ApplyResult) {})
 	var gen uint64
 	check(TaskPlanType, TaskPlan{Create: []TaskSpec{{ID: BackupTaskID("us-east"), Type: TaskTypeBackup, Region: "us-east", Agent: "bk1"}}, At: 73},
@@ -60,6 +60,7 @@ func backupRoundTrips(t *testing.T, check func(MessageType, any, func(*State, *A
 			}
 		})
 	check(TaskPlanType, TaskPlan{Delete: []string{DrillTaskID("us-east")}, At: 78}, func(*State, *ApplyResult) {})
+	rebuildRoundTrips(t, check, id)
 	check(AgentDeleteType, AgentDelete{Node: "bk1", At: 79}, func(*State, *ApplyResult) {})
 }
 

@@ -100,6 +100,10 @@ const (
 	DrillRequestType    MessageType = 73
 	DrillRecordType     MessageType = 74
 
+	// 77-79: rebuilds of a lost region (rebuild.go).
+	RebuildRequestType MessageType = 77
+	RebuildRecordType  MessageType = 78
+
 	// 80-89: registry, agents and tasks, continued (agents_apply.go,
 	// registry_apply.go).
 	TasksRefenceType MessageType = 80
@@ -164,6 +168,8 @@ var typeNames = map[MessageType]string{
 	BackupRecordType:      "backup_record",
 	DrillRequestType:      "drill_request",
 	DrillRecordType:       "drill_record",
+	RebuildRequestType:    "rebuild_request",
+	RebuildRecordType:     "rebuild_record",
 
 	TasksRefenceType: "tasks_refence",
 	TenantPatchType:  "tenant_patch",
@@ -223,6 +229,8 @@ func init() {
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
 	registerCommand[DrillRequest](DrillRequestType, applyDrillRequest)
 	registerCommand[DrillRecord](DrillRecordType, applyDrillRecord)
+	registerCommand[RebuildRequest](RebuildRequestType, applyRebuildRequest)
+	registerCommand[RebuildRecord](RebuildRecordType, applyRebuildRecord)
 
 	registerCommand[TasksRefence](TasksRefenceType, applyTasksRefence)
 	registerCommand[TenantPatch](TenantPatchType, applyTenantPatch)
@@ -324,6 +332,8 @@ func ResultValue(t MessageType) any {
 		return &Backup{}
 	case DrillRequestType, DrillRecordType:
 		return &Drill{}
+	case RebuildRequestType, RebuildRecordType:
+		return &Rebuild{}
 	}
 	return &map[string]any{}
 }

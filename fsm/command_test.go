@@ -167,6 +167,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		30: "region_database", 31: "tenant_sync_state", 32: "global_table_upsert", 33: "global_table_delete",
 		60: "switchover_start", 61: "switchover_advance", 62: "switchover_abort", 63: "failover_start", 64: "failover_auto",
 		70: "backup_policy_set", 71: "backup_request", 72: "backup_record", 73: "drill_request", 74: "drill_record",
+		77: "rebuild_request", 78: "rebuild_record",
 		80: "tasks_refence", 81: "tenant_patch",
 		40: "batch",
 	}
@@ -180,8 +181,8 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 			t.Errorf("type %d (%s) is new: add it to this list", typ, typ)
 		}
 	}
-	if got := MessageType(77).String(); got != "unknown(77)" {
-		t.Errorf("an unassigned type is named %q, want unknown(77)", got)
+	if got := MessageType(79).String(); got != "unknown(79)" {
+		t.Errorf("an unassigned type is named %q, want unknown(79)", got)
 	}
 }
 
@@ -234,8 +235,8 @@ func TestDecodeCommand(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"empty":              nil,
 		"type only":          {byte(TenantDeleteType)},
-		"unknown type":       {77, codecJSON, '{', '}'},
-		"ignorable, unknown": {byte(IgnoreUnknownTypeFlag | 77), codecJSON, '{', '}'},
+		"unknown type":       {79, codecJSON, '{', '}'},
+		"ignorable, unknown": {byte(IgnoreUnknownTypeFlag | 79), codecJSON, '{', '}'},
 		"a batch":            EncodeBatch([][]byte{tenant}),
 		"bad json":           append([]byte{byte(TenantUpsertType), codecJSON}, "{not json"...),
 		"unknown codec":      append([]byte{byte(TenantUpsertType), 9}, "{}"...),

@@ -587,7 +587,7 @@ func TestUnknownCommandTypeStopsTheServer(t *testing.T) {
 			t.Fatalf("the stop does not name the index and the upgrade: %v", v)
 		}
 	}()
-	f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: []byte{77, codecJSON, '{', '}'}})
+	f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: []byte{79, codecJSON, '{', '}'}})
 }
 
 func TestUnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {

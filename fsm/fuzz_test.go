@@ -81,6 +81,8 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(GlobalTableDeleteType), codecJSON, []byte(`{"name":"public.fx"}`))
 	f.Add(uint8(BackupPolicySetType), codecJSON, []byte(`{"policy":{"region":"us-east","full_every_seconds":3600,"incr_every_seconds":60,"retention_full":2,"max_age_seconds":600,"repository":{"kind":"posix","path":"/b"}}}`))
 	f.Add(uint8(DrillRequestType), codecJSON, []byte(`{"region":"us-east","reason":"manual"}`))
+	f.Add(uint8(RebuildRequestType), codecJSON, []byte(`{"region":"us-east","target_time":1700000000000000000,"backup":"us-east-7","force":true,"at":1800000000000000000}`))
+	f.Add(uint8(RebuildRecordType), codecJSON, []byte(`{"rebuild":"us-east-r9","region":"us-east","generation":9,"agent":"a1","result":{"phase":"done","bytes":10,"files":2,"timeline":2}}`))
 	f.Add(uint8(DrillRecordType), codecJSON, []byte(`{"drill":"us-east-d9","region":"us-east","generation":9,"agent":"a1","result":{"verdict":"passed","tables_read":1,"tables":[{"database":"atomfed","name":"public.t","rows":3,"checksum":"12"}]}}`))
 	f.Add(uint8(BackupRequestType), codecJSON, []byte(`{"region":"us-east","type":"full","reason":"manual"}`))
 	f.Add(uint8(BackupRecordType), codecJSON, []byte(`{"backup":"us-east-5","region":"us-east","generation":5,"agent":"a1","result":{"label":"x","verified":true,"in_repo":["x"]}}`))

@@ -50,6 +50,7 @@ type snapshotDoc struct {
 	Backups        []*Backup       `json:"backups,omitempty"`
 	DrillRuns      []*Drill        `json:"drill_runs,omitempty"`
 	Drills         []*Drill        `json:"drills,omitempty"`
+	Rebuilds       []*Rebuild      `json:"rebuilds,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -105,6 +106,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		Backups:        s.BackupsOf(""),
 		DrillRuns:      s.SortedDrillRuns(),
 		Drills:         s.DrillsOf(""),
+		Rebuilds:       s.SortedRebuilds(),
 	}
 	bw := bufio.NewWriter(w)
 	if err := json.NewEncoder(bw).Encode(&doc); err != nil {

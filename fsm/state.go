@@ -50,6 +50,8 @@ type State struct {
 	// Drills the drill catalog, by id (drill.go).
 	DrillRuns map[string]*Drill
 	Drills    map[string]*Drill
+	// Rebuilds holds each region's newest rebuild (rebuild.go).
+	Rebuilds map[string]*Rebuild
 
 	Members   map[string]*Member
 	Tokens    map[string]*Token // by accessor
@@ -112,6 +114,7 @@ func newState() *State {
 		Backups:        map[string]*Backup{},
 		DrillRuns:      map[string]*Drill{},
 		Drills:         map[string]*Drill{},
+		Rebuilds:       map[string]*Rebuild{},
 		Tokens:         map[string]*Token{},
 		Approvals:      map[string]*Approval{},
 		Nonces:         map[string]int64{},
@@ -209,6 +212,7 @@ func (s *State) clone() *State {
 		Backups:        make(map[string]*Backup, len(s.Backups)),
 		DrillRuns:      make(map[string]*Drill, len(s.DrillRuns)),
 		Drills:         make(map[string]*Drill, len(s.Drills)),
+		Rebuilds:       make(map[string]*Rebuild, len(s.Rebuilds)),
 		Tokens:         make(map[string]*Token, len(s.Tokens)),
 		Approvals:      make(map[string]*Approval, len(s.Approvals)),
 		Policy:         s.Policy,
@@ -264,6 +268,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Drills {
 		c.Drills[k] = v
+	}
+	for k, v := range s.Rebuilds {
+		c.Rebuilds[k] = v
 	}
 	for k, v := range s.Tokens {
 		c.Tokens[k] = v

@@ -201,6 +201,8 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/regions/{name}/backups", a.auth(operators, a.runBackup)).Methods(http.MethodPost)
 	v1.HandleFunc("/regions/{name}/drills", a.auth(anyRole, a.listDrills)).Methods(http.MethodGet)
 	v1.HandleFunc("/regions/{name}/drills", a.auth(operators, a.runDrill)).Methods(http.MethodPost)
+	v1.HandleFunc("/regions/{name}/rebuild", a.auth(anyRole, a.getRebuild)).Methods(http.MethodGet)
+	v1.HandleFunc("/regions/{name}/rebuild", a.auth(operators, a.runRebuild)).Methods(http.MethodPost)
 	v1.HandleFunc("/backups", a.auth(anyRole, a.listBackups)).Methods(http.MethodGet)
 	v1.HandleFunc("/backups/{id}", a.auth(anyRole, a.getBackup)).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants", a.auth(anyRole, a.listTenants)).Methods(http.MethodGet)

@@ -49,6 +49,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
 	fsm.DrillRequestType:      operators,
+	fsm.RebuildRequestType:    operators,
 }
 
 // writers are the roles that make some write; a reader makes none.
@@ -59,6 +60,7 @@ var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
 	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
+	fsm.RebuildRecordType: true,
 }
 
 // AuthorizeForwarded is the leader's check of a forwarded command
@@ -126,6 +128,10 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 	case *fsm.DrillRequest:
 		if c.Reason != fsm.BackupReasonManual || c.RequestedBy != id.Accessor {
 			err = forbidden("requested_by", "a forwarded drill request must be a manual one requested by the caller")
+		}
+	case *fsm.RebuildRequest:
+		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
 		}
 	case *fsm.KeyRotate:
 		err = actsAs(id, c.Member)

@@ -665,6 +665,24 @@ func (s *subscriber) subscription(ctx context.Context, conn, src *pgx.Conn, sub 
 			return fail("change the subscription's connection (role or passfile)", err)
 		}
 	}
+	if sub != nil && !s.spec.FormerHome && !s.spec.HandOff {
+		gone, err := slotMissing(ctx, src, s.spec.Subscription)
+		if err != nil {
+			return fail("look for the subscription's slot on the source", err)
+		}
+		if gone {
+			// The source lost the slot (its database was rebuilt from a
+			// physical backup, which holds no replication slot): the
+			// subscription can never stream again. A mirror holds no
+			// PII and nothing of its own, so it starts over: purge and
+			// a fresh copy from a new slot.
+			s.log.Warn("the subscription's slot is gone from the source (rebuilt?); re-creating the subscription with a fresh copy", "slot", s.spec.Subscription)
+			if err := dropSubscription(ctx, conn, s.spec.Subscription); err != nil {
+				return fail("drop the subscription whose slot is gone", err)
+			}
+			sub = nil
+		}
+	}
 	if sub == nil {
 		if err := s.purge(ctx, conn, s.plan); err != nil {
 			return fail("clear the tenant's rows before the initial copy", err)
@@ -836,6 +854,13 @@ func dropStaleSlot(ctx context.Context, src *pgx.Conn, name string) error {
 	}
 	_, err = src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, name)
 	return err
+}
+
+// slotMissing reports whether the source has no replication slot name.
+func slotMissing(ctx context.Context, src *pgx.Conn, name string) (bool, error) {
+	var ok bool
+	err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name).Scan(&ok)
+	return !ok, err
 }
 
 // dropSubscription drops a subscription and its slot on the source; when

@@ -20,12 +20,21 @@ type backupOptions struct {
 	// Dir is pgBackRest's working directory (default <data-dir>/pgbackrest),
 	// Repo the posix repository (default <Dir>/repo), PgBackRest the binary.
 	Dir, Repo, PgBackRest string
+	// Managed is the region PostgreSQL this agent manages for a rebuild
+	// (--pg-data and the other --pg-* flags); without a data directory the
+	// agent runs no rebuilds.
+	Managed recovery.Managed
 }
 
 func addBackupFlags(f *pflag.FlagSet, o *backupOptions) {
 	f.StringVar(&o.Dir, "backup-dir", "", "pgBackRest's working directory: its configuration (with the S3 keys), locks and logs; PostgreSQL's OS user must reach it (default $ATOMFED_BACKUP_DIR, else <data-dir>/pgbackrest)")
 	f.StringVar(&o.Repo, "backup-repo", "", "the filesystem backup repository when S3_ENDPOINT is not set; every agent of the region must see the same one (default $ATOMFED_BACKUP_REPO, else <backup-dir>/repo)")
 	f.StringVar(&o.PgBackRest, "pgbackrest", "", "the pgbackrest binary (default: pgbackrest on $PATH)")
+	f.StringVar(&o.Managed.DataDir, "pg-data", "", "the region PostgreSQL's data directory this agent manages: with it, the agent can rebuild the region (atomfed dr rebuild) into it when it is empty")
+	f.StringVar(&o.Managed.BinDir, "pg-bin", "", "the directory of postgres and pg_ctl for a rebuild (default: the newest PostgreSQL installed)")
+	f.IntVar(&o.Managed.Port, "pg-port", 0, "the port a rebuilt server listens on (default: the one in its restored configuration)")
+	f.StringVar(&o.Managed.Socket, "pg-socket", "", "the unix socket directory of a rebuilt server (default: the one in its restored configuration)")
+	f.StringVar(&o.Managed.OSUser, "pg-user", "", "the OS user a rebuilt server runs as when the agent runs as root (default postgres)")
 }
 
 // backupExecutors returns the backup and restore-drill executors of an
@@ -66,7 +75,16 @@ func backupExecutors(o agentOptions, reg prometheus.Registerer) ([]agent.Executo
 	}
 	d := repo.Describe()
 	o.Logger.Info("backups ready", "pgbackrest", bin, "repository", d.Kind, "path", d.Path, "bucket", d.Bucket, "endpoint", d.Endpoint, "encrypted", d.Encrypted)
-	return []agent.Executor{x, recovery.NewDrillExecutor(x)}, nil
+	execs := []agent.Executor{x, recovery.NewDrillExecutor(x)}
+	if o.Backup.Managed.DataDir != "" {
+		rb, err := recovery.NewRebuildExecutor(x, o.Backup.Managed)
+		if err != nil {
+			return nil, err
+		}
+		o.Logger.Info("rebuilds ready", "data_dir", o.Backup.Managed.DataDir)
+		execs = append(execs, rb)
+	}
+	return execs, nil
 }
 
 // cipherPass reads the repository passphrase from ATOMFED_BACKUP_CIPHER_PASS

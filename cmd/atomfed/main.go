@@ -72,6 +72,7 @@ func newRootCmd() *cobra.Command {
 		newOperatorCmd(),
 		newSnapshotCmd(),
 		newBackupCmd(),
+		newDRCmd(),
 		newStatusCmd(),
 		newApproveCmd(),
 		newApprovalsCmd(),

@@ -535,10 +535,31 @@ func (c *Cluster) Restart(ctx context.Context) error {
 	return c.start(ctx)
 }
 
-// Remove stops the cluster and deletes its directory.
+// Remove stops the cluster and deletes its directory. A server started
+// on the data directory by someone else (an agent rebuilding the region
+// starts one with pg_ctl) is stopped too.
 func (c *Cluster) Remove() error {
 	err := c.Stop()
+	if c.foreignPostmaster() {
+		_ = c.command(context.Background(), "pg_ctl", "stop", "-D", c.DataDir, "-m", "immediate", "-t", "30").Run()
+	}
 	return errors.Join(err, os.RemoveAll(c.Dir))
+}
+
+// foreignPostmaster reports whether a postmaster this Cluster did not
+// start runs on its data directory: postmaster.pid names a live process
+// whose working directory is the data directory (not a reused pid).
+func (c *Cluster) foreignPostmaster() bool {
+	b, err := os.ReadFile(filepath.Join(c.DataDir, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
+	return err == nil && filepath.Clean(cwd) == filepath.Clean(c.DataDir)
 }
 
 // LogFiles returns the server's log files.
