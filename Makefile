@@ -77,15 +77,19 @@ bench: build
 ## bench-dataplane: a federation with a PostgreSQL, an agent and an
 ## application per region (3) behind `atomfed edge`: planned switchovers
 ## under writes through the edge (DP_SWITCHOVER_ROUNDS, alternating
-## direction), then a region database filled to DP_BACKUP_MB MiB backed up
-## and restored by atomfed and by hand with pgBackRest (DP_BACKUP_ROUNDS);
-## writes its section of reports/bench.md
+## direction), unplanned failovers with the automatic policy
+## (DP_FAILOVER_ROUNDS, home killed), then a region database filled to
+## DP_BACKUP_MB MiB backed up and restored by atomfed and by hand with
+## pgBackRest (DP_BACKUP_ROUNDS, odd), and that region lost and rebuilt
+## with atomfed dr rebuild; writes its section of reports/bench.md
 DP_SWITCHOVER_ROUNDS ?= 5
+DP_FAILOVER_ROUNDS ?= 5
 DP_BACKUP_MB ?= 2048
 DP_BACKUP_ROUNDS ?= 3
 bench-dataplane: build
 	$(GO) run ./cmd/atomfed-bench -only dataplane -bin $(BIN) -out reports/bench.md \
-	  -dp-switchover-rounds $(DP_SWITCHOVER_ROUNDS) -dp-backup-mb $(DP_BACKUP_MB) -dp-backup-rounds $(DP_BACKUP_ROUNDS)
+	  -dp-switchover-rounds $(DP_SWITCHOVER_ROUNDS) -dp-failover-rounds $(DP_FAILOVER_ROUNDS) \
+	  -dp-backup-mb $(DP_BACKUP_MB) -dp-backup-rounds $(DP_BACKUP_ROUNDS)
 
 ## chaos: the long chaos suite: DURATION of faults (default 10m) over four
 ## runs (3 and 5 servers, loopback and 80 ms between continents), then a

@@ -15,16 +15,21 @@ import (
 // dataPlaneOptions are the flags of the data-plane phase (-only dataplane).
 type dataPlaneOptions struct {
 	switchoverRounds int
+	failoverRounds   int
 	writeEvery       time.Duration
 	backupMB         int
 	backupRounds     int
+	rebuild          bool
 }
 
 func addDataPlaneFlags(fs interface {
 	IntVar(*int, string, int, string)
 	DurationVar(*time.Duration, string, time.Duration, string)
+	BoolVar(*bool, string, bool, string)
 }, o *dataPlaneOptions) {
 	fs.IntVar(&o.switchoverRounds, "dp-switchover-rounds", 5, "data plane: planned switchover rounds, alternating direction (0 skips them)")
+	fs.IntVar(&o.failoverRounds, "dp-failover-rounds", 5, "data plane: unplanned failover rounds with the automatic policy, a fresh tenant each (0 skips them)")
+	fs.BoolVar(&o.rebuild, "dp-rebuild", true, "data plane: after the backup rounds, lose the backed-up region's PostgreSQL and time `atomfed dr rebuild`")
 	fs.DurationVar(&o.writeEvery, "dp-write-every", 10*time.Millisecond, "data plane: the edge writer's pause between writes")
 	fs.IntVar(&o.backupMB, "dp-backup-mb", 2048, "data plane: size of the backed-up region database in MiB (0 skips the backup rounds)")
 	fs.IntVar(&o.backupRounds, "dp-backup-rounds", 3, "data plane: backup/restore rounds, atomfed and by hand in each")
@@ -52,14 +57,29 @@ func runDataPlane(ctx context.Context, o *options, bin string) error {
 			logf("switchover: %v", rep.SwitchoverErr)
 		}
 	}
+	if d.failoverRounds > 0 && ctx.Err() == nil {
+		rep.Failover, rep.FailoverErr = bench.MeasureTenantFailover(ctx, f, d.failoverRounds, d.writeEvery)
+		if rep.FailoverErr != nil {
+			keep = true
+			logf("failover: %v", rep.FailoverErr)
+		}
+	}
 	if d.backupMB > 0 && d.backupRounds > 0 && ctx.Err() == nil {
 		rep.Backup, rep.BackupErr = bench.MeasureBackup(ctx, f, d.backupMB, d.backupRounds)
 		if rep.BackupErr != nil {
 			keep = true
 			logf("backup: %v", rep.BackupErr)
 		}
+		if d.rebuild && rep.BackupErr == nil && ctx.Err() == nil {
+			rep.Rebuild, rep.RebuildErr = bench.MeasureRebuild(ctx, f)
+			if rep.RebuildErr != nil {
+				keep = true
+				logf("rebuild: %v", rep.RebuildErr)
+			} else {
+				logf("rebuild: %s (restore %s, recovery %s), wipe to first query %s", rep.Rebuild.Total, rep.Rebuild.Restore, rep.Rebuild.Recovery, rep.Rebuild.WipeToQuery)
+			}
+		}
 	}
-	rep.Pending = dataPlanePending
 	rep.LoadAvgEnd = machine.LoadAvg()
 	if err := ctx.Err(); err != nil {
 		return err
@@ -76,13 +96,5 @@ func runDataPlane(ctx context.Context, o *options, bin string) error {
 		}
 		logf("wrote %s", o.out)
 	}
-	return errors.Join(rep.SwitchoverErr, rep.BackupErr)
-}
-
-// dataPlanePending are the data-plane measurements of issues 17 and 18
-// this build cannot take, and why.
-var dataPlanePending = []string{
-	"Unplanned failover RTO with the automatic policy (home's PostgreSQL and agent killed → writes accepted at the new home through the edge; goal < 10 s): " +
-		"this build has no automatic failover policy.",
-	"Region rebuild time (`atomfed dr rebuild`; goal ≤ restore time + 10 s): this build has no `atomfed dr rebuild`.",
+	return errors.Join(rep.SwitchoverErr, rep.FailoverErr, rep.BackupErr, rep.RebuildErr)
 }

@@ -127,9 +127,13 @@ func StartDataPlaneFed(ctx context.Context, bin string, logf func(string, ...any
 			return f, fmt.Errorf("backup policy of %s: %w", r, err)
 		}
 		f.BackupDir[r] = filepath.Join(dir, "backup-"+r)
-		a, err := procs.NewAgentProc(bin, f.Cluster.LogDir, filepath.Join(dir, "agents"), r+"-a1", r, procs.FreePort, f.Cluster.SerfAddrs(), f.Cluster.Sec,
-			"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", "500ms",
-			"--backup-dir", f.BackupDir[r])
+		args := []string{"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", "500ms",
+			"--backup-dir", f.BackupDir[r]}
+		if r == BackupRegion {
+			// The agent manages the region's PostgreSQL: it can rebuild it.
+			args = append(args, "--pg-data", pg.DataDir, "--pg-bin", pg.BinDir)
+		}
+		a, err := procs.NewAgentProc(bin, f.Cluster.LogDir, filepath.Join(dir, "agents"), r+"-a1", r, procs.FreePort, f.Cluster.SerfAddrs(), f.Cluster.Sec, args...)
 		if err != nil {
 			return f, err
 		}
@@ -189,11 +193,17 @@ func StartDataPlaneFed(ctx context.Context, bin string, logf func(string, ...any
 // MirrorStreams reports whether region's subscription of the tenant
 // streams.
 func (f *DataPlaneFed) MirrorStreams(ctx context.Context, region string) error {
+	return f.TenantMirrorStreams(ctx, DataPlaneTenant, region)
+}
+
+// TenantMirrorStreams reports whether region's subscription of tenant
+// streams.
+func (f *DataPlaneFed) TenantMirrorStreams(ctx context.Context, tenant, region string) error {
 	api, err := f.API()
 	if err != nil {
 		return err
 	}
-	v, _, err := api.TenantReplication(ctx, DataPlaneTenant, nil)
+	v, _, err := api.TenantReplication(ctx, tenant, nil)
 	if err != nil {
 		return err
 	}
@@ -202,7 +212,7 @@ func (f *DataPlaneFed) MirrorStreams(ctx context.Context, region string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s does not stream %s yet", region, DataPlaneTenant)
+	return fmt.Errorf("%s does not stream %s yet", region, tenant)
 }
 
 // startApp serves a region's application on loopback: POST /orders
@@ -280,6 +290,9 @@ func (f *DataPlaneFed) Close(keepLogs bool) {
 		f.Cluster.Close()
 	}
 	if keepLogs && f.Cluster != nil {
+		for r := range f.BackupDir {
+			os.RemoveAll(f.BackupDir[r])
+		}
 		f.Log("data plane: logs kept in %s", f.Cluster.LogDir)
 		return
 	}

@@ -152,11 +152,21 @@ func MeasureBackup(ctx context.Context, f *DataPlaneFed, targetMB, rounds int) (
 		return res, fmt.Errorf("fill: %w", err)
 	}
 	f.Log("backup: %d rows, %d MiB in %s", res.Fill.Rows, res.Fill.Bytes>>20, res.Fill.Duration.Round(time.Millisecond))
+	// A first backup, not timed: the agent sets up archiving, creates the
+	// stanza and checks it once; the commands by hand need its
+	// configuration.
+	var warm BackupRound
+	if err := atomfedBackup(ctx, f, region, &warm); err != nil {
+		return res, fmt.Errorf("first backup: %w", err)
+	}
+	f.Log("backup: first (untimed) backup %s recorded %s after the request", warm.AtomfedLabel, warm.AtomfedBackup.Round(time.Millisecond))
 	for i := 1; i <= rounds; i++ {
 		var r BackupRound
-		// Who goes first alternates, so that neither side always reads a
-		// cache the other warmed. Retention keeps one full backup: each
-		// side restores its own backup before the other side's expires it.
+		// Who goes first alternates (by hand in odd rounds), so that
+		// neither side always reads a cache the other warmed; an odd
+		// number of rounds ends with atomfed's backup, which the rebuild
+		// restores. Retention keeps one full backup: each side restores
+		// its own backup before the other side's expires it.
 		atomfed := func() error {
 			if err := atomfedBackup(ctx, f, region, &r); err != nil {
 				return fmt.Errorf("round %d: atomfed backup: %w", i, err)
@@ -178,9 +188,9 @@ func MeasureBackup(ctx context.Context, f *DataPlaneFed, targetMB, rounds int) (
 				r.HandVerify.Round(time.Millisecond), r.HandRestore.Round(time.Millisecond))
 			return nil
 		}
-		first, second := atomfed, hand
+		first, second := hand, atomfed
 		if i%2 == 0 {
-			first, second = hand, atomfed
+			first, second = atomfed, hand
 		}
 		if err := first(); err != nil {
 			return res, err
@@ -286,45 +296,19 @@ func atomfedDrill(ctx context.Context, f *DataPlaneFed, region string, r *Backup
 // configuration file, as the data directory's owner, at the nice level
 // atomfed runs pgBackRest at (10), one after the other.
 func handBackup(ctx context.Context, f *DataPlaneFed, region string, r *BackupRound) error {
-	pg := f.PG[region]
-	st, err := os.Stat(pg.DataDir)
+	cred, err := dataDirOwner(f.PG[region])
 	if err != nil {
 		return err
 	}
-	sys := st.Sys().(*syscall.Stat_t)
-	var cred *syscall.Credential // nil: we are that user already
-	if os.Geteuid() == 0 {
-		cred = &syscall.Credential{Uid: sys.Uid, Gid: sys.Gid}
+	run := func(d *time.Duration, args ...string) ([]byte, error) { return handRun(ctx, f, region, d, args...) }
+	if _, err := run(&r.HandStanza, "stanza-create"); err != nil {
+		return err
 	}
-	conf := filepath.Join(f.BackupDir[region], "pgbackrest.conf")
-	pgbr, err := recovery.FindPgBackRest("")
+	if _, err := run(&r.HandBackup, "backup", "--type=full"); err != nil {
+		return err
+	}
+	out, err := run(&r.HandInfo, "info", "--output=json")
 	if err != nil {
-		return err
-	}
-	run := func(args ...string) (time.Duration, []byte, error) {
-		full := append([]string{"-n", "10", pgbr, "--config=" + conf, "--stanza=" + region}, args...)
-		cmd := exec.CommandContext(ctx, "nice", full...)
-		cmd.Dir = f.BackupDir[region]
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=" + f.BackupDir[region], "PGPASSWORD=" + pg.Password}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		t0 := time.Now()
-		err := cmd.Run()
-		d := time.Since(t0)
-		if err != nil {
-			return d, nil, fmt.Errorf("pgbackrest %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()+out.String()))
-		}
-		return d, out.Bytes(), nil
-	}
-	if r.HandStanza, _, err = run("stanza-create"); err != nil {
-		return err
-	}
-	if r.HandBackup, _, err = run("backup", "--type=full"); err != nil {
-		return err
-	}
-	var out []byte
-	if r.HandInfo, out, err = run("info", "--output=json"); err != nil {
 		return err
 	}
 	var info []recovery.Info
@@ -340,7 +324,7 @@ func handBackup(ctx context.Context, f *DataPlaneFed, region string, r *BackupRo
 	if bs[len(bs)-1].Type != "full" || bs[len(bs)-1].Error {
 		return fmt.Errorf("pgbackrest info: the newest backup %s is %s (error %v)", r.HandLabel, bs[len(bs)-1].Type, bs[len(bs)-1].Error)
 	}
-	if r.HandVerify, _, err = run("verify", "--output=text"); err != nil {
+	if _, err := run(&r.HandVerify, "verify", "--output=text"); err != nil {
 		return err
 	}
 	scratch, err := os.MkdirTemp(f.BackupDir[region], "hand-restore-")
@@ -359,6 +343,48 @@ func handBackup(ctx context.Context, f *DataPlaneFed, region string, r *BackupRo
 			}
 		}
 	}
-	r.HandRestore, _, err = run("restore", "--set="+r.HandLabel, "--pg1-path="+data, "--type=immediate", "--target-action=promote", "--archive-mode=off")
+	_, err = run(&r.HandRestore, "restore", "--set="+r.HandLabel, "--pg1-path="+data, "--type=immediate", "--target-action=promote", "--archive-mode=off")
 	return err
+}
+
+// dataDirOwner is the credential pgBackRest runs as by hand: the data
+// directory's owner (nil when we are not root: we are that user).
+func dataDirOwner(pg *pglocal.Cluster) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	st, err := os.Stat(pg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	return &syscall.Credential{Uid: sys.Uid, Gid: sys.Gid}, nil
+}
+
+// handRun runs one pgbackrest command by hand with region's agent
+// configuration, as the data directory's owner at nice 10, and stores
+// how long it took in d.
+func handRun(ctx context.Context, f *DataPlaneFed, region string, d *time.Duration, args ...string) ([]byte, error) {
+	cred, err := dataDirOwner(f.PG[region])
+	if err != nil {
+		return nil, err
+	}
+	pgbr, err := recovery.FindPgBackRest("")
+	if err != nil {
+		return nil, err
+	}
+	full := append([]string{"-n", "10", pgbr, "--config=" + filepath.Join(f.BackupDir[region], "pgbackrest.conf"), "--stanza=" + region}, args...)
+	cmd := exec.CommandContext(ctx, "nice", full...)
+	cmd.Dir = f.BackupDir[region]
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=" + f.BackupDir[region], "PGPASSWORD=" + f.PG[region].Password}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	t0 := time.Now()
+	err = cmd.Run()
+	*d = time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("pgbackrest %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()+out.String()))
+	}
+	return out.Bytes(), nil
 }

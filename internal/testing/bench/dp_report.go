@@ -27,11 +27,12 @@ type DataPlaneReport struct {
 	Setup         string
 	Switchover    *SwitchoverResult
 	SwitchoverErr error
+	Failover      *TenantFailoverResult
+	FailoverErr   error
 	Backup        *BackupResult
 	BackupErr     error
-	// Pending names the measurements not taken and why (features not in
-	// this build).
-	Pending []string
+	Rebuild       *RebuildResult
+	RebuildErr    error
 }
 
 // minMedMax are the minimum, median and maximum of ds.
@@ -74,14 +75,14 @@ func (r *DataPlaneReport) Markdown() string {
 	if r.Switchover != nil || r.SwitchoverErr != nil {
 		r.switchoverMarkdown(&b)
 	}
+	if r.Failover != nil || r.FailoverErr != nil {
+		r.failoverMarkdown(&b)
+	}
 	if r.Backup != nil || r.BackupErr != nil {
 		r.backupMarkdown(&b)
 	}
-	if len(r.Pending) > 0 {
-		p("\n## Not measured in this build\n\n")
-		for _, s := range r.Pending {
-			p("- %s\n", s)
-		}
+	if r.Rebuild != nil || r.RebuildErr != nil {
+		r.rebuildMarkdown(&b)
 	}
 	if r.Machine.Cores <= 4 {
 		p("\nThis machine has %d cores shared by three servers, three PostgreSQL servers, three agents, the edge, the writer and pgBackRest "+
@@ -133,9 +134,9 @@ func (r *DataPlaneReport) backupMarkdown(b *strings.Builder) {
 	if res != nil && len(res.Rounds) > 0 {
 		p("Each round: a full backup asked through the API (`POST /v1/regions/%s/backups`), timed from the request to the verified backup "+
 			"in the catalog (leader clock: placement, stanza-create, backup, info, verify, record); a restore drill of it (`POST /v1/regions/%s/drills`; "+
-			"its `restore_ms` is the agent's `pgbackrest restore`); and by hand (first in even rounds, second in odd ones), with the agent's own `pgbackrest.conf`, as the data directory's owner at "+
+			"its `restore_ms` is the agent's `pgbackrest restore`); and by hand (first in odd rounds, second in even ones), with the agent's own `pgbackrest.conf`, as the data directory's owner at "+
 			"the agents' CPU priority (nice 10): `stanza-create`, `backup --type=full`, `info`, `verify`, and `restore` of that backup into a scratch directory. "+
-			"Retention keeps one full backup, so each verify sees the same repository size. lz4, one process (the agent's settings).\n\n", res.Region, res.Region)
+			"Retention keeps one full backup, so each verify sees the same repository size; a first, untimed atomfed backup sets up archiving and the stanza before the rounds. lz4, one process (the agent's settings).\n\n", res.Region, res.Region)
 		p("| round | atomfed backup (request → recorded) | of which placement / agent / recording | by hand (stanza-create + backup + info + verify) | of which backup | overhead | atomfed restore (drill) | by hand restore | overhead | whole drill | stored size |\n")
 		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		var ab, hb, hbk, ar, hr []time.Duration
@@ -169,5 +170,58 @@ func (r *DataPlaneReport) backupMarkdown(b *strings.Builder) {
 	}
 	if r.BackupErr != nil {
 		p("\n**Backup run failed:** `%s`\n", oneLine(r.BackupErr.Error()))
+	}
+}
+
+func (r *DataPlaneReport) failoverMarkdown(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("\n## Unplanned failover with the automatic policy (home killed)\n\n")
+	if f := r.Failover; f != nil && len(f.Rounds) > 0 {
+		p("Each round registers a fresh tenant at home in us-east, mirrored to eu-west, with the automatic failover policy (RPO budget 60 s; eu-west passed a restore drill before the rounds), "+
+			"writes it through the edge one write at a time (%s apart), then kills us-east's PostgreSQL and agent with SIGKILL. The servers run with their default detection settings "+
+			"(Serf's failure detection, then `--failover-detect` 2 s). Time: from the kill to the first write acknowledged at the new home through the edge. "+
+			"us-east is restarted after each round; a fresh tenant per round, so the old home's return is not part of the time.\n\n", f.Interval)
+		p("| round | tenant | kill → failover started | kill → committed | kill → first write at the new home | writes acknowledged there / missing |\n|---:|---|---:|---:|---:|---:|\n")
+		var ds []time.Duration
+		for i, x := range f.Rounds {
+			ds = append(ds, x.KillToWrite)
+			p("| %d | %s | %s | %s | %s | %d / %d |\n", i+1, x.Tenant, fmtDur(x.KillToStart), fmtDur(x.KillToCommit), fmtDur(x.KillToWrite), x.Acked, x.Missing)
+		}
+		lo, med, hi := minMedMax(ds)
+		verdict := "met"
+		if med >= TenantFailoverGoal {
+			verdict = "NOT met"
+		}
+		p("\nKill → first write at the new home: median **%s** (min %s, max %s) over %d rounds; goal < %s: %s.\n", fmtDur(med), fmtDur(lo), fmtDur(hi), len(ds), TenantFailoverGoal, verdict)
+		p("Anchors (quoted, not measured here): %s.\n", switchoverAnchorTxt)
+	}
+	if r.FailoverErr != nil {
+		p("\n**Failover run failed:** `%s`\n", oneLine(r.FailoverErr.Error()))
+	}
+}
+
+func (r *DataPlaneReport) rebuildMarkdown(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("\n## Region rebuild (`atomfed dr rebuild`)\n\n")
+	if x := r.Rebuild; x != nil && x.Total > 0 {
+		p("%s's PostgreSQL is killed and its data directory removed; then `POST /v1/regions/%s/rebuild` (what `atomfed dr rebuild` sends) restores the newest verified backup (%s, %d MiB) "+
+			"onto the data directory its agent manages (`--pg-data`) to the end of the archived WAL and starts it.\n\n", x.Region, x.Region, x.Label, x.Size>>20)
+		p("| request → rebuilt (recorded) | of which pgbackrest restore | start, recovery, promotion | wipe → first query answered |\n|---:|---:|---:|---:|\n")
+		p("| %s | %s | %s | %s |\n", fmtDur(x.Total), fmtDur(x.Restore), fmtDur(x.Recovery), fmtDur(x.WipeToQuery))
+		if bk := r.Backup; bk != nil && len(bk.Rounds) > 0 {
+			var hr []time.Duration
+			for _, y := range bk.Rounds {
+				hr = append(hr, y.HandRestore)
+			}
+			_, med, _ := minMedMax(hr)
+			verdict := "met"
+			if x.Total > med+RebuildSlack {
+				verdict = "NOT met"
+			}
+			p("\nRebuild **%s** against the median restore by hand of the same database, %s: goal ≤ restore + %s = %s: %s.\n", fmtDur(x.Total), fmtDur(med), RebuildSlack, fmtDur(med+RebuildSlack), verdict)
+		}
+	}
+	if r.RebuildErr != nil {
+		p("\n**Rebuild run failed:** `%s`\n", oneLine(r.RebuildErr.Error()))
 	}
 }

@@ -38,9 +38,9 @@ type AckedRow struct {
 	At     time.Time
 }
 
-// StartWriter starts a writer through the edge (every interval; tag
-// makes its emails unique).
-func (f *DataPlaneFed) StartWriter(ctx context.Context, tag string, interval time.Duration) *EdgeWriter {
+// StartWriter starts a writer of tenant's rows through the edge (every
+// interval; tag makes its emails unique).
+func (f *DataPlaneFed) StartWriter(ctx context.Context, tenant, tag string, interval time.Duration) *EdgeWriter {
 	w := &EdgeWriter{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -55,7 +55,7 @@ func (f *DataPlaneFed) StartWriter(ctx context.Context, tag string, interval tim
 			}
 			body, _ := json.Marshal(map[string]string{"email": fmt.Sprintf("%s%d@acme.example", tag, i)})
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.EdgeURL+"/orders", bytes.NewReader(body))
-			req.Header.Set("X-Atomfed-Tenant", DataPlaneTenant)
+			req.Header.Set("X-Atomfed-Tenant", tenant)
 			resp, err := hc.Do(req)
 			w.mu.Lock()
 			if err != nil {
@@ -140,7 +140,7 @@ type SwitchoverResult struct {
 // first write acknowledged at the new home.
 func MeasureSwitchover(ctx context.Context, f *DataPlaneFed, rounds int, interval time.Duration) (*SwitchoverResult, error) {
 	res := &SwitchoverResult{Interval: interval}
-	w := f.StartWriter(ctx, "sw", interval)
+	w := f.StartWriter(ctx, DataPlaneTenant, "sw", interval)
 	stopped := false
 	defer func() {
 		if !stopped {
