@@ -462,7 +462,7 @@ func startFailover(s *State, e *Entry, p FailoverPlan, mode string, forced bool,
 	w := &Switchover{
 		ID: e.Index, Tenant: t.ID, Kind: FailoverKind, From: t.HomeRegion, To: p.To, Others: others, FormerHomes: former,
 		TenantCreated: t.CreateIndex, FromEpoch: t.Epoch, NewEpoch: t.Epoch + 1, Phase: PhasePromoting,
-		PII:         lastReportedPII(s, t),
+		PII:         lastReportedPII(s, t, p.To),
 		Steps:       []SwitchoverStep{{Phase: PhasePromoting, At: at, Index: e.Index, Detail: detail}},
 		RequestedBy: by, TimeoutMS: DefaultSwitchoverTimeoutMS, StartedAt: at, UpdatedAt: at, ModifyIndex: e.Index,
 		Mode: mode, Forced: forced, Risk: &risk,
@@ -477,16 +477,22 @@ func startFailover(s *State, e *Entry, p FailoverPlan, mode string, forced bool,
 	return w
 }
 
-// lastReportedPII are the PII column types the tenant's home publisher
-// last reported (PublisherResult.PII): the promotion adds the PII columns
-// a mirror lacks with them, since the lost home cannot be read.
-func lastReportedPII(s *State, t *Tenant) []PIIColumnType {
-	task := s.Tasks[TenantPublisherTaskID(t.ID, t.HomeRegion)]
-	var res PublisherResult
-	if task == nil || len(task.Result) == 0 || json.Unmarshal(task.Result, &res) != nil {
-		return nil
+// lastReportedPII are the PII column types of the tenant's home as last
+// reported: by the target mirror, which reads them at the home with its
+// lag (SubscriberResult.SourcePII; its report outlives the home's agent),
+// else by the home's publisher (PublisherResult.PII; cleared once the
+// task moves off a failed agent). The promotion adds the PII columns the
+// mirror lacks with them, since the lost home cannot be read.
+func lastReportedPII(s *State, t *Tenant, to string) []PIIColumnType {
+	var sub SubscriberResult
+	if task := s.Tasks[TenantSubscriberTaskID(t.ID, to)]; task != nil && len(task.Result) > 0 && json.Unmarshal(task.Result, &sub) == nil && len(sub.SourcePII) > 0 {
+		return sub.SourcePII
 	}
-	return res.PII
+	var pub PublisherResult
+	if task := s.Tasks[TenantPublisherTaskID(t.ID, t.HomeRegion)]; task != nil && len(task.Result) > 0 && json.Unmarshal(task.Result, &pub) == nil {
+		return pub.PII
+	}
+	return nil
 }
 
 // recordFailover adds an ended failover to the bounded history.

@@ -319,7 +319,11 @@ type SubscriberResult struct {
 	// transaction of the tenant applied here. A failover records it as
 	// the start of the data at risk.
 	AppliedLSN string `json:"applied_lsn,omitempty"`
-	At         int64  `json:"at"`
+	// SourcePII are the types of the tenant's PII columns at the source
+	// (the home), as the mirror last read them there: a failover, which
+	// cannot read the lost home, promotes the mirror with them.
+	SourcePII []PIIColumnType `json:"source_pii,omitempty"`
+	At        int64           `json:"at"`
 }
 
 // SyncStandbyResult is what a sync-standby task reports.

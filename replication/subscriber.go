@@ -74,6 +74,8 @@ type subscriber struct {
 	started     time.Time
 	driftSince  map[string]int64 // table -> when its current drift was first seen
 	lagBytes    int64
+	// sourcePII: the home's PII column types, as last read there.
+	sourcePII   []fsm.PIIColumnType
 	rlsSeen     map[string]bool  // tables whose probe found row-level security in place
 	rlsRepaired map[string]int64 // table -> when rls last restored it
 }

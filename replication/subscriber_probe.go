@@ -89,6 +89,17 @@ func (s *subscriber) probe(ctx context.Context, conn, src *pgx.Conn, res *fsm.Su
 		res.AppliedLSN = *applied
 	}
 	s.lag(ctx, src, res, running, now)
+	// The home's PII column types, kept from the last look that could
+	// read them (a failover needs them once the home is gone).
+	if src != nil && s.spec.Kind == fsm.KindTenant {
+		if pii, err := HomePIIColumns(ctx, src, s.spec.Tables); err == nil {
+			s.sourcePII = nil
+			for _, c := range pii {
+				s.sourcePII = append(s.sourcePII, fsm.PIIColumnType(c))
+			}
+		}
+	}
+	res.SourcePII = s.sourcePII
 	return issues
 }
 

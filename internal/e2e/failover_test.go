@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -138,6 +139,11 @@ func TestUnplannedFailover(t *testing.T) {
 		return nil
 	})
 	t.Logf("federation up after %s", time.Since(start).Round(time.Millisecond))
+
+	// P7's failover part blocks while no failover ran.
+	if in, what := p7FailoverTests(t, cx, api); in || !strings.Contains(what, "no failover ran") {
+		t.Fatalf("P7 failover tests before any failover: %v %q", in, what)
+	}
 
 	t.Run("bad requests change nothing", func(t *testing.T) {
 		head := settled(t, c)
@@ -375,6 +381,15 @@ func TestUnplannedFailover(t *testing.T) {
 			return nil
 		})
 		t.Logf("acme failed over %s after the second approval; risk %s; applied %s", time.Since(voted).Round(time.Millisecond), st.Risk, st.AppliedLSN)
+		// The PII column came back at the new home, typed from what the
+		// lost home's publisher last reported.
+		if len(st.PII) != 1 || st.PII[0].Column != "email" || st.PII[0].Type != "text" {
+			t.Fatalf("PII types recorded for the promotion: %+v", st.PII)
+		}
+		var hasEmail bool
+		if err := db["eu-west"].QueryRow(cx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'email')`).Scan(&hasEmail); err != nil || !hasEmail {
+			t.Fatalf("the new home's orders has no email column: %v", err)
+		}
 		// The rows lost.
 		final, ok := fsm.ParseLSN(st.AppliedLSN)
 		if !ok || st.Risk == nil {
@@ -441,7 +456,12 @@ func TestUnplannedFailover(t *testing.T) {
 		if !found {
 			t.Fatalf("history lacks acme's failover: %+v", h.Failovers)
 		}
-		// The old home's subscriber waits for it with former_home + resync.
+		// P7's failover part passes from it, naming what ran.
+		if in, what := p7FailoverTests(t, cx, api); !in || !strings.Contains(what, "RTO") || !strings.Contains(what, "-> eu-west") {
+			t.Fatalf("P7 failover tests after the failovers: %v %q", in, what)
+		}
+		// The old home is acme's mirror now (its subscriber waits for it
+		// with former_home + resync).
 		v, _, err := api.TenantReplication(cx, "acme", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -487,4 +507,30 @@ func tenantsEverywhere(t *testing.T, c *procs.Cluster) string {
 		return nil
 	})
 	return out
+}
+
+// p7FailoverTests reads P7's failover tests capability.
+func p7FailoverTests(t *testing.T, cx context.Context, api *client.Client) (bool, string) {
+	t.Helper()
+	ps, err := api.PolicyStatus(cx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps.Policies {
+		if p.ID == "P7" {
+			var ev struct {
+				Tests struct {
+					InPlace bool   `json:"in_place"`
+					What    string `json:"what"`
+				} `json:"failover_tests"`
+			}
+			b, _ := json.Marshal(p.Evidence)
+			if err := json.Unmarshal(b, &ev); err != nil {
+				t.Fatal(err)
+			}
+			return ev.Tests.InPlace, ev.Tests.What
+		}
+	}
+	t.Fatal("no P7 in the policy status")
+	return false, ""
 }
