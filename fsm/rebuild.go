@@ -97,10 +97,13 @@ const (
 type RebuildProgress struct {
 	Rebuild string `json:"rebuild"`
 	Phase   string `json:"phase"`
-	// Bytes restored of BytesTotal, Files restored (pgBackRest's log).
+	// Bytes restored of BytesTotal, Files of FilesTotal (pgBackRest's
+	// log; FilesTotal from the backup's manifest when the agent can read
+	// it: a filesystem repository without encryption).
 	Bytes      int64   `json:"bytes,omitempty"`
 	BytesTotal int64   `json:"bytes_total,omitempty"`
 	Files      int64   `json:"files,omitempty"`
+	FilesTotal int64   `json:"files_total,omitempty"`
 	Percent    float64 `json:"percent,omitempty"`
 	ETASeconds int64   `json:"eta_seconds,omitempty"`
 	StartedAt  int64   `json:"started_at"` // agent clock, unix ns

@@ -180,6 +180,7 @@ func (r *RebuildExecutor) rebuild(ctx context.Context, spec fsm.RebuildSpec, p *
 	}
 
 	p.Phase = fsm.RebuildPhaseRestoring
+	p.FilesTotal = manifestFiles(e, spec.Label)
 	send(fsm.TaskRunning)
 	if err := os.WriteFile(r.markerPath(spec.Stanza), []byte(r.m.DataDir+"\n"), 0o600); err != nil {
 		return err
@@ -346,7 +347,35 @@ func pgTime(ns int64) string {
 
 // restoreLine matches pgBackRest's detail line of a restored file:
 // "restore file /path (8KB, 12.34%) checksum ...".
-var restoreLine = regexp.MustCompile(`restore(?: file)? (\S+) \(([^,)]*),? ?([0-9.]+)%\)`)
+var restoreLine = regexp.MustCompile(`restore file (\S+) \(([^,)]*), ([0-9.]+)%\)`)
+
+// manifestFiles counts the files of a backup in its manifest (the
+// [target:file] section), when the agent can read it: a filesystem
+// repository without encryption; 0 otherwise.
+func manifestFiles(e *Engine, label string) int64 {
+	if e.Repo.Kind != fsm.RepoPosix || e.Repo.CipherPass != "" {
+		return 0
+	}
+	f, err := os.Open(filepath.Join(e.Repo.Path, "backup", e.Stanza, label, "backup.manifest"))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n int64
+	in := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "["):
+			in = line == "[target:file]"
+		case in && strings.TrimSpace(line) != "":
+			n++
+		}
+	}
+	return n
+}
 
 // restore runs pgbackrest restore and reports its progress from the
 // files it logs.

@@ -210,7 +210,8 @@ func TestRebuildToTheEndOfTheArchive(t *testing.T) {
 	// The rerun empties the partial restore and succeeds.
 	status, all = r.rebuild(ctx, t, "us-east-r4", 0, false)
 	res := finalResult(t, all)
-	if status != fsm.TaskSucceeded || res.Phase != fsm.RebuildPhaseDone || res.Error != "" || res.Timeline < 2 || res.Files == 0 || res.Bytes != r.size {
+	if status != fsm.TaskSucceeded || res.Phase != fsm.RebuildPhaseDone || res.Error != "" || res.Timeline < 2 || res.Files == 0 || res.Bytes != r.size ||
+		all[len(all)-1].FilesTotal != res.Files {
 		t.Fatalf("rebuild: %s %+v", status, res)
 	}
 	phases := map[string]bool{}

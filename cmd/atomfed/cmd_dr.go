@@ -138,7 +138,11 @@ func progressLine(st *wire.RebuildStatus) string {
 	}
 	line := st.Phase + " on " + st.Agent
 	if p := st.Progress; p != nil && p.Phase == fsm.RebuildPhaseRestoring && p.Files > 0 {
-		line += fmt.Sprintf(": %.1f%%, %s of %s, %d files", p.Percent, bytesText(p.Bytes), bytesText(p.BytesTotal), p.Files)
+		line += fmt.Sprintf(": %.1f%%, %s of %s, %d", p.Percent, bytesText(p.Bytes), bytesText(p.BytesTotal), p.Files)
+		if p.FilesTotal > 0 {
+			line += fmt.Sprintf(" of %d", p.FilesTotal)
+		}
+		line += " files"
 		if p.ETASeconds > 0 {
 			line += fmt.Sprintf(", ETA %s", time.Duration(p.ETASeconds)*time.Second)
 		}
