@@ -57,6 +57,9 @@ func TestLeaderRechecksForwardedCallers(t *testing.T) {
 		{"an operator forwards a rebuild record (leader only)", as(testcluster.Token), fsm.RebuildRecordType, fsm.RebuildRecord{Rebuild: "home-r1", Region: "home", Generation: 1, Agent: "home-a1", At: time.Now().UnixNano()}, "leader_only"},
 		{"an agent asks for a rebuild", as(agentTok), fsm.RebuildRequestType, fsm.RebuildRequest{Region: "home", At: time.Now().UnixNano()}, "forbidden_role"},
 		{"an operator asks for a rebuild in another's name", as(testcluster.Token), fsm.RebuildRequestType, fsm.RebuildRequest{Region: "home", RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "requested_by"},
+		{"an operator forwards a divergence count (leader only)", as(testcluster.Token), fsm.DivergenceRecordType, fsm.DivergenceRecord{Tenant: "t1", Region: "home", Tables: map[string]int64{"public.orders": 1}, At: time.Now().UnixNano()}, "leader_only"},
+		{"a divergence resolve in another's name", as(testcluster.Token), fsm.DivergenceRecordType, fsm.DivergenceRecord{Tenant: "t1", Region: "home", Resolve: true, RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "requested_by"},
+		{"a reader resolves a divergence", as(reader.Secret), fsm.DivergenceRecordType, fsm.DivergenceRecord{Tenant: "t1", Region: "home", Resolve: true, RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "forbidden_role"},
 		{"an approval in another requester's name", as(testcluster.Token), fsm.ApprovalCreateType, fsm.ApprovalCreate{ID: "appr-0000000000000001", Action: fsm.ActionRegisterProductionRegion, RequestedBy: reader.Accessor, At: time.Now().UnixNano()}, "requested_by"},
 	} {
 		_, err := f.Server.ForwardApply(tc.ctx, tc.t, tc.cmd, time.Now().UnixNano())

@@ -22,11 +22,12 @@ type switchoverCollector struct{ f *fsm.FSM }
 func (c *switchoverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSwitchoverPhase
 	ch <- descSwitchoverSeconds
+	ch <- descDivergentRows
 }
 
 func (c *switchoverCollector) Collect(ch chan<- prometheus.Metric) {
 	var metrics []prometheus.Metric
-	c.f.Read(func(s *fsm.State) { metrics = switchoverMetrics(s) })
+	c.f.Read(func(s *fsm.State) { metrics = append(switchoverMetrics(s), divergenceMetrics(s)...) })
 	for _, m := range metrics {
 		ch <- m
 	}

@@ -33,6 +33,7 @@ var commandProtocol = map[fsm.MessageType]int{
 
 	fsm.SwitchoverStartType:   4,
 	fsm.SwitchoverAdvanceType: 4,
+	fsm.DivergenceRecordType:  4,
 	fsm.SwitchoverAbortType:   4,
 	fsm.FailoverStartType:     4,
 	fsm.FailoverAutoType:      4,

@@ -144,6 +144,7 @@ func New(cfg *Config, routines ...LeaderRoutine) (*Server, error) {
 		leaderRoutine{name: "scheduler", fn: s.schedulerRoutine},
 		leaderRoutine{name: "sync-audit", fn: s.syncAuditRoutine},
 		leaderRoutine{name: "switchover", fn: s.switchoverRoutine},
+		leaderRoutine{name: "divergence", fn: s.divergenceRoutine},
 		leaderRoutine{name: "failover", fn: s.failoverRoutine},
 		leaderRoutine{name: "server-keys", fn: s.serverKeysRoutine},
 		leaderRoutine{name: "approval-expiry", fn: s.approvalExpiryRoutine},

@@ -87,6 +87,8 @@ const (
 	SwitchoverStartType   MessageType = 60
 	SwitchoverAdvanceType MessageType = 61
 	SwitchoverAbortType   MessageType = 62
+	// 67: divergence of an old home back after a failover (divergence_apply.go).
+	DivergenceRecordType MessageType = 67
 	// 63-66: unplanned failover (failover_apply.go): 63 an operator's
 	// (approved) failover of one tenant or of a region's tenants, 64 the
 	// leader's automatic one.
@@ -161,6 +163,7 @@ var typeNames = map[MessageType]string{
 	SwitchoverStartType:   "switchover_start",
 	SwitchoverAdvanceType: "switchover_advance",
 	SwitchoverAbortType:   "switchover_abort",
+	DivergenceRecordType:  "divergence_record",
 	FailoverStartType:     "failover_start",
 	FailoverAutoType:      "failover_auto",
 	BackupPolicySetType:   "backup_policy_set",
@@ -222,6 +225,7 @@ func init() {
 	registerCommand[SwitchoverStart](SwitchoverStartType, applySwitchoverStart)
 	registerCommand[SwitchoverAdvance](SwitchoverAdvanceType, applySwitchoverAdvance)
 	registerCommand[SwitchoverAbort](SwitchoverAbortType, applySwitchoverAbort)
+	registerCommand[DivergenceRecord](DivergenceRecordType, applyDivergenceRecord)
 	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
 	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
@@ -324,6 +328,8 @@ func ResultValue(t MessageType) any {
 		return &Deleted{}
 	case SwitchoverStartType, SwitchoverAdvanceType, SwitchoverAbortType:
 		return &Switchover{}
+	case DivergenceRecordType:
+		return &Divergence{}
 	case FailoverStartType, FailoverAutoType:
 		return &FailoverStarted{}
 	case BackupPolicySetType:

@@ -252,6 +252,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	})
 	agentRoundTrips(t, check)
 	switchoverRoundTrips(t, h, check)
+	divergenceRoundTrips(t, h, check)
 	backupRoundTrips(t, check)
 	trustRoundTrips(t, h, check)
 	failoverRoundTrips(t, h, check) // after trust: its policy gates nothing

@@ -66,6 +66,8 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"fencing","to":"catching_up","fenced_lsn":"0/16B3748","pii":[{"table":"public.orders","column":"email","type":"text","typmod":-1}]}`))
 	f.Add(uint8(SwitchoverAdvanceType), codecJSON, []byte(`{"tenant":"acme","id":9,"from":"promoting","to":"committed","slots":{"us-east":"0/2"}}`))
 	f.Add(uint8(SwitchoverAbortType), codecJSON, []byte(`{"tenant":"acme","reason":"x"}`))
+	f.Add(uint8(DivergenceRecordType), codecJSON, []byte(`{"tenant":"acme","tenant_created":3,"region":"us-east","epoch":2,"tables":{"public.orders":3},"missing_at_new_home":1,"at":1}`))
+	f.Add(uint8(DivergenceRecordType), codecJSON, []byte(`{"tenant":"acme","region":"us-east","resolve":true,"note":"done","requested_by":"op","at":2}`))
 	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[{"tenant":"acme","to":"eu-west"}],"force":true,"max_lag_ms":100}`))
 	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[{"tenant":"acme"},{"tenant":"acme"}],"region":"us-east"}`))
 	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[],"max_lag_ms":-1}`))
@@ -149,6 +151,7 @@ func seedCommands() []struct {
 		{SwitchoverStartType, SwitchoverStart{Tenant: "acme", To: "eu-west", At: 6}},
 		{SwitchoverAdvanceType, SwitchoverAdvance{Tenant: "acme", ID: 7, From: PhaseFencing, To: PhaseCatchingUp, FencedLSN: "0/1", At: 7}},
 		{SwitchoverAbortType, SwitchoverAbort{Tenant: "acme", At: 8}},
+		{DivergenceRecordType, DivergenceRecord{Tenant: "acme", Region: "us-east", Tables: map[string]int64{"public.orders": 2}, At: 9}},
 		{FailoverStartType, FailoverStart{Targets: []FailoverTarget{{Tenant: "acme", To: "eu-west"}}, Force: true, At: 9}},
 		{FailoverAutoType, FailoverAutoStart{Tenant: "acme", To: "eu-west", DownForMS: 3000, At: 9}},
 	}

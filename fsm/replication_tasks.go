@@ -324,7 +324,40 @@ type SubscriberResult struct {
 	// cannot read the lost home, promotes the mirror with them.
 	SourcePII []PIIColumnType `json:"source_pii,omitempty"`
 	At        int64           `json:"at"`
+	// Resync is the progress of an old home that comes back after a
+	// failover (spec Resync): nil for every other subscriber.
+	Resync *ResyncStatus `json:"resync,omitempty"`
 }
+
+// ResyncStatus is what the subscriber of an old home that comes back
+// after a failover reports (replication/resync.go): the phase it is in,
+// and once it reconciled, how many of its rows it put in quarantine and
+// how many it reconciled with the new home.
+type ResyncStatus struct {
+	Phase string `json:"phase"`
+	// Epoch is the placement the old home comes back into (the spec's).
+	Epoch uint64 `json:"epoch"`
+	// Divergent counts the rows put in quarantine, per table (only
+	// tables with some); DivergentTotal is their sum, Missing the part of
+	// it whose key the new home does not have.
+	Divergent      map[string]int64 `json:"divergent,omitempty"`
+	DivergentTotal int64            `json:"divergent_total"`
+	Missing        int64            `json:"missing_at_new_home"`
+	// Reconciled counts the rows inserted, updated or deleted here to
+	// make the tenant's rows equal the new home's.
+	Reconciled   int64  `json:"reconciled"`
+	SlotLSN      string `json:"slot_lsn,omitempty"`
+	ReconciledAt int64  `json:"reconciled_at,omitempty"`
+}
+
+// Phases of ResyncStatus, in order.
+const (
+	ResyncFencing     = "fencing"
+	ResyncQuarantine  = "quarantining"
+	ResyncReconciling = "reconciling"
+	ResyncSubscribing = "subscribing"
+	ResyncStreaming   = "streaming"
+)
 
 // SyncStandbyResult is what a sync-standby task reports.
 type SyncStandbyResult struct {

@@ -42,6 +42,7 @@ type snapshotDoc struct {
 	SyncStates   []*TenantSyncState `json:"sync_states,omitempty"`
 	GlobalTables []*GlobalTable     `json:"global_tables,omitempty"`
 	Switchovers  []*Switchover      `json:"switchovers,omitempty"`
+	Divergences  []*Divergence      `json:"divergences,omitempty"`
 	// FailoverHistory: State.FailoverHistory.
 	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
 
@@ -100,6 +101,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		GlobalTables:    s.SortedGlobalTables(),
 		Switchovers:     s.SortedSwitchovers(),
 		FailoverHistory: s.FailoverHistory,
+		Divergences:     s.SortedDivergences(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
 		BackupRuns:     s.SortedBackupRuns(),
@@ -211,6 +213,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {
+		return s, err
+	}
+	if err := readDivergenceSnapshot(&doc, s); err != nil {
 		return s, err
 	}
 	return s, readBackupSnapshot(&doc, s)

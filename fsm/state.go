@@ -35,6 +35,9 @@ type State struct {
 	GlobalTables map[string]*GlobalTable
 	// Switchovers holds each tenant's running or last switchover.
 	Switchovers map[string]*Switchover
+	// Divergences holds the old homes' quarantined row counts, by
+	// tenant/region (divergence.go).
+	Divergences map[string]*Divergence
 	// FailoverHistory are the last finished failovers, oldest first (at
 	// most MaxFailoverHistory; failover_apply.go).
 	FailoverHistory []*FailoverRecord
@@ -107,6 +110,7 @@ func newState() *State {
 		SyncStates:   map[string]*TenantSyncState{},
 		GlobalTables: map[string]*GlobalTable{},
 		Switchovers:  map[string]*Switchover{},
+		Divergences:  map[string]*Divergence{},
 		Members:      map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
@@ -203,6 +207,7 @@ func (s *State) clone() *State {
 		SyncStates:   make(map[string]*TenantSyncState, len(s.SyncStates)),
 		GlobalTables: make(map[string]*GlobalTable, len(s.GlobalTables)),
 		Switchovers:  make(map[string]*Switchover, len(s.Switchovers)),
+		Divergences:  make(map[string]*Divergence, len(s.Divergences)),
 		// Never changed in place: every change is a new slice.
 		FailoverHistory: s.FailoverHistory,
 		Members:         make(map[string]*Member, len(s.Members)),
@@ -250,6 +255,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.Switchovers {
 		c.Switchovers[k] = v
+	}
+	for k, v := range s.Divergences {
+		c.Divergences[k] = v
 	}
 	for k, v := range s.Members {
 		c.Members[k] = v

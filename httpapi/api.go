@@ -214,6 +214,8 @@ func (a *API) routes() *mux.Router {
 	v1.HandleFunc("/tenants/{id}/switchover", a.auth(anyRole, a.getSwitchover)).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants/{id}/switchover", a.auth(operators, a.startSwitchover)).Methods(http.MethodPost)
 	v1.HandleFunc("/tenants/{id}/switchover", a.auth(operators, a.abortSwitchover)).Methods(http.MethodDelete)
+	v1.HandleFunc("/tenants/{id}/divergence", a.auth(anyRole, a.getDivergence)).Methods(http.MethodGet)
+	v1.HandleFunc("/tenants/{id}/divergence/{region}", a.auth(operators, a.resolveDivergence)).Methods(http.MethodDelete)
 	v1.HandleFunc("/tenants/{id}/failover", a.auth(anyRole, a.getFailover)).Methods(http.MethodGet)
 	v1.HandleFunc("/tenants/{id}/failover", a.auth(operators, a.startFailover)).Methods(http.MethodPost)
 	v1.HandleFunc("/regions/{name}/failover", a.auth(operators, a.startRegionFailover)).Methods(http.MethodPost)

@@ -45,6 +45,7 @@ var forwardedRoles = map[fsm.MessageType][]string{
 	fsm.SnapshotRestoreType:   operators, // only ever inside an approval
 	fsm.SwitchoverStartType:   operators,
 	fsm.SwitchoverAbortType:   operators,
+	fsm.DivergenceRecordType:  operators, // only a resolve; the leader records counts itself
 	fsm.FailoverStartType:     operators,
 	fsm.BackupPolicySetType:   operators,
 	fsm.BackupRequestType:     operators,
@@ -141,6 +142,13 @@ func (a *API) authorizeCommand(id identity, t fsm.MessageType, cmd any, depth in
 		}
 	case *fsm.SwitchoverAbort:
 		if c.RequestedBy != id.Accessor {
+			err = requestedBy(c.RequestedBy)
+		}
+	case *fsm.DivergenceRecord:
+		switch {
+		case !c.Resolve:
+			err = forbidden("leader_only", "divergence counts are recorded by the leader from the old home's report, never forwarded; an operator may only mark them reconciled")
+		case c.RequestedBy != id.Accessor:
 			err = requestedBy(c.RequestedBy)
 		}
 	case *fsm.FailoverStart:

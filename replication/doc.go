@@ -44,6 +44,11 @@
 // hand-off mode makes every other mirror follow the new home without a
 // copy; a hand-off record in each database keeps a subscriber of the
 // ended placement from undoing a promotion or detach (handoff_guard.go).
+// After an unplanned failover the old home's tenant-subscriber with the
+// spec's resync (resync.go) fences the tenant there first, then, at one
+// consistent point of the new home (a slot made with an exported
+// snapshot), quarantines its divergent rows and makes its rows equal the
+// new home's in one transaction, and subscribes from that slot.
 //
 // A task whose object is gone is kept with ensure "absent" until its
 // executor has torn everything down, so deleting a tenant or removing a

@@ -91,48 +91,11 @@ func QuarantineDivergence(ctx context.Context, conn, src *pgx.Conn, tenant strin
 }
 
 func quarantineTable(ctx context.Context, conn, src *pgx.Conn, tenant string, tt fsm.TenantTable, published map[string]publishedTable) (int64, error) {
-	ref := parseTable(tt.Name)
-	local, err := inspectTable(ctx, conn, ref)
-	if err != nil {
+	qp, err := planQuarantine(ctx, conn, tt, published)
+	if err != nil || qp == nil {
 		return 0, err
 	}
-	if !local.Exists || local.column("tenant_id") == nil {
-		return 0, nil // no row of the tenant here
-	}
-	pt, ok := published[ref.String()]
-	if !ok {
-		return 0, fmt.Errorf("the new home does not publish it")
-	}
-	// The columns compared: those published there that exist here and
-	// are not PII, named as this database names them.
-	var cols []string
-	for _, c := range local.Columns {
-		if slices.Contains(pt.Columns, c.Name) && !slices.Contains(tt.PIIColumns, c.Name) {
-			cols = append(cols, c.Name)
-		}
-	}
-	var key []string
-	for _, ix := range local.Indexes {
-		if ix.Primary {
-			key = ix.Columns
-		}
-	}
-	if len(key) == 0 {
-		return 0, fmt.Errorf("it has no primary key here, so its rows cannot be matched")
-	}
-	for _, k := range key {
-		if !slices.Contains(cols, k) {
-			return 0, fmt.Errorf("its key column %s is not published by the new home", k)
-		}
-	}
-	quoted := make([]string, len(cols))
-	for i, c := range cols {
-		quoted[i] = "f." + ident(c)
-	}
-	// pub is a row's compared columns as jsonb (its key, the part of it
-	// the primary key names); full, here only, the whole row.
-	from := " FROM " + ref.Quoted() + " f CROSS JOIN LATERAL (SELECT " + strings.Join(quoted, ", ") + ") p WHERE f.tenant_id = "
-	theirs, err := newHomeRows(ctx, src, "SELECT to_jsonb(p)::text"+from+"$1", tenant)
+	theirs, err := newHomeRows(ctx, src, qp.newHomeQuery(), tenant)
 	if err != nil {
 		return 0, fmt.Errorf("read the new home's rows: %w", err)
 	}
@@ -141,36 +104,124 @@ func quarantineTable(ctx context.Context, conn, src *pgx.Conn, tenant string, tt
 		return 0, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	stmts := append(append([]string{}, jsonSettings...), quarantineSchema...)
-	stmts = append(stmts, `CREATE TEMP TABLE af_new_home_rows (row jsonb NOT NULL, k jsonb) ON COMMIT DROP`)
-	for _, s := range stmts {
+	for _, s := range append(append([]string{}, jsonSettings...), quarantineSchema...) {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return 0, err
+		}
+	}
+	n, _, err := qp.quarantine(ctx, tx, tenant, theirs)
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Commit(ctx)
+}
+
+// quarantinePlan is how one of the tenant's tables is compared with the
+// new home's: its columns compared (published there, present here, not
+// PII), its primary key, and the FROM clause both sides read it with.
+type quarantinePlan struct {
+	ref  tableRef
+	cols []string
+	key  []string
+	from string // ... WHERE f.tenant_id = (the tenant's parameter follows)
+}
+
+// planQuarantine plans the comparison of one table, or returns nil when
+// the table holds no row of the tenant here.
+func planQuarantine(ctx context.Context, conn *pgx.Conn, tt fsm.TenantTable, published map[string]publishedTable) (*quarantinePlan, error) {
+	ref := parseTable(tt.Name)
+	local, err := inspectTable(ctx, conn, ref)
+	if err != nil {
+		return nil, err
+	}
+	if !local.Exists || local.column("tenant_id") == nil {
+		return nil, nil // no row of the tenant here
+	}
+	pt, ok := published[ref.String()]
+	if !ok {
+		return nil, fmt.Errorf("the new home does not publish it")
+	}
+	// The columns compared: those published there that exist here and
+	// are not PII, named as this database names them.
+	qp := &quarantinePlan{ref: ref}
+	for _, c := range local.Columns {
+		if slices.Contains(pt.Columns, c.Name) && !slices.Contains(tt.PIIColumns, c.Name) {
+			qp.cols = append(qp.cols, c.Name)
+		}
+	}
+	for _, ix := range local.Indexes {
+		if ix.Primary {
+			qp.key = ix.Columns
+		}
+	}
+	if len(qp.key) == 0 {
+		return nil, fmt.Errorf("it has no primary key here, so its rows cannot be matched")
+	}
+	for _, k := range qp.key {
+		if !slices.Contains(qp.cols, k) {
+			return nil, fmt.Errorf("its key column %s is not published by the new home", k)
+		}
+	}
+	quoted := make([]string, len(qp.cols))
+	for i, c := range qp.cols {
+		quoted[i] = "f." + ident(c)
+	}
+	// pub is a row's compared columns as jsonb (its key, the part of it
+	// the primary key names); full, here only, the whole row.
+	qp.from = " FROM " + ref.Quoted() + " f CROSS JOIN LATERAL (SELECT " + strings.Join(quoted, ", ") + ") p WHERE f.tenant_id = "
+	return qp, nil
+}
+
+// newHomeQuery reads the tenant's rows ($1) at the new home as jsonb texts
+// of their compared columns.
+func (qp *quarantinePlan) newHomeQuery() string { return "SELECT to_jsonb(p)::text" + qp.from + "$1" }
+
+const keyOf = "(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(%s) e WHERE e.key = ANY($1))"
+
+// quarantine loads the new home's rows (theirs) into the temporary table
+// af_new_home_rows of tx (row, and its key k) and copies each divergent
+// row of the tenant here into the quarantine table. tx has run
+// jsonSettings and quarantineSchema. It returns how many rows it
+// quarantined and how many of them the new home does not have at all.
+func (qp *quarantinePlan) quarantine(ctx context.Context, tx pgx.Tx, tenant string, theirs []string) (n, missing int64, err error) {
+	for _, s := range []string{`CREATE TEMP TABLE IF NOT EXISTS af_new_home_rows (row jsonb NOT NULL, k jsonb) ON COMMIT DROP`,
+		`TRUNCATE af_new_home_rows`, `DROP INDEX IF EXISTS pg_temp.af_new_home_rows_k`} {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return 0, 0, err
 		}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"af_new_home_rows"}, []string{"row"}, pgx.CopyFromSlice(len(theirs), func(i int) ([]any, error) {
 		return []any{theirs[i]}, nil
 	})); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	const keyOf = "(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(%s) e WHERE e.key = ANY($1))"
-	if _, err := tx.Exec(ctx, "UPDATE af_new_home_rows SET k = "+fmt.Sprintf(keyOf, "row"), key); err != nil {
-		return 0, err
+	if _, err := tx.Exec(ctx, "UPDATE af_new_home_rows SET k = "+fmt.Sprintf(keyOf, "row"), qp.key); err != nil {
+		return 0, 0, err
 	}
-	if _, err := tx.Exec(ctx, `CREATE INDEX ON af_new_home_rows (k)`); err != nil {
-		return 0, err
+	if _, err := tx.Exec(ctx, `CREATE INDEX af_new_home_rows_k ON af_new_home_rows (k)`); err != nil {
+		return 0, 0, err
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO atomfed_quarantine.divergent_rows AS q (tenant_id, table_name, row_key, home_row, new_home_row, reason)
+	rows, err := tx.Query(ctx, `INSERT INTO atomfed_quarantine.divergent_rows AS q (tenant_id, table_name, row_key, home_row, new_home_row, reason)
 		SELECT $2, $3, a.k, a.full, b.row, CASE WHEN b.row IS NULL THEN 'missing_at_new_home' ELSE 'differs_from_new_home' END
-		FROM (SELECT h.pub, h.full, `+fmt.Sprintf(keyOf, "h.pub")+` AS k FROM (SELECT to_jsonb(p) AS pub, to_jsonb(f) AS full`+from+`$2) h) a
+		FROM (SELECT h.pub, h.full, `+fmt.Sprintf(keyOf, "h.pub")+` AS k FROM (SELECT to_jsonb(p) AS pub, to_jsonb(f) AS full`+qp.from+`$2) h) a
 		LEFT JOIN af_new_home_rows b ON b.k = a.k
 		WHERE b.row IS DISTINCT FROM a.pub
 		ON CONFLICT (tenant_id, table_name, row_key) DO UPDATE SET home_row = EXCLUDED.home_row,
-			new_home_row = EXCLUDED.new_home_row, reason = EXCLUDED.reason`, key, tenant, ref.String())
+			new_home_row = EXCLUDED.new_home_row, reason = EXCLUDED.reason, found_at = EXCLUDED.found_at
+		RETURNING reason`, qp.key, tenant, qp.ref.String())
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return tag.RowsAffected(), tx.Commit(ctx)
+	reasons, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, r := range reasons {
+		if r == "missing_at_new_home" {
+			missing++
+		}
+	}
+	return int64(len(reasons)), missing, nil
 }
 
 // newHomeRows reads the tenant's rows at the new home as jsonb texts of

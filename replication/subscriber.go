@@ -41,9 +41,13 @@ func (e *subscriberExec) Run(ctx context.Context, t *fsm.Task, report func(struc
 	if spec.Kind != e.kind || spec.Subscription == "" || spec.Publication == "" {
 		return fmt.Errorf("task %s: spec of kind %q does not fit a %s executor", t.ID, spec.Kind, e.Type())
 	}
+	if spec.Resync && (!spec.FormerHome || spec.Kind != fsm.KindTenant) {
+		return fmt.Errorf("task %s: resync is for a tenant's former home only (former_home must be set with it)", t.ID)
+	}
 	s := &subscriber{spec: spec, cfg: e.cfg, db: &localConn{dsn: e.cfg.DSN}, tail: newLogTail(spec.Subscription),
 		log: e.cfg.Logger.Named("subscriber").With("task", t.ID), pendingPII: map[string]uint64{}, started: time.Now(),
 		driftSince: map[string]int64{}, rlsSeen: map[string]bool{}, rlsRepaired: map[string]int64{}}
+	s.report = func(r *fsm.SubscriberResult) { report(status(nil, false, r)) }
 	defer s.close()
 	defer e.m.forget(t.ID)
 	every(ctx, e.cfg.Interval, func(ctx context.Context) (bool, bool) {
@@ -78,6 +82,8 @@ type subscriber struct {
 	sourcePII   []fsm.PIIColumnType
 	rlsSeen     map[string]bool  // tables whose probe found row-level security in place
 	rlsRepaired map[string]int64 // table -> when rls last restored it
+	// report, when set, reports a result while a step runs (resync.go).
+	report func(*fsm.SubscriberResult)
 }
 
 func (s *subscriber) close() {
@@ -142,6 +148,11 @@ func (s *subscriber) step(ctx context.Context) (*fsm.SubscriberResult, bool) {
 	if s.spec.Ensure == fsm.EnsureAbsent {
 		return s.teardown(ctx, conn, res)
 	}
+	// An old home back after a failover is fenced and reconciled before
+	// it subscribes (resync.go).
+	if s.spec.Resync && !s.resync(ctx, conn, res) {
+		return res, false
+	}
 	var issues []fsm.ReplicationIssue
 	src, is := s.source(ctx)
 	if is != nil {
@@ -151,6 +162,9 @@ func (s *subscriber) step(ctx context.Context) (*fsm.SubscriberResult, bool) {
 	}
 	probeIssues := s.probe(ctx, conn, src, res)
 	res.Issues = dedupe(append(issues, probeIssues...))
+	if res.Resync != nil && res.State == fsm.ReplStreaming {
+		res.Resync.Phase = fsm.ResyncStreaming
+	}
 	for i := range res.Issues {
 		if res.Issues[i].Code == fsm.IssuePermissionDenied {
 			res.Issues[i].Message += " (a mirror's agent needs a superuser role: PostgreSQL 15 lets only superusers own subscriptions)"

@@ -284,6 +284,7 @@ func newTenantCmd() *cobra.Command {
 	del.Flags().Uint64Var(&delCAS, "cas", 0, "only delete if the tenant's modify_index is this")
 	cmd.AddCommand(put, newTenantPatchCmd(&cf), get, list, del, newTenantReplicationCmd(&cf))
 	cmd.AddCommand(newTenantSwitchoverCmds(&cf)...)
+	cmd.AddCommand(newTenantDivergenceCmds(&cf)...)
 	cmd.AddCommand(newTenantFailoverCmds(&cf)...)
 	return cmd
 }

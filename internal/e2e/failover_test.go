@@ -470,6 +470,9 @@ func TestUnplannedFailover(t *testing.T) {
 			t.Fatalf("acme's mirrors after the failover: %+v", v.Mirrors)
 		}
 	})
+	t.Run("the old home comes back", func(t *testing.T) {
+		checkOldHomeComesBack(t, cx, oldHomeReturn{c: c, api: api, pgs: pgs, agents: agents, tenant: "acme", oldHome: "us-east", newHome: "eu-west"})
+	})
 	t.Logf("test done after %s", time.Since(start).Round(time.Millisecond))
 }
 
