@@ -93,8 +93,9 @@ bench-dataplane: build
 
 ## chaos: the long chaos suite: DURATION of faults (default 10m) over four
 ## runs (3 and 5 servers, loopback and 80 ms between continents), then a
-## data-plane run (PostgreSQL per region; DURATION/5, 1 to 3 min), nemeses
-## chosen from SEED (default random, printed; pass it to replay); writes
+## data-plane run (PostgreSQL per region; DURATION/5, 1 to 3 min; backups
+## and drills during the faults) and a region-loss run (automatic failover),
+## nemeses chosen from SEED (default random, printed; pass it to replay); writes
 ## reports/chaos.md and reports/chaos.json and fails on any violation
 DURATION ?= 10m
 SEED ?= 0

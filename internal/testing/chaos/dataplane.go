@@ -31,6 +31,9 @@ type DataPlaneTenant struct {
 	Home    int     `json:"-"`
 	Mirrors []int   `json:"-"`
 	Tables  []Table `json:"tables"`
+	// Auto gives the tenant the automatic failover policy (region-loss
+	// run).
+	Auto bool `json:"auto_failover,omitempty"`
 	// HomeRegion and MirrorRegions are filled in by the run.
 	HomeRegion    string   `json:"home"`
 	MirrorRegions []string `json:"mirrors"`
@@ -264,6 +267,9 @@ type dataPlane struct {
 	agents  []*procs.Proc
 	writers []*dpWriter
 	bk      *dpBackups // nil unless cfg.Backups
+	// lossPGUp and lossAgentUp: when the region-loss run brought the lost
+	// region's PostgreSQL and agent back.
+	lossPGUp, lossAgentUp time.Time
 
 	mu    sync.Mutex
 	conns map[int]*pgx.Conn // check connections per region
@@ -601,6 +607,9 @@ func (d *dataPlane) registerTenants(ctx context.Context) error {
 	}
 	for _, t := range d.cfg.Tenants {
 		spec := &fsm.Tenant{ID: t.ID, HomeRegion: t.HomeRegion, Mirrors: t.MirrorRegions}
+		if t.Auto {
+			spec.Failover = &fsm.FailoverPolicy{Mode: fsm.FailoverAuto, RPOBudgetMS: 60000}
+		}
 		for _, tb := range t.Tables {
 			spec.Tables = append(spec.Tables, fsm.TenantTable{Name: tb.Name, PIIColumns: []string{tb.PII}})
 		}

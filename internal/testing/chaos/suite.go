@@ -177,6 +177,22 @@ func RunSuite(ctx context.Context, sc SuiteConfig) *Report {
 			}
 		}
 	}
+	if ctx.Err() == nil && (sc.Only == "" || sc.Only == "region-loss") {
+		lc := RegionLossPlan(sc.Seed)
+		lc.Bin, lc.Dir, lc.Logf = sc.Bin, filepath.Join(sc.Dir, lc.Name), logf
+		if err := os.MkdirAll(lc.Dir, 0o755); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+		} else if res, err := RunRegionLoss(ctx, lc); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s (seed %d): %v", lc.Name, lc.Seed, err))
+			logf("run %s could not be carried out: %v", lc.Name, err)
+		} else {
+			rep.DataPlane = append(rep.DataPlane, res)
+			logf("run %s: %s", lc.Name, dpVerdict(res))
+			if res.Passed() {
+				removeData(lc.Dir)
+			}
+		}
+	}
 	rep.ElapsedS = time.Since(start).Seconds()
 	rep.summarise()
 	return rep
