@@ -29,9 +29,9 @@ import (
 //
 //   - RPO accounting: every acknowledged write is at the tenant's current
 //     home, except writes acknowledged by the lost home, which may be
-//     missing there only if the old home's quarantine holds at least as
-//     many of the tenant's rows as are missing (the rows it committed that
-//     never reached the new home);
+//     missing there only if the old home's quarantine holds that row as
+//     missing at the new home (a row it committed that never reached the
+//     new home: the data at risk);
 //   - one writable home: a prober writes every tenant (in a transaction it
 //     rolls back) at the lost region and at the failover's target every
 //     250 ms; once the failover committed, the two may never both accept
@@ -504,15 +504,22 @@ func (d *dataPlane) checkLoss(ctx context.Context, ws []*lossWriter, probes []lo
 		}
 		if len(lostAtOld) > 0 {
 			q, err := d.quarantined(ctx, 0, t.ID)
+			var missing []int64
+			for _, id := range lostAtOld {
+				if !q[id] {
+					missing = append(missing, id)
+				}
+			}
 			switch {
 			case err != nil:
 				res.fail("%s: read the quarantine at %s: %v", t.ID, d.regions[0], err)
-			case q < len(lostAtOld):
-				res.LostRows += len(lostAtOld) - q
-				res.finding("%s: %d rows acknowledged by the lost home are not at the new home %s, and its quarantine holds only %d", t.ID, len(lostAtOld), t.HomeRegion, q)
+			case len(missing) > 0:
+				res.LostRows += len(missing)
+				res.finding("%s: %d rows acknowledged by the lost home are neither at the new home %s nor in the old home's quarantine as missing there (first: %d)",
+					t.ID, len(missing), t.HomeRegion, missing[0])
 			default:
-				res.Notes = append(res.Notes, fmt.Sprintf("%s: %d rows acknowledged by the lost home %s never reached %s (the data at risk); its quarantine holds %d of the tenant's rows",
-					t.ID, len(lostAtOld), d.regions[0], t.HomeRegion, q))
+				res.Notes = append(res.Notes, fmt.Sprintf("%s: %d rows acknowledged by the lost home %s never reached %s (the data at risk); each is in its quarantine as missing_at_new_home",
+					t.ID, len(lostAtOld), d.regions[0], t.HomeRegion))
 			}
 		}
 		// PII only where the row was written.
@@ -587,16 +594,30 @@ func (d *dataPlane) lossRows(ctx context.Context, region int, tenant string) (ma
 	return out, err
 }
 
-// quarantined counts tenant's rows in region's quarantine (0 when there
-// is none).
-func (d *dataPlane) quarantined(ctx context.Context, region int, tenant string) (int, error) {
-	var n int
+// quarantined returns the ids of tenant's orders rows that region's
+// quarantine holds as missing at the new home (none when there is no
+// quarantine).
+func (d *dataPlane) quarantined(ctx context.Context, region int, tenant string) (map[int64]bool, error) {
+	out := map[int64]bool{}
 	err := d.query(ctx, region, func(c *pgx.Conn) error {
 		var exists bool
 		if err := c.QueryRow(ctx, `SELECT to_regclass('atomfed_quarantine.divergent_rows') IS NOT NULL`).Scan(&exists); err != nil || !exists {
 			return err
 		}
-		return c.QueryRow(ctx, `SELECT count(*) FROM atomfed_quarantine.divergent_rows WHERE tenant_id = $1`, tenant).Scan(&n)
+		rows, err := c.Query(ctx, `SELECT (home_row->>'id')::bigint FROM atomfed_quarantine.divergent_rows
+			WHERE tenant_id = $1 AND reason = 'missing_at_new_home' AND home_row ? 'id'`, tenant)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			out[id] = true
+		}
+		return rows.Err()
 	})
-	return n, err
+	return out, err
 }
