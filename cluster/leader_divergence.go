@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +31,9 @@ const divergenceTick = 5 * time.Second
 func DivergenceRecords(s *fsm.State) []fsm.DivergenceRecord {
 	var out []fsm.DivergenceRecord
 	for _, t := range s.SortedTasks() {
-		if t.Type != fsm.TaskTypeTenantSubscriber || len(t.Result) == 0 {
+		// Cheap checks first: this runs on every change of the state.
+		if t.Type != fsm.TaskTypeTenantSubscriber || len(t.Result) == 0 || !bytes.Contains(t.Spec, []byte(`"resync":true`)) ||
+			!bytes.Contains(t.Result, []byte(`"resync":`)) {
 			continue
 		}
 		var spec fsm.SubscriberSpec
@@ -43,12 +47,12 @@ func DivergenceRecords(s *fsm.State) []fsm.DivergenceRecord {
 			continue
 		}
 		rec := fsm.DivergenceRecord{Tenant: spec.Tenant, TenantCreated: spec.TenantCreated, Region: t.Region, Epoch: r.Epoch,
-			Tables: r.Divergent, Missing: r.Missing, RowsReconciled: r.Reconciled, FoundAt: r.ReconciledAt}
+			Tables: r.Divergent, Missing: r.Missing, RowsReconciled: r.Reconciled, Keys: r.Keys, FoundAt: r.ReconciledAt}
 		if w := s.Switchovers[spec.Tenant]; w != nil && w.Kind == fsm.FailoverKind && w.NewEpoch == r.Epoch && w.TenantCreated == spec.TenantCreated {
 			rec.Failover = w.ID
 		}
 		if d := s.Divergence(spec.Tenant, t.Region); d != nil && d.TenantCreated == rec.TenantCreated && d.Epoch == rec.Epoch &&
-			maps.Equal(d.Tables, rec.Tables) && d.Missing == rec.Missing && d.RowsReconciled == rec.RowsReconciled {
+			maps.Equal(d.Tables, rec.Tables) && d.Missing == rec.Missing && d.RowsReconciled == rec.RowsReconciled && slices.Equal(d.Keys, rec.Keys) {
 			continue
 		}
 		out = append(out, rec)

@@ -41,14 +41,15 @@ func TestDivergenceRecordsFollowTheOldHomesReport(t *testing.T) {
 	}
 	put(spec, &fsm.ResyncStatus{Phase: fsm.ResyncQuarantine, Epoch: 2})
 	expect("while quarantining", 0)
-	counts := &fsm.ResyncStatus{Phase: fsm.ResyncStreaming, Epoch: 2, Divergent: map[string]int64{"public.orders": 4}, DivergentTotal: 4, Missing: 3, Reconciled: 9, ReconciledAt: 77}
+	keys := []fsm.DivergentKey{{Table: "public.orders", Key: `{"id": 1}`, Reason: fsm.ReasonMissingAtNewHome}}
+	counts := &fsm.ResyncStatus{Phase: fsm.ResyncStreaming, Epoch: 2, Divergent: map[string]int64{"public.orders": 4}, DivergentTotal: 4, Missing: 3, Reconciled: 9, ReconciledAt: 77, Keys: keys}
 	put(spec, counts)
 	rec := expect("reconciled", 1)[0]
-	want := fsm.DivergenceRecord{Tenant: "acme", TenantCreated: 5, Region: "a", Epoch: 2, Failover: 40, Tables: map[string]int64{"public.orders": 4}, Missing: 3, RowsReconciled: 9, FoundAt: 77}
+	want := fsm.DivergenceRecord{Tenant: "acme", TenantCreated: 5, Region: "a", Epoch: 2, Failover: 40, Tables: map[string]int64{"public.orders": 4}, Missing: 3, RowsReconciled: 9, Keys: keys, FoundAt: 77}
 	if !reflect.DeepEqual(rec, want) {
 		t.Fatalf("record %+v, want %+v", rec, want)
 	}
-	s.Divergences["acme/a"] = &fsm.Divergence{Tenant: "acme", TenantCreated: 5, Region: "a", Epoch: 2, Tables: map[string]int64{"public.orders": 4}, Total: 4, Missing: 3, RowsReconciled: 9}
+	s.Divergences["acme/a"] = &fsm.Divergence{Tenant: "acme", TenantCreated: 5, Region: "a", Epoch: 2, Tables: map[string]int64{"public.orders": 4}, Total: 4, Missing: 3, RowsReconciled: 9, Keys: keys}
 	expect("recorded", 0)
 	s.Divergences["acme/a"].ResolvedAt, s.Divergences["acme/a"].ResolvedBy = 90, "op"
 	expect("resolved", 0)

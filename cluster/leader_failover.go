@@ -42,21 +42,21 @@ func AutoFailovers(s *fsm.State, now, detectMS int64) []fsm.FailoverAutoStart {
 func (s *Server) failoverRoutine(ctx context.Context) error {
 	tick := time.NewTicker(failoverTick)
 	defer tick.Stop()
-	said := map[string]string{}
 	for {
 		watch := s.fsm.WatchCh()
 		now := time.Now().UnixNano()
 		var starts []fsm.FailoverAutoStart
-		var decisions []fsm.AutoDecision
+		var holds []fsm.FailoverHold
 		s.fsm.Read(func(st *fsm.State) {
-			decisions = fsm.AutoFailoverDecisions(st, now, s.failoverDetectMS())
 			starts = AutoFailovers(st, now, s.failoverDetectMS())
+			holds = fsm.FailoverHoldChanges(st, fsm.AutoFailoverDecisions(st, now, s.failoverDetectMS()))
 		})
-		for _, d := range decisions {
-			if !d.Start && d.Wait != fsm.AutoWaitHomeUp && said[d.Tenant] != d.Wait {
-				s.logger.Warn("failover: automatic policy waits", "tenant", d.Tenant, "reason", d.Wait, "detail", d.Reason)
+		// Why a tenant waits goes to the audit chain once per reason.
+		for _, h := range holds {
+			h.At = time.Now().UnixNano()
+			if res, err := s.Apply(ctx, fsm.FailoverHoldType, h); err == nil && res.Err == nil && h.Wait != "" {
+				s.logger.Warn("failover: automatic policy waits", "tenant", h.Tenant, "reason", h.Wait, "detail", h.Reason)
 			}
-			said[d.Tenant] = d.Wait
 		}
 		for _, a := range starts {
 			a.At = time.Now().UnixNano()

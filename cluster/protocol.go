@@ -37,6 +37,7 @@ var commandProtocol = map[fsm.MessageType]int{
 	fsm.SwitchoverAbortType:   4,
 	fsm.FailoverStartType:     4,
 	fsm.FailoverAutoType:      4,
+	fsm.FailoverHoldType:      4,
 	fsm.BackupPolicySetType:   4,
 	fsm.BackupRequestType:     4,
 	fsm.BackupRecordType:      4,

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/atomcloud/atomfed/fsm"
 )
@@ -114,5 +117,45 @@ func TestAutoFailoverWaitsForTheWindowTheBudgetAndTheDrill(t *testing.T) {
 	s.Tenants["acme"].Failover = nil
 	if got := AutoFailovers(s, now, window); len(got) != 0 {
 		t.Fatalf("manual tenant: %+v", got)
+	}
+}
+
+func TestFailoverMetrics(t *testing.T) {
+	s := replState("a", "b")
+	s.Switchovers, s.Drills, s.BackupPolicies = map[string]*fsm.Switchover{}, map[string]*fsm.Drill{}, map[string]*fsm.BackupPolicy{}
+	s.FailoverHistory = []*fsm.FailoverRecord{
+		{ID: 1, Tenant: "acme", Mode: fsm.FailoverManual, RTOMS: 900, RPOLagMS: 100},
+		{ID: 2, Tenant: "acme", Mode: fsm.FailoverAuto, RTOMS: 300, RPOLagMS: 40},
+	}
+	s.Tenants["robo"] = &fsm.Tenant{ID: "robo", HomeRegion: "a", Mirrors: []string{"b"}, Epoch: 1, CreateIndex: 5,
+		Tables: []fsm.TenantTable{{Name: "orders"}}, Failover: &fsm.FailoverPolicy{Mode: fsm.FailoverAuto, RPOBudgetMS: 10}}
+	s.Agents["ag-a"] = &fsm.Agent{Node: "ag-a", Region: "a", Status: fsm.AgentFailed, StatusSince: 1e9}
+	s.Agents["ag-b"] = &fsm.Agent{Node: "ag-b", Region: "b", Status: fsm.AgentAlive, StatusSince: 1e9}
+	res, _ := json.Marshal(fsm.SubscriberResult{State: fsm.ReplDown, LagSeconds: 5, At: 1e9})
+	s.Tasks["tenant-sub/robo/b"] = &fsm.Task{ID: "tenant-sub/robo/b", Type: fsm.TaskTypeTenantSubscriber, Region: "b", Agent: "ag-b", Status: fsm.TaskRunning, Result: res}
+	got := map[string]float64{}
+	for _, m := range failoverMetrics(s, 100e9, 2000) {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		var labels []string
+		for _, l := range d.GetLabel() {
+			labels = append(labels, l.GetName()+"="+l.GetValue())
+		}
+		got[m.Desc().String()+" "+strings.Join(labels, ",")] = d.GetGauge().GetValue() + d.GetCounter().GetValue()
+	}
+	want := 0
+	for k, v := range got {
+		switch {
+		case strings.Contains(k, "failover_total") && (strings.HasSuffix(k, "mode=manual,tenant=acme") || strings.HasSuffix(k, "mode=auto,tenant=acme")) && v == 1,
+			strings.Contains(k, "last_rto") && strings.HasSuffix(k, "tenant=acme") && v == 0.3,
+			strings.Contains(k, "last_rpo") && strings.HasSuffix(k, "tenant=acme") && v == 0.04,
+			strings.Contains(k, "failover_blocked") && strings.HasSuffix(k, "reason=over_rpo_budget,tenant=robo") && v == 1:
+			want++
+		}
+	}
+	if want != 5 || len(got) != 5 {
+		t.Fatalf("metrics %v", got)
 	}
 }

@@ -94,6 +94,8 @@ const (
 	// leader's automatic one.
 	FailoverStartType MessageType = 63
 	FailoverAutoType  MessageType = 64
+	// 65: the leader records that an automatic failover waits, and why.
+	FailoverHoldType MessageType = 65
 
 	// 70-79: backups and restore drills (backup_apply.go, drill.go).
 	BackupPolicySetType MessageType = 70
@@ -166,6 +168,7 @@ var typeNames = map[MessageType]string{
 	DivergenceRecordType:  "divergence_record",
 	FailoverStartType:     "failover_start",
 	FailoverAutoType:      "failover_auto",
+	FailoverHoldType:      "failover_hold",
 	BackupPolicySetType:   "backup_policy_set",
 	BackupRequestType:     "backup_request",
 	BackupRecordType:      "backup_record",
@@ -228,6 +231,7 @@ func init() {
 	registerCommand[DivergenceRecord](DivergenceRecordType, applyDivergenceRecord)
 	registerCommand[FailoverStart](FailoverStartType, applyFailoverStart)
 	registerCommand[FailoverAutoStart](FailoverAutoType, applyFailoverAuto)
+	registerCommand[FailoverHold](FailoverHoldType, applyFailoverHold)
 	registerCommand[BackupPolicySet](BackupPolicySetType, applyBackupPolicySet)
 	registerCommand[BackupRequest](BackupRequestType, applyBackupRequest)
 	registerCommand[BackupRecord](BackupRecordType, applyBackupRecord)
@@ -332,6 +336,8 @@ func ResultValue(t MessageType) any {
 		return &Divergence{}
 	case FailoverStartType, FailoverAutoType:
 		return &FailoverStarted{}
+	case FailoverHoldType:
+		return &FailoverHoldState{}
 	case BackupPolicySetType:
 		return &BackupPolicy{}
 	case BackupRequestType, BackupRecordType:

@@ -165,7 +165,7 @@ func TestCommandNumbersAndNamesAreStable(t *testing.T) {
 		18: "approval_vote", 19: "approval_expire", 20: "server_key_set",
 		21: "bootstrap_retire", 22: "snapshot_restore", 23: "approval_prune",
 		30: "region_database", 31: "tenant_sync_state", 32: "global_table_upsert", 33: "global_table_delete",
-		60: "switchover_start", 61: "switchover_advance", 62: "switchover_abort", 63: "failover_start", 64: "failover_auto",
+		60: "switchover_start", 61: "switchover_advance", 62: "switchover_abort", 63: "failover_start", 64: "failover_auto", 65: "failover_hold",
 		67: "divergence_record",
 		70: "backup_policy_set", 71: "backup_request", 72: "backup_record", 73: "drill_request", 74: "drill_record",
 		77: "rebuild_request", 78: "rebuild_record",

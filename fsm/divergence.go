@@ -37,7 +37,10 @@ type Divergence struct {
 	// RowsReconciled counts the rows the old home changed to equal the
 	// new home's before it subscribed.
 	RowsReconciled int64 `json:"rows_reconciled"`
-	FoundAt        int64 `json:"found_at"`
+	// Keys are the first MaxDivergentKeys quarantined rows' keys and
+	// reasons (never a row's contents).
+	Keys    []DivergentKey `json:"keys,omitempty"`
+	FoundAt int64          `json:"found_at"`
 	// ResolvedBy and ResolvedAt: a person marked the quarantined rows
 	// reconciled (DELETE /v1/tenants/{id}/divergence/{region}).
 	ResolvedBy   string `json:"resolved_by,omitempty"`
@@ -106,6 +109,13 @@ func validateDivergence(d *Divergence) error {
 		return fmt.Errorf("divergence of tenant %s at %s: bad counts", d.Tenant, d.Region)
 	case len(d.ResolvedNote) > maxDivergenceNote:
 		return fmt.Errorf("divergence of tenant %s at %s: note too long", d.Tenant, d.Region)
+	case len(d.Keys) > MaxDivergentKeys || int64(len(d.Keys)) > d.Total:
+		return fmt.Errorf("divergence of tenant %s at %s: %d keys", d.Tenant, d.Region, len(d.Keys))
+	}
+	for _, k := range d.Keys {
+		if d.Tables[k.Table] == 0 || k.Key == "" || len(k.Key) > MaxDivergentKeyLen || (k.Reason != ReasonMissingAtNewHome && k.Reason != ReasonDiffersFromNewHome) {
+			return fmt.Errorf("divergence of tenant %s at %s: bad key %+v", d.Tenant, d.Region, k)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"maps"
+	"slices"
 )
 
 // DivergenceRecord records what an old home's subscriber reported of its
@@ -19,6 +20,7 @@ type DivergenceRecord struct {
 	Tables         map[string]int64 `json:"tables,omitempty"`
 	Missing        int64            `json:"missing_at_new_home,omitempty"`
 	RowsReconciled int64            `json:"rows_reconciled,omitempty"`
+	Keys           []DivergentKey   `json:"keys,omitempty"`
 	FoundAt        int64            `json:"found_at,omitempty"`
 
 	Resolve     bool   `json:"resolve,omitempty"`
@@ -50,7 +52,7 @@ func applyDivergenceRecord(s *State, e *Entry) (any, error) {
 		return nil, invalidf("invalid_region", "region %q is not a region name", cmd.Region)
 	}
 	d := &Divergence{Tenant: cmd.Tenant, TenantCreated: cmd.TenantCreated, Region: cmd.Region, Epoch: cmd.Epoch, Failover: cmd.Failover,
-		Tables: cmd.Tables, Missing: cmd.Missing, RowsReconciled: cmd.RowsReconciled, FoundAt: cmd.FoundAt, CreateIndex: e.Index, ModifyIndex: e.Index}
+		Tables: cmd.Tables, Missing: cmd.Missing, RowsReconciled: cmd.RowsReconciled, Keys: cmd.Keys, FoundAt: cmd.FoundAt, CreateIndex: e.Index, ModifyIndex: e.Index}
 	for _, n := range cmd.Tables {
 		d.Total += n
 	}
@@ -59,7 +61,7 @@ func applyDivergenceRecord(s *State, e *Entry) (any, error) {
 	}
 	k := divergenceKey(cmd.Tenant, cmd.Region)
 	if old := s.Divergences[k]; old != nil && old.TenantCreated == d.TenantCreated && old.Epoch == d.Epoch {
-		if maps.Equal(old.Tables, d.Tables) && old.Missing == d.Missing && old.RowsReconciled == d.RowsReconciled {
+		if maps.Equal(old.Tables, d.Tables) && old.Missing == d.Missing && old.RowsReconciled == d.RowsReconciled && slices.Equal(old.Keys, d.Keys) {
 			return nil, preconditionf(CodeDivergenceUnchanged, "tenant %s's divergence at %s is recorded already", cmd.Tenant, cmd.Region)
 		}
 		// The same return, counted again: keep when it was found and

@@ -40,12 +40,13 @@ func TestDivergenceIsRecordedOncePerCountAndResolvedByAPerson(t *testing.T) {
 	var created uint64
 	h.f.Read(func(s *State) { created = s.Tenants["acme"].CreateIndex })
 	rec := DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Epoch: 2, Failover: 9,
-		Tables: map[string]int64{"public.orders": 5, "public.items": 2}, Missing: 4, RowsReconciled: 11, FoundAt: 100, At: 100}
+		Tables: map[string]int64{"public.orders": 5, "public.items": 2}, Missing: 4, RowsReconciled: 11, FoundAt: 100, At: 100,
+		Keys: []DivergentKey{{Table: "public.orders", Key: `{"id": 5, "tenant_id": "acme"}`, Reason: ReasonMissingAtNewHome}}}
 	first := h.mustApply(DivergenceRecordType, rec)
 	var note string
 	h.f.Read(func(s *State) {
 		d := s.Divergence("acme", "us-east")
-		if d == nil || d.Total != 7 || d.Missing != 4 || d.RowsReconciled != 11 || d.CreateIndex != first.Index || d.Failover != 9 {
+		if d == nil || d.Total != 7 || d.Missing != 4 || d.RowsReconciled != 11 || d.CreateIndex != first.Index || d.Failover != 9 || len(d.Keys) != 1 {
 			t.Fatalf("recorded divergence: %+v", d)
 		}
 		rs := s.RecentAudit()
@@ -59,16 +60,19 @@ func TestDivergenceIsRecordedOncePerCountAndResolvedByAPerson(t *testing.T) {
 		cmd  DivergenceRecord
 		code string
 	}{
-		"same counts":       {rec, CodeDivergenceUnchanged},
-		"unknown tenant":    {DivergenceRecord{Tenant: "nope", Region: "us-east", Tables: map[string]int64{"t": 1}}, "tenant_not_found"},
-		"older tenant":      {DivergenceRecord{Tenant: "acme", TenantCreated: created - 1, Region: "us-east", Tables: map[string]int64{"t": 1}}, "tenant_changed"},
-		"bad region":        {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "US EAST", Tables: map[string]int64{"t": 1}}, "invalid_region"},
-		"no rows":           {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east"}, "invalid_divergence"},
-		"negative count":    {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": -1}}, "invalid_divergence"},
-		"missing > total":   {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": 1}, Missing: 2}, "invalid_divergence"},
-		"resolve unknown":   {DivergenceRecord{Tenant: "acme", Region: "eu-west", Resolve: true}, CodeNoDivergence},
-		"resolve long note": {DivergenceRecord{Tenant: "acme", Region: "us-east", Resolve: true, Note: strings.Repeat("x", 600)}, "invalid_note"},
-		"resolve no tenant": {DivergenceRecord{Tenant: "nope", Region: "us-east", Resolve: true}, "tenant_not_found"},
+		"same counts":         {rec, CodeDivergenceUnchanged},
+		"unknown tenant":      {DivergenceRecord{Tenant: "nope", Region: "us-east", Tables: map[string]int64{"t": 1}}, "tenant_not_found"},
+		"older tenant":        {DivergenceRecord{Tenant: "acme", TenantCreated: created - 1, Region: "us-east", Tables: map[string]int64{"t": 1}}, "tenant_changed"},
+		"bad region":          {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "US EAST", Tables: map[string]int64{"t": 1}}, "invalid_region"},
+		"no rows":             {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east"}, "invalid_divergence"},
+		"negative count":      {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": -1}}, "invalid_divergence"},
+		"missing > total":     {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": 1}, Missing: 2}, "invalid_divergence"},
+		"key of no table":     {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": 1}, Keys: []DivergentKey{{Table: "u", Key: "{}", Reason: ReasonMissingAtNewHome}}}, "invalid_divergence"},
+		"key of no reason":    {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": 1}, Keys: []DivergentKey{{Table: "t", Key: "{}", Reason: "because"}}}, "invalid_divergence"},
+		"more keys than rows": {DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Tables: map[string]int64{"t": 1}, Keys: []DivergentKey{{Table: "t", Key: "{}", Reason: ReasonMissingAtNewHome}, {Table: "t", Key: "{}", Reason: ReasonMissingAtNewHome}}}, "invalid_divergence"},
+		"resolve unknown":     {DivergenceRecord{Tenant: "acme", Region: "eu-west", Resolve: true}, CodeNoDivergence},
+		"resolve long note":   {DivergenceRecord{Tenant: "acme", Region: "us-east", Resolve: true, Note: strings.Repeat("x", 600)}, "invalid_note"},
+		"resolve no tenant":   {DivergenceRecord{Tenant: "nope", Region: "us-east", Resolve: true}, "tenant_not_found"},
 	} {
 		if res := h.apply(DivergenceRecordType, c.cmd); codeOf(res.Err) != c.code {
 			t.Fatalf("%s: %+v, want code %s", name, res.Err, c.code)
@@ -101,7 +105,7 @@ func TestDivergenceIsRecordedOncePerCountAndResolvedByAPerson(t *testing.T) {
 	}
 	// A later failover (next epoch) opens a new record.
 	rec3 := rec
-	rec3.Epoch, rec3.Tables, rec3.Missing, rec3.FoundAt, rec3.At = 4, map[string]int64{"public.orders": 1}, 0, 300, 300
+	rec3.Epoch, rec3.Tables, rec3.Missing, rec3.FoundAt, rec3.At, rec3.Keys = 4, map[string]int64{"public.orders": 1}, 0, 300, 300, nil
 	third := h.mustApply(DivergenceRecordType, rec3)
 	h.f.Read(func(s *State) {
 		if d := s.Divergence("acme", "us-east"); !d.Open() || d.Total != 1 || d.CreateIndex != third.Index || len(s.DivergenceOf("acme", created)) != 1 || len(s.DivergenceOf("acme", created+1)) != 0 {

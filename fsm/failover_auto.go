@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -112,6 +113,122 @@ func AutoFailoverDecisions(s *State, now, detectMS int64) []AutoDecision {
 		if t.FailoverMode() == FailoverAuto {
 			out = append(out, AutoFailoverDecision(s, t, now, detectMS))
 		}
+	}
+	return out
+}
+
+// FailoverHold records that a tenant's automatic failover waits, and why
+// (the leader issues it once per change of reason, and with an empty Wait
+// once the tenant no longer waits): the audit chain says it once, not on
+// every look.
+type FailoverHold struct {
+	Tenant string `json:"tenant"`
+	// Wait is the reason code (AutoWait*), "" to clear the hold.
+	Wait   string `json:"wait,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	At     int64  `json:"at"`
+}
+
+// FailoverHoldState is a tenant's recorded hold.
+type FailoverHoldState struct {
+	Tenant string `json:"tenant"`
+	Wait   string `json:"wait"`
+	Reason string `json:"reason"`
+	Since  int64  `json:"since"`
+	Index  uint64 `json:"index"`
+}
+
+var autoWaitCodes = map[string]bool{AutoWaitDetecting: true, AutoWaitNoMirror: true, AutoWaitOverBudget: true,
+	AutoWaitDrill: true, AutoWaitInFlight: true, AutoWaitRefused: true}
+
+func applyFailoverHold(s *State, e *Entry) (any, error) {
+	cmd := body[FailoverHold](e)
+	cur := s.FailoverHolds[cmd.Tenant]
+	switch {
+	case !ValidTenantID(cmd.Tenant):
+		return nil, invalidf("invalid_tenant", "tenant %q is not a tenant id", cmd.Tenant)
+	case cmd.Wait != "" && !autoWaitCodes[cmd.Wait]:
+		return nil, invalidf("invalid_wait", "wait %q is not a reason an automatic failover waits for", cmd.Wait)
+	case len(cmd.Reason) > 1024:
+		return nil, invalidf("invalid_reason", "reason is longer than 1024 bytes")
+	case cmd.Wait == "" && cur == nil:
+		return nil, preconditionf("no_hold", "tenant %s's automatic failover does not wait", cmd.Tenant)
+	case cmd.Wait != "" && cur != nil && cur.Wait == cmd.Wait:
+		return nil, preconditionf("hold_unchanged", "tenant %s's automatic failover already waits for %s", cmd.Tenant, cmd.Wait)
+	case cmd.Wait != "" && s.Tenants[cmd.Tenant] == nil:
+		return nil, notFoundf("tenant_not_found", "tenant %q does not exist", cmd.Tenant)
+	}
+	holds := make(map[string]*FailoverHoldState, len(s.FailoverHolds)+1)
+	for k, v := range s.FailoverHolds {
+		holds[k] = v
+	}
+	var out *FailoverHoldState
+	if cmd.Wait == "" {
+		delete(holds, cmd.Tenant)
+		s.auditNote = fmt.Sprintf("automatic failover of tenant %s no longer waits", cmd.Tenant)
+	} else {
+		out = &FailoverHoldState{Tenant: cmd.Tenant, Wait: cmd.Wait, Reason: cmd.Reason, Since: cmd.At, Index: e.Index}
+		holds[cmd.Tenant] = out
+		s.auditNote = fmt.Sprintf("automatic failover of tenant %s waits (%s): %s", cmd.Tenant, cmd.Wait, cmd.Reason)
+		if len(s.auditNote) > 1024 {
+			s.auditNote = s.auditNote[:1021] + "..."
+		}
+	}
+	s.FailoverHolds = holds
+	s.touch(TableFailovers, e.Index)
+	return out, nil
+}
+
+// FailoverHoldChanges returns the holds the leader records now from the
+// decisions: a new or changed reason of a tenant whose home is down, and
+// the clearing of a hold whose tenant no longer waits.
+func FailoverHoldChanges(s *State, decisions []AutoDecision) []FailoverHold {
+	var out []FailoverHold
+	seen := map[string]bool{}
+	for _, d := range decisions {
+		seen[d.Tenant] = true
+		cur := s.FailoverHolds[d.Tenant]
+		waiting := !d.Start && autoWaitCodes[d.Wait]
+		switch {
+		case waiting && (cur == nil || cur.Wait != d.Wait):
+			out = append(out, FailoverHold{Tenant: d.Tenant, Wait: d.Wait, Reason: d.Reason})
+		case !waiting && cur != nil:
+			out = append(out, FailoverHold{Tenant: d.Tenant})
+		}
+	}
+	for _, t := range sortedKeys(s.FailoverHolds) {
+		if !seen[t] {
+			out = append(out, FailoverHold{Tenant: t})
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// readFailoverHoldSnapshot restores the holds of a snapshot.
+func readFailoverHoldSnapshot(doc *snapshotDoc, s *State) error {
+	for _, h := range doc.FailoverHolds {
+		if h == nil || !ValidTenantID(h.Tenant) || !autoWaitCodes[h.Wait] || s.FailoverHolds[h.Tenant] != nil {
+			return fmt.Errorf("snapshot: bad or duplicate failover hold %+v", h)
+		}
+		s.FailoverHolds[h.Tenant] = h
+	}
+	return nil
+}
+
+// SortedFailoverHolds returns the holds ordered by tenant.
+func (s *State) SortedFailoverHolds() []*FailoverHoldState {
+	var out []*FailoverHoldState
+	for _, k := range sortedKeys(s.FailoverHolds) {
+		out = append(out, s.FailoverHolds[k])
 	}
 	return out
 }

@@ -289,10 +289,58 @@ func failoverRoundTrips(t *testing.T, h *harness, check func(MessageType, any, f
 	res, _ := json.Marshal(SubscriberResult{State: ReplDown, LagSeconds: 1.5, AppliedLSN: "0/AB", At: 63})
 	h.mustApply(AgentReportType, AgentReport{Node: "fo-agent", At: 64, Tasks: []TaskReport{{ID: id, Generation: gen, Status: TaskRunning, Result: res}}})
 	check(FailoverAutoType, FailoverAutoStart{Tenant: "fot", To: "fo-b", DownForMS: 3000, At: 65}, nil)
+	check(FailoverHoldType, FailoverHold{Tenant: "fot", Wait: AutoWaitOverBudget, Reason: "lag 1500 ms over 1000 ms", At: 65}, func(s *State, res *ApplyResult) {
+		if h := s.FailoverHolds["fot"]; h == nil || h.Wait != AutoWaitOverBudget || h.Index != res.Index || !strings.Contains(s.Audit[len(s.Audit)-1].Note, "waits (over_rpo_budget)") {
+			t.Fatalf("hold: %+v", h)
+		}
+	})
 	check(FailoverStartType, FailoverStart{Targets: []FailoverTarget{{Tenant: "fot"}}, Force: true, RequestedBy: "op1", At: 66}, func(s *State, res *ApplyResult) {
 		w := s.Switchovers["fot"]
 		if w == nil || w.Kind != FailoverKind || w.Phase != PhasePromoting || w.To != "fo-b" || !w.Forced || w.Risk.LagMS != 1500 || w.Risk.AppliedLSN != "0/AB" {
 			t.Fatalf("failover after start: %+v", w)
 		}
 	})
+}
+
+// The automatic policy's holds: recorded once per reason (an audit note
+// each), cleared once the tenant no longer waits, refused when nothing
+// changes; the snapshot carries them.
+func TestFailoverHoldsAreRecordedOncePerReason(t *testing.T) {
+	h := newFailoverFixture(t)
+	var decisions []AutoDecision
+	var ch []FailoverHold
+	h.homeDown()
+	h.f.Read(func(s *State) {
+		decisions = AutoFailoverDecisions(s, h.at, DefaultFailoverDetectMS)
+		ch = FailoverHoldChanges(s, decisions)
+	})
+	if len(decisions) != 1 || len(ch) != 1 || ch[0].Tenant != "auto" || ch[0].Wait != AutoWaitDetecting {
+		t.Fatalf("decisions %+v, changes %+v", decisions, ch)
+	}
+	h.mustApply(FailoverHoldType, FailoverHold{Tenant: "auto", Wait: ch[0].Wait, Reason: ch[0].Reason, At: h.tick()})
+	if res := h.apply(FailoverHoldType, FailoverHold{Tenant: "auto", Wait: AutoWaitDetecting, At: h.tick()}); codeOf(res.Err) != "hold_unchanged" {
+		t.Fatalf("same hold twice: %+v", res)
+	}
+	if res := h.apply(FailoverHoldType, FailoverHold{Tenant: "auto", Wait: "bored", At: h.tick()}); codeOf(res.Err) != "invalid_wait" {
+		t.Fatalf("unknown wait: %+v", res)
+	}
+	h.f.Read(func(s *State) {
+		if ch := FailoverHoldChanges(s, decisions); len(ch) != 0 {
+			t.Fatalf("recorded hold changes again: %+v", ch)
+		}
+		snap := snapshotBytes(t, h.f)
+		r, err := ReadSnapshot(bytes.NewReader(snap))
+		if err != nil || r.FailoverHolds["auto"] == nil || r.FailoverHolds["auto"].Wait != AutoWaitDetecting {
+			t.Fatalf("restored holds: %+v %v", r, err)
+		}
+		// The home is back: the hold is cleared.
+		ch := FailoverHoldChanges(s, []AutoDecision{{Tenant: "auto", Wait: AutoWaitHomeUp}})
+		if len(ch) != 1 || ch[0].Wait != "" {
+			t.Fatalf("clearing: %+v", ch)
+		}
+	})
+	h.mustApply(FailoverHoldType, FailoverHold{Tenant: "auto", At: h.tick()})
+	if res := h.apply(FailoverHoldType, FailoverHold{Tenant: "auto", At: h.tick()}); codeOf(res.Err) != "no_hold" {
+		t.Fatalf("clearing twice: %+v", res)
+	}
 }

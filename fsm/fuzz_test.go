@@ -72,6 +72,8 @@ func FuzzApplyEncodedCommand(f *testing.F) {
 	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[{"tenant":"acme"},{"tenant":"acme"}],"region":"us-east"}`))
 	f.Add(uint8(FailoverStartType), codecJSON, []byte(`{"targets":[],"max_lag_ms":-1}`))
 	f.Add(uint8(FailoverAutoType), codecJSON, []byte(`{"tenant":"acme","to":"eu-west","down_for_ms":3000}`))
+	f.Add(uint8(FailoverHoldType), codecJSON, []byte(`{"tenant":"acme","wait":"detecting","reason":"x"}`))
+	f.Add(uint8(FailoverHoldType), codecJSON, []byte(`{"tenant":"acme"}`))
 	f.Add(uint8(TenantDeleteType), codecJSON, []byte(`{"id":"acme","cas":3}`))
 	f.Add(uint8(AgentUpsertType), codecJSON, []byte(`{"agent":{"node":"a1","region":"us-east","status":"alive","capabilities":["probe"]}}`))
 	f.Add(uint8(TaskPlanType), codecJSON, []byte(`{"create":[{"id":"probe/us-east","type":"probe","region":"us-east"}]}`))
@@ -154,6 +156,7 @@ func seedCommands() []struct {
 		{DivergenceRecordType, DivergenceRecord{Tenant: "acme", Region: "us-east", Tables: map[string]int64{"public.orders": 2}, At: 9}},
 		{FailoverStartType, FailoverStart{Targets: []FailoverTarget{{Tenant: "acme", To: "eu-west"}}, Force: true, At: 9}},
 		{FailoverAutoType, FailoverAutoStart{Tenant: "acme", To: "eu-west", DownForMS: 3000, At: 9}},
+		{FailoverHoldType, FailoverHold{Tenant: "acme", Wait: AutoWaitDrill, Reason: "no drill", At: 9}},
 	}
 }
 

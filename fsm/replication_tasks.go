@@ -348,7 +348,27 @@ type ResyncStatus struct {
 	Reconciled   int64  `json:"reconciled"`
 	SlotLSN      string `json:"slot_lsn,omitempty"`
 	ReconciledAt int64  `json:"reconciled_at,omitempty"`
+	// Keys are the quarantined rows' primary keys and reasons, the first
+	// MaxDivergentKeys of them (a key holds no PII: a PII column cannot be
+	// part of a replicated table's key).
+	Keys []DivergentKey `json:"keys,omitempty"`
 }
+
+// DivergentKey is one quarantined row: its table, its primary key as
+// jsonb text ({"id": 5, "tenant_id": "acme"}) and why it is there.
+type DivergentKey struct {
+	Table  string `json:"table"`
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// Reasons of a quarantined row, and the bounds of the keys reported.
+const (
+	ReasonMissingAtNewHome   = "missing_at_new_home"
+	ReasonDiffersFromNewHome = "differs_from_new_home"
+	MaxDivergentKeys         = 100
+	MaxDivergentKeyLen       = 512
+)
 
 // Phases of ResyncStatus, in order.
 const (

@@ -45,6 +45,8 @@ type snapshotDoc struct {
 	Divergences  []*Divergence      `json:"divergences,omitempty"`
 	// FailoverHistory: State.FailoverHistory.
 	FailoverHistory []*FailoverRecord `json:"failover_history,omitempty"`
+	// FailoverHolds: State.FailoverHolds.
+	FailoverHolds []*FailoverHoldState `json:"failover_holds,omitempty"`
 
 	BackupPolicies []*BackupPolicy `json:"backup_policies,omitempty"`
 	BackupRuns     []*Backup       `json:"backup_runs,omitempty"`
@@ -101,6 +103,7 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		GlobalTables:    s.SortedGlobalTables(),
 		Switchovers:     s.SortedSwitchovers(),
 		FailoverHistory: s.FailoverHistory,
+		FailoverHolds:   s.SortedFailoverHolds(),
 		Divergences:     s.SortedDivergences(),
 
 		BackupPolicies: s.SortedBackupPolicies(),
@@ -210,6 +213,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, err
 	}
 	if err := readFailoverSnapshot(&doc, s); err != nil {
+		return nil, err
+	}
+	if err := readFailoverHoldSnapshot(&doc, s); err != nil {
 		return nil, err
 	}
 	if err := readSwitchoverSnapshot(&doc, s); err != nil {

@@ -41,6 +41,9 @@ type State struct {
 	// FailoverHistory are the last finished failovers, oldest first (at
 	// most MaxFailoverHistory; failover_apply.go).
 	FailoverHistory []*FailoverRecord
+	// FailoverHolds are the automatic failovers that wait, by tenant
+	// (failover_auto.go); never changed in place.
+	FailoverHolds map[string]*FailoverHoldState
 
 	// BackupPolicies are the stored backup policies, by region (a region
 	// without one has DefaultBackupPolicy); BackupRuns the backup each
@@ -106,12 +109,13 @@ func newState() *State {
 		Agents:    map[string]*Agent{},
 		Tasks:     map[string]*Task{},
 
-		Databases:    map[string]*RegionDatabase{},
-		SyncStates:   map[string]*TenantSyncState{},
-		GlobalTables: map[string]*GlobalTable{},
-		Switchovers:  map[string]*Switchover{},
-		Divergences:  map[string]*Divergence{},
-		Members:      map[string]*Member{},
+		Databases:     map[string]*RegionDatabase{},
+		SyncStates:    map[string]*TenantSyncState{},
+		GlobalTables:  map[string]*GlobalTable{},
+		Switchovers:   map[string]*Switchover{},
+		Divergences:   map[string]*Divergence{},
+		FailoverHolds: map[string]*FailoverHoldState{},
+		Members:       map[string]*Member{},
 
 		BackupPolicies: map[string]*BackupPolicy{},
 		BackupRuns:     map[string]*Backup{},
@@ -210,6 +214,7 @@ func (s *State) clone() *State {
 		Divergences:  make(map[string]*Divergence, len(s.Divergences)),
 		// Never changed in place: every change is a new slice.
 		FailoverHistory: s.FailoverHistory,
+		FailoverHolds:   s.FailoverHolds,
 		Members:         make(map[string]*Member, len(s.Members)),
 
 		BackupPolicies: make(map[string]*BackupPolicy, len(s.BackupPolicies)),

@@ -56,7 +56,8 @@ func TestDivergenceAPI(t *testing.T) {
 	l.Server.FSM().Read(func(s *fsm.State) { created = s.Tenants["acme"].CreateIndex })
 	ctx := testcluster.Ctx(t, 10*time.Second)
 	res, err := l.Server.Apply(ctx, fsm.DivergenceRecordType, fsm.DivergenceRecord{Tenant: "acme", TenantCreated: created, Region: "us-east", Epoch: 2,
-		Tables: map[string]int64{"public.orders": 7}, Missing: 5, RowsReconciled: 12, FoundAt: 1, At: time.Now().UnixNano()})
+		Tables: map[string]int64{"public.orders": 7}, Missing: 5, RowsReconciled: 12, FoundAt: 1, At: time.Now().UnixNano(),
+		Keys: []fsm.DivergentKey{{Table: "public.orders", Key: `{"id": 3, "tenant_id": "acme"}`, Reason: fsm.ReasonMissingAtNewHome}}})
 	if err != nil || res.Err != nil {
 		t.Fatalf("record: %v %v", err, res)
 	}
@@ -70,7 +71,8 @@ func TestDivergenceAPI(t *testing.T) {
 		t.Fatalf("divergence after the record: %+v %v", got.list, got.err)
 	}
 	e := got.list.Divergence[0]
-	if e.Region != "us-east" || e.Total != 7 || e.Missing != 5 || e.Differs != 2 || !e.Open || e.Quarantine != "atomfed_quarantine.divergent_rows" || e.Tables["public.orders"] != 7 {
+	if e.Region != "us-east" || e.Total != 7 || e.Missing != 5 || e.Differs != 2 || !e.Open || e.Quarantine != "atomfed_quarantine.divergent_rows" || e.Tables["public.orders"] != 7 ||
+		len(e.Keys) != 1 || e.Keys[0].Key != `{"id": 3, "tenant_id": "acme"}` {
 		t.Fatalf("divergence entry: %+v", e)
 	}
 	var note string

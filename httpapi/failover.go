@@ -150,6 +150,7 @@ func (a *API) getFailover(w http.ResponseWriter, r *http.Request) {
 		if t.FailoverMode() == fsm.FailoverAuto {
 			d := fsm.AutoFailoverDecision(s.State, t, now, a.failoverDetectMS())
 			v.Auto = &d
+			v.Hold = s.FailoverHolds[id]
 		}
 		if sw := s.Switchover(id); sw != nil && sw.Kind == fsm.FailoverKind {
 			st, sidx := switchoverStatus(s.State, sw)

@@ -60,7 +60,7 @@ var writers = []string{fsm.RoleOperator, fsm.RoleApprover, fsm.RoleAgent}
 var leaderOnly = map[fsm.MessageType]bool{
 	fsm.AgentUpsertType: true, fsm.AgentDeleteType: true, fsm.TaskPlanType: true, fsm.ServerKeySetType: true,
 	fsm.ApprovalExpireType: true, fsm.TenantSyncStateType: true, fsm.TasksRefenceType: true, fsm.BatchType: true,
-	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
+	fsm.ApprovalPruneType: true, fsm.SwitchoverAdvanceType: true, fsm.FailoverAutoType: true, fsm.FailoverHoldType: true, fsm.BackupRecordType: true, fsm.DrillRecordType: true,
 	fsm.RebuildRecordType: true,
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -109,7 +110,7 @@ func quarantineTable(ctx context.Context, conn, src *pgx.Conn, tenant string, tt
 			return 0, err
 		}
 	}
-	n, _, err := qp.quarantine(ctx, tx, tenant, theirs)
+	n, _, _, err := qp.quarantine(ctx, tx, tenant, theirs)
 	if err != nil {
 		return 0, err
 	}
@@ -183,23 +184,23 @@ const keyOf = "(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(%s) e WH
 // row of the tenant here into the quarantine table. tx has run
 // jsonSettings and quarantineSchema. It returns how many rows it
 // quarantined and how many of them the new home does not have at all.
-func (qp *quarantinePlan) quarantine(ctx context.Context, tx pgx.Tx, tenant string, theirs []string) (n, missing int64, err error) {
+func (qp *quarantinePlan) quarantine(ctx context.Context, tx pgx.Tx, tenant string, theirs []string) (n, missing int64, keys []fsm.DivergentKey, err error) {
 	for _, s := range []string{`CREATE TEMP TABLE IF NOT EXISTS af_new_home_rows (row jsonb NOT NULL, k jsonb) ON COMMIT DROP`,
 		`TRUNCATE af_new_home_rows`, `DROP INDEX IF EXISTS pg_temp.af_new_home_rows_k`} {
 		if _, err := tx.Exec(ctx, s); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"af_new_home_rows"}, []string{"row"}, pgx.CopyFromSlice(len(theirs), func(i int) ([]any, error) {
 		return []any{theirs[i]}, nil
 	})); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if _, err := tx.Exec(ctx, "UPDATE af_new_home_rows SET k = "+fmt.Sprintf(keyOf, "row"), qp.key); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if _, err := tx.Exec(ctx, `CREATE INDEX af_new_home_rows_k ON af_new_home_rows (k)`); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	rows, err := tx.Query(ctx, `INSERT INTO atomfed_quarantine.divergent_rows AS q (tenant_id, table_name, row_key, home_row, new_home_row, reason)
 		SELECT $2, $3, a.k, a.full, b.row, CASE WHEN b.row IS NULL THEN 'missing_at_new_home' ELSE 'differs_from_new_home' END
@@ -208,20 +209,25 @@ func (qp *quarantinePlan) quarantine(ctx context.Context, tx pgx.Tx, tenant stri
 		WHERE b.row IS DISTINCT FROM a.pub
 		ON CONFLICT (tenant_id, table_name, row_key) DO UPDATE SET home_row = EXCLUDED.home_row,
 			new_home_row = EXCLUDED.new_home_row, reason = EXCLUDED.reason, found_at = EXCLUDED.found_at
-		RETURNING reason`, qp.key, tenant, qp.ref.String())
+		RETURNING row_key::text, reason`, qp.key, tenant, qp.ref.String())
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	reasons, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	keys, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (fsm.DivergentKey, error) {
+		k := fsm.DivergentKey{Table: qp.ref.String()}
+		err := r.Scan(&k.Key, &k.Reason)
+		return k, err
+	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	for _, r := range reasons {
-		if r == "missing_at_new_home" {
+	for _, k := range keys {
+		if k.Reason == fsm.ReasonMissingAtNewHome {
 			missing++
 		}
 	}
-	return int64(len(reasons)), missing, nil
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
+	return int64(len(keys)), missing, keys, nil
 }
 
 // newHomeRows reads the tenant's rows at the new home as jsonb texts of

@@ -73,9 +73,15 @@ var resyncSchema = []string{
 		divergent jsonb NOT NULL,
 		missing bigint NOT NULL,
 		reconciled bigint NOT NULL,
+		keys jsonb NOT NULL DEFAULT '[]',
 		at timestamptz NOT NULL DEFAULT now())`,
 	`REVOKE ALL ON atomfed.tenant_resyncs FROM PUBLIC`,
 }
+
+// resyncStatementTimeout replaces the agent's 30 s statement timeout in
+// the reconcile's two transactions: reading and rewriting a big tenant's
+// rows takes longer, and a try cut short starts over from scratch.
+const resyncStatementTimeout = `SET LOCAL statement_timeout = '15min'`
 
 // resyncPoint, when set (tests only), is called at each boundary between
 // the resync's steps: fenced, slot_created, read, quarantined (inside the
@@ -97,6 +103,7 @@ type resyncRecord struct {
 	Divergent      map[string]int64
 	Missing        int64
 	Reconciled     int64
+	Keys           []fsm.DivergentKey
 	At             time.Time
 }
 
@@ -107,9 +114,9 @@ func readResync(ctx context.Context, conn *pgx.Conn, tenant string) (*resyncReco
 	}
 	var r resyncRecord
 	var created, epoch int64
-	var div []byte
-	err := conn.QueryRow(ctx, `SELECT tenant_created, epoch, source, slot_lsn::text, divergent::text, missing, reconciled, at
-		FROM atomfed.tenant_resyncs WHERE tenant_id = $1`, tenant).Scan(&created, &epoch, &r.Source, &r.SlotLSN, &div, &r.Missing, &r.Reconciled, &r.At)
+	var div, keys []byte
+	err := conn.QueryRow(ctx, `SELECT tenant_created, epoch, source, slot_lsn::text, divergent::text, missing, reconciled, keys::text, at
+		FROM atomfed.tenant_resyncs WHERE tenant_id = $1`, tenant).Scan(&created, &epoch, &r.Source, &r.SlotLSN, &div, &r.Missing, &r.Reconciled, &keys, &r.At)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
@@ -119,6 +126,9 @@ func readResync(ctx context.Context, conn *pgx.Conn, tenant string) (*resyncReco
 	if err := json.Unmarshal(div, &r.Divergent); err != nil {
 		return nil, fmt.Errorf("read the resync record of tenant %s: %w", tenant, err)
 	}
+	if err := json.Unmarshal(keys, &r.Keys); err != nil {
+		return nil, fmt.Errorf("read the resync record of tenant %s: %w", tenant, err)
+	}
 	r.Created, r.Epoch = uint64(created), uint64(epoch)
 	return &r, nil
 }
@@ -126,7 +136,7 @@ func readResync(ctx context.Context, conn *pgx.Conn, tenant string) (*resyncReco
 // status is the record as a task reports it.
 func (r *resyncRecord) status(phase string) *fsm.ResyncStatus {
 	st := &fsm.ResyncStatus{Phase: phase, Epoch: r.Epoch, Missing: r.Missing, Reconciled: r.Reconciled, SlotLSN: r.SlotLSN,
-		ReconciledAt: r.At.UnixNano()}
+		ReconciledAt: r.At.UnixNano(), Keys: r.Keys}
 	for t, n := range r.Divergent {
 		if n > 0 {
 			if st.Divergent == nil {
@@ -265,16 +275,21 @@ func (s *subscriber) reconcile(ctx context.Context, conn, src *pgx.Conn, res *fs
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	stmts := append(append(append([]string{`SET LOCAL session_replication_role = replica`}, jsonSettings...), quarantineSchema...), resyncSchema...)
+	stmts := append(append(append([]string{`SET LOCAL session_replication_role = replica`, resyncStatementTimeout}, jsonSettings...), quarantineSchema...), resyncSchema...)
 	for _, st := range stmts {
 		if _, err := tx.Exec(ctx, st); err != nil {
 			return nil, err
 		}
 	}
 	for i, qp := range plans {
-		n, missing, err := qp.quarantine(ctx, tx, tenant, theirs[i])
+		n, missing, keys, err := qp.quarantine(ctx, tx, tenant, theirs[i])
 		if err != nil {
 			return nil, fmt.Errorf("quarantine %s: %w", qp.ref.display(), err)
+		}
+		for _, k := range keys {
+			if len(rec.Keys) < fsm.MaxDivergentKeys && len(k.Key) <= fsm.MaxDivergentKeyLen {
+				rec.Keys = append(rec.Keys, k)
+			}
 		}
 		rec.Divergent[qp.ref.String()] += n
 		rec.Missing += missing
@@ -285,11 +300,16 @@ func (s *subscriber) reconcile(ctx context.Context, conn, src *pgx.Conn, res *fs
 		rec.Reconciled += m
 	}
 	div, _ := json.Marshal(rec.Divergent)
-	err = tx.QueryRow(ctx, `INSERT INTO atomfed.tenant_resyncs AS r (tenant_id, tenant_created, epoch, source, slot_lsn, divergent, missing, reconciled)
-		VALUES ($1, $2, $3, $4, $5::pg_lsn, $6::jsonb, $7, $8)
+	if rec.Keys == nil {
+		rec.Keys = []fsm.DivergentKey{}
+	}
+	keys, _ := json.Marshal(rec.Keys)
+	err = tx.QueryRow(ctx, `INSERT INTO atomfed.tenant_resyncs AS r (tenant_id, tenant_created, epoch, source, slot_lsn, divergent, missing, reconciled, keys)
+		VALUES ($1, $2, $3, $4, $5::pg_lsn, $6::jsonb, $7, $8, $9::jsonb)
 		ON CONFLICT (tenant_id) DO UPDATE SET tenant_created = EXCLUDED.tenant_created, epoch = EXCLUDED.epoch, source = EXCLUDED.source,
-			slot_lsn = EXCLUDED.slot_lsn, divergent = EXCLUDED.divergent, missing = EXCLUDED.missing, reconciled = EXCLUDED.reconciled, at = now()
-		RETURNING at`, tenant, int64(rec.Created), int64(rec.Epoch), rec.Source, lsn, string(div), rec.Missing, rec.Reconciled).Scan(&rec.At)
+			slot_lsn = EXCLUDED.slot_lsn, divergent = EXCLUDED.divergent, missing = EXCLUDED.missing, reconciled = EXCLUDED.reconciled,
+			keys = EXCLUDED.keys, at = now()
+		RETURNING at`, tenant, int64(rec.Created), int64(rec.Epoch), rec.Source, lsn, string(div), rec.Missing, rec.Reconciled, string(keys)).Scan(&rec.At)
 	if err != nil {
 		return nil, fmt.Errorf("write the resync record: %w", err)
 	}
@@ -311,7 +331,7 @@ func readAtSnapshot(ctx context.Context, src *pgx.Conn, snapshot, tenant string,
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read only
-	for _, st := range append([]string{`SET TRANSACTION SNAPSHOT ` + quoteLiteral(snapshot)}, jsonSettings...) {
+	for _, st := range append([]string{`SET TRANSACTION SNAPSHOT ` + quoteLiteral(snapshot), resyncStatementTimeout}, jsonSettings...) {
 		if _, err := tx.Exec(ctx, st); err != nil {
 			return nil, err
 		}

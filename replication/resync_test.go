@@ -2,8 +2,11 @@ package replication_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -272,6 +275,26 @@ func TestOldHomeComesBackAfterAFailover(t *testing.T) {
 	}
 	if st.DivergentTotal != 13 || st.Missing != 7 || st.Divergent["public.orders"] != 13 || st.Reconciled < 19 || st.SlotLSN != reconciledAt {
 		t.Fatalf("the resync reports %+v, want 13 divergent (7 missing), 19 reconciled (12 written, 7 deleted) and the writer's rows, slot at %s", st, reconciledAt)
+	}
+	// The report names each quarantined row's key and reason (no PII).
+	var keys []string
+	for _, k := range st.Keys {
+		var key struct {
+			ID     int64  `json:"id"`
+			Tenant string `json:"tenant_id"`
+		}
+		if err := json.Unmarshal([]byte(k.Key), &key); err != nil || key.Tenant != "acme" || k.Table != "public.orders" {
+			t.Fatalf("reported key %+v: %v", k, err)
+		}
+		keys = append(keys, fmt.Sprintf("%d:%s", key.ID, k.Reason))
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, _ := strconv.Atoi(strings.Split(keys[i], ":")[0])
+		b, _ := strconv.Atoi(strings.Split(keys[j], ":")[0])
+		return a < b
+	})
+	if strings.Join(keys, ",") != want {
+		t.Fatalf("the resync reports the keys\n%s\nwant\n%s", strings.Join(keys, ","), want)
 	}
 	if v := value(old, `SELECT concat_ws('|', (home_row->>'amount'), home_row->>'email', new_home_row->>'note') FROM atomfed_quarantine.divergent_rows WHERE row_key->>'id' = '2'`); v != "102.00|u2@acme.test|b" {
 		t.Fatalf("the quarantined row 2: %s", v)

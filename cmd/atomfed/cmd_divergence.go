@@ -93,4 +93,13 @@ func printDivergence(w *tabwriter.Writer, l *wire.DivergenceList) {
 			time.Unix(0, d.FoundAt).UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "the rows are in %s in each region's own database\n", wire.QuarantineTable)
+	for _, d := range l.Divergence {
+		if len(d.Keys) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nkeys at %s (the first %d of %d):\nTABLE\tKEY\tREASON\n", d.Region, len(d.Keys), d.Total)
+		for _, k := range d.Keys {
+			fmt.Fprintf(w, "%s\t%s\t%s\n", k.Table, k.Key, k.Reason)
+		}
+	}
 }

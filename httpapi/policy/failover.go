@@ -27,7 +27,7 @@ func failoverCapabilities(in *Input) (tests, region Capability, last *fsm.Failov
 			}
 		}
 	})
-	where := []string{"GET /v1/failovers", "atomfed tenant failover ID --force (a drill)", "internal/e2e: TestUnplannedFailover"}
+	where := []string{"GET /v1/failovers", "atomfed tenant failover ID --force (a drill)", "internal/e2e: TestUnplannedFailover (internal/e2e/unplanned_failover_test.go)"}
 	if last != nil {
 		tests = Capability{InPlace: true, Where: where, What: fmt.Sprintf(
 			"a failover ran within %s: tenant %s %s -> %s (%s) at %s, RTO %d ms, RPO %d ms of lag (applied up to %s)",
@@ -38,7 +38,7 @@ func failoverCapabilities(in *Input) (tests, region Capability, last *fsm.Failov
 		missing = append(missing, tests.What)
 	}
 	region = Capability{InPlace: true,
-		What: "unplanned failover of a tenant or of every tenant of a lost region, m-of-n approved (the failover rule) or automatic (a tenant's failover policy, decided by the leader's quorum with an RPO budget and the target's drill precondition)",
+		What:  "unplanned failover of a tenant or of every tenant of a lost region, m-of-n approved (the failover rule) or automatic (a tenant's failover policy, decided by the leader's quorum with an RPO budget and the target's drill precondition)",
 		Where: []string{"POST /v1/tenants/{id}/failover", "POST /v1/regions/{name}/failover", "atomfed tenant failover", "atomfed region failover"}}
 	return tests, region, last, missing
 }

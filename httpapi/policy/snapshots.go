@@ -68,7 +68,7 @@ func SnapshotsAndFailover(ctx context.Context, in *Input) structs.PolicyResult {
 	var missing []string
 	ev.FailoverTests, ev.RegionFailover, lastFailover, missing = failoverCapabilities(in)
 	ev.LastFailover = lastFailover
-	reason := "shipped control-plane snapshots are not built yet; on-demand snapshots, scheduled verified region backups, restore drills and region failover are in place"
+	reason := "shipped control-plane snapshots are not built yet; on-demand snapshots, scheduled verified region backups, region failover and restore drills are in place"
 	if lastFailover != nil {
 		reason += "; " + ev.FailoverTests.What
 	}

@@ -58,6 +58,9 @@ type FailoverView struct {
 	Candidate *FailoverCandidate `json:"candidate,omitempty"`
 	// Auto is the automatic policy's decision (auto tenants only).
 	Auto *fsm.AutoDecision `json:"auto,omitempty"`
+	// Hold is the wait the leader recorded in the audit chain (since when,
+	// why), while an automatic failover waits with the home down.
+	Hold *fsm.FailoverHoldState `json:"hold,omitempty"`
 	// Last is the tenant's last failover, if its last move was one.
 	Last *SwitchoverStatus `json:"last,omitempty"`
 	// History are the tenant's finished failovers still kept.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -166,6 +167,22 @@ func checkOldHomeComesBack(t *testing.T, cx context.Context, f oldHomeReturn) {
 		}
 		if len(l.Divergence) != 1 || l.Divergence[0].Region != f.oldHome || int(l.Divergence[0].Total) != len(want) || !l.Divergence[0].Open {
 			return fmt.Errorf("divergence of %s: %+v", f.tenant, l.Divergence)
+		}
+		// Keys and reasons (the first 100), never a row's contents.
+		d := l.Divergence[0]
+		if len(d.Keys) != min(len(want), fsm.MaxDivergentKeys) {
+			return fmt.Errorf("divergence of %s lists %d keys, want %d", f.tenant, len(d.Keys), min(len(want), fsm.MaxDivergentKeys))
+		}
+		for _, k := range d.Keys {
+			var key struct {
+				ID int64 `json:"id"`
+			}
+			if err := json.Unmarshal([]byte(k.Key), &key); err != nil || !slices.Contains(want, fmt.Sprintf("%d:%s", key.ID, k.Reason)) {
+				return fmt.Errorf("divergence key %+v is not one of the quarantined rows (%v)", k, err)
+			}
+		}
+		if b, _ := json.Marshal(l); strings.Contains(string(b), "@") {
+			return fmt.Errorf("the divergence answer carries PII: %s", b)
 		}
 		return nil
 	})
