@@ -129,10 +129,12 @@ func (r *RebuildExecutor) Run(ctx context.Context, t *fsm.Task, report func(stru
 	return nil
 }
 
-// markerPath is the file that says a rebuild of this agent has written
-// into the data directory and not finished.
+// markerPath is the file that says a rebuild has written into the data
+// directory and not finished: next to the data directory, so that any
+// agent managing it (a peer the task moved to included) recognises a
+// partial restore as a rebuild's own.
 func (r *RebuildExecutor) markerPath(stanza string) string {
-	return filepath.Join(r.cfg.Dir, "rebuild-"+stanza+".partial")
+	return filepath.Join(filepath.Dir(r.m.DataDir), "."+filepath.Base(r.m.DataDir)+".atomfed-rebuild-"+stanza)
 }
 
 func (r *RebuildExecutor) rebuild(ctx context.Context, spec fsm.RebuildSpec, p *fsm.RebuildProgress, send func(string), res *fsm.RebuildResult) error {
@@ -183,7 +185,7 @@ func (r *RebuildExecutor) rebuild(ctx context.Context, spec fsm.RebuildSpec, p *
 	p.FilesTotal = manifestFiles(e, spec.Label)
 	send(fsm.TaskRunning)
 	if err := os.WriteFile(r.markerPath(spec.Stanza), []byte(r.m.DataDir+"\n"), 0o600); err != nil {
-		return err
+		return fmt.Errorf("mark the data directory as being rebuilt (the agent writes %s next to it): %w", r.markerPath(spec.Stanza), err)
 	}
 	args := []string{"restore", "--set=" + spec.Label, "--log-level-console=detail"}
 	if spec.TargetTime != 0 {

@@ -206,6 +206,10 @@ func TestRebuildToTheEndOfTheArchive(t *testing.T) {
 	if last := is.all[len(is.all)-1]; last.Status != fsm.TaskFailing || !strings.Contains(last.Error, "interrupted") {
 		t.Fatalf("an interrupted rebuild's last report: %+v", last)
 	}
+	marker := filepath.Join(filepath.Dir(r.pg.DataDir), ".data.atomfed-rebuild-us-east")
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("an interrupted rebuild left no marker of its partial restore: %v", err)
+	}
 
 	// The rerun empties the partial restore and succeeds.
 	status, all = r.rebuild(ctx, t, "us-east-r4", 0, false)
@@ -213,6 +217,9 @@ func TestRebuildToTheEndOfTheArchive(t *testing.T) {
 	if status != fsm.TaskSucceeded || res.Phase != fsm.RebuildPhaseDone || res.Error != "" || res.Timeline < 2 || res.Files == 0 || res.Bytes != r.size ||
 		all[len(all)-1].FilesTotal != res.Files {
 		t.Fatalf("rebuild: %s %+v", status, res)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the marker of a partial restore is left after a rebuild succeeded: %v", err)
 	}
 	phases := map[string]bool{}
 	var sawProgress bool
