@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git dif
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build run test test-short test-deploy lint bench bench-go bench-compare chaos chaos-dataplane fuzz reports image clean
+.PHONY: all build run test test-short test-deploy lint bench bench-dataplane bench-go bench-compare chaos chaos-dataplane fuzz reports image clean
 
 all: build
 
@@ -68,15 +68,34 @@ fuzz:
 
 ## bench: 3 server processes on loopback with fsync on; writes reports/bench.md;
 ## then the global metrics view's merge of 3 regions x 50,000 series and its
-## memory per series (reports/bench-metrics.txt)
+## memory per series (reports/bench-metrics.txt); then bench-dataplane
 bench: build
 	$(GO) run ./cmd/atomfed-bench -bin $(BIN) -out reports/bench.md
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./internal/metrics | tee reports/bench-metrics.txt
+	$(MAKE) bench-dataplane
+
+## bench-dataplane: a federation with a PostgreSQL, an agent and an
+## application per region (3) behind `atomfed edge`: planned switchovers
+## under writes through the edge (DP_SWITCHOVER_ROUNDS, alternating
+## direction), unplanned failovers with the automatic policy
+## (DP_FAILOVER_ROUNDS, home killed), then a region database filled to
+## DP_BACKUP_MB MiB backed up and restored by atomfed and by hand with
+## pgBackRest (DP_BACKUP_ROUNDS, odd), and that region lost and rebuilt
+## with atomfed dr rebuild; writes its section of reports/bench.md
+DP_SWITCHOVER_ROUNDS ?= 5
+DP_FAILOVER_ROUNDS ?= 5
+DP_BACKUP_MB ?= 2048
+DP_BACKUP_ROUNDS ?= 3
+bench-dataplane: build
+	$(GO) run ./cmd/atomfed-bench -only dataplane -bin $(BIN) -out reports/bench.md \
+	  -dp-switchover-rounds $(DP_SWITCHOVER_ROUNDS) -dp-failover-rounds $(DP_FAILOVER_ROUNDS) \
+	  -dp-backup-mb $(DP_BACKUP_MB) -dp-backup-rounds $(DP_BACKUP_ROUNDS)
 
 ## chaos: the long chaos suite: DURATION of faults (default 10m) over four
 ## runs (3 and 5 servers, loopback and 80 ms between continents), then a
-## data-plane run (PostgreSQL per region; DURATION/5, 1 to 3 min), nemeses
-## chosen from SEED (default random, printed; pass it to replay); writes
+## data-plane run (PostgreSQL per region; DURATION/5, 1 to 3 min; backups
+## and drills during the faults) and a region-loss run (automatic failover),
+## nemeses chosen from SEED (default random, printed; pass it to replay); writes
 ## reports/chaos.md and reports/chaos.json and fails on any violation
 DURATION ?= 10m
 SEED ?= 0

@@ -46,6 +46,7 @@ type options struct {
 	compareEtcd      bool
 	compare          compareOptions
 	profileDir       string
+	dataPlane        dataPlaneOptions
 }
 
 func main() {
@@ -87,7 +88,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.blocking.HealthRequests, "blocking-health", 3000, "GET /health requests timed per blocking-query round")
 	fs.IntVar(&o.blocking.Rounds, "blocking-rounds", 3, "blocking-query rounds (the report shows the medians)")
 	fs.DurationVar(&o.blocking.WriteEvery, "blocking-write-every", 50*time.Millisecond, "pace of the tenant writer during the blocking-query rounds (0: none)")
-	fs.StringVar(&o.only, "only", "", "run only this phase: blocking (the report is printed, and written only with an explicit -out)")
+	fs.StringVar(&o.only, "only", "", "run only this phase: blocking (the report is printed, and written only with an explicit -out), or dataplane (switchover and backups on a federation with a PostgreSQL per region; its own section of -out)")
+	addDataPlaneFlags(fs, &o.dataPlane)
 	fs.BoolVar(&o.compareEtcd, "compare-etcd", false, "run atomfed and etcd side by side instead (make bench-compare)")
 	fs.StringVar(&o.compare.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary for -compare-etcd")
 	fs.IntVar(&o.compare.rounds, "compare-rounds", 3, "runs of each system in -compare-etcd (alternating A B A B ...)")
@@ -97,9 +99,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	fs.Visit(func(f *flag.Flag) { o.outSet = o.outSet || f.Name == "out" })
 	switch o.only {
-	case "", "blocking":
+	case "", "blocking", "dataplane":
 	default:
-		return nil, fmt.Errorf("-only %q: the phases that run alone are: blocking", o.only)
+		return nil, fmt.Errorf("-only %q: the phases that run alone are: blocking, dataplane", o.only)
 	}
 	if o.only == "blocking" && o.blocking.Watchers <= 0 {
 		return nil, errors.New("-only blocking needs -blocking-watchers > 0")
@@ -163,6 +165,9 @@ func run(ctx context.Context, o *options) error {
 	defer cleanup()
 	if o.compareEtcd {
 		return runCompare(ctx, o, bin)
+	}
+	if o.only == "dataplane" {
+		return runDataPlane(ctx, o, bin)
 	}
 	if o.only == "blocking" {
 		runBlocking(ctx, o, bin, rep)

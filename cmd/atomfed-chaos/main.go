@@ -33,7 +33,7 @@ func main() {
 	seed := fs.Uint64("seed", 0, "seed of the suite (0: a random one, printed)")
 	out := fs.String("out", "reports", "directory for chaos.md and chaos.json")
 	dir := fs.String("dir", "", "directory for the runs' data and logs (default: a new temp dir, kept when a run fails)")
-	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed); \"dataplane\" runs the data-plane run alone and writes chaos-dataplane.md and .json")
+	only := fs.String("only", "", "run only the run of this name from the plan (to replay one run with the suite's seed); \"dataplane\" runs the data-plane run alone and writes chaos-dataplane.md and .json, \"region-loss\" the region-loss run (chaos-region-loss.md and .json)")
 	keep := fs.Bool("keep", false, "keep the runs' logs and histories also when every check passed")
 	check := fs.String("check", "", "check a saved history.json of a run again (no cluster) and write visualisations next to it")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "porcupine's time limit for -check")
@@ -106,8 +106,8 @@ func run(ctx context.Context, bin string, d time.Duration, seed uint64, out, dir
 		// The data-plane run alone gets its own files, so that it does not
 		// replace the whole suite's report.
 		base := "chaos"
-		if only == "dataplane" {
-			base = "chaos-dataplane"
+		if only == "dataplane" || only == "region-loss" {
+			base = "chaos-" + only
 		}
 		if err := rep.WriteFilesAs(out, base); err != nil {
 			return err

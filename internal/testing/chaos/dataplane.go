@@ -31,6 +31,9 @@ type DataPlaneTenant struct {
 	Home    int     `json:"-"`
 	Mirrors []int   `json:"-"`
 	Tables  []Table `json:"tables"`
+	// Auto gives the tenant the automatic failover policy (region-loss
+	// run).
+	Auto bool `json:"auto_failover,omitempty"`
 	// HomeRegion and MirrorRegions are filled in by the run.
 	HomeRegion    string   `json:"home"`
 	MirrorRegions []string `json:"mirrors"`
@@ -119,6 +122,9 @@ type DataPlaneConfig struct {
 	StreamWithin, ConvergeWithin time.Duration
 	// ReplicationInterval is the agents' --replication-interval.
 	ReplicationInterval time.Duration
+	// Backups runs backups and restore drills during the faults and
+	// checks their verdicts after healing (dpbackup.go).
+	Backups bool
 	// Env is added to the servers' and agents' environment.
 	Env  []string
 	Logf func(format string, args ...any)
@@ -229,6 +235,11 @@ type DataPlaneResult struct {
 	// Notes are observations that fail nothing.
 	Notes []string `json:"notes,omitempty"`
 
+	// BackupsRun says the run asked for backups and drills during the
+	// faults; Backup counts them and what the checker rechecked.
+	BackupsRun bool         `json:"backups_run"`
+	Backup     BackupChecks `json:"backups"`
+
 	Errors   map[string]int `json:"writer_errors"`
 	Failures []string       `json:"failures"`
 	Dir      string         `json:"dir"`
@@ -255,6 +266,10 @@ type dataPlane struct {
 	pgs     []*pglocal.Cluster
 	agents  []*procs.Proc
 	writers []*dpWriter
+	bk      *dpBackups // nil unless cfg.Backups
+	// lossPGUp and lossAgentUp: when the region-loss run brought the lost
+	// region's PostgreSQL and agent back.
+	lossPGUp, lossAgentUp time.Time
 
 	mu    sync.Mutex
 	conns map[int]*pgx.Conn // check connections per region
@@ -329,6 +344,12 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 			return res, err
 		}
 	}
+	if cfg.Backups {
+		if err := d.prepareBackups(ctx); err != nil {
+			return res, fmt.Errorf("prepare backups: %w", err)
+		}
+		res.BackupsRun = true
+	}
 	if err := d.createTables(ctx); err != nil {
 		return res, err
 	}
@@ -384,7 +405,18 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 
 	r := &runner{c: c, rng: rng, logf: cfg.Logf, dp: d}
 	faultStart := time.Now()
+	bctx, stopBackups := context.WithCancel(ctx)
+	var bwg sync.WaitGroup
+	if d.bk != nil {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			d.runBackups(bctx)
+		}()
+	}
 	d.runFaults(ctx, r, res)
+	stopBackups()
+	bwg.Wait()
 	res.FaultPhaseS = time.Since(faultStart).Seconds()
 	d.heal(ctx, r)
 	if err := d.waitWhole(ctx, 90*time.Second); err != nil {
@@ -412,6 +444,9 @@ func RunDataPlane(ctx context.Context, cfg DataPlaneConfig) (*DataPlaneResult, e
 		res.fail("%v", err)
 	}
 	d.check(ctx, models, res)
+	if d.bk != nil {
+		d.checkBackups(ctx, res)
+	}
 	res.ElapsedS = time.Since(res.Started).Seconds()
 	if !res.Passed() {
 		logTails(cfg.Logf, c)
@@ -520,6 +555,9 @@ func (d *dataPlane) startAgents() error {
 	for i, r := range d.regions {
 		pg := d.pgs[i]
 		extra := []string{"--replication-passfile", pg.Passfile, "--replication-ca", pg.RootCert, "--replication-interval", d.cfg.ReplicationInterval.String()}
+		if d.bk != nil {
+			extra = append(extra, "--backup-dir", d.backupDir(r))
+		}
 		env := append([]string{"POSTGRES_DSN=" + pg.DSN(pglocal.Database)}, d.cfg.Env...)
 		a, err := d.c.StartAgent(r, extra, env)
 		if err != nil {
@@ -569,6 +607,9 @@ func (d *dataPlane) registerTenants(ctx context.Context) error {
 	}
 	for _, t := range d.cfg.Tenants {
 		spec := &fsm.Tenant{ID: t.ID, HomeRegion: t.HomeRegion, Mirrors: t.MirrorRegions}
+		if t.Auto {
+			spec.Failover = &fsm.FailoverPolicy{Mode: fsm.FailoverAuto, RPOBudgetMS: 60000}
+		}
 		for _, tb := range t.Tables {
 			spec.Tables = append(spec.Tables, fsm.TenantTable{Name: tb.Name, PIIColumns: []string{tb.PII}})
 		}
@@ -903,6 +944,13 @@ func (d *dataPlane) close(res *DataPlaneResult) {
 				d.cfg.Logf("remove PostgreSQL %s: %v", pg.Name, err)
 			}
 		}
+	}
+	if d.bk != nil {
+		if !res.Passed() {
+			d.cfg.Logf("backup directories (pgBackRest logs) kept in %s", d.bk.base)
+			return
+		}
+		os.RemoveAll(d.bk.base)
 	}
 }
 

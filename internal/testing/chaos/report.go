@@ -76,7 +76,7 @@ func (rep *Report) Markdown() string {
 	if replay == "" {
 		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%s", rep.Seed, time.Duration(rep.DurationS*float64(time.Second)).Round(time.Second))
 	}
-	w("- Seed: %d (control-plane run i uses seed+i, the data-plane run seed+4; replay with `%s`)\n", rep.Seed, replay)
+	w("- Seed: %d (control-plane run i uses seed+i, the data-plane run seed+4, the region-loss run seed+5; replay with `%s`)\n", rep.Seed, replay)
 	var dpFault float64
 	for _, r := range rep.DataPlane {
 		dpFault += r.FaultPhaseS
@@ -228,6 +228,13 @@ func (rep *Report) dataPlane(w func(string, ...any)) {
 			r.RLSVisible, r.RLSOff, r.PIIFound, r.OrphanSlots, r.MissingSubscriptions, res)
 	}
 	for _, r := range rep.DataPlane {
+		if b := r.Backup; r.BackupsRun {
+			w("\n%s: backups and restore drills during the faults and after healing: %d backups asked, %d recorded verified (%d of them passed the checker's `pgbackrest verify`, %d expired before it), %d failed, %d taken unverified; %d drills asked, %d recorded passed (%d recomputed by the checker's own restore with equal checksums), %d failed.\n",
+				r.Name, b.BackupsAsked, b.BackupsVerified, b.BackupsRechecked, b.BackupsExpired, b.BackupsFailed, b.BackupsUnverified,
+				b.DrillsAsked, b.DrillsPassed, b.DrillsRechecked, b.DrillsFailed)
+		}
+	}
+	for _, r := range rep.DataPlane {
 		for _, f := range r.Failures {
 			w("\n- %s: %s", r.Name, mdEscape(f))
 		}
@@ -267,7 +274,7 @@ func (rep *Report) dataPlane(w func(string, ...any)) {
 			w("\nWriter errors seen: %s\n", errorSummary(r.Errors))
 		}
 	}
-	w("\nChecks: **lost** — an acknowledged row missing, or holding a value no write gave it, at the home or a mirror; **extra** — a row no write (acknowledged or maybe) explains, e.g. one back after an acknowledged delete; **leaked** — a row of a tenant in a region that is neither its home nor its mirror (hooli's rows must never leave its region); **RLS** — every mirror table must have row-level security enabled and forced with the tenant policy, and a session as a plain role (`SET ROLE chaos_reader`, SELECT only) with `app.tenant_id` set to each tenant in turn, or unset, must see no row of another tenant; **PII** — a PII column on a table that exists in its region only as a mirror table, or a PII value (each carries a marker) in any column of a mirrored tenant's row; **home columns** — every tenant table at its home must keep its PII column (the home's data is the tenant's); **orphan slots** — a replication slot at a home that no mirror's subscription uses, or a subscription no tenant explains (polled for 30 s, as teardown is asynchronous); **missing** — a mirror without its subscription, or a subscription without its slot. The lag is from a probe row's commit at the home until every mirror of the tenant shows it.\n")
+	w("\nChecks: **lost** — an acknowledged row missing, or holding a value no write gave it, at the home or a mirror; **extra** — a row no write (acknowledged or maybe) explains, e.g. one back after an acknowledged delete; **leaked** — a row of a tenant in a region that is neither its home nor its mirror (hooli's rows must never leave its region); **RLS** — every mirror table must have row-level security enabled and forced with the tenant policy, and a session as a plain role (`SET ROLE chaos_reader`, SELECT only) with `app.tenant_id` set to each tenant in turn, or unset, must see no row of another tenant; **PII** — a PII column on a table that exists in its region only as a mirror table, or a PII value (each carries a marker) in any column of a mirrored tenant's row; **home columns** — every tenant table at its home must keep its PII column (the home's data is the tenant's); **orphan slots** — a replication slot at a home that no mirror's subscription uses, or a subscription no tenant explains (polled for 30 s, as teardown is asynchronous); **missing** — a mirror without its subscription, or a subscription without its slot; **backups** (when the run takes them; scheduled ones are off) — while the faults run, a backup of each region in turn (full, then incremental) and a restore drill of each verified one; after healing one more of each per region must pass; every one asked for must end (a run a fault interrupted ends failed or is retried, never hangs); a backup recorded verified must pass the checker's own `pgbackrest verify` (with the agent's configuration, as PostgreSQL's user) while the repository holds it; a drill recorded passed is recomputed: the checker restores the same backup to the same named restore point, starts it and reads every recorded table, whose row counts and checksums must equal the recorded ones. The lag is from a probe row's commit at the home until every mirror of the tenant shows it. **region-loss** (its own run): us-east, home of two tenants with the automatic failover policy (their mirrors passed a drill first) and mirror of a third, loses its PostgreSQL and its agent (SIGKILL) while writers write each tenant at the home the API names at that moment; the policy must fail both over within 90 s; then us-east comes back (PostgreSQL first, then the agent). A prober writes each failed-over tenant at us-east and at its new home every 250 ms (in a transaction it rolls back): once the failover committed, both may never accept in one pass. Every acknowledged write must be at the tenant's current home, except writes the lost home acknowledged, which may be missing only if its quarantine (`atomfed_quarantine.divergent_rows`) holds that very row as `missing_at_new_home`; no row's PII value may be outside the region it was written in; every mirror of the new placement (the old home among them) must hold exactly its home's rows.\n")
 }
 
 // dataPlaneNote is the method of the data-plane runs.

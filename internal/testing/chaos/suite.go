@@ -56,7 +56,8 @@ func Plan(seed uint64, d time.Duration) []RunConfig {
 // DataPlanePlan returns the suite's data-plane run for seed and duration:
 // three regions with their own PostgreSQL and agent, four tenants, faults
 // for a fifth of the suite's fault time (at least 1 minute, at most 3),
-// run after the four control-plane runs with seed+4.
+// run after the four control-plane runs with seed+4; backups and restore
+// drills run during the faults and are checked after healing.
 func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
 	x := (d / 5).Round(time.Second)
 	if x < time.Minute {
@@ -65,7 +66,7 @@ func DataPlanePlan(seed uint64, d time.Duration) DataPlaneConfig {
 	if x > 3*time.Minute {
 		x = 3 * time.Minute
 	}
-	return DataPlaneConfig{Name: "dataplane", Seed: seed + 4, Duration: x, MixPct: 25}
+	return DataPlaneConfig{Name: "dataplane", Seed: seed + 4, Duration: x, MixPct: 25, Backups: true}
 }
 
 // Report is the outcome of a suite (or of a single run).
@@ -173,6 +174,22 @@ func RunSuite(ctx context.Context, sc SuiteConfig) *Report {
 			logf("run %s: %s", dc.Name, dpVerdict(res))
 			if res.Passed() {
 				removeData(dc.Dir)
+			}
+		}
+	}
+	if ctx.Err() == nil && (sc.Only == "" || sc.Only == "region-loss") {
+		lc := RegionLossPlan(sc.Seed)
+		lc.Bin, lc.Dir, lc.Logf = sc.Bin, filepath.Join(sc.Dir, lc.Name), logf
+		if err := os.MkdirAll(lc.Dir, 0o755); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+		} else if res, err := RunRegionLoss(ctx, lc); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s (seed %d): %v", lc.Name, lc.Seed, err))
+			logf("run %s could not be carried out: %v", lc.Name, err)
+		} else {
+			rep.DataPlane = append(rep.DataPlane, res)
+			logf("run %s: %s", lc.Name, dpVerdict(res))
+			if res.Passed() {
+				removeData(lc.Dir)
 			}
 		}
 	}
