@@ -197,8 +197,15 @@ func clearHomeConfirmation(ctx context.Context, conn dbtx, tenant string, onlyIf
 	}
 	q := `DELETE FROM atomfed.home_confirmations WHERE tenant_id = $1`
 	if onlyIfHeld {
-		q += ` AND (postmaster_start = pg_postmaster_start_time()
-			OR (to_regclass('atomfed.tenant_fences') IS NOT NULL AND EXISTS (SELECT 1 FROM atomfed.tenant_fences f WHERE f.tenant_id = $1)))`
+		var fences bool
+		if err := conn.QueryRow(ctx, `SELECT to_regclass('atomfed.tenant_fences') IS NOT NULL`).Scan(&fences); err != nil {
+			return err
+		}
+		q += ` AND (postmaster_start = pg_postmaster_start_time()`
+		if fences {
+			q += ` OR EXISTS (SELECT 1 FROM atomfed.tenant_fences f WHERE f.tenant_id = $1)`
+		}
+		q += `)`
 	}
 	_, err := conn.Exec(ctx, q, tenant)
 	return err

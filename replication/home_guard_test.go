@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/atomcloud/atomfed/fsm"
 	"github.com/atomcloud/atomfed/internal/testing/pgtest"
+	"github.com/atomcloud/atomfed/internal/testing/testutil"
 	"github.com/atomcloud/atomfed/replication"
 )
 
@@ -154,4 +156,19 @@ func mustCount(t *testing.T, ctx context.Context, c *pgx.Conn, sql string) int {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
+}
+
+// waitConfirmed waits until region's agent has confirmed, since its
+// PostgreSQL last started, that it is tenant's home: a test that restarts
+// a home's PostgreSQL writes the tenant's rows there only then (before,
+// the home guard refuses them, by design).
+func (f *fed) waitConfirmed(region, tenant string) {
+	f.t.Helper()
+	testutil.Eventually(f.t, time.Minute, func() error {
+		got, err := f.value(region, `SELECT (postmaster_start = pg_postmaster_start_time())::text FROM atomfed.home_confirmations WHERE tenant_id = $1`, tenant)
+		if err != nil || got != "true" {
+			return fmt.Errorf("%s's home in %s not confirmed since PostgreSQL started: %q %v", tenant, region, got, err)
+		}
+		return nil
+	})
 }

@@ -97,24 +97,29 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 		}
 		return p.teardown(ctx, conn, res)
 	}
-	var guardErr error
-	if p.spec.Kind == fsm.KindTenant {
-		// First: after a restart of PostgreSQL the tenant's writes wait
-		// for this (home_guard.go). A connection that died with the
-		// restart is reopened at once rather than at the next run.
-		if guardErr = p.confirmHome(ctx, conn); isConnErr(guardErr) {
-			p.db.drop()
-			if conn, err = p.db.get(ctx); err != nil {
-				res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{unreachable("region", err)}
-				return res, false
-			}
-			guardErr = p.confirmHome(ctx, conn)
-		}
-	}
 	p.publish(ctx, conn, res)
-	if guardErr != nil {
-		res.State = fsm.ReplError
-		res.Issues = append([]fsm.ReplicationIssue{issueFromErr("", "confirm the tenant's home (its writes wait for it after a restart of PostgreSQL)", guardErr)}, res.Issues...)
+	if p.spec.Kind == fsm.KindTenant && res.State != fsm.ReplInvalid {
+		// After a restart of PostgreSQL the tenant's writes wait for this
+		// (home_guard.go); a bad spec changes nothing, so it waits for a
+		// good one. A connection that died with the restart is reopened
+		// at once rather than at the next run.
+		var guardErr error
+		if conn, err = p.db.get(ctx); err == nil {
+			if guardErr = p.confirmHome(ctx, conn); isConnErr(guardErr) {
+				p.db.drop()
+				if conn, err = p.db.get(ctx); err == nil {
+					guardErr = p.confirmHome(ctx, conn)
+				}
+			}
+		}
+		if err != nil {
+			guardErr = err
+		}
+		if guardErr != nil {
+			res.State = fsm.ReplError
+			res.Issues = append([]fsm.ReplicationIssue{issueFromErr("", "confirm the tenant's home (its writes wait for it after a restart of PostgreSQL)", guardErr)}, res.Issues...)
+			return res, false
+		}
 	}
 	// Whatever the publication's state, a foreign slot can carry this
 	// database's PII away: it comes first in what the task reports.
