@@ -185,8 +185,12 @@ func UnfenceTenant(ctx context.Context, conn *pgx.Conn, tenant string) error {
 		if err := dropFenceTriggers(ctx, tx, tenant); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM atomfed.tenant_fences WHERE tenant_id = $1`, tenant)
-		return err
+		if _, err := tx.Exec(ctx, `DELETE FROM atomfed.tenant_fences WHERE tenant_id = $1`, tenant); err != nil {
+			return err
+		}
+		// The region is the tenant's home again: a confirmation row of an
+		// earlier time here must not hold its writes (home_guard.go).
+		return clearHomeConfirmation(ctx, tx, tenant, false)
 	})
 	if err != nil {
 		return fmt.Errorf("unfence tenant %s: %w", tenant, err)

@@ -288,6 +288,9 @@ func TestCatchUpAndPromoteAMirror(t *testing.T) {
 				t.Fatalf("%s's subscription: enabled %s", tn, got)
 			}
 		}
+		// The home's PostgreSQL restarted above: initech's writes there
+		// wait for its agent's confirmation (the home guard).
+		f.waitConfirmed(home, "initech")
 		f.exec(home, `INSERT INTO orders (tenant_id, amount) VALUES ('initech', 99)`)
 		testutil.Eventually(t, 60*time.Second, func() error {
 			if got, want := count(f, mir, "orders", "initech"), count(f, home, "orders", "initech"); got != want {

@@ -70,6 +70,8 @@ type publisher struct {
 	// filters remembers the row filters this run set, as PostgreSQL
 	// deparsed them, to recognise its own publication later.
 	filters map[string]string
+	// confirmed is the home guard's last confirmation (home_guard.go).
+	confirmed homeConfirmed
 }
 
 // plannedTable is a validated table with what to publish of it.
@@ -96,6 +98,29 @@ func (p *publisher) step(ctx context.Context) (*fsm.PublisherResult, bool) {
 		return p.teardown(ctx, conn, res)
 	}
 	p.publish(ctx, conn, res)
+	if p.spec.Kind == fsm.KindTenant && res.State != fsm.ReplInvalid {
+		// After a restart of PostgreSQL the tenant's writes wait for this
+		// (home_guard.go); a bad spec changes nothing, so it waits for a
+		// good one. A connection that died with the restart is reopened
+		// at once rather than at the next run.
+		var guardErr error
+		if conn, err = p.db.get(ctx); err == nil {
+			if guardErr = p.confirmHome(ctx, conn); isConnErr(guardErr) {
+				p.db.drop()
+				if conn, err = p.db.get(ctx); err == nil {
+					guardErr = p.confirmHome(ctx, conn)
+				}
+			}
+		}
+		if err != nil {
+			guardErr = err
+		}
+		if guardErr != nil {
+			res.State = fsm.ReplError
+			res.Issues = append([]fsm.ReplicationIssue{issueFromErr("", "confirm the tenant's home (its writes wait for it after a restart of PostgreSQL)", guardErr)}, res.Issues...)
+			return res, false
+		}
+	}
 	// Whatever the publication's state, a foreign slot can carry this
 	// database's PII away: it comes first in what the task reports.
 	foreign, err := p.foreignSlots(ctx, conn)
@@ -516,6 +541,14 @@ func (p *publisher) teardown(ctx context.Context, conn *pgx.Conn, res *fsm.Publi
 	if len(res.Slots) > 0 || len(res.Issues) > 0 {
 		res.State = fsm.ReplError
 		return res, false
+	}
+	if p.spec.Kind == fsm.KindTenant {
+		// A stale confirmation of an unfenced tenant is kept: this may be
+		// a lost home that restarted and was not fenced yet.
+		if err := clearHomeConfirmation(ctx, conn, p.spec.Tenant, true); err != nil {
+			res.State, res.Issues = fsm.ReplError, []fsm.ReplicationIssue{issueFromErr("", "remove the tenant's home confirmation", err)}
+			return res, false
+		}
 	}
 	p.log.Info("publication torn down", "publication", p.spec.Publication)
 	res.State = fsm.ReplRemoved

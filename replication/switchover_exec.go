@@ -408,6 +408,12 @@ func (e *promoteExec) promote(ctx context.Context, conn *pgx.Conn, db *localConn
 		}
 		log.Info("lifted the tenant's fence of an earlier placement", "tenant", spec.Tenant, "fence_epoch", f.Epoch)
 	}
+	// A home confirmation of an earlier time as home, with no fence (the
+	// row outlived it), would hold the new home's first writes after a
+	// restart of PostgreSQL: the publisher confirms once the move commits.
+	if err := ClearHomeConfirmation(ctx, conn, spec.Tenant); err != nil {
+		return nil, fmt.Errorf("clear the tenant's home confirmation of an earlier placement: %w", err)
+	}
 	res.At = time.Now().UnixNano()
 	log.Info("tenant promoted", "tenant", spec.Tenant, "pii_columns_added", len(res.PIIColumnsAdded), "slots", len(res.Slots),
 		"home_slot_dropped", res.HomeSlotDropped)

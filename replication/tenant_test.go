@@ -209,10 +209,14 @@ func TestDeletingTenantLeavesNoPublicationSubscriptionOrSlot(t *testing.T) {
 	f.waitStreaming("acme", "b", "c")
 	f.waitStreaming("globex", "b")
 	f.waitSame("orders", "acme", orderCols, "a", "b", "c")
+	f.waitConfirmed("a", "acme")
 
 	f.deleteTenant("acme")
 	testutil.Eventually(t, 60*time.Second, func() error {
 		checks := []struct{ region, sql, want string }{
+			// The home guard forgets a deleted tenant: nothing holds its
+			// rows' writes after a later restart; globex stays guarded.
+			{"a", `SELECT string_agg(tenant_id, ',') FROM atomfed.home_confirmations`, "globex"},
 			{"a", `SELECT count(*)::text FROM pg_publication WHERE pubname = '` + fsm.TenantPublication("acme") + `'`, "0"},
 			{"a", `SELECT count(*)::text FROM pg_replication_slots WHERE starts_with(slot_name::text, '` + fsm.TenantSlotPrefix("acme") + `')`, "0"},
 			// No orphan of any kind: only globex's slot is left.

@@ -101,6 +101,14 @@ func checkOldHomeComesBack(t *testing.T, cx context.Context, f oldHomeReturn) {
 	if missing == 0 {
 		t.Fatalf("%s holds no row of %s that %s lacks: the failover lost nothing, so this proves nothing", f.oldHome, f.tenant, f.newHome)
 	}
+	// Its PostgreSQL is back, its agent is not: the home guard refuses the
+	// tenant's writes there (not a second writable home), whatever the
+	// superuser or application session writing.
+	var held *pgconn.PgError
+	if _, err := odb.Exec(cx, `INSERT INTO orders (tenant_id, id, amount) VALUES ($1, 987654321, 1)`, f.tenant); !errors.As(err, &held) ||
+		held.Code != replication.UnconfirmedSQLState || !strings.Contains(held.Message, "is not confirmed since PostgreSQL started") {
+		t.Fatalf("%s's PostgreSQL came back before its agent and took (or refused otherwise) a write of %s: %v", f.oldHome, f.tenant, err)
+	}
 	head := settled(t, f.c)
 	if err := f.agents[f.oldHome].Restart(); err != nil {
 		t.Fatalf("restart %s's agent: %v", f.oldHome, err)

@@ -160,6 +160,9 @@ func TestRebuildALostRegion(t *testing.T) {
 	t.Logf("RPO %.2f s (the last row back was committed at %s, the data directory wiped at %s); rebuild took %s",
 		lost.Sub(last).Seconds(), last.Format(time.RFC3339Nano), lost.Format(time.RFC3339Nano), time.Since(lost).Round(time.Millisecond))
 
+	// The rebuilt home takes acme's writes once its agent confirms it is
+	// still the home (the home guard holds them from PostgreSQL's start).
+	t.Logf("acme's home confirmed %s after the rebuild returned", waitHomeConfirmed(t, cx, home, "acme").Round(time.Millisecond))
 	// The mirror streams from the rebuilt home again.
 	execPG(t, cx, home, `INSERT INTO orders (tenant_id, id, email) SELECT 'acme', g, 'c' || g || '@acme.example' FROM generate_series(301, 320) g`)
 	testutil.Eventually(t, 60*time.Second, func() error {
