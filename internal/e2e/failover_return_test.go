@@ -61,28 +61,7 @@ func checkOldHomeComesBack(t *testing.T, cx context.Context, f oldHomeReturn) {
 		return conn
 	}
 	odb, ndb := connect(old), connect(nw)
-	type row struct {
-		amount string
-		email  *string
-	}
-	rows := func(c *pgx.Conn) map[int64]row {
-		t.Helper()
-		rs, err := c.Query(cx, `SELECT id, amount::text, email FROM orders WHERE tenant_id = $1`, f.tenant)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rs.Close()
-		out := map[int64]row{}
-		for rs.Next() {
-			var id int64
-			var r row
-			if err := rs.Scan(&id, &r.amount, &r.email); err != nil {
-				t.Fatal(err)
-			}
-			out[id] = r
-		}
-		return out
-	}
+	rows := func(c *pgx.Conn) map[int64]orderRow { return tenantOrders(t, cx, c, f.tenant) }
 	// What the old home holds before its agent is back, against the new
 	// home (which takes no write meanwhile): the quarantine to expect.
 	before, theirs := rows(odb), rows(ndb)
@@ -305,31 +284,7 @@ func checkFailBack(t *testing.T, cx context.Context, api *client.Client, pgs map
 	// The failover test cut home's replication login before home was
 	// lost; an operator restores it before failing back.
 	execPG(t, cx, hdb, `ALTER ROLE `+pglocal.ReplicationUser+` LOGIN`)
-	type row struct {
-		amount string
-		email  *string
-	}
-	rows := func(c *pgx.Conn) map[int64]row {
-		t.Helper()
-		rs, err := c.Query(cx, `SELECT id, amount::text, email FROM orders WHERE tenant_id = $1`, tenant)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rs.Close()
-		out := map[int64]row{}
-		for rs.Next() {
-			var id int64
-			var r row
-			if err := rs.Scan(&id, &r.amount, &r.email); err != nil {
-				t.Fatal(err)
-			}
-			out[id] = r
-		}
-		if err := rs.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	rows := func(c *pgx.Conn) map[int64]orderRow { return tenantOrders(t, cx, c, tenant) }
 	// A last write while away, then the fail-back once home has it.
 	var last int64
 	if err := adb.QueryRow(cx, `INSERT INTO orders (tenant_id, amount, email) VALUES ($1, 99, NULL) RETURNING id`, tenant).Scan(&last); err != nil {
@@ -401,4 +356,34 @@ func checkFailBack(t *testing.T, cx context.Context, api *client.Client, pgs map
 	if _, err := adb.Exec(cx, `INSERT INTO orders (tenant_id, amount) VALUES ($1, 1)`, tenant); err == nil {
 		t.Fatalf("%s took a write of %s after the fail-back: two writable homes", away, tenant)
 	}
+}
+
+// orderRow is a row of the failover tests' orders table: its amount and
+// its PII column.
+type orderRow struct {
+	amount string
+	email  *string
+}
+
+// tenantOrders reads tenant's rows of orders in one database, by id.
+func tenantOrders(t *testing.T, cx context.Context, c *pgx.Conn, tenant string) map[int64]orderRow {
+	t.Helper()
+	rs, err := c.Query(cx, `SELECT id, amount::text, email FROM orders WHERE tenant_id = $1`, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	out := map[int64]orderRow{}
+	for rs.Next() {
+		var id int64
+		var r orderRow
+		if err := rs.Scan(&id, &r.amount, &r.email); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = r
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
