@@ -216,12 +216,20 @@ func ReadFence(ctx context.Context, conn *pgx.Conn, tenant string) (*FenceState,
 // fenceTx runs fn in a transaction that holds the fence lock, with the
 // fence schema in place and a bound on how long it waits for table locks.
 func fenceTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	return lockedSchemaTx(ctx, conn, fenceSchema, fn)
+}
+
+// lockedSchemaTx runs fn in a transaction that holds the fence lock (which
+// serializes fences and home guards: their CREATE OR REPLACE would race),
+// with schema's statements run first and a bound on how long it waits for
+// table locks.
+func lockedSchemaTx(ctx context.Context, conn *pgx.Conn, schema []string, fn func(pgx.Tx) error) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, `SELECT pg_advisory_xact_lock(` + strconv.Itoa(fenceLockKey) + `)`}, fenceSchema...)
+	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, `SELECT pg_advisory_xact_lock(` + strconv.Itoa(fenceLockKey) + `)`}, schema...)
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -220,21 +219,7 @@ type dbtx interface {
 // homeGuardTx runs fn in a transaction with the guard's schema in place,
 // serialized with fences (the functions' CREATE OR REPLACE would race).
 func homeGuardTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	stmts := append([]string{`SET LOCAL lock_timeout = '10s'`, `SELECT pg_advisory_xact_lock(` + strconv.Itoa(fenceLockKey) + `)`}, homeGuardSchema...)
-	for _, s := range stmts {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return err
-		}
-	}
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return lockedSchemaTx(ctx, conn, homeGuardSchema, fn)
 }
 
 // confirmHome is the tenant-publisher's part: at most one round trip when
