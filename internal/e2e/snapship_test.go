@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -232,11 +233,13 @@ func TestShippedSnapshots(t *testing.T) {
 		}
 		// Shipments every second, all failing: stale after two seconds.
 		cl.ok("snapshot", "policy", "set", "--every", "1s", "--keep", "3")
-		time.Sleep(2500 * time.Millisecond)
-		r := cli(t, cl.env, "dr", "status")
-		if r.code != 2 {
-			t.Fatalf("dr status with stale shipments: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
-		}
+		var r cliResult
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if r = cli(t, cl.env, "dr", "status"); r.code != 2 {
+				return fmt.Errorf("dr status with stale shipments: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			return nil
+		})
 		mustContain(t, "dr status", r.stdout, "missing: control plane: the last control-plane snapshot", "unreachable")
 		mustContain(t, "dr status", r.stderr, "not ready")
 		st, _, err := l.Client.DRStatus(cx, nil)
