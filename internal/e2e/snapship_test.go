@@ -231,10 +231,14 @@ func TestShippedSnapshots(t *testing.T) {
 		if f := got.Health.LastFailure; f == nil || !strings.Contains(f.Error, "unreachable") || got.Health.Failures != 1 {
 			t.Fatalf("catalog after a failed shipment: %+v", got.Health)
 		}
-		// Shipments every second, all failing: stale after two seconds.
+		// Shipments every second, all failing: stale after two seconds,
+		// once the schedule has failed again.
 		cl.ok("snapshot", "policy", "set", "--every", "1s", "--keep", "3")
 		var r cliResult
 		testutil.Eventually(t, 30*time.Second, func() error {
+			if h := list().Health; h.Failures < 2 {
+				return fmt.Errorf("the schedule has not failed again yet: %+v", h)
+			}
 			if r = cli(t, cl.env, "dr", "status"); r.code != 2 {
 				return fmt.Errorf("dr status with stale shipments: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 			}
